@@ -1,0 +1,175 @@
+package devstack
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// Ports are every port a stack listens on, all on 127.0.0.1.
+type Ports struct {
+	ConsulHTTP, ConsulServer, ConsulSerfLAN, ConsulSerfWAN int
+	NomadHTTP, NomadRPC, NomadSerf                         int
+	TraefikWeb, TraefikWebsecure, TraefikAdmin             int
+	Pebble, PebbleMgmt, ChallDNS, ChallMgmt                int
+	Caravan                                                int
+}
+
+// all lists the ports with their names, for picking and printing.
+func (p *Ports) all() []struct {
+	name string
+	ptr  *int
+} {
+	return []struct {
+		name string
+		ptr  *int
+	}{
+		{"consul-http", &p.ConsulHTTP}, {"consul-server", &p.ConsulServer},
+		{"consul-serf-lan", &p.ConsulSerfLAN}, {"consul-serf-wan", &p.ConsulSerfWAN},
+		{"nomad-http", &p.NomadHTTP}, {"nomad-rpc", &p.NomadRPC}, {"nomad-serf", &p.NomadSerf},
+		{"traefik-web", &p.TraefikWeb}, {"traefik-websecure", &p.TraefikWebsecure}, {"traefik-admin", &p.TraefikAdmin},
+		{"pebble", &p.Pebble}, {"pebble-mgmt", &p.PebbleMgmt}, {"challtestsrv-dns", &p.ChallDNS},
+		{"challtestsrv-mgmt", &p.ChallMgmt}, {"caravan", &p.Caravan},
+	}
+}
+
+// DefaultPorts are tried first by `caravan dev up`; any that is taken is
+// replaced by a free one.
+var DefaultPorts = Ports{
+	ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
+	NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
+	TraefikWeb: 8080, TraefikWebsecure: 8443, TraefikAdmin: 8081,
+	Pebble: 14000, PebbleMgmt: 15000, ChallDNS: 8053, ChallMgmt: 8055,
+	Caravan: 7474,
+}
+
+func consulConfig(p Ports) string {
+	cfg := map[string]any{
+		"bind_addr":      "127.0.0.1",
+		"client_addr":    "127.0.0.1",
+		"advertise_addr": "127.0.0.1",
+		"log_level":      "WARN",
+		"ports": map[string]int{
+			"http": p.ConsulHTTP, "server": p.ConsulServer,
+			"serf_lan": p.ConsulSerfLAN, "serf_wan": p.ConsulSerfWAN,
+			"dns": -1, "grpc": -1, "grpc_tls": -1,
+		},
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return string(b)
+}
+
+func nomadConfig(p Ports, stateDir string) string {
+	return fmt.Sprintf(`# Written by caravan dev up.
+bind_addr = "127.0.0.1"
+log_level = "INFO"
+
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+
+consul {
+  address = "127.0.0.1:%d"
+}
+
+client {
+  alloc_dir = %q
+  options {
+    # Cloud fingerprinters probe metadata services this machine cannot reach
+    # (and fail outright when AWS_CA_BUNDLE is set).
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+`, p.NomadHTTP, p.NomadRPC, p.NomadSerf, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"))
+}
+
+// CertResolver is the name of the stack's ACME resolver in Traefik.
+const CertResolver = "caravan"
+
+func traefikConfig(p Ports, stateDir string) string {
+	return fmt.Sprintf(`# Written by caravan dev up.
+entryPoints:
+  web:
+    address: "127.0.0.1:%d"
+    http:
+      redirections:
+        entryPoint:
+          to: websecure
+          scheme: https
+  websecure:
+    address: "127.0.0.1:%d"
+  traefik:
+    address: "127.0.0.1:%d"
+
+ping:
+  entryPoint: traefik
+
+api:
+  dashboard: false
+
+log:
+  level: INFO
+
+providers:
+  # Routes change within a fraction of a second of a Consul change.
+  providersThrottleDuration: 200ms
+  consulCatalog:
+    endpoint:
+      address: "127.0.0.1:%d"
+    exposedByDefault: false
+    watch: true
+    stale: false
+
+certificatesResolvers:
+  %s:
+    acme:
+      email: "dev@caravan.localhost"
+      storage: %q
+      caServer: "https://127.0.0.1:%d/dir"
+      tlsChallenge: {}
+`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, p.ConsulHTTP, CertResolver,
+		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble)
+}
+
+func pebbleConfig(p Ports, stateDir string) string {
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", p.Pebble),
+		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", p.PebbleMgmt),
+		"certificate":                    filepath.Join(stateDir, "pebble", "cert.pem"),
+		"privateKey":                     filepath.Join(stateDir, "pebble", "key.pem"),
+		"httpPort":                       p.TraefikWeb,
+		"tlsPort":                        p.TraefikWebsecure,
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+	}}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return string(b)
+}
+
+func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \"'") {
+			a = fmt.Sprintf("%q", a)
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,214 @@
+// Package devstack owns caravan's local stack: it installs pinned builds of
+// Nomad, Consul and Traefik, and starts them with Pebble, pebble-challtestsrv
+// and caravan server on 127.0.0.1. `caravan dev up` and the e2e tests both
+// use it, so the tests run against exactly what a developer runs.
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Tool is a server binary built from its Go module through a wrapper module
+// in the repository's tools/ directory (their go.mod files carry replace
+// directives, so `go install` cannot build them).
+type Tool struct {
+	Name    string
+	Version string
+	// Package is the main package to build.
+	Package string
+	// Env is extra build environment.
+	Env []string
+}
+
+// Pinned tools. Changing a version means editing tools/<name>/go.mod too.
+var (
+	Nomad  = Tool{Name: "nomad", Version: "1.11.2", Package: "github.com/hashicorp/nomad"}
+	Consul = Tool{Name: "consul", Version: "1.22.2", Package: "github.com/hashicorp/consul",
+		// Consul's nested modules are not in the checksum database; the
+		// committed go.sum verifies them instead.
+		Env: []string{"GONOSUMDB=github.com/hashicorp/consul"}}
+	Traefik = Tool{Name: "traefik", Version: "3.6.12", Package: "github.com/traefik/traefik/v3/cmd/traefik"}
+)
+
+// Tools are the three servers the stack builds.
+var Tools = []Tool{Nomad, Consul, Traefik}
+
+// CacheDir is where built binaries live: $CARAVAN_CACHE_DIR, else
+// ~/.cache/caravan.
+func CacheDir() string {
+	if d := os.Getenv("CARAVAN_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "caravan")
+	}
+	return filepath.Join(os.TempDir(), "caravan-cache")
+}
+
+// BinPath is where t's binary is cached.
+func (t Tool) BinPath() string {
+	return filepath.Join(CacheDir(), "bin", t.Name+"-"+t.Version)
+}
+
+// Installer builds tools into the cache.
+type Installer struct {
+	// ToolsDir holds the wrapper modules (tools/<name>/go.mod).
+	ToolsDir string
+	// Out receives progress.
+	Out io.Writer
+}
+
+// FindToolsDir finds tools/ by walking up from dir to caravan's repository
+// root; $CARAVAN_TOOLS_DIR overrides.
+func FindToolsDir(dir string) (string, error) {
+	if d := os.Getenv("CARAVAN_TOOLS_DIR"); d != "" {
+		return d, nil
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "tools", "nomad", "go.mod")); err == nil {
+			return filepath.Join(d, "tools"), nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no tools/nomad/go.mod above %s: run from a caravan checkout or set CARAVAN_TOOLS_DIR", dir)
+		}
+	}
+}
+
+// Ensure returns the path of t's binary, building it first when the cache
+// does not have this version. Builds are serialised across processes with a
+// lock file, so two stacks starting at once build each tool only once.
+func (in *Installer) Ensure(ctx context.Context, t Tool) (string, error) {
+	bin := t.BinPath()
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lockFile(filepath.Join(CacheDir(), "build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil // built by another process while we waited
+	}
+	if in.ToolsDir == "" {
+		return "", errors.New("devstack: Installer.ToolsDir is not set")
+	}
+	return bin, in.build(ctx, t, bin)
+}
+
+func (in *Installer) build(ctx context.Context, t Tool, bin string) error {
+	out := in.Out
+	if out == nil {
+		out = io.Discard
+	}
+	dir := filepath.Join(in.ToolsDir, t.Name)
+	fmt.Fprintf(out, "==> building %s %s from its Go module (once; about 5-13 minutes on 2 cores)\n", t.Name, t.Version)
+	tmp := bin + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-o", tmp, t.Package)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(cmd.Env, t.Env...)
+	logPath := filepath.Join(CacheDir(), "logs", t.Name+"-"+t.Version+".log")
+	_ = os.MkdirAll(filepath.Dir(logPath), 0o755)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	var pkgs atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if !strings.Contains(sc.Text(), " ") {
+				pkgs.Add(1)
+			}
+		}
+	}()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("building %s: %w", t.Name, err)
+	}
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	for {
+		select {
+		case <-tick.C:
+			fmt.Fprintf(out, "    %s: %d packages compiled, %s elapsed\n", t.Name, pkgs.Load(), time.Since(start).Round(time.Second))
+		case err := <-waited:
+			pw.Close()
+			<-done
+			if err != nil {
+				os.Remove(tmp)
+				return fmt.Errorf("building %s %s failed (%v); the log is %s", t.Name, t.Version, err, logPath)
+			}
+			if err := os.Rename(tmp, bin); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "    %s %s built in %s: %s\n", t.Name, t.Version, time.Since(start).Round(time.Second), bin)
+			return nil
+		}
+	}
+}
+
+// lockFile takes an exclusive flock on path, waiting for it.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// LookPebble finds pebble and pebble-challtestsrv, installing Debian's
+// pebble package when they are missing and we are root.
+func LookPebble(ctx context.Context, out io.Writer) (pebble, chall string, err error) {
+	find := func() (string, string, error) {
+		p, err1 := exec.LookPath("pebble")
+		c, err2 := exec.LookPath("pebble-challtestsrv")
+		return p, c, errors.Join(err1, err2)
+	}
+	if p, c, err := find(); err == nil {
+		return p, c, nil
+	}
+	if os.Geteuid() != 0 {
+		return "", "", errors.New("pebble is not installed: run `sudo apt-get install pebble`")
+	}
+	fmt.Fprintln(out, "==> installing pebble (apt-get install pebble)")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "pebble"}} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	}
+	return find()
+}

@@ -1,0 +1,187 @@
+package devstack
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is a process the stack started.
+type Proc struct {
+	Name string   `json:"name"`
+	PID  int      `json:"pid"`
+	Args []string `json:"args"`
+	Log  string   `json:"log"`
+	// Addr is where it serves, for `caravan dev status`.
+	Addr string `json:"addr"`
+
+	exited chan error
+}
+
+// start runs args as a detached process (its own process group, so it
+// outlives `caravan dev up`) with output to logs/<name>.log.
+func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
+	logPath := filepath.Join(stateDir, "logs", name+".log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = stateDir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Log: logPath, Addr: addr, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+	return p, nil
+}
+
+// Exited reports whether the process has ended, with a tail of its log.
+func (p *Proc) Exited() error {
+	if p.exited != nil {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, err, p.Log, tail(p.Log, 15))
+		default:
+			return nil
+		}
+	}
+	if !p.Alive() {
+		return fmt.Errorf("%s (pid %d) is not running; see %s", p.Name, p.PID, p.Log)
+	}
+	return nil
+}
+
+// Alive reports whether p's pid still runs the program the stack started
+// (and not some later process that reused the pid).
+func (p *Proc) Alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	if err != nil || len(p.Args) == 0 {
+		return false
+	}
+	first, _, _ := bytes.Cut(b, []byte{0})
+	return string(first) == p.Args[0]
+}
+
+// Stop ends p and every process below it (Nomad's executors and the tasks
+// they run, for instance): SIGTERM, then SIGKILL after grace.
+func (p *Proc) Stop(grace time.Duration) error {
+	if !p.Alive() {
+		return nil
+	}
+	tree := append([]int{p.PID}, descendants(p.PID)...)
+	for _, pid := range tree {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !anyAlive(tree) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tree = append(tree, descendants(p.PID)...)
+	for _, pid := range tree {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if anyAliveAfter(tree, 5*time.Second) {
+		return fmt.Errorf("%s (pid %d) did not stop", p.Name, p.PID)
+	}
+	return nil
+}
+
+func anyAlive(pids []int) bool {
+	for _, pid := range pids {
+		if processRunning(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyAliveAfter(pids []int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !anyAlive(pids) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return anyAlive(pids)
+}
+
+// processRunning is true for a live, non-zombie process.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, ok := bytes.Cut(b, []byte(") "))
+	return ok && len(rest) > 0 && rest[0] != 'Z'
+}
+
+// descendants lists every process below pid, from /proc.
+func descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		_, rest, ok := bytes.Cut(b, []byte(") "))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		children[ppid] = append(children[ppid], child)
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+var errNotUp = errors.New("no local stack is running")

@@ -1,0 +1,375 @@
+package devstack
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Options configure Up.
+type Options struct {
+	// StateDir holds configs, logs, pids and certificates.
+	StateDir string
+	// RandomPorts picks a free port for everything (tests); otherwise
+	// DefaultPorts are tried first.
+	RandomPorts bool
+	// Domain of generated hostnames (default "caravan.localhost").
+	Domain    string
+	Installer *Installer
+	Out       io.Writer
+}
+
+// Stack is a running local stack; Up writes it to <state>/stack.json.
+type Stack struct {
+	StateDir string  `json:"state_dir"`
+	Domain   string  `json:"domain"`
+	Ports    Ports   `json:"ports"`
+	Procs    []*Proc `json:"procs"`
+}
+
+// DefaultStateDir is $CARAVAN_STATE_DIR, else ~/.local/state/caravan/dev.
+func DefaultStateDir() string {
+	if d := os.Getenv("CARAVAN_STATE_DIR"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "caravan-dev")
+	}
+	return filepath.Join(home, ".local", "state", "caravan", "dev")
+}
+
+// Load reads the stack recorded in stateDir.
+func Load(stateDir string) (*Stack, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, "stack.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (no %s)", errNotUp, filepath.Join(stateDir, "stack.json"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Stack
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(stateDir, "stack.json"), err)
+	}
+	return &s, nil
+}
+
+func (s *Stack) save() error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.StateDir, "stack.json"), b, 0o644)
+}
+
+// Up installs what is missing and starts Pebble, Consul, Nomad and Traefik,
+// waiting until each is healthy. On failure it stops what it started.
+func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if opts.Domain == "" {
+		opts.Domain = "caravan.localhost"
+	}
+	if prev, err := Load(opts.StateDir); err == nil && prev.Running() {
+		return nil, fmt.Errorf("a stack already runs from %s: run `caravan dev down` first", opts.StateDir)
+	}
+	bins := map[string]string{}
+	for _, t := range Tools {
+		bin, err := opts.Installer.Ensure(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		bins[t.Name] = bin
+	}
+	pebble, chall, err := LookPebble(ctx, out)
+	if err != nil {
+		return nil, err
+	}
+
+	for _, d := range []string{"logs", "pebble", "traefik", "nomad"} {
+		if err := os.MkdirAll(filepath.Join(opts.StateDir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	ports, err := pickPorts(opts.RandomPorts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{StateDir: opts.StateDir, Domain: opts.Domain, Ports: ports}
+	defer func() {
+		if err != nil {
+			_ = s.Down()
+		}
+	}()
+
+	pdir := filepath.Join(s.StateDir, "pebble")
+	if err := writePebbleTLS(pdir); err != nil {
+		return nil, fmt.Errorf("making Pebble's certificate: %w", err)
+	}
+	files := map[string]string{
+		"consul.json":               consulConfig(ports),
+		"nomad.hcl":                 nomadConfig(ports, s.StateDir),
+		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir),
+		"pebble/pebble-config.json": pebbleConfig(ports, s.StateDir),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(s.StateDir, name), []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+
+	steps := []struct {
+		name, addr string
+		args, env  []string
+		ready      func(context.Context) error
+	}{
+		{"challtestsrv", addr(ports.ChallMgmt), []string{chall,
+			"-management", addr(ports.ChallMgmt), "-dns01", addr(ports.ChallDNS),
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", "", "-defaultIPv4", "127.0.0.1"},
+			nil, func(ctx context.Context) error { return dialable(addr(ports.ChallMgmt)) }},
+		{"pebble", addr(ports.Pebble), []string{pebble,
+			"-config", filepath.Join(pdir, "pebble-config.json"), "-dnsserver", addr(ports.ChallDNS)},
+			[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, s.pebbleReady},
+		{"consul", addr(ports.ConsulHTTP), []string{bins["consul"], "agent", "-dev",
+			"-config-file", filepath.Join(s.StateDir, "consul.json")}, nil, s.consulReady},
+		{"nomad", addr(ports.NomadHTTP), []string{bins["nomad"], "agent", "-dev",
+			"-config", filepath.Join(s.StateDir, "nomad.hcl")}, nil, s.nomadReady},
+		{"traefik", addr(ports.TraefikWebsecure), []string{bins["traefik"],
+			"--configFile=" + filepath.Join(s.StateDir, "traefik", "traefik.yml")},
+			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem")}, s.traefikReady},
+	}
+	for _, st := range steps {
+		fmt.Fprintf(out, "==> starting %s on %s\n", st.name, st.addr)
+		p, err := start(s.StateDir, st.name, st.addr, st.args, st.env)
+		if err != nil {
+			return nil, err
+		}
+		s.Procs = append(s.Procs, p)
+		if err := s.save(); err != nil {
+			return nil, err
+		}
+		if err := waitFor(ctx, 90*time.Second, p, st.ready); err != nil {
+			return nil, fmt.Errorf("%s did not become healthy: %w", st.name, err)
+		}
+	}
+	return s, s.save()
+}
+
+// StartProcess starts another process as part of the stack (caravan server)
+// and waits until ready succeeds.
+func (s *Stack) StartProcess(ctx context.Context, name, address string, args, env []string, ready func(context.Context) error) error {
+	p, err := start(s.StateDir, name, address, args, env)
+	if err != nil {
+		return err
+	}
+	s.Procs = append(s.Procs, p)
+	if err := s.save(); err != nil {
+		return err
+	}
+	return waitFor(ctx, 60*time.Second, p, ready)
+}
+
+// Running reports whether any process of the stack still runs.
+func (s *Stack) Running() bool {
+	for _, p := range s.Procs {
+		if p.Alive() {
+			return true
+		}
+	}
+	return false
+}
+
+// Down stops every process Up started, newest first, by pid, and nothing
+// else; it then forgets them.
+func (s *Stack) Down() error {
+	var errs []error
+	for i := len(s.Procs) - 1; i >= 0; i-- {
+		if err := s.Procs[i].Stop(15 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.Procs = nil
+	if err := s.save(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Addresses of the stack's services.
+func (s *Stack) NomadAddr() string  { return "http://" + addr(s.Ports.NomadHTTP) }
+func (s *Stack) ConsulAddr() string { return addr(s.Ports.ConsulHTTP) }
+func (s *Stack) CaravanAddr() string {
+	return "http://" + addr(s.Ports.Caravan)
+}
+
+// HTTPSAddr is where Traefik serves HTTPS.
+func (s *Stack) HTTPSAddr() string { return addr(s.Ports.TraefikWebsecure) }
+
+// PebbleRootPath is where RootCA writes Pebble's issuing root.
+func (s *Stack) PebbleRootPath() string { return filepath.Join(s.StateDir, "pebble", "root.pem") }
+
+// RootCA fetches the root that signs the certificates Pebble issues (it is
+// new each time Pebble starts), writes it to PebbleRootPath, and returns it.
+func (s *Stack) RootCA(ctx context.Context) ([]byte, error) {
+	client, err := s.pebbleClient()
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://%s/roots/0", addr(s.Ports.PebbleMgmt)), nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pebble roots: %s", resp.Status)
+	}
+	return b, os.WriteFile(s.PebbleRootPath(), b, 0o644)
+}
+
+func (s *Stack) pebbleClient() (*http.Client, error) {
+	ca, err := os.ReadFile(filepath.Join(s.StateDir, "pebble", "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
+}
+
+func (s *Stack) pebbleReady(ctx context.Context) error {
+	client, err := s.pebbleClient()
+	if err != nil {
+		return err
+	}
+	return httpOK(ctx, client, fmt.Sprintf("https://%s/dir", addr(s.Ports.Pebble)))
+}
+
+func (s *Stack) consulReady(ctx context.Context) error {
+	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr()})
+	if err != nil {
+		return err
+	}
+	leader, err := c.Status().Leader()
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errors.New("no leader yet")
+	}
+	return nil
+}
+
+func (s *Stack) nomadReady(ctx context.Context) error {
+	c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr()})
+	if err != nil {
+		return err
+	}
+	nodes, _, err := c.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if d := n.Drivers["raw_exec"]; n.Status == "ready" && d != nil && d.Detected && d.Healthy {
+			return nil
+		}
+	}
+	return errors.New("no ready client node with raw_exec yet")
+}
+
+func (s *Stack) traefikReady(ctx context.Context) error {
+	return httpOK(ctx, http.DefaultClient, fmt.Sprintf("http://%s/ping", addr(s.Ports.TraefikAdmin)))
+}
+
+func httpOK(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+func dialable(a string) error {
+	c, err := net.DialTimeout("tcp", a, time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// waitFor polls ready until it succeeds, p exits, or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, p *Proc, ready func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if err := p.Exited(); err != nil {
+			return err
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		last = ready(rctx)
+		rcancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %v; see %s", timeout, last, p.Log)
+		case <-time.After(150 * time.Millisecond):
+		}
+	}
+}
+
+// pickPorts keeps every listener open until all ports are chosen, so no
+// port is handed out twice.
+func pickPorts(random bool) (Ports, error) {
+	p := DefaultPorts
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for _, e := range p.all() {
+		if !random {
+			if l, err := net.Listen("tcp", addr(*e.ptr)); err == nil {
+				held = append(held, l)
+				continue
+			}
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return p, fmt.Errorf("finding a free port for %s: %w", e.name, err)
+		}
+		held = append(held, l)
+		*e.ptr = l.Addr().(*net.TCPAddr).Port
+	}
+	return p, nil
+}

@@ -1,0 +1,39 @@
+# Two web functions and a background worker in one app, in the "staging"
+# environment. "frontend" is served at https://shop-staging--store-frontend.<domain>;
+# "api" has a custom label, so it is https://shop-staging--api.<domain>
+# (and api.shop.example.com) rather than https://shop-staging--store-api.<domain>.
+app "store" {
+  workspace   = "shop"
+  environment = "staging"
+
+  deploy {
+    strategy = "rolling"
+  }
+
+  function "frontend" {
+    command = "node"
+    args    = ["server.js", "--port", "${port}"]
+    env = {
+      API_URL = "https://shop-staging--api.caravan.localhost"
+    }
+    min_containers = 2
+
+    web {}
+  }
+
+  function "api" {
+    command = "node"
+    args    = ["api.js"]
+
+    web {
+      label          = "api"
+      health_path    = "/healthz"
+      custom_domains = ["api.shop.example.com"]
+    }
+  }
+
+  function "worker" {
+    command = "node"
+    args    = ["worker.js"]
+  }
+}

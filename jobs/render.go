@@ -1,0 +1,307 @@
+// Package jobs owns the render stage: it turns a validated app spec into the
+// one Nomad service job that runs it. Rendering is pure (no I/O, no clock):
+// the same spec and router configuration give the same job, byte for byte,
+// which is what makes no-op deploys and golden tests cheap.
+package jobs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Meta keys caravan stamps on what it owns.
+const (
+	MetaWorkspace   = "caravan.workspace"
+	MetaApp         = "caravan.app"
+	MetaEnvironment = "caravan.environment"
+	MetaSpecHash    = "caravan.spec_hash"
+	MetaVersion     = "caravan.version"
+	MetaFunction    = "caravan.function"
+)
+
+// PortLabel is the label of every web function's port.
+const PortLabel = "http"
+
+// ShutdownDelay is how long a web container keeps serving after it leaves
+// Consul, so Traefik stops routing to it before it is killed.
+const ShutdownDelay = 5 * time.Second
+
+// GPUDevice is the Nomad device every gpu request asks for.
+const GPUDevice = "nvidia/gpu"
+
+// Defaults for resources a spec leaves unset.
+const (
+	DefaultCPU    = 100
+	DefaultMemory = 128
+)
+
+// JobID is the Nomad job ID caravan owns for an app:
+// `<workspace>[-<environment>]--<app>`.
+func JobID(workspace, environment, app string) string {
+	ws := workspace
+	if environment != "" {
+		ws += "-" + environment
+	}
+	return ws + "--" + app
+}
+
+// Rendered is an app rendered for Nomad.
+type Rendered struct {
+	Job    *api.Job
+	Routes []router.Route
+	// SpecHash identifies Job (without its hash and version meta); equal
+	// hashes mean a deploy would change nothing.
+	SpecHash string
+}
+
+// Render turns a validated app into its Nomad job. It fails only on a bug or
+// an app that did not pass spec validation.
+func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
+	id := JobID(app.Workspace, app.Environment, app.Name)
+	job := &api.Job{
+		ID:          ptr(id),
+		Name:        ptr(id),
+		Type:        ptr(api.JobTypeService),
+		Datacenters: []string{"*"},
+		Meta: map[string]string{
+			MetaWorkspace: app.Workspace,
+			MetaApp:       app.Name,
+		},
+	}
+	if app.Environment != "" {
+		job.Meta[MetaEnvironment] = app.Environment
+	}
+
+	routes := router.Routes(app, cfg)
+	byFunction := map[string]router.Route{}
+	for _, r := range routes {
+		byFunction[r.Function] = r
+	}
+	for _, fn := range app.Functions {
+		tg, err := group(app, fn, byFunction)
+		if err != nil {
+			return nil, err
+		}
+		job.TaskGroups = append(job.TaskGroups, tg)
+	}
+
+	hash, err := Hash(job)
+	if err != nil {
+		return nil, err
+	}
+	job.Meta[MetaSpecHash] = hash
+	return &Rendered{Job: job, Routes: routes, SpecHash: hash}, nil
+}
+
+// Hash is the spec hash of job: a SHA-256 of its JSON without the
+// caravan.spec_hash and caravan.version meta, cut to 16 hex digits.
+func Hash(job *api.Job) (string, error) {
+	saved := job.Meta
+	meta := map[string]string{}
+	for k, v := range saved {
+		if k != MetaSpecHash && k != MetaVersion {
+			meta[k] = v
+		}
+	}
+	job.Meta = meta
+	b, err := json.Marshal(job)
+	job.Meta = saved
+	if err != nil {
+		return "", fmt.Errorf("hashing job: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16], nil
+}
+
+func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*api.TaskGroup, error) {
+	count := fn.Count()
+	tg := &api.TaskGroup{
+		Name:   ptr(fn.Name),
+		Count:  ptr(count),
+		Meta:   map[string]string{MetaFunction: fn.Name},
+		Update: update(app.DeployStrategy(), count),
+	}
+	if fn.MaxContainers != nil {
+		min := int64(count)
+		if fn.MinContainers != nil {
+			min = int64(*fn.MinContainers)
+		}
+		tg.Scaling = &api.ScalingPolicy{Min: ptr(min), Max: ptr(int64(*fn.MaxContainers))}
+	}
+
+	t := task(fn)
+	if fn.Web != nil {
+		r, ok := routes[fn.Name]
+		if !ok {
+			return nil, fmt.Errorf("function %q has a web block but no route", fn.Name)
+		}
+		port := api.Port{Label: PortLabel}
+		if fn.Web.Port != nil {
+			if fn.TaskDriver() == spec.DriverDocker {
+				port.To = *fn.Web.Port
+			} else {
+				port.Value = *fn.Web.Port
+			}
+		}
+		net := &api.NetworkResource{}
+		if port.Value != 0 {
+			net.ReservedPorts = []api.Port{port}
+		} else {
+			net.DynamicPorts = []api.Port{port}
+		}
+		tg.Networks = []*api.NetworkResource{net}
+		tg.ShutdownDelay = ptr(ShutdownDelay)
+
+		svc, err := service(app, fn, r)
+		if err != nil {
+			return nil, err
+		}
+		tg.Services = []*api.Service{svc}
+		t.Env["PORT"] = spec.PortPlaceholder
+		if fn.TaskDriver() == spec.DriverDocker {
+			t.Env["HOST"] = "0.0.0.0"
+			t.Config["ports"] = []string{PortLabel}
+		} else {
+			t.Env["HOST"] = "${NOMAD_IP_" + PortLabel + "}"
+		}
+	}
+	tg.Tasks = []*api.Task{t}
+	return tg, nil
+}
+
+func task(fn *spec.Function) *api.Task {
+	driver := fn.TaskDriver()
+	t := &api.Task{
+		Name:        fn.Name,
+		Driver:      driver,
+		Config:      map[string]any{},
+		Env:         map[string]string{},
+		KillTimeout: ptr(10 * time.Second),
+		Resources: &api.Resources{
+			CPU:      ptr(DefaultCPU),
+			MemoryMB: ptr(DefaultMemory),
+		},
+	}
+	switch driver {
+	case spec.DriverDocker:
+		t.Config["image"] = fn.Image
+	default:
+		t.Config["command"] = fn.Command
+	}
+	if len(fn.Args) > 0 {
+		t.Config["args"] = fn.Args
+	}
+	for k, v := range fn.Env {
+		t.Env[k] = v
+	}
+	if r := fn.Resources; r != nil {
+		if r.CPU != nil {
+			t.Resources.CPU = ptr(*r.CPU)
+		}
+		if r.Memory != nil {
+			t.Resources.MemoryMB = ptr(*r.Memory)
+		}
+		if g := r.GPURequest; g != nil {
+			t.Resources.Devices = []*api.RequestedDevice{gpuDevice(g)}
+		}
+	}
+	return t
+}
+
+// gpuDevice asks Nomad for g.Count GPUs of one of g.Models. A model matches
+// when it stands as a word in the device's model name, so "H100" matches
+// "NVIDIA H100 80GB HBM3". Earlier models in a fallback list are preferred
+// through affinities of falling weight.
+func gpuDevice(g *spec.GPURequest) *api.RequestedDevice {
+	d := &api.RequestedDevice{Name: GPUDevice, Count: ptr(uint64(g.Count))}
+	if len(g.Models) == 0 {
+		return d
+	}
+	d.Constraints = []*api.Constraint{{
+		LTarget: "${device.model}",
+		Operand: "regexp",
+		RTarget: modelRegexp(g.Models),
+	}}
+	if len(g.Models) > 1 {
+		for i, m := range g.Models {
+			weight := int8(100 - i*100/len(g.Models))
+			d.Affinities = append(d.Affinities, &api.Affinity{
+				LTarget: "${device.model}",
+				Operand: "regexp",
+				RTarget: modelRegexp([]string{m}),
+				Weight:  ptr(weight),
+			})
+		}
+	}
+	return d
+}
+
+func modelRegexp(models []string) string {
+	quoted := make([]string, len(models))
+	for i, m := range models {
+		quoted[i] = regexp.QuoteMeta(m)
+	}
+	return `(?i)(^|[^a-z0-9])(` + strings.Join(quoted, "|") + `)([^a-z0-9]|$)`
+}
+
+func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, error) {
+	tags, err := r.Tags()
+	if err != nil {
+		return nil, err
+	}
+	return &api.Service{
+		Name:      r.Name,
+		PortLabel: PortLabel,
+		Provider:  api.ServiceProviderConsul,
+		Tags:      tags,
+		Meta: map[string]string{
+			MetaWorkspace: app.Workspace,
+			MetaApp:       app.Name,
+			MetaFunction:  fn.Name,
+		},
+		Checks: []api.ServiceCheck{{
+			Name:     "http " + fn.Web.HealthCheckPath(),
+			Type:     "http",
+			Path:     fn.Web.HealthCheckPath(),
+			Interval: 2 * time.Second,
+			Timeout:  time.Second,
+		}},
+	}, nil
+}
+
+// update renders a deploy strategy as a group's update block.
+//
+// rolling starts a full set of new containers beside the old ones (canaries
+// that carry the same tags, so each takes traffic as soon as its health check
+// passes), promotes them automatically once all are healthy, and only then
+// stops the old ones; a version that never becomes healthy is reverted.
+// recreate stops the old containers first and starts the new ones together.
+func update(strategy string, count int) *api.UpdateStrategy {
+	u := &api.UpdateStrategy{
+		HealthCheck:      ptr("checks"),
+		MinHealthyTime:   ptr(2 * time.Second),
+		HealthyDeadline:  ptr(2 * time.Minute),
+		ProgressDeadline: ptr(3 * time.Minute),
+		AutoRevert:       ptr(true),
+	}
+	switch strategy {
+	case spec.StrategyRecreate:
+		u.MaxParallel = ptr(count)
+	default:
+		u.MaxParallel = ptr(count)
+		u.Canary = ptr(count)
+		u.AutoPromote = ptr(true)
+	}
+	return u
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,139 @@
+package router
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/caravanhq/caravan/spec"
+	"github.com/traefik/traefik/v3/pkg/config/dynamic"
+	"github.com/traefik/traefik/v3/pkg/config/label"
+	"github.com/traefik/traefik/v3/pkg/types"
+)
+
+// Config is how the routes of every app are served.
+type Config struct {
+	// Domain is the parent of every generated hostname, e.g. "caravan.localhost".
+	Domain string
+	// EntryPoint is the Traefik entry point that serves HTTPS, e.g. "websecure".
+	EntryPoint string
+	// CertResolver is the Traefik ACME resolver that issues certificates.
+	// Empty serves TLS with Traefik's default certificate.
+	CertResolver string
+	// HTTPSPort is the port URLs carry; 0 or 443 leaves it out.
+	HTTPSPort int
+}
+
+// DefaultConfig is the configuration of the local stack's Traefik.
+var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan"}
+
+// Route is how one web function is reached.
+type Route struct {
+	// Function is the function's name in the spec.
+	Function string
+	// Name names the Consul service and the Traefik router and service; it
+	// is also the first label of Host.
+	Name string
+	// Host is the generated hostname.
+	Host string
+	// CustomDomains are the spec's extra hostnames, lower-cased.
+	CustomDomains []string
+	// URL is https://Host, with the port when it is not 443.
+	URL string
+	// Config is the Traefik dynamic configuration for this route alone.
+	Config *dynamic.Configuration
+}
+
+// Routes renders the route of every web function of app, in spec order.
+func Routes(app *spec.App, cfg Config) []Route {
+	var routes []Route
+	for _, fn := range app.Functions {
+		if fn.Web == nil {
+			continue
+		}
+		routes = append(routes, route(app, fn, cfg))
+	}
+	return routes
+}
+
+// ServiceName is the Consul service name of a web function.
+func ServiceName(app *spec.App, fn *spec.Function) string {
+	name := app.Name + "-" + fn.Name
+	if fn.Web != nil && fn.Web.Label != "" {
+		name = fn.Web.Label
+	}
+	return HostLabel(app.Workspace, app.Environment, name)
+}
+
+func route(app *spec.App, fn *spec.Function, cfg Config) Route {
+	name := ServiceName(app, fn)
+	host := name + "." + strings.ToLower(cfg.Domain)
+	r := Route{Function: fn.Name, Name: name, Host: host, URL: "https://" + host}
+	if cfg.HTTPSPort != 0 && cfg.HTTPSPort != 443 {
+		r.URL += fmt.Sprintf(":%d", cfg.HTTPSPort)
+	}
+	for _, d := range fn.Web.CustomDomains {
+		r.CustomDomains = append(r.CustomDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
+	}
+
+	rules := []string{"Host(`" + host + "`)"}
+	var tlsDomains []types.Domain
+	for _, d := range r.CustomDomains {
+		if parent, ok := strings.CutPrefix(d, "*."); ok {
+			rules = append(rules, "HostRegexp(`^[a-z0-9-]+\\."+regexp.QuoteMeta(parent)+"$`)")
+			tlsDomains = append(tlsDomains, types.Domain{Main: d})
+			continue
+		}
+		rules = append(rules, "Host(`"+d+"`)")
+	}
+
+	rt := &dynamic.Router{
+		EntryPoints: []string{cfg.EntryPoint},
+		Rule:        strings.Join(rules, " || "),
+		Service:     name,
+		TLS:         &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver, Domains: tlsDomains},
+	}
+	passHost := true
+	svc := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{PassHostHeader: &passHost}}
+	r.Config = &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
+		Routers:  map[string]*dynamic.Router{name: rt},
+		Services: map[string]*dynamic.Service{name: svc},
+	}}
+	return r
+}
+
+// Tags encodes the route's configuration as the Consul service tags
+// Traefik's consulCatalog provider reads, sorted. Traefik must run with
+// exposedByDefault = false: only services tagged traefik.enable=true are
+// routed, so nothing caravan does not own is exposed.
+func (r Route) Tags() ([]string, error) {
+	labels, err := label.EncodeConfiguration(r.Config)
+	if err != nil {
+		return nil, fmt.Errorf("encoding route %s as tags: %w", r.Name, err)
+	}
+	tags := []string{"traefik.enable=true"}
+	for k, v := range labels {
+		tags = append(tags, k+"="+v)
+	}
+	slices.Sort(tags)
+	return tags, nil
+}
+
+// Merge joins the configurations of routes into the one Traefik builds from
+// their tags; `caravan render --routes` prints it.
+func Merge(routes []Route) *dynamic.Configuration {
+	out := &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
+		Routers:  map[string]*dynamic.Router{},
+		Services: map[string]*dynamic.Service{},
+	}}
+	for _, r := range routes {
+		for k, v := range r.Config.HTTP.Routers {
+			out.HTTP.Routers[k] = v
+		}
+		for k, v := range r.Config.HTTP.Services {
+			out.HTTP.Services[k] = v
+		}
+	}
+	return out
+}

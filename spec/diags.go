@@ -1,0 +1,191 @@
+package spec
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// One constructor per kind of mistake: each says what is wrong (Summary), how
+// to fix it (Detail), and where (Subject).
+
+func diagError(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
+	r := rng
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: &r}
+}
+
+func diagWarning(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
+	r := rng
+	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: detail, Subject: &r}
+}
+
+func diagNoApp(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Missing app block",
+		`A spec file holds exactly one app block, for example:
+
+  app "hello" {
+    workspace = "me"
+    function "web" { ... }
+  }`)
+}
+
+func diagExtraApp(rng hcl.Range, first hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "More than one app block",
+		fmt.Sprintf("A spec file holds exactly one app; the first is at %s. Move this app to a file of its own.", first))
+}
+
+func diagBadName(rng hcl.Range, what, name string) *hcl.Diagnostic {
+	return diagError(rng, fmt.Sprintf("Invalid %s name", what),
+		fmt.Sprintf("%q cannot be part of a hostname. Use 1 to 63 lower-case letters, digits and single hyphens, starting with a letter and not ending with a hyphen, for example %q.", name, suggestName(name)))
+}
+
+func diagMissingWorkspace(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Missing workspace",
+		`Set workspace = "<name>" in the app block; it is the first part of every URL the app serves.`)
+}
+
+func diagNoFunctions(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "App has no functions",
+		`Add at least one function "<name>" { command = "..." } block to the app.`)
+}
+
+func diagDuplicateFunction(rng hcl.Range, name string, first hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Duplicate function",
+		fmt.Sprintf("A function named %q is already defined at %s. Rename one of them.", name, first))
+}
+
+func diagBadStrategy(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Unknown deploy strategy",
+		fmt.Sprintf("%q is not a strategy. Use one of %q, %q, %q or %q.", got, StrategyRolling, StrategyRecreate, StrategyCanary, StrategyBlueGreen))
+}
+
+func diagStrategyNotYet(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Deploy strategy not yet supported",
+		fmt.Sprintf("This version of caravan cannot run %q rollouts yet. Use strategy = %q or %q.", got, StrategyRolling, StrategyRecreate))
+}
+
+func diagBadDriver(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Unknown driver",
+		fmt.Sprintf("%q is not a driver caravan supports. Use %q, %q or %q.", got, DriverRawExec, DriverExec, DriverDocker))
+}
+
+func diagNothingToRun(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Function has nothing to run",
+		fmt.Sprintf("Function %q needs command = \"...\" (raw_exec, exec) or image = \"...\" (docker).", fn))
+}
+
+func diagCommandAndImage(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Both command and image are set",
+		fmt.Sprintf("Function %q sets both. Keep command for raw_exec/exec, or image for docker (pass arguments with args).", fn))
+}
+
+func diagDriverNeeds(rng hcl.Range, driver, attr string) *hcl.Diagnostic {
+	return diagError(rng, fmt.Sprintf("The %s driver needs %s", driver, attr),
+		fmt.Sprintf("Set %s = \"...\", or choose a driver that fits what the function runs.", attr))
+}
+
+func diagOutOfRange(rng hcl.Range, attr string, got, lo, hi int) *hcl.Diagnostic {
+	return diagError(rng, fmt.Sprintf("Invalid %s", attr),
+		fmt.Sprintf("%s is %d; it must be between %d and %d.", attr, got, lo, hi))
+}
+
+func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
+	return diagError(rng, "max_containers below min_containers",
+		fmt.Sprintf("max_containers is %d but min_containers is %d. Raise max_containers to at least %d.", max, min, min))
+}
+
+func diagScaleToZero(rng hcl.Range) *hcl.Diagnostic {
+	return diagWarning(rng, "Scale to zero not yet supported",
+		"min_containers = 0 runs one container for now; caravan does not yet start containers on demand.")
+}
+
+func diagBadGPU(rng hcl.Range, got, why string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid gpu",
+		fmt.Sprintf("%s (got %s). Use \"any\", a model such as \"H100\", a model and count such as \"H100:2\" (1 to 8), or a list of models in order of preference such as [\"H100\", \"A100\"].", why, got))
+}
+
+func diagWebOnScheduled(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Web block on a scheduled function",
+		fmt.Sprintf("Function %q runs on a schedule, so it cannot serve web traffic. Remove the web block, or remove schedule/period and put the schedule in a function of its own.", fn))
+}
+
+func diagScheduleAndPeriod(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Both schedule and period are set",
+		`Use schedule = "<cron>" for a calendar schedule or period = "<duration>" for a fixed interval, not both.`)
+}
+
+func diagBadSchedule(rng hcl.Range, got, why string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid schedule",
+		fmt.Sprintf("%q is not a cron expression: %s. Use five fields: minute hour day-of-month month day-of-week, for example \"0 3 * * *\".", got, why))
+}
+
+func diagBadPeriod(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid period",
+		fmt.Sprintf("%q is not a duration of at least one minute. Use a Go duration such as \"5m\" or \"1h30m\".", got))
+}
+
+func diagScheduledNotYet(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Scheduled functions not yet supported",
+		fmt.Sprintf("This version of caravan cannot run function %q on a schedule yet. Remove schedule/period to run it as a long-running function.", fn))
+}
+
+func diagBadEnvName(rng hcl.Range, name string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid environment variable name",
+		fmt.Sprintf("%q is not a valid variable name. Use letters, digits and underscores, not starting with a digit.", name))
+}
+
+func diagReservedEnv(rng hcl.Range, name string) *hcl.Diagnostic {
+	return diagError(rng, "Reserved environment variable",
+		fmt.Sprintf("caravan sets %s itself. Remove it from env; read it in the process instead.", name))
+}
+
+func diagBadHealthPath(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid health_path",
+		fmt.Sprintf("%q must be an absolute URL path such as \"/\" or \"/healthz\".", got))
+}
+
+func diagBadDomain(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid custom domain",
+		fmt.Sprintf("%q is not a hostname. Use a name such as \"api.example.com\", or \"*.example.com\" for every subdomain.", got))
+}
+
+func diagDuplicateDomain(rng hcl.Range, host, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Hostname claimed twice",
+		fmt.Sprintf("%q is already routed to function %q of this app. Each hostname goes to one function.", host, fn))
+}
+
+func diagPortOnNonDocker(rng hcl.Range, driver string) *hcl.Diagnostic {
+	return diagWarning(rng, "Fixed port with "+driver,
+		fmt.Sprintf("With %s every container shares the host's network, so a fixed port allows one container per node. Leave port unset and listen on ${port} or $PORT instead.", driver))
+}
+
+func diagDockerNeedsPort(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Missing web port",
+		fmt.Sprintf("Function %q runs an image; set port in its web block to the port the image listens on.", fn))
+}
+
+// suggestName turns an invalid name into a valid one for the Detail text.
+func suggestName(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		ok := (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9')
+		switch {
+		case ok:
+			b.WriteRune(r)
+			dash = false
+		case !dash && b.Len() > 0:
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	s := strings.Trim(b.String(), "-")
+	if s == "" || !(s[0] >= 'a' && s[0] <= 'z') {
+		s = "x" + s
+	}
+	if len(s) > 63 {
+		s = strings.TrimRight(s[:63], "-")
+	}
+	return s
+}

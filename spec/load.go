@@ -1,0 +1,356 @@
+package spec
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+)
+
+type file struct {
+	Apps   []*App   `hcl:"app,block"`
+	Remain hcl.Body `hcl:",remain"`
+}
+
+// evalContext is what spec expressions may refer to.
+func evalContext() *hcl.EvalContext {
+	return &hcl.EvalContext{Variables: map[string]cty.Value{
+		"port": cty.StringVal(PortPlaceholder),
+	}}
+}
+
+// LoadFile reads and loads the spec at path. See Parse.
+func LoadFile(path string) (*App, []byte, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read spec file",
+			Detail:   err.Error() + ". Check the path and that the file is readable.",
+		}}
+	}
+	app, diags := Parse(src, path)
+	return app, src, diags
+}
+
+// Parse loads the app spec in src (named filename in diagnostics) and
+// validates it. It reports every problem it finds in one pass; the app is
+// usable only when diags.HasErrors() is false.
+func Parse(src []byte, filename string) (*App, hcl.Diagnostics) {
+	f, diags := hclparse.NewParser().ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	var root file
+	diags = append(diags, gohcl.DecodeBody(f.Body, evalContext(), &root)...)
+	if root.Remain != nil {
+		// Only blocks are allowed at the top level; anything else is unknown.
+		_, rd := root.Remain.Content(&hcl.BodySchema{})
+		diags = append(diags, rd...)
+	}
+	switch len(root.Apps) {
+	case 0:
+		if !diags.HasErrors() {
+			diags = append(diags, diagNoApp(hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}))
+		}
+		return nil, diags
+	case 1:
+	default:
+		for _, extra := range root.Apps[1:] {
+			diags = append(diags, diagExtraApp(extra.DefRange, root.Apps[0].DefRange))
+		}
+	}
+	app := root.Apps[0]
+	diags = append(diags, validate(app)...)
+	return app, diags
+}
+
+var nameRE = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidName reports whether s may name an app, function, workspace,
+// environment or label: a DNS label without double hyphens, which caravan
+// keeps for separating the parts of a hostname.
+func ValidName(s string) bool {
+	return nameRE.MatchString(s) && !strings.Contains(s, "--")
+}
+
+func validate(app *App) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if !ValidName(app.Name) {
+		diags = append(diags, diagBadName(app.NameRange, "app", app.Name))
+	}
+	switch {
+	case app.Workspace == "":
+		diags = append(diags, diagMissingWorkspace(app.DefRange))
+	case !ValidName(app.Workspace):
+		diags = append(diags, diagBadName(app.WorkspaceRange, "workspace", app.Workspace))
+	}
+	if app.Environment != "" && !ValidName(app.Environment) {
+		diags = append(diags, diagBadName(app.EnvironmentRange, "environment", app.Environment))
+	}
+	if d := app.Deploy; d != nil && d.Strategy != "" {
+		switch d.Strategy {
+		case StrategyRolling, StrategyRecreate:
+		case StrategyCanary, StrategyBlueGreen:
+			diags = append(diags, diagStrategyNotYet(d.StrategyRange, d.Strategy))
+		default:
+			diags = append(diags, diagBadStrategy(d.StrategyRange, d.Strategy))
+		}
+	}
+	if len(app.Functions) == 0 {
+		diags = append(diags, diagNoFunctions(app.DefRange))
+	}
+	seen := map[string]*Function{}
+	hosts := map[string]string{}
+	for _, fn := range app.Functions {
+		if first, dup := seen[fn.Name]; dup {
+			diags = append(diags, diagDuplicateFunction(fn.NameRange, fn.Name, first.NameRange))
+		} else {
+			seen[fn.Name] = fn
+		}
+		diags = append(diags, validateFunction(fn)...)
+		if fn.Web != nil {
+			claims := append([]string{}, fn.Web.CustomDomains...)
+			if fn.Web.Label != "" {
+				claims = append(claims, "label "+fn.Web.Label)
+			}
+			for _, h := range claims {
+				h = strings.ToLower(h)
+				if other, dup := hosts[h]; dup && other != fn.Name {
+					rng := fn.Web.CustomDomainsRange
+					if strings.HasPrefix(h, "label ") {
+						rng = fn.Web.LabelRange
+					}
+					diags = append(diags, diagDuplicateDomain(rng, strings.TrimPrefix(h, "label "), other))
+				}
+				hosts[h] = fn.Name
+			}
+		}
+	}
+	return diags
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func validateFunction(fn *Function) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if !ValidName(fn.Name) {
+		diags = append(diags, diagBadName(fn.NameRange, "function", fn.Name))
+	}
+
+	driver := fn.TaskDriver()
+	switch driver {
+	case DriverRawExec, DriverExec:
+		if fn.Command == "" && fn.Image == "" {
+			diags = append(diags, diagNothingToRun(fn.DefRange, fn.Name))
+		} else if fn.Command == "" {
+			diags = append(diags, diagDriverNeeds(fn.DriverRange, driver, "command"))
+		}
+	case DriverDocker:
+		if fn.Image == "" {
+			rng := fn.DriverRange
+			if fn.Driver == "" {
+				rng = fn.DefRange
+			}
+			diags = append(diags, diagDriverNeeds(rng, driver, "image"))
+		}
+	default:
+		diags = append(diags, diagBadDriver(fn.DriverRange, fn.Driver))
+	}
+	if fn.Command != "" && fn.Image != "" {
+		diags = append(diags, diagCommandAndImage(fn.ImageRange, fn.Name))
+	}
+
+	names := make([]string, 0, len(fn.Env))
+	for k := range fn.Env {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		switch {
+		case !envNameRE.MatchString(k):
+			diags = append(diags, diagBadEnvName(fn.EnvRange, k))
+		case k == "PORT":
+			diags = append(diags, diagReservedEnv(fn.EnvRange, k))
+		}
+	}
+
+	if r := fn.Resources; r != nil {
+		if r.CPU != nil && (*r.CPU < 1 || *r.CPU > 1_000_000) {
+			diags = append(diags, diagOutOfRange(r.CPURange, "cpu", *r.CPU, 1, 1_000_000))
+		}
+		if r.Memory != nil && (*r.Memory < 10 || *r.Memory > 4_194_304) {
+			diags = append(diags, diagOutOfRange(r.MemoryRange, "memory", *r.Memory, 10, 4_194_304))
+		}
+		if r.GPU != nil {
+			req, d := parseGPU(r.GPU)
+			diags = append(diags, d...)
+			r.GPURequest = req
+		}
+	}
+
+	min, max := 1, -1
+	if fn.MinContainers != nil {
+		min = *fn.MinContainers
+		switch {
+		case min < 0 || min > 1000:
+			diags = append(diags, diagOutOfRange(fn.MinContainersRange, "min_containers", min, 0, 1000))
+		case min == 0:
+			diags = append(diags, diagScaleToZero(fn.MinContainersRange))
+		}
+	}
+	if fn.MaxContainers != nil {
+		max = *fn.MaxContainers
+		switch {
+		case max < 1 || max > 1000:
+			diags = append(diags, diagOutOfRange(fn.MaxContainersRange, "max_containers", max, 1, 1000))
+		case max < min:
+			diags = append(diags, diagMaxBelowMin(fn.MaxContainersRange, max, min))
+		}
+	}
+
+	if fn.Schedule != "" && fn.Period != "" {
+		diags = append(diags, diagScheduleAndPeriod(fn.PeriodRange))
+	}
+	if fn.Schedule != "" {
+		if why := checkCron(fn.Schedule); why != "" {
+			diags = append(diags, diagBadSchedule(fn.ScheduleRange, fn.Schedule, why))
+		}
+	}
+	if fn.Period != "" {
+		if d, err := time.ParseDuration(fn.Period); err != nil || d < time.Minute {
+			diags = append(diags, diagBadPeriod(fn.PeriodRange, fn.Period))
+		}
+	}
+	if fn.Scheduled() {
+		if fn.Web != nil {
+			diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
+		} else {
+			rng := fn.ScheduleRange
+			if fn.Schedule == "" {
+				rng = fn.PeriodRange
+			}
+			diags = append(diags, diagScheduledNotYet(rng, fn.Name))
+		}
+	}
+
+	if w := fn.Web; w != nil {
+		diags = append(diags, validateWeb(fn, driver)...)
+	}
+	return diags
+}
+
+func validateWeb(fn *Function, driver string) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	w := fn.Web
+	if w.Port != nil {
+		if *w.Port < 1 || *w.Port > 65535 {
+			diags = append(diags, diagOutOfRange(w.PortRange, "port", *w.Port, 1, 65535))
+		} else if driver != DriverDocker {
+			diags = append(diags, diagPortOnNonDocker(w.PortRange, driver))
+		}
+	} else if driver == DriverDocker {
+		diags = append(diags, diagDockerNeedsPort(w.DefRange, fn.Name))
+	}
+	if w.Label != "" && !ValidName(w.Label) {
+		diags = append(diags, diagBadName(w.LabelRange, "label", w.Label))
+	}
+	if w.HealthPath != "" && !strings.HasPrefix(w.HealthPath, "/") {
+		diags = append(diags, diagBadHealthPath(w.HealthPathRange, w.HealthPath))
+	}
+	for _, d := range w.CustomDomains {
+		if !ValidDomain(d) {
+			diags = append(diags, diagBadDomain(w.CustomDomainsRange, d))
+		}
+	}
+	return diags
+}
+
+var hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidDomain reports whether d is a hostname with at least two labels,
+// optionally starting with a "*." wildcard label.
+func ValidDomain(d string) bool {
+	d = strings.ToLower(strings.TrimSuffix(d, "."))
+	d = strings.TrimPrefix(d, "*.")
+	if len(d) > 253 {
+		return false
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if !hostLabelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+var gpuModelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
+
+// parseGPU decodes Modal's gpu forms from expr.
+func parseGPU(expr hcl.Expression) (*GPURequest, hcl.Diagnostics) {
+	val, diags := expr.Value(evalContext())
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	rng := expr.Range()
+	if val.IsNull() {
+		return nil, nil
+	}
+	var items []string
+	ty := val.Type()
+	switch {
+	case ty == cty.String:
+		items = []string{val.AsString()}
+	case ty.IsTupleType() || ty.IsListType():
+		for it := val.ElementIterator(); it.Next(); {
+			_, v := it.Element()
+			if v.IsNull() || v.Type() != cty.String {
+				return nil, hcl.Diagnostics{diagBadGPU(rng, "a list with a non-string entry", "Every entry of a gpu list is a string")}
+			}
+			items = append(items, v.AsString())
+		}
+		if len(items) == 0 {
+			return nil, hcl.Diagnostics{diagBadGPU(rng, "an empty list", "A gpu list names at least one model")}
+		}
+	default:
+		return nil, hcl.Diagnostics{diagBadGPU(rng, "a "+ty.FriendlyName(), "gpu is a string or a list of strings")}
+	}
+
+	req := &GPURequest{}
+	for i, item := range items {
+		model, count := item, 1
+		if m, c, ok := strings.Cut(item, ":"); ok {
+			n, err := strconv.Atoi(c)
+			if err != nil || n < 1 || n > 8 {
+				return nil, hcl.Diagnostics{diagBadGPU(rng, strconv.Quote(item), "The count after ':' is a whole number from 1 to 8")}
+			}
+			model, count = m, n
+		}
+		if !gpuModelRE.MatchString(model) {
+			return nil, hcl.Diagnostics{diagBadGPU(rng, strconv.Quote(item), "A GPU model is letters, digits and hyphens")}
+		}
+		if strings.EqualFold(model, "any") {
+			if len(items) > 1 {
+				return nil, hcl.Diagnostics{diagBadGPU(rng, strconv.Quote(item), `"any" already takes every model, so it stands alone`)}
+			}
+		} else {
+			req.Models = append(req.Models, strings.ToUpper(model))
+		}
+		if i > 0 && count != req.Count {
+			return nil, hcl.Diagnostics{diagBadGPU(rng, strconv.Quote(item), "Every entry of a gpu list asks for the same count")}
+		}
+		req.Count = count
+	}
+	return req, nil
+}

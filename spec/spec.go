@@ -1,0 +1,208 @@
+// Package spec owns the first stage of caravan's pipeline: it loads an HCL app
+// spec and validates it, returning hcl.Diagnostics that point at file:line:col.
+//
+// The doc comments on the types below are the spec reference; README.md repeats
+// them for readers who never open Go code.
+package spec
+
+import "github.com/hashicorp/hcl/v2"
+
+// Drivers caravan can run a function with.
+const (
+	DriverRawExec = "raw_exec"
+	DriverExec    = "exec"
+	DriverDocker  = "docker"
+)
+
+// Deploy strategies.
+const (
+	StrategyRolling   = "rolling"
+	StrategyRecreate  = "recreate"
+	StrategyCanary    = "canary"
+	StrategyBlueGreen = "blue-green"
+)
+
+// PortPlaceholder is what the HCL variable `port` evaluates to. Nomad replaces it
+// with the function's listen port when it starts the process, so
+// `args = ["--listen", "127.0.0.1:${port}"]` works for every driver.
+const PortPlaceholder = "${NOMAD_PORT_http}"
+
+// App is one `app "<name>" { ... }` block: the unit of deployment. Every
+// function in it is deployed, updated, rolled back and stopped together.
+type App struct {
+	// Name of the app (label). Lower-case letters, digits and single hyphens,
+	// at most 63 characters.
+	Name      string    `hcl:"name,label"`
+	NameRange hcl.Range `hcl:"name,label_range"`
+
+	// Workspace the app belongs to (required); the first part of every URL.
+	Workspace      string    `hcl:"workspace"`
+	WorkspaceRange hcl.Range `hcl:"workspace,attr_value_range"`
+
+	// Environment (optional) adds a suffix to the workspace part of URLs:
+	// `<workspace>-<environment>--<app>-<function>`. Empty is the default
+	// environment, which has no suffix.
+	Environment      string    `hcl:"environment,optional"`
+	EnvironmentRange hcl.Range `hcl:"environment,attr_value_range"`
+
+	// Deploy (optional block) chooses how a new version replaces the old one.
+	Deploy *Deploy `hcl:"deploy,block"`
+
+	// Functions (one or more `function "<name>"` blocks).
+	Functions []*Function `hcl:"function,block"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Deploy is the `deploy { ... }` block.
+type Deploy struct {
+	// Strategy is one of "rolling" (default), "recreate", "canary" or
+	// "blue-green".
+	Strategy      string    `hcl:"strategy,optional"`
+	StrategyRange hcl.Range `hcl:"strategy,attr_value_range"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Function is one `function "<name>" { ... }` block: a command or image that
+// runs in min_containers containers, optionally serving web traffic.
+type Function struct {
+	// Name of the function (label); same rules as the app name.
+	Name      string    `hcl:"name,label"`
+	NameRange hcl.Range `hcl:"name,label_range"`
+
+	// Driver is the Nomad task driver: "raw_exec", "exec" or "docker".
+	// Default: "docker" when image is set, "raw_exec" otherwise.
+	Driver      string    `hcl:"driver,optional"`
+	DriverRange hcl.Range `hcl:"driver,attr_value_range"`
+
+	// Command and Args run the function (raw_exec and exec). `${port}` in
+	// either is replaced by the port the function must listen on.
+	Command      string    `hcl:"command,optional"`
+	CommandRange hcl.Range `hcl:"command,attr_value_range"`
+	Args         []string  `hcl:"args,optional"`
+
+	// Image is the container image (docker). Args, if set, are its arguments.
+	Image      string    `hcl:"image,optional"`
+	ImageRange hcl.Range `hcl:"image,attr_value_range"`
+
+	// Env is extra environment for the process. PORT is always set to the
+	// listen port of a web function and cannot be overridden.
+	Env      map[string]string `hcl:"env,optional"`
+	EnvRange hcl.Range         `hcl:"env,attr_value_range"`
+
+	// Resources (optional block): CPU, memory and GPUs per container.
+	Resources *Resources `hcl:"resources,block"`
+
+	// MinContainers is how many containers run at all times (default 1).
+	MinContainers      *int      `hcl:"min_containers,optional"`
+	MinContainersRange hcl.Range `hcl:"min_containers,attr_value_range"`
+	// MaxContainers caps autoscaling (default: min_containers).
+	MaxContainers      *int      `hcl:"max_containers,optional"`
+	MaxContainersRange hcl.Range `hcl:"max_containers,attr_value_range"`
+
+	// Schedule (cron, five fields) or Period (a duration such as "5m") makes
+	// the function a scheduled one. A scheduled function has no web block.
+	Schedule      string    `hcl:"schedule,optional"`
+	ScheduleRange hcl.Range `hcl:"schedule,attr_value_range"`
+	Period        string    `hcl:"period,optional"`
+	PeriodRange   hcl.Range `hcl:"period,attr_value_range"`
+
+	// Web (optional block) makes the function a web endpoint.
+	Web *Web `hcl:"web,block"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Resources is the `resources { ... }` block of a function.
+type Resources struct {
+	// CPU in MHz (default 100).
+	CPU      *int      `hcl:"cpu,optional"`
+	CPURange hcl.Range `hcl:"cpu,attr_value_range"`
+	// Memory in MiB (default 128, at least 10).
+	Memory      *int      `hcl:"memory,optional"`
+	MemoryRange hcl.Range `hcl:"memory,attr_value_range"`
+	// GPU takes Modal's forms: "any", "H100", "H100:2" (model and count), or
+	// a list of models tried in order, such as ["H100", "A100"]. Every entry
+	// of a list must ask for the same count.
+	GPU hcl.Expression `hcl:"gpu,optional"`
+
+	// GPURequest is GPU, decoded and checked by Load.
+	GPURequest *GPURequest
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Web is the `web { ... }` block of a function.
+type Web struct {
+	// Port the process listens on inside its container. With docker it is
+	// the container port Nomad maps; with raw_exec and exec it is left unset
+	// and Nomad picks a free port, passed as PORT and `${port}`.
+	Port      *int      `hcl:"port,optional"`
+	PortRange hcl.Range `hcl:"port,attr_value_range"`
+
+	// Label replaces `<app>-<function>` in the URL.
+	Label      string    `hcl:"label,optional"`
+	LabelRange hcl.Range `hcl:"label,attr_value_range"`
+
+	// CustomDomains are extra hostnames routed to the function.
+	CustomDomains      []string  `hcl:"custom_domains,optional"`
+	CustomDomainsRange hcl.Range `hcl:"custom_domains,attr_value_range"`
+
+	// RequiresProxyAuth asks for a workspace token on every request.
+	RequiresProxyAuth bool `hcl:"requires_proxy_auth,optional"`
+
+	// HealthPath is the HTTP path Consul checks (default "/"); a container
+	// gets traffic only while it answers 2xx there.
+	HealthPath      string    `hcl:"health_path,optional"`
+	HealthPathRange hcl.Range `hcl:"health_path,attr_value_range"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// GPURequest is a decoded `gpu` attribute.
+type GPURequest struct {
+	// Models in order of preference; empty means any model.
+	Models []string
+	// Count of devices per container.
+	Count int
+}
+
+// DeployStrategy returns the app's strategy, defaulting to rolling.
+func (a *App) DeployStrategy() string {
+	if a.Deploy == nil || a.Deploy.Strategy == "" {
+		return StrategyRolling
+	}
+	return a.Deploy.Strategy
+}
+
+// TaskDriver returns the function's driver with its default applied.
+func (f *Function) TaskDriver() string {
+	switch {
+	case f.Driver != "":
+		return f.Driver
+	case f.Image != "":
+		return DriverDocker
+	default:
+		return DriverRawExec
+	}
+}
+
+// Scheduled reports whether the function runs on a schedule.
+func (f *Function) Scheduled() bool { return f.Schedule != "" || f.Period != "" }
+
+// Count is the number of containers to run now: min_containers, at least 1.
+func (f *Function) Count() int {
+	if f.MinContainers == nil || *f.MinContainers < 1 {
+		return 1
+	}
+	return *f.MinContainers
+}
+
+// HealthCheckPath returns the web health path with its default applied.
+func (w *Web) HealthCheckPath() string {
+	if w.HealthPath == "" {
+		return "/"
+	}
+	return w.HealthPath
+}
