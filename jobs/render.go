@@ -26,6 +26,9 @@ const (
 	MetaSpecHash    = "caravan.spec_hash"
 	MetaVersion     = "caravan.version"
 	MetaFunction    = "caravan.function"
+	// MetaGroupHash identifies a function's task group, to tell which
+	// functions a deploy changes.
+	MetaGroupHash = "caravan.group_hash"
 )
 
 // PortLabel is the label of every web function's port.
@@ -175,6 +178,12 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 		}
 	}
 	tg.Tasks = []*api.Task{t}
+	b, err := json.Marshal(tg)
+	if err != nil {
+		return nil, fmt.Errorf("hashing group %s: %w", fn.Name, err)
+	}
+	sum := sha256.Sum256(b)
+	tg.Meta[MetaGroupHash] = hex.EncodeToString(sum[:])[:16]
 	return tg, nil
 }
 

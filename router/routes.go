@@ -28,6 +28,21 @@ type Config struct {
 // DefaultConfig is the configuration of the local stack's Traefik.
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan"}
 
+// Host is the hostname whose first label is name.
+func (c Config) Host(name string) string {
+	return name + "." + strings.ToLower(c.Domain)
+}
+
+// URL is the HTTPS URL of the hostname whose first label is name, with the
+// port when it is not 443.
+func (c Config) URL(name string) string {
+	u := "https://" + c.Host(name)
+	if c.HTTPSPort != 0 && c.HTTPSPort != 443 {
+		u += fmt.Sprintf(":%d", c.HTTPSPort)
+	}
+	return u
+}
+
 // Route is how one web function is reached.
 type Route struct {
 	// Function is the function's name in the spec.
@@ -68,11 +83,8 @@ func ServiceName(app *spec.App, fn *spec.Function) string {
 
 func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 	name := ServiceName(app, fn)
-	host := name + "." + strings.ToLower(cfg.Domain)
-	r := Route{Function: fn.Name, Name: name, Host: host, URL: "https://" + host}
-	if cfg.HTTPSPort != 0 && cfg.HTTPSPort != 443 {
-		r.URL += fmt.Sprintf(":%d", cfg.HTTPSPort)
-	}
+	host := cfg.Host(name)
+	r := Route{Function: fn.Name, Name: name, Host: host, URL: cfg.URL(name)}
 	for _, d := range fn.Web.CustomDomains {
 		r.CustomDomains = append(r.CustomDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 	}

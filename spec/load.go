@@ -117,20 +117,27 @@ func validate(app *App) hcl.Diagnostics {
 		}
 		diags = append(diags, validateFunction(fn)...)
 		if fn.Web != nil {
-			claims := append([]string{}, fn.Web.CustomDomains...)
-			if fn.Web.Label != "" {
-				claims = append(claims, "label "+fn.Web.Label)
+			type claim struct {
+				host string
+				rng  hcl.Range
 			}
-			for _, h := range claims {
-				h = strings.ToLower(h)
-				if other, dup := hosts[h]; dup && other != fn.Name {
-					rng := fn.Web.CustomDomainsRange
-					if strings.HasPrefix(h, "label ") {
-						rng = fn.Web.LabelRange
-					}
-					diags = append(diags, diagDuplicateDomain(rng, strings.TrimPrefix(h, "label "), other))
+			var claims []claim
+			for _, d := range fn.Web.CustomDomains {
+				// Compared as the router serves them: lower-case, no final dot.
+				claims = append(claims, claim{strings.ToLower(strings.TrimSuffix(d, ".")), fn.Web.CustomDomainsRange})
+			}
+			// The label, or <app>-<function> without one, names the
+			// function's hostname, Consul service and Traefik router.
+			name, rng := app.Name+"-"+fn.Name, fn.NameRange
+			if fn.Web.Label != "" {
+				name, rng = fn.Web.Label, fn.Web.LabelRange
+			}
+			claims = append(claims, claim{"label " + strings.ToLower(name), rng})
+			for _, c := range claims {
+				if other, dup := hosts[c.host]; dup && other != fn.Name {
+					diags = append(diags, diagDuplicateDomain(c.rng, strings.TrimPrefix(c.host, "label "), other))
 				}
-				hosts[h] = fn.Name
+				hosts[c.host] = fn.Name
 			}
 		}
 	}

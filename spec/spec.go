@@ -36,7 +36,8 @@ type App struct {
 	NameRange hcl.Range `hcl:"name,label_range"`
 
 	// Workspace the app belongs to (required); the first part of every URL.
-	Workspace      string    `hcl:"workspace"`
+	// Optional to HCL so that validate, not gohcl, reports it missing.
+	Workspace      string    `hcl:"workspace,optional"`
 	WorkspaceRange hcl.Range `hcl:"workspace,attr_value_range"`
 
 	// Environment (optional) adds a suffix to the workspace part of URLs:

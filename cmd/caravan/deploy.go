@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/urfave/cli/v2"
+)
+
+func deployCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "deploy",
+		Usage:     "Deploy an app spec and wait until its web functions answer",
+		ArgsUsage: "FILE",
+		Description: `Validates the spec locally, sends it to caravan server, and waits until the
+new version is healthy in Nomad and every web function answers through Traefik.
+An unchanged spec is a no-op. A spec with errors changes nothing; a version that
+fails to start is reverted by Nomad and the previous version keeps serving.
+
+Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("deploy takes one spec file, e.g. caravan deploy app.hcl", 1)
+			}
+			path := c.Args().First()
+			_, src, diags := spec.LoadFile(path)
+			sources := map[string][]byte{path: src}
+			if diags.HasErrors() {
+				_ = printDiags(c.App.ErrWriter, diags, sources)
+				return cli.Exit("", 1)
+			}
+			res, err := client(c).Deploy(c.Context, path, src, c.Duration("timeout"))
+			if err != nil {
+				var apiErr *server.APIError
+				if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
+					_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(apiErr.Diagnostics), sources)
+					return cli.Exit("", 1)
+				}
+				return cli.Exit("deploy failed: "+err.Error(), 1)
+			}
+			if len(res.Warnings) > 0 {
+				_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(res.Warnings), sources)
+			}
+			printDeploy(c.App.Writer, res)
+			return nil
+		},
+	}
+}
+
+// printDeploy shows what a deploy did as a tree, as Modal does.
+func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
+	if !res.Changed {
+		fmt.Fprintf(w, "✓ No changes: app %s (workspace %s) stays at version %d.\n", res.App, res.Workspace, res.Version)
+	} else {
+		fmt.Fprintf(w, "✓ Deployed app %s (workspace %s).\n", res.App, res.Workspace)
+	}
+	for i, f := range res.Functions {
+		branch := "├──"
+		if i == len(res.Functions)-1 {
+			branch = "└──"
+		}
+		line := fmt.Sprintf("%s %s %s", branch, f.Change, f.Name)
+		if f.Containers > 0 {
+			line += fmt.Sprintf(" (%d container", f.Containers)
+			if f.Containers > 1 {
+				line += "s"
+			}
+			line += ")"
+		}
+		if f.URL != "" {
+			line += " => " + f.URL
+		}
+		fmt.Fprintln(w, line)
+		for _, d := range f.CustomDomains {
+			pad := "│  "
+			if i == len(res.Functions)-1 {
+				pad = "   "
+			}
+			fmt.Fprintf(w, "%s    also https://%s\n", pad, d)
+		}
+	}
+	if res.Changed {
+		fmt.Fprintf(w, "✓ Version %d is live (spec %s) in %s.\n", res.Version, res.SpecHash, res.Duration.Round(100*time.Millisecond))
+	}
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/server"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/urfave/cli/v2"
+)
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "Run a local Nomad + Consul + Traefik + Pebble stack on 127.0.0.1",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "up",
+				Usage: "Build (once) and start the stack, then deploy examples/hello.hcl",
+				Description: `Builds pinned Nomad, Consul and Traefik from their Go modules into
+~/.cache/caravan/bin the first time (about 20 minutes on 2 cores; never again),
+starts them with Pebble as the ACME CA and caravan server, waits until each is
+healthy, and deploys an example app.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "example", Value: "examples/hello.hcl", Usage: "spec to deploy once the stack is up (\"\" for none)"},
+					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
+				},
+				Action: devUp,
+			},
+			{
+				Name:   "down",
+				Usage:  "Stop exactly the processes 'dev up' started",
+				Action: devDown,
+			},
+			{
+				Name:   "status",
+				Usage:  "Say what runs where",
+				Action: devStatus,
+			},
+		},
+	}
+}
+
+func devUp(c *cli.Context) error {
+	out := c.App.ErrWriter
+	state := c.String("state-dir")
+	wd, _ := os.Getwd()
+	tools, err := devstack.FindToolsDir(wd)
+	if err != nil {
+		return err
+	}
+	stack, err := devstack.Up(c.Context, devstack.Options{
+		StateDir:  state,
+		Domain:    c.String("domain"),
+		Installer: &devstack.Installer{ToolsDir: tools, Out: out},
+		Out:       out,
+	})
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			fmt.Fprintln(out, "==> stopping what was started")
+			_ = stack.Down()
+		}
+	}()
+	if _, err := stack.RootCA(c.Context); err != nil {
+		return fmt.Errorf("fetching Pebble's root: %w", err)
+	}
+	cc, err := consul.NewClient(&consul.Config{Address: stack.ConsulAddr()})
+	if err != nil {
+		return err
+	}
+	token, err := (&server.Tokens{KV: cc.KV()}).Create("local", "*")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(state, "token"), []byte(token+"\n"), 0o600); err != nil {
+		return err
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cl := &server.Client{Addr: stack.CaravanAddr(), Token: token}
+	fmt.Fprintf(out, "==> starting caravan server on %s\n", strings.TrimPrefix(stack.CaravanAddr(), "http://"))
+	err = stack.StartProcess(c.Context, "caravan-server", strings.TrimPrefix(stack.CaravanAddr(), "http://"), []string{self, "server",
+		"--listen", strings.TrimPrefix(stack.CaravanAddr(), "http://"),
+		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(),
+		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
+		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(),
+	}, nil, cl.Health)
+	if err != nil {
+		return err
+	}
+
+	if ex := c.String("example"); ex != "" {
+		path := ex
+		if !filepath.IsAbs(path) {
+			if _, err := os.Stat(path); err != nil {
+				path = filepath.Join(filepath.Dir(tools), ex)
+			}
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "==> deploying %s\n", ex)
+		ctx, cancel := context.WithTimeout(c.Context, 5*time.Minute)
+		defer cancel()
+		res, err := cl.Deploy(ctx, ex, src, 0)
+		if err != nil {
+			return fmt.Errorf("deploying %s: %w", ex, err)
+		}
+		printDeploy(c.App.Writer, res)
+		for _, f := range res.Functions {
+			if f.URL == "" {
+				continue
+			}
+			host := strings.TrimPrefix(f.URL, "https://")
+			fmt.Fprintf(c.App.Writer, "\nTry it (Pebble's root signs the certificate; trust %s to drop --cacert):\n", stack.PebbleRootPath())
+			fmt.Fprintf(c.App.Writer, "  curl --cacert %s --resolve %s:127.0.0.1 %s/\n", stack.PebbleRootPath(), host, f.URL)
+			break
+		}
+	}
+	ok = true
+	fmt.Fprintf(c.App.Writer, "\nThe stack runs in the background: 'caravan dev status' shows it, 'caravan dev down' stops it.\n")
+	return nil
+}
+
+func devDown(c *cli.Context) error {
+	stack, err := devstack.Load(c.String("state-dir"))
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	n := len(stack.Procs)
+	if err := stack.Down(); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "Stopped %d processes.\n", n)
+	return nil
+}
+
+func devStatus(c *cli.Context) error {
+	stack, err := devstack.Load(c.String("state-dir"))
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROCESS\tSTATE\tPID\tADDRESS\tLOG")
+	for _, p := range stack.Procs {
+		st := "running"
+		if !p.Alive() {
+			st = "stopped"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Name, st, p.PID, p.Addr, p.Log)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(stack.Procs) == 0 {
+		fmt.Fprintln(c.App.Writer, "Nothing runs. Start the stack with 'caravan dev up'.")
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "\nexport NOMAD_ADDR=%s CONSUL_HTTP_ADDR=%s CARAVAN_ADDR=%s\n", stack.NomadAddr(), stack.ConsulAddr(), stack.CaravanAddr())
+	fmt.Fprintf(c.App.Writer, "HTTPS on %s for *.%s; Pebble's root: %s\n", stack.HTTPSAddr(), stack.Domain, stack.PebbleRootPath())
+	return nil
+}

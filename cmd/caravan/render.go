@@ -1,0 +1,67 @@
+package main
+
+import (
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/urfave/cli/v2"
+)
+
+func routerFlags() []cli.Flag {
+	d := router.DefaultConfig
+	return []cli.Flag{
+		&cli.StringFlag{Name: "domain", Value: d.Domain, EnvVars: []string{"CARAVAN_DOMAIN"}, Usage: "parent `DOMAIN` of generated hostnames"},
+		&cli.StringFlag{Name: "entrypoint", Value: d.EntryPoint, Usage: "Traefik HTTPS entry point"},
+		&cli.StringFlag{Name: "cert-resolver", Value: d.CertResolver, Usage: "Traefik ACME certificate resolver"},
+		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
+	}
+}
+
+func routerConfig(c *cli.Context) router.Config {
+	return router.Config{
+		Domain:       c.String("domain"),
+		EntryPoint:   c.String("entrypoint"),
+		CertResolver: c.String("cert-resolver"),
+		HTTPSPort:    c.Int("https-port"),
+	}
+}
+
+func renderCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "render",
+		Usage:     "Print the Nomad job (or the Traefik routes) a spec becomes",
+		ArgsUsage: "FILE",
+		Description: `Prints the Nomad job as JSON in the form 'nomad job run -json' accepts,
+or with --routes the Traefik dynamic configuration caravan serves for the app
+(as tags on its Consul services). The output is the same bytes for the same input.
+
+Exit codes: 0 rendered, 1 the spec has errors.`,
+		Flags: append(routerFlags(), &cli.BoolFlag{Name: "routes", Usage: "print the Traefik dynamic configuration instead"}),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("render takes one spec file", 1)
+			}
+			path := c.Args().First()
+			app, src, diags := spec.LoadFile(path)
+			if diags.HasErrors() {
+				_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
+				return cli.Exit("", 1)
+			}
+			r, err := jobs.Render(app, routerConfig(c))
+			if err != nil {
+				return err
+			}
+			var out []byte
+			if c.Bool("routes") {
+				out, err = jobs.CleanJSON(router.Merge(r.Routes))
+			} else {
+				out, err = jobs.JSON(r.Job)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = c.App.Writer.Write(out)
+			return err
+		},
+	}
+}

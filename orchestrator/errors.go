@@ -1,0 +1,93 @@
+package orchestrator
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// DiagnosticsError is a spec that did not load or validate. Nothing was
+// changed.
+type DiagnosticsError struct {
+	Diags hcl.Diagnostics
+}
+
+func (e *DiagnosticsError) Error() string {
+	var b strings.Builder
+	n := 0
+	for _, d := range e.Diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		if n > 0 {
+			b.WriteString("; ")
+		}
+		n++
+		if d.Subject != nil {
+			fmt.Fprintf(&b, "%s: ", d.Subject)
+		}
+		b.WriteString(d.Summary)
+	}
+	return fmt.Sprintf("invalid spec (%d errors): %s", n, b.String())
+}
+
+// OwnershipError is a Nomad job with caravan's ID that caravan does not own
+// (or that belongs to another app or workspace). caravan leaves it alone.
+type OwnershipError struct {
+	JobID string
+	Why   string
+}
+
+func (e *OwnershipError) Error() string {
+	return fmt.Sprintf("Nomad job %q is not caravan's to change: %s. Rename the app or remove the job by hand", e.JobID, e.Why)
+}
+
+// ForbiddenError is a token that may not act on a workspace.
+type ForbiddenError struct {
+	Token, Workspace string
+}
+
+func (e *ForbiddenError) Error() string {
+	return fmt.Sprintf("token %q may not deploy to workspace %q", e.Token, e.Workspace)
+}
+
+// NotFoundError is an app that does not exist.
+type NotFoundError struct {
+	App string
+}
+
+func (e *NotFoundError) Error() string { return fmt.Sprintf("no app %q", e.App) }
+
+// RolloutError is a new version that could not be placed or did not become
+// healthy. The previous version, if any, keeps serving (Nomad reverts it).
+type RolloutError struct {
+	// Function that failed, when known.
+	Function string
+	// Cause in a sentence, e.g. a task's last event or a placement failure.
+	Cause string
+	// AllocID is the Nomad allocation that failed, when there is one.
+	AllocID string
+	// Version that failed.
+	Version int
+}
+
+func (e *RolloutError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version %d failed", e.Version)
+	if e.Function != "" {
+		fmt.Fprintf(&b, ": function %q", e.Function)
+	}
+	fmt.Fprintf(&b, ": %s", e.Cause)
+	if e.AllocID != "" {
+		fmt.Fprintf(&b, " (allocation %s; `nomad alloc status %s` has more)", shortID(e.AllocID), shortID(e.AllocID))
+	}
+	return b.String()
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

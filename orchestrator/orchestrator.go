@@ -1,0 +1,283 @@
+// Package orchestrator owns the apply stage: it takes an app spec through
+// validation and rendering, registers the result with Nomad, watches Nomad's
+// deployment until the new version is healthy (or reverted), and checks that
+// every web function answers through Traefik. It is usable as a library:
+// caravan server is a thin HTTP layer over it.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Config wires an Orchestrator.
+type Config struct {
+	Nomad  *nomad.Client
+	Router router.Config
+	// Prober checks web functions through the proxy; nil skips the check.
+	Prober Prober
+	Logger hclog.Logger
+}
+
+// Orchestrator deploys apps. It is safe for concurrent use.
+type Orchestrator struct {
+	nomad  *nomad.Client
+	router router.Config
+	prober Prober
+	log    hclog.Logger
+}
+
+// New returns an Orchestrator.
+func New(cfg Config) *Orchestrator {
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Orchestrator{nomad: cfg.Nomad, router: cfg.Router, prober: cfg.Prober, log: log}
+}
+
+// Caller is who asks for a change: a token's name and the workspace it may
+// act on ("*" for every workspace).
+type Caller struct {
+	Name      string `json:"name"`
+	Workspace string `json:"workspace"`
+}
+
+// DeployRequest is an app spec to deploy.
+type DeployRequest struct {
+	// Spec is the HCL source; Filename names it in diagnostics.
+	Spec     []byte `json:"spec"`
+	Filename string `json:"filename"`
+	// Timeout bounds the wait for the new version to be healthy
+	// (default 5 minutes).
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Change says what a deploy did to a function.
+type Change string
+
+const (
+	Created   Change = "created"
+	Updated   Change = "updated"
+	Unchanged Change = "unchanged"
+	Removed   Change = "removed"
+)
+
+// FunctionResult is one function of a deployed app.
+type FunctionResult struct {
+	Name       string `json:"name"`
+	Change     Change `json:"change"`
+	Containers int    `json:"containers"`
+	URL        string `json:"url,omitempty"`
+	// CustomDomains route to the function too.
+	CustomDomains []string `json:"custom_domains,omitempty"`
+}
+
+// DeployResult is what a deploy did.
+type DeployResult struct {
+	Workspace string           `json:"workspace"`
+	App       string           `json:"app"`
+	JobID     string           `json:"job_id"`
+	Version   int              `json:"version"`
+	Changed   bool             `json:"changed"`
+	SpecHash  string           `json:"spec_hash"`
+	Functions []FunctionResult `json:"functions"`
+	// Warnings are the spec's non-fatal diagnostics.
+	Warnings []Diagnostic  `json:"warnings,omitempty"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Deploy validates, renders and applies req. An unchanged spec is a no-op
+// that returns at once with Changed false. A spec with errors returns a
+// *DiagnosticsError and changes nothing; a version that fails to roll out
+// returns a *RolloutError, and Nomad's auto_revert keeps the previous
+// version serving.
+func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequest) (*DeployResult, error) {
+	began := time.Now()
+	app, diags := spec.Parse(req.Spec, req.Filename)
+	if diags.HasErrors() {
+		return nil, &DiagnosticsError{Diags: diags}
+	}
+	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
+		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
+	}
+	rendered, err := jobs.Render(app, o.router)
+	if err != nil {
+		return nil, err
+	}
+	job := rendered.Job
+	id := *job.ID
+	log := o.log.With("job", id)
+
+	current, err := o.currentJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := owned(current, app); err != nil {
+		return nil, err
+	}
+
+	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash, Warnings: toWire(diags)}
+	res.Functions = functionResults(app, rendered, current)
+	version := 1
+	if current != nil {
+		version, _ = strconv.Atoi(current.Meta[jobs.MetaVersion])
+		if current.Meta[jobs.MetaSpecHash] == rendered.SpecHash && !stopped(current) {
+			log.Info("no changes", "version", version)
+			res.Version = version
+			res.Duration = time.Since(began)
+			return res, nil
+		}
+		version++
+	}
+	res.Version, res.Changed = version, true
+	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
+
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	opts := &nomad.RegisterOptions{}
+	if current != nil {
+		// Check-and-set: fail rather than overwrite a job changed since we read it.
+		opts.EnforceIndex, opts.ModifyIndex = true, *current.JobModifyIndex
+	}
+	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
+	reg, _, err := o.nomad.Jobs().RegisterOpts(job, opts, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("registering job %s with Nomad: %w", id, err)
+	}
+	if err := o.watchRollout(ctx, id, reg, version); err != nil {
+		return nil, err
+	}
+	if o.prober != nil {
+		for _, r := range rendered.Routes {
+			if err := o.prober.Probe(ctx, r); err != nil {
+				return nil, &RolloutError{Function: r.Function, Version: version,
+					Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
+			}
+		}
+	}
+	res.Duration = time.Since(began)
+	log.Info("deployed", "version", version, "duration", res.Duration)
+	return res, nil
+}
+
+func (o *Orchestrator) currentJob(ctx context.Context, id string) (*nomad.Job, error) {
+	job, _, err := o.nomad.Jobs().Info(id, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		var re nomad.UnexpectedResponseError
+		if errors.As(err, &re) && re.StatusCode() == 404 {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading job %s from Nomad: %w", id, err)
+	}
+	return job, nil
+}
+
+// owned refuses jobs caravan did not create for this app.
+func owned(job *nomad.Job, app *spec.App) error {
+	if job == nil {
+		return nil
+	}
+	switch {
+	case job.Meta[jobs.MetaApp] == "":
+		return &OwnershipError{JobID: *job.ID, Why: "it has no caravan.app meta"}
+	case job.Meta[jobs.MetaApp] != app.Name || job.Meta[jobs.MetaWorkspace] != app.Workspace:
+		return &OwnershipError{JobID: *job.ID, Why: fmt.Sprintf("it belongs to app %q in workspace %q",
+			job.Meta[jobs.MetaApp], job.Meta[jobs.MetaWorkspace])}
+	}
+	return nil
+}
+
+func stopped(job *nomad.Job) bool { return job.Stop != nil && *job.Stop }
+
+func functionResults(app *spec.App, r *jobs.Rendered, current *nomad.Job) []FunctionResult {
+	routes := map[string]router.Route{}
+	for _, rt := range r.Routes {
+		routes[rt.Function] = rt
+	}
+	old := map[string]string{}
+	if current != nil {
+		for _, tg := range current.TaskGroups {
+			old[*tg.Name] = tg.Meta[jobs.MetaGroupHash]
+		}
+	}
+	var out []FunctionResult
+	for i, fn := range app.Functions {
+		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created}
+		if h, ok := old[fn.Name]; ok {
+			fr.Change = Updated
+			if h == r.Job.TaskGroups[i].Meta[jobs.MetaGroupHash] {
+				fr.Change = Unchanged
+			}
+			delete(old, fn.Name)
+		}
+		if rt, ok := routes[fn.Name]; ok {
+			fr.URL, fr.CustomDomains = rt.URL, rt.CustomDomains
+		}
+		out = append(out, fr)
+	}
+	var gone []string
+	for name := range old {
+		gone = append(gone, name)
+	}
+	slices.Sort(gone)
+	for _, name := range gone {
+		out = append(out, FunctionResult{Name: name, Change: Removed})
+	}
+	return out
+}
+
+// Diagnostic is an hcl.Diagnostic as it crosses the API: everything but the
+// expression and evaluation context, so a client can print it with the
+// source line exactly as `caravan validate` does.
+type Diagnostic struct {
+	Severity string     `json:"severity"`
+	Summary  string     `json:"summary"`
+	Detail   string     `json:"detail,omitempty"`
+	Subject  *hcl.Range `json:"subject,omitempty"`
+	Context  *hcl.Range `json:"context,omitempty"`
+}
+
+func toWire(diags hcl.Diagnostics) []Diagnostic {
+	var out []Diagnostic
+	for _, d := range diags {
+		sev := "error"
+		if d.Severity == hcl.DiagWarning {
+			sev = "warning"
+		}
+		out = append(out, Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail, Subject: d.Subject, Context: d.Context})
+	}
+	return out
+}
+
+// ToWire converts diagnostics for the API.
+func ToWire(diags hcl.Diagnostics) []Diagnostic { return toWire(diags) }
+
+// FromWire converts API diagnostics back to hcl.Diagnostics.
+func FromWire(ds []Diagnostic) hcl.Diagnostics {
+	var out hcl.Diagnostics
+	for _, d := range ds {
+		sev := hcl.DiagError
+		if d.Severity == "warning" {
+			sev = hcl.DiagWarning
+		}
+		out = append(out, &hcl.Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail, Subject: d.Subject, Context: d.Context})
+	}
+	return out
+}

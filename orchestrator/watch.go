@@ -1,0 +1,217 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// watchRollout follows Nomad's evaluation of a registered job and then its
+// deployment, with blocking queries, until the new version is healthy. On a
+// placement failure, a failed deployment, or the caller's deadline, it fails
+// the deployment (so auto_revert restores the previous version) and returns
+// a *RolloutError naming the function and the cause.
+func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *nomad.JobRegisterResponse, version int) error {
+	eval, err := o.waitEval(ctx, reg.EvalID)
+	if err != nil {
+		return o.abandon(jobID, version, err)
+	}
+	if len(eval.FailedTGAllocs) > 0 {
+		groups := make([]string, 0, len(eval.FailedTGAllocs))
+		for g := range eval.FailedTGAllocs {
+			groups = append(groups, g)
+		}
+		slices.Sort(groups)
+		g := groups[0]
+		return o.abandon(jobID, version, &RolloutError{Function: g, Version: version,
+			Cause: "cannot be placed: " + describePlacement(eval.FailedTGAllocs[g])})
+	}
+
+	job, _, err := o.nomad.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("reading job %s: %w", jobID, err)
+	}
+	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
+	}
+	if dep == nil || dep.JobVersion != *job.Version {
+		return nil // nothing to roll out (an in-place change)
+	}
+	o.log.Debug("watching deployment", "job", jobID, "deployment", dep.ID)
+
+	index := dep.ModifyIndex
+	for {
+		switch dep.Status {
+		case nomad.DeploymentStatusSuccessful:
+			return nil
+		case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:
+			return o.deploymentError(context.WithoutCancel(ctx), dep, version)
+		}
+		q := (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx)
+		next, meta, err := o.nomad.Deployments().Info(dep.ID, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				o.failDeployment(dep.ID)
+				rerr := o.deploymentError(context.Background(), dep, version)
+				var re *RolloutError
+				if errors.As(rerr, &re) {
+					re.Cause = "not healthy before the deadline: " + re.Cause
+				}
+				return rerr
+			}
+			return fmt.Errorf("watching deployment %s: %w", shortID(dep.ID), err)
+		}
+		dep, index = next, meta.LastIndex
+	}
+}
+
+// abandon fails the version's deployment, if any, so Nomad reverts to the
+// previous stable version, and returns err.
+func (o *Orchestrator) abandon(jobID string, version int, err error) error {
+	dep, _, derr := o.nomad.Jobs().LatestDeployment(jobID, nil)
+	if derr == nil && dep != nil && dep.Status == nomad.DeploymentStatusRunning {
+		o.failDeployment(dep.ID)
+	} else if derr == nil && dep == nil && version == 1 {
+		// A first version that cannot be placed would wait for capacity
+		// forever; stop it so nothing half-deployed lingers.
+		_, _, _ = o.nomad.Jobs().Deregister(jobID, false, nil)
+	}
+	return err
+}
+
+func (o *Orchestrator) failDeployment(id string) {
+	if _, _, err := o.nomad.Deployments().Fail(id, nil); err != nil {
+		o.log.Warn("failing deployment", "deployment", id, "error", err)
+	}
+}
+
+func (o *Orchestrator) waitEval(ctx context.Context, id string) (*nomad.Evaluation, error) {
+	var index uint64
+	for {
+		eval, meta, err := o.nomad.Evaluations().Info(id, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("waiting for Nomad to evaluate the job: %w", err)
+		}
+		switch eval.Status {
+		case nomad.EvalStatusComplete:
+			return eval, nil
+		case nomad.EvalStatusFailed, nomad.EvalStatusCancelled:
+			return nil, &RolloutError{Cause: fmt.Sprintf("Nomad's evaluation %s: %s", eval.Status, eval.StatusDescription)}
+		}
+		index = meta.LastIndex
+	}
+}
+
+// deploymentError explains a failed deployment from its allocations.
+func (o *Orchestrator) deploymentError(ctx context.Context, dep *nomad.Deployment, version int) error {
+	re := &RolloutError{Version: version, Cause: dep.StatusDescription}
+	allocs, _, err := o.nomad.Deployments().Allocations(dep.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return re
+	}
+	// Prefer an allocation that failed, then one that is unhealthy.
+	sort.SliceStable(allocs, func(i, j int) bool { return rank(allocs[i]) < rank(allocs[j]) })
+	for _, a := range allocs {
+		if rank(a) == 2 {
+			continue
+		}
+		re.Function, re.AllocID = a.TaskGroup, a.ID
+		if why := taskFailure(a.TaskStates); why != "" {
+			re.Cause = why
+		}
+		break
+	}
+	if re.Function == "" {
+		for name, st := range dep.TaskGroups {
+			if st.HealthyAllocs < st.DesiredTotal {
+				re.Function = name
+				re.Cause = fmt.Sprintf("%d of %d containers healthy (%s)", st.HealthyAllocs, st.DesiredTotal, dep.StatusDescription)
+				break
+			}
+		}
+	}
+	return re
+}
+
+func rank(a *nomad.AllocationListStub) int {
+	switch {
+	case a.ClientStatus == nomad.AllocClientStatusFailed:
+		return 0
+	case a.DeploymentStatus == nil || a.DeploymentStatus.Healthy == nil || !*a.DeploymentStatus.Healthy:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// taskFailure summarises the last events of the tasks that failed or
+// restarted, e.g. "task web: Terminated (Exit Code: 1) ×3, then Not Restarting".
+func taskFailure(states map[string]*nomad.TaskState) string {
+	var parts []string
+	names := make([]string, 0, len(states))
+	for n := range states {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		st := states[n]
+		var evs []string
+		for _, e := range st.Events {
+			switch e.Type {
+			case nomad.TaskTerminated, nomad.TaskDriverFailure, nomad.TaskNotRestarting, nomad.TaskFailedValidation,
+				nomad.TaskSetupFailure, nomad.TaskKilled, "Alloc Unhealthy":
+				evs = append(evs, strings.TrimSpace(e.Type+": "+e.DisplayMessage))
+			}
+		}
+		if len(evs) == 0 && !st.Failed && st.Restarts == 0 {
+			continue
+		}
+		if len(evs) > 3 {
+			evs = evs[len(evs)-3:]
+		}
+		msg := fmt.Sprintf("task %s", n)
+		if st.Restarts > 0 {
+			msg += fmt.Sprintf(" restarted %d times", st.Restarts)
+		}
+		if len(evs) > 0 {
+			msg += ": " + strings.Join(evs, "; ")
+		}
+		parts = append(parts, msg)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// describePlacement turns Nomad's placement metrics into a sentence, e.g.
+// "1 node evaluated; missing devices: nvidia/gpu (1)".
+func describePlacement(m *nomad.AllocationMetric) string {
+	if m == nil {
+		return "no node fits"
+	}
+	var parts []string
+	parts = append(parts, fmt.Sprintf("%d of %d nodes evaluated", m.NodesEvaluated, m.NodesInPool))
+	add := func(label string, counts map[string]int) {
+		if len(counts) == 0 {
+			return
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var kv []string
+		for _, k := range keys {
+			kv = append(kv, fmt.Sprintf("%s (%d)", k, counts[k]))
+		}
+		parts = append(parts, label+": "+strings.Join(kv, ", "))
+	}
+	add("filtered by constraint", m.ConstraintFiltered)
+	add("filtered by class", m.ClassFiltered)
+	add("exhausted", m.DimensionExhausted)
+	return strings.Join(parts, "; ")
+}

@@ -1,0 +1,240 @@
+package router_test
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/traefik/traefik/v3/pkg/config/dynamic"
+	"github.com/traefik/traefik/v3/pkg/config/label"
+	"github.com/traefik/traefik/v3/pkg/types"
+)
+
+var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", HTTPSPort: 8443}
+
+// storeApp is examples/multi.hcl, built by hand: two web functions (one with
+// a label and a custom domain) and a worker.
+func storeApp() *spec.App {
+	return &spec.App{
+		Name:        "store",
+		Workspace:   "shop",
+		Environment: "staging",
+		Functions: []*spec.Function{
+			{Name: "frontend", Command: "node", Web: &spec.Web{}},
+			{Name: "api", Command: "node", Web: &spec.Web{Label: "api", CustomDomains: []string{"api.shop.example.com"}}},
+			{Name: "worker", Command: "node"},
+		},
+	}
+}
+
+func oneWebApp(web *spec.Web) *spec.App {
+	return &spec.App{
+		Name:      "hello",
+		Workspace: "dev",
+		Functions: []*spec.Function{{Name: "web", Command: "node", Web: web}},
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	routes := router.Routes(storeApp(), testConfig)
+	if len(routes) != 2 {
+		t.Fatalf("got %d routes, want 2 (the worker has no web block)", len(routes))
+	}
+	want := []struct {
+		function, name, host, url string
+		domains                   []string
+	}{
+		{"frontend", "shop-staging--store-frontend", "shop-staging--store-frontend.caravan.localhost", "https://shop-staging--store-frontend.caravan.localhost:8443", nil},
+		{"api", "shop-staging--api", "shop-staging--api.caravan.localhost", "https://shop-staging--api.caravan.localhost:8443", []string{"api.shop.example.com"}},
+	}
+	for i, w := range want {
+		r := routes[i]
+		if r.Function != w.function || r.Name != w.name || r.Host != w.host || r.URL != w.url || !slices.Equal(r.CustomDomains, w.domains) {
+			t.Errorf("routes[%d] = {%q %q %q %q %q}, want %+v", i, r.Function, r.Name, r.Host, r.URL, r.CustomDomains, w)
+		}
+		rt := r.Config.HTTP.Routers[r.Name]
+		if rt == nil || r.Config.HTTP.Services[r.Name] == nil {
+			t.Errorf("routes[%d]: no router or service named %q", i, r.Name)
+		}
+	}
+	if rule := routes[1].Config.HTTP.Routers["shop-staging--api"].Rule; rule != "Host(`shop-staging--api.caravan.localhost`) || Host(`api.shop.example.com`)" {
+		t.Errorf("api rule = %s", rule)
+	}
+}
+
+func TestRouteURLPort(t *testing.T) {
+	for port, want := range map[int]string{
+		0:    "https://dev--hello-web.caravan.localhost",
+		443:  "https://dev--hello-web.caravan.localhost",
+		8443: "https://dev--hello-web.caravan.localhost:8443",
+		80:   "https://dev--hello-web.caravan.localhost:80",
+	} {
+		cfg := testConfig
+		cfg.HTTPSPort = port
+		if got := router.Routes(oneWebApp(&spec.Web{}), cfg)[0].URL; got != want {
+			t.Errorf("HTTPSPort %d: URL = %q, want %q", port, got, want)
+		}
+	}
+}
+
+func TestRouteNormalizesDomains(t *testing.T) {
+	cfg := testConfig
+	cfg.Domain = "Caravan.Example.COM"
+	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"WWW.Example.com."}}), cfg)[0]
+	if r.Host != "dev--hello-web.caravan.example.com" {
+		t.Errorf("Host = %q", r.Host)
+	}
+	if !slices.Equal(r.CustomDomains, []string{"www.example.com"}) {
+		t.Errorf("CustomDomains = %q", r.CustomDomains)
+	}
+}
+
+func TestServiceNameTruncated(t *testing.T) {
+	app := oneWebApp(&spec.Web{})
+	app.Name = strings.Repeat("a", 63)
+	r := router.Routes(app, testConfig)[0]
+	if len(r.Name) > router.MaxLabel || r.Name != router.ServiceName(app, app.Functions[0]) {
+		t.Errorf("Name = %q", r.Name)
+	}
+	if !strings.HasPrefix(r.Host, r.Name+".") {
+		t.Errorf("Host %q does not start with Name %q", r.Host, r.Name)
+	}
+}
+
+// decodeTags reads tags back the way Traefik's consulCatalog provider does.
+func decodeTags(t *testing.T, tags []string) *dynamic.Configuration {
+	t.Helper()
+	labels := map[string]string{}
+	enabled := false
+	for _, tag := range tags {
+		if tag == "traefik.enable=true" {
+			enabled = true
+			continue
+		}
+		k, v, ok := strings.Cut(tag, "=")
+		if !ok {
+			t.Fatalf("tag %q has no =", tag)
+		}
+		if _, dup := labels[k]; dup {
+			t.Fatalf("key %q tagged twice", k)
+		}
+		labels[k] = v
+	}
+	if !enabled {
+		t.Fatalf("tags %q lack traefik.enable=true", tags)
+	}
+	conf, err := label.DecodeConfiguration(labels)
+	if err != nil {
+		t.Fatalf("DecodeConfiguration: %v", err)
+	}
+	return conf
+}
+
+func TestTagsRoundTrip(t *testing.T) {
+	apps := map[string]*spec.App{
+		"store":    storeApp(),
+		"wildcard": oneWebApp(&spec.Web{CustomDomains: []string{"*.example.com", "example.com"}}),
+	}
+	noResolver := testConfig
+	noResolver.CertResolver = ""
+	for _, cfg := range []router.Config{testConfig, noResolver} {
+		for name, app := range apps {
+			for _, r := range router.Routes(app, cfg) {
+				t.Run(name+"/"+r.Name+"/resolver="+cfg.CertResolver, func(t *testing.T) {
+					tags, err := r.Tags()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.IsSorted(tags) {
+						t.Errorf("tags are not sorted: %q", tags)
+					}
+					conf := decodeTags(t, tags)
+					want := r.Config.HTTP.Routers[r.Name]
+					got := conf.HTTP.Routers[r.Name]
+					if got == nil {
+						t.Fatalf("decoded routers %v lack %q", conf.HTTP.Routers, r.Name)
+					}
+					if len(conf.HTTP.Routers) != 1 || len(conf.HTTP.Services) != 1 {
+						t.Errorf("decoded %d routers and %d services, want 1 and 1", len(conf.HTTP.Routers), len(conf.HTTP.Services))
+					}
+					if got.Rule != want.Rule {
+						t.Errorf("Rule = %s, want %s", got.Rule, want.Rule)
+					}
+					if got.Service != want.Service || got.Service != r.Name {
+						t.Errorf("Service = %q, want %q", got.Service, want.Service)
+					}
+					if !slices.Equal(got.EntryPoints, want.EntryPoints) || !slices.Equal(got.EntryPoints, []string{"websecure"}) {
+						t.Errorf("EntryPoints = %q, want %q", got.EntryPoints, want.EntryPoints)
+					}
+					// A router without TLS would serve plain HTTP on the
+					// HTTPS entry point, even with no resolver.
+					if got.TLS == nil {
+						t.Fatal("decoded router has no TLS")
+					}
+					if got.TLS.CertResolver != want.TLS.CertResolver || got.TLS.CertResolver != cfg.CertResolver {
+						t.Errorf("CertResolver = %q, want %q", got.TLS.CertResolver, want.TLS.CertResolver)
+					}
+					if !slices.EqualFunc(got.TLS.Domains, want.TLS.Domains, domainEqual) {
+						t.Errorf("TLS domains = %+v, want %+v", got.TLS.Domains, want.TLS.Domains)
+					}
+					svc := conf.HTTP.Services[r.Name]
+					if svc == nil || svc.LoadBalancer == nil || svc.LoadBalancer.PassHostHeader == nil || !*svc.LoadBalancer.PassHostHeader {
+						t.Errorf("service %q does not pass the Host header: %+v", r.Name, svc)
+					}
+				})
+			}
+		}
+	}
+}
+
+func domainEqual(a, b types.Domain) bool { return a.Main == b.Main && slices.Equal(a.SANs, b.SANs) }
+
+func TestWildcardDomain(t *testing.T) {
+	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"*.Example.com"}}), testConfig)[0]
+	rt := r.Config.HTTP.Routers[r.Name]
+	want := "Host(`dev--hello-web.caravan.localhost`) || HostRegexp(`^[a-z0-9-]+\\.example\\.com$`)"
+	if rt.Rule != want {
+		t.Errorf("Rule = %s, want %s", rt.Rule, want)
+	}
+	if len(rt.TLS.Domains) != 1 || rt.TLS.Domains[0].Main != "*.example.com" {
+		t.Errorf("TLS domains = %+v, want one *.example.com", rt.TLS.Domains)
+	}
+	re := regexp.MustCompile(`^[a-z0-9-]+\.example\.com$`)
+	for host, want := range map[string]bool{
+		"www.example.com": true, "a-b.example.com": true,
+		"example.com": false, "a.b.example.com": false, "wwwxexample.com": false, "www.example.com.evil.org": false,
+	} {
+		if re.MatchString(host) != want {
+			t.Errorf("wildcard regexp on %q = %v, want %v", host, !want, want)
+		}
+	}
+}
+
+func TestExactDomainHasNoTLSDomain(t *testing.T) {
+	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"www.example.com"}}), testConfig)[0]
+	if d := r.Config.HTTP.Routers[r.Name].TLS.Domains; len(d) != 0 {
+		t.Errorf("TLS domains = %+v, want none (the resolver takes the names from Host rules)", d)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	routes := router.Routes(storeApp(), testConfig)
+	merged := router.Merge(routes)
+	if len(merged.HTTP.Routers) != 2 || len(merged.HTTP.Services) != 2 {
+		t.Fatalf("merged %d routers and %d services, want 2 and 2", len(merged.HTTP.Routers), len(merged.HTTP.Services))
+	}
+	for _, r := range routes {
+		if merged.HTTP.Routers[r.Name] != r.Config.HTTP.Routers[r.Name] {
+			t.Errorf("router %q not merged", r.Name)
+		}
+		if merged.HTTP.Services[r.Name] != r.Config.HTTP.Services[r.Name] {
+			t.Errorf("service %q not merged", r.Name)
+		}
+	}
+	if empty := router.Merge(nil); empty.HTTP == nil || len(empty.HTTP.Routers) != 0 {
+		t.Errorf("Merge(nil) = %+v", empty)
+	}
+}

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+)
+
+// Client talks to caravan server; the CLI and the e2e tests use it.
+type Client struct {
+	// Addr is the server's base URL, e.g. "http://127.0.0.1:7474".
+	Addr  string
+	Token string
+	HTTP  *http.Client
+}
+
+// Deploy sends a spec to deploy and waits for the result. A failure is an
+// *APIError carrying the diagnostics or the rollout failure.
+func (c *Client) Deploy(ctx context.Context, filename string, spec []byte, timeout time.Duration) (*orchestrator.DeployResult, error) {
+	body := DeployBody{Filename: filename, Spec: string(spec)}
+	if timeout > 0 {
+		body.Timeout = timeout.String()
+	}
+	var res orchestrator.DeployResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/deploy", body, &res)
+}
+
+// Apps lists the apps the token may see.
+func (c *Client) Apps(ctx context.Context) ([]orchestrator.AppSummary, error) {
+	var apps []orchestrator.AppSummary
+	return apps, c.do(ctx, http.MethodGet, "/v1/apps", nil, &apps)
+}
+
+// Health reports whether the server answers.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/v1/health", nil, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Addr, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach caravan server at %s (is it running? `caravan dev up` starts one): %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var env struct {
+			Error *APIError `json:"error"`
+		}
+		if json.Unmarshal(b, &env) != nil || env.Error == nil {
+			return &APIError{Kind: "internal", Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))}
+		}
+		env.Error.Status = resp.StatusCode
+		return env.Error
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}

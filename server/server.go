@@ -1,0 +1,250 @@
+// Package server is caravan server: a thin HTTP JSON API over the
+// orchestrator. Every endpoint but /v1/health needs a bearer token.
+//
+//	GET  /v1/health   liveness, no token
+//	POST /v1/deploy   {"filename", "spec", "timeout"} -> orchestrator.DeployResult
+//	GET  /v1/apps     -> [orchestrator.AppSummary]
+//
+// Errors are {"error": APIError} with the spec's diagnostics intact, so the
+// CLI prints the same file:line errors as `caravan validate`.
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/router"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Config wires a Server.
+type Config struct {
+	// Listen is the address to serve on, e.g. "127.0.0.1:7474".
+	Listen     string
+	NomadAddr  string
+	ConsulAddr string
+	Router     router.Config
+	// ProxyAddr is Traefik's HTTPS address; deploys wait until every web
+	// function answers there. Empty skips that check.
+	ProxyAddr string
+	// RootCAFile verifies the proxy's certificates (Pebble's root in dev).
+	RootCAFile string
+	Logger     hclog.Logger
+}
+
+// Server is caravan server, startable in-process (the e2e tests do).
+type Server struct {
+	orch   *orchestrator.Orchestrator
+	tokens *Tokens
+	log    hclog.Logger
+	http   *http.Server
+	ln     net.Listener
+}
+
+// New wires a Server from cfg; Start serves it.
+func New(cfg Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Info})
+	}
+	nc, err := nomad.NewClient(&nomad.Config{Address: cfg.NomadAddr})
+	if err != nil {
+		return nil, fmt.Errorf("nomad client: %w", err)
+	}
+	cc, err := consul.NewClient(&consul.Config{Address: cfg.ConsulAddr})
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	var prober orchestrator.Prober
+	if cfg.ProxyAddr != "" {
+		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr}
+		if cfg.RootCAFile != "" {
+			pem, err := os.ReadFile(cfg.RootCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("reading root CA: %w", err)
+			}
+			p.Roots = x509.NewCertPool()
+			if !p.Roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("no certificates in %s", cfg.RootCAFile)
+			}
+		}
+		prober = p
+	}
+	s := &Server{
+		orch:   orchestrator.New(orchestrator.Config{Nomad: nc, Router: cfg.Router, Prober: prober, Logger: log.Named("orchestrator")}),
+		tokens: &Tokens{KV: cc.KV()},
+		log:    log,
+	}
+	s.http = &http.Server{Addr: cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// Tokens is the server's token store.
+func (s *Server) Tokens() *Tokens { return s.tokens }
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.http.Addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.log.Info("serving", "addr", ln.Addr().String())
+	go func() {
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("serve", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the address Start listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops serving, letting requests in flight finish until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	mux.Handle("POST /v1/deploy", s.authed(s.deploy))
+	mux.Handle("GET /v1/apps", s.authed(s.apps))
+	return mux
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller)
+
+func (s *Server) authed(h authedHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			writeError(w, http.StatusUnauthorized, &APIError{Kind: "unauthorized", Message: "missing bearer token: set CARAVAN_TOKEN"})
+			return
+		}
+		caller, err := s.tokens.Lookup(strings.TrimSpace(secret))
+		if err != nil {
+			status := http.StatusUnauthorized
+			if !errors.Is(err, ErrBadToken) {
+				status = http.StatusServiceUnavailable
+			}
+			s.log.Warn("rejected request", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err)
+			writeError(w, status, &APIError{Kind: "unauthorized", Message: err.Error()})
+			return
+		}
+		h(w, r, caller)
+	})
+}
+
+// DeployBody is the body of POST /v1/deploy.
+type DeployBody struct {
+	Filename string `json:"filename"`
+	Spec     string `json:"spec"`
+	// Timeout is a Go duration such as "5m".
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// maxSpec bounds a spec upload.
+const maxSpec = 4 << 20
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	var body DeployBody
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSpec)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "reading request: " + err.Error()})
+		return
+	}
+	req := orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename}
+	if body.Timeout != "" {
+		d, err := time.ParseDuration(body.Timeout)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "timeout: " + err.Error()})
+			return
+		}
+		req.Timeout = d
+	}
+	res, err := s.orch.Deploy(r.Context(), caller, req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) apps(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	apps, err := s.orch.Apps(r.Context(), caller)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if apps == nil {
+		apps = []orchestrator.AppSummary{}
+	}
+	writeJSON(w, http.StatusOK, apps)
+}
+
+// APIError is the error envelope of every failed request.
+type APIError struct {
+	// Kind is one of: unauthorized, forbidden, bad_request, invalid_spec,
+	// ownership, not_found, rollout_failed, internal.
+	Kind        string                    `json:"kind"`
+	Message     string                    `json:"message"`
+	Diagnostics []orchestrator.Diagnostic `json:"diagnostics,omitempty"`
+	Function    string                    `json:"function,omitempty"`
+	AllocID     string                    `json:"alloc_id,omitempty"`
+	Version     int                       `json:"version,omitempty"`
+	// Status is the HTTP status, filled in by the client.
+	Status int `json:"-"`
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var (
+		diags *orchestrator.DiagnosticsError
+		own   *orchestrator.OwnershipError
+		forb  *orchestrator.ForbiddenError
+		nf    *orchestrator.NotFoundError
+		roll  *orchestrator.RolloutError
+	)
+	switch {
+	case errors.As(err, &diags):
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "invalid_spec", Message: err.Error(), Diagnostics: orchestrator.ToWire(diags.Diags)})
+	case errors.As(err, &forb):
+		writeError(w, http.StatusForbidden, &APIError{Kind: "forbidden", Message: err.Error()})
+	case errors.As(err, &own):
+		writeError(w, http.StatusConflict, &APIError{Kind: "ownership", Message: err.Error()})
+	case errors.As(err, &nf):
+		writeError(w, http.StatusNotFound, &APIError{Kind: "not_found", Message: err.Error()})
+	case errors.As(err, &roll):
+		writeError(w, http.StatusUnprocessableEntity, &APIError{Kind: "rollout_failed", Message: err.Error(),
+			Function: roll.Function, AllocID: roll.AllocID, Version: roll.Version})
+	default:
+		s.log.Error("request failed", "error", err)
+		writeError(w, http.StatusInternalServerError, &APIError{Kind: "internal", Message: err.Error()})
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, e *APIError) {
+	writeJSON(w, status, map[string]*APIError{"error": e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
