@@ -35,6 +35,15 @@ healthy, and deploys an example app.`,
 				Action: devUp,
 			},
 			{
+				Name:  "install",
+				Usage: "Build pinned Nomad, Consul and Traefik into the cache, and install pebble",
+				Description: `Builds each server from its Go module through the wrapper modules in
+tools/ into ~/.cache/caravan/bin/<name>-<version> ($CARAVAN_CACHE_DIR/bin),
+once per version; a cached version is never rebuilt. Installs Debian's pebble
+package when it is missing.`,
+				Action: devInstall,
+			},
+			{
 				Name:   "down",
 				Usage:  "Stop exactly the processes 'dev up' started",
 				Action: devDown,
@@ -134,6 +143,28 @@ func devUp(c *cli.Context) error {
 	}
 	ok = true
 	fmt.Fprintf(c.App.Writer, "\nThe stack runs in the background: 'caravan dev status' shows it, 'caravan dev down' stops it.\n")
+	return nil
+}
+
+func devInstall(c *cli.Context) error {
+	wd, _ := os.Getwd()
+	tools, err := devstack.FindToolsDir(wd)
+	if err != nil {
+		return err
+	}
+	in := &devstack.Installer{ToolsDir: tools, Out: c.App.ErrWriter}
+	for _, t := range devstack.Tools {
+		bin, err := in.Ensure(c.Context, t)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "%s %s: %s\n", t.Name, t.Version, bin)
+	}
+	pebble, chall, err := devstack.LookPebble(c.Context, c.App.ErrWriter)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "pebble: %s\npebble-challtestsrv: %s\n", pebble, chall)
 	return nil
 }
 

@@ -1,0 +1,43 @@
+# caravan: `just up` starts a local stack with an example app; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export GOFLAGS := "-buildvcs=false"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the caravan CLI into bin/caravan.
+build:
+    go build -o bin/caravan ./cmd/caravan
+
+# Build pinned Nomad, Consul and Traefik once into ~/.cache/caravan/bin and install pebble.
+servers: build
+    bin/caravan dev install
+
+# Start Nomad, Consul, Traefik, Pebble and caravan server on 127.0.0.1 and deploy examples/hello.hcl.
+up: servers
+    bin/caravan dev up
+
+# Stop exactly what `just up` started.
+down: build
+    bin/caravan dev down
+
+# What the local stack runs, and where.
+status: build
+    bin/caravan dev status
+
+# Unit and golden tests only (no servers needed).
+unit:
+    go vet ./...
+    go test -count=1 $(go list ./... | grep -v /e2e)
+
+# Every test: unit, golden and end-to-end against a real stack on free ports.
+test: servers
+    go vet ./...
+    go test -count=1 -timeout 60m ./...
+
+# Rewrite the golden files after an intended rendering change; review the diff.
+golden:
+    go test ./jobs/ -update

@@ -1,0 +1,211 @@
+// Package e2e runs caravan against the real Nomad, Consul and Traefik, with
+// Pebble as the ACME CA, all on 127.0.0.1 on free ports: the same stack
+// `caravan dev up` starts, through the same devstack package. caravan server
+// runs in-process so the tests exercise its real wiring.
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/server"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// env is the stack every test shares.
+var env struct {
+	stack  *devstack.Stack
+	client *server.Client
+	nomad  *nomad.Client
+	consul *consul.Client
+	https  *http.Client
+	roots  *x509.CertPool
+	server *server.Server
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv("CARAVAN_SKIP_E2E") != "" {
+		fmt.Println("e2e: skipped (CARAVAN_SKIP_E2E is set)")
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	state, err := os.MkdirTemp("", "caravan-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	tools, err := filepath.Abs("../tools")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	stack, err := devstack.Up(ctx, devstack.Options{
+		StateDir:    state,
+		RandomPorts: true,
+		Installer:   &devstack.Installer{ToolsDir: tools, Out: os.Stderr},
+		Out:         os.Stderr,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: starting the stack:", err)
+		return 1
+	}
+	env.stack = stack
+	code := func() int {
+		defer func() {
+			if err := stack.Down(); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: stopping the stack:", err)
+			}
+		}()
+		if err := setup(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: setup:", err)
+			return 1
+		}
+		defer env.server.Shutdown(context.Background())
+		return m.Run()
+	}()
+	if code == 0 {
+		os.RemoveAll(state)
+	} else {
+		fmt.Fprintf(os.Stderr, "e2e: logs of the stack are kept in %s/logs\n", state)
+	}
+	return code
+}
+
+func setup(ctx context.Context) error {
+	s := env.stack
+	root, err := s.RootCA(ctx)
+	if err != nil {
+		return err
+	}
+	env.roots = x509.NewCertPool()
+	env.roots.AppendCertsFromPEM(root)
+	env.https = orchestrator.ProxyClient(s.HTTPSAddr(), env.roots)
+
+	env.nomad, err = nomad.NewClient(&nomad.Config{Address: s.NomadAddr()})
+	if err != nil {
+		return err
+	}
+	env.consul, err = consul.NewClient(&consul.Config{Address: s.ConsulAddr()})
+	if err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(s.StateDir, "logs", "caravan-server.log"))
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Listen:     "127.0.0.1:0",
+		NomadAddr:  s.NomadAddr(),
+		ConsulAddr: s.ConsulAddr(),
+		Router: router.Config{Domain: s.Domain, EntryPoint: "websecure",
+			CertResolver: devstack.CertResolver, HTTPSPort: s.Ports.TraefikWebsecure},
+		ProxyAddr:  s.HTTPSAddr(),
+		RootCAFile: s.PebbleRootPath(),
+		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	env.server = srv
+	token, err := srv.Tokens().Create("e2e", "*")
+	if err != nil {
+		return err
+	}
+	env.client = &server.Client{Addr: "http://" + srv.Addr(), Token: token}
+	return nil
+}
+
+// get fetches url through Traefik and returns the status and body.
+func get(t *testing.T, url string) (int, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := env.https.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// eventually polls cond every 200ms until it returns nil or the deadline
+// passes, then fails the test with the last error.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		if last = cond(); last == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// nodeServer is a spec of one web function running a Node.js server that
+// answers body (and exits 1 at start when crash is true).
+func nodeServer(app, body string, crash bool) string {
+	js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%s)).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(body))
+	if crash {
+		js = `process.exit(1);`
+	}
+	return fmt.Sprintf(`app %q {
+  workspace = "e2e"
+  function "web" {
+    command = "node"
+    args    = ["-e", %s]
+    resources {
+      memory = 64
+    }
+    web {}
+  }
+}
+`, app, strconv.Quote(js))
+}
+
+// purge removes an app's job when the test ends.
+func purge(t *testing.T, jobID string) {
+	t.Cleanup(func() {
+		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nil); err != nil {
+			t.Logf("purging %s: %v", jobID, err)
+		}
+	})
+}
+
+func specFile(t *testing.T, name, src string) (string, []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, []byte(src)
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
