@@ -31,6 +31,14 @@ const (
 	MetaGroupHash = "caravan.group_hash"
 )
 
+// Service meta keys: Consul allows only [A-Za-z0-9_-] in them, so these
+// spell the job meta keys with underscores.
+const (
+	ServiceMetaWorkspace = "caravan_workspace"
+	ServiceMetaApp       = "caravan_app"
+	ServiceMetaFunction  = "caravan_function"
+)
+
 // PortLabel is the label of every web function's port.
 const PortLabel = "http"
 
@@ -273,9 +281,9 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		Provider:  api.ServiceProviderConsul,
 		Tags:      tags,
 		Meta: map[string]string{
-			MetaWorkspace: app.Workspace,
-			MetaApp:       app.Name,
-			MetaFunction:  fn.Name,
+			ServiceMetaWorkspace: app.Workspace,
+			ServiceMetaApp:       app.Name,
+			ServiceMetaFunction:  fn.Name,
 		},
 		Checks: []api.ServiceCheck{{
 			Name:     "http " + fn.Web.HealthCheckPath(),
