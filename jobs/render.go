@@ -203,6 +203,14 @@ func task(fn *spec.Function) *api.Task {
 		Config:      map[string]any{},
 		Env:         map[string]string{},
 		KillTimeout: ptr(10 * time.Second),
+		// A crashing process is retried twice, 5s apart, before its
+		// container counts as failed (Nomad's default waits 15s).
+		RestartPolicy: &api.RestartPolicy{
+			Attempts: ptr(2),
+			Delay:    ptr(5 * time.Second),
+			Interval: ptr(5 * time.Minute),
+			Mode:     ptr("fail"),
+		},
 		Resources: &api.Resources{
 			CPU:      ptr(DefaultCPU),
 			MemoryMB: ptr(DefaultMemory),
@@ -302,12 +310,17 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 // passes), promotes them automatically once all are healthy, and only then
 // stops the old ones; a version that never becomes healthy is reverted.
 // recreate stops the old containers first and starts the new ones together.
+//
+// progress_deadline is 0 so the first unhealthy container fails the
+// deployment at once (and auto_revert restores the previous version) rather
+// than Nomad rescheduling it until a deadline passes: a deploy that crashes
+// is reported in seconds.
 func update(strategy string, count int) *api.UpdateStrategy {
 	u := &api.UpdateStrategy{
 		HealthCheck:      ptr("checks"),
 		MinHealthyTime:   ptr(2 * time.Second),
 		HealthyDeadline:  ptr(2 * time.Minute),
-		ProgressDeadline: ptr(3 * time.Minute),
+		ProgressDeadline: ptr(time.Duration(0)),
 		AutoRevert:       ptr(true),
 	}
 	switch strategy {
