@@ -209,3 +209,12 @@ func specFile(t *testing.T, name, src string) (string, []byte) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func proxyClientFromPEM(t *testing.T, addr string, pem []byte) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no certificate in PEM")
+	}
+	return orchestrator.ProxyClient(addr, pool)
+}

@@ -31,6 +31,7 @@ healthy, and deploys an example app.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "example", Value: "examples/hello.hcl", Usage: "spec to deploy once the stack is up (\"\" for none)"},
 					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
+					&cli.BoolFlag{Name: "random-ports", Usage: "use free ports for everything instead of the usual ones (for a second stack)"},
 				},
 				Action: devUp,
 			},
@@ -66,10 +67,11 @@ func devUp(c *cli.Context) error {
 		return err
 	}
 	stack, err := devstack.Up(c.Context, devstack.Options{
-		StateDir:  state,
-		Domain:    c.String("domain"),
-		Installer: &devstack.Installer{ToolsDir: tools, Out: out},
-		Out:       out,
+		StateDir:    state,
+		Domain:      c.String("domain"),
+		RandomPorts: c.Bool("random-ports"),
+		Installer:   &devstack.Installer{ToolsDir: tools, Out: out},
+		Out:         out,
 	})
 	if err != nil {
 		return err
