@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strings"
 )
 
 // Ports are every port a stack listens on, all on 127.0.0.1.
@@ -162,14 +161,3 @@ func pebbleConfig(p Ports, stateDir string) string {
 }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \"'") {
-			a = fmt.Sprintf("%q", a)
-		}
-		q[i] = a
-	}
-	return strings.Join(q, " ")
-}

@@ -1,0 +1,103 @@
+package devstack
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStopEndsTheWholeTree(t *testing.T) {
+	dir := t.TempDir()
+	// A parent that ignores SIGTERM (as an agent busy shutting down might)
+	// with two children of its own.
+	p, err := start(dir, "tree", "", []string{"/bin/sh", "-c", "trap '' TERM; sleep 300 & sleep 300 & wait"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	deadline := time.Now().Add(5 * time.Second)
+	for len(kids) < 2 && time.Now().Before(deadline) {
+		kids = descendants(p.PID)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(kids) < 2 {
+		t.Fatalf("descendants(%d) = %v, want two sleeps", p.PID, kids)
+	}
+	if err := p.Stop(500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range append(kids, p.PID) {
+		if processRunning(pid) {
+			t.Errorf("pid %d still runs after Stop", pid)
+		}
+	}
+}
+
+func TestAliveIgnoresAReusedPID(t *testing.T) {
+	// Our own pid runs, but not the program the record names.
+	p := &Proc{Name: "nomad", PID: os.Getpid(), Args: []string{"/no/such/nomad"}}
+	if p.Alive() {
+		t.Fatal("Alive is true for a pid that runs another program")
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatalf("Stop of a reused pid: %v", err)
+	}
+	self, _ := os.Executable()
+	if !(&Proc{PID: os.Getpid(), Args: []string{self}}).Alive() {
+		t.Fatal("Alive is false for this very process")
+	}
+}
+
+func TestExitedReportsTheLogTail(t *testing.T) {
+	p, err := start(t.TempDir(), "crash", "", []string{"/bin/sh", "-c", "echo boom >&2; exit 3"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Exited() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	err = p.Exited()
+	if err == nil || !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("Exited() = %v, want the exit status and the log's last line", err)
+	}
+}
+
+func TestRandomPortsAreDistinct(t *testing.T) {
+	p, err := pickPorts(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]string{}
+	for _, e := range p.all() {
+		if *e.ptr == 0 {
+			t.Errorf("%s has no port", e.name)
+		}
+		if other, dup := seen[*e.ptr]; dup {
+			t.Errorf("%s and %s share port %d", e.name, other, *e.ptr)
+		}
+		seen[*e.ptr] = e.name
+	}
+}
+
+func TestConfigsPointAtEachOther(t *testing.T) {
+	p, _ := pickPorts(true)
+	tr := traefikConfig(p, "/state")
+	for _, want := range []string{addr(p.ConsulHTTP), addr(p.TraefikWebsecure), "exposedByDefault: false", "watch: true",
+		"https://" + addr(p.Pebble) + "/dir", "tlsChallenge"} {
+		if !strings.Contains(tr, want) {
+			t.Errorf("traefik config lacks %q", want)
+		}
+	}
+	if n := nomadConfig(p, "/state"); !strings.Contains(n, addr(p.ConsulHTTP)) || !strings.Contains(n, "fingerprint.denylist") {
+		t.Errorf("nomad config does not point at Consul or lacks the fingerprint denylist:\n%s", n)
+	}
+	// Pebble validates TLS-ALPN-01 on Traefik's HTTPS port.
+	if pc := pebbleConfig(p, "/state"); !strings.Contains(pc, `"tlsPort": `+itoa(p.TraefikWebsecure)) {
+		t.Errorf("pebble config does not validate on Traefik's port:\n%s", pc)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
