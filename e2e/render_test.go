@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
+)
+
+// TestRenderedJobsPassNomadValidate feeds what `caravan render` prints for
+// each example to the real `nomad job validate -json`.
+func TestRenderedJobsPassNomadValidate(t *testing.T) {
+	examples, _ := filepath.Glob("../examples/*.hcl")
+	if len(examples) < 3 {
+		t.Fatalf("examples: %v", examples)
+	}
+	for _, ex := range examples {
+		t.Run(filepath.Base(ex), func(t *testing.T) {
+			app, _, diags := spec.LoadFile(ex)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			r, err := jobs.Render(app, router.DefaultConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := jobs.JSON(r.Job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "job.json")
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(devstack.Nomad.BinPath(), "job", "validate", "-json", path)
+			cmd.Env = append(os.Environ(), "NOMAD_ADDR="+env.stack.NomadAddr())
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Job validation successful") {
+				t.Fatalf("nomad job validate -json: %v\n%s", err, out)
+			}
+		})
+	}
+}
