@@ -25,6 +25,7 @@ const (
 	MetaEnvironment = "caravan.environment"
 	MetaSpecHash    = "caravan.spec_hash"
 	MetaVersion     = "caravan.version"
+	MetaRollover    = "caravan.rollover"
 	MetaFunction    = "caravan.function"
 	// MetaGroupHash identifies a function's task group, to tell which
 	// functions a deploy changes.
@@ -113,19 +114,26 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	return &Rendered{Job: job, Routes: routes, SpecHash: hash}, nil
 }
 
-// Hash is the spec hash of job: a SHA-256 of its JSON without the
-// caravan.spec_hash and caravan.version meta, cut to 16 hex digits.
+// Hash is the spec hash of job: a SHA-256 of its JSON, cut to 16 hex
+// digits, leaving out what does not change what runs: the caravan.spec_hash,
+// caravan.version and caravan.rollover meta, and the update blocks (a
+// strategy says how to roll out, not what). Hash does not modify job.
 func Hash(job *api.Job) (string, error) {
-	saved := job.Meta
-	meta := map[string]string{}
-	for k, v := range saved {
-		if k != MetaSpecHash && k != MetaVersion {
-			meta[k] = v
+	c := *job
+	c.Meta = map[string]string{}
+	for k, v := range job.Meta {
+		if k != MetaSpecHash && k != MetaVersion && k != MetaRollover {
+			c.Meta[k] = v
 		}
 	}
-	job.Meta = meta
-	b, err := json.Marshal(job)
-	job.Meta = saved
+	c.Update = nil
+	c.TaskGroups = make([]*api.TaskGroup, len(job.TaskGroups))
+	for i, tg := range job.TaskGroups {
+		g := *tg
+		g.Update = nil
+		c.TaskGroups[i] = &g
+	}
+	b, err := json.Marshal(&c)
 	if err != nil {
 		return "", fmt.Errorf("hashing job: %w", err)
 	}
@@ -186,7 +194,9 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 		}
 	}
 	tg.Tasks = []*api.Task{t}
-	b, err := json.Marshal(tg)
+	g := *tg
+	g.Update = nil
+	b, err := json.Marshal(&g)
 	if err != nil {
 		return nil, fmt.Errorf("hashing group %s: %w", fn.Name, err)
 	}

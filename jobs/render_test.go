@@ -151,6 +151,28 @@ func TestHashIgnoresHashAndVersionMeta(t *testing.T) {
 	}
 }
 
+// A strategy says how to roll out, not what runs: changing it alone must
+// not turn a no-op deploy into a new version. The update block itself does
+// change.
+func TestHashIgnoresStrategy(t *testing.T) {
+	app := load(t, "../examples/hello.hcl")
+	rolling := render(t, app)
+	app.Deploy = &spec.Deploy{Strategy: spec.StrategyRecreate}
+	recreate := render(t, app)
+	if rolling.SpecHash != recreate.SpecHash {
+		t.Errorf("SpecHash rolling %q != recreate %q", rolling.SpecHash, recreate.SpecHash)
+	}
+	if recreate.Job.TaskGroups[0].Update.Canary != nil && *recreate.Job.TaskGroups[0].Update.Canary != 0 {
+		t.Errorf("recreate renders canaries: %+v", recreate.Job.TaskGroups[0].Update)
+	}
+	if *rolling.Job.TaskGroups[0].Update.Canary != 1 {
+		t.Errorf("rolling renders no canary: %+v", rolling.Job.TaskGroups[0].Update)
+	}
+	if rolling.Job.TaskGroups[0].Meta[jobs.MetaGroupHash] != recreate.Job.TaskGroups[0].Meta[jobs.MetaGroupHash] {
+		t.Error("group hash depends on the strategy")
+	}
+}
+
 func TestJobID(t *testing.T) {
 	if got := jobs.JobID("dev", "", "hello"); got != "dev--hello" {
 		t.Errorf("JobID = %q", got)

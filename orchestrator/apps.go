@@ -5,23 +5,24 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
-	"github.com/caravanhq/caravan/jobs"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
 // AppSummary is one app as `caravan app list` shows it.
 type AppSummary struct {
-	Workspace   string            `json:"workspace"`
-	Environment string            `json:"environment,omitempty"`
-	App         string            `json:"app"`
-	JobID       string            `json:"job_id"`
-	Version     int               `json:"version"`
-	State       string            `json:"state"`
-	Functions   []FunctionSummary `json:"functions"`
-	DeployedAt  time.Time         `json:"deployed_at"`
+	Workspace   string `json:"workspace"`
+	Environment string `json:"environment,omitempty"`
+	App         string `json:"app"`
+	JobID       string `json:"job_id"`
+	// State is deployed, failed (the latest version failed; LiveVersion,
+	// if any, still serves) or stopped.
+	State         string            `json:"state"`
+	Version       int               `json:"version"`
+	LatestVersion int               `json:"latest_version"`
+	Functions     []FunctionSummary `json:"functions"`
+	DeployedAt    time.Time         `json:"deployed_at"`
 }
 
 // FunctionSummary is one function of a listed app.
@@ -31,58 +32,55 @@ type FunctionSummary struct {
 	Running int    `json:"running"`
 }
 
-// Apps lists the apps the caller may see, sorted by workspace and name.
+// Apps lists the apps the caller may see, stopped ones included, sorted by
+// workspace and job.
 func (o *Orchestrator) Apps(ctx context.Context, caller Caller) ([]AppSummary, error) {
-	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
-		(&nomad.QueryOptions{}).WithContext(ctx))
+	recs, err := o.store.Apps(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing Nomad jobs: %w", err)
+		return nil, err
 	}
 	var out []AppSummary
-	for _, s := range stubs {
-		ws, app := s.Meta[jobs.MetaWorkspace], s.Meta[jobs.MetaApp]
-		if app == "" || (caller.Workspace != "*" && caller.Workspace != ws) {
+	for _, rec := range recs {
+		if caller.Workspace != "*" && caller.Workspace != rec.Workspace {
 			continue
 		}
-		job, _, err := o.nomad.Jobs().Info(s.ID, (&nomad.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("reading job %s: %w", s.ID, err)
-		}
-		version, _ := strconv.Atoi(s.Meta[jobs.MetaVersion])
-		sum := AppSummary{
-			Workspace: ws, Environment: s.Meta[jobs.MetaEnvironment], App: app, JobID: s.ID,
-			Version: version, State: appState(s), DeployedAt: time.Unix(0, s.SubmitTime).UTC(),
-		}
-		for _, tg := range job.TaskGroups {
-			fs := FunctionSummary{Name: *tg.Name}
-			if s.JobSummary != nil {
-				if c, ok := s.JobSummary.Summary[*tg.Name]; ok {
-					fs.Running = c.Running
+		sum := AppSummary{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, JobID: rec.JobID,
+			State: rec.State, Version: rec.LiveVersion, LatestVersion: rec.LatestVersion, DeployedAt: rec.UpdatedAt}
+		if rec.State != StateStopped {
+			job, err := o.currentJob(ctx, rec.JobID)
+			if err != nil {
+				return nil, err
+			}
+			if job != nil {
+				sum.Functions, err = o.functionSummaries(ctx, job)
+				if err != nil {
+					return nil, err
 				}
 			}
-			if len(tg.Services) > 0 {
-				fs.URL = o.router.URL(tg.Services[0].Name)
-			}
-			sum.Functions = append(sum.Functions, fs)
 		}
 		out = append(out, sum)
 	}
 	slices.SortFunc(out, func(a, b AppSummary) int {
-		if a.Workspace != b.Workspace {
-			return cmp.Compare(a.Workspace, b.Workspace)
-		}
-		return cmp.Compare(a.JobID, b.JobID)
+		return cmp.Or(cmp.Compare(a.Workspace, b.Workspace), cmp.Compare(a.JobID, b.JobID))
 	})
 	return out, nil
 }
 
-func appState(s *nomad.JobListStub) string {
-	switch {
-	case s.Stop:
-		return "stopped"
-	case s.Status == "running":
-		return "deployed"
-	default:
-		return s.Status
+func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([]FunctionSummary, error) {
+	summary, _, err := o.nomad.Jobs().Summary(*job.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("reading summary of %s: %w", *job.ID, err)
 	}
+	var out []FunctionSummary
+	for _, tg := range job.TaskGroups {
+		fs := FunctionSummary{Name: *tg.Name}
+		if c, ok := summary.Summary[*tg.Name]; ok {
+			fs.Running = c.Running
+		}
+		if len(tg.Services) > 0 {
+			fs.URL = o.router.URL(tg.Services[0].Name)
+		}
+		out = append(out, fs)
+	}
+	return out, nil
 }

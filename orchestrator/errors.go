@@ -52,12 +52,25 @@ func (e *ForbiddenError) Error() string {
 	return fmt.Sprintf("token %q may not deploy to workspace %q", e.Token, e.Workspace)
 }
 
-// NotFoundError is an app that does not exist.
+// NotFoundError is an app, or a version of one, that does not exist.
 type NotFoundError struct {
 	App string
+	Why string
 }
 
-func (e *NotFoundError) Error() string { return fmt.Sprintf("no app %q", e.App) }
+func (e *NotFoundError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("app %q: %s", e.App, e.Why)
+	}
+	return fmt.Sprintf("no app %q: `caravan app list` shows the apps you can see", e.App)
+}
+
+// BadRequestError is a request that cannot be carried out as asked.
+type BadRequestError struct {
+	Why string
+}
+
+func (e *BadRequestError) Error() string { return e.Why }
 
 // RolloutError is a new version that could not be placed or did not become
 // healthy. The previous version, if any, keeps serving (Nomad reverts it).

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -25,6 +24,8 @@ import (
 type Config struct {
 	Nomad  *nomad.Client
 	Router router.Config
+	// Store keeps app records and every version's spec.
+	Store Store
 	// Prober checks web functions through the proxy; nil skips the check.
 	Prober Prober
 	Logger hclog.Logger
@@ -34,6 +35,7 @@ type Config struct {
 type Orchestrator struct {
 	nomad  *nomad.Client
 	router router.Config
+	store  Store
 	prober Prober
 	log    hclog.Logger
 }
@@ -44,7 +46,7 @@ func New(cfg Config) *Orchestrator {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, router: cfg.Router, prober: cfg.Prober, log: log}
+	return &Orchestrator{nomad: cfg.Nomad, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}
 }
 
 // Caller is who asks for a change: a token's name and the workspace it may
@@ -62,6 +64,13 @@ type DeployRequest struct {
 	// Timeout bounds the wait for the new version to be healthy
 	// (default 5 minutes).
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Strategy overrides the spec's deploy strategy for this rollout
+	// ("rolling" or "recreate"); empty keeps the spec's.
+	Strategy string `json:"strategy,omitempty"`
+	// Tag, GitCommit and GitDirty are recorded in the history.
+	Tag       string `json:"tag,omitempty"`
+	GitCommit string `json:"git_commit,omitempty"`
+	GitDirty  bool   `json:"git_dirty,omitempty"`
 }
 
 // Change says what a deploy did to a function.
@@ -93,88 +102,11 @@ type DeployResult struct {
 	Changed   bool             `json:"changed"`
 	SpecHash  string           `json:"spec_hash"`
 	Functions []FunctionResult `json:"functions"`
+	// Kind is deploy, rollover or rollback.
+	Kind string `json:"kind"`
 	// Warnings are the spec's non-fatal diagnostics.
 	Warnings []Diagnostic  `json:"warnings,omitempty"`
 	Duration time.Duration `json:"duration"`
-}
-
-// Deploy validates, renders and applies req. An unchanged spec is a no-op
-// that returns at once with Changed false. A spec with errors returns a
-// *DiagnosticsError and changes nothing; a version that fails to roll out
-// returns a *RolloutError, and Nomad's auto_revert keeps the previous
-// version serving.
-func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequest) (*DeployResult, error) {
-	began := time.Now()
-	app, diags := spec.Parse(req.Spec, req.Filename)
-	if diags.HasErrors() {
-		return nil, &DiagnosticsError{Diags: diags}
-	}
-	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
-		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
-	}
-	rendered, err := jobs.Render(app, o.router)
-	if err != nil {
-		return nil, err
-	}
-	job := rendered.Job
-	id := *job.ID
-	log := o.log.With("job", id)
-
-	current, err := o.currentJob(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := owned(current, app); err != nil {
-		return nil, err
-	}
-
-	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash, Warnings: toWire(diags)}
-	res.Functions = functionResults(app, rendered, current)
-	version := 1
-	if current != nil {
-		version, _ = strconv.Atoi(current.Meta[jobs.MetaVersion])
-		if current.Meta[jobs.MetaSpecHash] == rendered.SpecHash && !stopped(current) {
-			log.Info("no changes", "version", version)
-			res.Version = version
-			res.Duration = time.Since(began)
-			return res, nil
-		}
-		version++
-	}
-	res.Version, res.Changed = version, true
-	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
-
-	timeout := req.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	opts := &nomad.RegisterOptions{}
-	if current != nil {
-		// Check-and-set: fail rather than overwrite a job changed since we read it.
-		opts.EnforceIndex, opts.ModifyIndex = true, *current.JobModifyIndex
-	}
-	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
-	reg, _, err := o.nomad.Jobs().RegisterOpts(job, opts, (&nomad.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("registering job %s with Nomad: %w", id, err)
-	}
-	if err := o.watchRollout(ctx, id, reg, version); err != nil {
-		return nil, err
-	}
-	if o.prober != nil {
-		for _, r := range rendered.Routes {
-			if err := o.prober.Probe(ctx, r); err != nil {
-				return nil, &RolloutError{Function: r.Function, Version: version,
-					Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
-			}
-		}
-	}
-	res.Duration = time.Since(began)
-	log.Info("deployed", "version", version, "duration", res.Duration)
-	return res, nil
 }
 
 func (o *Orchestrator) currentJob(ctx context.Context, id string) (*nomad.Job, error) {

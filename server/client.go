@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -24,12 +25,55 @@ type Client struct {
 // Deploy sends a spec to deploy and waits for the result. A failure is an
 // *APIError carrying the diagnostics or the rollout failure.
 func (c *Client) Deploy(ctx context.Context, filename string, spec []byte, timeout time.Duration) (*orchestrator.DeployResult, error) {
-	body := DeployBody{Filename: filename, Spec: string(spec)}
-	if timeout > 0 {
-		body.Timeout = timeout.String()
-	}
+	return c.DeployBody(ctx, DeployBody{Filename: filename, Spec: string(spec), Timeout: durationString(timeout)})
+}
+
+// DeployBody deploys with every option of the API.
+func (c *Client) DeployBody(ctx context.Context, body DeployBody) (*orchestrator.DeployResult, error) {
 	var res orchestrator.DeployResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/deploy", body, &res)
+}
+
+// History returns an app's versions.
+func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orchestrator.History, error) {
+	q := url.Values{}
+	if ref.Workspace != "" {
+		q.Set("workspace", ref.Workspace)
+	}
+	if ref.Environment != "" {
+		q.Set("environment", ref.Environment)
+	}
+	path := "/v1/apps/" + url.PathEscape(app) + "/history"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var h orchestrator.History
+	return &h, c.do(ctx, http.MethodGet, path, nil, &h)
+}
+
+// Rollover replaces every container of an app with a fresh one.
+func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+	var res orchestrator.DeployResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollover", body, &res)
+}
+
+// Rollback deploys an earlier version's spec as a new version.
+func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+	var res orchestrator.DeployResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollback", body, &res)
+}
+
+// Stop purges an app.
+func (c *Client) Stop(ctx context.Context, app string, body ChangeBody) (*orchestrator.AppRecord, error) {
+	var rec orchestrator.AppRecord
+	return &rec, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/stop", body, &rec)
+}
+
+func durationString(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // Apps lists the apps the token may see.

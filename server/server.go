@@ -1,9 +1,13 @@
 // Package server is caravan server: a thin HTTP JSON API over the
 // orchestrator. Every endpoint but /v1/health needs a bearer token.
 //
-//	GET  /v1/health   liveness, no token
-//	POST /v1/deploy   {"filename", "spec", "timeout"} -> orchestrator.DeployResult
-//	GET  /v1/apps     -> [orchestrator.AppSummary]
+//	GET  /v1/health                 liveness, no token
+//	POST /v1/deploy                 DeployBody -> orchestrator.DeployResult
+//	GET  /v1/apps                   -> [orchestrator.AppSummary]
+//	GET  /v1/apps/{app}/history     ?workspace=&environment= -> orchestrator.History
+//	POST /v1/apps/{app}/rollover    ChangeBody -> orchestrator.DeployResult
+//	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
+//	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
 //
 // Errors are {"error": APIError} with the spec's diagnostics intact, so the
 // CLI prints the same file:line errors as `caravan validate`.
@@ -82,7 +86,8 @@ func New(cfg Config) (*Server, error) {
 		prober = p
 	}
 	s := &Server{
-		orch:   orchestrator.New(orchestrator.Config{Nomad: nc, Router: cfg.Router, Prober: prober, Logger: log.Named("orchestrator")}),
+		orch: orchestrator.New(orchestrator.Config{Nomad: nc, Router: cfg.Router, Prober: prober,
+			Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")}),
 		tokens: &Tokens{KV: cc.KV()},
 		log:    log,
 	}
@@ -123,6 +128,10 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("POST /v1/deploy", s.authed(s.deploy))
 	mux.Handle("GET /v1/apps", s.authed(s.apps))
+	mux.Handle("GET /v1/apps/{app}/history", s.authed(s.history))
+	mux.Handle("POST /v1/apps/{app}/rollover", s.authed(s.change(s.orch.Rollover)))
+	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
+	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
 	return mux
 }
 
@@ -155,6 +164,21 @@ type DeployBody struct {
 	Spec     string `json:"spec"`
 	// Timeout is a Go duration such as "5m".
 	Timeout string `json:"timeout,omitempty"`
+	// Strategy overrides the spec's: "rolling" or "recreate".
+	Strategy  string `json:"strategy,omitempty"`
+	Tag       string `json:"tag,omitempty"`
+	GitCommit string `json:"git_commit,omitempty"`
+	GitDirty  bool   `json:"git_dirty,omitempty"`
+}
+
+// ChangeBody is the body of rollover, rollback and stop.
+type ChangeBody struct {
+	Workspace   string `json:"workspace,omitempty"`
+	Environment string `json:"environment,omitempty"`
+	// Version to roll back to (0: the one live before the current one).
+	Version  int    `json:"version,omitempty"`
+	Strategy string `json:"strategy,omitempty"`
+	Timeout  string `json:"timeout,omitempty"`
 }
 
 // maxSpec bounds a spec upload.
@@ -166,21 +190,84 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, caller orchestra
 		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "reading request: " + err.Error()})
 		return
 	}
-	req := orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename}
-	if body.Timeout != "" {
-		d, err := time.ParseDuration(body.Timeout)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "timeout: " + err.Error()})
-			return
-		}
-		req.Timeout = d
+	timeout, ok := parseTimeout(w, body.Timeout)
+	if !ok {
+		return
 	}
+	req := orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
+		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty}
 	res, err := s.orch.Deploy(r.Context(), caller, req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+func parseTimeout(w http.ResponseWriter, s string) (time.Duration, bool) {
+	if s == "" {
+		return 0, true
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "timeout: " + err.Error()})
+		return 0, false
+	}
+	return d, true
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	q := r.URL.Query()
+	h, err := s.orch.History(r.Context(), caller, orchestrator.AppRef{
+		App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment")})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func readChange(w http.ResponseWriter, r *http.Request) (orchestrator.ChangeRequest, bool) {
+	var body ChangeBody
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "reading request: " + err.Error()})
+			return orchestrator.ChangeRequest{}, false
+		}
+	}
+	timeout, ok := parseTimeout(w, body.Timeout)
+	return orchestrator.ChangeRequest{
+		AppRef:  orchestrator.AppRef{App: r.PathValue("app"), Workspace: body.Workspace, Environment: body.Environment},
+		Version: body.Version, Strategy: body.Strategy, Timeout: timeout,
+	}, ok
+}
+
+func (s *Server) change(op func(context.Context, orchestrator.Caller, orchestrator.ChangeRequest) (*orchestrator.DeployResult, error)) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+		req, ok := readChange(w, r)
+		if !ok {
+			return
+		}
+		res, err := op(r.Context(), caller, req)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	req, ok := readChange(w, r)
+	if !ok {
+		return
+	}
+	rec, err := s.orch.Stop(r.Context(), caller, req.AppRef)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec)
 }
 
 func (s *Server) apps(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
@@ -217,6 +304,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		own   *orchestrator.OwnershipError
 		forb  *orchestrator.ForbiddenError
 		nf    *orchestrator.NotFoundError
+		bad   *orchestrator.BadRequestError
 		roll  *orchestrator.RolloutError
 	)
 	switch {
@@ -226,6 +314,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusForbidden, &APIError{Kind: "forbidden", Message: err.Error()})
 	case errors.As(err, &own):
 		writeError(w, http.StatusConflict, &APIError{Kind: "ownership", Message: err.Error()})
+	case errors.As(err, &bad):
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: err.Error()})
 	case errors.As(err, &nf):
 		writeError(w, http.StatusNotFound, &APIError{Kind: "not_found", Message: err.Error()})
 	case errors.As(err, &roll):

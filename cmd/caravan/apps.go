@@ -1,54 +1,230 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 )
 
+func appRefFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "workspace", Usage: "the app's workspace, when the name alone is ambiguous"},
+		&cli.StringFlag{Name: "environment", Usage: "the app's environment"},
+	}
+}
+
+func changeBody(c *cli.Context) server.ChangeBody {
+	b := server.ChangeBody{Workspace: c.String("workspace"), Environment: c.String("environment")}
+	if c.IsSet("strategy") {
+		b.Strategy = c.String("strategy")
+	}
+	if c.IsSet("timeout") {
+		b.Timeout = c.Duration("timeout").String()
+	}
+	return b
+}
+
+func oneApp(c *cli.Context, verb string) (string, error) {
+	if c.NArg() < 1 {
+		return "", cli.Exit(fmt.Sprintf("%s needs an app name, e.g. caravan app %s hello", verb, verb), 1)
+	}
+	return c.Args().First(), nil
+}
+
 func appCommand() *cli.Command {
+	rollout := []cli.Flag{
+		&cli.StringFlag{Name: "strategy", Usage: "rolling (default: no failed requests) or recreate"},
+		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
+	}
 	return &cli.Command{
 		Name:  "app",
-		Usage: "Inspect deployed apps",
-		Subcommands: []*cli.Command{{
-			Name:  "list",
-			Usage: "List the apps in your workspace with their state, version and URLs",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-			Action: func(c *cli.Context) error {
-				apps, err := client(c).Apps(c.Context)
-				if err != nil {
-					return cli.Exit(err.Error(), 1)
-				}
-				if c.Bool("json") {
-					return writeJSON(c.App.Writer, apps)
-				}
-				if len(apps) == 0 {
-					fmt.Fprintln(c.App.Writer, "No apps deployed. Deploy one with: caravan deploy app.hcl")
-					return nil
-				}
-				tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "WORKSPACE\tAPP\tSTATE\tVERSION\tDEPLOYED\tFUNCTIONS")
-				for _, a := range apps {
-					var fns []string
-					for _, f := range a.Functions {
-						s := fmt.Sprintf("%s (%d running)", f.Name, f.Running)
-						if f.URL != "" {
-							s += " " + f.URL
-						}
-						fns = append(fns, s)
-					}
-					ws := a.Workspace
-					if a.Environment != "" {
-						ws += "/" + a.Environment
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", ws, a.App, a.State, a.Version,
-						a.DeployedAt.Local().Format(time.DateTime), strings.Join(fns, ", "))
-				}
-				return tw.Flush()
+		Usage: "List, inspect and change deployed apps",
+		Subcommands: []*cli.Command{
+			{
+				Name:   "list",
+				Usage:  "List the apps in your workspace with their state, version and URLs",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+				Action: appList,
 			},
-		}},
+			{
+				Name:      "history",
+				Usage:     "Show every version of an app: when, who, how, and whether it went live",
+				ArgsUsage: "APP",
+				Flags:     append(appRefFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action:    appHistory,
+			},
+			{
+				Name:      "rollover",
+				Usage:     "Replace every container with a fresh one of the same spec, as a new version",
+				ArgsUsage: "APP",
+				Flags:     append(appRefFlags(), rollout...),
+				Action: func(c *cli.Context) error {
+					app, err := oneApp(c, "rollover")
+					if err != nil {
+						return err
+					}
+					res, err := client(c).Rollover(c.Context, app, changeBody(c))
+					if err != nil {
+						return cli.Exit("rollover failed: "+err.Error(), 1)
+					}
+					printDeploy(c.App.Writer, res)
+					return nil
+				},
+			},
+			{
+				Name:      "rollback",
+				Usage:     "Deploy an earlier version's spec again, as a new version",
+				ArgsUsage: "APP [VERSION]",
+				Description: `Without VERSION, goes back to the version that was live before the current
+one. Any version in the app's history can be named, however old.`,
+				Flags: append(appRefFlags(), rollout...),
+				Action: func(c *cli.Context) error {
+					app, err := oneApp(c, "rollback")
+					if err != nil {
+						return err
+					}
+					body := changeBody(c)
+					if c.NArg() > 1 {
+						if _, err := fmt.Sscan(strings.TrimPrefix(c.Args().Get(1), "v"), &body.Version); err != nil || body.Version < 1 {
+							return cli.Exit(fmt.Sprintf("%q is not a version number", c.Args().Get(1)), 1)
+						}
+					}
+					res, err := client(c).Rollback(c.Context, app, body)
+					if err != nil {
+						return cli.Exit("rollback failed: "+err.Error(), 1)
+					}
+					printDeploy(c.App.Writer, res)
+					return nil
+				},
+			},
+			{
+				Name:      "stop",
+				Usage:     "Stop an app for good: its containers, services and routes go away",
+				ArgsUsage: "APP",
+				Description: `Purges the app's Nomad job; its URLs answer 404. The history is kept, and
+deploying the same name again starts a new history. Asks for confirmation
+unless --yes is given.`,
+				Flags:  append(appRefFlags(), &cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"}),
+				Action: appStop,
+			},
+		},
 	}
+}
+
+func appList(c *cli.Context) error {
+	apps, err := client(c).Apps(c.Context)
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, apps)
+	}
+	if len(apps) == 0 {
+		fmt.Fprintln(c.App.Writer, "No apps deployed. Deploy one with: caravan deploy app.hcl")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKSPACE\tAPP\tSTATE\tVERSION\tLAST CHANGE\tFUNCTIONS")
+	for _, a := range apps {
+		var fns []string
+		for _, f := range a.Functions {
+			s := fmt.Sprintf("%s (%d running)", f.Name, f.Running)
+			if f.URL != "" {
+				s += " " + f.URL
+			}
+			fns = append(fns, s)
+		}
+		ws := a.Workspace
+		if a.Environment != "" {
+			ws += "/" + a.Environment
+		}
+		state := a.State
+		if a.State == orchestrator.StateFailed && a.Version > 0 {
+			state = fmt.Sprintf("failed (v%d failed, v%d serves)", a.LatestVersion, a.Version)
+		}
+		version := "-"
+		if a.Version > 0 {
+			version = fmt.Sprint(a.Version)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ws, a.App, state, version,
+			a.DeployedAt.Local().Format(time.DateTime), strings.Join(fns, ", "))
+	}
+	return tw.Flush()
+}
+
+func appHistory(c *cli.Context) error {
+	app, err := oneApp(c, "history")
+	if err != nil {
+		return err
+	}
+	h, err := client(c).History(c.Context, app, changeBody(c))
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, h)
+	}
+	fmt.Fprintf(c.App.Writer, "App %s (workspace %s): %s", h.App.App, h.App.Workspace, h.App.State)
+	if h.App.LiveVersion > 0 {
+		fmt.Fprintf(c.App.Writer, ", version %d live", h.App.LiveVersion)
+	}
+	fmt.Fprintln(c.App.Writer)
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tWHEN\tWHO\tKIND\tSTRATEGY\tSTATUS\tSPEC\tGIT\tTAG")
+	for i := len(h.Versions) - 1; i >= 0; i-- {
+		v := h.Versions[i]
+		kind := v.Kind
+		if v.Kind == orchestrator.KindRollback {
+			kind = fmt.Sprintf("rollback to v%d", v.RollbackOf)
+		}
+		if v.Status == orchestrator.StatusFailed {
+			kind += " (failure)"
+		}
+		git := "-"
+		if v.GitCommit != "" {
+			git = v.GitCommit[:min(len(v.GitCommit), 12)]
+			if v.GitDirty {
+				git += "-dirty"
+			}
+		}
+		tag := v.Tag
+		if v.Error != "" {
+			tag = strings.TrimSpace(tag + " " + v.Error)
+		}
+		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.StartedAt.Local().Format(time.DateTime),
+			v.Who, kind, v.Strategy, v.Status, v.SpecHash, git, tag)
+	}
+	return tw.Flush()
+}
+
+func appStop(c *cli.Context) error {
+	app, err := oneApp(c, "stop")
+	if err != nil {
+		return err
+	}
+	if !c.Bool("yes") {
+		in, ok := c.App.Reader.(*os.File)
+		if !ok || !term.IsTerminal(int(in.Fd())) {
+			return cli.Exit("app stop is destructive and there is no terminal to confirm on: pass --yes", 1)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "Stop app %s? Its containers stop and its URLs stop answering. Type the app name to confirm: ", app)
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		if strings.TrimSpace(line) != app {
+			return cli.Exit("not stopped", 1)
+		}
+	}
+	rec, err := client(c).Stop(c.Context, app, changeBody(c))
+	if err != nil {
+		return cli.Exit("stop failed: "+err.Error(), 1)
+	}
+	fmt.Fprintf(c.App.Writer, "✓ Stopped app %s (workspace %s). Deploying it again starts a new history.\n", rec.App, rec.Workspace)
+	return nil
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/orchestrator"
@@ -25,6 +29,8 @@ fails to start is reverted by Nomad and the previous version keeps serving.
 Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
+			&cli.StringFlag{Name: "strategy", Usage: "override the spec's rollout: rolling (new containers beside the old, no failed requests) or recreate (stop the old first)"},
+			&cli.StringFlag{Name: "tag", Usage: "a note recorded with the version in `caravan app history`"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -37,7 +43,11 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 				_ = printDiags(c.App.ErrWriter, diags, sources)
 				return cli.Exit("", 1)
 			}
-			res, err := client(c).Deploy(c.Context, path, src, c.Duration("timeout"))
+			commit, dirty := gitState(filepath.Dir(path))
+			res, err := client(c).DeployBody(c.Context, server.DeployBody{
+				Filename: path, Spec: string(src), Timeout: c.Duration("timeout").String(),
+				Strategy: c.String("strategy"), Tag: c.String("tag"), GitCommit: commit, GitDirty: dirty,
+			})
 			if err != nil {
 				var apiErr *server.APIError
 				if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
@@ -55,11 +65,27 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 	}
 }
 
+// gitState is the commit of the git checkout holding dir, and whether it
+// has uncommitted changes; empty outside a checkout.
+func gitState(dir string) (commit string, dirty bool) {
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", false
+	}
+	status, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output()
+	return strings.TrimSpace(string(out)), err == nil && len(bytes.TrimSpace(status)) > 0
+}
+
 // printDeploy shows what a deploy did as a tree, as Modal does.
 func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
-	if !res.Changed {
+	switch {
+	case !res.Changed:
 		fmt.Fprintf(w, "✓ No changes: app %s (workspace %s) stays at version %d.\n", res.App, res.Workspace, res.Version)
-	} else {
+	case res.Kind == orchestrator.KindRollover:
+		fmt.Fprintf(w, "✓ Rolled over app %s (workspace %s): every container is new.\n", res.App, res.Workspace)
+	case res.Kind == orchestrator.KindRollback:
+		fmt.Fprintf(w, "✓ Rolled back app %s (workspace %s).\n", res.App, res.Workspace)
+	default:
 		fmt.Fprintf(w, "✓ Deployed app %s (workspace %s).\n", res.App, res.Workspace)
 	}
 	for i, f := range res.Functions {

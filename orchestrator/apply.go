@@ -1,0 +1,429 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/hcl/v2"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// MetaRollover counts an app's rollovers on its job; every task also gets
+// it as the CARAVAN_ROLLOVER environment variable, so bumping it replaces
+// every container while the spec hash stays the same.
+const MetaRollover = jobs.MetaRollover
+
+// EnvRollover is the environment variable that carries MetaRollover.
+const EnvRollover = "CARAVAN_ROLLOVER"
+
+// Deploy validates, renders and applies req as a new version of its app.
+// An unchanged spec is a no-op that returns at once with Changed false. A
+// spec with errors returns a *DiagnosticsError and changes nothing; a
+// version that fails to roll out returns a *RolloutError, is recorded as
+// failed, and Nomad's auto_revert keeps the previous version serving.
+func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequest) (*DeployResult, error) {
+	app, diags := spec.Parse(req.Spec, req.Filename)
+	if diags.HasErrors() {
+		return nil, &DiagnosticsError{Diags: diags}
+	}
+	if err := checkStrategy(req.Strategy); err != nil {
+		return nil, err
+	}
+	return o.apply(ctx, caller, change{kind: KindDeploy, app: app, diags: diags, req: req})
+}
+
+// AppRef names an app: by name alone when that is unambiguous among the
+// apps the caller may see, or with its workspace and environment.
+type AppRef struct {
+	Workspace   string `json:"workspace,omitempty"`
+	Environment string `json:"environment,omitempty"`
+	App         string `json:"app"`
+}
+
+// ChangeRequest asks for a rollover or a rollback.
+type ChangeRequest struct {
+	AppRef
+	// Version to roll back to; 0 means the version live before the current one.
+	Version  int           `json:"version,omitempty"`
+	Strategy string        `json:"strategy,omitempty"`
+	Timeout  time.Duration `json:"timeout,omitempty"`
+}
+
+// Rollover replaces every container of an app with a fresh one of the same
+// spec (for a rotated secret, say), recorded as a new version.
+func (o *Orchestrator) Rollover(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
+	if err := checkStrategy(req.Strategy); err != nil {
+		return nil, err
+	}
+	rec, err := o.resolve(ctx, caller, req.AppRef)
+	if err != nil {
+		return nil, err
+	}
+	if rec.State == StateStopped || rec.LiveVersion == 0 {
+		return nil, &NotFoundError{App: rec.App, Why: "it has no live version to roll over; deploy it first"}
+	}
+	live, err := o.version(ctx, rec, rec.LiveVersion)
+	if err != nil {
+		return nil, err
+	}
+	return o.applyStored(ctx, caller, KindRollover, live, req, 0)
+}
+
+// Rollback deploys the spec of an earlier version as a new version. It
+// works for any version of the app's history, not only the few Nomad keeps.
+func (o *Orchestrator) Rollback(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
+	if err := checkStrategy(req.Strategy); err != nil {
+		return nil, err
+	}
+	rec, err := o.resolve(ctx, caller, req.AppRef)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
+	if err != nil {
+		return nil, err
+	}
+	target := req.Version
+	if target == 0 {
+		// The version that was live before the current one.
+		for i := len(versions) - 1; i >= 0; i-- {
+			v := versions[i]
+			if v.Version < rec.LiveVersion && v.Status == StatusSuperseded {
+				target = v.Version
+				break
+			}
+		}
+		if target == 0 {
+			return nil, &NotFoundError{App: rec.App, Why: "it has no earlier version that was ever live"}
+		}
+	}
+	for _, v := range versions {
+		if v.Version == target {
+			if v.Status == StatusFailed || v.Status == StatusPending {
+				return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", target, v.Status)}
+			}
+			return o.applyStored(ctx, caller, KindRollback, v, req, target)
+		}
+	}
+	return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d (latest is %d)", target, rec.LatestVersion)}
+}
+
+func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, v *VersionRecord, req ChangeRequest, rollbackOf int) (*DeployResult, error) {
+	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
+	if diags.HasErrors() {
+		return nil, &DiagnosticsError{Diags: diags}
+	}
+	dr := DeployRequest{Spec: []byte(v.Spec), Filename: v.Filename, Timeout: req.Timeout, Strategy: req.Strategy,
+		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty}
+	return o.apply(ctx, caller, change{kind: kind, app: app, diags: diags, req: dr, rollbackOf: rollbackOf})
+}
+
+func checkStrategy(s string) error {
+	switch s {
+	case "", spec.StrategyRolling, spec.StrategyRecreate:
+		return nil
+	}
+	return &BadRequestError{Why: fmt.Sprintf("strategy %q: use %q or %q", s, spec.StrategyRolling, spec.StrategyRecreate)}
+}
+
+// change is one deploy, rollover or rollback on its way to Nomad.
+type change struct {
+	kind       string
+	app        *spec.App
+	diags      hcl.Diagnostics
+	req        DeployRequest
+	rollbackOf int
+}
+
+// apply takes a change through the one path every version takes: lock the
+// app, hand out the next version number (check-and-set, so none is reused
+// or skipped), record it as pending, register the job, watch the rollout,
+// and record how it ended.
+func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*DeployResult, error) {
+	began := time.Now()
+	app := c.app
+	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
+		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
+	}
+	if c.req.Strategy != "" {
+		if app.Deploy == nil {
+			app.Deploy = &spec.Deploy{}
+		}
+		app.Deploy.Strategy = c.req.Strategy
+	}
+	rendered, err := jobs.Render(app, o.router)
+	if err != nil {
+		return nil, err
+	}
+	job := rendered.Job
+	id := *job.ID
+	log := o.log.With("job", id, "kind", c.kind)
+
+	unlock, err := o.store.Lock(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	rec, index, err := o.store.App(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	current, err := o.currentJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := owned(current, app); err != nil {
+		return nil, err
+	}
+	if rec == nil || rec.State == StateStopped {
+		gen := 1
+		if rec != nil {
+			gen = rec.Generation + 1
+		}
+		rec = &AppRecord{Workspace: app.Workspace, App: app.Name, Environment: app.Environment, JobID: id, Generation: gen, State: StateDeployed}
+	}
+
+	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
+		Kind: c.kind, Warnings: toWire(c.diags)}
+	res.Functions = functionResults(app, rendered, current)
+
+	if c.kind == KindRollover {
+		rec.Rollovers++
+	}
+	if c.kind == KindDeploy && current != nil && !stopped(current) && rec.LiveVersion > 0 &&
+		current.Meta[jobs.MetaSpecHash] == rendered.SpecHash &&
+		current.Meta[MetaRollover] == strconv.Itoa(rec.Rollovers) {
+		log.Info("no changes", "version", rec.LiveVersion)
+		res.Version = rec.LiveVersion
+		res.Duration = time.Since(began)
+		return res, nil
+	}
+
+	version := rec.LatestVersion + 1
+	rec.LatestVersion, rec.UpdatedAt = version, time.Now().UTC()
+	if err := o.store.PutApp(ctx, rec, index); err != nil {
+		return nil, err
+	}
+	vrec := &VersionRecord{
+		Version: version, Kind: c.kind, Status: StatusPending, Strategy: app.DeployStrategy(), Who: caller.Name,
+		Tag: c.req.Tag, GitCommit: c.req.GitCommit, GitDirty: c.req.GitDirty, SpecHash: rendered.SpecHash,
+		Filename: c.req.Filename, Spec: string(c.req.Spec), RollbackOf: c.rollbackOf, StartedAt: rec.UpdatedAt,
+	}
+	if err := o.store.PutVersion(ctx, id, rec.Generation, vrec); err != nil {
+		return nil, err
+	}
+	res.Version, res.Changed = version, true
+
+	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
+	job.Meta[MetaRollover] = strconv.Itoa(rec.Rollovers)
+	if rec.Rollovers > 0 {
+		for _, tg := range job.TaskGroups {
+			for _, t := range tg.Tasks {
+				t.Env[EnvRollover] = strconv.Itoa(rec.Rollovers)
+			}
+		}
+	}
+	if c.kind != KindDeploy {
+		for i := range res.Functions {
+			if res.Functions[i].Change == Unchanged {
+				res.Functions[i].Change = Updated
+			}
+		}
+	}
+
+	timeout := c.req.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
+	rollErr := o.register(rctx, job, current, version)
+	if rollErr == nil && o.prober != nil {
+		for _, r := range rendered.Routes {
+			if err := o.prober.Probe(rctx, r); err != nil {
+				rollErr = &RolloutError{Function: r.Function, Version: version,
+					Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
+				break
+			}
+		}
+	}
+	// Record the outcome even when the caller has gone away.
+	if err := o.finish(context.WithoutCancel(ctx), rec.JobID, vrec, rollErr); err != nil {
+		log.Error("recording the outcome", "version", version, "error", err)
+	}
+	if rollErr != nil {
+		log.Warn("rollout failed", "version", version, "error", rollErr)
+		return nil, rollErr
+	}
+	res.Duration = time.Since(began)
+	log.Info("live", "version", version, "duration", res.Duration)
+	return res, nil
+}
+
+// register submits job with check-and-set against the job caravan read and
+// watches its rollout.
+func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int) error {
+	opts := &nomad.RegisterOptions{}
+	if current != nil {
+		opts.EnforceIndex, opts.ModifyIndex = true, *current.JobModifyIndex
+	}
+	reg, _, err := o.nomad.Jobs().RegisterOpts(job, opts, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
+	}
+	return o.watchRollout(ctx, *job.ID, reg, version)
+}
+
+// finish records how a version's rollout ended: live (and the previous
+// live version superseded) or failed with its error.
+func (o *Orchestrator) finish(ctx context.Context, jobID string, v *VersionRecord, rollErr error) error {
+	rec, index, err := o.store.App(ctx, jobID)
+	if err != nil || rec == nil {
+		return errors.Join(err, errors.New("app record vanished"))
+	}
+	v.FinishedAt = time.Now().UTC()
+	if rollErr != nil {
+		v.Status, v.Error = StatusFailed, rollErr.Error()
+		rec.State = StateFailed
+	} else {
+		if rec.LiveVersion > 0 && rec.LiveVersion != v.Version {
+			versions, err := o.store.Versions(ctx, jobID, rec.Generation)
+			if err != nil {
+				return err
+			}
+			for _, old := range versions {
+				if old.Version == rec.LiveVersion {
+					old.Status = StatusSuperseded
+					if err := o.store.PutVersion(ctx, jobID, rec.Generation, old); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		v.Status = StatusLive
+		rec.State, rec.LiveVersion = StateDeployed, v.Version
+	}
+	rec.UpdatedAt = v.FinishedAt
+	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
+		return err
+	}
+	return o.store.PutApp(ctx, rec, index)
+}
+
+// Stop purges an app's job, so its services and routes disappear, and
+// records it as stopped. Deploying the same name later starts a new history.
+func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*AppRecord, error) {
+	rec, err := o.resolve(ctx, caller, ref)
+	if err != nil {
+		return nil, err
+	}
+	if rec.State == StateStopped {
+		return rec, nil
+	}
+	unlock, err := o.store.Lock(ctx, rec.JobID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rec, index, err := o.store.App(ctx, rec.JobID)
+	if err != nil {
+		return nil, err
+	}
+	job, err := o.currentJob(ctx, rec.JobID)
+	if err != nil {
+		return nil, err
+	}
+	if job != nil {
+		if job.Meta[jobs.MetaApp] != rec.App || job.Meta[jobs.MetaWorkspace] != rec.Workspace {
+			return nil, &OwnershipError{JobID: rec.JobID, Why: "its meta does not name this app"}
+		}
+		evalID, _, err := o.nomad.Jobs().Deregister(rec.JobID, true, (&nomad.WriteOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("purging job %s: %w", rec.JobID, err)
+		}
+		if _, err := o.waitEval(ctx, evalID); err != nil {
+			return nil, err
+		}
+	}
+	rec.State, rec.LiveVersion, rec.StoppedBy, rec.UpdatedAt = StateStopped, 0, caller.Name, time.Now().UTC()
+	if err := o.store.PutApp(ctx, rec, index); err != nil {
+		return nil, err
+	}
+	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)
+	return rec, nil
+}
+
+// History is an app's record and the versions of its current history.
+type History struct {
+	App      *AppRecord       `json:"app"`
+	Versions []*VersionRecord `json:"versions"`
+}
+
+// History returns an app's versions, oldest first, without their specs.
+func (o *Orchestrator) History(ctx context.Context, caller Caller, ref AppRef) (*History, error) {
+	rec, err := o.resolve(ctx, caller, ref)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range versions {
+		v.Spec = ""
+	}
+	return &History{App: rec, Versions: versions}, nil
+}
+
+func (o *Orchestrator) version(ctx context.Context, rec *AppRecord, n int) (*VersionRecord, error) {
+	versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range versions {
+		if v.Version == n {
+			return v, nil
+		}
+	}
+	return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d", n)}
+}
+
+// resolve finds the one app ref names among those caller may see.
+func (o *Orchestrator) resolve(ctx context.Context, caller Caller, ref AppRef) (*AppRecord, error) {
+	if ref.Workspace != "" {
+		rec, _, err := o.store.App(ctx, jobs.JobID(ref.Workspace, ref.Environment, ref.App))
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil || (caller.Workspace != "*" && caller.Workspace != rec.Workspace) {
+			return nil, &NotFoundError{App: ref.App, Why: "no such app in workspace " + ref.Workspace}
+		}
+		return rec, nil
+	}
+	all, err := o.store.Apps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var found []*AppRecord
+	for _, r := range all {
+		if r.App == ref.App && (ref.Environment == "" || r.Environment == ref.Environment) &&
+			(caller.Workspace == "*" || caller.Workspace == r.Workspace) {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, &NotFoundError{App: ref.App}
+	case 1:
+		return found[0], nil
+	}
+	return nil, &BadRequestError{Why: fmt.Sprintf("%d apps are named %q (in workspaces %s and %s...): name the workspace",
+		len(found), ref.App, found[0].Workspace, found[1].Workspace)}
+}

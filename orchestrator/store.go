@@ -1,0 +1,222 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+)
+
+// App states.
+const (
+	StateDeployed = "deployed"
+	StateFailed   = "failed"
+	StateStopped  = "stopped"
+)
+
+// Version kinds and statuses.
+const (
+	KindDeploy   = "deploy"
+	KindRollover = "rollover"
+	KindRollback = "rollback"
+
+	StatusPending    = "pending"
+	StatusLive       = "live"
+	StatusFailed     = "failed"
+	StatusSuperseded = "superseded"
+)
+
+// AppRecord is what caravan keeps about an app between deploys.
+type AppRecord struct {
+	Workspace   string `json:"workspace"`
+	App         string `json:"app"`
+	Environment string `json:"environment,omitempty"`
+	JobID       string `json:"job_id"`
+	// Generation starts at 1 and grows each time a stopped app is deployed
+	// again, which starts a new history.
+	Generation int    `json:"generation"`
+	State      string `json:"state"`
+	// LatestVersion is the last version number handed out; LiveVersion the
+	// one serving (0: none).
+	LatestVersion int `json:"latest_version"`
+	LiveVersion   int `json:"live_version"`
+	// Rollovers counts `app rollover`s; it is passed to every task as
+	// CARAVAN_ROLLOVER so a rollover replaces every container.
+	Rollovers int       `json:"rollovers"`
+	UpdatedAt time.Time `json:"updated_at"`
+	StoppedBy string    `json:"stopped_by,omitempty"`
+}
+
+// VersionRecord is one entry of an app's history, with the spec it ran, so
+// any version can be rolled back to, however old.
+type VersionRecord struct {
+	Version    int       `json:"version"`
+	Kind       string    `json:"kind"`
+	Status     string    `json:"status"`
+	Strategy   string    `json:"strategy"`
+	Who        string    `json:"who"`
+	Tag        string    `json:"tag,omitempty"`
+	GitCommit  string    `json:"git_commit,omitempty"`
+	GitDirty   bool      `json:"git_dirty,omitempty"`
+	SpecHash   string    `json:"spec_hash"`
+	Filename   string    `json:"filename"`
+	Spec       string    `json:"spec"`
+	RollbackOf int       `json:"rollback_of,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}
+
+// Store keeps app and version records; Consul KV in production.
+type Store interface {
+	// Lock serialises changes to one app across caravan servers; it waits
+	// until the lock is free or ctx ends.
+	Lock(ctx context.Context, jobID string) (unlock func(), err error)
+	// App returns the record of an app and its modify index (nil, 0 when
+	// there is none).
+	App(ctx context.Context, jobID string) (*AppRecord, uint64, error)
+	// PutApp writes rec if the stored record is still at index (0: absent).
+	PutApp(ctx context.Context, rec *AppRecord, index uint64) error
+	Apps(ctx context.Context) ([]*AppRecord, error)
+	PutVersion(ctx context.Context, jobID string, generation int, v *VersionRecord) error
+	// Versions returns a generation's versions, oldest first.
+	Versions(ctx context.Context, jobID string, generation int) ([]*VersionRecord, error)
+}
+
+// ErrConflict is a check-and-set write that lost to another writer.
+var ErrConflict = errors.New("the app record changed underneath this request")
+
+// ConsulStore keeps records under caravan/apps/ in Consul KV:
+//
+//	caravan/apps/<job>/record                       AppRecord
+//	caravan/apps/<job>/<generation>/<version:08d>   VersionRecord
+//	caravan/apps/<job>/lock                         Consul lock
+type ConsulStore struct {
+	Client *consul.Client
+}
+
+var _ Store = (*ConsulStore)(nil)
+
+const kvApps = "caravan/apps/"
+
+func (s *ConsulStore) Lock(ctx context.Context, jobID string) (func(), error) {
+	lock, err := s.Client.LockOpts(&consul.LockOptions{
+		Key:          kvApps + jobID + "/lock",
+		SessionName:  "caravan deploy " + jobID,
+		SessionTTL:   "15s",
+		LockWaitTime: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			close(stop)
+		case <-stop:
+		}
+	}()
+	lost, err := lock.Lock(stop)
+	if err != nil || lost == nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("waiting for another change to app %s to finish: %w", jobID, ctx.Err())
+		}
+		return nil, fmt.Errorf("locking app %s: %v", jobID, err)
+	}
+	return func() {
+		_ = lock.Unlock()
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	}, nil
+}
+
+func (s *ConsulStore) App(ctx context.Context, jobID string) (*AppRecord, uint64, error) {
+	pair, _, err := s.Client.KV().Get(kvApps+jobID+"/record", (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return nil, 0, err
+	}
+	var rec AppRecord
+	if err := json.Unmarshal(pair.Value, &rec); err != nil {
+		return nil, 0, fmt.Errorf("reading record of %s: %w", jobID, err)
+	}
+	return &rec, pair.ModifyIndex, nil
+}
+
+func (s *ConsulStore) PutApp(ctx context.Context, rec *AppRecord, index uint64) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ok, _, err := s.Client.KV().CAS(&consul.KVPair{Key: kvApps + rec.JobID + "/record", Value: b, ModifyIndex: index},
+		(&consul.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("writing record of %s: %w", rec.JobID, err)
+	}
+	if !ok {
+		return ErrConflict
+	}
+	return nil
+}
+
+func (s *ConsulStore) Apps(ctx context.Context) ([]*AppRecord, error) {
+	pairs, _, err := s.Client.KV().List(kvApps, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("listing apps: %w", err)
+	}
+	var out []*AppRecord
+	for _, p := range pairs {
+		if !strings.HasSuffix(p.Key, "/record") {
+			continue
+		}
+		var rec AppRecord
+		if err := json.Unmarshal(p.Value, &rec); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p.Key, err)
+		}
+		out = append(out, &rec)
+	}
+	return out, nil
+}
+
+func versionKey(jobID string, generation, version int) string {
+	return fmt.Sprintf("%s%s/%d/%08d", kvApps, jobID, generation, version)
+}
+
+func (s *ConsulStore) PutVersion(ctx context.Context, jobID string, generation int, v *VersionRecord) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.Client.KV().Put(&consul.KVPair{Key: versionKey(jobID, generation, v.Version), Value: b},
+		(&consul.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("writing version %d of %s: %w", v.Version, jobID, err)
+	}
+	return nil
+}
+
+func (s *ConsulStore) Versions(ctx context.Context, jobID string, generation int) ([]*VersionRecord, error) {
+	prefix := fmt.Sprintf("%s%s/%d/", kvApps, jobID, generation)
+	pairs, _, err := s.Client.KV().List(prefix, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("reading history of %s: %w", jobID, err)
+	}
+	var out []*VersionRecord
+	for _, p := range pairs {
+		var v VersionRecord
+		if err := json.Unmarshal(p.Value, &v); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p.Key, err)
+		}
+		out = append(out, &v)
+	}
+	slices.SortFunc(out, func(a, b *VersionRecord) int { return a.Version - b.Version })
+	return out, nil
+}
