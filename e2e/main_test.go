@@ -190,12 +190,43 @@ func nodeServer(app, body string, crash bool) string {
 `, app, strconv.Quote(js))
 }
 
-// purge removes an app's job when the test ends.
+// purge removes an app's job and its records when the test ends.
 func purge(t *testing.T, jobID string) {
 	t.Cleanup(func() {
 		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nil); err != nil {
 			t.Logf("purging %s: %v", jobID, err)
 		}
+		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
+			t.Logf("deleting records of %s: %v", jobID, err)
+		}
+	})
+}
+
+// deploy deploys src as app file name and fails the test on error.
+func deploy(t *testing.T, name, src string, body server.DeployBody) *orchestrator.DeployResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	body.Filename, body.Spec = name, src
+	res, err := env.client.DeployBody(ctx, body)
+	if err != nil {
+		t.Fatalf("deploy %s: %v", name, err)
+	}
+	return res
+}
+
+// answers polls url until it answers 200 with body.
+func answers(t *testing.T, url, body string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "GET "+url+" answers "+strconv.Quote(body), func() error {
+		status, got, err := get(t, url)
+		if err != nil {
+			return err
+		}
+		if status != 200 || got != body {
+			return fmt.Errorf("%d %q", status, got)
+		}
+		return nil
 	})
 }
 

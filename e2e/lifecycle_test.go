@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
+)
+
+func history(t *testing.T, app string) *orchestrator.History {
+	t.Helper()
+	h, err := env.client.History(context.Background(), app, server.ChangeBody{Workspace: "e2e"})
+	if err != nil {
+		t.Fatalf("history of %s: %v", app, err)
+	}
+	return h
+}
+
+func allocIDs(t *testing.T, jobID string) map[string]bool {
+	t.Helper()
+	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, a := range allocs {
+		if a.ClientStatus == "running" && a.DesiredStatus == "run" {
+			ids[a.ID] = true
+		}
+	}
+	return ids
+}
+
+// TestLifecycle walks one app through deploy, update, rollover, rollback,
+// stop and a fresh deploy, checking history at each step.
+func TestLifecycle(t *testing.T) {
+	const app, job = "life", "e2e--life"
+	purge(t, job)
+	ctx := context.Background()
+
+	v1 := deploy(t, "life.hcl", nodeServer(app, "v1\n", false), server.DeployBody{Tag: "first", GitCommit: "0123456789abcdef", GitDirty: true})
+	url := v1.Functions[0].URL
+	v2 := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), server.DeployBody{})
+	if v1.Version != 1 || v2.Version != 2 {
+		t.Fatalf("versions %d, %d; want 1, 2", v1.Version, v2.Version)
+	}
+	answers(t, url, "v2\n")
+
+	before := allocIDs(t, job)
+	ro, err := env.client.Rollover(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	if err != nil || ro.Version != 3 || ro.Kind != orchestrator.KindRollover {
+		t.Fatalf("rollover: %+v %v; want version 3", ro, err)
+	}
+	after := allocIDs(t, job)
+	for id := range after {
+		if before[id] {
+			t.Errorf("allocation %s survived the rollover", id)
+		}
+	}
+	answers(t, url, "v2\n")
+
+	rb, err := env.client.Rollback(ctx, app, server.ChangeBody{Workspace: "e2e", Version: 1})
+	if err != nil || rb.Version != 4 {
+		t.Fatalf("rollback to 1: %+v %v; want version 4", rb, err)
+	}
+	answers(t, url, "v1\n")
+	// The default rollback goes to the version live before the current one.
+	rb, err = env.client.Rollback(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	if err != nil || rb.Version != 5 {
+		t.Fatalf("default rollback: %+v %v; want version 5", rb, err)
+	}
+	answers(t, url, "v2\n")
+
+	h := history(t, app)
+	want := []struct {
+		kind, status string
+		of           int
+	}{
+		{"deploy", "superseded", 0}, {"deploy", "superseded", 0}, {"rollover", "superseded", 0},
+		{"rollback", "superseded", 1}, {"rollback", "live", 3},
+	}
+	if len(h.Versions) != len(want) {
+		t.Fatalf("history has %d versions, want %d: %+v", len(h.Versions), len(want), h.Versions)
+	}
+	for i, w := range want {
+		v := h.Versions[i]
+		if v.Version != i+1 || v.Kind != w.kind || v.Status != w.status || v.RollbackOf != w.of || v.Who != "e2e" || v.SpecHash == "" {
+			t.Errorf("version %d = %+v, want kind %s status %s rollback_of %d by e2e", i+1, v, w.kind, w.status, w.of)
+		}
+	}
+	if v := h.Versions[0]; v.Tag != "first" || v.GitCommit != "0123456789abcdef" || !v.GitDirty {
+		t.Errorf("version 1 lost its tag or git state: %+v", v)
+	}
+
+	// A no-op redeploy of the live spec (v2's, via rollback) changes nothing.
+	noop := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), server.DeployBody{})
+	if noop.Changed || noop.Version != 5 {
+		t.Fatalf("redeploying the live spec: changed=%v version=%d, want a no-op at 5", noop.Changed, noop.Version)
+	}
+
+	// Stop: routes go away (Traefik answers 404 rather than hanging).
+	if _, err := env.client.Stop(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	eventually(t, 30*time.Second, url+" answers 404 after stop", func() error {
+		status, _, err := get(t, url)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusNotFound {
+			return fmt.Errorf("status %d", status)
+		}
+		return nil
+	})
+	if _, _, err := env.nomad.Jobs().Info(job, nil); err == nil {
+		t.Error("the Nomad job still exists after stop")
+	}
+	apps, _ := env.client.Apps(ctx)
+	for _, a := range apps {
+		if a.JobID == job && a.State != orchestrator.StateStopped {
+			t.Errorf("app list after stop: state %s", a.State)
+		}
+	}
+	var apiErr *server.APIError
+	if _, err := env.client.Rollover(ctx, app, server.ChangeBody{Workspace: "e2e"}); !errors.As(err, &apiErr) || apiErr.Status != 404 {
+		t.Errorf("rollover of a stopped app: %v, want 404", err)
+	}
+
+	// Deploying the name again starts a new history.
+	again := deploy(t, "life.hcl", nodeServer(app, "again\n", false), server.DeployBody{})
+	if again.Version != 1 {
+		t.Fatalf("deploy after stop: version %d, want 1 of a new history", again.Version)
+	}
+	answers(t, url, "again\n")
+	if h := history(t, app); len(h.Versions) != 1 || h.App.Generation != 2 {
+		t.Fatalf("history after redeploy: generation %d, %d versions; want 2, 1", h.App.Generation, len(h.Versions))
+	}
+}
+
+// TestRollbackBeyondNomadsHistory rolls back to a version Nomad no longer
+// keeps (it tracks six); caravan keeps every version's spec.
+func TestRollbackBeyondNomadsHistory(t *testing.T) {
+	const app, job = "deep", "e2e--deep"
+	purge(t, job)
+	var url string
+	for i := 1; i <= 8; i++ {
+		res := deploy(t, "deep.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), server.DeployBody{})
+		url = res.Functions[0].URL
+	}
+	versions, _, _, err := env.nomad.Jobs().Versions(job, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range versions {
+		if v.Meta["caravan.version"] == "1" {
+			t.Fatalf("Nomad still tracks version 1 (%d versions); the test proves nothing", len(versions))
+		}
+	}
+	res, err := env.client.Rollback(context.Background(), app, server.ChangeBody{Workspace: "e2e", Version: 1})
+	if err != nil || res.Version != 9 {
+		t.Fatalf("rollback to 1: %+v %v", res, err)
+	}
+	answers(t, url, "v1\n")
+}
+
+// TestConcurrentDeploysOfOneApp: two deploys at once both land, one after
+// the other, with versions 2 and 3: none reused, none skipped.
+func TestConcurrentDeploysOfOneApp(t *testing.T) {
+	const app, job = "race", "e2e--race"
+	purge(t, job)
+	first := deploy(t, "race.hcl", nodeServer(app, "base\n", false), server.DeployBody{})
+	var wg sync.WaitGroup
+	results := make([]*orchestrator.DeployResult, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			results[i], errs[i] = env.client.Deploy(ctx, "race.hcl", []byte(nodeServer(app, fmt.Sprintf("racer %d\n", i), false)), 0)
+		}()
+	}
+	wg.Wait()
+	got := map[int]bool{}
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("concurrent deploy %d: %v", i, errs[i])
+		}
+		got[results[i].Version] = true
+	}
+	if !got[2] || !got[3] {
+		t.Fatalf("concurrent deploys got versions %v, want 2 and 3", got)
+	}
+	h := history(t, app)
+	if len(h.Versions) != 3 || h.App.LiveVersion != 3 || first.Version != 1 {
+		t.Fatalf("history: %d versions, live %d; want 3, 3", len(h.Versions), h.App.LiveVersion)
+	}
+	for i, v := range h.Versions {
+		if v.Version != i+1 {
+			t.Errorf("history position %d holds version %d", i, v.Version)
+		}
+	}
+}
