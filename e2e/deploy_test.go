@@ -173,6 +173,25 @@ func TestCrashingVersionKeepsOldServing(t *testing.T) {
 	if status, body, err := get(t, url); err != nil || status != 200 || body != "good\n" {
 		t.Fatalf("GET %s after failed deploy = %d %q %v, want 200 good", url, status, body, err)
 	}
+	// The failure is in the history, and the list says which version serves.
+	h := history(t, "crash")
+	if len(h.Versions) != 2 || h.Versions[1].Status != "failed" || h.Versions[1].Error == "" || h.Versions[0].Status != "live" {
+		t.Fatalf("history after a failed deploy: %+v", h.Versions)
+	}
+	apps, err := env.client.Apps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range apps {
+		if a.JobID == "e2e--crash" && (a.State != "failed" || a.Version != 1 || a.LatestVersion != 2) {
+			t.Fatalf("app list after a failed deploy: %+v, want state failed, v1 serving, v2 latest", a)
+		}
+	}
+	// Deploying a good spec again recovers, as version 3.
+	if res := deploy(t, "crash.hcl", nodeServer("crash", "fixed\n", false), server.DeployBody{}); res.Version != 3 {
+		t.Fatalf("deploy after a failure: version %d, want 3", res.Version)
+	}
+	answers(t, url, "fixed\n")
 }
 
 // TestAPIRequiresToken: no token or a wrong one gets 401 and changes nothing.

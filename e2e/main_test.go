@@ -239,6 +239,15 @@ func specFile(t *testing.T, name, src string) (string, []byte) {
 	return path, []byte(src)
 }
 
+func newGet(ctx context.Context, url string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+}
+
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func proxyClientFromPEM(t *testing.T, addr string, pem []byte) *http.Client {
