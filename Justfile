@@ -41,3 +41,7 @@ test: servers
 # Rewrite the golden files after an intended rendering change; review the diff.
 golden:
     go test ./jobs/ -update
+
+# Speed figures from real runs on a real local stack (prints them and how they were measured).
+bench: servers
+    go test -tags bench -count=1 -run 'TestBench|TestZeroFailedRequestsAcrossRollingRedeploys' -v -timeout 30m ./e2e/ 2>&1 | grep -vE '^(=== |--- PASS|PASS$)'

@@ -1,0 +1,78 @@
+//go:build bench
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/server"
+)
+
+// threeFunctions is an app of three web functions.
+func threeFunctions(app, body string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "app %q {\n  workspace = \"e2e\"\n", app)
+	for _, fn := range []string{"api", "web", "admin"} {
+		js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%q)).listen(process.env.PORT, process.env.HOST);`, fn+" "+body+"\n")
+		fmt.Fprintf(&b, "  function %q {\n    command = \"node\"\n    args = [\"-e\", %q]\n    resources { memory = 64 }\n    web {}\n  }\n", fn, js)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func stats(ds []time.Duration) (median, max time.Duration) {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2], s[len(s)-1]
+}
+
+// TestBench prints caravan's figures from real runs on the local stack
+// (`just bench`). It asserts nothing about speed.
+func TestBench(t *testing.T) {
+	const runs = 5
+	ctx := context.Background()
+	var fresh, noop, rolling []time.Duration
+	for i := range runs {
+		app := fmt.Sprintf("bench%d", i)
+		purge(t, "e2e--"+app)
+		began := time.Now()
+		res := deploy(t, app+".hcl", threeFunctions(app, "v1"), server.DeployBody{})
+		// Deploy returns once every URL answered through Traefik over
+		// verified TLS; check that independently before stopping the clock.
+		for _, f := range res.Functions {
+			if status, _, err := get(t, f.URL); err != nil || status != 200 {
+				t.Fatalf("%s: %d %v", f.URL, status, err)
+			}
+		}
+		fresh = append(fresh, time.Since(began))
+
+		began = time.Now()
+		if r := deploy(t, app+".hcl", threeFunctions(app, "v1"), server.DeployBody{}); r.Changed {
+			t.Fatal("no-op deploy changed something")
+		}
+		noop = append(noop, time.Since(began))
+
+		began = time.Now()
+		deploy(t, app+".hcl", threeFunctions(app, "v2"), server.DeployBody{Strategy: "rolling"})
+		rolling = append(rolling, time.Since(began))
+
+		if _, err := env.client.Stop(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(name string, ds []time.Duration, how string) {
+		m, x := stats(ds)
+		fmt.Printf("%-44s median %8s  max %8s  (%d runs)\n    %s\n", name, m.Round(time.Millisecond), x.Round(time.Millisecond), len(ds), how)
+	}
+	fmt.Println("\ncaravan bench: real Nomad 1.11.2, Consul 1.22.2, Traefik 3.6.12 and Pebble on 127.0.0.1, 2 cores")
+	report("new 3-function app, deploy to all URLs 200", fresh,
+		"wall clock around `deploy` (API call: validate, register, Nomad rollout, ACME certificate, Traefik route) plus one GET per URL over verified TLS")
+	report("no-op deploy (unchanged spec)", noop, "wall clock around the API call that finds the spec hash unchanged")
+	report("rolling redeploy of 3 functions", rolling,
+		"wall clock around `deploy --strategy rolling` of a changed spec until new containers are healthy, promoted, and every URL answers")
+}
