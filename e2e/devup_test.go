@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,11 +19,7 @@ import (
 // deploys examples/hello.hcl and prints a URL and a curl line that reach it;
 // dev status lists the processes; dev down stops exactly those.
 func TestDevUpStatusDown(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "caravan")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/caravan")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building caravan: %v\n%s", err, out)
-	}
+	bin := caravanBinary(t)
 	state := t.TempDir()
 	caravan := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

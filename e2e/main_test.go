@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,9 +110,34 @@ func setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	logf, err := os.Create(filepath.Join(s.StateDir, "logs", "caravan-server.log"))
+	srv, err := startServer("caravan-server")
 	if err != nil {
 		return err
+	}
+	env.server = srv
+	token, err := srv.Tokens().Create("e2e", "*")
+	if err != nil {
+		return err
+	}
+	env.client = &server.Client{Addr: "http://" + srv.Addr(), Token: token}
+	return nil
+}
+
+// serverFlags are the flags of a caravan server for the stack.
+func serverFlags(listen string) []string {
+	s := env.stack
+	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
+		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath()}
+}
+
+// startServer starts an in-process caravan server for the stack, logging
+// to logs/<name>.log.
+func startServer(name string) (*server.Server, error) {
+	s := env.stack
+	logf, err := os.Create(filepath.Join(s.StateDir, "logs", name+".log"))
+	if err != nil {
+		return nil, err
 	}
 	srv, err := server.New(server.Config{
 		Listen:     "127.0.0.1:0",
@@ -123,18 +150,36 @@ func setup(ctx context.Context) error {
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := srv.Start(); err != nil {
-		return err
+	return srv, srv.Start()
+}
+
+var caravanBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// caravanBinary builds the caravan CLI once per test run.
+func caravanBinary(t *testing.T) string {
+	t.Helper()
+	caravanBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "caravan-bin-")
+		if err != nil {
+			caravanBin.err = err
+			return
+		}
+		caravanBin.path = filepath.Join(dir, "caravan")
+		out, err := exec.Command("go", "build", "-o", caravanBin.path, "../cmd/caravan").CombinedOutput()
+		if err != nil {
+			caravanBin.err = fmt.Errorf("building caravan: %v\n%s", err, out)
+		}
+	})
+	if caravanBin.err != nil {
+		t.Fatal(caravanBin.err)
 	}
-	env.server = srv
-	token, err := srv.Tokens().Create("e2e", "*")
-	if err != nil {
-		return err
-	}
-	env.client = &server.Client{Addr: "http://" + srv.Addr(), Token: token}
-	return nil
+	return caravanBin.path
 }
 
 // get fetches url through Traefik and returns the status and body.

@@ -241,21 +241,16 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
+	// From here on the rollout is caravan's, not the caller's: a client that
+	// goes away (Ctrl-C) neither aborts it nor leaves it unrecorded.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
 	rollErr := o.register(rctx, job, current, version)
-	if rollErr == nil && o.prober != nil {
-		for _, r := range rendered.Routes {
-			if err := o.prober.Probe(rctx, r); err != nil {
-				rollErr = &RolloutError{Function: r.Function, Version: version,
-					Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
-				break
-			}
-		}
+	if rollErr == nil {
+		rollErr = o.probe(rctx, rendered, version)
 	}
-	// Record the outcome even when the caller has gone away.
-	if err := o.finish(context.WithoutCancel(ctx), rec.JobID, vrec, rollErr); err != nil {
+	if err := o.finish(rctx, rec.JobID, vrec, rollErr); err != nil {
 		log.Error("recording the outcome", "version", version, "error", err)
 	}
 	if rollErr != nil {
@@ -265,6 +260,20 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	res.Duration = time.Since(began)
 	log.Info("live", "version", version, "duration", res.Duration)
 	return res, nil
+}
+
+// probe waits until every route of rendered answers through the proxy.
+func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int) error {
+	if o.prober == nil {
+		return nil
+	}
+	for _, r := range rendered.Routes {
+		if err := o.prober.Probe(ctx, r); err != nil {
+			return &RolloutError{Function: r.Function, Version: version,
+				Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
+		}
+	}
+	return nil
 }
 
 // register submits job with check-and-set against the job caravan read and

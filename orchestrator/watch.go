@@ -36,11 +36,18 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *noma
 	if err != nil {
 		return fmt.Errorf("reading job %s: %w", jobID, err)
 	}
+	return o.watchDeployment(ctx, jobID, *job.Version, version)
+}
+
+// watchDeployment follows the deployment of Nomad job version jobVersion
+// (caravan version version) to its end with blocking queries; see
+// watchRollout.
+func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVersion uint64, version int) error {
 	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
 	}
-	if dep == nil || dep.JobVersion != *job.Version {
+	if dep == nil || dep.JobVersion != jobVersion {
 		return nil // nothing to roll out (an in-place change)
 	}
 	o.log.Debug("watching deployment", "job", jobID, "deployment", dep.ID)

@@ -54,6 +54,9 @@ type Server struct {
 	log    hclog.Logger
 	http   *http.Server
 	ln     net.Listener
+	// stop ends background work (resumed rollouts) on Shutdown.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New wires a Server from cfg; Start serves it.
@@ -92,13 +95,15 @@ func New(cfg Config) (*Server, error) {
 		log:    log,
 	}
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
 // Tokens is the server's token store.
 func (s *Server) Tokens() *Tokens { return s.tokens }
 
-// Start listens and serves in the background.
+// Start listens and serves in the background, and resumes any rollout a
+// previous server left unfinished.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.http.Addr)
 	if err != nil {
@@ -111,6 +116,11 @@ func (s *Server) Start() error {
 			s.log.Error("serve", "error", err)
 		}
 	}()
+	go func() {
+		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Error("resuming interrupted rollouts", "error", err)
+		}
+	}()
 	return nil
 }
 
@@ -118,7 +128,10 @@ func (s *Server) Start() error {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Shutdown stops serving, letting requests in flight finish until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancel()
+	return s.http.Shutdown(ctx)
+}
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {

@@ -1,0 +1,101 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/spec"
+)
+
+// Resume finishes what a previous caravan server left half done: for every
+// app whose latest version is still pending (the server stopped in the
+// middle of its rollout), it waits for the app's lock, follows Nomad's
+// deployment of that version to its end, and records the outcome. Nothing
+// is registered again, so no version is duplicated. It returns once every
+// pending version is settled or ctx ends.
+func (o *Orchestrator) Resume(ctx context.Context) error {
+	recs, err := o.store.Apps(ctx)
+	if err != nil {
+		return err
+	}
+	done := make(chan error)
+	n := 0
+	for _, rec := range recs {
+		versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
+		if err != nil {
+			return err
+		}
+		if len(versions) == 0 || versions[len(versions)-1].Status != StatusPending {
+			continue
+		}
+		n++
+		go func(jobID string, version int) { done <- o.resume(ctx, jobID, version) }(rec.JobID, versions[len(versions)-1].Version)
+	}
+	var first error
+	for range n {
+		if err := <-done; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) error {
+	log := o.log.With("job", jobID, "version", version)
+	unlock, err := o.store.Lock(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Read again under the lock: another server may have settled it.
+	rec, _, err := o.store.App(ctx, jobID)
+	if err != nil || rec == nil {
+		return err
+	}
+	v, err := o.version(ctx, rec, version)
+	if err != nil {
+		return err
+	}
+	if v.Status != StatusPending {
+		return nil
+	}
+	log.Info("resuming an interrupted rollout")
+
+	job, err := o.currentJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	var rollErr error
+	switch {
+	case job == nil:
+		rollErr = &RolloutError{Version: version, Cause: "caravan server stopped before the job reached Nomad"}
+	case job.Meta[jobs.MetaVersion] != strconv.Itoa(version):
+		rollErr = &RolloutError{Version: version, Cause: fmt.Sprintf(
+			"caravan server stopped during the rollout and Nomad now runs version %s (reverted, or never registered)", job.Meta[jobs.MetaVersion])}
+	default:
+		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
+		if rollErr == nil {
+			rollErr = o.probeStored(ctx, v)
+		}
+	}
+	if err := o.finish(ctx, jobID, v, rollErr); err != nil {
+		return err
+	}
+	log.Info("resumed rollout settled", "status", v.Status)
+	return nil
+}
+
+// probeStored probes the routes of a stored version's spec.
+func (o *Orchestrator) probeStored(ctx context.Context, v *VersionRecord) error {
+	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
+	if diags.HasErrors() {
+		return &DiagnosticsError{Diags: diags}
+	}
+	rendered, err := jobs.Render(app, o.router)
+	if err != nil {
+		return err
+	}
+	return o.probe(ctx, rendered, v.Version)
+}
