@@ -1,0 +1,71 @@
+// Command library deploys an app spec with caravan's orchestrator used as a
+// Go library (the equivalent of Modal's app.deploy()), without caravan
+// server in between:
+//
+//	NOMAD_ADDR=http://127.0.0.1:4646 CONSUL_HTTP_ADDR=127.0.0.1:8500 \
+//	  go run ./examples/library examples/hello.hcl
+//
+// `caravan dev status` prints the addresses of the local stack.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/router"
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: library APP.hcl")
+		os.Exit(2)
+	}
+	if err := run(os.Args[1]); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(path string) error {
+	nc, err := nomad.NewClient(nomad.DefaultConfig()) // NOMAD_ADDR
+	if err != nil {
+		return err
+	}
+	cc, err := consul.NewClient(consul.DefaultConfig()) // CONSUL_HTTP_ADDR
+	if err != nil {
+		return err
+	}
+	routes := router.DefaultConfig
+	if d := os.Getenv("CARAVAN_DOMAIN"); d != "" {
+		routes.Domain = d
+	}
+	routes.HTTPSPort, _ = strconv.Atoi(os.Getenv("CARAVAN_HTTPS_PORT"))
+
+	o := orchestrator.New(orchestrator.Config{
+		Nomad:  nc,
+		Store:  &orchestrator.ConsulStore{Client: cc},
+		Router: routes,
+	})
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := o.Deploy(ctx, orchestrator.Caller{Name: "library-example", Workspace: "*"},
+		orchestrator.DeployRequest{Spec: src, Filename: path, Tag: "from the Go API"})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("app %s is at version %d (changed: %v)\n", res.App, res.Version, res.Changed)
+	for _, f := range res.Functions {
+		fmt.Printf("  %s %s %s\n", f.Change, f.Name, f.URL)
+	}
+	return nil
+}
