@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +20,9 @@ import (
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	err = newApp(&out, &errb).Run(append([]string{"caravan", "--state-dir", t.TempDir()}, args...))
+	app := newApp(&out, &errb)
+	app.Reader = strings.NewReader("") // no terminal, whatever runs the tests
+	err = app.Run(append([]string{"caravan", "--state-dir", t.TempDir()}, args...))
 	return out.String(), errb.String(), err
 }
 
@@ -138,5 +142,73 @@ func TestPrintDeployTree(t *testing.T) {
 		"✓ Version 3 is live (spec abc) in 0s.\n"
 	if b.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// fakeServer answers the API with canned responses and records requests.
+func fakeServer(t *testing.T, routes map[string]any) (*httptest.Server, *[]string) {
+	t.Helper()
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+strings.TrimSpace(string(body)))
+		resp, ok := routes[r.Method+" "+r.URL.Path]
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(map[string]any{"error": server.APIError{Kind: "not_found", Message: "no app \"x\""}})
+			return
+		}
+		json.NewEncoder(w).Encode(resp)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+func TestStopNeedsConfirmation(t *testing.T) {
+	srv, seen := fakeServer(t, map[string]any{"POST /v1/apps/hello/stop": orchestrator.AppRecord{App: "hello", Workspace: "dev"}})
+	_, errOut, err := runCLI(t, "--addr", srv.URL, "--token", "cvn_x", "app", "stop", "hello")
+	if err == nil || !strings.Contains(errOut+fmt.Sprint(err), "--yes") || len(*seen) != 0 {
+		t.Fatalf("stop without a terminal or --yes: %v %s (requests %v)", err, errOut, *seen)
+	}
+	out, _, err := runCLI(t, "--addr", srv.URL, "--token", "cvn_x", "app", "stop", "--yes", "hello")
+	if err != nil || !strings.Contains(out, "Stopped app hello") || len(*seen) != 1 {
+		t.Fatalf("stop --yes: %v %s (requests %v)", err, out, *seen)
+	}
+}
+
+func TestRollbackSendsTheVersion(t *testing.T) {
+	srv, seen := fakeServer(t, map[string]any{"POST /v1/apps/hello/rollback": orchestrator.DeployResult{
+		App: "hello", Workspace: "dev", Version: 9, Changed: true, Kind: orchestrator.KindRollback}})
+	out, _, err := runCLI(t, "--addr", srv.URL, "--token", "cvn_x", "app", "rollback", "hello", "v3")
+	if err != nil || !strings.Contains(out, "Rolled back app hello") || !strings.Contains(out, "Version 9 is live") {
+		t.Fatalf("rollback: %v\n%s", err, out)
+	}
+	if len(*seen) != 1 || !strings.Contains((*seen)[0], `"version":3`) {
+		t.Fatalf("rollback request: %v", *seen)
+	}
+	if _, _, err := runCLI(t, "--addr", srv.URL, "app", "rollback", "hello", "three"); err == nil {
+		t.Fatal("rollback to a non-number succeeded")
+	}
+}
+
+func TestHistoryTable(t *testing.T) {
+	srv, _ := fakeServer(t, map[string]any{"GET /v1/apps/hello/history": orchestrator.History{
+		App: &orchestrator.AppRecord{App: "hello", Workspace: "dev", State: "deployed", LiveVersion: 3},
+		Versions: []*orchestrator.VersionRecord{
+			{Version: 1, Kind: "deploy", Status: "superseded", Who: "ana", Strategy: "rolling", SpecHash: "aaa", GitCommit: "0123456789abcdef0", GitDirty: true, Tag: "first"},
+			{Version: 2, Kind: "deploy", Status: "failed", Who: "ana", Strategy: "rolling", SpecHash: "bbb", Error: "boom"},
+			{Version: 3, Kind: "rollback", Status: "live", Who: "bo", Strategy: "recreate", SpecHash: "aaa", RollbackOf: 1},
+		}}})
+	out, _, err := runCLI(t, "--addr", srv.URL, "app", "history", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"version 3 live", "rollback to v1", "deploy (failure)", "boom", "0123456789ab-dirty", "first", "bo"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("history lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "v3") > strings.Index(out, "v1 ") {
+		t.Errorf("history is not newest first:\n%s", out)
 	}
 }
