@@ -66,18 +66,9 @@ func appCommand() *cli.Command {
 				Usage:     "Replace every container with a fresh one of the same spec, as a new version",
 				ArgsUsage: "APP",
 				Flags:     append(appRefFlags(), rollout...),
-				Action: func(c *cli.Context) error {
-					app, err := oneApp(c, "rollover")
-					if err != nil {
-						return err
-					}
-					res, err := client(c).Rollover(c.Context, app, changeBody(c))
-					if err != nil {
-						return cli.Exit("rollover failed: "+err.Error(), 1)
-					}
-					printDeploy(c.App.Writer, res)
-					return nil
-				},
+				Action: rolloutAction("rollover", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+					return cl.Rollover(c.Context, app, body)
+				}),
 			},
 			{
 				Name:      "rollback",
@@ -86,24 +77,14 @@ func appCommand() *cli.Command {
 				Description: `Without VERSION, goes back to the version that was live before the current
 one. Any version in the app's history can be named, however old.`,
 				Flags: append(appRefFlags(), rollout...),
-				Action: func(c *cli.Context) error {
-					app, err := oneApp(c, "rollback")
-					if err != nil {
-						return err
-					}
-					body := changeBody(c)
+				Action: rolloutAction("rollback", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
 					if c.NArg() > 1 {
 						if _, err := fmt.Sscan(strings.TrimPrefix(c.Args().Get(1), "v"), &body.Version); err != nil || body.Version < 1 {
-							return cli.Exit(fmt.Sprintf("%q is not a version number", c.Args().Get(1)), 1)
+							return nil, fmt.Errorf("%q is not a version number", c.Args().Get(1))
 						}
 					}
-					res, err := client(c).Rollback(c.Context, app, body)
-					if err != nil {
-						return cli.Exit("rollback failed: "+err.Error(), 1)
-					}
-					printDeploy(c.App.Writer, res)
-					return nil
-				},
+					return cl.Rollback(c.Context, app, body)
+				}),
 			},
 			{
 				Name:      "stop",
@@ -116,6 +97,23 @@ unless --yes is given.`,
 				Action: appStop,
 			},
 		},
+	}
+}
+
+// rolloutAction runs a change that rolls out a new version of APP and
+// prints it as deploy does.
+func rolloutAction(verb string, call func(*cli.Context, *server.Client, string, server.ChangeBody) (*orchestrator.DeployResult, error)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		app, err := oneApp(c, verb)
+		if err != nil {
+			return err
+		}
+		res, err := call(c, client(c), app, changeBody(c))
+		if err != nil {
+			return cli.Exit(verb+" failed: "+err.Error(), 1)
+		}
+		printDeploy(c.App.Writer, res)
+		return nil
 	}
 }
 
