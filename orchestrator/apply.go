@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -246,7 +247,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
-	rollErr := o.register(rctx, job, current, version)
+	rollErr := o.register(rctx, job, current, version, needs(app))
 	if rollErr == nil {
 		rollErr = o.probe(rctx, rendered, version)
 	}
@@ -278,7 +279,7 @@ func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, versi
 
 // register submits job with check-and-set against the job caravan read and
 // watches its rollout.
-func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int) error {
+func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int, needs map[string]string) error {
 	opts := &nomad.RegisterOptions{}
 	if current != nil {
 		opts.EnforceIndex, opts.ModifyIndex = true, *current.JobModifyIndex
@@ -287,7 +288,25 @@ func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *no
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
 	}
-	return o.watchRollout(ctx, *job.ID, reg, version)
+	return o.watchRollout(ctx, *job.ID, reg, version, needs)
+}
+
+// needs says, per function, what it asks of a node beyond CPU and memory,
+// for placement failures: "1 nvidia/gpu of model H100".
+func needs(app *spec.App) map[string]string {
+	out := map[string]string{}
+	for _, fn := range app.Functions {
+		if fn.Resources == nil || fn.Resources.GPURequest == nil {
+			continue
+		}
+		g := fn.Resources.GPURequest
+		model := "any model"
+		if len(g.Models) > 0 {
+			model = "model " + strings.Join(g.Models, " or ")
+		}
+		out[fn.Name] = fmt.Sprintf("%d %s of %s", g.Count, jobs.GPUDevice, model)
+	}
+	return out
 }
 
 // finish records how a version's rollout ended: live (and the previous

@@ -16,7 +16,8 @@ import (
 // placement failure, a failed deployment, or the caller's deadline, it fails
 // the deployment (so auto_revert restores the previous version) and returns
 // a *RolloutError naming the function and the cause.
-func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *nomad.JobRegisterResponse, version int) error {
+// needs says what each function asks of a node (see needs in apply.go).
+func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *nomad.JobRegisterResponse, version int, needs map[string]string) error {
 	eval, err := o.waitEval(ctx, reg.EvalID)
 	if err != nil {
 		return o.abandon(jobID, version, err)
@@ -28,8 +29,12 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *noma
 		}
 		slices.Sort(groups)
 		g := groups[0]
+		cause := "cannot be placed: "
+		if n := needs[g]; n != "" {
+			cause += "no node has " + n + "; "
+		}
 		return o.abandon(jobID, version, &RolloutError{Function: g, Version: version,
-			Cause: "cannot be placed: " + describePlacement(eval.FailedTGAllocs[g])})
+			Cause: cause + describePlacement(eval.FailedTGAllocs[g])})
 	}
 
 	job, _, err := o.nomad.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))

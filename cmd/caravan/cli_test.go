@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -211,4 +212,39 @@ func TestHistoryTable(t *testing.T) {
 	if strings.Index(out, "v3") > strings.Index(out, "v1 ") {
 		t.Errorf("history is not newest first:\n%s", out)
 	}
+}
+
+func TestGitState(t *testing.T) {
+	dir := t.TempDir()
+	if commit, _ := gitState(dir); commit != "" {
+		t.Fatalf("gitState outside a checkout = %q, want empty", commit)
+	}
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git("init", "-q")
+	path := writeSpecIn(t, dir, "app.hcl")
+	git("add", "app.hcl")
+	git("commit", "-q", "-m", "spec")
+	commit, dirty := gitState(dir)
+	if len(commit) != 40 || dirty {
+		t.Fatalf("clean checkout: commit %q dirty %v", commit, dirty)
+	}
+	os.WriteFile(path, []byte("# changed\n"), 0o644)
+	if again, dirty := gitState(dir); again != commit || !dirty {
+		t.Fatalf("after a change: commit %q dirty %v, want %q dirty", again, dirty, commit)
+	}
+}
+
+func writeSpecIn(t *testing.T, dir, name string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(badSpec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

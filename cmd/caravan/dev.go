@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -90,7 +91,12 @@ func devUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	token, err := (&server.Tokens{KV: cc.KV()}).Create("local", "*")
+	// The token's name is the "who" of every version deployed with it.
+	who := "local"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		who = u.Username
+	}
+	token, err := (&server.Tokens{KV: cc.KV()}).Create(who, "*")
 	if err != nil {
 		return err
 	}
