@@ -109,9 +109,25 @@ func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 	passHost := true
 	svc := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{PassHostHeader: &passHost}}
 	r.Config = &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
-		Routers:  map[string]*dynamic.Router{name: rt},
-		Services: map[string]*dynamic.Service{name: svc},
+		Routers:     map[string]*dynamic.Router{name: rt},
+		Services:    map[string]*dynamic.Service{name: svc},
+		Middlewares: map[string]*dynamic.Middleware{},
 	}}
+	if rate, burst := fn.Web.Limits(); rate > 0 {
+		// One bucket per hostname, shared by every client: the limit is the
+		// endpoint's, not each caller's.
+		mw := name + "-ratelimit"
+		// Period stays unset (Traefik's default, one second): Traefik's label
+		// encoder writes durations in nanoseconds but its decoder reads a
+		// bare number as seconds, so an explicit 1s would come back as 31
+		// years.
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{RateLimit: &dynamic.RateLimit{
+			Average:         int64(rate),
+			Burst:           int64(burst),
+			SourceCriterion: &dynamic.SourceCriterion{RequestHost: true},
+		}}
+		rt.Middlewares = append(rt.Middlewares, mw)
+	}
 	return r
 }
 
@@ -145,6 +161,12 @@ func Merge(routes []Route) *dynamic.Configuration {
 		}
 		for k, v := range r.Config.HTTP.Services {
 			out.HTTP.Services[k] = v
+		}
+		for k, v := range r.Config.HTTP.Middlewares {
+			if out.HTTP.Middlewares == nil {
+				out.HTTP.Middlewares = map[string]*dynamic.Middleware{}
+			}
+			out.HTTP.Middlewares[k] = v
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -236,5 +237,44 @@ func TestMerge(t *testing.T) {
 	}
 	if empty := router.Merge(nil); empty.HTTP == nil || len(empty.HTTP.Routers) != 0 {
 		t.Errorf("Merge(nil) = %+v", empty)
+	}
+}
+
+// TestMiddlewaresSurviveTheTags decodes the tags as Traefik will and checks
+// the middlewares come back as rendered (durations included: Traefik's
+// encoder and decoder disagree on their unit).
+func TestMiddlewaresSurviveTheTags(t *testing.T) {
+	app := &spec.App{Name: "hello", Workspace: "dev", Functions: []*spec.Function{{Name: "web", Web: &spec.Web{}}}}
+	r := router.Routes(app, router.DefaultConfig)[0]
+	tags, err := r.Tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{}
+	for _, tag := range tags {
+		k, v, _ := strings.Cut(tag, "=")
+		if k != "traefik.enable" {
+			labels[k] = v
+		}
+	}
+	got, err := label.DecodeConfiguration(labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
+		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit,
+			r.Config.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit)
+	}
+	rl := got.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit
+	if rl.Average != 200 || rl.Burst != 1000 || !rl.SourceCriterion.RequestHost || rl.Period != 0 {
+		t.Fatalf("rate limit %+v, want 200/s burst 1000 per host with Traefik's default period", rl)
+	}
+	if mws := got.HTTP.Routers["dev--hello-web"].Middlewares; len(mws) != 1 || mws[0] != "dev--hello-web-ratelimit" {
+		t.Fatalf("router middlewares %v", mws)
+	}
+	zero := 0
+	app.Functions[0].Web.RateLimit = &zero
+	if r := router.Routes(app, router.DefaultConfig)[0]; len(r.Config.HTTP.Middlewares) != 0 {
+		t.Fatalf("rate_limit = 0 still renders %v", r.Config.HTTP.Middlewares)
 	}
 }

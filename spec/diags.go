@@ -90,6 +90,11 @@ func diagOutOfRange(rng hcl.Range, attr string, got, lo, hi int) *hcl.Diagnostic
 		fmt.Sprintf("%s is %d; it must be between %d and %d.", attr, got, lo, hi))
 }
 
+func diagBurstWithoutRate(rng hcl.Range) *hcl.Diagnostic {
+	return diagWarning(rng, "burst without a rate limit",
+		"rate_limit = 0 turns the limit off, so burst has no effect. Remove burst, or set rate_limit.")
+}
+
 func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
 	return diagError(rng, "max_containers below min_containers",
 		fmt.Sprintf("max_containers is %d but min_containers is %d. Raise max_containers to at least %d.", max, min, min))

@@ -266,6 +266,17 @@ func validateWeb(fn *Function, driver string) hcl.Diagnostics {
 	} else if driver == DriverDocker {
 		diags = append(diags, diagDockerNeedsPort(w.DefRange, fn.Name))
 	}
+	if w.RateLimit != nil && (*w.RateLimit < 0 || *w.RateLimit > 1_000_000) {
+		diags = append(diags, diagOutOfRange(w.RateLimitRange, "rate_limit", *w.RateLimit, 0, 1_000_000))
+	}
+	if w.Burst != nil {
+		rate, _ := w.Limits()
+		if *w.Burst < 1 || *w.Burst > 10_000_000 {
+			diags = append(diags, diagOutOfRange(w.BurstRange, "burst", *w.Burst, 1, 10_000_000))
+		} else if rate == 0 {
+			diags = append(diags, diagBurstWithoutRate(w.BurstRange))
+		}
+	}
 	if w.Label != "" && !ValidName(w.Label) {
 		diags = append(diags, diagBadName(w.LabelRange, "label", w.Label))
 	}

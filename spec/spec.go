@@ -153,6 +153,16 @@ type Web struct {
 	// RequiresProxyAuth asks for a workspace token on every request.
 	RequiresProxyAuth bool `hcl:"requires_proxy_auth,optional"`
 
+	// RateLimit is how many requests a second the endpoint takes, across all
+	// clients (default 200; 0 turns the limit off). Past it, clients get 429
+	// with Retry-After.
+	RateLimit      *int      `hcl:"rate_limit,optional"`
+	RateLimitRange hcl.Range `hcl:"rate_limit,attr_value_range"`
+	// Burst is how many requests may arrive at once above the rate
+	// (default 5 × rate_limit).
+	Burst      *int      `hcl:"burst,optional"`
+	BurstRange hcl.Range `hcl:"burst,attr_value_range"`
+
 	// HealthPath is the HTTP path Consul checks (default "/"); a container
 	// gets traffic only while it answers 2xx there.
 	HealthPath      string    `hcl:"health_path,optional"`
@@ -198,6 +208,23 @@ func (f *Function) Count() int {
 		return 1
 	}
 	return *f.MinContainers
+}
+
+// DefaultRateLimit is the requests a second an endpoint takes by default.
+const DefaultRateLimit = 200
+
+// Limits returns the rate limit and burst with defaults applied; a zero
+// rate means no limit.
+func (w *Web) Limits() (rate, burst int) {
+	rate = DefaultRateLimit
+	if w.RateLimit != nil {
+		rate = *w.RateLimit
+	}
+	burst = 5 * rate
+	if w.Burst != nil {
+		burst = *w.Burst
+	}
+	return rate, burst
 }
 
 // HealthCheckPath returns the web health path with its default applied.
