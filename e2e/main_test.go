@@ -244,6 +244,12 @@ func purge(t *testing.T, jobID string) {
 		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
 			t.Logf("deleting records of %s: %v", jobID, err)
 		}
+		claims, _, _ := env.consul.KV().List("caravan/hosts/", nil)
+		for _, c := range claims {
+			if strings.Contains(string(c.Value), `"job_id":"`+jobID+`"`) {
+				env.consul.KV().Delete(c.Key, nil)
+			}
+		}
 	})
 }
 

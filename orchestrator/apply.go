@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
@@ -206,6 +208,15 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		return res, nil
 	}
 
+	hosts := routeHosts(rendered)
+	for _, h := range hosts {
+		if err := o.store.ClaimHost(ctx, h, HostOwner{JobID: id, Workspace: app.Workspace, App: app.Name}); err != nil {
+			return nil, err
+		}
+	}
+	// Until a version with these hosts is live, the app holds both sets.
+	rec.Hosts = union(rec.Hosts, hosts)
+
 	version := rec.LatestVersion + 1
 	rec.LatestVersion, rec.UpdatedAt = version, time.Now().UTC()
 	if err := o.store.PutApp(ctx, rec, index); err != nil {
@@ -215,6 +226,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		Version: version, Kind: c.kind, Status: StatusPending, Strategy: app.DeployStrategy(), Who: caller.Name,
 		Tag: c.req.Tag, GitCommit: c.req.GitCommit, GitDirty: c.req.GitDirty, SpecHash: rendered.SpecHash,
 		Filename: c.req.Filename, Spec: string(c.req.Spec), RollbackOf: c.rollbackOf, StartedAt: rec.UpdatedAt,
+		Hosts: hosts,
 	}
 	if err := o.store.PutVersion(ctx, id, rec.Generation, vrec); err != nil {
 		return nil, err
@@ -261,6 +273,23 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	res.Duration = time.Since(began)
 	log.Info("live", "version", version, "duration", res.Duration)
 	return res, nil
+}
+
+// routeHosts lists every hostname rendered serves, sorted.
+func routeHosts(rendered *jobs.Rendered) []string {
+	var hosts []string
+	for _, r := range rendered.Routes {
+		hosts = append(hosts, r.Host)
+		hosts = append(hosts, r.CustomDomains...)
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
+}
+
+func union(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // probe waits until every route of rendered answers through the proxy.
@@ -337,6 +366,15 @@ func (o *Orchestrator) finish(ctx context.Context, jobID string, v *VersionRecor
 		}
 		v.Status = StatusLive
 		rec.State, rec.LiveVersion = StateDeployed, v.Version
+		// Hosts the live version no longer serves are free again.
+		for _, h := range rec.Hosts {
+			if !slices.Contains(v.Hosts, h) {
+				if err := o.store.ReleaseHost(ctx, h, jobID); err != nil {
+					return err
+				}
+			}
+		}
+		rec.Hosts = v.Hosts
 	}
 	rec.UpdatedAt = v.FinishedAt
 	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
@@ -380,12 +418,46 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 			return nil, err
 		}
 	}
+	for _, h := range rec.Hosts {
+		if err := o.store.ReleaseHost(ctx, h, rec.JobID); err != nil {
+			return nil, err
+		}
+	}
+	rec.Hosts = nil
 	rec.State, rec.LiveVersion, rec.StoppedBy, rec.UpdatedAt = StateStopped, 0, caller.Name, time.Now().UTC()
 	if err := o.store.PutApp(ctx, rec, index); err != nil {
 		return nil, err
 	}
 	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)
 	return rec, nil
+}
+
+// URL returns the URL of a web function of an app's live version.
+func (o *Orchestrator) URL(ctx context.Context, caller Caller, ref AppRef, function string) (string, error) {
+	rec, err := o.resolve(ctx, caller, ref)
+	if err != nil {
+		return "", err
+	}
+	n := rec.LiveVersion
+	if n == 0 {
+		return "", &NotFoundError{App: rec.App, Why: "it has no live version"}
+	}
+	v, err := o.version(ctx, rec, n)
+	if err != nil {
+		return "", err
+	}
+	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
+	if diags.HasErrors() {
+		return "", &DiagnosticsError{Diags: diags}
+	}
+	var names []string
+	for _, r := range router.Routes(app, o.router) {
+		if r.Function == function {
+			return r.URL, nil
+		}
+		names = append(names, r.Function)
+	}
+	return "", &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no web function %q (web functions: %s)", function, strings.Join(names, ", "))}
 }
 
 // History is an app's record and the versions of its current history.

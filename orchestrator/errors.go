@@ -104,3 +104,14 @@ func shortID(id string) string {
 	}
 	return id
 }
+
+// HostTakenError is a hostname another app already serves.
+type HostTakenError struct {
+	Host  string
+	Owner HostOwner
+}
+
+func (e *HostTakenError) Error() string {
+	return fmt.Sprintf("hostname %s is already served by app %q in workspace %q: choose another label or domain, or stop that app",
+		e.Host, e.Owner.App, e.Owner.Workspace)
+}

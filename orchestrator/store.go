@@ -47,7 +47,9 @@ type AppRecord struct {
 	LiveVersion   int `json:"live_version"`
 	// Rollovers counts `app rollover`s; it is passed to every task as
 	// CARAVAN_ROLLOVER so a rollover replaces every container.
-	Rollovers int       `json:"rollovers"`
+	Rollovers int `json:"rollovers"`
+	// Hosts are the hostnames the app has claimed.
+	Hosts     []string  `json:"hosts,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	StoppedBy string    `json:"stopped_by,omitempty"`
 }
@@ -67,6 +69,7 @@ type VersionRecord struct {
 	Filename   string    `json:"filename"`
 	Spec       string    `json:"spec"`
 	RollbackOf int       `json:"rollback_of,omitempty"`
+	Hosts      []string  `json:"hosts,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
@@ -86,6 +89,18 @@ type Store interface {
 	PutVersion(ctx context.Context, jobID string, generation int, v *VersionRecord) error
 	// Versions returns a generation's versions, oldest first.
 	Versions(ctx context.Context, jobID string, generation int) ([]*VersionRecord, error)
+	// ClaimHost records that owner serves host; it returns a
+	// *HostTakenError when another app already does.
+	ClaimHost(ctx context.Context, host string, owner HostOwner) error
+	// ReleaseHost forgets host if jobID owns it.
+	ReleaseHost(ctx context.Context, host, jobID string) error
+}
+
+// HostOwner is the app that serves a hostname.
+type HostOwner struct {
+	JobID     string `json:"job_id"`
+	Workspace string `json:"workspace"`
+	App       string `json:"app"`
 }
 
 // ErrConflict is a check-and-set write that lost to another writer.
@@ -102,7 +117,10 @@ type ConsulStore struct {
 
 var _ Store = (*ConsulStore)(nil)
 
-const kvApps = "caravan/apps/"
+const (
+	kvApps  = "caravan/apps/"
+	kvHosts = "caravan/hosts/"
+)
 
 func (s *ConsulStore) Lock(ctx context.Context, jobID string) (func(), error) {
 	lock, err := s.Client.LockOpts(&consul.LockOptions{
@@ -219,4 +237,48 @@ func (s *ConsulStore) Versions(ctx context.Context, jobID string, generation int
 	}
 	slices.SortFunc(out, func(a, b *VersionRecord) int { return a.Version - b.Version })
 	return out, nil
+}
+
+func (s *ConsulStore) ClaimHost(ctx context.Context, host string, owner HostOwner) error {
+	kv := s.Client.KV()
+	b, _ := json.Marshal(owner)
+	for {
+		pair, _, err := kv.Get(kvHosts+host, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("reading the claim on %s: %w", host, err)
+		}
+		if pair != nil {
+			var cur HostOwner
+			if err := json.Unmarshal(pair.Value, &cur); err != nil {
+				return fmt.Errorf("reading the claim on %s: %w", host, err)
+			}
+			if cur.JobID == owner.JobID {
+				return nil
+			}
+			return &HostTakenError{Host: host, Owner: cur}
+		}
+		// ModifyIndex 0: create only.
+		ok, _, err := kv.CAS(&consul.KVPair{Key: kvHosts + host, Value: b}, (&consul.WriteOptions{}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("claiming %s: %w", host, err)
+		}
+		if ok {
+			return nil
+		}
+		// Someone claimed it between our read and write: read again.
+	}
+}
+
+func (s *ConsulStore) ReleaseHost(ctx context.Context, host, jobID string) error {
+	kv := s.Client.KV()
+	pair, _, err := kv.Get(kvHosts+host, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return err
+	}
+	var cur HostOwner
+	if json.Unmarshal(pair.Value, &cur) == nil && cur.JobID != jobID {
+		return nil
+	}
+	_, _, err = kv.DeleteCAS(pair, (&consul.WriteOptions{}).WithContext(ctx))
+	return err
 }

@@ -51,6 +51,22 @@ func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orch
 	return &h, c.do(ctx, http.MethodGet, path, nil, &h)
 }
 
+// URL returns the URL of an app's web function.
+func (c *Client) URL(ctx context.Context, app, function string, ref ChangeBody) (string, error) {
+	q := url.Values{"function": {function}}
+	if ref.Workspace != "" {
+		q.Set("workspace", ref.Workspace)
+	}
+	if ref.Environment != "" {
+		q.Set("environment", ref.Environment)
+	}
+	var out struct {
+		URL string `json:"url"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(app)+"/url?"+q.Encode(), nil, &out)
+	return out.URL, err
+}
+
 // Rollover replaces every container of an app with a fresh one.
 func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
 	var res orchestrator.DeployResult

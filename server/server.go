@@ -5,6 +5,7 @@
 //	POST /v1/deploy                 DeployBody -> orchestrator.DeployResult
 //	GET  /v1/apps                   -> [orchestrator.AppSummary]
 //	GET  /v1/apps/{app}/history     ?workspace=&environment= -> orchestrator.History
+//	GET  /v1/apps/{app}/url         ?function=&workspace=&environment= -> {"url"}
 //	POST /v1/apps/{app}/rollover    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
@@ -142,6 +143,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/deploy", s.authed(s.deploy))
 	mux.Handle("GET /v1/apps", s.authed(s.apps))
 	mux.Handle("GET /v1/apps/{app}/history", s.authed(s.history))
+	mux.Handle("GET /v1/apps/{app}/url", s.authed(s.url))
 	mux.Handle("POST /v1/apps/{app}/rollover", s.authed(s.change(s.orch.Rollover)))
 	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
 	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
@@ -240,6 +242,17 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, caller orchestr
 	writeJSON(w, http.StatusOK, h)
 }
 
+func (s *Server) url(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	q := r.URL.Query()
+	u, err := s.orch.URL(r.Context(), caller, orchestrator.AppRef{
+		App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment")}, q.Get("function"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"url": u})
+}
+
 func readChange(w http.ResponseWriter, r *http.Request) (orchestrator.ChangeRequest, bool) {
 	var body ChangeBody
 	if r.ContentLength != 0 {
@@ -298,7 +311,7 @@ func (s *Server) apps(w http.ResponseWriter, r *http.Request, caller orchestrato
 // APIError is the error envelope of every failed request.
 type APIError struct {
 	// Kind is one of: unauthorized, forbidden, bad_request, invalid_spec,
-	// ownership, not_found, rollout_failed, internal.
+	// ownership, host_taken, not_found, rollout_failed, internal.
 	Kind        string                    `json:"kind"`
 	Message     string                    `json:"message"`
 	Diagnostics []orchestrator.Diagnostic `json:"diagnostics,omitempty"`
@@ -319,12 +332,15 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		nf    *orchestrator.NotFoundError
 		bad   *orchestrator.BadRequestError
 		roll  *orchestrator.RolloutError
+		taken *orchestrator.HostTakenError
 	)
 	switch {
 	case errors.As(err, &diags):
 		writeError(w, http.StatusBadRequest, &APIError{Kind: "invalid_spec", Message: err.Error(), Diagnostics: orchestrator.ToWire(diags.Diags)})
 	case errors.As(err, &forb):
 		writeError(w, http.StatusForbidden, &APIError{Kind: "forbidden", Message: err.Error()})
+	case errors.As(err, &taken):
+		writeError(w, http.StatusConflict, &APIError{Kind: "host_taken", Message: err.Error()})
 	case errors.As(err, &own):
 		writeError(w, http.StatusConflict, &APIError{Kind: "ownership", Message: err.Error()})
 	case errors.As(err, &bad):

@@ -62,6 +62,23 @@ func appCommand() *cli.Command {
 				Action:    appHistory,
 			},
 			{
+				Name:      "url",
+				Usage:     "Print the URL of a web function",
+				ArgsUsage: "APP FUNCTION",
+				Flags:     appRefFlags(),
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return cli.Exit("url takes an app and a function, e.g. caravan app url hello web", 1)
+					}
+					u, err := client(c).URL(c.Context, c.Args().Get(0), c.Args().Get(1), changeBody(c))
+					if err != nil {
+						return cli.Exit(err.Error(), 1)
+					}
+					fmt.Fprintln(c.App.Writer, u)
+					return nil
+				},
+			},
+			{
 				Name:      "rollover",
 				Usage:     "Replace every container with a fresh one of the same spec, as a new version",
 				ArgsUsage: "APP",
