@@ -29,6 +29,9 @@ app "store" {
       label          = "api"
       health_path    = "/healthz"
       custom_domains = ["api.shop.example.com"]
+      # Callers must send a workspace token in Caravan-Key / Caravan-Secret.
+      requires_proxy_auth = true
+      rate_limit          = 50
     }
   }
 

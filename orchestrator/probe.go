@@ -26,6 +26,9 @@ type HTTPSProber struct {
 	Addr string
 	// Roots verify the proxy's certificates; nil uses the system roots.
 	Roots *x509.CertPool
+	// AuthHeader is added to requests for routes with proxy auth; those
+	// routes strip it before the function, so it never reaches user code.
+	AuthHeader http.Header
 }
 
 var _ Prober = (*HTTPSProber)(nil)
@@ -37,6 +40,11 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route) error {
 	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/", nil)
+		if r.ProxyAuth {
+			for k, v := range p.AuthHeader {
+				req.Header[k] = v
+			}
+		}
 		resp, err := client.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,10 +24,21 @@ type Config struct {
 	CertResolver string
 	// HTTPSPort is the port URLs carry; 0 or 443 leaves it out.
 	HTTPSPort int
+	// AuthURL is caravan server's proxy-auth endpoint, which Traefik's
+	// forwardAuth asks about requests to requires_proxy_auth functions.
+	AuthURL string
 }
 
+// ProxyAuthHeaders carry a token's ID and secret to endpoints with
+// requires_proxy_auth; they are removed before a request reaches the function.
+const (
+	HeaderKey    = "Caravan-Key"
+	HeaderSecret = "Caravan-Secret"
+)
+
 // DefaultConfig is the configuration of the local stack's Traefik.
-var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan"}
+var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
+	AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {
@@ -56,6 +68,8 @@ type Route struct {
 	CustomDomains []string
 	// URL is https://Host, with the port when it is not 443.
 	URL string
+	// ProxyAuth is true when requests need a token (requires_proxy_auth).
+	ProxyAuth bool
 	// Config is the Traefik dynamic configuration for this route alone.
 	Config *dynamic.Configuration
 }
@@ -127,6 +141,19 @@ func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 			SourceCriterion: &dynamic.SourceCriterion{RequestHost: true},
 		}}
 		rt.Middlewares = append(rt.Middlewares, mw)
+	}
+	if fn.Web.RequiresProxyAuth {
+		r.ProxyAuth = true
+		// caravan server checks the token (for this workspace); then the
+		// headers that carried it are dropped, so the function never sees it.
+		auth, strip := name+"-auth", name+"-strip-auth"
+		r.Config.HTTP.Middlewares[auth] = &dynamic.Middleware{ForwardAuth: &dynamic.ForwardAuth{
+			Address: cfg.AuthURL + "?workspace=" + url.QueryEscape(app.Workspace),
+		}}
+		r.Config.HTTP.Middlewares[strip] = &dynamic.Middleware{Headers: &dynamic.Headers{
+			CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
+		}}
+		rt.Middlewares = append(rt.Middlewares, auth, strip)
 	}
 	return r
 }

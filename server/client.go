@@ -67,6 +67,23 @@ func (c *Client) URL(ctx context.Context, app, function string, ref ChangeBody) 
 	return out.URL, err
 }
 
+// CreateToken makes a token; its secret is in the answer and nowhere else.
+func (c *Client) CreateToken(ctx context.Context, name, workspace string) (*NewToken, error) {
+	var nt NewToken
+	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", TokenBody{Name: name, Workspace: workspace}, &nt)
+}
+
+// Tokens lists the tokens of the caller's workspace.
+func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var list []TokenInfo
+	return list, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &list)
+}
+
+// RevokeToken deletes a token.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
 // Rollover replaces every container of an app with a fresh one.
 func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
 	var res orchestrator.DeployResult

@@ -2,6 +2,10 @@
 // orchestrator. Every endpoint but /v1/health needs a bearer token.
 //
 //	GET  /v1/health                 liveness, no token
+//	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks Caravan-Key/Caravan-Secret
+//	POST /v1/tokens                 {"name", "workspace"} -> NewToken (secret shown once)
+//	GET  /v1/tokens                 -> [TokenInfo]
+//	DELETE /v1/tokens/{id}
 //	POST /v1/deploy                 DeployBody -> orchestrator.DeployResult
 //	GET  /v1/apps                   -> [orchestrator.AppSummary]
 //	GET  /v1/apps/{app}/history     ?workspace=&environment= -> orchestrator.History
@@ -16,6 +20,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -55,16 +60,28 @@ type Server struct {
 	log    hclog.Logger
 	http   *http.Server
 	ln     net.Listener
+	// probeSecret lets this server's deploy probes through its own
+	// forwardAuth; it lives only in memory.
+	probeSecret string
 	// stop ends background work (resumed rollouts) on Shutdown.
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-// New wires a Server from cfg; Start serves it.
+// New wires a Server from cfg and opens its listener; Start serves it.
+// Unless cfg.Router.AuthURL is set, Traefik's forwardAuth is pointed at this
+// server's own /v1/auth/proxy.
 func New(cfg Config) (*Server, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Info})
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Router.AuthURL == "" {
+		cfg.Router.AuthURL = "http://" + ln.Addr().String() + "/v1/auth/proxy"
 	}
 	nc, err := nomad.NewClient(&nomad.Config{Address: cfg.NomadAddr})
 	if err != nil {
@@ -74,9 +91,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
+	probeSecret, err := randomHex(24)
+	if err != nil {
+		return nil, err
+	}
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
-		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr}
+		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, AuthHeader: http.Header{
+			router.HeaderKey: {probeKey}, router.HeaderSecret: {probeSecret}}}
 		if cfg.RootCAFile != "" {
 			pem, err := os.ReadFile(cfg.RootCAFile)
 			if err != nil {
@@ -92,8 +114,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		orch: orchestrator.New(orchestrator.Config{Nomad: nc, Router: cfg.Router, Prober: prober,
 			Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")}),
-		tokens: &Tokens{KV: cc.KV()},
-		log:    log,
+		tokens:      &Tokens{KV: cc.KV()},
+		log:         log,
+		ln:          ln,
+		probeSecret: probeSecret,
 	}
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -106,14 +130,9 @@ func (s *Server) Tokens() *Tokens { return s.tokens }
 // Start listens and serves in the background, and resumes any rollout a
 // previous server left unfinished.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.http.Addr)
-	if err != nil {
-		return err
-	}
-	s.ln = ln
-	s.log.Info("serving", "addr", ln.Addr().String())
+	s.log.Info("serving", "addr", s.ln.Addr().String())
 	go func() {
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("serve", "error", err)
 		}
 	}()
@@ -140,6 +159,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})
+	mux.HandleFunc("GET /v1/auth/proxy", s.proxyAuth)
+	mux.Handle("POST /v1/tokens", s.authed(s.createToken))
+	mux.Handle("GET /v1/tokens", s.authed(s.listTokens))
+	mux.Handle("DELETE /v1/tokens/{id}", s.authed(s.revokeToken))
 	mux.Handle("POST /v1/deploy", s.authed(s.deploy))
 	mux.Handle("GET /v1/apps", s.authed(s.apps))
 	mux.Handle("GET /v1/apps/{app}/history", s.authed(s.history))
@@ -171,6 +194,84 @@ func (s *Server) authed(h authedHandler) http.Handler {
 		}
 		h(w, r, caller)
 	})
+}
+
+// proxyAuth answers Traefik's forwardAuth for requires_proxy_auth
+// endpoints: 200 when Caravan-Key and Caravan-Secret name a token of the
+// endpoint's workspace, else 401. It changes nothing.
+func (s *Server) proxyAuth(w http.ResponseWriter, r *http.Request) {
+	workspace := r.URL.Query().Get("workspace")
+	if r.Header.Get(router.HeaderKey) == probeKey &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get(router.HeaderSecret)), []byte(s.probeSecret)) == 1 {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	caller, err := s.tokens.LookupPair(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
+	switch {
+	case err != nil && !errors.Is(err, ErrBadToken):
+		s.log.Error("proxy auth", "error", err)
+		writeError(w, http.StatusServiceUnavailable, &APIError{Kind: "internal", Message: "cannot check credentials now"})
+	case err != nil || workspace == "" || (caller.Workspace != "*" && caller.Workspace != workspace):
+		w.Header().Set("WWW-Authenticate", `Caravan realm="`+workspace+`"`)
+		writeError(w, http.StatusUnauthorized, &APIError{Kind: "unauthorized",
+			Message: "this endpoint needs a token of workspace " + workspace + " in the Caravan-Key and Caravan-Secret headers (caravan token create)"})
+	default:
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// probeKey is the Caravan-Key of a server's own deploy probes.
+const probeKey = "caravan-probe"
+
+// TokenBody is the body of POST /v1/tokens.
+type TokenBody struct {
+	Name string `json:"name"`
+	// Workspace of the new token; default the caller's. Only a token for
+	// every workspace ("*") may create tokens for another.
+	Workspace string `json:"workspace,omitempty"`
+}
+
+var errNoToken = errors.New("no such token in your workspace")
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	var body TokenBody
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil || body.Name == "" {
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "a token needs a name: {\"name\": \"ci\"}"})
+		return
+	}
+	ws := body.Workspace
+	if ws == "" {
+		ws = caller.Workspace
+	}
+	if caller.Workspace != "*" && ws != caller.Workspace {
+		s.fail(w, &orchestrator.ForbiddenError{Token: caller.Name, Workspace: ws})
+		return
+	}
+	nt, err := s.tokens.CreateToken(r.Context(), body.Name, ws, caller.Name)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.log.Info("token created", "id", nt.ID, "name", nt.Name, "workspace", ws, "by", caller.Name)
+	writeJSON(w, http.StatusOK, nt)
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	list, err := s.tokens.List(r.Context(), caller.Workspace)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	if err := s.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // DeployBody is the body of POST /v1/deploy.
@@ -339,6 +440,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusBadRequest, &APIError{Kind: "invalid_spec", Message: err.Error(), Diagnostics: orchestrator.ToWire(diags.Diags)})
 	case errors.As(err, &forb):
 		writeError(w, http.StatusForbidden, &APIError{Kind: "forbidden", Message: err.Error()})
+	case errors.Is(err, errNoToken):
+		writeError(w, http.StatusNotFound, &APIError{Kind: "not_found", Message: err.Error()})
 	case errors.As(err, &taken):
 		writeError(w, http.StatusConflict, &APIError{Kind: "host_taken", Message: err.Error()})
 	case errors.As(err, &own):
