@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/server"
+)
+
+// streamer is an app whose function streams server-sent events (/events:
+// one every 300 ms, five in all), hashes POST bodies (/upload) and serves
+// large responses (/big?mb=N).
+const streamerJS = `
+const crypto = require("crypto");
+require("http").createServer((q, s) => {
+  const u = new URL(q.url, "http://x");
+  if (u.pathname === "/events") {
+    s.writeHead(200, {"content-type": "text/event-stream", "cache-control": "no-cache"});
+    let n = 0;
+    const t = setInterval(() => {
+      s.write("data: " + n + " " + Date.now() + "\n\n");
+      if (++n === 5) { clearInterval(t); s.end(); }
+    }, 300);
+    return;
+  }
+  if (u.pathname === "/upload") {
+    const h = crypto.createHash("sha256"); let size = 0;
+    q.on("data", c => { h.update(c); size += c.length; });
+    q.on("end", () => s.end(size + " " + h.digest("hex")));
+    return;
+  }
+  if (u.pathname === "/big") {
+    const mb = Number(u.searchParams.get("mb") || 1), chunk = Buffer.alloc(1 << 20, 97);
+    s.writeHead(200, {"content-length": mb * chunk.length});
+    for (let i = 0; i < mb; i++) s.write(chunk);
+    s.end();
+    return;
+  }
+  s.end("ok");
+}).listen(process.env.PORT, process.env.HOST);
+`
+
+func deployStreamer(t *testing.T) string {
+	t.Helper()
+	purge(t, "e2e--streamer")
+	src := fmt.Sprintf("app \"streamer\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    resources {\n      memory = 256\n    }\n    web {}\n  }\n}\n", strconv.Quote(streamerJS))
+	return deploy(t, "streamer.hcl", src, server.DeployBody{}).Functions[0].URL
+}
+
+// TestStreamingAndLargeBodies: server-sent events arrive as they are sent
+// (not buffered until the end), a 64 MiB upload and a 64 MiB download pass
+// through Traefik intact.
+func TestStreamingAndLargeBodies(t *testing.T) {
+	url := deployStreamer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// SSE: the first event must arrive well before the stream ends (1.5 s).
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/events", nil)
+	began := time.Now()
+	resp, err := env.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var arrivals []time.Duration
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			arrivals = append(arrivals, time.Since(began))
+		}
+	}
+	resp.Body.Close()
+	if len(arrivals) != 5 {
+		t.Fatalf("got %d events, want 5", len(arrivals))
+	}
+	t.Logf("SSE arrivals: %v", arrivals)
+	if arrivals[4]-arrivals[0] < 900*time.Millisecond {
+		t.Fatalf("events arrived together (%v): the stream was buffered", arrivals)
+	}
+
+	// A 64 MiB upload arrives whole.
+	const size = 64 << 20
+	body := strings.NewReader(strings.Repeat("caravan!", size/8))
+	sum := sha256.Sum256([]byte(strings.Repeat("caravan!", size/8)))
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, url+"/upload", body)
+	resp, err = env.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %s", size, hex.EncodeToString(sum[:])); resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("upload: %d %q, want 200 %q", resp.StatusCode, got, want)
+	}
+
+	// A 64 MiB download arrives whole.
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, url+"/big?mb=64", nil)
+	resp, err = env.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("download: %d bytes (%v), want %d", n, err, size)
+	}
+}
