@@ -26,6 +26,7 @@ const (
 	MetaSpecHash    = "caravan.spec_hash"
 	MetaVersion     = "caravan.version"
 	MetaRollover    = "caravan.rollover"
+	MetaServe       = "caravan.serve"
 	MetaFunction    = "caravan.function"
 	// MetaGroupHash identifies a function's task group, to tell which
 	// functions a deploy changes.
@@ -66,6 +67,19 @@ func JobID(workspace, environment, app string) string {
 	return ws + "--" + app
 }
 
+// ServeSuffix ends the job ID of a `caravan serve` copy. App names cannot
+// hold "--", so no deployed app's job can end in it.
+const ServeSuffix = "--dev"
+
+// AppJobID is JobID for app, with ServeSuffix for a serve copy.
+func AppJobID(app *spec.App) string {
+	id := JobID(app.Workspace, app.Environment, app.Name)
+	if app.Serve {
+		id += ServeSuffix
+	}
+	return id
+}
+
 // Rendered is an app rendered for Nomad.
 type Rendered struct {
 	Job    *api.Job
@@ -78,7 +92,7 @@ type Rendered struct {
 // Render turns a validated app into its Nomad job. It fails only on a bug or
 // an app that did not pass spec validation.
 func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
-	id := JobID(app.Workspace, app.Environment, app.Name)
+	id := AppJobID(app)
 	job := &api.Job{
 		ID:          ptr(id),
 		Name:        ptr(id),
@@ -91,6 +105,9 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	}
 	if app.Environment != "" {
 		job.Meta[MetaEnvironment] = app.Environment
+	}
+	if app.Serve {
+		job.Meta[MetaServe] = "true"
 	}
 
 	routes := router.Routes(app, cfg)

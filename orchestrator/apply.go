@@ -46,6 +46,8 @@ type AppRef struct {
 	Workspace   string `json:"workspace,omitempty"`
 	Environment string `json:"environment,omitempty"`
 	App         string `json:"app"`
+	// Serve names the app's `caravan serve` copy instead of the app.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // ChangeRequest asks for a rollover or a rollback.
@@ -74,7 +76,7 @@ func (o *Orchestrator) Rollover(ctx context.Context, caller Caller, req ChangeRe
 	if err != nil {
 		return nil, err
 	}
-	return o.applyStored(ctx, caller, KindRollover, live, req, 0)
+	return o.applyStored(ctx, caller, KindRollover, live, req, 0, rec.Serve)
 }
 
 // Rollback deploys the spec of an earlier version as a new version. It
@@ -110,19 +112,19 @@ func (o *Orchestrator) Rollback(ctx context.Context, caller Caller, req ChangeRe
 			if v.Status == StatusFailed || v.Status == StatusPending {
 				return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", target, v.Status)}
 			}
-			return o.applyStored(ctx, caller, KindRollback, v, req, target)
+			return o.applyStored(ctx, caller, KindRollback, v, req, target, rec.Serve)
 		}
 	}
 	return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d (latest is %d)", target, rec.LatestVersion)}
 }
 
-func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, v *VersionRecord, req ChangeRequest, rollbackOf int) (*DeployResult, error) {
+func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, v *VersionRecord, req ChangeRequest, rollbackOf int, serve bool) (*DeployResult, error) {
 	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
 	dr := DeployRequest{Spec: []byte(v.Spec), Filename: v.Filename, Timeout: req.Timeout, Strategy: req.Strategy,
-		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty}
+		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty, Serve: serve}
 	return o.apply(ctx, caller, change{kind: kind, app: app, diags: diags, req: dr, rollbackOf: rollbackOf})
 }
 
@@ -153,6 +155,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
 	}
+	app.Serve = c.req.Serve
 	if c.req.Strategy != "" {
 		if app.Deploy == nil {
 			app.Deploy = &spec.Deploy{}
@@ -189,7 +192,8 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		if rec != nil {
 			gen = rec.Generation + 1
 		}
-		rec = &AppRecord{Workspace: app.Workspace, App: app.Name, Environment: app.Environment, JobID: id, Generation: gen, State: StateDeployed}
+		rec = &AppRecord{Workspace: app.Workspace, App: app.Name, Environment: app.Environment, JobID: id,
+			Serve: app.Serve, Generation: gen, State: StateDeployed}
 	}
 
 	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
@@ -450,6 +454,7 @@ func (o *Orchestrator) URL(ctx context.Context, caller Caller, ref AppRef, funct
 	if diags.HasErrors() {
 		return "", &DiagnosticsError{Diags: diags}
 	}
+	app.Serve = rec.Serve
 	var names []string
 	for _, r := range router.Routes(app, o.router) {
 		if r.Function == function {
@@ -498,7 +503,11 @@ func (o *Orchestrator) version(ctx context.Context, rec *AppRecord, n int) (*Ver
 // resolve finds the one app ref names among those caller may see.
 func (o *Orchestrator) resolve(ctx context.Context, caller Caller, ref AppRef) (*AppRecord, error) {
 	if ref.Workspace != "" {
-		rec, _, err := o.store.App(ctx, jobs.JobID(ref.Workspace, ref.Environment, ref.App))
+		id := jobs.JobID(ref.Workspace, ref.Environment, ref.App)
+		if ref.Serve {
+			id += jobs.ServeSuffix
+		}
+		rec, _, err := o.store.App(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -513,7 +522,7 @@ func (o *Orchestrator) resolve(ctx context.Context, caller Caller, ref AppRef) (
 	}
 	var found []*AppRecord
 	for _, r := range all {
-		if r.App == ref.App && (ref.Environment == "" || r.Environment == ref.Environment) &&
+		if r.App == ref.App && r.Serve == ref.Serve && (ref.Environment == "" || r.Environment == ref.Environment) &&
 			(caller.Workspace == "*" || caller.Workspace == r.Workspace) {
 			found = append(found, r)
 		}

@@ -71,6 +71,9 @@ type DeployRequest struct {
 	Tag       string `json:"tag,omitempty"`
 	GitCommit string `json:"git_commit,omitempty"`
 	GitDirty  bool   `json:"git_dirty,omitempty"`
+	// Serve deploys the ephemeral copy `caravan serve` runs, apart from
+	// the deployed app of the same name.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // Change says what a deploy did to a function.

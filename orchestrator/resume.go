@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/spec"
@@ -77,7 +78,7 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 	default:
 		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
 		if rollErr == nil {
-			rollErr = o.probeStored(ctx, v)
+			rollErr = o.probeStored(ctx, jobID, v)
 		}
 	}
 	if err := o.finish(ctx, jobID, v, rollErr); err != nil {
@@ -88,11 +89,12 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 }
 
 // probeStored probes the routes of a stored version's spec.
-func (o *Orchestrator) probeStored(ctx context.Context, v *VersionRecord) error {
+func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *VersionRecord) error {
 	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
 		return &DiagnosticsError{Diags: diags}
 	}
+	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
 	rendered, err := jobs.Render(app, o.router)
 	if err != nil {
 		return err

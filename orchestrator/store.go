@@ -37,6 +37,8 @@ type AppRecord struct {
 	App         string `json:"app"`
 	Environment string `json:"environment,omitempty"`
 	JobID       string `json:"job_id"`
+	// Serve marks a `caravan serve` copy.
+	Serve bool `json:"serve,omitempty"`
 	// Generation starts at 1 and grows each time a stopped app is deployed
 	// again, which starts a new history.
 	Generation int    `json:"generation"`

@@ -86,11 +86,15 @@ func Routes(app *spec.App, cfg Config) []Route {
 	return routes
 }
 
-// ServiceName is the Consul service name of a web function.
+// ServiceName is the Consul service name of a web function; a `caravan
+// serve` copy's ends in "-dev".
 func ServiceName(app *spec.App, fn *spec.Function) string {
 	name := app.Name + "-" + fn.Name
 	if fn.Web != nil && fn.Web.Label != "" {
 		name = fn.Web.Label
+	}
+	if app.Serve {
+		name += "-dev"
 	}
 	return HostLabel(app.Workspace, app.Environment, name)
 }

@@ -34,8 +34,7 @@ func (c *Client) DeployBody(ctx context.Context, body DeployBody) (*orchestrator
 	return &res, c.do(ctx, http.MethodPost, "/v1/deploy", body, &res)
 }
 
-// History returns an app's versions.
-func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orchestrator.History, error) {
+func refQuery(ref ChangeBody) url.Values {
 	q := url.Values{}
 	if ref.Workspace != "" {
 		q.Set("workspace", ref.Workspace)
@@ -43,23 +42,43 @@ func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orch
 	if ref.Environment != "" {
 		q.Set("environment", ref.Environment)
 	}
-	path := "/v1/apps/" + url.PathEscape(app) + "/history"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if ref.Serve {
+		q.Set("serve", "true")
 	}
+	return q
+}
+
+// History returns an app's versions.
+func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orchestrator.History, error) {
 	var h orchestrator.History
-	return &h, c.do(ctx, http.MethodGet, path, nil, &h)
+	return &h, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(app)+"/history?"+refQuery(ref).Encode(), nil, &h)
+}
+
+// Logs copies the app's container logs to w until ctx ends.
+func (c *Client) Logs(ctx context.Context, app string, ref ChangeBody, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		strings.TrimRight(c.Addr, "/")+"/v1/apps/"+url.PathEscape(app)+"/logs?"+refQuery(ref).Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("logs: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 // URL returns the URL of an app's web function.
 func (c *Client) URL(ctx context.Context, app, function string, ref ChangeBody) (string, error) {
-	q := url.Values{"function": {function}}
-	if ref.Workspace != "" {
-		q.Set("workspace", ref.Workspace)
-	}
-	if ref.Environment != "" {
-		q.Set("environment", ref.Environment)
-	}
+	q := refQuery(ref)
+	q.Set("function", function)
 	var out struct {
 		URL string `json:"url"`
 	}

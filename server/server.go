@@ -10,6 +10,7 @@
 //	GET  /v1/apps                   -> [orchestrator.AppSummary]
 //	GET  /v1/apps/{app}/history     ?workspace=&environment= -> orchestrator.History
 //	GET  /v1/apps/{app}/url         ?function=&workspace=&environment= -> {"url"}
+//	GET  /v1/apps/{app}/logs        ?workspace=&environment=&serve= -> text, streamed until the client leaves
 //	POST /v1/apps/{app}/rollover    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
@@ -167,6 +168,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/apps", s.authed(s.apps))
 	mux.Handle("GET /v1/apps/{app}/history", s.authed(s.history))
 	mux.Handle("GET /v1/apps/{app}/url", s.authed(s.url))
+	mux.Handle("GET /v1/apps/{app}/logs", s.authed(s.logs))
 	mux.Handle("POST /v1/apps/{app}/rollover", s.authed(s.change(s.orch.Rollover)))
 	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
 	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
@@ -285,6 +287,8 @@ type DeployBody struct {
 	Tag       string `json:"tag,omitempty"`
 	GitCommit string `json:"git_commit,omitempty"`
 	GitDirty  bool   `json:"git_dirty,omitempty"`
+	// Serve deploys the `caravan serve` copy of the app.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // ChangeBody is the body of rollover, rollback and stop.
@@ -295,6 +299,8 @@ type ChangeBody struct {
 	Version  int    `json:"version,omitempty"`
 	Strategy string `json:"strategy,omitempty"`
 	Timeout  string `json:"timeout,omitempty"`
+	// Serve names the app's `caravan serve` copy.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // maxSpec bounds a spec upload.
@@ -311,7 +317,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, caller orchestra
 		return
 	}
 	req := orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
-		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty}
+		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve}
 	res, err := s.orch.Deploy(r.Context(), caller, req)
 	if err != nil {
 		s.fail(w, err)
@@ -332,10 +338,40 @@ func parseTimeout(w http.ResponseWriter, s string) (time.Duration, bool) {
 	return d, true
 }
 
-func (s *Server) history(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+// queryRef reads an app reference from the path and query.
+func queryRef(r *http.Request) orchestrator.AppRef {
 	q := r.URL.Query()
-	h, err := s.orch.History(r.Context(), caller, orchestrator.AppRef{
-		App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment")})
+	return orchestrator.AppRef{App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment"),
+		Serve: q.Get("serve") == "true"}
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fw := &flushWriter{w: w}
+	if err := s.orch.Logs(r.Context(), caller, queryRef(r), fw); err != nil && !fw.wrote {
+		s.fail(w, err)
+	}
+}
+
+// flushWriter sends every write to the client at once.
+type flushWriter struct {
+	w     http.ResponseWriter
+	wrote bool
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.wrote = true
+	return f.w.Write(p)
+}
+
+func (f *flushWriter) Flush() {
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	h, err := s.orch.History(r.Context(), caller, queryRef(r))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -344,9 +380,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, caller orchestr
 }
 
 func (s *Server) url(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
-	q := r.URL.Query()
-	u, err := s.orch.URL(r.Context(), caller, orchestrator.AppRef{
-		App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment")}, q.Get("function"))
+	u, err := s.orch.URL(r.Context(), caller, queryRef(r), r.URL.Query().Get("function"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -364,7 +398,8 @@ func readChange(w http.ResponseWriter, r *http.Request) (orchestrator.ChangeRequ
 	}
 	timeout, ok := parseTimeout(w, body.Timeout)
 	return orchestrator.ChangeRequest{
-		AppRef:  orchestrator.AppRef{App: r.PathValue("app"), Workspace: body.Workspace, Environment: body.Environment},
+		AppRef: orchestrator.AppRef{App: r.PathValue("app"), Workspace: body.Workspace, Environment: body.Environment,
+			Serve: body.Serve},
 		Version: body.Version, Strategy: body.Strategy, Timeout: timeout,
 	}, ok
 }

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,10 +20,13 @@ type file struct {
 	Remain hcl.Body `hcl:",remain"`
 }
 
-// evalContext is what spec expressions may refer to.
-func evalContext() *hcl.EvalContext {
+// evalContext is what spec expressions may refer to: `port` (see
+// PortPlaceholder) and `spec_dir`, the directory of the spec file, for
+// files that sit beside it (`command = "${spec_dir}/server.js"`).
+func evalContext(filename string) *hcl.EvalContext {
 	return &hcl.EvalContext{Variables: map[string]cty.Value{
-		"port": cty.StringVal(PortPlaceholder),
+		"port":     cty.StringVal(PortPlaceholder),
+		"spec_dir": cty.StringVal(filepath.Dir(filename)),
 	}}
 }
 
@@ -49,7 +53,7 @@ func Parse(src []byte, filename string) (*App, hcl.Diagnostics) {
 		return nil, diags
 	}
 	var root file
-	diags = append(diags, gohcl.DecodeBody(f.Body, evalContext(), &root)...)
+	diags = append(diags, gohcl.DecodeBody(f.Body, evalContext(filename), &root)...)
 	if root.Remain != nil {
 		// Only blocks are allowed at the top level; anything else is unknown.
 		_, rd := root.Remain.Content(&hcl.BodySchema{})
@@ -197,7 +201,7 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 			diags = append(diags, diagOutOfRange(r.MemoryRange, "memory", *r.Memory, 10, 4_194_304))
 		}
 		if r.GPU != nil {
-			req, d := parseGPU(r.GPU)
+			req, d := parseGPU(r.GPU, evalContext(fn.DefRange.Filename))
 			diags = append(diags, d...)
 			r.GPURequest = req
 		}
@@ -316,8 +320,8 @@ func ValidDomain(d string) bool {
 var gpuModelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
 
 // parseGPU decodes Modal's gpu forms from expr.
-func parseGPU(expr hcl.Expression) (*GPURequest, hcl.Diagnostics) {
-	val, diags := expr.Value(evalContext())
+func parseGPU(expr hcl.Expression, ctx *hcl.EvalContext) (*GPURequest, hcl.Diagnostics) {
+	val, diags := expr.Value(ctx)
 	if diags.HasErrors() {
 		return nil, diags
 	}

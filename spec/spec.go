@@ -53,6 +53,10 @@ type App struct {
 	Functions []*Function `hcl:"function,block"`
 
 	DefRange hcl.Range `hcl:",def_range"`
+
+	// Serve marks the ephemeral copy `caravan serve` runs: its own job and
+	// `-dev` hostnames, apart from the deployed app. Not part of the HCL.
+	Serve bool
 }
 
 // Deploy is the `deploy { ... }` block.

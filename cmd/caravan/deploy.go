@@ -36,7 +36,12 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 			if c.NArg() != 1 {
 				return cli.Exit("deploy takes one spec file, e.g. caravan deploy app.hcl", 1)
 			}
-			path := c.Args().First()
+			// The absolute path names the spec in diagnostics and sets
+			// ${spec_dir}, for files beside it.
+			path, err := filepath.Abs(c.Args().First())
+			if err != nil {
+				return err
+			}
 			_, src, diags := spec.LoadFile(path)
 			sources := map[string][]byte{path: src}
 			if diags.HasErrors() {

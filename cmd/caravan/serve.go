@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/urfave/cli/v2"
+)
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "Run an ephemeral copy of an app that redeploys when its files change",
+		ArgsUsage: "FILE",
+		Description: `Deploys a copy of the app with its own "-dev" hostnames (the deployed app of
+the same name is never touched), streams its logs, and watches the spec and the
+files its command and args name: on a change it redeploys within a couple of
+seconds. Ctrl-C removes everything it created.
+
+Exit codes: 0 stopped by Ctrl-C, 1 the first deploy failed.`,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "poll", Value: 300 * time.Millisecond, Usage: "how often to look for changes"},
+		},
+		Action: serve,
+	}
+}
+
+// watched returns the spec file and every existing file its functions'
+// command and args name by absolute path.
+func watched(path string, app *spec.App) []string {
+	files := []string{path}
+	if app != nil {
+		for _, fn := range app.Functions {
+			for _, a := range append([]string{fn.Command}, fn.Args...) {
+				if filepath.IsAbs(a) {
+					if st, err := os.Stat(a); err == nil && st.Mode().IsRegular() {
+						files = append(files, a)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(files)
+	return slices.Compact(files)
+}
+
+// fingerprint changes when any of files changes.
+func fingerprint(files []string) string {
+	var fp string
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			fp += fmt.Sprintf("%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+		} else {
+			fp += f + ":gone;"
+		}
+	}
+	return fp
+}
+
+func serve(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("serve takes one spec file, e.g. caravan serve app.hcl", 1)
+	}
+	path, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	cl := client(c)
+	out, errOut := c.App.Writer, c.App.ErrWriter
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var (
+		appName   string
+		ref       server.ChangeBody
+		logCancel context.CancelFunc = func() {}
+		deployed  bool
+	)
+	// deploy loads the spec and deploys it; force rolls the containers
+	// over when the spec is unchanged but a file it names changed.
+	deploy := func(force bool) *spec.App {
+		app, src, diags := spec.LoadFile(path)
+		if len(diags) > 0 {
+			_ = printDiags(errOut, diags, map[string][]byte{path: src})
+		}
+		if diags.HasErrors() {
+			fmt.Fprintln(errOut, "✗ The spec has errors; still serving the last good version. Fix and save to retry.")
+			return app
+		}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		res, err := cl.DeployBody(dctx, server.DeployBody{Filename: path, Spec: string(src), Serve: true})
+		if err == nil && !res.Changed && force {
+			res, err = cl.Rollover(dctx, app.Name, server.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true})
+		}
+		if err != nil {
+			var apiErr *server.APIError
+			if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
+				_ = printDiags(errOut, orchestrator.FromWire(apiErr.Diagnostics), map[string][]byte{path: src})
+			} else {
+				fmt.Fprintln(errOut, "✗ Deploy failed:", err)
+			}
+			return app
+		}
+		deployed = true
+		appName = app.Name
+		ref = server.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true}
+		printDeploy(out, res)
+		logCancel()
+		var lctx context.Context
+		lctx, logCancel = context.WithCancel(ctx)
+		go cl.Logs(lctx, appName, ref, out)
+		return app
+	}
+
+	app := deploy(false)
+	if !deployed {
+		return cli.Exit("serve: the first deploy failed", 1)
+	}
+	defer func() {
+		logCancel()
+		fmt.Fprintln(out, "\n⏹  Stopping the serve copy...")
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := cl.Stop(sctx, appName, ref); err != nil {
+			fmt.Fprintln(errOut, "✗ Could not remove the serve copy:", err)
+			return
+		}
+		fmt.Fprintln(out, "✓ Removed everything serve created.")
+	}()
+
+	files := watched(path, app)
+	fmt.Fprintf(out, "👀 Watching %d file(s) for changes. Ctrl-C to stop.\n", len(files))
+	last := fingerprint(files)
+	tick := time.NewTicker(c.Duration("poll"))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		fp := fingerprint(files)
+		if fp == last {
+			continue
+		}
+		last = fp
+		fmt.Fprintln(out, "↻ Change detected, redeploying...")
+		if a := deploy(true); a != nil {
+			files = watched(path, a)
+			last = fingerprint(files)
+		}
+	}
+}

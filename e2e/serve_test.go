@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/server"
+)
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServe runs `caravan serve`: an ephemeral -dev copy answers beside the
+// deployed app (which it never touches), its logs stream to the terminal, a
+// change to a file the spec names redeploys it, and Ctrl-C removes it.
+func TestServe(t *testing.T) {
+	purge(t, "e2e--served")
+	purge(t, "e2e--served--dev")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "server.js")
+	writeServer := func(body string) {
+		js := fmt.Sprintf("console.log(%q);\nrequire(\"http\").createServer((q, s) => s.end(%q)).listen(process.env.PORT, process.env.HOST);\n",
+			"serving "+body, body+"\n")
+		if err := os.WriteFile(script, []byte(js), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeServer("v1")
+	spec := "app \"served\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"${spec_dir}/server.js\"]\n    web {}\n  }\n}\n"
+	path := filepath.Join(dir, "served.hcl")
+	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The deployed app of the same name, which serve must not touch.
+	real := deploy(t, path, spec, server.DeployBody{})
+	answers(t, real.Functions[0].URL, "v1\n")
+
+	var out syncBuffer
+	cmd := exec.Command(caravanBinary(t), "serve", path)
+	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	var devURL string
+	eventually(t, 2*time.Minute, "serve prints the -dev URL", func() error {
+		m := regexp.MustCompile(`(https://e2e--served-web-dev\.\S+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			return fmt.Errorf("output so far:\n%s", out.String())
+		}
+		devURL = m[1]
+		return nil
+	})
+	answers(t, devURL, "v1\n")
+	eventually(t, 30*time.Second, "the function's log reaches the terminal", func() error {
+		if !bytes.Contains([]byte(out.String()), []byte("serving v1")) {
+			return fmt.Errorf("output so far:\n%s", out.String())
+		}
+		return nil
+	})
+
+	began := time.Now()
+	writeServer("v2")
+	answers(t, devURL, "v2\n")
+	t.Logf("a file change was served %s after it was saved", time.Since(began).Round(time.Millisecond))
+
+	// The deployed app is untouched.
+	answers(t, real.Functions[0].URL, "v1\n")
+	if h := history(t, "served"); len(h.Versions) != 1 {
+		t.Fatalf("serve changed the deployed app's history: %+v", h.Versions)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after Ctrl-C:\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("serve did not exit after Ctrl-C:\n%s", out.String())
+	}
+	if _, _, err := env.nomad.Jobs().Info("e2e--served--dev", nil); err == nil {
+		t.Error("the serve copy's job survived Ctrl-C")
+	}
+	eventually(t, 30*time.Second, devURL+" answers 404 after Ctrl-C", func() error {
+		status, _, err := get(t, devURL)
+		if err != nil || status != http.StatusNotFound {
+			return fmt.Errorf("%d %v", status, err)
+		}
+		return nil
+	})
+	answers(t, real.Functions[0].URL, "v1\n")
+}
