@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/server"
+)
+
+// TestURLForms deploys one app in an environment with a long name, a
+// labelled function and a custom domain, and reaches each URL over HTTPS
+// with a certificate Pebble issued for that very name.
+func TestURLForms(t *testing.T) {
+	const app = "a-rather-long-application-name-for-testing"
+	purge(t, "e2e-staging--"+app)
+	js := func(body string) string {
+		return strconv.Quote(fmt.Sprintf(`require("http").createServer((q, s) => s.end(%q)).listen(process.env.PORT, process.env.HOST);`, body))
+	}
+	src := fmt.Sprintf(`app %q {
+  workspace   = "e2e"
+  environment = "staging"
+  function "an-equally-long-function-name" {
+    command = "node"
+    args    = ["-e", %s]
+    web {}
+  }
+  function "api" {
+    command = "node"
+    args    = ["-e", %s]
+    web {
+      label          = "public-api"
+      custom_domains = ["api.caravan-e2e.test"]
+    }
+  }
+}
+`, app, js("long\n"), js("api\n"))
+	res := deploy(t, "urls.hcl", src, server.DeployBody{})
+	urls := map[string]string{}
+	for _, f := range res.Functions {
+		urls[f.Name] = f.URL
+	}
+	long := strings.TrimPrefix(urls["an-equally-long-function-name"], "https://")
+	label := strings.SplitN(long, ".", 2)[0]
+	if len(label) > 63 || !strings.HasPrefix(label, "e2e-staging--a-rather-long") || label[len(label)-9] != '-' {
+		t.Fatalf("long name's host label %q: want at most 63 characters, the environment suffix, and a hash at the end", label)
+	}
+	if want := "https://e2e-staging--public-api." + env.stack.Domain; !strings.HasPrefix(urls["api"], want) {
+		t.Fatalf("labelled URL %s, want %s...", urls["api"], want)
+	}
+	answers(t, urls["an-equally-long-function-name"], "long\n")
+	answers(t, urls["api"], "api\n")
+	custom := "https://api.caravan-e2e.test:" + strconv.Itoa(env.stack.Ports.TraefikWebsecure)
+	answers(t, custom, "api\n")
+
+	// Each name has a certificate of its own from Pebble (answers already
+	// verified the chain against Pebble's root; check the names too).
+	for _, host := range []string{strings.SplitN(long, ":", 2)[0], "api.caravan-e2e.test"} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", env.stack.HTTPSAddr(),
+			&tls.Config{ServerName: host, RootCAs: env.roots})
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", host, err)
+		}
+		cert := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		if err := cert.VerifyHostname(host); err != nil {
+			t.Errorf("certificate for %s: %v", host, err)
+		}
+	}
+}
