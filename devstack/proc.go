@@ -18,7 +18,9 @@ type Proc struct {
 	Name string   `json:"name"`
 	PID  int      `json:"pid"`
 	Args []string `json:"args"`
-	Log  string   `json:"log"`
+	// Env is what the stack added to the environment (never secrets).
+	Env []string `json:"env,omitempty"`
+	Log string   `json:"log"`
 	// Addr is where it serves, for `caravan dev status`.
 	Addr string `json:"addr"`
 
@@ -45,7 +47,7 @@ func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Log: logPath, Addr: addr, exited: make(chan error, 1)}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, Log: logPath, Addr: addr, exited: make(chan error, 1)}
 	go func() { p.exited <- cmd.Wait() }()
 	return p, nil
 }

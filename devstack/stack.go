@@ -184,6 +184,36 @@ func (s *Stack) StartProcess(ctx context.Context, name, address string, args, en
 	return waitFor(ctx, 60*time.Second, p, ready)
 }
 
+// Restart stops the named process and starts it again as it was started,
+// waiting until it is healthy again (Traefik, for instance, to show that
+// certificates outlive it).
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	ready := map[string]func(context.Context) error{
+		"pebble": s.pebbleReady, "consul": s.consulReady, "nomad": s.nomadReady, "traefik": s.traefikReady,
+	}[name]
+	for i, p := range s.Procs {
+		if p.Name != name {
+			continue
+		}
+		if err := p.Stop(15 * time.Second); err != nil {
+			return err
+		}
+		np, err := start(s.StateDir, p.Name, p.Addr, p.Args, p.Env)
+		if err != nil {
+			return err
+		}
+		s.Procs[i] = np
+		if err := s.save(); err != nil {
+			return err
+		}
+		if ready == nil {
+			return nil
+		}
+		return waitFor(ctx, 90*time.Second, np, ready)
+	}
+	return fmt.Errorf("the stack has no process %q", name)
+}
+
 // Running reports whether any process of the stack still runs.
 func (s *Stack) Running() bool {
 	for _, p := range s.Procs {
