@@ -97,8 +97,31 @@ plugin "raw_exec" {
 `, p.NomadHTTP, p.NomadRPC, p.NomadSerf, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"))
 }
 
-// CertResolver is the name of the stack's ACME resolver in Traefik.
-const CertResolver = "caravan"
+// CertResolver is the name of the stack's ACME resolver in Traefik
+// (TLS-ALPN-01); DNSCertResolver answers DNS-01, which wildcard names need.
+const (
+	CertResolver    = "caravan"
+	DNSCertResolver = "caravan-dns"
+)
+
+// dns01Hook is lego's exec DNS provider hook for the local stack: lego runs
+// it as `hook present|cleanup <fqdn> <value>`, and it sets or clears the TXT
+// record in pebble-challtestsrv, which Pebble asks when it validates.
+func dns01Hook(p Ports) string {
+	return fmt.Sprintf(`#!/usr/bin/env node
+// Written by caravan dev up: lego's exec DNS-01 hook for pebble-challtestsrv.
+const [action, fqdn, value] = process.argv.slice(2);
+const path = action === "present" ? "/set-txt" : "/clear-txt";
+const body = JSON.stringify(action === "present" ? {host: fqdn, value} : {host: fqdn});
+const req = require("http").request({host: "127.0.0.1", port: %d, path, method: "POST",
+  headers: {"content-type": "application/json", "content-length": Buffer.byteLength(body)}}, res => {
+  res.resume();
+  res.on("end", () => process.exit(res.statusCode === 200 ? 0 : 1));
+});
+req.on("error", e => { console.error(e.message); process.exit(1); });
+req.end(body);
+`, p.ChallMgmt)
+}
 
 func traefikConfig(p Ports, stateDir string) string {
 	return fmt.Sprintf(`# Written by caravan dev up.
@@ -141,8 +164,20 @@ certificatesResolvers:
       storage: %q
       caServer: "https://127.0.0.1:%d/dir"
       tlsChallenge: {}
+  %s:
+    acme:
+      email: "dev@caravan.localhost"
+      storage: %q
+      caServer: "https://127.0.0.1:%d/dir"
+      dnsChallenge:
+        provider: exec
+        resolvers: ["127.0.0.1:%d"]
+        propagation:
+          # challtestsrv is Pebble's only DNS: nothing to propagate.
+          disableChecks: true
 `, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, p.ConsulHTTP, CertResolver,
-		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble)
+		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble,
+		DNSCertResolver, filepath.Join(stateDir, "traefik", "acme-dns.json"), p.Pebble, p.ChallDNS)
 }
 
 func pebbleConfig(p Ports, stateDir string) string {

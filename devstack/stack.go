@@ -126,9 +126,10 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		"nomad.hcl":                 nomadConfig(ports, s.StateDir),
 		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir),
 		"pebble/pebble-config.json": pebbleConfig(ports, s.StateDir),
+		"traefik/dns01-hook":        dns01Hook(ports),
 	}
 	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(s.StateDir, name), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(s.StateDir, name), []byte(body), 0o755); err != nil {
 			return nil, err
 		}
 	}
@@ -151,7 +152,8 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 			"-config", filepath.Join(s.StateDir, "nomad.hcl")}, nil, s.nomadReady},
 		{"traefik", addr(ports.TraefikWebsecure), []string{bins["traefik"],
 			"--configFile=" + filepath.Join(s.StateDir, "traefik", "traefik.yml")},
-			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem")}, s.traefikReady},
+			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem"),
+				"EXEC_PATH=" + filepath.Join(s.StateDir, "traefik", "dns01-hook")}, s.traefikReady},
 	}
 	for _, st := range steps {
 		fmt.Fprintf(out, "==> starting %s on %s\n", st.name, st.addr)

@@ -72,3 +72,38 @@ func TestURLForms(t *testing.T) {
 		}
 	}
 }
+
+// TestWildcardDomain serves *.wild.caravan-e2e.test with a wildcard
+// certificate Pebble issued over DNS-01 (the TXT record set in
+// pebble-challtestsrv through lego's exec hook).
+func TestWildcardDomain(t *testing.T) {
+	purge(t, "e2e--wild")
+	src := fmt.Sprintf(`app "wild" {
+  workspace = "e2e"
+  function "web" {
+    command = "node"
+    args    = ["-e", %s]
+    web {
+      custom_domains = ["*.wild.caravan-e2e.test"]
+    }
+  }
+}
+`, strconv.Quote(`require("http").createServer((q, s) => s.end(q.headers.host.split(":")[0] + "\n")).listen(process.env.PORT, process.env.HOST);`))
+	res := deploy(t, "wild.hcl", src, server.DeployBody{})
+	port := strconv.Itoa(env.stack.Ports.TraefikWebsecure)
+	for _, sub := range []string{"one", "two"} {
+		host := sub + ".wild.caravan-e2e.test"
+		answers(t, "https://"+host+":"+port, host+"\n")
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", env.stack.HTTPSAddr(),
+			&tls.Config{ServerName: host, RootCAs: env.roots})
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", host, err)
+		}
+		cert := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		if len(cert.DNSNames) != 1 || cert.DNSNames[0] != "*.wild.caravan-e2e.test" {
+			t.Errorf("certificate for %s names %v, want the wildcard", host, cert.DNSNames)
+		}
+	}
+	answers(t, res.Functions[0].URL, strings.SplitN(strings.TrimPrefix(res.Functions[0].URL, "https://"), ":", 2)[0]+"\n")
+}

@@ -22,6 +22,10 @@ type Config struct {
 	// CertResolver is the Traefik ACME resolver that issues certificates.
 	// Empty serves TLS with Traefik's default certificate.
 	CertResolver string
+	// DNSCertResolver answers DNS-01 challenges; routes with a wildcard
+	// custom domain use it (ACME issues wildcards only through DNS-01).
+	// Empty leaves them on CertResolver.
+	DNSCertResolver string
 	// HTTPSPort is the port URLs carry; 0 or 443 leaves it out.
 	HTTPSPort int
 	// AuthURL is caravan server's proxy-auth endpoint, which Traefik's
@@ -38,7 +42,7 @@ const (
 
 // DefaultConfig is the configuration of the local stack's Traefik.
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
-	AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
+	DNSCertResolver: "caravan-dns", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {
@@ -108,21 +112,33 @@ func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 	}
 
 	rules := []string{"Host(`" + host + "`)"}
-	var tlsDomains []types.Domain
+	wildcard := false
 	for _, d := range r.CustomDomains {
 		if parent, ok := strings.CutPrefix(d, "*."); ok {
 			rules = append(rules, "HostRegexp(`^[a-z0-9-]+\\."+regexp.QuoteMeta(parent)+"$`)")
-			tlsDomains = append(tlsDomains, types.Domain{Main: d})
+			wildcard = true
 			continue
 		}
 		rules = append(rules, "Host(`"+d+"`)")
+	}
+	tlsCfg := &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver}
+	if wildcard {
+		// Traefik cannot read a certificate name off a HostRegexp, so every
+		// name is listed, each its own certificate, all through DNS-01.
+		tlsCfg.Domains = append(tlsCfg.Domains, types.Domain{Main: host})
+		for _, d := range r.CustomDomains {
+			tlsCfg.Domains = append(tlsCfg.Domains, types.Domain{Main: d})
+		}
+		if cfg.DNSCertResolver != "" {
+			tlsCfg.CertResolver = cfg.DNSCertResolver
+		}
 	}
 
 	rt := &dynamic.Router{
 		EntryPoints: []string{cfg.EntryPoint},
 		Rule:        strings.Join(rules, " || "),
 		Service:     name,
-		TLS:         &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver, Domains: tlsDomains},
+		TLS:         tlsCfg,
 	}
 	passHost := true
 	svc := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{PassHostHeader: &passHost}}

@@ -200,8 +200,27 @@ func TestWildcardDomain(t *testing.T) {
 	if rt.Rule != want {
 		t.Errorf("Rule = %s, want %s", rt.Rule, want)
 	}
-	if len(rt.TLS.Domains) != 1 || rt.TLS.Domains[0].Main != "*.example.com" {
-		t.Errorf("TLS domains = %+v, want one *.example.com", rt.TLS.Domains)
+	// Every name is listed (Traefik cannot read one off a HostRegexp), and
+	// the DNS-01 resolver issues them (ACME issues wildcards only so).
+	var names []string
+	for _, d := range rt.TLS.Domains {
+		names = append(names, d.Main)
+	}
+	if !slices.Equal(names, []string{"dev--hello-web.caravan.localhost", "*.example.com"}) {
+		t.Errorf("TLS domains = %v, want the generated host and *.example.com", names)
+	}
+	if rt.TLS.CertResolver != "caravan" {
+		t.Errorf("without a DNS resolver configured, CertResolver = %q, want caravan", rt.TLS.CertResolver)
+	}
+	dnsCfg := testConfig
+	dnsCfg.DNSCertResolver = "caravan-dns"
+	r2 := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"*.Example.com"}}), dnsCfg)[0]
+	if got := r2.Config.HTTP.Routers[r2.Name].TLS.CertResolver; got != "caravan-dns" {
+		t.Errorf("wildcard route CertResolver = %q, want caravan-dns", got)
+	}
+	plain := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"api.example.com"}}), dnsCfg)[0]
+	if tls := plain.Config.HTTP.Routers[plain.Name].TLS; tls.CertResolver != "caravan" || len(tls.Domains) != 0 {
+		t.Errorf("a route without wildcards: %+v, want the TLS-ALPN resolver and names from the rule", tls)
 	}
 	re := regexp.MustCompile(`^[a-z0-9-]+\.example\.com$`)
 	for host, want := range map[string]bool{

@@ -13,16 +13,18 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "domain", Value: d.Domain, EnvVars: []string{"CARAVAN_DOMAIN"}, Usage: "parent `DOMAIN` of generated hostnames"},
 		&cli.StringFlag{Name: "entrypoint", Value: d.EntryPoint, Usage: "Traefik HTTPS entry point"},
 		&cli.StringFlag{Name: "cert-resolver", Value: d.CertResolver, Usage: "Traefik ACME certificate resolver"},
+		&cli.StringFlag{Name: "dns-cert-resolver", Value: d.DNSCertResolver, Usage: "Traefik ACME resolver with a DNS-01 challenge, for wildcard domains"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 	}
 }
 
 func routerConfig(c *cli.Context) router.Config {
 	return router.Config{
-		Domain:       c.String("domain"),
-		EntryPoint:   c.String("entrypoint"),
-		CertResolver: c.String("cert-resolver"),
-		HTTPSPort:    c.Int("https-port"),
+		Domain:          c.String("domain"),
+		EntryPoint:      c.String("entrypoint"),
+		CertResolver:    c.String("cert-resolver"),
+		DNSCertResolver: c.String("dns-cert-resolver"),
+		HTTPSPort:       c.Int("https-port"),
 	}
 }
 
