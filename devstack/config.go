@@ -144,6 +144,11 @@ ping:
 api:
   dashboard: false
 
+experimental:
+  localPlugins:
+    %s:
+      moduleName: %s
+
 log:
   level: INFO
 
@@ -175,7 +180,7 @@ certificatesResolvers:
         propagation:
           # challtestsrv is Pebble's only DNS: nothing to propagate.
           disableChecks: true
-`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, p.ConsulHTTP, CertResolver,
+`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, CertResolver,
 		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble,
 		DNSCertResolver, filepath.Join(stateDir, "traefik", "acme-dns.json"), p.Pebble, p.ChallDNS)
 }

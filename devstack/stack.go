@@ -117,6 +117,9 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}()
 
+	if err := writePlugins(s.StateDir); err != nil {
+		return nil, fmt.Errorf("writing Traefik's plugins: %w", err)
+	}
 	pdir := filepath.Join(s.StateDir, "pebble")
 	if err := writePebbleTLS(pdir); err != nil {
 		return nil, fmt.Errorf("making Pebble's certificate: %w", err)

@@ -114,3 +114,44 @@ func TestStreamingAndLargeBodies(t *testing.T) {
 		t.Fatalf("download: %d bytes (%v), want %d", n, err, size)
 	}
 }
+
+// TestBodyLimit: with max_body_size = "1MB", a larger declared body gets
+// 413 before it reaches the function; a smaller one passes; a chunked body
+// is cut off at the limit.
+func TestBodyLimit(t *testing.T) {
+	purge(t, "e2e--capped")
+	src := fmt.Sprintf("app \"capped\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      max_body_size = \"1MB\"\n    }\n  }\n}\n", strconv.Quote(streamerJS))
+	url := deploy(t, "capped.hcl", src, server.DeployBody{}).Functions[0].URL
+	post := func(body io.Reader, size int64) (int, string) {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/upload", body)
+		req.ContentLength = size
+		resp, err := env.https.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := post(strings.NewReader(strings.Repeat("x", 2_000_000)), 2_000_000); status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("2 MB declared body: %d %q, want 413", status, body)
+	}
+	if status, body := post(strings.NewReader(strings.Repeat("x", 512_000)), 512_000); status != 200 || !strings.HasPrefix(body, "512000 ") {
+		t.Fatalf("512 KB body: %d %q, want 200 and all of it", status, body)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := []byte(strings.Repeat("y", 64<<10))
+		for range 32 { // 2 MiB in all
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	status, body := post(pr, -1)
+	t.Logf("2 MiB chunked body: %d %q", status, body)
+	if status == 200 && strings.HasPrefix(body, "2097152 ") {
+		t.Fatal("a 2 MiB chunked body reached the function whole past a 1 MB limit")
+	}
+}

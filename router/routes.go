@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/caravanhq/caravan/spec"
@@ -28,6 +29,9 @@ type Config struct {
 	DNSCertResolver string
 	// HTTPSPort is the port URLs carry; 0 or 443 leaves it out.
 	HTTPSPort int
+	// BodyLimitPlugin is the alias of caravan's body-limit plugin in
+	// Traefik's static configuration; empty leaves bodies unlimited.
+	BodyLimitPlugin string
 	// AuthURL is caravan server's proxy-auth endpoint, which Traefik's
 	// forwardAuth asks about requests to requires_proxy_auth functions.
 	AuthURL string
@@ -42,7 +46,7 @@ const (
 
 // DefaultConfig is the configuration of the local stack's Traefik.
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
-	DNSCertResolver: "caravan-dns", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
+	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {
@@ -159,6 +163,13 @@ func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 			Average:         int64(rate),
 			Burst:           int64(burst),
 			SourceCriterion: &dynamic.SourceCriterion{RequestHost: true},
+		}}
+		rt.Middlewares = append(rt.Middlewares, mw)
+	}
+	if cfg.BodyLimitPlugin != "" {
+		mw := name + "-bodylimit"
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{
+			cfg.BodyLimitPlugin: {"maxBytes": strconv.FormatInt(fn.Web.BodyLimit(), 10)},
 		}}
 		rt.Middlewares = append(rt.Middlewares, mw)
 	}

@@ -288,12 +288,15 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if rl.Average != 200 || rl.Burst != 1000 || !rl.SourceCriterion.RequestHost || rl.Period != 0 {
 		t.Fatalf("rate limit %+v, want 200/s burst 1000 per host with Traefik's default period", rl)
 	}
-	if mws := got.HTTP.Routers["dev--hello-web"].Middlewares; len(mws) != 1 || mws[0] != "dev--hello-web-ratelimit" {
-		t.Fatalf("router middlewares %v", mws)
+	if mws := got.HTTP.Routers["dev--hello-web"].Middlewares; !slices.Equal(mws, []string{"dev--hello-web-ratelimit", "dev--hello-web-bodylimit"}) {
+		t.Fatalf("router middlewares %v, want the rate limit, then the body limit", mws)
+	}
+	if pc := got.HTTP.Middlewares["dev--hello-web-bodylimit"].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
+		t.Fatalf("body limit plugin config %v, want maxBytes 4 GiB", pc)
 	}
 	zero := 0
 	app.Functions[0].Web.RateLimit = &zero
-	if r := router.Routes(app, router.DefaultConfig)[0]; len(r.Config.HTTP.Middlewares) != 0 {
-		t.Fatalf("rate_limit = 0 still renders %v", r.Config.HTTP.Middlewares)
+	if r := router.Routes(app, router.DefaultConfig)[0]; r.Config.HTTP.Middlewares["dev--hello-web-ratelimit"] != nil {
+		t.Fatalf("rate_limit = 0 still renders a rate limit: %v", r.Config.HTTP.Middlewares)
 	}
 }

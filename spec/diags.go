@@ -95,6 +95,11 @@ func diagBurstWithoutRate(rng hcl.Range) *hcl.Diagnostic {
 		"rate_limit = 0 turns the limit off, so burst has no effect. Remove burst, or set rate_limit.")
 }
 
+func diagBadSize(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid max_body_size",
+		fmt.Sprintf("%q is not a size. Use a whole number with a unit, such as \"10MB\", \"512KiB\" or \"4GiB\".", got))
+}
+
 func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
 	return diagError(rng, "max_containers below min_containers",
 		fmt.Sprintf("max_containers is %d but min_containers is %d. Raise max_containers to at least %d.", max, min, min))

@@ -281,6 +281,11 @@ func validateWeb(fn *Function, driver string) hcl.Diagnostics {
 			diags = append(diags, diagBurstWithoutRate(w.BurstRange))
 		}
 	}
+	if w.MaxBodySize != "" {
+		if _, err := ParseSize(w.MaxBodySize); err != nil {
+			diags = append(diags, diagBadSize(w.MaxBodySizeRange, w.MaxBodySize))
+		}
+	}
 	if w.Label != "" && !ValidName(w.Label) {
 		diags = append(diags, diagBadName(w.LabelRange, "label", w.Label))
 	}

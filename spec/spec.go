@@ -167,6 +167,11 @@ type Web struct {
 	Burst      *int      `hcl:"burst,optional"`
 	BurstRange hcl.Range `hcl:"burst,attr_value_range"`
 
+	// MaxBodySize caps request bodies, e.g. "10MB" or "4GiB" (default
+	// "4GiB"); larger requests get 413 before they reach the function.
+	MaxBodySize      string    `hcl:"max_body_size,optional"`
+	MaxBodySizeRange hcl.Range `hcl:"max_body_size,attr_value_range"`
+
 	// HealthPath is the HTTP path Consul checks (default "/"); a container
 	// gets traffic only while it answers 2xx there.
 	HealthPath      string    `hcl:"health_path,optional"`
@@ -229,6 +234,19 @@ func (w *Web) Limits() (rate, burst int) {
 		burst = *w.Burst
 	}
 	return rate, burst
+}
+
+// DefaultMaxBodySize is the request body limit of an endpoint: 4 GiB.
+const DefaultMaxBodySize int64 = 4 << 30
+
+// BodyLimit returns the request body limit in bytes with its default
+// applied (the spec was validated, so the size parses).
+func (w *Web) BodyLimit() int64 {
+	if w.MaxBodySize == "" {
+		return DefaultMaxBodySize
+	}
+	n, _ := ParseSize(w.MaxBodySize)
+	return n
 }
 
 // HealthCheckPath returns the web health path with its default applied.
