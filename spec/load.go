@@ -21,11 +21,13 @@ type file struct {
 }
 
 // evalContext is what spec expressions may refer to: `port` (see
-// PortPlaceholder) and `spec_dir`, the directory of the spec file, for
-// files that sit beside it (`command = "${spec_dir}/server.js"`).
+// PortPlaceholder), `host` (see HostPlaceholder) and `spec_dir`, the
+// directory of the spec file, for files that sit beside it
+// (`command = "${spec_dir}/server.js"`).
 func evalContext(filename string) *hcl.EvalContext {
 	return &hcl.EvalContext{Variables: map[string]cty.Value{
 		"port":     cty.StringVal(PortPlaceholder),
+		"host":     cty.StringVal(HostPlaceholder),
 		"spec_dir": cty.StringVal(filepath.Dir(filename)),
 	}}
 }

@@ -27,6 +27,11 @@ const (
 // `args = ["--listen", "127.0.0.1:${port}"]` works for every driver.
 const PortPlaceholder = "${NOMAD_PORT_http}"
 
+// HostPlaceholder is what the HCL variable `host` evaluates to: the HOST
+// environment variable caravan gives a web function (the address to bind),
+// which Nomad substitutes in command, args and env when it starts the process.
+const HostPlaceholder = "${HOST}"
+
 // App is one `app "<name>" { ... }` block: the unit of deployment. Every
 // function in it is deployed, updated, rolled back and stopped together.
 type App struct {

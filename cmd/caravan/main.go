@@ -5,13 +5,27 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/urfave/cli/v2"
 )
 
 func main() {
-	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
-		os.Exit(1)
+	err := newApp(os.Stdout, os.Stderr).Run(os.Args)
+	if err == nil {
+		return
 	}
+	code := 1
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	// Commands that already printed what went wrong (diagnostics) exit
+	// with an empty message.
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "Error:", msg)
+	}
+	os.Exit(code)
 }

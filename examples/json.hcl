@@ -1,0 +1,31 @@
+# A JSON API: POST /sum with {"numbers": [1, 2, 3]} answers {"sum": 6}.
+app "calc" {
+  workspace = "dev"
+
+  function "api" {
+    command = "node"
+    args = ["-e", <<-JS
+      require("http").createServer((req, res) => {
+        if (req.method !== "POST" || req.url !== "/sum") {
+          res.setHeader("content-type", "application/json");
+          return res.end(JSON.stringify({ok: true}));
+        }
+        let body = "";
+        req.on("data", c => body += c);
+        req.on("end", () => {
+          let numbers;
+          try { numbers = JSON.parse(body).numbers; } catch (e) {}
+          res.setHeader("content-type", "application/json");
+          if (!Array.isArray(numbers)) {
+            res.statusCode = 400;
+            return res.end(JSON.stringify({error: "send {\"numbers\": [...]}"}));
+          }
+          res.end(JSON.stringify({sum: numbers.reduce((a, b) => a + b, 0)}));
+        });
+      }).listen(process.env.PORT, process.env.HOST);
+    JS
+    ]
+
+    web {}
+  }
+}
