@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,4 +108,27 @@ func TestWildcardDomain(t *testing.T) {
 		}
 	}
 	answers(t, res.Functions[0].URL, strings.SplitN(strings.TrimPrefix(res.Functions[0].URL, "https://"), ":", 2)[0]+"\n")
+}
+
+// TestPlainHTTPRedirects: http:// answers with a permanent redirect to the
+// https:// URL.
+func TestPlainHTTPRedirects(t *testing.T) {
+	purge(t, "e2e--plain")
+	res := deploy(t, "plain.hcl", nodeServer("plain", "secure\n", false), server.DeployBody{})
+	host := strings.SplitN(strings.TrimPrefix(res.Functions[0].URL, "https://"), ":", 2)[0]
+	client := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(env.stack.Ports.TraefikWeb))
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Get("http://" + host + "/path?q=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := res.Functions[0].URL + "/path?q=1"; resp.StatusCode != http.StatusPermanentRedirect && resp.StatusCode != http.StatusMovedPermanently ||
+		resp.Header.Get("Location") != want {
+		t.Fatalf("http:// got %d Location %q, want a permanent redirect to %s", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
 }

@@ -144,8 +144,10 @@ func devUp(c *cli.Context) error {
 				continue
 			}
 			host := strings.TrimPrefix(f.URL, "https://")
-			fmt.Fprintf(c.App.Writer, "\nTry it (Pebble's root signs the certificate; trust %s to drop --cacert):\n", stack.PebbleRootPath())
+			fmt.Fprintf(c.App.Writer, "\nTry it (certificates come from Pebble, the stack's ACME CA; its root is %s):\n", stack.PebbleRootPath())
 			fmt.Fprintf(c.App.Writer, "  curl --cacert %s --resolve %s:127.0.0.1 %s/\n", stack.PebbleRootPath(), host, f.URL)
+			fmt.Fprintf(c.App.Writer, "\nTo trust it everywhere on this machine (Debian; Pebble makes a new root each time the stack starts):\n")
+			fmt.Fprintf(c.App.Writer, "  sudo cp %s /usr/local/share/ca-certificates/caravan-dev.crt && sudo update-ca-certificates\n", stack.PebbleRootPath())
 			break
 		}
 	}
