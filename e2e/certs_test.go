@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"strings"
 	"testing"
@@ -11,7 +12,9 @@ import (
 	"github.com/caravanhq/caravan/server"
 )
 
-func servedSerial(t *testing.T, host string) string {
+// servedCert is the certificate Traefik serves for host, verified against
+// Pebble's root.
+func servedCert(t *testing.T, host string) *x509.Certificate {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", env.stack.HTTPSAddr(),
 		&tls.Config{ServerName: host, RootCAs: env.roots})
@@ -19,7 +22,7 @@ func servedSerial(t *testing.T, host string) string {
 		t.Fatalf("TLS to %s: %v", host, err)
 	}
 	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	return conn.ConnectionState().PeerCertificates[0]
 }
 
 // TestCertificatesSurviveTraefikRestart: Traefik keeps its ACME
@@ -30,7 +33,7 @@ func TestCertificatesSurviveTraefikRestart(t *testing.T) {
 	res := deploy(t, "durable.hcl", nodeServer("durable", "still here\n", false), server.DeployBody{})
 	url := res.Functions[0].URL
 	host := strings.SplitN(strings.TrimPrefix(url, "https://"), ":", 2)[0]
-	before := servedSerial(t, host)
+	before := servedCert(t, host).SerialNumber.String()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -38,7 +41,7 @@ func TestCertificatesSurviveTraefikRestart(t *testing.T) {
 		t.Fatalf("restarting Traefik: %v", err)
 	}
 	answers(t, url, "still here\n")
-	if after := servedSerial(t, host); after != before {
+	if after := servedCert(t, host).SerialNumber.String(); after != before {
 		t.Fatalf("certificate serial %s after the restart, %s before: it was issued again", after, before)
 	}
 }

@@ -2,14 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caravanhq/caravan/server"
 )
@@ -62,14 +60,7 @@ func TestURLForms(t *testing.T) {
 	// Each name has a certificate of its own from Pebble (answers already
 	// verified the chain against Pebble's root; check the names too).
 	for _, host := range []string{strings.SplitN(long, ":", 2)[0], "api.caravan-e2e.test"} {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", env.stack.HTTPSAddr(),
-			&tls.Config{ServerName: host, RootCAs: env.roots})
-		if err != nil {
-			t.Fatalf("TLS to %s: %v", host, err)
-		}
-		cert := conn.ConnectionState().PeerCertificates[0]
-		conn.Close()
-		if err := cert.VerifyHostname(host); err != nil {
+		if err := servedCert(t, host).VerifyHostname(host); err != nil {
 			t.Errorf("certificate for %s: %v", host, err)
 		}
 	}
@@ -96,14 +87,7 @@ func TestWildcardDomain(t *testing.T) {
 	for _, sub := range []string{"one", "two"} {
 		host := sub + ".wild.caravan-e2e.test"
 		answers(t, "https://"+host+":"+port, host+"\n")
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", env.stack.HTTPSAddr(),
-			&tls.Config{ServerName: host, RootCAs: env.roots})
-		if err != nil {
-			t.Fatalf("TLS to %s: %v", host, err)
-		}
-		cert := conn.ConnectionState().PeerCertificates[0]
-		conn.Close()
-		if len(cert.DNSNames) != 1 || cert.DNSNames[0] != "*.wild.caravan-e2e.test" {
+		if cert := servedCert(t, host); len(cert.DNSNames) != 1 || cert.DNSNames[0] != "*.wild.caravan-e2e.test" {
 			t.Errorf("certificate for %s names %v, want the wildcard", host, cert.DNSNames)
 		}
 	}
