@@ -16,6 +16,8 @@ type AppSummary struct {
 	Environment string `json:"environment,omitempty"`
 	App         string `json:"app"`
 	JobID       string `json:"job_id"`
+	// Serve marks a `caravan serve` copy.
+	Serve bool `json:"serve,omitempty"`
 	// State is deployed, failed (the latest version failed; LiveVersion,
 	// if any, still serves) or stopped.
 	State         string            `json:"state"`
@@ -44,7 +46,7 @@ func (o *Orchestrator) Apps(ctx context.Context, caller Caller) ([]AppSummary, e
 		if caller.Workspace != "*" && caller.Workspace != rec.Workspace {
 			continue
 		}
-		sum := AppSummary{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, JobID: rec.JobID,
+		sum := AppSummary{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, JobID: rec.JobID, Serve: rec.Serve,
 			State: rec.State, Version: rec.LiveVersion, LatestVersion: rec.LatestVersion, DeployedAt: rec.UpdatedAt}
 		if rec.State != StateStopped {
 			job, err := o.currentJob(ctx, rec.JobID)

@@ -169,7 +169,11 @@ func appList(c *cli.Context) error {
 		if a.Version > 0 {
 			version = fmt.Sprint(a.Version)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ws, a.App, state, version,
+		name := a.App
+		if a.Serve {
+			name += " (serve)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ws, name, state, version,
 			a.DeployedAt.Local().Format(time.DateTime), strings.Join(fns, ", "))
 	}
 	return tw.Flush()
