@@ -152,17 +152,7 @@ type change struct {
 func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*DeployResult, error) {
 	began := time.Now()
 	app := c.app
-	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
-		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
-	}
-	app.Serve = c.req.Serve
-	if c.req.Strategy != "" {
-		if app.Deploy == nil {
-			app.Deploy = &spec.Deploy{}
-		}
-		app.Deploy.Strategy = c.req.Strategy
-	}
-	rendered, err := jobs.Render(app, o.router)
+	rendered, err := o.prepare(caller, c)
 	if err != nil {
 		return nil, err
 	}
@@ -175,25 +165,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		return nil, err
 	}
 	defer unlock()
-
-	rec, index, err := o.store.App(ctx, id)
+	rec, index, current, err := o.load(ctx, app, id)
 	if err != nil {
 		return nil, err
-	}
-	current, err := o.currentJob(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := owned(current, app); err != nil {
-		return nil, err
-	}
-	if rec == nil || rec.State == StateStopped {
-		gen := 1
-		if rec != nil {
-			gen = rec.Generation + 1
-		}
-		rec = &AppRecord{Workspace: app.Workspace, App: app.Name, Environment: app.Environment, JobID: id,
-			Serve: app.Serve, Generation: gen, State: StateDeployed}
 	}
 
 	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
@@ -203,9 +177,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if c.kind == KindRollover {
 		rec.Rollovers++
 	}
-	if c.kind == KindDeploy && current != nil && !stopped(current) && rec.LiveVersion > 0 &&
-		current.Meta[jobs.MetaSpecHash] == rendered.SpecHash &&
-		current.Meta[MetaRollover] == strconv.Itoa(rec.Rollovers) {
+	if c.kind == KindDeploy && unchanged(rec, current, rendered) {
 		log.Info("no changes", "version", rec.LiveVersion)
 		res.Version = rec.LiveVersion
 		res.Duration = time.Since(began)
@@ -237,15 +209,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	}
 	res.Version, res.Changed = version, true
 
-	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
-	job.Meta[MetaRollover] = strconv.Itoa(rec.Rollovers)
-	if rec.Rollovers > 0 {
-		for _, tg := range job.TaskGroups {
-			for _, t := range tg.Tasks {
-				t.Env[EnvRollover] = strconv.Itoa(rec.Rollovers)
-			}
-		}
-	}
+	stamp(job, version, rec.Rollovers)
 	if c.kind != KindDeploy {
 		for i := range res.Functions {
 			if res.Functions[i].Change == Unchanged {
@@ -262,8 +226,13 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	// goes away (Ctrl-C) neither aborts it nor leaves it unrecorded.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
-	rollErr := o.register(rctx, job, current, version, needs(app))
+	// Nomad's plan first: a version that cannot be placed (no such GPU, no
+	// capacity) is refused before anything changes in Nomad.
+	rollErr := o.placeable(rctx, job, version, needs(app))
+	if rollErr == nil {
+		log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
+		rollErr = o.register(rctx, job, current, version, needs(app))
+	}
 	if rollErr == nil {
 		rollErr = o.probe(rctx, rendered, version)
 	}
@@ -308,6 +277,101 @@ func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, versi
 		}
 	}
 	return nil
+}
+
+// prepare checks the caller may change the app and renders it as c asks.
+func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
+	app := c.app
+	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
+		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
+	}
+	app.Serve = c.req.Serve
+	if c.req.Strategy != "" {
+		if app.Deploy == nil {
+			app.Deploy = &spec.Deploy{}
+		}
+		app.Deploy.Strategy = c.req.Strategy
+	}
+	return jobs.Render(app, o.router)
+}
+
+// load reads what caravan and Nomad know of job id: the app record (a new
+// one, starting a new history, when there is none or the app was stopped)
+// with its index, and the current job, which must be this app's.
+func (o *Orchestrator) load(ctx context.Context, app *spec.App, id string) (*AppRecord, uint64, *nomad.Job, error) {
+	rec, index, err := o.store.App(ctx, id)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	current, err := o.currentJob(ctx, id)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if err := owned(current, app); err != nil {
+		return nil, 0, nil, err
+	}
+	if rec == nil || rec.State == StateStopped {
+		gen := 1
+		if rec != nil {
+			gen = rec.Generation + 1
+		}
+		rec = &AppRecord{Workspace: app.Workspace, App: app.Name, Environment: app.Environment, JobID: id,
+			Serve: app.Serve, Generation: gen, State: StateDeployed}
+	}
+	return rec, index, current, nil
+}
+
+// unchanged reports whether deploying rendered would change nothing.
+func unchanged(rec *AppRecord, current *nomad.Job, rendered *jobs.Rendered) bool {
+	return current != nil && !stopped(current) && rec.LiveVersion > 0 &&
+		current.Meta[jobs.MetaSpecHash] == rendered.SpecHash &&
+		current.Meta[MetaRollover] == strconv.Itoa(rec.Rollovers)
+}
+
+// stamp marks job as caravan version version, with the app's rollover count
+// in its meta and every task's environment.
+func stamp(job *nomad.Job, version, rollovers int) {
+	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
+	job.Meta[MetaRollover] = strconv.Itoa(rollovers)
+	if rollovers > 0 {
+		for _, tg := range job.TaskGroups {
+			for _, t := range tg.Tasks {
+				t.Env[EnvRollover] = strconv.Itoa(rollovers)
+			}
+		}
+	}
+}
+
+// placeable asks Nomad's scheduler, without changing anything, whether job
+// can be placed; a *RolloutError names the first function that cannot.
+func (o *Orchestrator) placeable(ctx context.Context, job *nomad.Job, version int, needs map[string]string) error {
+	plan, _, err := o.nomad.Jobs().PlanOpts(job, &nomad.PlanOptions{}, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad could not plan the job: %v", err)}
+	}
+	if g, cause := firstUnplaceable(plan.FailedTGAllocs, needs); g != "" {
+		return &RolloutError{Function: g, Version: version, Cause: cause}
+	}
+	return nil
+}
+
+// firstUnplaceable names the first group (by name) Nomad cannot place and
+// says why.
+func firstUnplaceable(failed map[string]*nomad.AllocationMetric, needs map[string]string) (group, cause string) {
+	if len(failed) == 0 {
+		return "", ""
+	}
+	groups := make([]string, 0, len(failed))
+	for g := range failed {
+		groups = append(groups, g)
+	}
+	slices.Sort(groups)
+	g := groups[0]
+	cause = "cannot be placed: "
+	if n := needs[g]; n != "" {
+		cause += "no node has " + n + "; "
+	}
+	return g, cause + describePlacement(failed[g])
 }
 
 // register submits job with check-and-set against the job caravan read and

@@ -96,6 +96,8 @@ type Store interface {
 	ClaimHost(ctx context.Context, host string, owner HostOwner) error
 	// ReleaseHost forgets host if jobID owns it.
 	ReleaseHost(ctx context.Context, host, jobID string) error
+	// HostOwner returns who serves host (nil: nobody).
+	HostOwner(ctx context.Context, host string) (*HostOwner, error)
 }
 
 // HostOwner is the app that serves a hostname.
@@ -239,6 +241,18 @@ func (s *ConsulStore) Versions(ctx context.Context, jobID string, generation int
 	}
 	slices.SortFunc(out, func(a, b *VersionRecord) int { return a.Version - b.Version })
 	return out, nil
+}
+
+func (s *ConsulStore) HostOwner(ctx context.Context, host string) (*HostOwner, error) {
+	pair, _, err := s.Client.KV().Get(kvHosts+host, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return nil, err
+	}
+	var owner HostOwner
+	if err := json.Unmarshal(pair.Value, &owner); err != nil {
+		return nil, fmt.Errorf("reading the claim on %s: %w", host, err)
+	}
+	return &owner, nil
 }
 
 func (s *ConsulStore) ClaimHost(ctx context.Context, host string, owner HostOwner) error {

@@ -22,19 +22,8 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *noma
 	if err != nil {
 		return o.abandon(jobID, version, err)
 	}
-	if len(eval.FailedTGAllocs) > 0 {
-		groups := make([]string, 0, len(eval.FailedTGAllocs))
-		for g := range eval.FailedTGAllocs {
-			groups = append(groups, g)
-		}
-		slices.Sort(groups)
-		g := groups[0]
-		cause := "cannot be placed: "
-		if n := needs[g]; n != "" {
-			cause += "no node has " + n + "; "
-		}
-		return o.abandon(jobID, version, &RolloutError{Function: g, Version: version,
-			Cause: cause + describePlacement(eval.FailedTGAllocs[g])})
+	if g, cause := firstUnplaceable(eval.FailedTGAllocs, needs); g != "" {
+		return o.abandon(jobID, version, &RolloutError{Function: g, Version: version, Cause: cause})
 	}
 
 	job, _, err := o.nomad.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))

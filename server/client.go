@@ -48,6 +48,12 @@ func refQuery(ref ChangeBody) url.Values {
 	return q
 }
 
+// Plan says what deploying body would change, changing nothing.
+func (c *Client) Plan(ctx context.Context, body DeployBody) (*orchestrator.PlanResult, error) {
+	var res orchestrator.PlanResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/plan", body, &res)
+}
+
 // History returns an app's versions.
 func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orchestrator.History, error) {
 	var h orchestrator.History

@@ -7,6 +7,7 @@
 //	GET  /v1/tokens                 -> [TokenInfo]
 //	DELETE /v1/tokens/{id}
 //	POST /v1/deploy                 DeployBody -> orchestrator.DeployResult
+//	POST /v1/plan                   DeployBody -> orchestrator.PlanResult (changes nothing)
 //	GET  /v1/apps                   -> [orchestrator.AppSummary]
 //	GET  /v1/apps/{app}/history     ?workspace=&environment= -> orchestrator.History
 //	GET  /v1/apps/{app}/url         ?function=&workspace=&environment= -> {"url"}
@@ -165,6 +166,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/tokens", s.authed(s.listTokens))
 	mux.Handle("DELETE /v1/tokens/{id}", s.authed(s.revokeToken))
 	mux.Handle("POST /v1/deploy", s.authed(s.deploy))
+	mux.Handle("POST /v1/plan", s.authed(s.plan))
 	mux.Handle("GET /v1/apps", s.authed(s.apps))
 	mux.Handle("GET /v1/apps/{app}/history", s.authed(s.history))
 	mux.Handle("GET /v1/apps/{app}/url", s.authed(s.url))
@@ -306,18 +308,35 @@ type ChangeBody struct {
 // maxSpec bounds a spec upload.
 const maxSpec = 4 << 20
 
-func (s *Server) deploy(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+func readDeploy(w http.ResponseWriter, r *http.Request) (orchestrator.DeployRequest, bool) {
 	var body DeployBody
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSpec)).Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "reading request: " + err.Error()})
-		return
+		return orchestrator.DeployRequest{}, false
 	}
 	timeout, ok := parseTimeout(w, body.Timeout)
+	return orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
+		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve}, ok
+}
+
+func (s *Server) plan(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	req, ok := readDeploy(w, r)
 	if !ok {
 		return
 	}
-	req := orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
-		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve}
+	res, err := s.orch.Plan(r.Context(), caller, req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	req, ok := readDeploy(w, r)
+	if !ok {
+		return
+	}
 	res, err := s.orch.Deploy(r.Context(), caller, req)
 	if err != nil {
 		s.fail(w, err)
