@@ -11,6 +11,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	api "github.com/hashicorp/nomad/api"
 )
 
 // TestRenderedJobsPassNomadValidate feeds what `caravan render` prints for
@@ -30,19 +31,21 @@ func TestRenderedJobsPassNomadValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := jobs.JSON(r.Job)
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(t.TempDir(), "job.json")
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(devstack.Nomad.BinPath(), "job", "validate", "-json", path)
-			cmd.Env = append(os.Environ(), "NOMAD_ADDR="+env.stack.NomadAddr())
-			out, err := cmd.CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "Job validation successful") {
-				t.Fatalf("nomad job validate -json: %v\n%s", err, out)
+			for _, job := range append([]*api.Job{r.Job}, r.Periodic...) {
+				b, err := jobs.JSON(job)
+				if err != nil {
+					t.Fatal(err)
+				}
+				path := filepath.Join(t.TempDir(), "job.json")
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				cmd := exec.Command(devstack.Nomad.BinPath(), "job", "validate", "-json", path)
+				cmd.Env = append(os.Environ(), "NOMAD_ADDR="+env.stack.NomadAddr())
+				out, err := cmd.CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "Job validation successful") {
+					t.Fatalf("nomad job validate -json %s: %v\n%s", *job.ID, err, out)
+				}
 			}
 		})
 	}

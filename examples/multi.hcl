@@ -1,4 +1,4 @@
-# Two web functions and a background worker in one app, in the "staging"
+# Two web functions, a background worker and a nightly job in one app, in the "staging"
 # environment. "frontend" is served at https://shop-staging--store-frontend.<domain>;
 # "api" has a custom label, so it is https://shop-staging--api.<domain>
 # (and api.shop.example.com) rather than https://shop-staging--store-api.<domain>.
@@ -38,5 +38,13 @@ app "store" {
   function "worker" {
     command = "node"
     args    = ["worker.js"]
+  }
+
+  # Runs every night at 03:00 UTC as a Nomad periodic job the app owns;
+  # `caravan run store nightly` runs it now.
+  function "nightly" {
+    command  = "node"
+    args     = ["reindex.js"]
+    schedule = "0 3 * * *"
   }
 }

@@ -80,10 +80,25 @@ func AppJobID(app *spec.App) string {
 	return id
 }
 
+// CronSeparator joins an app's job ID and a scheduled function's name in the
+// ID of that function's periodic job. Names cannot hold "--", so no other
+// job of caravan's ends this way.
+const CronSeparator = "--cron--"
+
+// PeriodicID is the job ID of a scheduled function's periodic job.
+func PeriodicID(appJobID, function string) string { return appJobID + CronSeparator + function }
+
+// MetaSchedulePrefix keys, in the app's job meta, the hash of each
+// scheduled function's periodic job.
+const MetaSchedulePrefix = "caravan.schedule."
+
 // Rendered is an app rendered for Nomad.
 type Rendered struct {
-	Job    *api.Job
-	Routes []router.Route
+	// Job runs the long-running functions; it carries the app's meta.
+	Job *api.Job
+	// Periodic are the scheduled functions' batch periodic jobs.
+	Periodic []*api.Job
+	Routes   []router.Route
 	// SpecHash identifies Job (without its hash and version meta); equal
 	// hashes mean a deploy would change nothing.
 	SpecHash string
@@ -115,7 +130,17 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	for _, r := range routes {
 		byFunction[r.Function] = r
 	}
+	var periodic []*api.Job
 	for _, fn := range app.Functions {
+		if fn.Scheduled() {
+			pj, err := periodicJob(app, fn, id)
+			if err != nil {
+				return nil, err
+			}
+			periodic = append(periodic, pj)
+			job.Meta[MetaSchedulePrefix+fn.Name] = pj.Meta[MetaSpecHash]
+			continue
+		}
 		tg, err := group(app, fn, byFunction)
 		if err != nil {
 			return nil, err
@@ -128,7 +153,53 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		return nil, err
 	}
 	job.Meta[MetaSpecHash] = hash
-	return &Rendered{Job: job, Routes: routes, SpecHash: hash}, nil
+	for _, pj := range periodic {
+		pj.Meta[MetaSpecHash] = hash
+	}
+	return &Rendered{Job: job, Periodic: periodic, Routes: routes, SpecHash: hash}, nil
+}
+
+// periodicJob renders a scheduled function as a batch job Nomad launches on
+// its schedule (in UTC), one run at a time; a run that fails is not retried
+// (the next one comes on schedule). Its meta carries the hash of the job
+// until the app's hash replaces it.
+func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
+	id := PeriodicID(appJobID, fn.Name)
+	t := task(fn)
+	t.RestartPolicy = &api.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")}
+	job := &api.Job{
+		ID:          ptr(id),
+		Name:        ptr(id),
+		Type:        ptr(api.JobTypeBatch),
+		Datacenters: []string{"*"},
+		Periodic: &api.PeriodicConfig{
+			Enabled:         ptr(true),
+			Spec:            ptr(fn.CronSpec()),
+			SpecType:        ptr(api.PeriodicSpecCron),
+			ProhibitOverlap: ptr(true),
+			TimeZone:        ptr("UTC"),
+		},
+		Meta: map[string]string{
+			MetaWorkspace: app.Workspace,
+			MetaApp:       app.Name,
+			MetaFunction:  fn.Name,
+		},
+		TaskGroups: []*api.TaskGroup{{
+			Name:             ptr(fn.Name),
+			Count:            ptr(1),
+			ReschedulePolicy: &api.ReschedulePolicy{Attempts: ptr(0), Unlimited: ptr(false)},
+			Tasks:            []*api.Task{t},
+		}},
+	}
+	if app.Environment != "" {
+		job.Meta[MetaEnvironment] = app.Environment
+	}
+	h, err := Hash(job)
+	if err != nil {
+		return nil, err
+	}
+	job.Meta[MetaSpecHash] = h
+	return job, nil
 }
 
 // Hash is the spec hash of job: a SHA-256 of its JSON, cut to 16 hex

@@ -236,6 +236,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if rollErr == nil {
 		rollErr = o.probe(rctx, rendered, version)
 	}
+	if rollErr == nil {
+		rollErr = o.syncPeriodic(rctx, id, rendered.Periodic, version, rec.Rollovers)
+	}
 	if err := o.finish(rctx, rec.JobID, vrec, rollErr); err != nil {
 		log.Error("recording the outcome", "version", version, "error", err)
 	}
@@ -472,6 +475,9 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	}
 	job, err := o.currentJob(ctx, rec.JobID)
 	if err != nil {
+		return nil, err
+	}
+	if err := o.syncPeriodic(ctx, rec.JobID, nil, 0, 0); err != nil {
 		return nil, err
 	}
 	if job != nil {

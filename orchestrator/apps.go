@@ -1,9 +1,12 @@
 package orchestrator
 
 import (
+	"strings"
+
 	"cmp"
 	"context"
 	"fmt"
+	"github.com/caravanhq/caravan/jobs"
 	"slices"
 	"time"
 
@@ -32,6 +35,9 @@ type FunctionSummary struct {
 	Name    string `json:"name"`
 	URL     string `json:"url,omitempty"`
 	Running int    `json:"running"`
+	// Schedule and LastRun describe a scheduled function.
+	Schedule string     `json:"schedule,omitempty"`
+	LastRun  *RunResult `json:"last_run,omitempty"`
 }
 
 // Apps lists the apps the caller may see, stopped ones included, sorted by
@@ -82,6 +88,25 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		if len(tg.Services) > 0 {
 			fs.URL = o.router.URL(tg.Services[0].Name)
 		}
+		out = append(out, fs)
+	}
+	var scheduled []string
+	for k := range job.Meta {
+		if fn, ok := strings.CutPrefix(k, jobs.MetaSchedulePrefix); ok {
+			scheduled = append(scheduled, fn)
+		}
+	}
+	slices.Sort(scheduled)
+	for _, fn := range scheduled {
+		fs := FunctionSummary{Name: fn}
+		if pj, _, err := o.nomad.Jobs().Info(jobs.PeriodicID(*job.ID, fn), (&nomad.QueryOptions{}).WithContext(ctx)); err == nil && pj.Periodic != nil {
+			fs.Schedule = *pj.Periodic.Spec
+		}
+		run, err := o.lastRun(ctx, *job.ID, fn)
+		if err != nil {
+			return nil, err
+		}
+		fs.LastRun = run
 		out = append(out, fs)
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -94,6 +95,8 @@ type FunctionResult struct {
 	URL        string `json:"url,omitempty"`
 	// CustomDomains route to the function too.
 	CustomDomains []string `json:"custom_domains,omitempty"`
+	// Schedule is a scheduled function's cron expression (UTC).
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // DeployResult is what a deploy did.
@@ -146,18 +149,33 @@ func functionResults(app *spec.App, r *jobs.Rendered, current *nomad.Job) []Func
 	for _, rt := range r.Routes {
 		routes[rt.Function] = rt
 	}
-	old := map[string]string{}
-	if current != nil {
-		for _, tg := range current.TaskGroups {
-			old[*tg.Name] = tg.Meta[jobs.MetaGroupHash]
+	// What identifies each function now and in the running job: a group's
+	// hash, or a scheduled function's periodic job hash.
+	hashes := func(job *nomad.Job) map[string]string {
+		out := map[string]string{}
+		if job == nil {
+			return out
 		}
+		for _, tg := range job.TaskGroups {
+			out[*tg.Name] = tg.Meta[jobs.MetaGroupHash]
+		}
+		for k, v := range job.Meta {
+			if fn, ok := strings.CutPrefix(k, jobs.MetaSchedulePrefix); ok {
+				out[fn] = v
+			}
+		}
+		return out
 	}
+	old, now := hashes(current), hashes(r.Job)
 	var out []FunctionResult
-	for i, fn := range app.Functions {
-		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created}
+	for _, fn := range app.Functions {
+		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created, Schedule: fn.CronSpec()}
+		if fn.Scheduled() {
+			fr.Containers = 0
+		}
 		if h, ok := old[fn.Name]; ok {
 			fr.Change = Updated
-			if h == r.Job.TaskGroups[i].Meta[jobs.MetaGroupHash] {
+			if h == now[fn.Name] {
 				fr.Change = Unchanged
 			}
 			delete(old, fn.Name)

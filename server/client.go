@@ -121,6 +121,12 @@ func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*or
 	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollback", body, &res)
 }
 
+// Run launches a scheduled function now and waits for its result.
+func (c *Client) Run(ctx context.Context, app string, body RunBody) (*orchestrator.RunResult, error) {
+	var res orchestrator.RunResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/run", body, &res)
+}
+
 // Stop purges an app.
 func (c *Client) Stop(ctx context.Context, app string, body ChangeBody) (*orchestrator.AppRecord, error) {
 	var rec orchestrator.AppRecord

@@ -15,6 +15,7 @@
 //	POST /v1/apps/{app}/rollover    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
+//	POST /v1/apps/{app}/run         RunBody -> orchestrator.RunResult (a scheduled function, now)
 //
 // Errors are {"error": APIError} with the spec's diagnostics intact, so the
 // CLI prints the same file:line errors as `caravan validate`.
@@ -174,6 +175,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/apps/{app}/rollover", s.authed(s.change(s.orch.Rollover)))
 	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
 	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
+	mux.Handle("POST /v1/apps/{app}/run", s.authed(s.run))
 	return mux
 }
 
@@ -436,6 +438,36 @@ func (s *Server) change(op func(context.Context, orchestrator.Caller, orchestrat
 		}
 		writeJSON(w, http.StatusOK, res)
 	}
+}
+
+// RunBody is the body of POST /v1/apps/{app}/run.
+type RunBody struct {
+	ChangeBody
+	Function string `json:"function"`
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {
+	var body RunBody
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil || body.Function == "" {
+		writeError(w, http.StatusBadRequest, &APIError{Kind: "bad_request", Message: "name the function: {\"function\": \"nightly\"}"})
+		return
+	}
+	timeout, ok := parseTimeout(w, body.Timeout)
+	if !ok {
+		return
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := s.orch.Run(ctx, caller, orchestrator.AppRef{App: r.PathValue("app"), Workspace: body.Workspace,
+		Environment: body.Environment, Serve: body.Serve}, body.Function)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request, caller orchestrator.Caller) {

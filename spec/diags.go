@@ -135,9 +135,14 @@ func diagBadPeriod(rng hcl.Range, got string) *hcl.Diagnostic {
 		fmt.Sprintf("%q is not a duration of at least one minute. Use a Go duration such as \"5m\" or \"1h30m\".", got))
 }
 
-func diagScheduledNotYet(rng hcl.Range, fn string) *hcl.Diagnostic {
-	return diagError(rng, "Scheduled functions not yet supported",
-		fmt.Sprintf("This version of caravan cannot run function %q on a schedule yet. Remove schedule/period to run it as a long-running function.", fn))
+func diagPeriodNotCron(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Period does not divide an hour or a day",
+		fmt.Sprintf("%q cannot be run at the same times every day, which Nomad's periodic jobs need. Use a whole number of minutes that divides 60 (1m, 5m, 15m, 30m...) or of hours that divides 24 (1h, 2h, 6h, 12h, 24h), or a cron schedule.", got))
+}
+
+func diagOnlyScheduled(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "App has only scheduled functions",
+		"caravan runs an app around its long-running functions; add one (a web endpoint, say) or give this app's scheduled functions to an app that has one.")
 }
 
 func diagBadEnvName(rng hcl.Range, name string) *hcl.Diagnostic {

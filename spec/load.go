@@ -112,6 +112,8 @@ func validate(app *App) hcl.Diagnostics {
 	}
 	if len(app.Functions) == 0 {
 		diags = append(diags, diagNoFunctions(app.DefRange))
+	} else if !slices.ContainsFunc(app.Functions, func(f *Function) bool { return !f.Scheduled() }) {
+		diags = append(diags, diagOnlyScheduled(app.DefRange))
 	}
 	seen := map[string]*Function{}
 	hosts := map[string]string{}
@@ -240,18 +242,12 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 	if fn.Period != "" {
 		if d, err := time.ParseDuration(fn.Period); err != nil || d < time.Minute {
 			diags = append(diags, diagBadPeriod(fn.PeriodRange, fn.Period))
+		} else if _, ok := periodCron(d); !ok {
+			diags = append(diags, diagPeriodNotCron(fn.PeriodRange, fn.Period))
 		}
 	}
-	if fn.Scheduled() {
-		if fn.Web != nil {
-			diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
-		} else {
-			rng := fn.ScheduleRange
-			if fn.Schedule == "" {
-				rng = fn.PeriodRange
-			}
-			diags = append(diags, diagScheduledNotYet(rng, fn.Name))
-		}
+	if fn.Scheduled() && fn.Web != nil {
+		diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
 	}
 
 	if w := fn.Web; w != nil {

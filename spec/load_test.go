@@ -145,8 +145,6 @@ func nameSpec(app, workspace, function string) string {
 `
 }
 
-const notYetScheduled = "Scheduled functions not yet supported"
-
 var badCases = []badCase{
 	{name: "syntax error", src: `app "hello" {
   workspace = "dev"
@@ -361,17 +359,27 @@ app "two" {
     web {
     }
   }
+  function "web" {
+    command = "server"
+  }
 }
 `, summary: "Web block on a scheduled function", line: 6, col: 5},
-	{name: "schedule and period", src: scheduleSpec("schedule = \"0 3 * * *\"\n    period   = \"1h\""), summary: "Both schedule and period are set", line: 6, col: 16, others: []string{notYetScheduled}},
-	{name: "cron with three fields", src: scheduleSpec(`schedule = "* * *"`), summary: "Invalid schedule", line: 5, col: 16, detail: "it has 3 fields, not 5", others: []string{notYetScheduled}},
-	{name: "cron minute out of range", src: scheduleSpec(`schedule = "61 * * * *"`), summary: "Invalid schedule", line: 5, col: 16, others: []string{notYetScheduled}},
-	{name: "cron bad descriptor", src: scheduleSpec(`schedule = "@sometimes"`), summary: "Invalid schedule", line: 5, col: 16, others: []string{notYetScheduled}},
-	{name: "period too short", src: scheduleSpec(`period   = "30s"`), summary: "Invalid period", line: 5, col: 16, others: []string{notYetScheduled}},
-	{name: "period not a duration", src: scheduleSpec(`period   = "abc"`), summary: "Invalid period", line: 5, col: 16, others: []string{notYetScheduled}},
-	{name: "schedule not yet", src: scheduleSpec(`schedule = "0 3 * * *"`), summary: notYetScheduled, line: 5, col: 16},
-	{name: "schedule descriptor not yet", src: scheduleSpec(`schedule = "@daily"`), summary: notYetScheduled, line: 5, col: 16},
-	{name: "period not yet", src: scheduleSpec(`period   = "5m"`), summary: notYetScheduled, line: 5, col: 16},
+	{name: "schedule and period", src: scheduleSpec("schedule = \"0 3 * * *\"\n    period   = \"1h\""), summary: "Both schedule and period are set", line: 6, col: 16},
+	{name: "cron with three fields", src: scheduleSpec(`schedule = "* * *"`), summary: "Invalid schedule", line: 5, col: 16, detail: "it has 3 fields, not 5"},
+	{name: "cron minute out of range", src: scheduleSpec(`schedule = "61 * * * *"`), summary: "Invalid schedule", line: 5, col: 16},
+	{name: "cron bad descriptor", src: scheduleSpec(`schedule = "@sometimes"`), summary: "Invalid schedule", line: 5, col: 16},
+	{name: "period too short", src: scheduleSpec(`period   = "30s"`), summary: "Invalid period", line: 5, col: 16},
+	{name: "period not a duration", src: scheduleSpec(`period   = "abc"`), summary: "Invalid period", line: 5, col: 16},
+	{name: "period that divides no hour or day", src: scheduleSpec(`period   = "7m"`), summary: "Period does not divide an hour or a day", line: 5, col: 16},
+	{name: "period of 5h", src: scheduleSpec(`period   = "5h"`), summary: "Period does not divide an hour or a day", line: 5, col: 16},
+	{name: "only scheduled functions", src: `app "hello" {
+  workspace = "dev"
+  function "nightly" {
+    command  = "backup"
+    schedule = "0 3 * * *"
+  }
+}
+`, summary: "App has only scheduled functions", line: 1, col: 1},
 
 	{name: "env name starts with digit", src: envSpec(`"1X" = "y"`), summary: "Invalid environment variable name", line: 5, col: 11, detail: `"1X"`},
 	{name: "env name with hyphen", src: envSpec(`"MY-VAR" = "y"`), summary: "Invalid environment variable name", line: 5, col: 11, detail: `"MY-VAR"`},
@@ -437,6 +445,9 @@ func scheduleSpec(attrs string) string {
   function "nightly" {
     command  = "backup"
     ` + attrs + `
+  }
+  function "web" {
+    command = "server"
   }
 }
 `

@@ -152,6 +152,13 @@ func appList(c *cli.Context) error {
 		var fns []string
 		for _, f := range a.Functions {
 			s := fmt.Sprintf("%s (%d running)", f.Name, f.Running)
+			if f.Schedule != "" {
+				s = fmt.Sprintf("%s (on %q", f.Name, f.Schedule)
+				if f.LastRun != nil {
+					s += fmt.Sprintf(", last run %s", f.LastRun.Status)
+				}
+				s += ")"
+			}
 			if f.URL != "" {
 				s += " " + f.URL
 			}

@@ -99,6 +99,9 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 			branch = "└──"
 		}
 		line := fmt.Sprintf("%s %s %s", branch, f.Change, f.Name)
+		if f.Schedule != "" {
+			line += fmt.Sprintf(" (runs on %q, UTC)", f.Schedule)
+		}
 		if f.Containers > 0 {
 			line += fmt.Sprintf(" (%d container", f.Containers)
 			if f.Containers > 1 {

@@ -4,6 +4,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	api "github.com/hashicorp/nomad/api"
 	"github.com/urfave/cli/v2"
 )
 
@@ -35,7 +36,8 @@ func renderCommand() *cli.Command {
 		Name:      "render",
 		Usage:     "Print the Nomad job (or the Traefik routes) a spec becomes",
 		ArgsUsage: "FILE",
-		Description: `Prints the Nomad job as JSON in the form 'nomad job run -json' accepts,
+		Description: `Prints the Nomad job as JSON in the form 'nomad job run -json' accepts (then,
+one document each, the periodic jobs of scheduled functions),
 or with --routes the Traefik dynamic configuration caravan serves for the app
 (as tags on its Consul services). The output is the same bytes for the same input.
 
@@ -55,17 +57,26 @@ Exit codes: 0 rendered, 1 the spec has errors.`,
 			if err != nil {
 				return err
 			}
-			var out []byte
 			if c.Bool("routes") {
-				out, err = jobs.CleanJSON(router.Merge(r.Routes))
-			} else {
-				out, err = jobs.JSON(r.Job)
-			}
-			if err != nil {
+				out, err := jobs.CleanJSON(router.Merge(r.Routes))
+				if err != nil {
+					return err
+				}
+				_, err = c.App.Writer.Write(out)
 				return err
 			}
-			_, err = c.App.Writer.Write(out)
-			return err
+			// The app's job, then one document per scheduled function's
+			// periodic job.
+			for _, job := range append([]*api.Job{r.Job}, r.Periodic...) {
+				out, err := jobs.JSON(job)
+				if err != nil {
+					return err
+				}
+				if _, err := c.App.Writer.Write(out); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 }

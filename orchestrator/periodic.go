@@ -1,0 +1,131 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/jobs"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// syncPeriodic makes the scheduled functions' periodic jobs of app job
+// appJobID exactly want (stamped with version): it registers them and purges
+// any other caravan periodic job of the app. It runs once the long-running
+// functions of a version are live, so a failed version leaves the previous
+// schedules in place.
+func (o *Orchestrator) syncPeriodic(ctx context.Context, appJobID string, want []*nomad.Job, version, rollovers int) error {
+	keep := map[string]bool{}
+	for _, pj := range want {
+		stamp(pj, version, rollovers)
+		if _, _, err := o.nomad.Jobs().Register(pj, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+			return &RolloutError{Function: pj.Meta[jobs.MetaFunction], Version: version,
+				Cause: fmt.Sprintf("Nomad refused its periodic job: %v", err)}
+		}
+		keep[*pj.ID] = true
+	}
+	stubs, _, err := o.nomad.Jobs().PrefixList(appJobID + jobs.CronSeparator)
+	if err != nil {
+		return fmt.Errorf("listing periodic jobs of %s: %w", appJobID, err)
+	}
+	for _, s := range stubs {
+		// Children (<id>/periodic-<time>) go with their parent.
+		if !s.Periodic || keep[s.ID] || s.ParentID != "" {
+			continue
+		}
+		if _, _, err := o.nomad.Jobs().Deregister(s.ID, true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+			return fmt.Errorf("removing periodic job %s: %w", s.ID, err)
+		}
+	}
+	return nil
+}
+
+// RunResult is one run of a scheduled function.
+type RunResult struct {
+	Function string `json:"function"`
+	// JobID is the run's Nomad job (a child of the periodic job).
+	JobID string `json:"job_id"`
+	// Status is running, succeeded or failed.
+	Status     string    `json:"status"`
+	ExitCode   int       `json:"exit_code"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}
+
+// Run launches one run of a scheduled function now and waits (until ctx
+// ends) for its result.
+func (o *Orchestrator) Run(ctx context.Context, caller Caller, ref AppRef, function string) (*RunResult, error) {
+	rec, err := o.resolve(ctx, caller, ref)
+	if err != nil {
+		return nil, err
+	}
+	id := jobs.PeriodicID(rec.JobID, function)
+	if _, _, err := o.nomad.Jobs().Info(id, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
+		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no scheduled function %q live", function)}
+	}
+	evalID, _, err := o.nomad.Jobs().PeriodicForce(id, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("launching %s: %w", id, err)
+	}
+	eval, err := o.waitEval(ctx, evalID)
+	if err != nil {
+		return nil, err
+	}
+	res := &RunResult{Function: function, JobID: eval.JobID, Status: "running"}
+	var index uint64
+	for {
+		allocs, meta, err := o.nomad.Jobs().Allocations(eval.JobID, false, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, nil
+			}
+			return nil, err
+		}
+		index = meta.LastIndex
+		for _, a := range allocs {
+			if st := a.TaskStates[function]; st != nil && !st.StartedAt.IsZero() {
+				res.StartedAt = st.StartedAt
+			}
+			switch a.ClientStatus {
+			case nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed:
+				res.Status = "succeeded"
+				if a.ClientStatus == nomad.AllocClientStatusFailed {
+					res.Status = "failed"
+				}
+				if st := a.TaskStates[function]; st != nil {
+					res.FinishedAt = st.FinishedAt
+					for _, e := range st.Events {
+						if e.Type == nomad.TaskTerminated {
+							res.ExitCode = e.ExitCode
+						}
+					}
+				}
+				return res, nil
+			}
+		}
+	}
+}
+
+// lastRun is the latest run of a scheduled function, if any.
+func (o *Orchestrator) lastRun(ctx context.Context, appJobID, function string) (*RunResult, error) {
+	stubs, _, err := o.nomad.Jobs().PrefixList(jobs.PeriodicID(appJobID, function) + "/")
+	if err != nil {
+		return nil, err
+	}
+	stubs = slices.DeleteFunc(stubs, func(s *nomad.JobListStub) bool { return !strings.Contains(s.ID, "/periodic-") })
+	if len(stubs) == 0 {
+		return nil, nil
+	}
+	last := slices.MaxFunc(stubs, func(a, b *nomad.JobListStub) int { return int(a.SubmitTime - b.SubmitTime) })
+	res := &RunResult{Function: function, JobID: last.ID, Status: "running", StartedAt: time.Unix(0, last.SubmitTime).UTC()}
+	if s := last.JobSummary; s != nil && last.Status == "dead" {
+		c := s.Summary[function]
+		res.Status = "succeeded"
+		if c.Failed > 0 || c.Lost > 0 {
+			res.Status = "failed"
+		}
+	}
+	return res, nil
+}
