@@ -59,7 +59,27 @@ func consulConfig(p Ports) string {
 	return string(b)
 }
 
-func nomadConfig(p Ports, stateDir string) string {
+// FakeGPUs asks the stack for test GPUs: Count devices of Model, reported
+// by caravan's fake device plugin.
+type FakeGPUs struct {
+	Model string
+	Count int
+}
+
+func nomadConfig(p Ports, stateDir string, gpus *FakeGPUs) string {
+	plugin := ""
+	if gpus != nil {
+		plugin = fmt.Sprintf(`
+plugin_dir = %q
+
+plugin %q {
+  config {
+    model = %q
+    count = %d
+  }
+}
+`, filepath.Join(stateDir, "nomad", "plugins"), FakeGPUPlugin.Name, gpus.Model, gpus.Count)
+	}
 	return fmt.Sprintf(`# Written by caravan dev up.
 bind_addr = "127.0.0.1"
 log_level = "INFO"
@@ -94,7 +114,7 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-`, p.NomadHTTP, p.NomadRPC, p.NomadSerf, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"))
+%s`, p.NomadHTTP, p.NomadRPC, p.NomadSerf, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"), plugin)
 }
 
 // CertResolver is the name of the stack's ACME resolver in Traefik

@@ -7,6 +7,8 @@ package devstack
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +31,11 @@ type Tool struct {
 	Package string
 	// Env is extra build environment.
 	Env []string
+	// Dir is the wrapper module's directory under tools/ (default Name).
+	Dir string
+	// Versioned by source: the cached binary's version also carries a hash
+	// of the wrapper module's files, so editing them rebuilds it.
+	BySource bool
 }
 
 // Pinned tools. Changing a version means editing tools/<name>/go.mod too.
@@ -43,6 +50,10 @@ var (
 
 // Tools are the three servers the stack builds.
 var Tools = []Tool{Nomad, Consul, Traefik}
+
+// FakeGPUPlugin is caravan's test device plugin (tools/fakegpu), built
+// against the same Nomad.
+var FakeGPUPlugin = Tool{Name: "caravan-fake-gpu", Version: Nomad.Version, Package: ".", Dir: "fakegpu", BySource: true}
 
 // CacheDir is where built binaries live: $CARAVAN_CACHE_DIR, else
 // ~/.cache/caravan.
@@ -59,6 +70,40 @@ func CacheDir() string {
 // BinPath is where t's binary is cached.
 func (t Tool) BinPath() string {
 	return filepath.Join(CacheDir(), "bin", t.Name+"-"+t.Version)
+}
+
+// withSourceHash returns t with a hash of its wrapper module's files in its
+// version, for tools built from caravan's own source.
+func (t Tool) withSourceHash(toolsDir string) (Tool, error) {
+	if !t.BySource {
+		return t, nil
+	}
+	dir := filepath.Join(toolsDir, t.dir())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return t, err
+	}
+	h := sha256.New()
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return t, err
+		}
+		fmt.Fprintf(h, "%s %d\n", e.Name(), len(b))
+		h.Write(b)
+	}
+	t.Version += "-" + hex.EncodeToString(h.Sum(nil))[:8]
+	return t, nil
+}
+
+func (t Tool) dir() string {
+	if t.Dir != "" {
+		return t.Dir
+	}
+	return t.Name
 }
 
 // Installer builds tools into the cache.
@@ -89,6 +134,15 @@ func FindToolsDir(dir string) (string, error) {
 // does not have this version. Builds are serialised across processes with a
 // lock file, so two stacks starting at once build each tool only once.
 func (in *Installer) Ensure(ctx context.Context, t Tool) (string, error) {
+	if t.BySource {
+		if in.ToolsDir == "" {
+			return "", errors.New("devstack: Installer.ToolsDir is not set")
+		}
+		var err error
+		if t, err = t.withSourceHash(in.ToolsDir); err != nil {
+			return "", err
+		}
+	}
 	bin := t.BinPath()
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
@@ -115,7 +169,7 @@ func (in *Installer) build(ctx context.Context, t Tool, bin string) error {
 	if out == nil {
 		out = io.Discard
 	}
-	dir := filepath.Join(in.ToolsDir, t.Name)
+	dir := filepath.Join(in.ToolsDir, t.dir())
 	fmt.Fprintf(out, "==> building %s %s from its Go module (once; about 5-13 minutes on 2 cores)\n", t.Name, t.Version)
 	tmp := bin + ".tmp"
 	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-o", tmp, t.Package)

@@ -91,7 +91,7 @@ func TestConfigsPointAtEachOther(t *testing.T) {
 			t.Errorf("traefik config lacks %q", want)
 		}
 	}
-	if n := nomadConfig(p, "/state"); !strings.Contains(n, addr(p.ConsulHTTP)) || !strings.Contains(n, "fingerprint.denylist") {
+	if n := nomadConfig(p, "/state", nil); !strings.Contains(n, addr(p.ConsulHTTP)) || !strings.Contains(n, "fingerprint.denylist") {
 		t.Errorf("nomad config does not point at Consul or lacks the fingerprint denylist:\n%s", n)
 	}
 	// Pebble validates TLS-ALPN-01 on Traefik's HTTPS port.

@@ -29,14 +29,17 @@ type Options struct {
 	Domain    string
 	Installer *Installer
 	Out       io.Writer
+	// FakeGPUs, when set, gives the Nomad client test GPUs.
+	FakeGPUs *FakeGPUs
 }
 
 // Stack is a running local stack; Up writes it to <state>/stack.json.
 type Stack struct {
-	StateDir string  `json:"state_dir"`
-	Domain   string  `json:"domain"`
-	Ports    Ports   `json:"ports"`
-	Procs    []*Proc `json:"procs"`
+	StateDir string    `json:"state_dir"`
+	Domain   string    `json:"domain"`
+	Ports    Ports     `json:"ports"`
+	Procs    []*Proc   `json:"procs"`
+	FakeGPUs *FakeGPUs `json:"fake_gpus,omitempty"`
 }
 
 // DefaultStateDir is $CARAVAN_STATE_DIR, else ~/.local/state/caravan/dev.
@@ -96,6 +99,13 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 		bins[t.Name] = bin
 	}
+	if opts.FakeGPUs != nil {
+		bin, err := opts.Installer.Ensure(ctx, FakeGPUPlugin)
+		if err != nil {
+			return nil, err
+		}
+		bins[FakeGPUPlugin.Name] = bin
+	}
 	pebble, chall, err := LookPebble(ctx, out)
 	if err != nil {
 		return nil, err
@@ -110,7 +120,18 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{StateDir: opts.StateDir, Domain: opts.Domain, Ports: ports}
+	s := &Stack{StateDir: opts.StateDir, Domain: opts.Domain, Ports: ports, FakeGPUs: opts.FakeGPUs}
+	if opts.FakeGPUs != nil {
+		dir := filepath.Join(opts.StateDir, "nomad", "plugins")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		link := filepath.Join(dir, FakeGPUPlugin.Name)
+		os.Remove(link)
+		if err := os.Symlink(bins[FakeGPUPlugin.Name], link); err != nil {
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			_ = s.Down()
@@ -126,7 +147,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	files := map[string]string{
 		"consul.json":               consulConfig(ports),
-		"nomad.hcl":                 nomadConfig(ports, s.StateDir),
+		"nomad.hcl":                 nomadConfig(ports, s.StateDir, opts.FakeGPUs),
 		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir),
 		"pebble/pebble-config.json": pebbleConfig(ports, s.StateDir),
 		"traefik/dns01-hook":        dns01Hook(ports),
@@ -324,9 +345,24 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 		return err
 	}
 	for _, n := range nodes {
-		if d := n.Drivers["raw_exec"]; n.Status == "ready" && d != nil && d.Detected && d.Healthy {
+		if d := n.Drivers["raw_exec"]; n.Status != "ready" || d == nil || !d.Detected || !d.Healthy {
+			continue
+		}
+		if s.FakeGPUs == nil {
 			return nil
 		}
+		node, _, err := c.Nodes().Info(n.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		if node.NodeResources != nil {
+			for _, d := range node.NodeResources.Devices {
+				if d.Vendor == "nvidia" && d.Type == "gpu" && len(d.Instances) == s.FakeGPUs.Count {
+					return nil
+				}
+			}
+		}
+		return errors.New("the client has not reported its GPUs yet")
 	}
 	return errors.New("no ready client node with raw_exec yet")
 }

@@ -65,6 +65,8 @@ func run(m *testing.M) int {
 		RandomPorts: true,
 		Installer:   &devstack.Installer{ToolsDir: tools, Out: os.Stderr},
 		Out:         os.Stderr,
+		// Two GPUs the scheduler can place against (caravan's fake device plugin).
+		FakeGPUs: &devstack.FakeGPUs{Model: "H100", Count: 2},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: starting the stack:", err)

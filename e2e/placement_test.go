@@ -10,13 +10,13 @@ import (
 	"github.com/caravanhq/caravan/server"
 )
 
-// TestUnplaceableVersionKeepsOldServing asks for a GPU the node does not
-// have: the deploy fails at once, naming the function and why Nomad could
+// TestUnplaceableVersionKeepsOldServing asks for a GPU model the node does
+// not have (it has two H100s): the deploy fails at once, naming the function and why Nomad could
 // not place it, and the running version keeps answering.
 func TestUnplaceableVersionKeepsOldServing(t *testing.T) {
 	purge(t, "e2e--nogpu")
 	first := deploy(t, "nogpu.hcl", nodeServer("nogpu", "cpu\n", false), server.DeployBody{})
-	gpu := strings.Replace(nodeServer("nogpu", "gpu\n", false), "memory = 64", "memory = 64\n      gpu = \"H100\"", 1)
+	gpu := strings.Replace(nodeServer("nogpu", "gpu\n", false), "memory = 64", "memory = 64\n      gpu = \"A100\"", 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -24,7 +24,7 @@ func TestUnplaceableVersionKeepsOldServing(t *testing.T) {
 	_, err := env.client.Deploy(ctx, "nogpu.hcl", []byte(gpu), 0)
 	var apiErr *server.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "rollout_failed" || apiErr.Function != "web" ||
-		!strings.Contains(apiErr.Message, "cannot be placed") || !strings.Contains(apiErr.Message, "nvidia/gpu") {
+		!strings.Contains(apiErr.Message, "cannot be placed: no node has 1 nvidia/gpu of model A100") {
 		t.Fatalf("deploy needing a missing GPU: %v, want rollout_failed naming web and nvidia/gpu", err)
 	}
 	t.Logf("failed in %s: %s", time.Since(began).Round(time.Millisecond), apiErr.Message)

@@ -61,9 +61,9 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("plan of a changed spec (exit %d):\n%s", code, out)
 	}
 
-	gpu := strings.Replace(v1, "memory = 64", "memory = 64\n      gpu = \"H100:2\"", 1)
+	gpu := strings.Replace(v1, "memory = 64", "memory = 64\n      gpu = \"H100:3\"", 1)
 	out, code = plan(gpu)
-	if code != 1 || !strings.Contains(out, `function "web" cannot be placed: no node has 2 nvidia/gpu of model H100`) {
+	if code != 1 || !strings.Contains(out, `function "web" cannot be placed: no node has 3 nvidia/gpu of model H100`) {
 		t.Fatalf("plan needing GPUs (exit %d):\n%s", code, out)
 	}
 	job, _, err := env.nomad.Jobs().Info("e2e--planned", nil)

@@ -33,6 +33,7 @@ healthy, and deploys an example app.`,
 					&cli.StringFlag{Name: "example", Value: "examples/hello.hcl", Usage: "spec to deploy once the stack is up (\"\" for none)"},
 					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
 					&cli.BoolFlag{Name: "random-ports", Usage: "use free ports for everything instead of the usual ones (for a second stack)"},
+					&cli.StringFlag{Name: "fake-gpus", Usage: "give the Nomad client test GPUs through caravan's fake device plugin, e.g. \"H100:2\""},
 				},
 				Action: devUp,
 			},
@@ -67,7 +68,20 @@ func devUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var gpus *devstack.FakeGPUs
+	if g := c.String("fake-gpus"); g != "" {
+		model, n, _ := strings.Cut(g, ":")
+		count, err := strconv.Atoi(n)
+		if n == "" {
+			count, err = 1, nil
+		}
+		if err != nil || count < 1 || model == "" {
+			return cli.Exit(fmt.Sprintf("--fake-gpus %q: use MODEL or MODEL:COUNT, e.g. H100:2", g), 1)
+		}
+		gpus = &devstack.FakeGPUs{Model: model, Count: count}
+	}
 	stack, err := devstack.Up(c.Context, devstack.Options{
+		FakeGPUs:    gpus,
 		StateDir:    state,
 		Domain:      c.String("domain"),
 		RandomPorts: c.Bool("random-ports"),
