@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -75,6 +77,26 @@ func appCommand() *cli.Command {
 						return cli.Exit(err.Error(), 1)
 					}
 					fmt.Fprintln(c.App.Writer, u)
+					return nil
+				},
+			},
+			{
+				Name:      "logs",
+				Usage:     "Follow the logs of every running container of an app",
+				ArgsUsage: "APP",
+				Flags:     append(appRefFlags(), &cli.BoolFlag{Name: "serve", Usage: "the app's `caravan serve` copy"}),
+				Action: func(c *cli.Context) error {
+					app, err := oneApp(c, "logs")
+					if err != nil {
+						return err
+					}
+					ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+					defer stop()
+					ref := changeBody(c)
+					ref.Serve = c.Bool("serve")
+					if err := client(c).Logs(ctx, app, ref, c.App.Writer); err != nil && ctx.Err() == nil {
+						return cli.Exit(err.Error(), 1)
+					}
 					return nil
 				},
 			},
