@@ -234,12 +234,20 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		rollErr = o.register(rctx, job, current, version, needs(app))
 	}
 	if rollErr == nil {
-		rollErr = o.probe(rctx, rendered, version)
+		if rollErr = o.probe(rctx, rendered, version, current != nil); rollErr != nil && current != nil {
+			// Nomad took the version but it does not answer through the
+			// proxy: go back to what served before, so records and reality
+			// agree that the previous version is live.
+			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rollErr)
+		}
 	}
 	if rollErr == nil {
 		rollErr = o.syncPeriodic(rctx, id, rendered.Periodic, version, rec.Rollovers)
 	}
-	if err := o.finish(rctx, rec.JobID, vrec, rollErr); err != nil {
+	// The outcome is recorded even when the rollout ran out of time.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer fcancel()
+	if err := o.finish(fctx, rec.JobID, vrec, rollErr); err != nil {
 		log.Error("recording the outcome", "version", version, "error", err)
 	}
 	if rollErr != nil {
@@ -268,13 +276,23 @@ func union(a, b []string) []string {
 	return slices.Compact(out)
 }
 
-// probe waits until every route of rendered answers through the proxy.
-func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int) error {
+// StableProbe is how long an updated route must answer without a break
+// before the update counts as live: longer than the proxy takes to drop the
+// previous version's containers.
+const StableProbe = 1500 * time.Millisecond
+
+// probe waits until every route of rendered answers through the proxy;
+// after an update, for StableProbe without a break.
+func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int, update bool) error {
 	if o.prober == nil {
 		return nil
 	}
+	stable := time.Duration(0)
+	if update {
+		stable = StableProbe
+	}
 	for _, r := range rendered.Routes {
-		if err := o.prober.Probe(ctx, r); err != nil {
+		if err := o.prober.Probe(ctx, r, stable); err != nil {
 			return &RolloutError{Function: r.Function, Version: version,
 				Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
 		}
@@ -375,6 +393,29 @@ func firstUnplaceable(failed map[string]*nomad.AllocationMetric, needs map[strin
 		cause += "no node has " + n + "; "
 	}
 	return g, cause + describePlacement(failed[g])
+}
+
+// revertTo registers the Nomad job version prev again after cause, and
+// returns cause saying so.
+func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, cause error) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var re *RolloutError
+	if !errors.As(cause, &re) {
+		return cause
+	}
+	reg, _, err := o.nomad.Jobs().Revert(*prev.ID, *prev.Version, nil, (&nomad.WriteOptions{}).WithContext(ctx), "", "")
+	if err != nil {
+		re.Cause += fmt.Sprintf("; reverting to version %s failed too: %v", prev.Meta[jobs.MetaVersion], err)
+		return re
+	}
+	if _, err := o.waitEval(ctx, reg.EvalID); err == nil {
+		if job, _, err := o.nomad.Jobs().Info(*prev.ID, (&nomad.QueryOptions{}).WithContext(ctx)); err == nil {
+			_ = o.watchDeployment(ctx, *prev.ID, *job.Version, 0)
+		}
+	}
+	re.Cause += fmt.Sprintf("; reverted to version %s", prev.Meta[jobs.MetaVersion])
+	return re
 }
 
 // register submits job with check-and-set against the job caravan read and

@@ -26,13 +26,15 @@ func (o *Orchestrator) syncPeriodic(ctx context.Context, appJobID string, want [
 		}
 		keep[*pj.ID] = true
 	}
-	stubs, _, err := o.nomad.Jobs().PrefixList(appJobID + jobs.CronSeparator)
+	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
+		(&nomad.QueryOptions{Prefix: appJobID + jobs.CronSeparator}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("listing periodic jobs of %s: %w", appJobID, err)
 	}
 	for _, s := range stubs {
-		// Children (<id>/periodic-<time>) go with their parent.
-		if !s.Periodic || keep[s.ID] || s.ParentID != "" {
+		// Children (<id>/periodic-<time>) go with their parent; jobs
+		// caravan did not make are not caravan's to remove.
+		if !s.Periodic || keep[s.ID] || s.ParentID != "" || s.Meta[jobs.MetaApp] == "" {
 			continue
 		}
 		if _, _, err := o.nomad.Jobs().Deregister(s.ID, true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {

@@ -13,9 +13,11 @@ import (
 	"github.com/caravanhq/caravan/router"
 )
 
-// Prober checks that a route answers through the proxy.
+// Prober checks that a route answers through the proxy. With stable > 0
+// it must answer 2xx without a break for that long: after an update the old
+// containers may answer for a moment, until the proxy drops them.
 type Prober interface {
-	Probe(ctx context.Context, r router.Route) error
+	Probe(ctx context.Context, r router.Route, stable time.Duration) error
 }
 
 // HTTPSProber sends GET requests for a route's hostname to the proxy's HTTPS
@@ -33,13 +35,19 @@ type HTTPSProber struct {
 
 var _ Prober = (*HTTPSProber)(nil)
 
-// Probe polls until the route answers 2xx or ctx ends.
-func (p *HTTPSProber) Probe(ctx context.Context, r router.Route) error {
+// Probe polls the route's health path until it has answered 2xx for
+// stable without a break, or ctx ends.
+func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Duration) error {
 	client := ProxyClient(p.Addr, p.Roots)
 	defer client.CloseIdleConnections()
 	var last error
+	var since time.Time // start of the current run of 2xx answers
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/", nil)
+		path := r.HealthPath
+		if path == "" {
+			path = "/"
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
 		if r.ProxyAuth {
 			for k, v := range p.AuthHeader {
 				req.Header[k] = v
@@ -50,15 +58,30 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route) error {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
-				return nil
+				if since.IsZero() {
+					since = time.Now()
+				}
+				if time.Since(since) >= stable {
+					return nil
+				}
+			} else {
+				err = fmt.Errorf("status %s", resp.Status)
 			}
-			err = fmt.Errorf("status %s", resp.Status)
 		}
-		last = err
+		if err != nil {
+			last, since = err, time.Time{}
+		}
+		wait := 200 * time.Millisecond
+		if !since.IsZero() {
+			wait = 100 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
 			return last
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }

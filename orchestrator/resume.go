@@ -99,5 +99,5 @@ func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *Version
 	if err != nil {
 		return err
 	}
-	return o.probe(ctx, rendered, v.Version)
+	return o.probe(ctx, rendered, v.Version, v.Version > 1)
 }

@@ -78,6 +78,8 @@ type Route struct {
 	URL string
 	// ProxyAuth is true when requests need a token (requires_proxy_auth).
 	ProxyAuth bool
+	// HealthPath is the path that answers 2xx when the function is up.
+	HealthPath string
 	// Config is the Traefik dynamic configuration for this route alone.
 	Config *dynamic.Configuration
 }
@@ -110,7 +112,7 @@ func ServiceName(app *spec.App, fn *spec.Function) string {
 func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 	name := ServiceName(app, fn)
 	host := cfg.Host(name)
-	r := Route{Function: fn.Name, Name: name, Host: host, URL: cfg.URL(name)}
+	r := Route{Function: fn.Name, Name: name, Host: host, URL: cfg.URL(name), HealthPath: fn.Web.HealthCheckPath()}
 	for _, d := range fn.Web.CustomDomains {
 		r.CustomDomains = append(r.CustomDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 	}
