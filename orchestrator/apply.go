@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -282,7 +283,8 @@ func union(a, b []string) []string {
 const StableProbe = 1500 * time.Millisecond
 
 // probe waits until every route of rendered answers through the proxy;
-// after an update, for StableProbe without a break.
+// after an update, for StableProbe without a break. Routes are probed at
+// once, so the window is waited out once.
 func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int, update bool) error {
 	if o.prober == nil {
 		return nil
@@ -291,10 +293,22 @@ func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, versi
 	if update {
 		stable = StableProbe
 	}
-	for _, r := range rendered.Routes {
-		if err := o.prober.Probe(ctx, r, stable); err != nil {
-			return &RolloutError{Function: r.Function, Version: version,
-				Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL, err)}
+	errs := make([]error, len(rendered.Routes))
+	var wg sync.WaitGroup
+	for i, r := range rendered.Routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := o.prober.Probe(ctx, r, stable); err != nil {
+				errs[i] = &RolloutError{Function: r.Function, Version: version,
+					Cause: fmt.Sprintf("healthy in Nomad but %s does not answer through the proxy: %v", r.URL+r.HealthPath, err)}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
