@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/server"
-	"github.com/caravanhq/caravan/spec"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,20 +31,9 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 			&cli.StringFlag{Name: "tag", Usage: "a note recorded with the version in `caravan app history`"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cli.Exit("deploy takes one spec file, e.g. caravan deploy app.hcl", 1)
-			}
-			// The absolute path names the spec in diagnostics and sets
-			// ${spec_dir}, for files beside it.
-			path, err := filepath.Abs(c.Args().First())
+			path, src, err := specArg(c, "deploy")
 			if err != nil {
 				return err
-			}
-			_, src, diags := spec.LoadFile(path)
-			sources := map[string][]byte{path: src}
-			if diags.HasErrors() {
-				_ = printDiags(c.App.ErrWriter, diags, sources)
-				return cli.Exit("", 1)
 			}
 			commit, dirty := gitState(filepath.Dir(path))
 			res, err := client(c).DeployBody(c.Context, server.DeployBody{
@@ -54,15 +41,10 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 				Strategy: c.String("strategy"), Tag: c.String("tag"), GitCommit: commit, GitDirty: dirty,
 			})
 			if err != nil {
-				var apiErr *server.APIError
-				if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
-					_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(apiErr.Diagnostics), sources)
-					return cli.Exit("", 1)
-				}
-				return cli.Exit("deploy failed: "+err.Error(), 1)
+				return serverFailure(c, "deploy", err, path, src)
 			}
 			if len(res.Warnings) > 0 {
-				_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(res.Warnings), sources)
+				_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(res.Warnings), map[string][]byte{path: src})
 			}
 			printDeploy(c.App.Writer, res)
 			return nil

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/spec"
+	"github.com/urfave/cli/v2"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -40,4 +48,33 @@ func countErrors(diags hcl.Diagnostics) (errs, warns int) {
 		}
 	}
 	return
+}
+
+// specArg loads the one spec file a command takes, by its absolute path (it
+// names the spec in diagnostics and sets ${spec_dir}), printing its
+// diagnostics; an invalid spec is an exit 1 with nothing more to say.
+func specArg(c *cli.Context, verb string) (path string, src []byte, err error) {
+	if c.NArg() != 1 {
+		return "", nil, cli.Exit(fmt.Sprintf("%s takes one spec file, e.g. caravan %s app.hcl", verb, verb), 1)
+	}
+	if path, err = filepath.Abs(c.Args().First()); err != nil {
+		return "", nil, err
+	}
+	_, src, diags := spec.LoadFile(path)
+	if diags.HasErrors() {
+		_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
+		return "", nil, cli.Exit("", 1)
+	}
+	return path, src, nil
+}
+
+// serverFailure prints what the server refused: its diagnostics against the
+// local source (as validate prints them), or the error.
+func serverFailure(c *cli.Context, verb string, err error, path string, src []byte) error {
+	var apiErr *server.APIError
+	if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
+		_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(apiErr.Diagnostics), map[string][]byte{path: src})
+		return cli.Exit("", 1)
+	}
+	return cli.Exit(verb+" failed: "+err.Error(), 1)
 }

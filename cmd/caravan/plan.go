@@ -1,15 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/server"
-	"github.com/caravanhq/caravan/spec"
 	"github.com/urfave/cli/v2"
 )
 
@@ -31,27 +28,13 @@ placed, a hostname another app serves).`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cli.Exit("plan takes one spec file, e.g. caravan plan app.hcl", 1)
-			}
-			path, err := filepath.Abs(c.Args().First())
+			path, src, err := specArg(c, "plan")
 			if err != nil {
 				return err
 			}
-			_, src, diags := spec.LoadFile(path)
-			sources := map[string][]byte{path: src}
-			if diags.HasErrors() {
-				_ = printDiags(c.App.ErrWriter, diags, sources)
-				return cli.Exit("", 1)
-			}
 			res, err := client(c).Plan(c.Context, server.DeployBody{Filename: path, Spec: string(src), Strategy: c.String("strategy")})
 			if err != nil {
-				var apiErr *server.APIError
-				if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
-					_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(apiErr.Diagnostics), sources)
-					return cli.Exit("", 1)
-				}
-				return cli.Exit("plan failed: "+err.Error(), 1)
+				return serverFailure(c, "plan", err, path, src)
 			}
 			if c.Bool("json") {
 				if err := writeJSON(c.App.Writer, res); err != nil {
