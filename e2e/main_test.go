@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +75,15 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.stack = stack
+	// Ctrl-C (or CI's SIGTERM) must not leave the stack running.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "e2e: %v: stopping the stack\n", sig)
+		_ = stack.Down()
+		os.Exit(130)
+	}()
 	code := func() int {
 		defer func() {
 			if err := stack.Down(); err != nil {
