@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,5 +119,25 @@ func TestZeroFailedRequestsAcrossRollingRedeploys(t *testing.T) {
 	}
 	if failed != 0 {
 		t.Fatalf("%d of %d requests failed across 5 rolling redeploys and a rollback; first: %v", failed, sent, l.firstErrors)
+	}
+}
+
+// TestZeroFailedRequestsAcrossRouteChanges redeploys under load with changes
+// to the route itself (a rate limit, a body limit): the old and the new
+// containers carry different route settings for a while, and no request may
+// fail for it.
+func TestZeroFailedRequestsAcrossRouteChanges(t *testing.T) {
+	purge(t, "e2e--morph")
+	first := deploy(t, "morph.hcl", nodeServer("morph", "a\n", false), server.DeployBody{})
+	stop := make(chan struct{})
+	l := runLoad(context.Background(), first.Functions[0].URL+"/", 100, stop)
+	for _, web := range []string{"web {\n      rate_limit = 1000\n    }", "web {\n      max_body_size = \"1MB\"\n    }", "web {}"} {
+		deploy(t, "morph.hcl", strings.Replace(nodeServer("morph", "b\n", false), "web {}", web, 1), server.DeployBody{})
+	}
+	close(stop)
+	<-l.done
+	t.Logf("load: %d requests across 3 route-changing redeploys, %d failed", l.sent.Load(), l.failed.Load())
+	if l.failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed; first: %v", l.failed.Load(), l.sent.Load(), l.firstErrors)
 	}
 }

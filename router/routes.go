@@ -1,6 +1,9 @@
 package router
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -67,9 +70,11 @@ func (c Config) URL(name string) string {
 type Route struct {
 	// Function is the function's name in the spec.
 	Function string
-	// Name names the Consul service and the Traefik router and service; it
-	// is also the first label of Host.
+	// Name names the Consul service and the Traefik service; it is also
+	// the first label of Host.
 	Name string
+	// Router names the Traefik router: Name and a hash of its settings.
+	Router string
 	// Host is the generated hostname.
 	Host string
 	// CustomDomains are the spec's extra hostnames, lower-cased.
@@ -188,7 +193,38 @@ func route(app *spec.App, fn *spec.Function, cfg Config) Route {
 		}}
 		rt.Middlewares = append(rt.Middlewares, auth, strip)
 	}
+	r.Router = versionNames(r.Config, name)
 	return r
+}
+
+// versionNames renames the router and middlewares of c (all named after
+// name) with a short hash of their configuration, and returns the router's
+// new name. During a rollout the old and the new containers both carry
+// their tags; were a router or middleware named the same in both with
+// different settings, Traefik would drop it as conflicting (every request
+// 404s until the old containers leave). With the hash, an unchanged route
+// keeps its names, and a changed one is a second router for the same rule,
+// both feeding the one service. The service keeps its name.
+func versionNames(c *dynamic.Configuration, name string) string {
+	b, _ := json.Marshal(struct {
+		R *dynamic.Router
+		M map[string]*dynamic.Middleware
+	}{c.HTTP.Routers[name], c.HTTP.Middlewares})
+	sum := sha256.Sum256(b)
+	suffix := "-" + hex.EncodeToString(sum[:])[:6]
+
+	rt := c.HTTP.Routers[name]
+	delete(c.HTTP.Routers, name)
+	c.HTTP.Routers[name+suffix] = rt
+	mws := map[string]*dynamic.Middleware{}
+	for k, v := range c.HTTP.Middlewares {
+		mws[k+suffix] = v
+	}
+	c.HTTP.Middlewares = mws
+	for i, m := range rt.Middlewares {
+		rt.Middlewares[i] = m + suffix
+	}
+	return name + suffix
 }
 
 // Tags encodes the route's configuration as the Consul service tags

@@ -56,12 +56,12 @@ func TestRoutes(t *testing.T) {
 		if r.Function != w.function || r.Name != w.name || r.Host != w.host || r.URL != w.url || !slices.Equal(r.CustomDomains, w.domains) {
 			t.Errorf("routes[%d] = {%q %q %q %q %q}, want %+v", i, r.Function, r.Name, r.Host, r.URL, r.CustomDomains, w)
 		}
-		rt := r.Config.HTTP.Routers[r.Name]
+		rt := r.Config.HTTP.Routers[r.Router]
 		if rt == nil || r.Config.HTTP.Services[r.Name] == nil {
 			t.Errorf("routes[%d]: no router or service named %q", i, r.Name)
 		}
 	}
-	if rule := routes[1].Config.HTTP.Routers["shop-staging--api"].Rule; rule != "Host(`shop-staging--api.caravan.localhost`) || Host(`api.shop.example.com`)" {
+	if rule := routes[1].Config.HTTP.Routers[routes[1].Router].Rule; rule != "Host(`shop-staging--api.caravan.localhost`) || Host(`api.shop.example.com`)" {
 		t.Errorf("api rule = %s", rule)
 	}
 }
@@ -153,8 +153,8 @@ func TestTagsRoundTrip(t *testing.T) {
 						t.Errorf("tags are not sorted: %q", tags)
 					}
 					conf := decodeTags(t, tags)
-					want := r.Config.HTTP.Routers[r.Name]
-					got := conf.HTTP.Routers[r.Name]
+					want := r.Config.HTTP.Routers[r.Router]
+					got := conf.HTTP.Routers[r.Router]
 					if got == nil {
 						t.Fatalf("decoded routers %v lack %q", conf.HTTP.Routers, r.Name)
 					}
@@ -195,7 +195,7 @@ func domainEqual(a, b types.Domain) bool { return a.Main == b.Main && slices.Equ
 
 func TestWildcardDomain(t *testing.T) {
 	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"*.Example.com"}}), testConfig)[0]
-	rt := r.Config.HTTP.Routers[r.Name]
+	rt := r.Config.HTTP.Routers[r.Router]
 	want := "Host(`dev--hello-web.caravan.localhost`) || HostRegexp(`^[a-z0-9-]+\\.example\\.com$`)"
 	if rt.Rule != want {
 		t.Errorf("Rule = %s, want %s", rt.Rule, want)
@@ -215,11 +215,11 @@ func TestWildcardDomain(t *testing.T) {
 	dnsCfg := testConfig
 	dnsCfg.DNSCertResolver = "caravan-dns"
 	r2 := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"*.Example.com"}}), dnsCfg)[0]
-	if got := r2.Config.HTTP.Routers[r2.Name].TLS.CertResolver; got != "caravan-dns" {
+	if got := r2.Config.HTTP.Routers[r2.Router].TLS.CertResolver; got != "caravan-dns" {
 		t.Errorf("wildcard route CertResolver = %q, want caravan-dns", got)
 	}
 	plain := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"api.example.com"}}), dnsCfg)[0]
-	if tls := plain.Config.HTTP.Routers[plain.Name].TLS; tls.CertResolver != "caravan" || len(tls.Domains) != 0 {
+	if tls := plain.Config.HTTP.Routers[plain.Router].TLS; tls.CertResolver != "caravan" || len(tls.Domains) != 0 {
 		t.Errorf("a route without wildcards: %+v, want the TLS-ALPN resolver and names from the rule", tls)
 	}
 	re := regexp.MustCompile(`^[a-z0-9-]+\.example\.com$`)
@@ -235,7 +235,7 @@ func TestWildcardDomain(t *testing.T) {
 
 func TestExactDomainHasNoTLSDomain(t *testing.T) {
 	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"www.example.com"}}), testConfig)[0]
-	if d := r.Config.HTTP.Routers[r.Name].TLS.Domains; len(d) != 0 {
+	if d := r.Config.HTTP.Routers[r.Router].TLS.Domains; len(d) != 0 {
 		t.Errorf("TLS domains = %+v, want none (the resolver takes the names from Host rules)", d)
 	}
 }
@@ -247,7 +247,7 @@ func TestMerge(t *testing.T) {
 		t.Fatalf("merged %d routers and %d services, want 2 and 2", len(merged.HTTP.Routers), len(merged.HTTP.Services))
 	}
 	for _, r := range routes {
-		if merged.HTTP.Routers[r.Name] != r.Config.HTTP.Routers[r.Name] {
+		if merged.HTTP.Routers[r.Router] != r.Config.HTTP.Routers[r.Router] {
 			t.Errorf("router %q not merged", r.Name)
 		}
 		if merged.HTTP.Services[r.Name] != r.Config.HTTP.Services[r.Name] {
@@ -280,23 +280,32 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
-		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit,
-			r.Config.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit)
+	suffix := strings.TrimPrefix(r.Router, "dev--hello-web")
+	if len(suffix) != 7 {
+		t.Fatalf("router %q: want dev--hello-web and a 6-hex-digit settings hash", r.Router)
 	}
-	rl := got.HTTP.Middlewares["dev--hello-web-ratelimit"].RateLimit
+	rlName, blName := "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix
+	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
+		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares[rlName].RateLimit,
+			r.Config.HTTP.Middlewares[rlName].RateLimit)
+	}
+	rl := got.HTTP.Middlewares[rlName].RateLimit
 	if rl.Average != 200 || rl.Burst != 1000 || !rl.SourceCriterion.RequestHost || rl.Period != 0 {
 		t.Fatalf("rate limit %+v, want 200/s burst 1000 per host with Traefik's default period", rl)
 	}
-	if mws := got.HTTP.Routers["dev--hello-web"].Middlewares; !slices.Equal(mws, []string{"dev--hello-web-ratelimit", "dev--hello-web-bodylimit"}) {
+	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{rlName, blName}) {
 		t.Fatalf("router middlewares %v, want the rate limit, then the body limit", mws)
 	}
-	if pc := got.HTTP.Middlewares["dev--hello-web-bodylimit"].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
+	if pc := got.HTTP.Middlewares[blName].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
 		t.Fatalf("body limit plugin config %v, want maxBytes 4 GiB", pc)
 	}
 	zero := 0
 	app.Functions[0].Web.RateLimit = &zero
-	if r := router.Routes(app, router.DefaultConfig)[0]; r.Config.HTTP.Middlewares["dev--hello-web-ratelimit"] != nil {
-		t.Fatalf("rate_limit = 0 still renders a rate limit: %v", r.Config.HTTP.Middlewares)
+	r0 := router.Routes(app, router.DefaultConfig)[0]
+	if r0.Router == r.Router {
+		t.Fatal("changing the rate limit kept the router's name: old and new containers would conflict in Traefik")
+	}
+	if r0.Config.HTTP.Middlewares["dev--hello-web-ratelimit"+strings.TrimPrefix(r0.Router, "dev--hello-web")] != nil {
+		t.Fatalf("rate_limit = 0 still renders a rate limit: %v", r0.Config.HTTP.Middlewares)
 	}
 }
