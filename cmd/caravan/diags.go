@@ -71,10 +71,19 @@ func specArg(c *cli.Context, verb string) (path string, src []byte, err error) {
 // serverFailure prints what the server refused: its diagnostics against the
 // local source (as validate prints them), or the error.
 func serverFailure(c *cli.Context, verb string, err error, path string, src []byte) error {
-	var apiErr *server.APIError
-	if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
-		_ = printDiags(c.App.ErrWriter, orchestrator.FromWire(apiErr.Diagnostics), map[string][]byte{path: src})
+	if printServerDiags(c.App.ErrWriter, err, path, src) {
 		return cli.Exit("", 1)
 	}
 	return cli.Exit(verb+" failed: "+err.Error(), 1)
+}
+
+// printServerDiags prints the diagnostics err carries from the server
+// against the local source, and reports whether there were any.
+func printServerDiags(w io.Writer, err error, path string, src []byte) bool {
+	var apiErr *server.APIError
+	if !errors.As(err, &apiErr) || len(apiErr.Diagnostics) == 0 {
+		return false
+	}
+	_ = printDiags(w, orchestrator.FromWire(apiErr.Diagnostics), map[string][]byte{path: src})
+	return true
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/urfave/cli/v2"
@@ -104,10 +102,7 @@ func serve(c *cli.Context) error {
 			res, err = cl.Rollover(dctx, app.Name, server.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true})
 		}
 		if err != nil {
-			var apiErr *server.APIError
-			if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
-				_ = printDiags(errOut, orchestrator.FromWire(apiErr.Diagnostics), map[string][]byte{path: src})
-			} else {
+			if !printServerDiags(errOut, err, path, src) {
 				fmt.Fprintln(errOut, "✗ Deploy failed:", err)
 			}
 			return app
