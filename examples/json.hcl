@@ -1,4 +1,5 @@
-# A JSON API: POST /sum with {"numbers": [1, 2, 3]} answers {"sum": 6}.
+# A JSON API: POST /sum with {"numbers": [1, 2, 3]} answers {"sum": 6}; the same sum as
+# a callable function: `caravan call calc sum --data '{"numbers": [1, 2, 3]}'` prints {"sum":6}.
 app "calc" {
   workspace = "dev"
 
@@ -27,5 +28,22 @@ app "calc" {
     ]
 
     web {}
+  }
+
+  # Runs once per call, with the call's input (JSON) in the file $CARAVAN_INPUT;
+  # what it prints is the call's output, its exit code the call's.
+  function "sum" {
+    command  = "node"
+    callable = true
+    args = ["-e", <<-JS
+      const input = JSON.parse(require("fs").readFileSync(process.env.CARAVAN_INPUT, "utf8"));
+      const numbers = input && input.numbers;
+      if (!Array.isArray(numbers)) {
+        console.error('send {"numbers": [...]}');
+        process.exit(2);
+      }
+      console.log(JSON.stringify({sum: numbers.reduce((a, b) => a + b, 0)}));
+    JS
+    ]
   }
 }

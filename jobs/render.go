@@ -98,6 +98,8 @@ type Rendered struct {
 	Job *api.Job
 	// Periodic are the scheduled functions' batch periodic jobs.
 	Periodic []*api.Job
+	// Callable are the callable functions' parameterized batch jobs.
+	Callable []*api.Job
 	Routes   []router.Route
 	// SpecHash identifies Job (without its hash and version meta); equal
 	// hashes mean a deploy would change nothing.
@@ -130,8 +132,17 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	for _, r := range routes {
 		byFunction[r.Function] = r
 	}
-	var periodic []*api.Job
+	var periodic, callable []*api.Job
 	for _, fn := range app.Functions {
+		if fn.Callable {
+			cj, err := callableJob(app, fn, id)
+			if err != nil {
+				return nil, err
+			}
+			callable = append(callable, cj)
+			job.Meta[MetaCallablePrefix+fn.Name] = cj.Meta[MetaSpecHash]
+			continue
+		}
 		if fn.Scheduled() {
 			pj, err := periodicJob(app, fn, id)
 			if err != nil {
@@ -153,10 +164,10 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		return nil, err
 	}
 	job.Meta[MetaSpecHash] = hash
-	for _, pj := range periodic {
+	for _, pj := range append(periodic, callable...) {
 		pj.Meta[MetaSpecHash] = hash
 	}
-	return &Rendered{Job: job, Periodic: periodic, Routes: routes, SpecHash: hash}, nil
+	return &Rendered{Job: job, Periodic: periodic, Callable: callable, Routes: routes, SpecHash: hash}, nil
 }
 
 // periodicJob renders a scheduled function as a batch job Nomad launches on

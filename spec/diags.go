@@ -60,9 +60,24 @@ func diagBadStrategy(rng hcl.Range, got string) *hcl.Diagnostic {
 		fmt.Sprintf("%q is not a strategy. Use one of %q, %q, %q or %q.", got, StrategyRolling, StrategyRecreate, StrategyCanary, StrategyBlueGreen))
 }
 
-func diagStrategyNotYet(rng hcl.Range, got string) *hcl.Diagnostic {
-	return diagError(rng, "Deploy strategy not yet supported",
-		fmt.Sprintf("This version of caravan cannot run %q rollouts yet. Use strategy = %q or %q.", got, StrategyRolling, StrategyRecreate))
+func diagCanaryOnly(rng hcl.Range, attr string) *hcl.Diagnostic {
+	return diagError(rng, "Canary setting without a canary strategy",
+		fmt.Sprintf("%s applies only to canary rollouts. Set strategy = %q in this deploy block, or remove %s.", attr, StrategyCanary, attr))
+}
+
+func diagBadCanaries(rng hcl.Range, got int) *hcl.Diagnostic {
+	return diagError(rng, "Invalid canaries",
+		fmt.Sprintf("A canary version needs at least one container; got %d. Use canaries = 1 or more.", got))
+}
+
+func diagBadTraffic(rng hcl.Range, got int) *hcl.Diagnostic {
+	return diagError(rng, "Invalid traffic",
+		fmt.Sprintf("traffic is the percentage of requests the canaries receive: 1 to 99; got %d. (To send all traffic at once, use strategy = %q.)", got, StrategyBlueGreen))
+}
+
+func diagBadPromoteAfter(rng hcl.Range, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid promote_after",
+		fmt.Sprintf("%q is not a positive duration. Use a number with a unit, such as \"30s\", \"10m\" or \"1h\"; leave promote_after out to promote with `caravan app promote`.", got))
 }
 
 func diagBadDriver(rng hcl.Range, got string) *hcl.Diagnostic {
@@ -141,8 +156,18 @@ func diagPeriodNotCron(rng hcl.Range, got string) *hcl.Diagnostic {
 }
 
 func diagOnlyScheduled(rng hcl.Range) *hcl.Diagnostic {
-	return diagError(rng, "App has only scheduled functions",
-		"caravan runs an app around its long-running functions; add one (a web endpoint, say) or give this app's scheduled functions to an app that has one.")
+	return diagError(rng, "App has only scheduled or callable functions",
+		"caravan runs an app around its long-running functions; add one (a web endpoint, say) or give this app's scheduled and callable functions to an app that has one.")
+}
+
+func diagWebOnCallable(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Web block on a callable function",
+		fmt.Sprintf("Function %q is callable (callable = true), so it runs once per call and cannot serve web traffic. Remove the web block, or remove callable = true to make it a web endpoint.", fn))
+}
+
+func diagScheduleOnCallable(rng hcl.Range, fn, attr string) *hcl.Diagnostic {
+	return diagError(rng, fmt.Sprintf("%s on a callable function", strings.ToUpper(attr[:1])+attr[1:]),
+		fmt.Sprintf("Function %q is callable (callable = true), so it runs when called, not on a schedule. Remove %s, or remove callable = true and call it with `caravan run` instead.", fn, attr))
 }
 
 func diagBadEnvName(rng hcl.Range, name string) *hcl.Diagnostic {

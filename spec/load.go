@@ -87,6 +87,40 @@ func ValidName(s string) bool {
 	return nameRE.MatchString(s) && !strings.Contains(s, "--")
 }
 
+func validateDeploy(d *Deploy) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	switch d.Strategy {
+	case "", StrategyRolling, StrategyRecreate, StrategyCanary, StrategyBlueGreen:
+	default:
+		diags = append(diags, diagBadStrategy(d.StrategyRange, d.Strategy))
+	}
+	canary := d.Strategy == StrategyCanary
+	if d.Canaries != nil {
+		switch {
+		case !canary:
+			diags = append(diags, diagCanaryOnly(d.CanariesRange, "canaries"))
+		case *d.Canaries < 1:
+			diags = append(diags, diagBadCanaries(d.CanariesRange, *d.Canaries))
+		}
+	}
+	if d.Traffic != nil {
+		switch {
+		case !canary:
+			diags = append(diags, diagCanaryOnly(d.TrafficRange, "traffic"))
+		case *d.Traffic < 1 || *d.Traffic > 99:
+			diags = append(diags, diagBadTraffic(d.TrafficRange, *d.Traffic))
+		}
+	}
+	if d.PromoteAfter != "" {
+		if !canary {
+			diags = append(diags, diagCanaryOnly(d.PromoteAfterRange, "promote_after"))
+		} else if p, err := time.ParseDuration(d.PromoteAfter); err != nil || p <= 0 {
+			diags = append(diags, diagBadPromoteAfter(d.PromoteAfterRange, d.PromoteAfter))
+		}
+	}
+	return diags
+}
+
 func validate(app *App) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if !ValidName(app.Name) {
@@ -101,18 +135,12 @@ func validate(app *App) hcl.Diagnostics {
 	if app.Environment != "" && !ValidName(app.Environment) {
 		diags = append(diags, diagBadName(app.EnvironmentRange, "environment", app.Environment))
 	}
-	if d := app.Deploy; d != nil && d.Strategy != "" {
-		switch d.Strategy {
-		case StrategyRolling, StrategyRecreate:
-		case StrategyCanary, StrategyBlueGreen:
-			diags = append(diags, diagStrategyNotYet(d.StrategyRange, d.Strategy))
-		default:
-			diags = append(diags, diagBadStrategy(d.StrategyRange, d.Strategy))
-		}
+	if d := app.Deploy; d != nil {
+		diags = append(diags, validateDeploy(d)...)
 	}
 	if len(app.Functions) == 0 {
 		diags = append(diags, diagNoFunctions(app.DefRange))
-	} else if !slices.ContainsFunc(app.Functions, func(f *Function) bool { return !f.Scheduled() }) {
+	} else if !slices.ContainsFunc(app.Functions, (*Function).LongRunning) {
 		diags = append(diags, diagOnlyScheduled(app.DefRange))
 	}
 	seen := map[string]*Function{}
@@ -248,6 +276,17 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 	}
 	if fn.Scheduled() && fn.Web != nil {
 		diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
+	}
+	if fn.Callable {
+		if fn.Web != nil {
+			diags = append(diags, diagWebOnCallable(fn.Web.DefRange, fn.Name))
+		}
+		if fn.Schedule != "" {
+			diags = append(diags, diagScheduleOnCallable(fn.ScheduleRange, fn.Name, "schedule"))
+		}
+		if fn.Period != "" {
+			diags = append(diags, diagScheduleOnCallable(fn.PeriodRange, fn.Name, "period"))
+		}
 	}
 
 	if w := fn.Web; w != nil {

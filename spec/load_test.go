@@ -248,8 +248,13 @@ app "two" {
 `, summary: "Duplicate function", line: 6, col: 12, detail: "test.hcl:3,12-17"},
 
 	{name: "unknown strategy", src: strategySpec("yolo"), summary: "Unknown deploy strategy", line: 4, col: 16},
-	{name: "canary not yet", src: strategySpec("canary"), summary: "Deploy strategy not yet supported", line: 4, col: 16},
-	{name: "blue-green not yet", src: strategySpec("blue-green"), summary: "Deploy strategy not yet supported", line: 4, col: 16},
+	{name: "canaries without canary", src: strategySpec("rolling\"\n    canaries = \"2"), summary: "Canary setting without a canary strategy", line: 5, col: 16},
+	{name: "traffic without canary", src: strategySpec("blue-green\"\n    traffic = \"20"), summary: "Canary setting without a canary strategy", line: 5, col: 15},
+	{name: "promote_after without canary", src: strategySpec("recreate\"\n    promote_after = \"5m"), summary: "Canary setting without a canary strategy", line: 5, col: 21},
+	{name: "zero canaries", src: strategySpec("canary\"\n    canaries = \"0"), summary: "Invalid canaries", line: 5, col: 16},
+	{name: "traffic 100", src: strategySpec("canary\"\n    traffic = \"100"), summary: "Invalid traffic", line: 5, col: 15},
+	{name: "traffic 0", src: strategySpec("canary\"\n    traffic = \"0"), summary: "Invalid traffic", line: 5, col: 15},
+	{name: "promote_after not a duration", src: strategySpec("canary\"\n    promote_after = \"soon"), summary: "Invalid promote_after", line: 5, col: 21},
 
 	{name: "unknown driver", src: `app "hello" {
   workspace = "dev"
@@ -379,7 +384,7 @@ app "two" {
     schedule = "0 3 * * *"
   }
 }
-`, summary: "App has only scheduled functions", line: 1, col: 1},
+`, summary: "App has only scheduled or callable functions", line: 1, col: 1},
 
 	{name: "env name starts with digit", src: envSpec(`"1X" = "y"`), summary: "Invalid environment variable name", line: 5, col: 11, detail: `"1X"`},
 	{name: "env name with hyphen", src: envSpec(`"MY-VAR" = "y"`), summary: "Invalid environment variable name", line: 5, col: 11, detail: `"MY-VAR"`},

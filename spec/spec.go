@@ -5,7 +5,11 @@
 // them for readers who never open Go code.
 package spec
 
-import "github.com/hashicorp/hcl/v2"
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
 
 // Drivers caravan can run a function with.
 const (
@@ -68,8 +72,32 @@ type App struct {
 type Deploy struct {
 	// Strategy is one of "rolling" (default), "recreate", "canary" or
 	// "blue-green".
+	//
+	// canary starts Canaries new containers of each changed web function
+	// beside the old ones and sends them Traffic percent of its requests;
+	// `caravan app promote` (or PromoteAfter) moves all traffic to the new
+	// version and retires the old containers, `caravan app abort` sends all
+	// traffic back and removes the canaries. Canaries also answer on their
+	// own preview hostname, `<workspace>--<app>-<function>--canary.<domain>`.
+	//
+	// blue-green starts a full new set of containers beside the old; once
+	// every one is healthy, traffic switches to the new set in one step and
+	// the old set drains and stops.
 	Strategy      string    `hcl:"strategy,optional"`
 	StrategyRange hcl.Range `hcl:"strategy,attr_value_range"`
+
+	// Canaries is how many containers of each changed function a canary
+	// version starts with (strategy "canary"; default 1).
+	Canaries      *int      `hcl:"canaries,optional"`
+	CanariesRange hcl.Range `hcl:"canaries,attr_value_range"`
+	// Traffic is the percentage of requests the canaries receive while the
+	// old version keeps the rest (strategy "canary"; 1 to 99, default 10).
+	Traffic      *int      `hcl:"traffic,optional"`
+	TrafficRange hcl.Range `hcl:"traffic,attr_value_range"`
+	// PromoteAfter promotes a canary automatically once it has served that
+	// long ("30m") without failing; empty waits for `caravan app promote`.
+	PromoteAfter      string    `hcl:"promote_after,optional"`
+	PromoteAfterRange hcl.Range `hcl:"promote_after,attr_value_range"`
 
 	DefRange hcl.Range `hcl:",def_range"`
 }
@@ -120,6 +148,20 @@ type Function struct {
 
 	// Web (optional block) makes the function a web endpoint.
 	Web *Web `hcl:"web,block"`
+
+	// Callable makes the function one that runs on demand, once per call
+	// (`caravan call APP FUNCTION --data JSON`, POST
+	// /v1/apps/{app}/functions/{fn}/call), instead of running all the time.
+	// It is deployed as a Nomad parameterized batch job that stays
+	// registered with the app; each call dispatches it with the input as
+	// payload. The process reads its input, a JSON document of at most
+	// 16 KiB (Nomad's dispatch payload limit; `null` when the call sends
+	// none), from the file named by $CARAVAN_INPUT; what it prints on
+	// stdout is the call's output, its exit code the call's. A callable
+	// function has no web block, schedule or period. Default false: a
+	// function without web, schedule or callable is a long-running worker.
+	Callable      bool      `hcl:"callable,optional"`
+	CallableRange hcl.Range `hcl:"callable,attr_value_range"`
 
 	DefRange hcl.Range `hcl:",def_range"`
 }
@@ -201,6 +243,28 @@ func (a *App) DeployStrategy() string {
 	return a.Deploy.Strategy
 }
 
+// Default canary settings.
+const (
+	DefaultCanaries = 1
+	DefaultTraffic  = 10
+)
+
+// CanarySettings returns the canary container count, traffic percentage
+// and automatic promotion delay (0: manual) with defaults applied.
+func (a *App) CanarySettings() (canaries, traffic int, promoteAfter time.Duration) {
+	canaries, traffic = DefaultCanaries, DefaultTraffic
+	if d := a.Deploy; d != nil {
+		if d.Canaries != nil {
+			canaries = *d.Canaries
+		}
+		if d.Traffic != nil {
+			traffic = *d.Traffic
+		}
+		promoteAfter, _ = time.ParseDuration(d.PromoteAfter)
+	}
+	return canaries, traffic, promoteAfter
+}
+
 // TaskDriver returns the function's driver with its default applied.
 func (f *Function) TaskDriver() string {
 	switch {
@@ -215,6 +279,10 @@ func (f *Function) TaskDriver() string {
 
 // Scheduled reports whether the function runs on a schedule.
 func (f *Function) Scheduled() bool { return f.Schedule != "" || f.Period != "" }
+
+// LongRunning reports whether the function runs all the time, in the app's
+// service job: it is neither scheduled nor callable.
+func (f *Function) LongRunning() bool { return !f.Scheduled() && !f.Callable }
 
 // Count is the number of containers to run now: min_containers, at least 1.
 func (f *Function) Count() int {

@@ -37,7 +37,8 @@ func renderCommand() *cli.Command {
 		Usage:     "Print the Nomad job (or the Traefik routes) a spec becomes",
 		ArgsUsage: "FILE",
 		Description: `Prints the Nomad job as JSON in the form 'nomad job run -json' accepts (then,
-one document each, the periodic jobs of scheduled functions),
+one document each, the periodic jobs of scheduled functions and the
+parameterized jobs of callable ones),
 or with --routes the Traefik dynamic configuration caravan serves for the app
 (as tags on its Consul services). The output is the same bytes for the same input.
 
@@ -66,8 +67,8 @@ Exit codes: 0 rendered, 1 the spec has errors.`,
 				return err
 			}
 			// The app's job, then one document per scheduled function's
-			// periodic job.
-			for _, job := range append([]*api.Job{r.Job}, r.Periodic...) {
+			// periodic job and per callable function's parameterized job.
+			for _, job := range append(append([]*api.Job{r.Job}, r.Periodic...), r.Callable...) {
 				out, err := jobs.JSON(job)
 				if err != nil {
 					return err

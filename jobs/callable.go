@@ -1,0 +1,81 @@
+package jobs
+
+import (
+	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/nomad/api"
+)
+
+// CallSeparator joins an app's job ID and a callable function's name in the
+// ID of that function's parameterized job. Names cannot hold "--", so no
+// other job of caravan's ends this way.
+const CallSeparator = "--call--"
+
+// CallableID is the job ID of a callable function's parameterized job.
+func CallableID(appJobID, function string) string { return appJobID + CallSeparator + function }
+
+// MetaCallablePrefix keys, in the app's job meta, the hash of each callable
+// function's parameterized job, so changing one changes the app's hash.
+const MetaCallablePrefix = "caravan.callable."
+
+// MetaCaller is the dispatch meta naming the token that made a call.
+const MetaCaller = "caravan.caller"
+
+// InputFile is where Nomad writes a call's input, in the task's local
+// directory; EnvInput names its path for the process.
+const (
+	InputFile = "input.json"
+	EnvInput  = "CARAVAN_INPUT"
+)
+
+// PayloadLimit is the largest call input Nomad dispatches: its
+// DispatchPayloadSizeLimit (16 KiB, uncompressed).
+const PayloadLimit = 16 * 1024
+
+// callableJob renders a callable function as a parameterized batch job: it
+// stays registered with the app and runs only when dispatched, once per
+// call, with the input as payload in $CARAVAN_INPUT. A call that fails is
+// neither restarted nor rescheduled: its exit code is the answer. Its meta
+// carries the hash of the job until the app's hash replaces it.
+func callableJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
+	id := CallableID(appJobID, fn.Name)
+	t := task(fn)
+	t.RestartPolicy = &api.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")}
+	t.DispatchPayload = &api.DispatchPayloadConfig{File: InputFile}
+	t.Env[EnvInput] = "${NOMAD_TASK_DIR}/" + InputFile
+	job := &api.Job{
+		ID:          ptr(id),
+		Name:        ptr(id),
+		Type:        ptr(api.JobTypeBatch),
+		Datacenters: []string{"*"},
+		ParameterizedJob: &api.ParameterizedJobConfig{
+			Payload:      "optional",
+			MetaOptional: []string{MetaCaller},
+		},
+		Meta: ownerMeta(app, fn),
+		TaskGroups: []*api.TaskGroup{{
+			Name:             ptr(fn.Name),
+			Count:            ptr(1),
+			ReschedulePolicy: &api.ReschedulePolicy{Attempts: ptr(0), Unlimited: ptr(false)},
+			Tasks:            []*api.Task{t},
+		}},
+	}
+	h, err := Hash(job)
+	if err != nil {
+		return nil, err
+	}
+	job.Meta[MetaSpecHash] = h
+	return job, nil
+}
+
+// ownerMeta is the meta of a job a function of app owns.
+func ownerMeta(app *spec.App, fn *spec.Function) map[string]string {
+	m := map[string]string{
+		MetaWorkspace: app.Workspace,
+		MetaApp:       app.Name,
+		MetaFunction:  fn.Name,
+	}
+	if app.Environment != "" {
+		m[MetaEnvironment] = app.Environment
+	}
+	return m
+}
