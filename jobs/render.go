@@ -215,8 +215,8 @@ func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, e
 
 // Hash is the spec hash of job: a SHA-256 of its JSON, cut to 16 hex
 // digits, leaving out what does not change what runs: the caravan.spec_hash,
-// caravan.version and caravan.rollover meta, and the update blocks (a
-// strategy says how to roll out, not what). Hash does not modify job.
+// caravan.version and caravan.rollover meta, and how a strategy rolls out
+// (update blocks and the canaries' tags). Hash does not modify job.
 func Hash(job *api.Job) (string, error) {
 	c := *job
 	c.Meta = map[string]string{}
@@ -228,9 +228,7 @@ func Hash(job *api.Job) (string, error) {
 	c.Update = nil
 	c.TaskGroups = make([]*api.TaskGroup, len(job.TaskGroups))
 	for i, tg := range job.TaskGroups {
-		g := *tg
-		g.Update = nil
-		c.TaskGroups[i] = &g
+		c.TaskGroups[i] = withoutRollout(tg)
 	}
 	b, err := json.Marshal(&c)
 	if err != nil {
@@ -240,13 +238,30 @@ func Hash(job *api.Job) (string, error) {
 	return hex.EncodeToString(sum[:])[:16], nil
 }
 
+// withoutRollout copies tg without what says how a version rolls out
+// rather than what runs: its update block and its services' canary tags.
+func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
+	g := *tg
+	g.Update = nil
+	if len(tg.Services) == 0 {
+		return &g
+	}
+	g.Services = make([]*api.Service, len(tg.Services))
+	for i, s := range tg.Services {
+		c := *s
+		c.CanaryTags = nil
+		g.Services[i] = &c
+	}
+	return &g
+}
+
 func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*api.TaskGroup, error) {
 	count := fn.Count()
 	tg := &api.TaskGroup{
 		Name:   ptr(fn.Name),
 		Count:  ptr(count),
 		Meta:   map[string]string{MetaFunction: fn.Name},
-		Update: update(app.DeployStrategy(), count),
+		Update: update(app, count),
 	}
 	if fn.MaxContainers != nil {
 		min := int64(count)
@@ -293,9 +308,7 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 		}
 	}
 	tg.Tasks = []*api.Task{t}
-	g := *tg
-	g.Update = nil
-	b, err := json.Marshal(&g)
+	b, err := json.Marshal(withoutRollout(tg))
 	if err != nil {
 		return nil, fmt.Errorf("hashing group %s: %w", fn.Name, err)
 	}
@@ -392,11 +405,22 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 	if err != nil {
 		return nil, err
 	}
+	// Canaries register with the preview route's tags instead: they answer
+	// on their own hostname, and the main one reaches them only through
+	// the traffic split caravan publishes (see router.Split).
+	var canaryTags []string
+	if r.Preview != nil {
+		if canaryTags, err = r.Preview.Tags(); err != nil {
+			return nil, err
+		}
+		canaryTags = append(canaryTags, CanaryTag)
+	}
 	return &api.Service{
-		Name:      r.Name,
-		PortLabel: PortLabel,
-		Provider:  api.ServiceProviderConsul,
-		Tags:      tags,
+		Name:       r.Name,
+		PortLabel:  PortLabel,
+		Provider:   api.ServiceProviderConsul,
+		Tags:       tags,
+		CanaryTags: canaryTags,
 		Meta: map[string]string{
 			ServiceMetaWorkspace: app.Workspace,
 			ServiceMetaApp:       app.Name,
@@ -412,6 +436,9 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 	}, nil
 }
 
+// CanaryTag marks the Consul registrations of canary containers.
+const CanaryTag = "caravan-canary"
+
 // update renders a deploy strategy as a group's update block.
 //
 // rolling starts a full set of new containers beside the old ones (canaries
@@ -419,24 +446,34 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 // passes), promotes them automatically once all are healthy, and only then
 // stops the old ones; a version that never becomes healthy is reverted.
 // recreate stops the old containers first and starts the new ones together.
+// canary starts the spec's number of canaries and blue-green a full set;
+// both carry the preview route's tags and wait for caravan to promote them
+// (after it has moved traffic to them; see orchestrator).
 //
 // progress_deadline is 0 so the first unhealthy container fails the
 // deployment at once (and auto_revert restores the previous version) rather
 // than Nomad rescheduling it until a deadline passes: a deploy that crashes
-// is reported in seconds.
-func update(strategy string, count int) *api.UpdateStrategy {
+// is reported in seconds. It also lets healthy canaries wait for promotion
+// as long as they must.
+func update(app *spec.App, count int) *api.UpdateStrategy {
 	u := &api.UpdateStrategy{
 		HealthCheck:      ptr("checks"),
 		MinHealthyTime:   ptr(2 * time.Second),
 		HealthyDeadline:  ptr(2 * time.Minute),
 		ProgressDeadline: ptr(time.Duration(0)),
 		AutoRevert:       ptr(true),
+		MaxParallel:      ptr(count),
 	}
-	switch strategy {
+	switch app.DeployStrategy() {
 	case spec.StrategyRecreate:
-		u.MaxParallel = ptr(count)
+	case spec.StrategyCanary:
+		canaries, _, _ := app.CanarySettings()
+		u.Canary = ptr(canaries)
+		u.AutoPromote = ptr(false)
+	case spec.StrategyBlueGreen:
+		u.Canary = ptr(count)
+		u.AutoPromote = ptr(false)
 	default:
-		u.MaxParallel = ptr(count)
 		u.Canary = ptr(count)
 		u.AutoPromote = ptr(true)
 	}

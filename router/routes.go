@@ -87,6 +87,11 @@ type Route struct {
 	HealthPath string
 	// Config is the Traefik dynamic configuration for this route alone.
 	Config *dynamic.Configuration
+	// Preview is the route of the function's canaries under its own
+	// hostname (see PreviewName), rendered for strategies that start new
+	// containers beside the old ones without sending them traffic at once
+	// (canary and blue-green); nil otherwise.
+	Preview *Route
 }
 
 // Routes renders the route of every web function of app, in spec order.
@@ -96,14 +101,37 @@ func Routes(app *spec.App, cfg Config) []Route {
 		if fn.Web == nil {
 			continue
 		}
-		routes = append(routes, route(app, fn, cfg))
+		r := route(app, fn, cfg, ServiceName(app, fn), fn.Web.CustomDomains)
+		switch app.DeployStrategy() {
+		case spec.StrategyCanary, spec.StrategyBlueGreen:
+			p := route(app, fn, cfg, PreviewName(app, fn), nil)
+			r.Preview = &p
+		}
+		routes = append(routes, r)
 	}
 	return routes
+}
+
+// PreviewSuffix ends the base name of a function's canary preview
+// hostname. Names cannot hold "--", so no function's own hostname ends so.
+const PreviewSuffix = "--canary"
+
+// PreviewName is the first label of the hostname on which a function's
+// canaries answer, `<workspace>--<app>-<function>--canary`, before (and
+// while) they take any of its traffic. It also names their Traefik service.
+func PreviewName(app *spec.App, fn *spec.Function) string {
+	return HostLabel(app.Workspace, app.Environment, baseName(app, fn)+PreviewSuffix)
 }
 
 // ServiceName is the Consul service name of a web function; a `caravan
 // serve` copy's ends in "-dev".
 func ServiceName(app *spec.App, fn *spec.Function) string {
+	return HostLabel(app.Workspace, app.Environment, baseName(app, fn))
+}
+
+// baseName is `<app>-<function>` or the function's web label, with "-dev"
+// for a serve copy.
+func baseName(app *spec.App, fn *spec.Function) string {
 	name := app.Name + "-" + fn.Name
 	if fn.Web != nil && fn.Web.Label != "" {
 		name = fn.Web.Label
@@ -111,14 +139,15 @@ func ServiceName(app *spec.App, fn *spec.Function) string {
 	if app.Serve {
 		name += "-dev"
 	}
-	return HostLabel(app.Workspace, app.Environment, name)
+	return name
 }
 
-func route(app *spec.App, fn *spec.Function, cfg Config) Route {
-	name := ServiceName(app, fn)
+// route renders the route of fn served as name (the first label of its
+// hostname and the name of its Traefik service), also at customDomains.
+func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDomains []string) Route {
 	host := cfg.Host(name)
 	r := Route{Function: fn.Name, Name: name, Host: host, URL: cfg.URL(name), HealthPath: fn.Web.HealthCheckPath()}
-	for _, d := range fn.Web.CustomDomains {
+	for _, d := range customDomains {
 		r.CustomDomains = append(r.CustomDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 	}
 

@@ -1,0 +1,134 @@
+package router
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	ptypes "github.com/traefik/paerser/types"
+	"github.com/traefik/traefik/v3/pkg/config/dynamic"
+)
+
+// Split is how a web function's requests are shared while a new version
+// rolls out beside the live one (strategies canary and blue-green). It is
+// published through Traefik's Consul KV provider rather than as service
+// tags: a router for the same hostnames, ranked above the route's own, that
+// sends Weight percent of requests to the new containers and the rest to
+// the live version's service.
+//
+// The new containers are listed by address, not by their Consul service:
+// their registration changes tags when Nomad promotes them, and a router
+// whose service vanished would drop requests. Traefik checks each address
+// on the route's health path and stops sending to one that fails.
+type Split struct {
+	// Route is the new version's route: the rule, TLS and middlewares
+	// the split router uses.
+	Route Route
+	// Servers are the new containers' URLs, such as http://10.0.0.5:23001.
+	Servers []string
+	// Weight is the percentage of requests the new containers receive;
+	// 100 sends them all (blue-green's switch).
+	Weight int
+}
+
+// SplitPriority ranks split routers above every route's own router, whose
+// priority is the length of its rule.
+const SplitPriority = 1 << 20
+
+// SplitHealthInterval is how often Traefik checks a split's new containers.
+const SplitHealthInterval = time.Second
+
+// Names of the Traefik objects of a split: the router and the weighted
+// service are <route>-split, the new containers' service <route>-next.
+func splitName(r Route) string { return r.Name + "-split" }
+func nextName(r Route) string  { return r.Name + "-next" }
+
+// StableService is the Traefik service (from the consulCatalog provider) of
+// a route's live containers.
+func StableService(r Route) string { return r.Name + "@consulcatalog" }
+
+// Config renders s as Traefik dynamic configuration for the KV provider.
+func (s Split) Config() *dynamic.Configuration {
+	r := s.Route
+	var rt *dynamic.Router
+	for _, v := range r.Config.HTTP.Routers {
+		c := *v
+		rt = &c
+	}
+	rt.Priority = SplitPriority
+	rt.Middlewares = slices.Clone(rt.Middlewares)
+
+	interval := ptypes.Duration(SplitHealthInterval)
+	passHost := true
+	next := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{
+		PassHostHeader: &passHost,
+		HealthCheck: &dynamic.ServerHealthCheck{
+			Path: r.HealthPath, Interval: interval, Timeout: interval,
+		},
+	}}
+	for _, u := range s.Servers {
+		next.LoadBalancer.Servers = append(next.LoadBalancer.Servers, dynamic.Server{URL: u})
+	}
+	services := map[string]*dynamic.Service{nextName(r): next}
+	rt.Service = nextName(r)
+	if s.Weight < 100 {
+		stable, canary := 100-s.Weight, s.Weight
+		services[splitName(r)] = &dynamic.Service{Weighted: &dynamic.WeightedRoundRobin{
+			Services: []dynamic.WRRService{
+				{Name: StableService(r), Weight: &stable},
+				{Name: nextName(r), Weight: &canary},
+			},
+		}}
+		rt.Service = splitName(r)
+	}
+	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
+		Routers:     map[string]*dynamic.Router{splitName(r): rt},
+		Services:    services,
+		Middlewares: maps.Clone(r.Config.HTTP.Middlewares),
+	}}
+}
+
+// KV flattens c into the keys and values Traefik's KV providers read under
+// rootKey (such as "traefik"): maps and structs become path segments,
+// lists their indexes, and an empty section (`healthCheck: {}`) an empty
+// value.
+func KV(rootKey string, c *dynamic.Configuration) (map[string]string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding split configuration: %w", err)
+	}
+	var tree any
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(&tree); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	flatten(rootKey, tree, out)
+	return out, nil
+}
+
+func flatten(key string, v any, out map[string]string) {
+	switch v := v.(type) {
+	case map[string]any:
+		if len(v) == 0 {
+			out[key] = ""
+		}
+		for k, child := range v {
+			flatten(key+"/"+k, child, out)
+		}
+	case []any:
+		for i, child := range v {
+			flatten(key+"/"+strconv.Itoa(i), child, out)
+		}
+	case string:
+		out[key] = v
+	case nil:
+	default:
+		out[key] = fmt.Sprint(v)
+	}
+}
