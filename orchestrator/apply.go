@@ -245,6 +245,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if rollErr == nil {
 		rollErr = o.syncPeriodic(rctx, id, rendered.Periodic, version, rec.Rollovers)
 	}
+	if rollErr == nil {
+		rollErr = o.syncCallable(rctx, id, rendered.Callable, version, rec.Rollovers)
+	}
 	// The outcome is recorded even when the rollout ran out of time.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer fcancel()
@@ -533,6 +536,9 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		return nil, err
 	}
 	if err := o.syncPeriodic(ctx, rec.JobID, nil, 0, 0); err != nil {
+		return nil, err
+	}
+	if err := o.syncCallable(ctx, rec.JobID, nil, 0, 0); err != nil {
 		return nil, err
 	}
 	if job != nil {

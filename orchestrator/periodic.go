@@ -17,28 +17,48 @@ import (
 // functions of a version are live, so a failed version leaves the previous
 // schedules in place.
 func (o *Orchestrator) syncPeriodic(ctx context.Context, appJobID string, want []*nomad.Job, version, rollovers int) error {
+	return o.syncOwned(ctx, ownedKind{what: "periodic", separator: jobs.CronSeparator,
+		is: func(s *nomad.JobListStub) bool { return s.Periodic }}, appJobID, want, version, rollovers)
+}
+
+// ownedKind is a kind of job an app owns beside its own: periodic jobs of
+// scheduled functions, parameterized jobs of callable ones.
+type ownedKind struct {
+	// what names the kind in errors.
+	what string
+	// separator joins the app's job ID and a function's name in their IDs.
+	separator string
+	// is tells the kind's jobs from their children and from other jobs.
+	is func(*nomad.JobListStub) bool
+}
+
+// syncOwned makes the jobs of kind k that app job appJobID owns exactly
+// want (stamped with version): it registers them and purges any other
+// caravan job of that kind of the app.
+func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID string, want []*nomad.Job, version, rollovers int) error {
 	keep := map[string]bool{}
-	for _, pj := range want {
-		stamp(pj, version, rollovers)
-		if _, _, err := o.nomad.Jobs().Register(pj, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
-			return &RolloutError{Function: pj.Meta[jobs.MetaFunction], Version: version,
-				Cause: fmt.Sprintf("Nomad refused its periodic job: %v", err)}
+	for _, j := range want {
+		stamp(j, version, rollovers)
+		if _, _, err := o.nomad.Jobs().Register(j, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+			return &RolloutError{Function: j.Meta[jobs.MetaFunction], Version: version,
+				Cause: fmt.Sprintf("Nomad refused its %s job: %v", k.what, err)}
 		}
-		keep[*pj.ID] = true
+		keep[*j.ID] = true
 	}
 	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
-		(&nomad.QueryOptions{Prefix: appJobID + jobs.CronSeparator}).WithContext(ctx))
+		(&nomad.QueryOptions{Prefix: appJobID + k.separator}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("listing periodic jobs of %s: %w", appJobID, err)
+		return fmt.Errorf("listing %s jobs of %s: %w", k.what, appJobID, err)
 	}
 	for _, s := range stubs {
-		// Children (<id>/periodic-<time>) go with their parent; jobs
-		// caravan did not make are not caravan's to remove.
-		if !s.Periodic || keep[s.ID] || s.ParentID != "" || s.Meta[jobs.MetaApp] == "" {
+		// Children (<id>/periodic-<time>, <id>/dispatch-...) go with
+		// their parent; jobs caravan did not make are not caravan's to
+		// remove.
+		if !k.is(s) || keep[s.ID] || s.ParentID != "" || s.Meta[jobs.MetaApp] == "" {
 			continue
 		}
 		if _, _, err := o.nomad.Jobs().Deregister(s.ID, true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
-			return fmt.Errorf("removing periodic job %s: %w", s.ID, err)
+			return fmt.Errorf("removing %s job %s: %w", k.what, s.ID, err)
 		}
 	}
 	return nil

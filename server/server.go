@@ -16,6 +16,8 @@
 //	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
 //	POST /v1/apps/{app}/run         RunBody -> orchestrator.RunResult (a scheduled function, now)
+//	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
+//	                                input (JSON, at most 16 KiB; 413 past it) -> orchestrator.CallResult
 //
 // Errors are {"error": APIError} with the spec's diagnostics intact, so the
 // CLI prints the same file:line errors as `caravan validate`.
@@ -176,6 +178,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
 	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
 	mux.Handle("POST /v1/apps/{app}/run", s.authed(s.run))
+	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", s.authed(s.call))
 	return mux
 }
 
@@ -498,7 +501,8 @@ func (s *Server) apps(w http.ResponseWriter, r *http.Request, caller orchestrato
 // APIError is the error envelope of every failed request.
 type APIError struct {
 	// Kind is one of: unauthorized, forbidden, bad_request, invalid_spec,
-	// ownership, host_taken, not_found, rollout_failed, internal.
+	// ownership, host_taken, not_found, rollout_failed, input_too_large,
+	// internal.
 	Kind        string                    `json:"kind"`
 	Message     string                    `json:"message"`
 	Diagnostics []orchestrator.Diagnostic `json:"diagnostics,omitempty"`
@@ -520,8 +524,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		bad   *orchestrator.BadRequestError
 		roll  *orchestrator.RolloutError
 		taken *orchestrator.HostTakenError
+		large *orchestrator.InputTooLargeError
 	)
 	switch {
+	case errors.As(err, &large):
+		writeError(w, http.StatusRequestEntityTooLarge, &APIError{Kind: "input_too_large", Message: err.Error()})
 	case errors.As(err, &diags):
 		writeError(w, http.StatusBadRequest, &APIError{Kind: "invalid_spec", Message: err.Error(), Diagnostics: orchestrator.ToWire(diags.Diags)})
 	case errors.As(err, &forb):

@@ -1,0 +1,233 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/jobs"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// syncCallable makes the callable functions' parameterized jobs of app job
+// appJobID exactly want (stamped with version), as syncPeriodic does for
+// scheduled functions: they stay registered with the app, so a call
+// registers nothing.
+func (o *Orchestrator) syncCallable(ctx context.Context, appJobID string, want []*nomad.Job, version, rollovers int) error {
+	return o.syncOwned(ctx, ownedKind{what: "parameterized", separator: jobs.CallSeparator,
+		is: func(s *nomad.JobListStub) bool { return s.ParameterizedJob }}, appJobID, want, version, rollovers)
+}
+
+// DefaultCallTimeout is how long a call waits for its result by default.
+const DefaultCallTimeout = 5 * time.Minute
+
+// OutputLimit caps the stdout, and apart from it the stderr, a call
+// returns; past it the result says the output was truncated.
+const OutputLimit = 4 << 20
+
+// CallRequest is one call of a callable function.
+type CallRequest struct {
+	AppRef
+	Function string
+	// Input is the function's input: a JSON document of at most
+	// jobs.PayloadLimit bytes. Empty sends `null`.
+	Input []byte
+	// Timeout bounds the wait for the result (default DefaultCallTimeout).
+	Timeout time.Duration
+}
+
+// CallResult is what a call returned.
+type CallResult struct {
+	Function string `json:"function"`
+	// JobID is the Nomad job the call dispatched (a child of the
+	// function's parameterized job); AllocID the allocation that ran it.
+	JobID   string `json:"job_id"`
+	AllocID string `json:"alloc_id,omitempty"`
+	// ExitCode is the process's exit code; -1 when it did not run.
+	ExitCode int `json:"exit_code"`
+	// Output is what the function printed on stdout, Stderr on stderr,
+	// each at most OutputLimit bytes (the rest is cut, and the Truncated
+	// field says so).
+	Output          string `json:"output"`
+	OutputTruncated bool   `json:"output_truncated,omitempty"`
+	Stderr          string `json:"stderr"`
+	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
+	// Error says why the function did not run, when it did not.
+	Error string `json:"error,omitempty"`
+	// Duration is from the call to its result.
+	Duration time.Duration `json:"duration"`
+}
+
+// InputTooLargeError is a call input over the limit of what Nomad
+// dispatches. Nothing was dispatched.
+type InputTooLargeError struct {
+	Size, Limit int
+}
+
+func (e *InputTooLargeError) Error() string {
+	return fmt.Sprintf("the input is %d bytes, over the limit of %d bytes (%d KiB) a call takes (Nomad's dispatch payload limit): "+
+		"pass a reference to the data instead, such as a URL or a file path the function can read", e.Size, e.Limit, e.Limit/1024)
+}
+
+// CheckInput checks a call's input without calling anything: at most
+// jobs.PayloadLimit bytes (else *InputTooLargeError) of valid JSON (else
+// *BadRequestError). It returns the payload to dispatch: `null` for none.
+func CheckInput(input []byte) ([]byte, error) {
+	if len(input) > jobs.PayloadLimit {
+		return nil, &InputTooLargeError{Size: len(input), Limit: jobs.PayloadLimit}
+	}
+	if len(strings.TrimSpace(string(input))) == 0 {
+		return []byte("null"), nil
+	}
+	var v json.RawMessage
+	if err := json.Unmarshal(input, &v); err != nil {
+		return nil, &BadRequestError{Why: "the input is not valid JSON (" + err.Error() + "): send one JSON document, such as {\"numbers\": [1, 2]}"}
+	}
+	return input, nil
+}
+
+// Call runs a callable function of an app's live version once with
+// req.Input and waits for its result: it dispatches the function's
+// parameterized job (registered by the deploy, so a call registers
+// nothing) and reads the output of the allocation that ran it.
+func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest) (*CallResult, error) {
+	began := time.Now()
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	rec, err := o.resolve(ctx, caller, req.AppRef)
+	if err != nil {
+		return nil, err
+	}
+	if rec.LiveVersion == 0 {
+		return nil, &NotFoundError{App: rec.App, Why: "it has no live version"}
+	}
+	job, err := o.currentJob(ctx, rec.JobID)
+	if err != nil {
+		return nil, err
+	}
+	if job == nil || job.Meta[jobs.MetaCallablePrefix+req.Function] == "" {
+		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no callable function %q live (%s)", req.Function, callables(job))}
+	}
+	payload, err := CheckInput(req.Input)
+	if err != nil {
+		return nil, err
+	}
+
+	id := jobs.CallableID(rec.JobID, req.Function)
+	d, _, err := o.nomad.Jobs().Dispatch(id, map[string]string{jobs.MetaCaller: caller.Name}, payload, "",
+		(&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("dispatching %s: %w", id, err)
+	}
+	res := &CallResult{Function: req.Function, JobID: d.DispatchedJobID, ExitCode: -1}
+	o.log.Info("call", "job", d.DispatchedJobID, "caller", caller.Name, "input_bytes", len(payload))
+	eval, err := o.waitEval(ctx, d.EvalID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range eval.FailedTGAllocs {
+		// Nothing would run it soon: take it back rather than leave it
+		// queued in Nomad.
+		_, _, _ = o.nomad.Jobs().Deregister(d.DispatchedJobID, true, (&nomad.WriteOptions{}).WithContext(ctx))
+		return nil, fmt.Errorf("Nomad cannot place a run of %q now (%d nodes evaluated, %d filtered, %d out of resources): nothing ran",
+			req.Function, m.NodesEvaluated, m.NodesFiltered, m.NodesExhausted)
+	}
+	alloc, err := o.waitDone(ctx, d.DispatchedJobID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("no result from %s within %s: it goes on running (`nomad job status %s`)", d.DispatchedJobID, timeout, d.DispatchedJobID)
+		}
+		return nil, err
+	}
+	res.AllocID = alloc.ID
+	st := alloc.TaskStates[req.Function]
+	ran, why := false, "its allocation is "+alloc.ClientStatus
+	if st != nil {
+		for _, e := range st.Events {
+			switch {
+			case e.Type == nomad.TaskTerminated:
+				res.ExitCode, ran = e.ExitCode, true
+			case e.FailsTask && e.DisplayMessage != "":
+				why = e.DisplayMessage
+			}
+		}
+	}
+	if !ran {
+		res.Error = "the function did not run: " + why
+	}
+	if st != nil && !st.StartedAt.IsZero() {
+		if res.Output, res.OutputTruncated, err = o.readLog(ctx, alloc, req.Function, "stdout"); err == nil {
+			res.Stderr, res.StderrTruncated, err = o.readLog(ctx, alloc, req.Function, "stderr")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the output of %s: %w", d.DispatchedJobID, err)
+		}
+	}
+	res.Duration = time.Since(began)
+	return res, nil
+}
+
+// callables lists the callable functions of job for an error message.
+func callables(job *nomad.Job) string {
+	var names []string
+	if job != nil {
+		for k := range job.Meta {
+			if name, ok := strings.CutPrefix(k, jobs.MetaCallablePrefix); ok {
+				names = append(names, name)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return "it has none; callable = true in a function makes one"
+	}
+	slices.Sort(names)
+	return "callable functions: " + strings.Join(names, ", ")
+}
+
+// waitDone waits, with blocking queries, until the allocation of a
+// dispatched job has finished, and returns it.
+func (o *Orchestrator) waitDone(ctx context.Context, jobID string) (*nomad.Allocation, error) {
+	var index uint64
+	for {
+		stubs, meta, err := o.nomad.Jobs().Allocations(jobID, false, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		if err != nil {
+			return nil, err
+		}
+		index = meta.LastIndex
+		for _, s := range stubs {
+			switch s.ClientStatus {
+			case nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost:
+				a, _, err := o.nomad.Allocations().Info(s.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+				return a, err
+			}
+		}
+	}
+}
+
+// readLog reads a task's stdout or stderr from its allocation, at most
+// OutputLimit bytes, and says whether there was more.
+func (o *Orchestrator) readLog(ctx context.Context, alloc *nomad.Allocation, task, stream string) (string, bool, error) {
+	r, err := o.nomad.AllocFS().ReadAt(alloc, "alloc/logs/"+task+"."+stream+".0", 0, OutputLimit+1,
+		(&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", false, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", false, err
+	}
+	if len(b) > OutputLimit {
+		return string(b[:OutputLimit]), true, nil
+	}
+	return string(b), false, nil
+}
