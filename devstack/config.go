@@ -181,6 +181,11 @@ providers:
     exposedByDefault: false
     watch: true
     stale: false
+  # Traffic splits of canary and blue-green rollouts, which caravan
+  # publishes under traefik/ in Consul KV.
+  consul:
+    rootKey: traefik
+    endpoints: ["127.0.0.1:%d"]
 
 certificatesResolvers:
   %s:
@@ -200,7 +205,7 @@ certificatesResolvers:
         propagation:
           # challtestsrv is Pebble's only DNS: nothing to propagate.
           disableChecks: true
-`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, CertResolver,
+`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, p.ConsulHTTP, CertResolver,
 		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble,
 		DNSCertResolver, filepath.Join(stateDir, "traefik", "acme-dns.json"), p.Pebble, p.ChallDNS)
 }

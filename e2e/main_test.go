@@ -158,7 +158,7 @@ func startServer(name string) (*server.Server, error) {
 		ConsulAddr: s.ConsulAddr(),
 		Router: router.Config{Domain: s.Domain, EntryPoint: "websecure", CertResolver: devstack.CertResolver,
 			DNSCertResolver: devstack.DNSCertResolver, BodyLimitPlugin: devstack.BodyLimitPlugin,
-			HTTPSPort: s.Ports.TraefikWebsecure},
+			HTTPSPort: s.Ports.TraefikWebsecure, KVRoot: "traefik"},
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),

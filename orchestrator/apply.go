@@ -131,10 +131,11 @@ func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind stri
 
 func checkStrategy(s string) error {
 	switch s {
-	case "", spec.StrategyRolling, spec.StrategyRecreate:
+	case "", spec.StrategyRolling, spec.StrategyRecreate, spec.StrategyCanary, spec.StrategyBlueGreen:
 		return nil
 	}
-	return &BadRequestError{Why: fmt.Sprintf("strategy %q: use %q or %q", s, spec.StrategyRolling, spec.StrategyRecreate)}
+	return &BadRequestError{Why: fmt.Sprintf("strategy %q: use %q, %q, %q or %q", s, spec.StrategyRolling,
+		spec.StrategyRecreate, spec.StrategyCanary, spec.StrategyBlueGreen)}
 }
 
 // change is one deploy, rollover or rollback on its way to Nomad.
@@ -175,6 +176,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		Kind: c.kind, Warnings: toWire(c.diags)}
 	res.Functions = functionResults(app, rendered, current)
 
+	if rec.Canary != nil {
+		return nil, &CanaryPendingError{App: app.Name, Version: rec.Canary.Version}
+	}
 	if c.kind == KindRollover {
 		rec.Rollovers++
 	}
@@ -234,7 +238,14 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
 		rollErr = o.register(rctx, job, current, version, needs(app))
 	}
-	if rollErr == nil {
+	var canary *CanaryState
+	if rollErr == nil && current != nil && o.awaiting(rctx, id) {
+		// Canaries (or a blue-green set) are up beside the live version.
+		if canary, rollErr = o.startCanary(rctx, app, rendered, res); rollErr != nil {
+			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rollErr)
+		}
+	}
+	if rollErr == nil && canary == nil {
 		if rollErr = o.probe(rctx, rendered, version, current != nil); rollErr != nil && current != nil {
 			// Nomad took the version but it does not answer through the
 			// proxy: go back to what served before, so records and reality
@@ -251,6 +262,15 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	// The outcome is recorded even when the rollout ran out of time.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer fcancel()
+	if canary != nil && rollErr == nil {
+		res.Canary = canary
+		res.Duration = time.Since(began)
+		if err := o.recordCanary(fctx, rec.JobID, vrec, canary); err != nil {
+			return nil, err
+		}
+		log.Info("canary live", "version", version, "traffic", canary.Traffic)
+		return res, nil
+	}
 	if err := o.finish(fctx, rec.JobID, vrec, rollErr); err != nil {
 		log.Error("recording the outcome", "version", version, "error", err)
 	}
@@ -261,6 +281,32 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	res.Duration = time.Since(began)
 	log.Info("live", "version", version, "duration", res.Duration)
 	return res, nil
+}
+
+// awaiting reports whether job id's latest deployment waits for caravan to
+// promote its canaries.
+func (o *Orchestrator) awaiting(ctx context.Context, id string) bool {
+	dep, _, err := o.nomad.Jobs().LatestDeployment(id, (&nomad.QueryOptions{}).WithContext(ctx))
+	return err == nil && dep != nil && dep.Status == nomad.DeploymentStatusRunning && awaitingPromotion(dep)
+}
+
+// recordCanary records version v as a canary of the app.
+func (o *Orchestrator) recordCanary(ctx context.Context, jobID string, v *VersionRecord, st *CanaryState) error {
+	rec, index, err := o.store.App(ctx, jobID)
+	if err != nil || rec == nil {
+		return errors.Join(err, errors.New("app record vanished"))
+	}
+	v.Status = StatusCanary
+	what := fmt.Sprintf("canary: %d container(s) per function, %d%% of traffic", st.Canaries, st.Traffic)
+	if !st.PromoteAt.IsZero() {
+		what += ", promoted automatically at " + st.PromoteAt.Format(time.RFC3339)
+	}
+	v.Events = append(v.Events, Event{At: st.Since, What: what, Who: v.Who})
+	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
+		return err
+	}
+	rec.Canary, rec.UpdatedAt = st, st.Since
+	return o.store.PutApp(ctx, rec, index)
 }
 
 // routeHosts lists every hostname rendered serves, sorted.
@@ -289,16 +335,22 @@ const StableProbe = 1500 * time.Millisecond
 // after an update, for StableProbe without a break. Routes are probed at
 // once, so the window is waited out once.
 func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int, update bool) error {
-	if o.prober == nil {
-		return nil
-	}
 	stable := time.Duration(0)
 	if update {
 		stable = StableProbe
 	}
-	errs := make([]error, len(rendered.Routes))
+	return o.probeRoutes(ctx, rendered.Routes, version, stable)
+}
+
+// probeRoutes waits until every route answers through the proxy for
+// stable without a break.
+func (o *Orchestrator) probeRoutes(ctx context.Context, routes []router.Route, version int, stable time.Duration) error {
+	if o.prober == nil {
+		return nil
+	}
+	errs := make([]error, len(routes))
 	var wg sync.WaitGroup
-	for i, r := range rendered.Routes {
+	for i, r := range routes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -534,6 +586,12 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	job, err := o.currentJob(ctx, rec.JobID)
 	if err != nil {
 		return nil, err
+	}
+	if rec.Canary != nil {
+		if err := o.removeSplits(ctx, rec.Canary.Keys); err != nil {
+			return nil, err
+		}
+		rec.Canary = nil
 	}
 	if err := o.syncPeriodic(ctx, rec.JobID, nil, 0, 0); err != nil {
 		return nil, err

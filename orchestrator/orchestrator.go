@@ -16,6 +16,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
@@ -23,7 +24,10 @@ import (
 
 // Config wires an Orchestrator.
 type Config struct {
-	Nomad  *nomad.Client
+	Nomad *nomad.Client
+	// Consul publishes traffic splits (canary and blue-green rollouts) for
+	// Traefik's KV provider and finds canary containers.
+	Consul *consul.Client
 	Router router.Config
 	// Store keeps app records and every version's spec.
 	Store Store
@@ -35,6 +39,7 @@ type Config struct {
 // Orchestrator deploys apps. It is safe for concurrent use.
 type Orchestrator struct {
 	nomad  *nomad.Client
+	consul *consul.Client
 	router router.Config
 	store  Store
 	prober Prober
@@ -47,7 +52,7 @@ func New(cfg Config) *Orchestrator {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}
+	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}
 }
 
 // Caller is who asks for a change: a token's name and the workspace it may
@@ -66,7 +71,7 @@ type DeployRequest struct {
 	// (default 5 minutes).
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// Strategy overrides the spec's deploy strategy for this rollout
-	// ("rolling" or "recreate"); empty keeps the spec's.
+	// ("rolling", "recreate", "canary" or "blue-green"); empty keeps the spec's.
 	Strategy string `json:"strategy,omitempty"`
 	// Tag, GitCommit and GitDirty are recorded in the history.
 	Tag       string `json:"tag,omitempty"`
@@ -113,6 +118,9 @@ type DeployResult struct {
 	// Warnings are the spec's non-fatal diagnostics.
 	Warnings []Diagnostic  `json:"warnings,omitempty"`
 	Duration time.Duration `json:"duration"`
+	// Canary is set when the version went live as a canary: it takes part
+	// of the traffic until promoted or aborted.
+	Canary *CanaryState `json:"canary,omitempty"`
 }
 
 func (o *Orchestrator) currentJob(ctx context.Context, id string) (*nomad.Job, error) {

@@ -51,28 +51,33 @@ type AppRecord struct {
 	// CARAVAN_ROLLOVER so a rollover replaces every container.
 	Rollovers int `json:"rollovers"`
 	// Hosts are the hostnames the app has claimed.
-	Hosts     []string  `json:"hosts,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
-	StoppedBy string    `json:"stopped_by,omitempty"`
+	Hosts []string `json:"hosts,omitempty"`
+	// Canary is the version in progress as a canary, if any.
+	Canary    *CanaryState `json:"canary,omitempty"`
+	UpdatedAt time.Time    `json:"updated_at"`
+	StoppedBy string       `json:"stopped_by,omitempty"`
 }
 
 // VersionRecord is one entry of an app's history, with the spec it ran, so
 // any version can be rolled back to, however old.
 type VersionRecord struct {
-	Version    int       `json:"version"`
-	Kind       string    `json:"kind"`
-	Status     string    `json:"status"`
-	Strategy   string    `json:"strategy"`
-	Who        string    `json:"who"`
-	Tag        string    `json:"tag,omitempty"`
-	GitCommit  string    `json:"git_commit,omitempty"`
-	GitDirty   bool      `json:"git_dirty,omitempty"`
-	SpecHash   string    `json:"spec_hash"`
-	Filename   string    `json:"filename"`
-	Spec       string    `json:"spec"`
-	RollbackOf int       `json:"rollback_of,omitempty"`
-	Hosts      []string  `json:"hosts,omitempty"`
-	Error      string    `json:"error,omitempty"`
+	Version    int      `json:"version"`
+	Kind       string   `json:"kind"`
+	Status     string   `json:"status"`
+	Strategy   string   `json:"strategy"`
+	Who        string   `json:"who"`
+	Tag        string   `json:"tag,omitempty"`
+	GitCommit  string   `json:"git_commit,omitempty"`
+	GitDirty   bool     `json:"git_dirty,omitempty"`
+	SpecHash   string   `json:"spec_hash"`
+	Filename   string   `json:"filename"`
+	Spec       string   `json:"spec"`
+	RollbackOf int      `json:"rollback_of,omitempty"`
+	Hosts      []string `json:"hosts,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	// Events are what happened to the version after it was deployed
+	// (canary started, promoted, aborted).
+	Events     []Event   `json:"events,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }

@@ -51,6 +51,10 @@ func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVer
 		switch dep.Status {
 		case nomad.DeploymentStatusSuccessful:
 			return nil
+		case nomad.DeploymentStatusRunning:
+			if awaitingPromotion(dep) {
+				return nil // canaries are healthy; caravan promotes them
+			}
 		case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:
 			return o.deploymentError(context.WithoutCancel(ctx), dep, version)
 		}

@@ -38,6 +38,9 @@ type Config struct {
 	// AuthURL is caravan server's proxy-auth endpoint, which Traefik's
 	// forwardAuth asks about requests to requires_proxy_auth functions.
 	AuthURL string
+	// KVRoot is the root key of Traefik's Consul KV provider, under which
+	// caravan publishes traffic splits (canary and blue-green rollouts).
+	KVRoot string
 }
 
 // ProxyAuthHeaders carry a token's ID and secret to endpoints with
@@ -49,7 +52,7 @@ const (
 
 // DefaultConfig is the configuration of the local stack's Traefik.
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
-	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
+	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {

@@ -121,6 +121,19 @@ func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*or
 	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollback", body, &res)
 }
 
+// Promote moves all traffic of an app's canary to it; it becomes live.
+func (c *Client) Promote(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+	var res orchestrator.DeployResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/promote", body, &res)
+}
+
+// Abort sends all traffic of an app's canary back to the live version and
+// removes the canaries.
+func (c *Client) Abort(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+	var res orchestrator.DeployResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/abort", body, &res)
+}
+
 // Run launches a scheduled function now and waits for its result.
 func (c *Client) Run(ctx context.Context, app string, body RunBody) (*orchestrator.RunResult, error) {
 	var res orchestrator.RunResult

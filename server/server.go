@@ -14,6 +14,8 @@
 //	GET  /v1/apps/{app}/logs        ?workspace=&environment=&serve= -> text, streamed until the client leaves
 //	POST /v1/apps/{app}/rollover    ChangeBody -> orchestrator.DeployResult
 //	POST /v1/apps/{app}/rollback    ChangeBody -> orchestrator.DeployResult
+//	POST /v1/apps/{app}/promote     ChangeBody -> orchestrator.DeployResult (a canary takes all traffic)
+//	POST /v1/apps/{app}/abort       ChangeBody -> orchestrator.DeployResult (a canary is removed)
 //	POST /v1/apps/{app}/stop        ChangeBody -> orchestrator.AppRecord
 //	POST /v1/apps/{app}/run         RunBody -> orchestrator.RunResult (a scheduled function, now)
 //	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
@@ -117,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		prober = p
 	}
 	s := &Server{
-		orch: orchestrator.New(orchestrator.Config{Nomad: nc, Router: cfg.Router, Prober: prober,
+		orch: orchestrator.New(orchestrator.Config{Nomad: nc, Consul: cc, Router: cfg.Router, Prober: prober,
 			Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")}),
 		tokens:      &Tokens{KV: cc.KV()},
 		log:         log,
@@ -141,6 +143,7 @@ func (s *Server) Start() error {
 			s.log.Error("serve", "error", err)
 		}
 	}()
+	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
 	go func() {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Error("resuming interrupted rollouts", "error", err)
@@ -176,6 +179,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/apps/{app}/logs", s.authed(s.logs))
 	mux.Handle("POST /v1/apps/{app}/rollover", s.authed(s.change(s.orch.Rollover)))
 	mux.Handle("POST /v1/apps/{app}/rollback", s.authed(s.change(s.orch.Rollback)))
+	mux.Handle("POST /v1/apps/{app}/promote", s.authed(s.change(s.orch.Promote)))
+	mux.Handle("POST /v1/apps/{app}/abort", s.authed(s.change(s.orch.Abort)))
 	mux.Handle("POST /v1/apps/{app}/stop", s.authed(s.stop))
 	mux.Handle("POST /v1/apps/{app}/run", s.authed(s.run))
 	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", s.authed(s.call))
@@ -525,8 +530,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		roll  *orchestrator.RolloutError
 		taken *orchestrator.HostTakenError
 		large *orchestrator.InputTooLargeError
+		cp    *orchestrator.CanaryPendingError
 	)
 	switch {
+	case errors.As(err, &cp):
+		writeError(w, http.StatusConflict, &APIError{Kind: "canary_pending", Message: err.Error()})
 	case errors.As(err, &large):
 		writeError(w, http.StatusRequestEntityTooLarge, &APIError{Kind: "input_too_large", Message: err.Error()})
 	case errors.As(err, &diags):

@@ -43,7 +43,7 @@ func oneApp(c *cli.Context, verb string) (string, error) {
 
 func appCommand() *cli.Command {
 	rollout := []cli.Flag{
-		&cli.StringFlag{Name: "strategy", Usage: "rolling (default: no failed requests) or recreate"},
+		&cli.StringFlag{Name: "strategy", Usage: "rolling (default: no failed requests), recreate, canary or blue-green"},
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
 	}
 	return &cli.Command{
@@ -126,6 +126,27 @@ one. Any version in the app's history can be named, however old.`,
 				}),
 			},
 			{
+				Name:      "promote",
+				Usage:     "Send all traffic to an app's canary version and retire the previous one",
+				ArgsUsage: "APP",
+				Description: `The canary version becomes live: its containers take every request while
+Nomad replaces the previous version's containers, then the traffic split
+is removed. Recorded in the app's history.`,
+				Flags: appRefFlags(),
+				Action: rolloutAction("promote", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+					return cl.Promote(c.Context, app, body)
+				}),
+			},
+			{
+				Name:      "abort",
+				Usage:     "Send all traffic of an app's canary back to the live version and remove the canaries",
+				ArgsUsage: "APP",
+				Flags:     appRefFlags(),
+				Action: rolloutAction("abort", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+					return cl.Abort(c.Context, app, body)
+				}),
+			},
+			{
 				Name:      "stop",
 				Usage:     "Stop an app for good: its containers, services and routes go away",
 				ArgsUsage: "APP",
@@ -151,7 +172,16 @@ func rolloutAction(verb string, call func(*cli.Context, *server.Client, string, 
 		if err != nil {
 			return cli.Exit(verb+" failed: "+err.Error(), 1)
 		}
-		printDeploy(c.App.Writer, res)
+		switch verb {
+		case "promote":
+			fmt.Fprintf(c.App.Writer, "✓ Promoted version %d of app %s: it takes all traffic; the previous version's containers are gone (%s).\n",
+				res.Version, res.App, res.Duration.Round(100*time.Millisecond))
+		case "abort":
+			fmt.Fprintf(c.App.Writer, "✓ Aborted the canary (version %d) of app %s: all traffic is back on the live version; the canaries are gone (%s).\n",
+				res.Version, res.App, res.Duration.Round(100*time.Millisecond))
+		default:
+			printDeploy(c.App.Writer, res)
+		}
 		return nil
 	}
 }
@@ -249,6 +279,9 @@ func appHistory(c *cli.Context) error {
 		}
 		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.StartedAt.Local().Format(time.DateTime),
 			v.Who, kind, v.Strategy, v.Status, v.SpecHash, git, tag)
+		for _, e := range v.Events {
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t\t\t\t\t\n", e.At.Local().Format(time.DateTime), e.Who, e.What)
+		}
 	}
 	return tw.Flush()
 }

@@ -68,6 +68,8 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 	switch {
 	case !res.Changed:
 		fmt.Fprintf(w, "✓ No changes: app %s (workspace %s) stays at version %d.\n", res.App, res.Workspace, res.Version)
+	case res.Canary != nil:
+		fmt.Fprintf(w, "✓ Deployed a canary of app %s (workspace %s).\n", res.App, res.Workspace)
 	case res.Kind == orchestrator.KindRollover:
 		fmt.Fprintf(w, "✓ Rolled over app %s (workspace %s): every container is new.\n", res.App, res.Workspace)
 	case res.Kind == orchestrator.KindRollback:
@@ -103,7 +105,18 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 			fmt.Fprintf(w, "%s    also https://%s\n", pad, d)
 		}
 	}
-	if res.Changed {
+	switch c := res.Canary; {
+	case c != nil:
+		fmt.Fprintf(w, "✓ Version %d is a canary (spec %s), up in %s: %d%% of traffic goes to it, the rest to the live version.\n",
+			res.Version, res.SpecHash, res.Duration.Round(100*time.Millisecond), c.Traffic)
+		for _, fn := range c.Functions {
+			fmt.Fprintf(w, "  preview %s => %s\n", fn, c.Previews[fn])
+		}
+		if !c.PromoteAt.IsZero() {
+			fmt.Fprintf(w, "  promoted automatically at %s unless it fails its health checks\n", c.PromoteAt.Local().Format(time.DateTime))
+		}
+		fmt.Fprintf(w, "Promote it with: caravan app promote %s   Abort it with: caravan app abort %s\n", res.App, res.App)
+	case res.Changed:
 		fmt.Fprintf(w, "✓ Version %d is live (spec %s) in %s.\n", res.Version, res.SpecHash, res.Duration.Round(100*time.Millisecond))
 	}
 }

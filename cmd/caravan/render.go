@@ -16,6 +16,7 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cert-resolver", Value: d.CertResolver, Usage: "Traefik ACME certificate resolver"},
 		&cli.StringFlag{Name: "dns-cert-resolver", Value: d.DNSCertResolver, Usage: "Traefik ACME resolver with a DNS-01 challenge, for wildcard domains"},
 		&cli.StringFlag{Name: "body-limit-plugin", Value: d.BodyLimitPlugin, Usage: "alias of caravan's body-limit plugin in Traefik (\"\": no body limits)"},
+		&cli.StringFlag{Name: "traefik-kv-root", Value: d.KVRoot, Usage: "root key of Traefik's Consul KV provider, where canary and blue-green traffic splits go"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 	}
 }
@@ -28,6 +29,7 @@ func routerConfig(c *cli.Context) router.Config {
 		DNSCertResolver: c.String("dns-cert-resolver"),
 		BodyLimitPlugin: c.String("body-limit-plugin"),
 		HTTPSPort:       c.Int("https-port"),
+		KVRoot:          c.String("traefik-kv-root"),
 	}
 }
 

@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/server"
+)
+
+// rolloutSpec is a web function answering body, min containers, with the
+// given deploy block body (e.g. `strategy = "canary"`); sickAfter > 0 makes
+// its health path answer 500 once it has run that long.
+func rolloutSpec(app, body string, containers int, deployBlock string, sickAfter time.Duration) string {
+	js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%s)).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(body))
+	if sickAfter > 0 {
+		js = fmt.Sprintf(`const t0 = Date.now();
+require("http").createServer((q, s) => {
+  if (q.url === "/health" && Date.now() - t0 > %d) s.statusCode = 500;
+  s.end(%s);
+}).listen(process.env.PORT, process.env.HOST);`, sickAfter.Milliseconds(), strconv.Quote(body))
+	}
+	return fmt.Sprintf(`app %q {
+  workspace = "e2e"
+  deploy {
+    %s
+  }
+  function "web" {
+    command        = "node"
+    args           = ["-e", %s]
+    min_containers = %d
+    resources {
+      memory = 64
+    }
+    web {
+      health_path = "/health"
+      rate_limit  = 0
+    }
+  }
+}
+`, app, deployBlock, strconv.Quote(js), containers)
+}
+
+// tally sends n GETs to url one after another and counts the bodies; any
+// error or non-200 answer fails the test.
+func tally(t *testing.T, url string, n int) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for range n {
+		status, body, err := get(t, url)
+		if err != nil || status != 200 {
+			t.Fatalf("GET %s: %d %q %v", url, status, body, err)
+		}
+		counts[body]++
+	}
+	return counts
+}
+
+func versionRecord(t *testing.T, app string, n int) *orchestrator.VersionRecord {
+	t.Helper()
+	for _, v := range history(t, app).Versions {
+		if v.Version == n {
+			return v
+		}
+	}
+	t.Fatalf("app %s has no version %d", app, n)
+	return nil
+}
+
+func hasEvent(v *orchestrator.VersionRecord, prefix string) bool {
+	for _, e := range v.Events {
+		if strings.HasPrefix(e.What, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// runningAllocs counts the running allocations of job whose caravan
+// version (job meta, through the job version) is any.
+func runningAllocs(t *testing.T, jobID string) int {
+	t.Helper()
+	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.ClientStatus == "running" && a.DesiredStatus == "run" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestCanarySplitAbortAndPromote(t *testing.T) {
+	const app, job = "bird", "e2e--bird"
+	purge(t, job)
+	canary := `strategy = "canary"
+    traffic  = 10`
+	v1 := deploy(t, "bird.hcl", rolloutSpec(app, "v1", 2, canary, 0), server.DeployBody{})
+	url := v1.Functions[0].URL
+	if v1.Canary != nil {
+		t.Fatal("a first version has nothing to be a canary of")
+	}
+	answers(t, url, "v1")
+
+	v2 := deploy(t, "bird.hcl", rolloutSpec(app, "v2", 2, canary, 0), server.DeployBody{})
+	if v2.Canary == nil || v2.Canary.Traffic != 10 {
+		t.Fatalf("version 2 is not a canary at 10%%: %+v", v2.Canary)
+	}
+	preview := v2.Canary.Previews["web"]
+	if preview != strings.Replace(url, "--bird-web.", "--bird-web--canary.", 1) {
+		t.Fatalf("preview URL %q for %q", preview, url)
+	}
+	answers(t, preview, "v2")
+
+	counts := tally(t, url, 1000)
+	share := float64(counts["v2"]) / 10
+	t.Logf("canary share over 1000 requests at traffic = 10: %.1f%% (%v)", share, counts)
+	if counts["v1"]+counts["v2"] != 1000 || share < 7 || share > 13 {
+		t.Errorf("canary took %.1f%% of 1000 requests (%v), want 10%% give or take 3", share, counts)
+	}
+	if v := versionRecord(t, app, 2); v.Status != orchestrator.StatusCanary || !hasEvent(v, "canary: ") {
+		t.Errorf("version 2 in history: status %q, events %+v", v.Status, v.Events)
+	}
+	if h := history(t, app); h.App.LiveVersion != 1 {
+		t.Errorf("live version %d while the canary runs, want 1", h.App.LiveVersion)
+	}
+
+	// No other change while the canary decides.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "bird.hcl", Spec: rolloutSpec(app, "v3", 2, canary, 0)})
+	var apiErr *server.APIError
+	if !errors.As(err, &apiErr) || apiErr.Kind != "canary_pending" || !strings.Contains(err.Error(), "caravan app promote bird") {
+		t.Fatalf("deploy during a canary: %v, want a canary_pending error naming promote", err)
+	}
+
+	// Abort: everything back on v1, canaries gone.
+	if _, err := env.client.Abort(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	if counts := tally(t, url, 100); counts["v1"] != 100 {
+		t.Errorf("after abort: %v, want v1 only", counts)
+	}
+	eventually(t, 30*time.Second, "canaries gone", func() error {
+		if n := runningAllocs(t, job); n != 2 {
+			return fmt.Errorf("%d running containers", n)
+		}
+		return nil
+	})
+	if v := versionRecord(t, app, 2); v.Status != orchestrator.StatusAborted || !hasEvent(v, "aborted") {
+		t.Errorf("version 2 after abort: status %q, events %+v", v.Status, v.Events)
+	}
+
+	// A new canary, promoted: v4 takes everything and v1's containers go.
+	v3 := deploy(t, "bird.hcl", rolloutSpec(app, "v3", 2, canary, 0), server.DeployBody{})
+	if v3.Canary == nil {
+		t.Fatalf("version %d is not a canary", v3.Version)
+	}
+	res, err := env.client.Promote(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	t.Logf("promotion took %s", res.Duration.Round(time.Millisecond))
+	if counts := tally(t, url, 100); counts["v3"] != 100 {
+		t.Errorf("after promote: %v, want v3 only", counts)
+	}
+	if n := runningAllocs(t, job); n != 2 {
+		t.Errorf("%d running containers after promote, want 2", n)
+	}
+	h := history(t, app)
+	if h.App.LiveVersion != v3.Version {
+		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v3.Version)
+	}
+	if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
+		t.Errorf("version %d after promote: status %q, events %+v", v3.Version, v.Status, v.Events)
+	}
+	if status, _, _ := get(t, preview); status != 404 {
+		t.Errorf("preview answers %d after promotion, want 404", status)
+	}
+}
+
+func TestCanaryPromotedAfterHealthyPeriod(t *testing.T) {
+	const app, job = "finch", "e2e--finch"
+	purge(t, job)
+	canary := `strategy      = "canary"
+    promote_after = "3s"`
+	v1 := deploy(t, "finch.hcl", rolloutSpec(app, "v1", 1, canary, 0), server.DeployBody{})
+	v2 := deploy(t, "finch.hcl", rolloutSpec(app, "v2", 1, canary, 0), server.DeployBody{})
+	if v2.Canary == nil || v2.Canary.PromoteAt.IsZero() {
+		t.Fatalf("version 2 is not a canary with a promotion time: %+v", v2.Canary)
+	}
+	eventually(t, 90*time.Second, "promoted on its own", func() error {
+		if v := versionRecord(t, app, 2); v.Status != orchestrator.StatusLive {
+			return fmt.Errorf("status %q", v.Status)
+		}
+		return nil
+	})
+	if v := versionRecord(t, app, 2); !hasEvent(v, "promoted after 3s") || v.Events[len(v.Events)-1].Who != "auto-promote" {
+		t.Errorf("events %+v", v.Events)
+	}
+	answers(t, v1.Functions[0].URL, "v2")
+}
+
+func TestCanaryThatFailsIsReverted(t *testing.T) {
+	const app, job = "crow", "e2e--crow"
+	purge(t, job)
+	canary := `strategy = "canary"
+    traffic  = 50`
+	v1 := deploy(t, "crow.hcl", rolloutSpec(app, "v1", 1, canary, 0), server.DeployBody{})
+	url := v1.Functions[0].URL
+
+	// A canary that never starts is refused and reverted by Nomad.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	crash := strings.Replace(rolloutSpec(app, "v2", 1, canary, 0), `args           = ["-e", `, `args           = ["-e", "process.exit(3)", `, 1)
+	if _, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "crow.hcl", Spec: crash}); err == nil {
+		t.Fatal("a crashing canary deployed")
+	}
+	if counts := tally(t, url, 50); counts["v1"] != 50 {
+		t.Fatalf("after a failed canary: %v", counts)
+	}
+
+	// A canary that passes, takes traffic, then fails its health checks is
+	// aborted by caravan on its own; v1 keeps answering.
+	v3 := deploy(t, "crow.hcl", rolloutSpec(app, "v3", 1, canary, 12*time.Second), server.DeployBody{})
+	if v3.Canary == nil {
+		t.Fatalf("version %d is not a canary", v3.Version)
+	}
+	eventually(t, 60*time.Second, "the sick canary aborted", func() error {
+		if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusAborted {
+			return fmt.Errorf("status %q", v.Status)
+		}
+		return nil
+	})
+	if v := versionRecord(t, app, v3.Version); !hasEvent(v, "aborted automatically") {
+		t.Errorf("events %+v", v.Events)
+	}
+	if counts := tally(t, url, 50); counts["v1"] != 50 {
+		t.Fatalf("after the automatic abort: %v", counts)
+	}
+}
+
+// sample is one request of blueGreenLoad.
+type sample struct {
+	start, end time.Time
+	body       string
+	err        string
+}
+
+func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
+	const app, job = "jay", "e2e--jay"
+	purge(t, job)
+	bg := `strategy = "blue-green"`
+	v1 := deploy(t, "jay.hcl", rolloutSpec(app, "blue", 2, bg, 0), server.DeployBody{})
+	url := v1.Functions[0].URL
+	answers(t, url, "blue")
+
+	var mu sync.Mutex
+	var samples []sample
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				s := sample{start: time.Now()}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				req, _ := newGet(ctx, url)
+				resp, err := env.https.Do(req)
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					s.body = string(b)
+					if resp.StatusCode != 200 {
+						s.err = resp.Status
+					}
+				} else {
+					s.err = err.Error()
+				}
+				cancel()
+				s.end = time.Now()
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
+		}()
+	}
+	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, 0), server.DeployBody{})
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if res.Canary != nil {
+		t.Fatal("a blue-green version must be live when deploy returns")
+	}
+
+	failed, firstGreen := 0, time.Time{}
+	var errs []string
+	for _, s := range samples {
+		if s.err != "" {
+			failed++
+			errs = append(errs, s.err)
+		}
+		if s.body == "green" && (firstGreen.IsZero() || s.end.Before(firstGreen)) {
+			firstGreen = s.end
+		}
+	}
+	blueAfter := 0
+	for _, s := range samples {
+		if s.body == "blue" && s.start.After(firstGreen) {
+			blueAfter++
+		}
+	}
+	t.Logf("blue-green switch: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
+		len(samples), failed, blueAfter, res.Duration.Round(time.Millisecond))
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
+	}
+	if firstGreen.IsZero() || blueAfter != 0 {
+		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
+	}
+	if n := runningAllocs(t, job); n != 2 {
+		t.Errorf("%d running containers after the switch, want 2 (blue drained and stopped)", n)
+	}
+	if counts := tally(t, url, 50); counts["green"] != 50 {
+		t.Errorf("after the switch: %v", counts)
+	}
+}
