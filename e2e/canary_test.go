@@ -265,17 +265,45 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 	url := v1.Functions[0].URL
 	answers(t, url, "blue")
 
+	stop := sampleLoad(url, 4)
+	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, 0), server.DeployBody{})
+	time.Sleep(2 * time.Second)
+	samples := stop()
+	if res.Canary != nil {
+		t.Fatal("a blue-green version must be live when deploy returns")
+	}
+
+	failed, blueAfter, errs := switchStats(samples, "blue", "green")
+	t.Logf("blue-green switch: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
+		len(samples), failed, blueAfter, res.Duration.Round(time.Millisecond))
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
+	}
+	if blueAfter != 0 {
+		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
+	}
+	if n := runningAllocs(t, job); n != 2 {
+		t.Errorf("%d running containers after the switch, want 2 (blue drained and stopped)", n)
+	}
+	if counts := tally(t, url, 50); counts["green"] != 50 {
+		t.Errorf("after the switch: %v", counts)
+	}
+}
+
+// sampleLoad sends GETs to url from workers goroutines, each every 20ms,
+// until the returned stop is called; stop returns every request's sample.
+func sampleLoad(url string, workers int) (stop func() []sample) {
 	var mu sync.Mutex
 	var samples []sample
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 4 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				case <-time.After(20 * time.Millisecond):
 				}
@@ -301,43 +329,34 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 			}
 		}()
 	}
-	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, 0), server.DeployBody{})
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-	if res.Canary != nil {
-		t.Fatal("a blue-green version must be live when deploy returns")
+	return func() []sample {
+		close(done)
+		wg.Wait()
+		return samples
 	}
+}
 
-	failed, firstGreen := 0, time.Time{}
-	var errs []string
+// switchStats counts failed samples, and those answered by the old body
+// though they started after the new body first answered (-1 when it never
+// did).
+func switchStats(samples []sample, old, new string) (failed, oldAfter int, errs []string) {
+	var firstNew time.Time
 	for _, s := range samples {
 		if s.err != "" {
 			failed++
 			errs = append(errs, s.err)
 		}
-		if s.body == "green" && (firstGreen.IsZero() || s.end.Before(firstGreen)) {
-			firstGreen = s.end
+		if s.body == new && (firstNew.IsZero() || s.end.Before(firstNew)) {
+			firstNew = s.end
 		}
 	}
-	blueAfter := 0
+	if firstNew.IsZero() {
+		return failed, -1, errs
+	}
 	for _, s := range samples {
-		if s.body == "blue" && s.start.After(firstGreen) {
-			blueAfter++
+		if s.body == old && s.start.After(firstNew) {
+			oldAfter++
 		}
 	}
-	t.Logf("blue-green switch: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
-		len(samples), failed, blueAfter, res.Duration.Round(time.Millisecond))
-	if failed != 0 {
-		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
-	}
-	if firstGreen.IsZero() || blueAfter != 0 {
-		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
-	}
-	if n := runningAllocs(t, job); n != 2 {
-		t.Errorf("%d running containers after the switch, want 2 (blue drained and stopped)", n)
-	}
-	if counts := tally(t, url, 50); counts["green"] != 50 {
-		t.Errorf("after the switch: %v", counts)
-	}
+	return failed, oldAfter, errs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -222,7 +223,7 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 	if app.DeployStrategy() == spec.StrategyBlueGreen {
 		keys, err := o.publishSplits(ctx, routes, 100)
 		if err == nil {
-			err = o.promote(ctx, *rendered.Job.ID, res.Version, keys)
+			err = o.promote(ctx, *rendered.Job.ID, res.Version, keys, routes)
 		}
 		if err != nil {
 			return nil, errors.Join(err, o.removeSplits(context.WithoutCancel(ctx), keys))
@@ -249,7 +250,7 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 // promote sends every request to the canaries (their containers stay up
 // through Nomad's promotion, unlike the old ones), promotes them, waits
 // for Nomad to replace the old containers, and removes the split.
-func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, keys []string) error {
+func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, keys []string, routes []router.Route) error {
 	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
@@ -263,7 +264,48 @@ func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, k
 	if err := o.watchDeployment(ctx, jobID, dep.JobVersion, version); err != nil {
 		return err
 	}
+	if err := o.waitOldGone(ctx, dep.ID, routes); err != nil {
+		return err
+	}
 	return o.removeSplits(ctx, keys)
+}
+
+// waitOldGone waits until every Consul instance of routes belongs to an
+// allocation of deployment depID: a successful deployment has told the old
+// containers to stop, but they leave Consul a moment later, and the split
+// must not hand requests back to the routes' own routers before.
+func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []router.Route) error {
+	if len(routes) == 0 {
+		return nil
+	}
+	allocs, _, err := o.nomad.Deployments().Allocations(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("listing the allocations of deployment %s: %w", shortID(depID), err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		old := 0
+		for _, r := range routes {
+			entries, _, err := o.consul.Catalog().Service(r.Name, "", (&consul.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return fmt.Errorf("listing %s in Consul: %w", r.Name, err)
+			}
+			for _, e := range entries {
+				if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool { return strings.Contains(e.ServiceID, a.ID) }) {
+					old++
+				}
+			}
+		}
+		if old == 0 {
+			// Traefik's consulCatalog provider must see them gone too
+			// before the split goes.
+			return sleep(ctx, SplitSettle)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return fmt.Errorf("%d containers of the previous version still registered in Consul: %w", old, err)
+		}
+	}
 }
 
 // Promote moves all traffic of an app's canary version to it and retires
@@ -318,8 +360,12 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 	var rollErr error
 	if promote {
 		log.Info("promoting canary", "caller", caller.Name)
-		if rollErr = o.publishAll(rctx, jobID, v, st); rollErr == nil {
-			rollErr = o.promote(rctx, jobID, st.Version, st.Keys)
+		var routes []router.Route
+		if routes, rollErr = o.storedSplitRoutes(jobID, v, st); rollErr == nil {
+			rollErr = o.publishAll(rctx, routes, st)
+		}
+		if rollErr == nil {
+			rollErr = o.promote(rctx, jobID, st.Version, st.Keys, routes)
 		}
 	} else {
 		log.Info("aborting canary", "caller", caller.Name, "why", what)
@@ -362,11 +408,7 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 }
 
 // publishAll sends every request of a canary's functions to its canaries.
-func (o *Orchestrator) publishAll(ctx context.Context, jobID string, v *VersionRecord, st *CanaryState) error {
-	routes, err := o.storedSplitRoutes(jobID, v, st)
-	if err != nil {
-		return err
-	}
+func (o *Orchestrator) publishAll(ctx context.Context, routes []router.Route, st *CanaryState) error {
 	keys, err := o.publishSplits(ctx, routes, 100)
 	st.Keys = union(st.Keys, keys)
 	return err
@@ -377,7 +419,7 @@ func (o *Orchestrator) storedSplitRoutes(jobID string, v *VersionRecord, st *Can
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
-	app.Serve = len(jobID) > len(jobs.ServeSuffix) && jobID[len(jobID)-len(jobs.ServeSuffix):] == jobs.ServeSuffix
+	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
 	var out []router.Route
 	for _, r := range router.Routes(app, o.router) {
 		if slices.Contains(st.Functions, r.Function) {
