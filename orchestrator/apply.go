@@ -376,6 +376,11 @@ func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) 
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
 	}
 	app.Serve = c.req.Serve
+	if s := app.DeployStrategy(); app.Serve && (s == spec.StrategyCanary || s == spec.StrategyBlueGreen) {
+		// A serve copy is redeployed on every save, for one developer:
+		// it rolls, with no canary waiting for a promotion.
+		app.Deploy.Strategy = spec.StrategyRolling
+	}
 	if c.req.Strategy != "" {
 		if app.Deploy == nil {
 			app.Deploy = &spec.Deploy{}
