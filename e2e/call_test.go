@@ -72,7 +72,12 @@ func TestCall(t *testing.T) {
 	for _, id := range []string{app, echoID, failID} {
 		purge(t, id)
 	}
-	deploy(t, "callme.hcl", callSpec(true), server.DeployBody{})
+	res := deploy(t, "callme.hcl", callSpec(true), server.DeployBody{})
+	for _, f := range res.Functions {
+		if callable := f.Name != "web"; f.Callable != callable || f.Change != orchestrator.Created || (callable && f.Containers != 0) {
+			t.Fatalf("deploy result for %s: %+v", f.Name, f)
+		}
+	}
 	for _, id := range []string{echoID, failID} {
 		j, _, err := env.nomad.Jobs().Info(id, nil)
 		if err != nil || j.ParameterizedJob == nil || *j.Type != "batch" || j.Meta["caravan.version"] != "1" {
@@ -178,8 +183,30 @@ func TestCall(t *testing.T) {
 	}
 
 	// Without "fail", its job goes; echo stays.
-	if r := deploy(t, "callme.hcl", callSpec(false), server.DeployBody{}); !r.Changed {
-		t.Fatal("removing a callable changed nothing")
+	r := deploy(t, "callme.hcl", callSpec(false), server.DeployBody{})
+	changes := map[string]orchestrator.Change{}
+	for _, f := range r.Functions {
+		changes[f.Name] = f.Change
+	}
+	if !r.Changed || changes["fail"] != orchestrator.Removed || changes["echo"] != orchestrator.Unchanged {
+		t.Fatalf("removing a callable: %+v", r)
+	}
+	apps, err := env.client.Apps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, a := range apps {
+		if a.JobID == app {
+			for _, f := range a.Functions {
+				if f.Callable {
+					listed = append(listed, f.Name)
+				}
+			}
+		}
+	}
+	if strings.Join(listed, ",") != "echo" {
+		t.Fatalf("callables in the app list: %v, want echo", listed)
 	}
 	if _, _, err := env.nomad.Jobs().Info(failID, nil); err == nil {
 		t.Fatalf("%s survived a deploy without it", failID)

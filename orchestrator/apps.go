@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/caravanhq/caravan/jobs"
+	"iter"
 	"slices"
 	"time"
 
@@ -38,6 +39,8 @@ type FunctionSummary struct {
 	// Schedule and LastRun describe a scheduled function.
 	Schedule string     `json:"schedule,omitempty"`
 	LastRun  *RunResult `json:"last_run,omitempty"`
+	// Callable marks a function that runs once per `caravan call`.
+	Callable bool `json:"callable,omitempty"`
 }
 
 // Apps lists the apps the caller may see, stopped ones included, sorted by
@@ -90,14 +93,7 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		}
 		out = append(out, fs)
 	}
-	var scheduled []string
-	for k := range job.Meta {
-		if fn, ok := strings.CutPrefix(k, jobs.MetaSchedulePrefix); ok {
-			scheduled = append(scheduled, fn)
-		}
-	}
-	slices.Sort(scheduled)
-	for _, fn := range scheduled {
+	for _, fn := range slices.Sorted(metaFunctions(job, jobs.MetaSchedulePrefix)) {
 		fs := FunctionSummary{Name: fn}
 		if pj, _, err := o.nomad.Jobs().Info(jobs.PeriodicID(*job.ID, fn), (&nomad.QueryOptions{}).WithContext(ctx)); err == nil && pj.Periodic != nil {
 			fs.Schedule = *pj.Periodic.Spec
@@ -109,5 +105,20 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		fs.LastRun = run
 		out = append(out, fs)
 	}
+	for _, fn := range slices.Sorted(metaFunctions(job, jobs.MetaCallablePrefix)) {
+		out = append(out, FunctionSummary{Name: fn, Callable: true})
+	}
 	return out, nil
+}
+
+// metaFunctions yields the functions named by job's meta keys with prefix
+// (jobs.MetaSchedulePrefix, jobs.MetaCallablePrefix).
+func metaFunctions(job *nomad.Job, prefix string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for k := range job.Meta {
+			if fn, ok := strings.CutPrefix(k, prefix); ok && !yield(fn) {
+				return
+			}
+		}
+	}
 }

@@ -29,6 +29,10 @@ const DefaultCallTimeout = 5 * time.Minute
 // returns; past it the result says the output was truncated.
 const OutputLimit = 4 << 20
 
+// logSettle is how long after a failed task's exit its output is surely
+// in its log files: twice Nomad's log collector's flush interval.
+const logSettle = 200 * time.Millisecond
+
 // CallRequest is one call of a callable function.
 type CallRequest struct {
 	AppRef
@@ -151,11 +155,12 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 	res.AllocID = alloc.ID
 	st := alloc.TaskStates[req.Function]
 	ran, why := false, "its allocation is "+alloc.ClientStatus
+	var exited time.Time
 	if st != nil {
 		for _, e := range st.Events {
 			switch {
 			case e.Type == nomad.TaskTerminated:
-				res.ExitCode, ran = e.ExitCode, true
+				res.ExitCode, ran, exited = e.ExitCode, true, time.Unix(0, e.Time)
 			case e.FailsTask && e.DisplayMessage != "":
 				why = e.DisplayMessage
 			}
@@ -165,6 +170,14 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 		res.Error = "the function did not run: " + why
 	}
 	if st != nil && !st.StartedAt.IsZero() {
+		if alloc.ClientStatus == nomad.AllocClientStatusFailed {
+			// Nomad marks a failed task dead before its log collector
+			// has written the last of the output (it flushes every
+			// 100ms); a successful one only after.
+			if wait := time.Until(exited.Add(logSettle)); wait > 0 {
+				time.Sleep(min(wait, logSettle))
+			}
+		}
 		if res.Output, res.OutputTruncated, err = o.readLog(ctx, alloc, req.Function, "stdout"); err == nil {
 			res.Stderr, res.StderrTruncated, err = o.readLog(ctx, alloc, req.Function, "stderr")
 		}
@@ -180,16 +193,11 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 func callables(job *nomad.Job) string {
 	var names []string
 	if job != nil {
-		for k := range job.Meta {
-			if name, ok := strings.CutPrefix(k, jobs.MetaCallablePrefix); ok {
-				names = append(names, name)
-			}
-		}
+		names = slices.Sorted(metaFunctions(job, jobs.MetaCallablePrefix))
 	}
 	if len(names) == 0 {
 		return "it has none; callable = true in a function makes one"
 	}
-	slices.Sort(names)
 	return "callable functions: " + strings.Join(names, ", ")
 }
 

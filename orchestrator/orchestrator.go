@@ -102,6 +102,8 @@ type FunctionResult struct {
 	CustomDomains []string `json:"custom_domains,omitempty"`
 	// Schedule is a scheduled function's cron expression (UTC).
 	Schedule string `json:"schedule,omitempty"`
+	// Callable marks a function that runs once per `caravan call`.
+	Callable bool `json:"callable,omitempty"`
 }
 
 // DeployResult is what a deploy did.
@@ -158,7 +160,8 @@ func functionResults(app *spec.App, r *jobs.Rendered, current *nomad.Job) []Func
 		routes[rt.Function] = rt
 	}
 	// What identifies each function now and in the running job: a group's
-	// hash, or a scheduled function's periodic job hash.
+	// hash, or a scheduled function's periodic job hash, or a callable
+	// function's parameterized job hash.
 	hashes := func(job *nomad.Job) map[string]string {
 		out := map[string]string{}
 		if job == nil {
@@ -171,14 +174,17 @@ func functionResults(app *spec.App, r *jobs.Rendered, current *nomad.Job) []Func
 			if fn, ok := strings.CutPrefix(k, jobs.MetaSchedulePrefix); ok {
 				out[fn] = v
 			}
+			if fn, ok := strings.CutPrefix(k, jobs.MetaCallablePrefix); ok {
+				out[fn] = v
+			}
 		}
 		return out
 	}
 	old, now := hashes(current), hashes(r.Job)
 	var out []FunctionResult
 	for _, fn := range app.Functions {
-		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created, Schedule: fn.CronSpec()}
-		if fn.Scheduled() {
+		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created, Schedule: fn.CronSpec(), Callable: fn.Callable}
+		if !fn.LongRunning() {
 			fr.Containers = 0
 		}
 		if h, ok := old[fn.Name]; ok {

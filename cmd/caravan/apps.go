@@ -211,6 +211,9 @@ func appList(c *cli.Context) error {
 				}
 				s += ")"
 			}
+			if f.Callable {
+				s = f.Name + " (callable)"
+			}
 			if f.URL != "" {
 				s += " " + f.URL
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -45,5 +46,17 @@ func TestCallFlagsAfterArguments(t *testing.T) {
 	out, _, err := runCLI(t, "--addr", srv.URL, "call", "calc", "sum", "--data", `{}`)
 	if err != nil || out != "ok\n" || len(*seen) != 1 || !strings.HasSuffix((*seen)[0], " {}") {
 		t.Fatalf("call APP FUNCTION --data: %v %q %q", err, out, *seen)
+	}
+}
+
+func TestPrintDeployTreeCallable(t *testing.T) {
+	var b bytes.Buffer
+	printDeploy(&b, &orchestrator.DeployResult{App: "calc", Workspace: "dev", Version: 2, Changed: true, SpecHash: "abc",
+		Functions: []orchestrator.FunctionResult{
+			{Name: "sum", Change: orchestrator.Created, Callable: true},
+			{Name: "old", Change: orchestrator.Removed},
+		}})
+	if !strings.Contains(b.String(), "├── created sum (callable: caravan call calc sum)\n") {
+		t.Fatalf("got:\n%s", b.String())
 	}
 }

@@ -86,6 +86,9 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 		if f.Schedule != "" {
 			line += fmt.Sprintf(" (runs on %q, UTC)", f.Schedule)
 		}
+		if f.Callable {
+			line += " (callable: caravan call " + res.App + " " + f.Name + ")"
+		}
 		if f.Containers > 0 {
 			line += fmt.Sprintf(" (%d container", f.Containers)
 			if f.Containers > 1 {
