@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,6 +184,19 @@ func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 	return sleep(ctx, SplitSettle)
 }
 
+// clearSplits deletes whatever split of routes Consul KV holds, for a
+// rollout whose keys were never recorded (its server stopped).
+func (o *Orchestrator) clearSplits(ctx context.Context, routes []router.Route) error {
+	for _, r := range routes {
+		for _, p := range router.SplitPrefixes(o.router.KVRoot, r) {
+			if _, err := o.consul.KV().DeleteTree(p, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("removing the traffic split of %s: %w", r.Function, err)
+			}
+		}
+	}
+	return nil
+}
+
 func (o *Orchestrator) txn(ctx context.Context, ops consul.TxnOps) error {
 	ok, resp, _, err := o.consul.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
@@ -358,7 +372,12 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 	defer cancel()
 
 	var rollErr error
-	if promote {
+	switch {
+	case promote && o.promoted(rctx, jobID, st.Version):
+		// A server stopped after promoting in Nomad: only the split is left.
+		log.Info("finishing a promotion", "caller", caller.Name)
+		rollErr = o.removeSplits(rctx, st.Keys)
+	case promote:
 		log.Info("promoting canary", "caller", caller.Name)
 		var routes []router.Route
 		if routes, rollErr = o.storedSplitRoutes(jobID, v, st); rollErr == nil {
@@ -367,7 +386,7 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 		if rollErr == nil {
 			rollErr = o.promote(rctx, jobID, st.Version, st.Keys, routes)
 		}
-	} else {
+	default:
 		log.Info("aborting canary", "caller", caller.Name, "why", what)
 		rollErr = o.abortCanary(rctx, jobID, st)
 	}
@@ -407,6 +426,17 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 	return res, nil
 }
 
+// promoted reports whether Nomad runs caravan version version of job jobID
+// with its deployment promoted and successful.
+func (o *Orchestrator) promoted(ctx context.Context, jobID string, version int) bool {
+	job, err := o.currentJob(ctx, jobID)
+	if err != nil || job == nil || job.Meta[jobs.MetaVersion] != strconv.Itoa(version) {
+		return false
+	}
+	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+	return err == nil && dep != nil && dep.JobVersion == *job.Version && dep.Status == nomad.DeploymentStatusSuccessful
+}
+
 // publishAll sends every request of a canary's functions to its canaries.
 func (o *Orchestrator) publishAll(ctx context.Context, routes []router.Route, st *CanaryState) error {
 	keys, err := o.publishSplits(ctx, routes, 100)
@@ -415,18 +445,7 @@ func (o *Orchestrator) publishAll(ctx context.Context, routes []router.Route, st
 }
 
 func (o *Orchestrator) storedSplitRoutes(jobID string, v *VersionRecord, st *CanaryState) ([]router.Route, error) {
-	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
-	if diags.HasErrors() {
-		return nil, &DiagnosticsError{Diags: diags}
-	}
-	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
-	var out []router.Route
-	for _, r := range router.Routes(app, o.router) {
-		if slices.Contains(st.Functions, r.Function) {
-			out = append(out, r)
-		}
-	}
-	return out, nil
+	return o.storedRoutes(jobID, v, func(r router.Route) bool { return slices.Contains(st.Functions, r.Function) })
 }
 
 // abortCanary hands all traffic back to the live version, then fails the
@@ -501,28 +520,38 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 				delete(sick, rec.JobID)
 				continue
 			}
-			if !st.PromoteAt.IsZero() && time.Now().After(st.PromoteAt) {
-				if _, err := o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, AppRef{Workspace: rec.Workspace,
-					Environment: rec.Environment, App: rec.App, Serve: rec.Serve}, true, "promoted after "+st.PromoteAt.Sub(st.Since).String()); err != nil {
-					o.log.Warn("automatic promotion failed", "job", rec.JobID, "error", err)
-				}
-				continue
+			ref := AppRef{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, Serve: rec.Serve}
+			var nf *NotFoundError
+			switch {
+			case o.promoted(ctx, rec.JobID, st.Version):
+				_, err = o.settleCanary(ctx, Caravan, ref, true, "promoted (finished after a caravan server stopped)")
+			case !st.PromoteAt.IsZero() && time.Now().After(st.PromoteAt):
+				_, err = o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, ref, true,
+					"promoted after "+st.PromoteAt.Sub(st.Since).String())
+			default:
+				err = o.checkCanary(ctx, rec, ref, sick)
 			}
-			if o.canariesHealthy(ctx, rec) {
-				delete(sick, rec.JobID)
-				continue
-			}
-			if sick[rec.JobID]++; sick[rec.JobID] < 2 {
-				continue
-			}
-			delete(sick, rec.JobID)
-			o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", st.Version)
-			if _, err := o.settleCanary(ctx, Caravan, AppRef{Workspace: rec.Workspace, Environment: rec.Environment,
-				App: rec.App, Serve: rec.Serve}, false, "aborted automatically: canaries failed their health checks"); err != nil {
-				o.log.Warn("automatic abort failed", "job", rec.JobID, "error", err)
+			if err != nil && !errors.As(err, &nf) {
+				o.log.Warn("settling a canary", "job", rec.JobID, "error", err)
 			}
 		}
 	}
+}
+
+// checkCanary aborts rec's canary when no container of it has passed its
+// checks on two checks in a row; sick counts them per job.
+func (o *Orchestrator) checkCanary(ctx context.Context, rec *AppRecord, ref AppRef, sick map[string]int) error {
+	if o.canariesHealthy(ctx, rec) {
+		delete(sick, rec.JobID)
+		return nil
+	}
+	if sick[rec.JobID]++; sick[rec.JobID] < 2 {
+		return nil
+	}
+	delete(sick, rec.JobID)
+	o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", rec.Canary.Version)
+	_, err := o.settleCanary(ctx, Caravan, ref, false, "aborted automatically: canaries failed their health checks")
+	return err
 }
 
 // canariesHealthy reports whether every split function of rec's canary

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 )
 
@@ -77,8 +78,19 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 			"caravan server stopped during the rollout and Nomad now runs version %s (reverted, or never registered)", job.Meta[jobs.MetaVersion])}
 	default:
 		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
-		if rollErr == nil {
-			rollErr = o.probeStored(ctx, jobID, v)
+		switch {
+		case rollErr != nil:
+		case o.awaiting(ctx, jobID):
+			// Canaries (or a blue-green set) the server never finished
+			// starting: hand traffic back to the live version, whatever
+			// split was published, and let Nomad revert.
+			rollErr = o.abandonCanary(ctx, jobID, v)
+		default:
+			// A blue-green switch the server promoted but did not finish
+			// leaves its split behind.
+			if rollErr = o.clearStoredSplits(ctx, jobID, v); rollErr == nil {
+				rollErr = o.probeStored(ctx, jobID, v)
+			}
 		}
 	}
 	if err := o.finish(ctx, jobID, v, rollErr); err != nil {
@@ -88,13 +100,57 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 	return nil
 }
 
-// probeStored probes the routes of a stored version's spec.
-func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *VersionRecord) error {
+// abandonCanary removes any split of stored version v's routes and fails
+// its deployment, so Nomad reverts to the live version.
+func (o *Orchestrator) abandonCanary(ctx context.Context, jobID string, v *VersionRecord) error {
+	if err := o.clearStoredSplits(ctx, jobID, v); err != nil {
+		return err
+	}
+	return o.abandon(jobID, v.Version, &RolloutError{Version: v.Version,
+		Cause: "caravan server stopped before its canaries took their share of traffic; Nomad reverted them: deploy again"})
+}
+
+// clearStoredSplits removes any split of stored version v's routes (only
+// canary and blue-green routes can have one).
+func (o *Orchestrator) clearStoredSplits(ctx context.Context, jobID string, v *VersionRecord) error {
+	routes, err := o.storedRoutes(jobID, v, func(r router.Route) bool { return r.Preview != nil })
+	if err != nil {
+		return err
+	}
+	return o.clearSplits(ctx, routes)
+}
+
+// storedApp parses stored version v of job jobID.
+func storedApp(jobID string, v *VersionRecord) (*spec.App, error) {
 	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
-		return &DiagnosticsError{Diags: diags}
+		return nil, &DiagnosticsError{Diags: diags}
 	}
 	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
+	return app, nil
+}
+
+// storedRoutes are the routes of stored version v that keep accepts.
+func (o *Orchestrator) storedRoutes(jobID string, v *VersionRecord, keep func(router.Route) bool) ([]router.Route, error) {
+	app, err := storedApp(jobID, v)
+	if err != nil {
+		return nil, err
+	}
+	var out []router.Route
+	for _, r := range router.Routes(app, o.router) {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// probeStored probes the routes of a stored version's spec.
+func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *VersionRecord) error {
+	app, err := storedApp(jobID, v)
+	if err != nil {
+		return err
+	}
 	rendered, err := jobs.Render(app, o.router)
 	if err != nil {
 		return err

@@ -92,6 +92,21 @@ func (s Split) Config() *dynamic.Configuration {
 	}}
 }
 
+// SplitPrefixes are the KV key prefixes under rootKey that hold the
+// split of route r (and nothing else): removing them removes it.
+func SplitPrefixes(rootKey string, r Route) []string {
+	prefixes := []string{
+		rootKey + "/http/routers/" + splitName(r) + "/",
+		rootKey + "/http/services/" + splitName(r) + "/",
+		rootKey + "/http/services/" + nextName(r) + "/",
+	}
+	for name := range r.Config.HTTP.Middlewares {
+		prefixes = append(prefixes, rootKey+"/http/middlewares/"+name+"/")
+	}
+	slices.Sort(prefixes)
+	return prefixes
+}
+
 // KV flattens c into the keys and values Traefik's KV providers read under
 // rootKey (such as "traefik"): maps and structs become path segments,
 // lists their indexes, and an empty section (`healthCheck: {}`) an empty

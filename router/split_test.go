@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,26 @@ func TestSplitRoundTripsThroughTraefiksKVDecoder(t *testing.T) {
 	}
 	if hc := lb.HealthCheck; hc == nil || hc.Path != "/healthz" || hc.Interval != ptypes.Duration(time.Second) {
 		t.Fatalf("next service health check %+v", lb.HealthCheck)
+	}
+}
+
+func TestSplitPrefixesCoverEveryKey(t *testing.T) {
+	r := router.Routes(canaryApp(spec.StrategyCanary), testConfig)[0]
+	pairs, err := router.KV("traefik", router.Split{Route: r, Servers: []string{"http://127.0.0.1:1"}, Weight: 10}.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefixes := router.SplitPrefixes("traefik", r)
+	for k := range pairs {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			t.Errorf("key %s is under none of %v", k, prefixes)
+		}
+	}
+	other := router.Routes(canaryApp(spec.StrategyCanary), router.Config{Domain: "other.example"})[0]
+	for _, p := range prefixes {
+		if strings.HasPrefix(p, "traefik/http/routers/"+other.Router) {
+			t.Errorf("prefix %s covers the route's own router", p)
+		}
 	}
 }
 
