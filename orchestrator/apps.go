@@ -1,16 +1,15 @@
 package orchestrator
 
 import (
-	"strings"
-
 	"cmp"
 	"context"
 	"fmt"
-	"github.com/caravanhq/caravan/jobs"
 	"iter"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/jobs"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -29,6 +28,8 @@ type AppSummary struct {
 	LatestVersion int               `json:"latest_version"`
 	Functions     []FunctionSummary `json:"functions"`
 	DeployedAt    time.Time         `json:"deployed_at"`
+	// Canary is a version taking part of the traffic, awaiting promotion.
+	Canary *CanaryState `json:"canary,omitempty"`
 }
 
 // FunctionSummary is one function of a listed app.
@@ -56,7 +57,7 @@ func (o *Orchestrator) Apps(ctx context.Context, caller Caller) ([]AppSummary, e
 			continue
 		}
 		sum := AppSummary{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, JobID: rec.JobID, Serve: rec.Serve,
-			State: rec.State, Version: rec.LiveVersion, LatestVersion: rec.LatestVersion, DeployedAt: rec.UpdatedAt}
+			State: rec.State, Version: rec.LiveVersion, LatestVersion: rec.LatestVersion, DeployedAt: rec.UpdatedAt, Canary: rec.Canary}
 		if rec.State != StateStopped {
 			job, err := o.currentJob(ctx, rec.JobID)
 			if err != nil {

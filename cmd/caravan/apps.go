@@ -227,6 +227,9 @@ func appList(c *cli.Context) error {
 		if a.State == orchestrator.StateFailed && a.Version > 0 {
 			state = fmt.Sprintf("failed (v%d failed, v%d serves)", a.LatestVersion, a.Version)
 		}
+		if c := a.Canary; c != nil {
+			state = fmt.Sprintf("canary (v%d takes %d%%)", c.Version, c.Traffic)
+		}
 		version := "-"
 		if a.Version > 0 {
 			version = fmt.Sprint(a.Version)

@@ -256,3 +256,57 @@ func writeSpecIn(t *testing.T, dir, name string) string {
 	}
 	return p
 }
+
+func TestPrintCanaryDeploy(t *testing.T) {
+	var b bytes.Buffer
+	printDeploy(&b, &orchestrator.DeployResult{App: "birds", Workspace: "dev", Version: 2, Changed: true, SpecHash: "abc",
+		Functions: []orchestrator.FunctionResult{{Name: "web", Change: orchestrator.Updated, Containers: 3, URL: "https://dev--birds-web.example"}},
+		Canary: &orchestrator.CanaryState{Version: 2, Traffic: 10, Functions: []string{"web"},
+			Previews: map[string]string{"web": "https://dev--birds-web--canary.example"}}})
+	for _, want := range []string{"Deployed a canary of app birds", "Version 2 is a canary (spec abc)", "10% of traffic",
+		"preview web => https://dev--birds-web--canary.example", "caravan app promote birds", "caravan app abort birds"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("canary deploy output lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "is live") {
+		t.Errorf("a canary is not live:\n%s", b.String())
+	}
+}
+
+func TestPromoteAndAbort(t *testing.T) {
+	res := orchestrator.DeployResult{App: "birds", Workspace: "dev", Version: 2, Changed: true}
+	srv, seen := fakeServer(t, map[string]any{"POST /v1/apps/birds/promote": res, "POST /v1/apps/birds/abort": res})
+	out, _, err := runCLI(t, "--addr", srv.URL, "app", "promote", "birds")
+	if err != nil || !strings.Contains(out, "Promoted version 2 of app birds") {
+		t.Fatalf("promote: %v\n%s", err, out)
+	}
+	out, _, err = runCLI(t, "--addr", srv.URL, "app", "abort", "birds")
+	if err != nil || !strings.Contains(out, "Aborted the canary (version 2) of app birds") {
+		t.Fatalf("abort: %v\n%s", err, out)
+	}
+	if len(*seen) != 2 {
+		t.Fatalf("requests: %v", *seen)
+	}
+}
+
+func TestHistoryShowsEvents(t *testing.T) {
+	srv, _ := fakeServer(t, map[string]any{"GET /v1/apps/birds/history": orchestrator.History{
+		App: &orchestrator.AppRecord{App: "birds", Workspace: "dev", State: "deployed", LiveVersion: 3},
+		Versions: []*orchestrator.VersionRecord{
+			{Version: 2, Kind: "deploy", Status: "aborted", Who: "ana", Strategy: "canary", Events: []orchestrator.Event{
+				{What: "canary: 1 container(s) per function, 10% of traffic", Who: "ana"},
+				{What: "aborted automatically: canaries failed their health checks", Who: "caravan"}}},
+			{Version: 3, Kind: "deploy", Status: "live", Who: "bo", Strategy: "canary", Events: []orchestrator.Event{
+				{What: "promoted", Who: "bo"}}},
+		}}})
+	out, _, err := runCLI(t, "--addr", srv.URL, "app", "history", "birds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"aborted", "10% of traffic", "aborted automatically", "promoted"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("history lacks %q:\n%s", want, out)
+		}
+	}
+}
