@@ -44,5 +44,7 @@ func TestBenchCall(t *testing.T) {
 	fmt.Printf("%-44s median %8s  max %8s  (%d runs)\n    %s\n", "the time from `caravan call` to its result", m.Round(time.Millisecond), x.Round(time.Millisecond), runs,
 		"wall clock around the API call of a callable that echoes its input (node -e): dispatch of the parameterized job, "+
 			"Nomad placement, process start and exit, stdout read from the allocation's log; the server's own share: "+
-			fmt.Sprintf("median %s, max %s", sm.Round(time.Millisecond), sx.Round(time.Millisecond)))
+			fmt.Sprintf("median %s, max %s. ", sm.Round(time.Millisecond), sx.Round(time.Millisecond))+
+			"Most of it is Nomad's client: the process exits ~0.15 s after the dispatch, but a task that succeeds is marked "+
+			"dead only after its stop hooks (~0.85 s); a failing call returns in ~0.35 s")
 }
