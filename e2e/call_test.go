@@ -65,7 +65,8 @@ func modifyIndex(t *testing.T, jobID string) uint64 {
 // TestCall: a callable function is a parameterized job the app owns; a
 // call dispatches it with the input and returns stdout, stderr and the exit
 // code, registering nothing; 16 KiB of input is the limit (413 past it,
-// nothing dispatched); a redeploy without the function and stop remove it.
+// nothing dispatched); a redeploy without the function removes it, a
+// rollback brings it back, and stop removes them all.
 func TestCall(t *testing.T) {
 	const app = "e2e--callme"
 	echoID, failID := jobs.CallableID(app, "echo"), jobs.CallableID(app, "fail")
@@ -215,11 +216,24 @@ func TestCall(t *testing.T) {
 		t.Fatalf("echo after the redeploy: %+v %v", r, err)
 	}
 
+	// A rollback to version 1 brings "fail" back.
+	if _, err := env.client.Rollback(ctx, "callme", server.ChangeBody{Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if j, _, err := env.nomad.Jobs().Info(failID, nil); err != nil || j.Meta["caravan.version"] != "3" {
+		t.Fatalf("after the rollback, %s: %v %v; want it back at version 3", failID, j, err)
+	}
+	if r, err := call("fail", ""); err != nil || r.ExitCode != 7 {
+		t.Fatalf("fail after the rollback: %+v %v", r, err)
+	}
+
 	if _, err := env.client.Stop(ctx, "callme", server.ChangeBody{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := env.nomad.Jobs().Info(echoID, nil); err == nil {
-		t.Fatalf("%s survived stop", echoID)
+	for _, id := range []string{echoID, failID} {
+		if _, _, err := env.nomad.Jobs().Info(id, nil); err == nil {
+			t.Fatalf("%s survived stop", id)
+		}
 	}
 }
 
