@@ -37,34 +37,15 @@ const PayloadLimit = 16 * 1024
 // neither restarted nor rescheduled: its exit code is the answer. Its meta
 // carries the hash of the job until the app's hash replaces it.
 func callableJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
-	id := CallableID(appJobID, fn.Name)
-	t := task(fn)
-	t.RestartPolicy = &api.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")}
+	job := runOnceJob(app, fn, CallableID(appJobID, fn.Name))
+	t := job.TaskGroups[0].Tasks[0]
 	t.DispatchPayload = &api.DispatchPayloadConfig{File: InputFile}
 	t.Env[EnvInput] = "${NOMAD_TASK_DIR}/" + InputFile
-	job := &api.Job{
-		ID:          ptr(id),
-		Name:        ptr(id),
-		Type:        ptr(api.JobTypeBatch),
-		Datacenters: []string{"*"},
-		ParameterizedJob: &api.ParameterizedJobConfig{
-			Payload:      "optional",
-			MetaOptional: []string{MetaCaller},
-		},
-		Meta: ownerMeta(app, fn),
-		TaskGroups: []*api.TaskGroup{{
-			Name:             ptr(fn.Name),
-			Count:            ptr(1),
-			ReschedulePolicy: &api.ReschedulePolicy{Attempts: ptr(0), Unlimited: ptr(false)},
-			Tasks:            []*api.Task{t},
-		}},
+	job.ParameterizedJob = &api.ParameterizedJobConfig{
+		Payload:      "optional",
+		MetaOptional: []string{MetaCaller},
 	}
-	h, err := Hash(job)
-	if err != nil {
-		return nil, err
-	}
-	job.Meta[MetaSpecHash] = h
-	return job, nil
+	return withHash(job)
 }
 
 // ownerMeta is the meta of a job a function of app owns.

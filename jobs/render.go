@@ -172,29 +172,30 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 
 // periodicJob renders a scheduled function as a batch job Nomad launches on
 // its schedule (in UTC), one run at a time; a run that fails is not retried
-// (the next one comes on schedule). Its meta carries the hash of the job
-// until the app's hash replaces it.
+// (the next one comes on schedule).
 func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
-	id := PeriodicID(appJobID, fn.Name)
+	job := runOnceJob(app, fn, PeriodicID(appJobID, fn.Name))
+	job.Periodic = &api.PeriodicConfig{
+		Enabled:         ptr(true),
+		Spec:            ptr(fn.CronSpec()),
+		SpecType:        ptr(api.PeriodicSpecCron),
+		ProhibitOverlap: ptr(true),
+		TimeZone:        ptr("UTC"),
+	}
+	return withHash(job)
+}
+
+// runOnceJob is a batch job id of one task, fn's, which a function of app
+// owns: each run is neither restarted nor rescheduled.
+func runOnceJob(app *spec.App, fn *spec.Function, id string) *api.Job {
 	t := task(fn)
 	t.RestartPolicy = &api.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")}
-	job := &api.Job{
+	return &api.Job{
 		ID:          ptr(id),
 		Name:        ptr(id),
 		Type:        ptr(api.JobTypeBatch),
 		Datacenters: []string{"*"},
-		Periodic: &api.PeriodicConfig{
-			Enabled:         ptr(true),
-			Spec:            ptr(fn.CronSpec()),
-			SpecType:        ptr(api.PeriodicSpecCron),
-			ProhibitOverlap: ptr(true),
-			TimeZone:        ptr("UTC"),
-		},
-		Meta: map[string]string{
-			MetaWorkspace: app.Workspace,
-			MetaApp:       app.Name,
-			MetaFunction:  fn.Name,
-		},
+		Meta:        ownerMeta(app, fn),
 		TaskGroups: []*api.TaskGroup{{
 			Name:             ptr(fn.Name),
 			Count:            ptr(1),
@@ -202,9 +203,11 @@ func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, e
 			Tasks:            []*api.Task{t},
 		}},
 	}
-	if app.Environment != "" {
-		job.Meta[MetaEnvironment] = app.Environment
-	}
+}
+
+// withHash stamps job's meta with its own hash, until the app's hash
+// replaces it.
+func withHash(job *api.Job) (*api.Job, error) {
 	h, err := Hash(job)
 	if err != nil {
 		return nil, err
