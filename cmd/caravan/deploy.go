@@ -23,11 +23,15 @@ func deployCommand() *cli.Command {
 new version is healthy in Nomad and every web function answers through Traefik.
 An unchanged spec is a no-op. A spec with errors changes nothing; a version that
 fails to start is reverted by Nomad and the previous version keeps serving.
+With strategy canary, deploy returns once the canaries take their share of
+traffic, and prints their preview URLs; 'caravan app promote' or
+'caravan app abort' decides. With blue-green, it returns once all traffic has
+switched to the new set and the old set is gone.
 
 Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
-			&cli.StringFlag{Name: "strategy", Usage: "override the spec's rollout: rolling (new containers beside the old, no failed requests) or recreate (stop the old first)"},
+			&cli.StringFlag{Name: "strategy", Usage: "override the spec's rollout: rolling (new containers beside the old, no failed requests), recreate (stop the old first), canary (a share of traffic until app promote) or blue-green (a full new set, then all traffic at once)"},
 			&cli.StringFlag{Name: "tag", Usage: "a note recorded with the version in `caravan app history`"},
 		},
 		Action: func(c *cli.Context) error {

@@ -24,7 +24,7 @@ Exit codes: 0 no changes, 2 changes (the deploy would succeed in placing them),
 1 error: an invalid spec, or a deploy that would fail (a function that cannot be
 placed, a hostname another app serves).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "strategy", Usage: "plan with this rollout strategy: rolling or recreate"},
+			&cli.StringFlag{Name: "strategy", Usage: "plan with this rollout strategy: rolling, recreate, canary or blue-green"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
