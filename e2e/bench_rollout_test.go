@@ -23,8 +23,8 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 	for i := range runs {
 		app := fmt.Sprintf("bcanary%d", i)
 		purge(t, "e2e--"+app)
-		deploy(t, app+".hcl", rolloutSpec(app, "v1", 2, canary, 0), server.DeployBody{})
-		res := deploy(t, app+".hcl", rolloutSpec(app, "v2", 2, canary, 0), server.DeployBody{})
+		deploy(t, app+".hcl", rolloutSpec(app, "v1", 2, canary, ""), server.DeployBody{})
+		res := deploy(t, app+".hcl", rolloutSpec(app, "v2", 2, canary, ""), server.DeployBody{})
 		if res.Canary == nil {
 			t.Fatal("not a canary")
 		}
@@ -49,10 +49,10 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 	for i := range runs {
 		app := fmt.Sprintf("bgreen%d", i)
 		purge(t, "e2e--"+app)
-		v1 := deploy(t, app+".hcl", rolloutSpec(app, "blue", 2, bg, 0), server.DeployBody{})
+		v1 := deploy(t, app+".hcl", rolloutSpec(app, "blue", 2, bg, ""), server.DeployBody{})
 		stop := sampleLoad(v1.Functions[0].URL, 8)
 		began := time.Now()
-		res := deploy(t, app+".hcl", rolloutSpec(app, "green", 2, bg, 0), server.DeployBody{})
+		res := deploy(t, app+".hcl", rolloutSpec(app, "green", 2, bg, ""), server.DeployBody{})
 		time.Sleep(2 * time.Second)
 		samples := stop()
 		failed, blueAfter, errs := switchStats(samples, "blue", "green")

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,16 +18,15 @@ import (
 )
 
 // rolloutSpec is a web function answering body, min containers, with the
-// given deploy block body (e.g. `strategy = "canary"`); sickAfter > 0 makes
-// its health path answer 500 once it has run that long.
-func rolloutSpec(app, body string, containers int, deployBlock string, sickAfter time.Duration) string {
+// given deploy block body (e.g. `strategy = "canary"`); with sickFile set,
+// it answers 500 to everything once that file exists.
+func rolloutSpec(app, body string, containers int, deployBlock string, sickFile string) string {
 	js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%s)).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(body))
-	if sickAfter > 0 {
-		js = fmt.Sprintf(`const t0 = Date.now();
-require("http").createServer((q, s) => {
-  if (q.url === "/health" && Date.now() - t0 > %d) s.statusCode = 500;
+	if sickFile != "" {
+		js = fmt.Sprintf(`require("http").createServer((q, s) => {
+  if (require("fs").existsSync(%s)) s.statusCode = 500;
   s.end(%s);
-}).listen(process.env.PORT, process.env.HOST);`, sickAfter.Milliseconds(), strconv.Quote(body))
+}).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(sickFile), strconv.Quote(body))
 	}
 	return fmt.Sprintf(`app %q {
   workspace = "e2e"
@@ -61,6 +62,20 @@ func tally(t *testing.T, url string, n int) map[string]int {
 		counts[body]++
 	}
 	return counts
+}
+
+// onlyBody waits until 50 GETs of url in a row answer 200 with body.
+func onlyBody(t *testing.T, url, body string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "only "+body+" answers", func() error {
+		for i := range 50 {
+			status, got, err := get(t, url)
+			if err != nil || status != 200 || got != body {
+				return fmt.Errorf("request %d: %d %q %v", i+1, status, got, err)
+			}
+		}
+		return nil
+	})
 }
 
 func versionRecord(t *testing.T, app string, n int) *orchestrator.VersionRecord {
@@ -105,14 +120,14 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	purge(t, job)
 	canary := `strategy = "canary"
     traffic  = 10`
-	v1 := deploy(t, "bird.hcl", rolloutSpec(app, "v1", 2, canary, 0), server.DeployBody{})
+	v1 := deploy(t, "bird.hcl", rolloutSpec(app, "v1", 2, canary, ""), server.DeployBody{})
 	url := v1.Functions[0].URL
 	if v1.Canary != nil {
 		t.Fatal("a first version has nothing to be a canary of")
 	}
 	answers(t, url, "v1")
 
-	v2 := deploy(t, "bird.hcl", rolloutSpec(app, "v2", 2, canary, 0), server.DeployBody{})
+	v2 := deploy(t, "bird.hcl", rolloutSpec(app, "v2", 2, canary, ""), server.DeployBody{})
 	if v2.Canary == nil || v2.Canary.Traffic != 10 {
 		t.Fatalf("version 2 is not a canary at 10%%: %+v", v2.Canary)
 	}
@@ -138,7 +153,7 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	// No other change while the canary decides.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "bird.hcl", Spec: rolloutSpec(app, "v3", 2, canary, 0)})
+	_, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "bird.hcl", Spec: rolloutSpec(app, "v3", 2, canary, "")})
 	var apiErr *server.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "canary_pending" || !strings.Contains(err.Error(), "caravan app promote bird") {
 		t.Fatalf("deploy during a canary: %v, want a canary_pending error naming promote", err)
@@ -148,9 +163,7 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	if _, err := env.client.Abort(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
 		t.Fatalf("abort: %v", err)
 	}
-	if counts := tally(t, url, 100); counts["v1"] != 100 {
-		t.Errorf("after abort: %v, want v1 only", counts)
-	}
+	onlyBody(t, url, "v1")
 	eventually(t, 30*time.Second, "canaries gone", func() error {
 		if n := runningAllocs(t, job); n != 2 {
 			return fmt.Errorf("%d running containers", n)
@@ -162,7 +175,7 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	}
 
 	// A new canary, promoted: v4 takes everything and v1's containers go.
-	v3 := deploy(t, "bird.hcl", rolloutSpec(app, "v3", 2, canary, 0), server.DeployBody{})
+	v3 := deploy(t, "bird.hcl", rolloutSpec(app, "v3", 2, canary, ""), server.DeployBody{})
 	if v3.Canary == nil {
 		t.Fatalf("version %d is not a canary", v3.Version)
 	}
@@ -171,12 +184,13 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 		t.Fatalf("promote: %v", err)
 	}
 	t.Logf("promotion took %s", res.Duration.Round(time.Millisecond))
-	if counts := tally(t, url, 100); counts["v3"] != 100 {
-		t.Errorf("after promote: %v, want v3 only", counts)
-	}
-	if n := runningAllocs(t, job); n != 2 {
-		t.Errorf("%d running containers after promote, want 2", n)
-	}
+	onlyBody(t, url, "v3")
+	eventually(t, 30*time.Second, "2 containers after promote", func() error {
+		if n := runningAllocs(t, job); n != 2 {
+			return fmt.Errorf("%d running containers", n)
+		}
+		return nil
+	})
 	h := history(t, app)
 	if h.App.LiveVersion != v3.Version {
 		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v3.Version)
@@ -184,9 +198,12 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
 		t.Errorf("version %d after promote: status %q, events %+v", v3.Version, v.Status, v.Events)
 	}
-	if status, _, _ := get(t, preview); status != 404 {
-		t.Errorf("preview answers %d after promotion, want 404", status)
-	}
+	eventually(t, 30*time.Second, "preview gone after promotion", func() error {
+		if status, _, _ := get(t, preview); status != 404 {
+			return fmt.Errorf("preview answers %d, want 404", status)
+		}
+		return nil
+	})
 }
 
 func TestCanaryPromotedAfterHealthyPeriod(t *testing.T) {
@@ -194,8 +211,8 @@ func TestCanaryPromotedAfterHealthyPeriod(t *testing.T) {
 	purge(t, job)
 	canary := `strategy      = "canary"
     promote_after = "3s"`
-	v1 := deploy(t, "finch.hcl", rolloutSpec(app, "v1", 1, canary, 0), server.DeployBody{})
-	v2 := deploy(t, "finch.hcl", rolloutSpec(app, "v2", 1, canary, 0), server.DeployBody{})
+	v1 := deploy(t, "finch.hcl", rolloutSpec(app, "v1", 1, canary, ""), server.DeployBody{})
+	v2 := deploy(t, "finch.hcl", rolloutSpec(app, "v2", 1, canary, ""), server.DeployBody{})
 	if v2.Canary == nil || v2.Canary.PromoteAt.IsZero() {
 		t.Fatalf("version 2 is not a canary with a promotion time: %+v", v2.Canary)
 	}
@@ -216,25 +233,30 @@ func TestCanaryThatFailsIsReverted(t *testing.T) {
 	purge(t, job)
 	canary := `strategy = "canary"
     traffic  = 50`
-	v1 := deploy(t, "crow.hcl", rolloutSpec(app, "v1", 1, canary, 0), server.DeployBody{})
+	v1 := deploy(t, "crow.hcl", rolloutSpec(app, "v1", 1, canary, ""), server.DeployBody{})
 	url := v1.Functions[0].URL
 
 	// A canary that never starts is refused and reverted by Nomad.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	crash := strings.Replace(rolloutSpec(app, "v2", 1, canary, 0), `args           = ["-e", `, `args           = ["-e", "process.exit(3)", `, 1)
+	crash := strings.Replace(rolloutSpec(app, "v2", 1, canary, ""), `args           = ["-e", `, `args           = ["-e", "process.exit(3)", `, 1)
 	if _, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "crow.hcl", Spec: crash}); err == nil {
 		t.Fatal("a crashing canary deployed")
 	}
-	if counts := tally(t, url, 50); counts["v1"] != 50 {
-		t.Fatalf("after a failed canary: %v", counts)
-	}
+	onlyBody(t, url, "v1")
 
-	// A canary that passes, takes traffic, then fails its health checks is
-	// aborted by caravan on its own; v1 keeps answering.
-	v3 := deploy(t, "crow.hcl", rolloutSpec(app, "v3", 1, canary, 12*time.Second), server.DeployBody{})
+	// A canary that passes, takes traffic, then fails (500 to everything)
+	// is aborted by caravan on its own; v1 keeps answering.
+	sick := filepath.Join(t.TempDir(), "sick")
+	v3 := deploy(t, "crow.hcl", rolloutSpec(app, "v3", 1, canary, sick), server.DeployBody{})
 	if v3.Canary == nil {
 		t.Fatalf("version %d is not a canary", v3.Version)
+	}
+	if counts := tally(t, url, 100); counts["v3"] == 0 {
+		t.Fatalf("the canary takes no traffic: %v", counts)
+	}
+	if err := os.WriteFile(sick, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "the sick canary aborted", func() error {
 		if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusAborted {
@@ -245,9 +267,7 @@ func TestCanaryThatFailsIsReverted(t *testing.T) {
 	if v := versionRecord(t, app, v3.Version); !hasEvent(v, "aborted automatically") {
 		t.Errorf("events %+v", v.Events)
 	}
-	if counts := tally(t, url, 50); counts["v1"] != 50 {
-		t.Fatalf("after the automatic abort: %v", counts)
-	}
+	onlyBody(t, url, "v1")
 }
 
 // sample is one request of blueGreenLoad.
@@ -261,12 +281,12 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 	const app, job = "jay", "e2e--jay"
 	purge(t, job)
 	bg := `strategy = "blue-green"`
-	v1 := deploy(t, "jay.hcl", rolloutSpec(app, "blue", 2, bg, 0), server.DeployBody{})
+	v1 := deploy(t, "jay.hcl", rolloutSpec(app, "blue", 2, bg, ""), server.DeployBody{})
 	url := v1.Functions[0].URL
 	answers(t, url, "blue")
 
 	stop := sampleLoad(url, 4)
-	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, 0), server.DeployBody{})
+	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, ""), server.DeployBody{})
 	time.Sleep(2 * time.Second)
 	samples := stop()
 	if res.Canary != nil {
@@ -285,9 +305,7 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 	if n := runningAllocs(t, job); n != 2 {
 		t.Errorf("%d running containers after the switch, want 2 (blue drained and stopped)", n)
 	}
-	if counts := tally(t, url, 50); counts["green"] != 50 {
-		t.Errorf("after the switch: %v", counts)
-	}
+	onlyBody(t, url, "green")
 }
 
 // sampleLoad sends GETs to url from workers goroutines, each every 20ms,

@@ -258,6 +258,13 @@ func purge(t *testing.T, jobID string) {
 		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
 			t.Logf("deleting records of %s: %v", jobID, err)
 		}
+		// Traffic splits a canary or blue-green test left behind.
+		splits, _, _ := env.consul.KV().Keys("traefik/", "", nil)
+		for _, k := range splits {
+			if strings.Contains(k, "/"+jobID+"-") {
+				env.consul.KV().Delete(k, nil)
+			}
+		}
 		claims, _, _ := env.consul.KV().List("caravan/hosts/", nil)
 		for _, c := range claims {
 			if strings.Contains(string(c.Value), `"job_id":"`+jobID+`"`) {

@@ -470,8 +470,9 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 	switch app.DeployStrategy() {
 	case spec.StrategyRecreate:
 	case spec.StrategyCanary:
+		// Nomad places at most count containers in one evaluation.
 		canaries, _, _ := app.CanarySettings()
-		u.Canary = ptr(canaries)
+		u.Canary = ptr(min(canaries, count))
 		u.AutoPromote = ptr(false)
 	case spec.StrategyBlueGreen:
 		u.Canary = ptr(count)

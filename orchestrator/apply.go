@@ -110,7 +110,7 @@ func (o *Orchestrator) Rollback(ctx context.Context, caller Caller, req ChangeRe
 	}
 	for _, v := range versions {
 		if v.Version == target {
-			if v.Status == StatusFailed || v.Status == StatusPending {
+			if v.Status == StatusFailed || v.Status == StatusPending || v.Status == StatusAborted || v.Status == StatusCanary {
 				return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", target, v.Status)}
 			}
 			return o.applyStored(ctx, caller, KindRollback, v, req, target, rec.Serve)
@@ -239,10 +239,12 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		rollErr = o.register(rctx, job, current, version, needs(app))
 	}
 	var canary *CanaryState
-	if rollErr == nil && current != nil && o.awaiting(rctx, id) {
-		// Canaries (or a blue-green set) are up beside the live version.
-		if canary, rollErr = o.startCanary(rctx, app, rendered, res); rollErr != nil {
-			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rollErr)
+	if rollErr == nil && current != nil {
+		var dep *nomad.Deployment
+		if dep, rollErr = o.awaitingDeployment(rctx, id, version); rollErr == nil && dep != nil {
+			// Canaries (or a blue-green set) are up beside the live
+			// version; on failure they are discarded and it serves on.
+			canary, rollErr = o.startCanary(rctx, app, rendered, version, dep)
 		}
 	}
 	if rollErr == nil && canary == nil {
@@ -253,10 +255,12 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rollErr)
 		}
 	}
-	if rollErr == nil {
+	// Scheduled and callable functions follow the live version: a canary's
+	// wait for its promotion.
+	if rollErr == nil && canary == nil {
 		rollErr = o.syncPeriodic(rctx, id, rendered.Periodic, version, rec.Rollovers)
 	}
-	if rollErr == nil {
+	if rollErr == nil && canary == nil {
 		rollErr = o.syncCallable(rctx, id, rendered.Callable, version, rec.Rollovers)
 	}
 	// The outcome is recorded even when the rollout ran out of time.
@@ -266,6 +270,12 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		res.Canary = canary
 		res.Duration = time.Since(began)
 		if err := o.recordCanary(fctx, rec.JobID, vrec, canary); err != nil {
+			// Unrecorded, nobody would settle it: take it back.
+			routes, _ := o.storedSplitRoutes(id, vrec, canary)
+			err = o.discard(fctx, canary.DeploymentID, canary.Keys, routes, err)
+			if ferr := o.finish(fctx, rec.JobID, vrec, err); ferr != nil {
+				log.Error("recording the outcome", "version", version, "error", ferr)
+			}
 			return nil, err
 		}
 		log.Info("canary live", "version", version, "traffic", canary.Traffic)
@@ -283,11 +293,17 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	return res, nil
 }
 
-// awaiting reports whether job id's latest deployment waits for caravan to
-// promote its canaries.
-func (o *Orchestrator) awaiting(ctx context.Context, id string) bool {
+// awaitingDeployment returns job id's latest deployment if it waits for
+// caravan to promote its canaries (nil otherwise).
+func (o *Orchestrator) awaitingDeployment(ctx context.Context, id string, version int) (*nomad.Deployment, error) {
 	dep, _, err := o.nomad.Jobs().LatestDeployment(id, (&nomad.QueryOptions{}).WithContext(ctx))
-	return err == nil && dep != nil && dep.Status == nomad.DeploymentStatusRunning && awaitingPromotion(dep)
+	if err != nil {
+		return nil, &RolloutError{Version: version, Cause: fmt.Sprintf("reading the deployment from Nomad: %v", err)}
+	}
+	if dep != nil && dep.Status == nomad.DeploymentStatusRunning && awaitingPromotion(dep) {
+		return dep, nil
+	}
+	return nil, nil
 }
 
 // recordCanary records version v as a canary of the app.
@@ -376,16 +392,16 @@ func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) 
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
 	}
 	app.Serve = c.req.Serve
-	if s := app.DeployStrategy(); app.Serve && (s == spec.StrategyCanary || s == spec.StrategyBlueGreen) {
-		// A serve copy is redeployed on every save, for one developer:
-		// it rolls, with no canary waiting for a promotion.
-		app.Deploy.Strategy = spec.StrategyRolling
-	}
 	if c.req.Strategy != "" {
 		if app.Deploy == nil {
 			app.Deploy = &spec.Deploy{}
 		}
 		app.Deploy.Strategy = c.req.Strategy
+	}
+	if s := app.DeployStrategy(); app.Serve && (s == spec.StrategyCanary || s == spec.StrategyBlueGreen) {
+		// A serve copy is redeployed on every save, for one developer:
+		// it rolls, with no canary waiting for a promotion.
+		app.Deploy.Strategy = spec.StrategyRolling
 	}
 	return jobs.Render(app, o.router)
 }
@@ -484,9 +500,9 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, cause erro
 		return re
 	}
 	if _, err := o.waitEval(ctx, reg.EvalID); err == nil {
-		if job, _, err := o.nomad.Jobs().Info(*prev.ID, (&nomad.QueryOptions{}).WithContext(ctx)); err == nil {
-			_ = o.watchDeployment(ctx, *prev.ID, *job.Version, 0)
-		}
+		// Going back from promoted canaries (blue-green) makes the previous
+		// version's containers canaries that wait for a promotion.
+		o.promoteRevert(ctx, *prev.ID)
 	}
 	re.Cause += fmt.Sprintf("; reverted to version %s", prev.Meta[jobs.MetaVersion])
 	return re
@@ -592,9 +608,16 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if err != nil {
 		return nil, err
 	}
-	if rec.Canary != nil {
-		if err := o.removeSplits(ctx, rec.Canary.Keys); err != nil {
+	if st := rec.Canary; st != nil {
+		if err := o.removeSplits(ctx, st.Keys); err != nil {
 			return nil, err
+		}
+		if v, err := o.version(ctx, rec, st.Version); err == nil {
+			v.Status, v.FinishedAt = StatusAborted, time.Now().UTC()
+			v.Events = append(v.Events, Event{At: v.FinishedAt, What: "aborted: the app was stopped", Who: caller.Name})
+			if err := o.store.PutVersion(ctx, rec.JobID, rec.Generation, v); err != nil {
+				return nil, err
+			}
 		}
 		rec.Canary = nil
 	}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -54,9 +54,11 @@ type Event struct {
 
 // CanaryState is an app's version in progress as a canary.
 type CanaryState struct {
-	Version  int `json:"version"`
-	Traffic  int `json:"traffic"`
-	Canaries int `json:"canaries"`
+	Version int `json:"version"`
+	// DeploymentID is the Nomad deployment of the canaries.
+	DeploymentID string `json:"deployment_id"`
+	Traffic      int    `json:"traffic"`
+	Canaries     int    `json:"canaries"`
 	// Functions are the web functions whose traffic is split.
 	Functions []string  `json:"functions,omitempty"`
 	Since     time.Time `json:"since"`
@@ -104,13 +106,13 @@ func awaitingPromotion(dep *nomad.Deployment) bool {
 	return waiting
 }
 
-// splitRoutes are the routes of rendered whose functions the rollout
-// changes (updated, with a previous version serving): those get a split.
-func splitRoutes(rendered *jobs.Rendered, functions []FunctionResult) []router.Route {
+// splitRoutes are the routes of rendered whose functions got canaries in
+// deployment dep (Nomad decides which groups a version replaces): those
+// get a split.
+func splitRoutes(rendered *jobs.Rendered, dep *nomad.Deployment) []router.Route {
 	var out []router.Route
 	for _, r := range rendered.Routes {
-		i := slices.IndexFunc(functions, func(f FunctionResult) bool { return f.Name == r.Function })
-		if i >= 0 && functions[i].Change == Updated && r.Preview != nil {
+		if st := dep.TaskGroups[r.Function]; st != nil && st.DesiredCanaries > 0 && r.Preview != nil {
 			out = append(out, r)
 		}
 	}
@@ -152,18 +154,43 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 		if err != nil {
 			return keys, err
 		}
-		var ops consul.TxnOps
-		for k, v := range pairs {
-			ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVSet, Key: k, Value: []byte(v)}})
-			keys = append(keys, k)
-		}
-		if err := o.txn(ctx, ops); err != nil {
+		if err := o.putKV(ctx, pairs); err != nil {
 			return keys, fmt.Errorf("publishing the traffic split of %s: %w", r.Function, err)
+		}
+		for k := range pairs {
+			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
 	o.log.Info("traffic split published", "routes", len(routes), "weight", weight)
 	return keys, sleep(ctx, SplitSettle)
+}
+
+// putKV writes pairs in transactions of at most 64 keys (Consul takes 128
+// operations in one), routers last: Traefik never sees a router whose
+// services are not there yet.
+func (o *Orchestrator) putKV(ctx context.Context, pairs map[string]string) error {
+	keys := slices.Collect(maps.Keys(pairs))
+	slices.SortFunc(keys, func(a, b string) int {
+		ra, rb := strings.Contains(a, "/routers/"), strings.Contains(b, "/routers/")
+		if ra != rb {
+			if ra {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
+	for chunk := range slices.Chunk(keys, 64) {
+		var ops consul.TxnOps
+		for _, k := range chunk {
+			ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVSet, Key: k, Value: []byte(pairs[k])}})
+		}
+		if err := o.txn(ctx, ops); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeSplits deletes keys, handing requests back to each route's own
@@ -221,36 +248,38 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// startCanary takes a registered version whose Nomad deployment awaits
+// startCanary takes a registered version whose Nomad deployment dep awaits
 // promotion: it checks the canaries answer on their preview hostnames and,
 // for the canary strategy, publishes the split and returns the state to
 // record; blue-green switches all traffic and promotes at once (nil state).
-func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered *jobs.Rendered, res *DeployResult) (*CanaryState, error) {
-	routes := splitRoutes(rendered, res.Functions)
+// Whatever fails before Nomad promotes leaves the live version serving: the
+// split is removed and the deployment failed, so auto_revert stops the new
+// containers.
+func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered *jobs.Rendered, version int, dep *nomad.Deployment) (*CanaryState, error) {
+	jobID := *rendered.Job.ID
+	routes := splitRoutes(rendered, dep)
 	previews := make([]router.Route, len(routes))
 	for i, r := range routes {
 		previews[i] = *r.Preview
 	}
-	if err := o.probeRoutes(ctx, previews, res.Version, 0); err != nil {
-		return nil, err
+	weight := 100
+	canaries, traffic, after := app.CanarySettings()
+	if app.DeployStrategy() == spec.StrategyCanary {
+		weight = traffic
+	}
+	err := o.probeRoutes(ctx, previews, version, 0)
+	var keys []string
+	if err == nil {
+		keys, err = o.publishSplits(ctx, routes, weight)
+	}
+	if err != nil {
+		return nil, o.discard(context.WithoutCancel(ctx), dep.ID, keys, routes, err)
 	}
 	if app.DeployStrategy() == spec.StrategyBlueGreen {
-		keys, err := o.publishSplits(ctx, routes, 100)
-		if err == nil {
-			err = o.promote(ctx, *rendered.Job.ID, res.Version, keys, routes)
-		}
-		if err != nil {
-			return nil, errors.Join(err, o.removeSplits(context.WithoutCancel(ctx), keys))
-		}
-		return nil, nil
+		return nil, o.promote(ctx, jobID, version, dep.ID, keys, routes)
 	}
-	canaries, traffic, after := app.CanarySettings()
-	keys, err := o.publishSplits(ctx, routes, traffic)
-	if err != nil {
-		return nil, errors.Join(err, o.removeSplits(context.WithoutCancel(ctx), keys))
-	}
-	st := &CanaryState{Version: res.Version, Traffic: traffic, Canaries: canaries, Since: time.Now().UTC(),
-		Keys: keys, Previews: map[string]string{}}
+	st := &CanaryState{Version: version, DeploymentID: dep.ID, Traffic: traffic, Canaries: canaries,
+		Since: time.Now().UTC(), Keys: keys, Previews: map[string]string{}}
 	for _, r := range routes {
 		st.Functions = append(st.Functions, r.Function)
 		st.Previews[r.Function] = r.Preview.URL
@@ -261,27 +290,96 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 	return st, nil
 }
 
-// promote sends every request to the canaries (their containers stay up
-// through Nomad's promotion, unlike the old ones), promotes them, waits
-// for Nomad to replace the old containers, and removes the split.
-func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, keys []string, routes []router.Route) error {
-	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+// discard hands all traffic of routes back to the live version (removing
+// the split keys, and any other key of theirs), then fails deployment
+// depID, so auto_revert puts the live job back, and waits for its
+// containers to stop. It returns cause, or what went wrong on the way.
+func (o *Orchestrator) discard(ctx context.Context, depID string, keys []string, routes []router.Route, cause error) error {
+	errs := []error{cause}
+	if err := o.removeSplits(ctx, keys); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.clearSplits(ctx, routes); err != nil {
+		errs = append(errs, err)
+	}
+	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
+		return errors.Join(append(errs, fmt.Errorf("reading deployment %s: %w", shortID(depID), err))...)
 	}
-	if dep == nil || dep.Status != nomad.DeploymentStatusRunning {
-		return &RolloutError{Version: version, Cause: "Nomad has no deployment waiting for promotion (it was reverted?)"}
+	if dep.Status == nomad.DeploymentStatusRunning {
+		if _, _, err := o.nomad.Deployments().Fail(depID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("failing deployment %s: %w", shortID(depID), err))...)
+		}
 	}
-	if _, _, err := o.nomad.Deployments().PromoteAll(dep.ID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
-		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused to promote deployment %s: %v", shortID(dep.ID), err)}
+	// Wait for the canaries to be gone, so the live version alone runs.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		allocs, _, err := o.nomad.Deployments().Allocations(depID, (&nomad.QueryOptions{}).WithContext(wctx))
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool {
+			return a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending
+		}) {
+			return errors.Join(errs...)
+		}
+		if err := sleep(wctx, 250*time.Millisecond); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("the new containers are still running: %w", err))...)
+		}
 	}
-	if err := o.watchDeployment(ctx, jobID, dep.JobVersion, version); err != nil {
+}
+
+// promote promotes deployment depID once its traffic split is published,
+// waits for Nomad to replace the previous version's containers and for
+// them to leave Consul, and removes the split. Before Nomad promotes, a
+// failure discards the new containers; after, the new version is live
+// whatever else fails (the split is then left to the next change).
+func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, depID string, keys []string, routes []router.Route) error {
+	if _, _, err := o.nomad.Deployments().PromoteAll(depID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return o.discard(context.WithoutCancel(ctx), depID, keys, routes, &RolloutError{Version: version,
+			Cause: fmt.Sprintf("Nomad refused to promote deployment %s: %v", shortID(depID), err)})
+	}
+	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err == nil {
+		err = o.followDeployment(ctx, dep, version, false)
+	}
+	if err != nil {
+		// Nomad failed the promoted version and auto_revert started the
+		// previous one, which must itself be promoted.
+		o.promoteRevert(context.WithoutCancel(ctx), jobID)
+		_ = o.removeSplits(context.WithoutCancel(ctx), keys)
 		return err
 	}
-	if err := o.waitOldGone(ctx, dep.ID, routes); err != nil {
-		return err
+	errs := []error{o.waitOldGone(ctx, depID, routes)}
+	if err := o.removeSplits(ctx, keys); err != nil {
+		errs = append(errs, err)
 	}
-	return o.removeSplits(ctx, keys)
+	if err := errors.Join(errs...); err != nil {
+		o.log.Warn("cleaning up after a promotion", "job", jobID, "version", version, "error", err)
+	}
+	return nil
+}
+
+// promoteRevert promotes the deployment of a reverted job when it waits for
+// a promotion: going back from promoted containers makes the previous
+// version's containers canaries again, and nobody else will promote them.
+func (o *Orchestrator) promoteRevert(ctx context.Context, jobID string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for ctx.Err() == nil {
+		dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+		switch {
+		case err != nil:
+		case dep == nil || dep.Status == nomad.DeploymentStatusSuccessful:
+			return
+		case dep.Status == nomad.DeploymentStatusRunning && awaitingPromotion(dep):
+			if _, _, err := o.nomad.Deployments().PromoteAll(dep.ID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+				o.log.Warn("promoting the reverted version", "job", jobID, "error", err)
+			}
+		}
+		_ = sleep(ctx, 500*time.Millisecond)
+	}
 }
 
 // waitOldGone waits until every Consul instance of routes belongs to an
@@ -325,16 +423,18 @@ func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []r
 // Promote moves all traffic of an app's canary version to it and retires
 // the previous version's containers; the canary version becomes live.
 func (o *Orchestrator) Promote(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
-	return o.settleCanary(ctx, caller, req.AppRef, true, "promoted")
+	return o.settleCanary(ctx, caller, req.AppRef, 0, true, "promoted")
 }
 
 // Abort sends all traffic of an app's canary version back to the live
 // version and removes the canaries.
 func (o *Orchestrator) Abort(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
-	return o.settleCanary(ctx, caller, req.AppRef, false, "aborted")
+	return o.settleCanary(ctx, caller, req.AppRef, 0, false, "aborted")
 }
 
-func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppRef, promote bool, what string) (*DeployResult, error) {
+// settleCanary promotes or aborts the canary of the app ref names; version
+// > 0 settles it only if it is still that version's.
+func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppRef, version int, promote bool, what string) (*DeployResult, error) {
 	rec, err := o.resolve(ctx, caller, ref)
 	if err != nil {
 		return nil, err
@@ -344,25 +444,16 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 		return nil, err
 	}
 	defer unlock()
-	return o.settleLocked(ctx, caller, rec.JobID, promote, what)
-}
-
-// settleLocked promotes or aborts the canary of job jobID; the caller holds
-// the app's lock.
-func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID string, promote bool, what string) (*DeployResult, error) {
 	began := time.Now()
-	rec, _, err := o.store.App(ctx, jobID)
+	// Read again under the lock: another server may have settled it.
+	rec, _, err = o.store.App(ctx, rec.JobID)
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil || rec.Canary == nil {
-		app := jobID
-		if rec != nil {
-			app = rec.App
-		}
-		return nil, &NotFoundError{App: app, Why: "it has no canary in progress (deploy with strategy = \"canary\" first)"}
+	if rec == nil || rec.Canary == nil || (version > 0 && rec.Canary.Version != version) {
+		return nil, &NotFoundError{App: ref.App, Why: "it has no canary in progress (deploy with strategy = \"canary\" first)"}
 	}
-	st := rec.Canary
+	jobID, st := rec.JobID, rec.Canary
 	v, err := o.version(ctx, rec, st.Version)
 	if err != nil {
 		return nil, err
@@ -370,123 +461,93 @@ func (o *Orchestrator) settleLocked(ctx context.Context, caller Caller, jobID st
 	log := o.log.With("job", jobID, "version", st.Version)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-
-	var rollErr error
+	routes, rollErr := o.storedSplitRoutes(jobID, v, st)
 	switch {
-	case promote && o.promoted(rctx, jobID, st.Version):
+	case rollErr != nil:
+	case promote && o.promoted(rctx, st.DeploymentID):
 		// A server stopped after promoting in Nomad: only the split is left.
 		log.Info("finishing a promotion", "caller", caller.Name)
 		rollErr = o.removeSplits(rctx, st.Keys)
 	case promote:
 		log.Info("promoting canary", "caller", caller.Name)
-		var routes []router.Route
-		if routes, rollErr = o.storedSplitRoutes(jobID, v, st); rollErr == nil {
-			rollErr = o.publishAll(rctx, routes, st)
-		}
-		if rollErr == nil {
-			rollErr = o.promote(rctx, jobID, st.Version, st.Keys, routes)
+		// Every request goes to the canaries while Nomad replaces the old
+		// containers (the canaries stay up through the promotion).
+		keys, err := o.publishSplits(rctx, routes, 100)
+		st.Keys = union(st.Keys, keys)
+		if rollErr = err; rollErr == nil {
+			rollErr = o.promote(rctx, jobID, st.Version, st.DeploymentID, st.Keys, routes)
+		} else {
+			rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, rollErr)
 		}
 	default:
 		log.Info("aborting canary", "caller", caller.Name, "why", what)
-		rollErr = o.abortCanary(rctx, jobID, st)
+		rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, nil)
 	}
-	v.Events = append(v.Events, Event{At: time.Now().UTC(), What: what, Who: caller.Name})
+	ev := Event{At: time.Now().UTC(), What: what, Who: caller.Name}
 	if rollErr != nil {
-		v.Events[len(v.Events)-1].What += ": " + rollErr.Error()
+		ev.What += ": " + rollErr.Error()
 	}
+	v.Events = append(v.Events, ev)
 	res := &DeployResult{Workspace: rec.Workspace, App: rec.App, JobID: jobID, Version: st.Version, Changed: true,
 		SpecHash: v.SpecHash, Kind: v.Kind}
-	if !promote || rollErr != nil {
-		// The previous version serves: an aborted canary, or a promotion
-		// Nomad failed (and reverted).
-		_ = o.removeSplits(context.WithoutCancel(ctx), st.Keys)
-		v.Status, v.FinishedAt = StatusAborted, time.Now().UTC()
-		if promote {
-			v.Status, v.Error = StatusFailed, rollErr.Error()
-		}
-		if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
-			return nil, err
-		}
-		if err := o.clearCanary(ctx, jobID); err != nil {
-			return nil, err
-		}
-		if rollErr != nil {
-			return nil, rollErr
-		}
-		res.Duration = time.Since(began)
-		return res, nil
-	}
 	if err := o.clearCanary(ctx, jobID); err != nil {
 		return nil, err
 	}
-	if err := o.finish(ctx, jobID, v, nil); err != nil {
+	if promote && rollErr == nil {
+		// Scheduled and callable functions follow the version that is live.
+		if rollErr = o.syncStored(rctx, jobID, v, rec.Rollovers); rollErr != nil {
+			log.Warn("updating scheduled and callable functions", "error", rollErr)
+		}
+		if err := o.finish(ctx, jobID, v, nil); err != nil {
+			return nil, err
+		}
+		res.Duration = time.Since(began)
+		return res, rollErr
+	}
+	v.Status, v.FinishedAt = StatusAborted, time.Now().UTC()
+	if promote {
+		v.Status, v.Error = StatusFailed, rollErr.Error()
+	}
+	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(began)
-	return res, nil
+	return res, rollErr
 }
 
-// promoted reports whether Nomad runs caravan version version of job jobID
-// with its deployment promoted and successful.
-func (o *Orchestrator) promoted(ctx context.Context, jobID string, version int) bool {
-	job, err := o.currentJob(ctx, jobID)
-	if err != nil || job == nil || job.Meta[jobs.MetaVersion] != strconv.Itoa(version) {
+// syncStored brings the periodic and callable jobs of job jobID to stored
+// version v.
+func (o *Orchestrator) syncStored(ctx context.Context, jobID string, v *VersionRecord, rollovers int) error {
+	app, err := storedApp(jobID, v)
+	if err != nil {
+		return err
+	}
+	rendered, err := jobs.Render(app, o.router)
+	if err != nil {
+		return err
+	}
+	if err := o.syncPeriodic(ctx, jobID, rendered.Periodic, v.Version, rollovers); err != nil {
+		return err
+	}
+	return o.syncCallable(ctx, jobID, rendered.Callable, v.Version, rollovers)
+}
+
+// promoted reports whether Nomad promoted deployment depID.
+func (o *Orchestrator) promoted(ctx context.Context, depID string) bool {
+	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
 		return false
 	}
-	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
-	return err == nil && dep != nil && dep.JobVersion == *job.Version && dep.Status == nomad.DeploymentStatusSuccessful
-}
-
-// publishAll sends every request of a canary's functions to its canaries.
-func (o *Orchestrator) publishAll(ctx context.Context, routes []router.Route, st *CanaryState) error {
-	keys, err := o.publishSplits(ctx, routes, 100)
-	st.Keys = union(st.Keys, keys)
-	return err
+	for _, g := range dep.TaskGroups {
+		if g.Promoted {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *Orchestrator) storedSplitRoutes(jobID string, v *VersionRecord, st *CanaryState) ([]router.Route, error) {
 	return o.storedRoutes(jobID, v, func(r router.Route) bool { return slices.Contains(st.Functions, r.Function) })
-}
-
-// abortCanary hands all traffic back to the live version, then fails the
-// canary's Nomad deployment: auto_revert registers the live version's job
-// again and the canaries stop.
-func (o *Orchestrator) abortCanary(ctx context.Context, jobID string, st *CanaryState) error {
-	if err := o.removeSplits(ctx, st.Keys); err != nil {
-		return err
-	}
-	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
-	}
-	if dep == nil || dep.Status != nomad.DeploymentStatusRunning {
-		return nil // Nomad already failed (and reverted) it
-	}
-	if _, _, err := o.nomad.Deployments().Fail(dep.ID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("failing deployment %s: %w", shortID(dep.ID), err)
-	}
-	// Wait for the canaries to be gone, so the abort returns with only the
-	// live version running.
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		allocs, _, err := o.nomad.Deployments().Allocations(dep.ID, (&nomad.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		running := 0
-		for _, a := range allocs {
-			if a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending {
-				running++
-			}
-		}
-		if running == 0 {
-			return nil
-		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (o *Orchestrator) clearCanary(ctx context.Context, jobID string) error {
@@ -502,10 +563,11 @@ func (o *Orchestrator) clearCanary(ctx context.Context, jobID string) error {
 // Caravan is the caller of what caravan server does on its own.
 var Caravan = Caller{Name: "caravan", Workspace: "*"}
 
-// WatchCanaries promotes canaries whose promote_after has passed and
-// aborts those whose containers fail their health checks, until ctx ends.
+// WatchCanaries promotes canaries whose promote_after has passed, finishes
+// promotions a stopped server left, and aborts canaries whose containers
+// fail their health checks, until ctx ends.
 func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
-	sick := map[string]int{} // consecutive checks without a passing canary
+	sick := map[string]int{} // consecutive checks without a passing canary, by deployment
 	for {
 		if err := sleep(ctx, every); err != nil {
 			return
@@ -517,55 +579,50 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 		for _, rec := range recs {
 			st := rec.Canary
 			if st == nil {
-				delete(sick, rec.JobID)
 				continue
 			}
 			ref := AppRef{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, Serve: rec.Serve}
 			var nf *NotFoundError
 			switch {
-			case o.promoted(ctx, rec.JobID, st.Version):
-				_, err = o.settleCanary(ctx, Caravan, ref, true, "promoted (finished after a caravan server stopped)")
+			case o.promoted(ctx, st.DeploymentID):
+				_, err = o.settleCanary(ctx, Caravan, ref, st.Version, true, "promoted (finished after a caravan server stopped)")
 			case !st.PromoteAt.IsZero() && time.Now().After(st.PromoteAt):
-				_, err = o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, ref, true,
+				_, err = o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, ref, st.Version, true,
 					"promoted after "+st.PromoteAt.Sub(st.Since).String())
+			case o.canariesHealthy(ctx, rec):
+				delete(sick, st.DeploymentID)
+				continue
 			default:
-				err = o.checkCanary(ctx, rec, ref, sick)
+				if sick[st.DeploymentID]++; sick[st.DeploymentID] < 2 {
+					continue
+				}
+				delete(sick, st.DeploymentID)
+				o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", st.Version)
+				_, err = o.settleCanary(ctx, Caravan, ref, st.Version, false, "aborted automatically: canaries failed their health checks")
 			}
 			if err != nil && !errors.As(err, &nf) {
-				o.log.Warn("settling a canary", "job", rec.JobID, "error", err)
+				o.log.Warn("settling a canary", "job", rec.JobID, "version", st.Version, "error", err)
 			}
 		}
 	}
 }
 
-// checkCanary aborts rec's canary when no container of it has passed its
-// checks on two checks in a row; sick counts them per job.
-func (o *Orchestrator) checkCanary(ctx context.Context, rec *AppRecord, ref AppRef, sick map[string]int) error {
-	if o.canariesHealthy(ctx, rec) {
-		delete(sick, rec.JobID)
-		return nil
-	}
-	if sick[rec.JobID]++; sick[rec.JobID] < 2 {
-		return nil
-	}
-	delete(sick, rec.JobID)
-	o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", rec.Canary.Version)
-	_, err := o.settleCanary(ctx, Caravan, ref, false, "aborted automatically: canaries failed their health checks")
-	return err
-}
-
 // canariesHealthy reports whether every split function of rec's canary
 // still has a canary passing its checks, and Nomad has not failed it.
 func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool {
-	dep, _, err := o.nomad.Jobs().LatestDeployment(rec.JobID, (&nomad.QueryOptions{}).WithContext(ctx))
-	if err == nil && dep != nil && dep.Status == nomad.DeploymentStatusFailed {
+	st := rec.Canary
+	dep, _, err := o.nomad.Deployments().Info(st.DeploymentID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return true // cannot tell: try again
+	}
+	if dep.Status == nomad.DeploymentStatusFailed || dep.Status == nomad.DeploymentStatusCancelled {
 		return false
 	}
-	v, err := o.version(ctx, rec, rec.Canary.Version)
+	v, err := o.version(ctx, rec, st.Version)
 	if err != nil {
 		return true
 	}
-	routes, err := o.storedSplitRoutes(rec.JobID, v, rec.Canary)
+	routes, err := o.storedSplitRoutes(rec.JobID, v, st)
 	if err != nil {
 		return true
 	}

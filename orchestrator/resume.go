@@ -9,6 +9,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // Resume finishes what a previous caravan server left half done: for every
@@ -78,9 +79,13 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 			"caravan server stopped during the rollout and Nomad now runs version %s (reverted, or never registered)", job.Meta[jobs.MetaVersion])}
 	default:
 		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
+		var dep *nomad.Deployment
+		if rollErr == nil {
+			dep, rollErr = o.awaitingDeployment(ctx, jobID, version)
+		}
 		switch {
 		case rollErr != nil:
-		case o.awaiting(ctx, jobID):
+		case dep != nil:
 			// Canaries (or a blue-green set) the server never finished
 			// starting: hand traffic back to the live version, whatever
 			// split was published, and let Nomad revert.
@@ -127,6 +132,14 @@ func storedApp(jobID string, v *VersionRecord) (*spec.App, error) {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
 	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
+	if v.Strategy != "" {
+		// The strategy the version rolled out with (--strategy overrides
+		// the spec's).
+		if app.Deploy == nil {
+			app.Deploy = &spec.Deploy{}
+		}
+		app.Deploy.Strategy = v.Strategy
+	}
 	return app, nil
 }
 

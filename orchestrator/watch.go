@@ -34,8 +34,8 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *noma
 }
 
 // watchDeployment follows the deployment of Nomad job version jobVersion
-// (caravan version version) to its end with blocking queries; see
-// watchRollout.
+// (caravan version version) to its end with blocking queries, or until its
+// canaries wait for caravan to promote them; see watchRollout.
 func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVersion uint64, version int) error {
 	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
@@ -44,15 +44,20 @@ func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVer
 	if dep == nil || dep.JobVersion != jobVersion {
 		return nil // nothing to roll out (an in-place change)
 	}
-	o.log.Debug("watching deployment", "job", jobID, "deployment", dep.ID)
+	return o.followDeployment(ctx, dep, version, true)
+}
 
+// followDeployment follows dep to its end; with untilPromotion, it also
+// returns once dep's canaries wait for a promotion.
+func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployment, version int, untilPromotion bool) error {
+	o.log.Debug("watching deployment", "job", dep.JobID, "deployment", dep.ID)
 	index := dep.ModifyIndex
 	for {
 		switch dep.Status {
 		case nomad.DeploymentStatusSuccessful:
 			return nil
 		case nomad.DeploymentStatusRunning:
-			if awaitingPromotion(dep) {
+			if untilPromotion && awaitingPromotion(dep) {
 				return nil // canaries are healthy; caravan promotes them
 			}
 		case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:

@@ -23,7 +23,8 @@ import (
 // The new containers are listed by address, not by their Consul service:
 // their registration changes tags when Nomad promotes them, and a router
 // whose service vanished would drop requests. Traefik checks each address
-// on the route's health path and stops sending to one that fails.
+// on the route's health path and stops sending to one that fails; once none
+// passes, a failover service sends their share to the live version.
 type Split struct {
 	// Route is the new version's route: the rule, TLS and middlewares
 	// the split router uses.
@@ -39,13 +40,20 @@ type Split struct {
 // priority is the length of its rule.
 const SplitPriority = 1 << 20
 
-// SplitHealthInterval is how often Traefik checks a split's new containers.
-const SplitHealthInterval = time.Second
+// SplitHealthInterval is how often Traefik checks a split's new containers,
+// and SplitHealthTimeout how long one check may take: generous, so a slow
+// answer under load does not take a container out.
+const (
+	SplitHealthInterval = time.Second
+	SplitHealthTimeout  = 3 * time.Second
+)
 
 // Names of the Traefik objects of a split: the router and the weighted
-// service are <route>-split, the new containers' service <route>-next.
-func splitName(r Route) string { return r.Name + "-split" }
-func nextName(r Route) string  { return r.Name + "-next" }
+// service are <route>-split, the new containers' service <route>-next, and
+// <route>-next-or-live fails over from them to the live version.
+func splitName(r Route) string    { return r.Name + "-split" }
+func nextName(r Route) string     { return r.Name + "-next" }
+func failoverName(r Route) string { return r.Name + "-next-or-live" }
 
 // StableService is the Traefik service (from the consulCatalog provider) of
 // a route's live containers.
@@ -62,25 +70,27 @@ func (s Split) Config() *dynamic.Configuration {
 	rt.Priority = SplitPriority
 	rt.Middlewares = slices.Clone(rt.Middlewares)
 
-	interval := ptypes.Duration(SplitHealthInterval)
 	passHost := true
 	next := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{
 		PassHostHeader: &passHost,
 		HealthCheck: &dynamic.ServerHealthCheck{
-			Path: r.HealthPath, Interval: interval, Timeout: interval,
+			Path: r.HealthPath, Interval: ptypes.Duration(SplitHealthInterval), Timeout: ptypes.Duration(SplitHealthTimeout),
 		},
 	}}
 	for _, u := range s.Servers {
 		next.LoadBalancer.Servers = append(next.LoadBalancer.Servers, dynamic.Server{URL: u})
 	}
-	services := map[string]*dynamic.Service{nextName(r): next}
-	rt.Service = nextName(r)
+	services := map[string]*dynamic.Service{
+		nextName(r):     next,
+		failoverName(r): {Failover: &dynamic.Failover{Service: nextName(r), Fallback: StableService(r)}},
+	}
+	rt.Service = failoverName(r)
 	if s.Weight < 100 {
 		stable, canary := 100-s.Weight, s.Weight
 		services[splitName(r)] = &dynamic.Service{Weighted: &dynamic.WeightedRoundRobin{
 			Services: []dynamic.WRRService{
 				{Name: StableService(r), Weight: &stable},
-				{Name: nextName(r), Weight: &canary},
+				{Name: failoverName(r), Weight: &canary},
 			},
 		}}
 		rt.Service = splitName(r)
@@ -99,6 +109,7 @@ func SplitPrefixes(rootKey string, r Route) []string {
 		rootKey + "/http/routers/" + splitName(r) + "/",
 		rootKey + "/http/services/" + splitName(r) + "/",
 		rootKey + "/http/services/" + nextName(r) + "/",
+		rootKey + "/http/services/" + failoverName(r) + "/",
 	}
 	for name := range r.Config.HTTP.Middlewares {
 		prefixes = append(prefixes, rootKey+"/http/middlewares/"+name+"/")

@@ -105,14 +105,18 @@ func TestSplitRoundTripsThroughTraefiksKVDecoder(t *testing.T) {
 	}
 	w := got.HTTP.Services["dev--hello-web-split"].Weighted
 	if w == nil || len(w.Services) != 2 || w.Services[0].Name != "dev--hello-web@consulcatalog" || *w.Services[0].Weight != 90 ||
-		w.Services[1].Name != "dev--hello-web-next" || *w.Services[1].Weight != 10 {
+		w.Services[1].Name != "dev--hello-web-next-or-live" || *w.Services[1].Weight != 10 {
 		t.Fatalf("weighted service %+v", w)
+	}
+	if f := got.HTTP.Services["dev--hello-web-next-or-live"].Failover; f == nil || f.Service != "dev--hello-web-next" ||
+		f.Fallback != "dev--hello-web@consulcatalog" || f.HealthCheck != nil {
+		t.Fatalf("failover service %+v: the canaries' share must fall back to the live version", f)
 	}
 	lb := got.HTTP.Services["dev--hello-web-next"].LoadBalancer
 	if lb == nil || len(lb.Servers) != 2 || lb.Servers[1].URL != "http://127.0.0.1:20002" || !*lb.PassHostHeader {
 		t.Fatalf("next service %+v", lb)
 	}
-	if hc := lb.HealthCheck; hc == nil || hc.Path != "/healthz" || hc.Interval != ptypes.Duration(time.Second) {
+	if hc := lb.HealthCheck; hc == nil || hc.Path != "/healthz" || hc.Interval != ptypes.Duration(time.Second) || hc.Timeout != ptypes.Duration(3*time.Second) {
 		t.Fatalf("next service health check %+v", lb.HealthCheck)
 	}
 }
@@ -144,7 +148,7 @@ func TestSplitAllTrafficSkipsTheWeightedService(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := decodeKV(t, pairs)
-	if rt := got.HTTP.Routers["dev--hello-web-split"]; rt == nil || rt.Service != "dev--hello-web-next" {
+	if rt := got.HTTP.Routers["dev--hello-web-split"]; rt == nil || rt.Service != "dev--hello-web-next-or-live" {
 		t.Fatalf("split router %+v, want it on the new containers alone", rt)
 	}
 	if _, ok := got.HTTP.Services["dev--hello-web-split"]; ok {
