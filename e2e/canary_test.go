@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -377,4 +378,32 @@ func switchStats(samples []sample, old, new string) (failed, oldAfter int, errs 
 		}
 	}
 	return failed, oldAfter, errs
+}
+
+// A canary of an app whose other web function did not change splits the
+// changed function's traffic alone.
+func TestCanaryOfOneFunction(t *testing.T) {
+	const app, job = "duo", "e2e--duo"
+	purge(t, job)
+	canary := `strategy = "canary"
+    traffic  = 50`
+	v1 := deploy(t, "duo.hcl", twoWeb(app, "a1", "b1", canary), server.DeployBody{})
+	before := runningByGroup(t, job)
+	v2 := deploy(t, "duo.hcl", twoWeb(app, "a2", "b1", canary), server.DeployBody{})
+	if v2.Canary == nil || !slices.Equal(v2.Canary.Functions, []string{"a"}) {
+		t.Fatalf("canary %+v, want a split of function a alone", v2.Canary)
+	}
+	if counts := tally(t, v1.Functions[0].URL, 100); counts["a2"] < 30 || counts["a2"] > 70 {
+		t.Errorf("a at traffic = 50: %v", counts)
+	}
+	if counts := tally(t, v1.Functions[1].URL, 20); counts["b1"] != 20 {
+		t.Errorf("b: %v", counts)
+	}
+	if _, err := env.client.Promote(context.Background(), app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	onlyBody(t, v1.Functions[0].URL, "a2")
+	if after := runningByGroup(t, job); !slices.Equal(before["b"], after["b"]) {
+		t.Errorf("b's containers were replaced by a canary of a: %v, then %v", before["b"], after["b"])
+	}
 }

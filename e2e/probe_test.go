@@ -44,6 +44,14 @@ func TestProbeUsesHealthPath(t *testing.T) {
 func TestUnreachableVersionIsReverted(t *testing.T) {
 	purge(t, "e2e--halfway")
 	first := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), server.DeployBody{})
+	groupHash := func() string {
+		job, _, err := env.nomad.Jobs().Info("e2e--halfway", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return job.TaskGroups[0].Meta["caravan.group_hash"]
+	}
+	v1 := groupHash()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	_, err := env.client.Deploy(ctx, "halfway.hcl", []byte(healthApp("halfway", "v2\n", 200, true)), 20*time.Second)
@@ -53,9 +61,8 @@ func TestUnreachableVersionIsReverted(t *testing.T) {
 		t.Fatalf("deploy of a version the proxy cannot reach: %v", err)
 	}
 	answers(t, first.Functions[0].URL, "v1\n")
-	job, _, err := env.nomad.Jobs().Info("e2e--halfway", nil)
-	if err != nil || job.Meta["caravan.version"] != "1" {
-		t.Fatalf("Nomad runs caravan version %q (%v), want 1", job.Meta["caravan.version"], err)
+	if got := groupHash(); got != v1 {
+		t.Fatalf("Nomad runs group %s, want version 1's %s", got, v1)
 	}
 	if h := history(t, "halfway"); h.App.LiveVersion != 1 || h.Versions[1].Status != "failed" {
 		t.Fatalf("history: live %d, %+v", h.App.LiveVersion, h.Versions)

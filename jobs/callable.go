@@ -13,10 +13,6 @@ const CallSeparator = "--call--"
 // CallableID is the job ID of a callable function's parameterized job.
 func CallableID(appJobID, function string) string { return appJobID + CallSeparator + function }
 
-// MetaCallablePrefix keys, in the app's job meta, the hash of each callable
-// function's parameterized job, so changing one changes the app's hash.
-const MetaCallablePrefix = "caravan.callable."
-
 // MetaCaller is the dispatch meta naming the token that made a call.
 const MetaCaller = "caravan.caller"
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,14 +24,19 @@ const (
 	MetaWorkspace   = "caravan.workspace"
 	MetaApp         = "caravan.app"
 	MetaEnvironment = "caravan.environment"
-	MetaSpecHash    = "caravan.spec_hash"
-	MetaVersion     = "caravan.version"
-	MetaRollover    = "caravan.rollover"
-	MetaServe       = "caravan.serve"
-	MetaFunction    = "caravan.function"
+	// The spec hash, version and rollover count of the app: on the
+	// periodic and callable jobs only (see Render).
+	MetaSpecHash = "caravan.spec_hash"
+	MetaVersion  = "caravan.version"
+	MetaRollover = "caravan.rollover"
+	MetaServe    = "caravan.serve"
+	MetaFunction = "caravan.function"
 	// MetaGroupHash identifies a function's task group, to tell which
 	// functions a deploy changes.
 	MetaGroupHash = "caravan.group_hash"
+	// MetaFunctionHash identifies the periodic or callable job of a
+	// function, likewise.
+	MetaFunctionHash = "caravan.function_hash"
 )
 
 // Service meta keys: Consul allows only [A-Za-z0-9_-] in them, so these
@@ -88,10 +94,6 @@ const CronSeparator = "--cron--"
 // PeriodicID is the job ID of a scheduled function's periodic job.
 func PeriodicID(appJobID, function string) string { return appJobID + CronSeparator + function }
 
-// MetaSchedulePrefix keys, in the app's job meta, the hash of each
-// scheduled function's periodic job.
-const MetaSchedulePrefix = "caravan.schedule."
-
 // Rendered is an app rendered for Nomad.
 type Rendered struct {
 	// Job runs the long-running functions; it carries the app's meta.
@@ -140,7 +142,6 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 				return nil, err
 			}
 			callable = append(callable, cj)
-			job.Meta[MetaCallablePrefix+fn.Name] = cj.Meta[MetaSpecHash]
 			continue
 		}
 		if fn.Scheduled() {
@@ -149,7 +150,6 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 				return nil, err
 			}
 			periodic = append(periodic, pj)
-			job.Meta[MetaSchedulePrefix+fn.Name] = pj.Meta[MetaSpecHash]
 			continue
 		}
 		tg, err := group(app, fn, byFunction)
@@ -159,15 +159,46 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		job.TaskGroups = append(job.TaskGroups, tg)
 	}
 
-	hash, err := Hash(job)
+	// The app's job carries no meta that changes with other functions: Nomad
+	// counts job meta as every task's, and would replace every container
+	// of the app whenever one function changed. The spec hash covers the
+	// job and the hashes of the periodic and callable jobs.
+	h := sha256.New()
+	jh, err := Hash(job)
 	if err != nil {
 		return nil, err
 	}
-	job.Meta[MetaSpecHash] = hash
-	for _, pj := range append(periodic, callable...) {
-		pj.Meta[MetaSpecHash] = hash
+	h.Write([]byte(jh))
+	for _, oj := range append(slices.Clone(periodic), callable...) {
+		h.Write([]byte(*oj.ID + "=" + oj.Meta[MetaFunctionHash]))
+	}
+	hash := hex.EncodeToString(h.Sum(nil))[:16]
+	for _, oj := range append(slices.Clone(periodic), callable...) {
+		oj.Meta[MetaSpecHash] = hash
 	}
 	return &Rendered{Job: job, Periodic: periodic, Callable: callable, Routes: routes, SpecHash: hash}, nil
+}
+
+// FunctionHashes maps each function of r to what identifies its rendering:
+// a long-running function's group hash, or the hash of a scheduled or
+// callable function's own job.
+func (r *Rendered) FunctionHashes() map[string]string {
+	return FunctionHashes(r.Job, append(slices.Clone(r.Periodic), r.Callable...))
+}
+
+// FunctionHashes maps each function of an app's job and owned (periodic
+// and callable) jobs to its hash; see Rendered.FunctionHashes.
+func FunctionHashes(job *api.Job, owned []*api.Job) map[string]string {
+	out := map[string]string{}
+	if job != nil {
+		for _, tg := range job.TaskGroups {
+			out[*tg.Name] = tg.Meta[MetaGroupHash]
+		}
+	}
+	for _, oj := range owned {
+		out[oj.Meta[MetaFunction]] = oj.Meta[MetaFunctionHash]
+	}
+	return out
 }
 
 // periodicJob renders a scheduled function as a batch job Nomad launches on
@@ -205,14 +236,14 @@ func runOnceJob(app *spec.App, fn *spec.Function, id string) *api.Job {
 	}
 }
 
-// withHash stamps job's meta with its own hash, until the app's hash
-// replaces it.
+// withHash stamps job's meta with its own hash (MetaFunctionHash), which
+// says whether the function changed; MetaSpecHash, the app's, follows.
 func withHash(job *api.Job) (*api.Job, error) {
 	h, err := Hash(job)
 	if err != nil {
 		return nil, err
 	}
-	job.Meta[MetaSpecHash] = h
+	job.Meta[MetaFunctionHash] = h
 	return job, nil
 }
 
@@ -224,7 +255,7 @@ func Hash(job *api.Job) (string, error) {
 	c := *job
 	c.Meta = map[string]string{}
 	for k, v := range job.Meta {
-		if k != MetaSpecHash && k != MetaVersion && k != MetaRollover {
+		if k != MetaSpecHash && k != MetaVersion && k != MetaRollover && k != MetaFunctionHash {
 			c.Meta[k] = v
 		}
 	}

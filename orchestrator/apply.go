@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,12 +18,9 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// MetaRollover counts an app's rollovers on its job; every task also gets
-// it as the CARAVAN_ROLLOVER environment variable, so bumping it replaces
-// every container while the spec hash stays the same.
-const MetaRollover = jobs.MetaRollover
-
-// EnvRollover is the environment variable that carries MetaRollover.
+// EnvRollover is the environment variable that carries an app's rollover
+// count to every task: bumping it replaces every container while the spec
+// hash stays the same.
 const EnvRollover = "CARAVAN_ROLLOVER"
 
 // Deploy validates, renders and applies req as a new version of its app.
@@ -174,7 +172,11 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 
 	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
 		Kind: c.kind, Warnings: toWire(c.diags)}
-	res.Functions = functionResults(app, rendered, current)
+	old, err := o.runningHashes(ctx, current)
+	if err != nil {
+		return nil, err
+	}
+	res.Functions = functionResults(app, rendered, old)
 
 	if rec.Canary != nil {
 		return nil, &CanaryPendingError{App: app.Name, Version: rec.Canary.Version}
@@ -182,7 +184,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if c.kind == KindRollover {
 		rec.Rollovers++
 	}
-	if c.kind == KindDeploy && unchanged(rec, current, rendered) {
+	if c.kind == KindDeploy && unchanged(rec, current, old, rendered) {
 		log.Info("no changes", "version", rec.LiveVersion)
 		res.Version = rec.LiveVersion
 		res.Duration = time.Since(began)
@@ -214,7 +216,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	}
 	res.Version, res.Changed = version, true
 
-	stamp(job, version, rec.Rollovers)
+	stamp(job, rec.Rollovers)
 	if c.kind != KindDeploy {
 		for i := range res.Functions {
 			if res.Functions[i].Change == Unchanged {
@@ -252,7 +254,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 			// Nomad took the version but it does not answer through the
 			// proxy: go back to what served before, so records and reality
 			// agree that the previous version is live.
-			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rollErr)
+			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rec.LiveVersion, rollErr)
 		}
 	}
 	// Scheduled and callable functions follow the live version: a canary's
@@ -432,18 +434,30 @@ func (o *Orchestrator) load(ctx context.Context, app *spec.App, id string) (*App
 	return rec, index, current, nil
 }
 
-// unchanged reports whether deploying rendered would change nothing.
-func unchanged(rec *AppRecord, current *nomad.Job, rendered *jobs.Rendered) bool {
+// unchanged reports whether deploying rendered would change nothing: Nomad
+// runs every function of it as rendered (old are the running hashes), with
+// the app's rollover count.
+func unchanged(rec *AppRecord, current *nomad.Job, old map[string]string, rendered *jobs.Rendered) bool {
 	return current != nil && !stopped(current) && rec.LiveVersion > 0 &&
-		current.Meta[jobs.MetaSpecHash] == rendered.SpecHash &&
-		current.Meta[MetaRollover] == strconv.Itoa(rec.Rollovers)
+		maps.Equal(old, rendered.FunctionHashes()) && runningRollovers(current) == rec.Rollovers
 }
 
-// stamp marks job as caravan version version, with the app's rollover count
-// in its meta and every task's environment.
-func stamp(job *nomad.Job, version, rollovers int) {
-	job.Meta[jobs.MetaVersion] = strconv.Itoa(version)
-	job.Meta[MetaRollover] = strconv.Itoa(rollovers)
+// runningRollovers is the rollover count job runs with (CARAVAN_ROLLOVER).
+func runningRollovers(job *nomad.Job) int {
+	for _, tg := range job.TaskGroups {
+		for _, t := range tg.Tasks {
+			n, _ := strconv.Atoi(t.Env[EnvRollover])
+			return n
+		}
+	}
+	return 0
+}
+
+// stamp gives every task of job the app's rollover count as
+// CARAVAN_ROLLOVER, so a rollover replaces every container. Nothing else of
+// a version goes on the app's job: Nomad counts job meta as every task's,
+// and a version number there would replace every container on every deploy.
+func stamp(job *nomad.Job, rollovers int) {
 	if rollovers > 0 {
 		for _, tg := range job.TaskGroups {
 			for _, t := range tg.Tasks {
@@ -487,7 +501,7 @@ func firstUnplaceable(failed map[string]*nomad.AllocationMetric, needs map[strin
 
 // revertTo registers the Nomad job version prev again after cause, and
 // returns cause saying so.
-func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, cause error) error {
+func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, prevVersion int, cause error) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var re *RolloutError
@@ -496,7 +510,7 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, cause erro
 	}
 	reg, _, err := o.nomad.Jobs().Revert(*prev.ID, *prev.Version, nil, (&nomad.WriteOptions{}).WithContext(ctx), "", "")
 	if err != nil {
-		re.Cause += fmt.Sprintf("; reverting to version %s failed too: %v", prev.Meta[jobs.MetaVersion], err)
+		re.Cause += fmt.Sprintf("; reverting to version %d failed too: %v", prevVersion, err)
 		return re
 	}
 	if _, err := o.waitEval(ctx, reg.EvalID); err == nil {
@@ -504,7 +518,7 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, cause erro
 		// version's containers canaries that wait for a promotion.
 		o.promoteRevert(ctx, *prev.ID)
 	}
-	re.Cause += fmt.Sprintf("; reverted to version %s", prev.Meta[jobs.MetaVersion])
+	re.Cause += fmt.Sprintf("; reverted to version %d", prevVersion)
 	return re
 }
 

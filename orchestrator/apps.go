@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"iter"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -94,7 +92,11 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		}
 		out = append(out, fs)
 	}
-	for _, fn := range slices.Sorted(metaFunctions(job, jobs.MetaSchedulePrefix)) {
+	periodic, err := o.ownedStubs(ctx, *job.ID, periodicKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, fn := range sortedFunctions(periodic) {
 		fs := FunctionSummary{Name: fn}
 		if pj, _, err := o.nomad.Jobs().Info(jobs.PeriodicID(*job.ID, fn), (&nomad.QueryOptions{}).WithContext(ctx)); err == nil && pj.Periodic != nil {
 			fs.Schedule = *pj.Periodic.Spec
@@ -106,20 +108,22 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		fs.LastRun = run
 		out = append(out, fs)
 	}
-	for _, fn := range slices.Sorted(metaFunctions(job, jobs.MetaCallablePrefix)) {
+	callable, err := o.ownedStubs(ctx, *job.ID, callableKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, fn := range sortedFunctions(callable) {
 		out = append(out, FunctionSummary{Name: fn, Callable: true})
 	}
 	return out, nil
 }
 
-// metaFunctions yields the functions named by job's meta keys with prefix
-// (jobs.MetaSchedulePrefix, jobs.MetaCallablePrefix).
-func metaFunctions(job *nomad.Job, prefix string) iter.Seq[string] {
-	return func(yield func(string) bool) {
-		for k := range job.Meta {
-			if fn, ok := strings.CutPrefix(k, prefix); ok && !yield(fn) {
-				return
-			}
-		}
+// sortedFunctions names the functions of owned jobs, sorted.
+func sortedFunctions(stubs []*nomad.JobListStub) []string {
+	var names []string
+	for _, s := range stubs {
+		names = append(names, s.Meta[jobs.MetaFunction])
 	}
+	slices.Sort(names)
+	return names
 }

@@ -18,8 +18,7 @@ import (
 // scheduled functions: they stay registered with the app, so a call
 // registers nothing.
 func (o *Orchestrator) syncCallable(ctx context.Context, appJobID string, want []*nomad.Job, version, rollovers int) error {
-	return o.syncOwned(ctx, ownedKind{what: "parameterized", separator: jobs.CallSeparator,
-		is: func(s *nomad.JobListStub) bool { return s.ParameterizedJob }}, appJobID, want, version, rollovers)
+	return o.syncOwned(ctx, callableKind, appJobID, want, version, rollovers)
 }
 
 // DefaultCallTimeout is how long a call waits for its result by default.
@@ -114,12 +113,12 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 	if rec.LiveVersion == 0 {
 		return nil, &NotFoundError{App: rec.App, Why: "it has no live version"}
 	}
-	job, err := o.currentJob(ctx, rec.JobID)
+	stubs, err := o.ownedStubs(ctx, rec.JobID, callableKind)
 	if err != nil {
 		return nil, err
 	}
-	if job == nil || job.Meta[jobs.MetaCallablePrefix+req.Function] == "" {
-		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no callable function %q live (%s)", req.Function, callables(job))}
+	if !slices.ContainsFunc(stubs, func(s *nomad.JobListStub) bool { return s.Meta[jobs.MetaFunction] == req.Function }) {
+		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no callable function %q live (%s)", req.Function, callables(stubs))}
 	}
 	payload, err := CheckInput(req.Input)
 	if err != nil {
@@ -189,12 +188,9 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 	return res, nil
 }
 
-// callables lists the callable functions of job for an error message.
-func callables(job *nomad.Job) string {
-	var names []string
-	if job != nil {
-		names = slices.Sorted(metaFunctions(job, jobs.MetaCallablePrefix))
-	}
+// callables lists the callable functions of stubs for an error message.
+func callables(stubs []*nomad.JobListStub) string {
+	names := sortedFunctions(stubs)
 	if len(names) == 0 {
 		return "it has none; callable = true in a function makes one"
 	}

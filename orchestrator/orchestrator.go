@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -154,33 +154,14 @@ func owned(job *nomad.Job, app *spec.App) error {
 
 func stopped(job *nomad.Job) bool { return job.Stop != nil && *job.Stop }
 
-func functionResults(app *spec.App, r *jobs.Rendered, current *nomad.Job) []FunctionResult {
+func functionResults(app *spec.App, r *jobs.Rendered, old map[string]string) []FunctionResult {
 	routes := map[string]router.Route{}
 	for _, rt := range r.Routes {
 		routes[rt.Function] = rt
 	}
-	// What identifies each function now and in the running job: a group's
-	// hash, or a scheduled function's periodic job hash, or a callable
-	// function's parameterized job hash.
-	hashes := func(job *nomad.Job) map[string]string {
-		out := map[string]string{}
-		if job == nil {
-			return out
-		}
-		for _, tg := range job.TaskGroups {
-			out[*tg.Name] = tg.Meta[jobs.MetaGroupHash]
-		}
-		for k, v := range job.Meta {
-			if fn, ok := strings.CutPrefix(k, jobs.MetaSchedulePrefix); ok {
-				out[fn] = v
-			}
-			if fn, ok := strings.CutPrefix(k, jobs.MetaCallablePrefix); ok {
-				out[fn] = v
-			}
-		}
-		return out
-	}
-	old, now := hashes(current), hashes(r.Job)
+	// What identifies each function now and in what Nomad runs: a group's
+	// hash, or a scheduled or callable function's own job's hash.
+	old, now := maps.Clone(old), r.FunctionHashes()
 	var out []FunctionResult
 	for _, fn := range app.Functions {
 		fr := FunctionResult{Name: fn.Name, Containers: fn.Count(), Change: Created, Schedule: fn.CronSpec(), Callable: fn.Callable}

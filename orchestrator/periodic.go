@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,8 +18,7 @@ import (
 // functions of a version are live, so a failed version leaves the previous
 // schedules in place.
 func (o *Orchestrator) syncPeriodic(ctx context.Context, appJobID string, want []*nomad.Job, version, rollovers int) error {
-	return o.syncOwned(ctx, ownedKind{what: "periodic", separator: jobs.CronSeparator,
-		is: func(s *nomad.JobListStub) bool { return s.Periodic }}, appJobID, want, version, rollovers)
+	return o.syncOwned(ctx, periodicKind, appJobID, want, version, rollovers)
 }
 
 // ownedKind is a kind of job an app owns beside its own: periodic jobs of
@@ -38,23 +38,21 @@ type ownedKind struct {
 func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID string, want []*nomad.Job, version, rollovers int) error {
 	keep := map[string]bool{}
 	for _, j := range want {
-		stamp(j, version, rollovers)
+		j.Meta[jobs.MetaVersion] = strconv.Itoa(version)
+		j.Meta[jobs.MetaRollover] = strconv.Itoa(rollovers)
+		stamp(j, rollovers)
 		if _, _, err := o.nomad.Jobs().Register(j, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
 			return &RolloutError{Function: j.Meta[jobs.MetaFunction], Version: version,
 				Cause: fmt.Sprintf("Nomad refused its %s job: %v", k.what, err)}
 		}
 		keep[*j.ID] = true
 	}
-	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
-		(&nomad.QueryOptions{Prefix: appJobID + k.separator}).WithContext(ctx))
+	stubs, err := o.ownedStubs(ctx, appJobID, k)
 	if err != nil {
-		return fmt.Errorf("listing %s jobs of %s: %w", k.what, appJobID, err)
+		return err
 	}
 	for _, s := range stubs {
-		// Children (<id>/periodic-<time>, <id>/dispatch-...) go with
-		// their parent; jobs caravan did not make are not caravan's to
-		// remove.
-		if !k.is(s) || keep[s.ID] || s.ParentID != "" || s.Meta[jobs.MetaApp] == "" {
+		if keep[s.ID] {
 			continue
 		}
 		if _, _, err := o.nomad.Jobs().Deregister(s.ID, true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
@@ -62,6 +60,48 @@ func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID stri
 		}
 	}
 	return nil
+}
+
+// ownedStubs lists the jobs of kind k that app job appJobID owns, with
+// their meta. Children (<id>/periodic-<time>, <id>/dispatch-...) and jobs
+// caravan did not make are left out.
+func (o *Orchestrator) ownedStubs(ctx context.Context, appJobID string, k ownedKind) ([]*nomad.JobListStub, error) {
+	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
+		(&nomad.QueryOptions{Prefix: appJobID + k.separator}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s jobs of %s: %w", k.what, appJobID, err)
+	}
+	return slices.DeleteFunc(stubs, func(s *nomad.JobListStub) bool {
+		return !k.is(s) || s.ParentID != "" || s.Meta[jobs.MetaApp] == ""
+	}), nil
+}
+
+// Kinds of jobs an app owns beside its own.
+var (
+	periodicKind = ownedKind{what: "periodic", separator: jobs.CronSeparator,
+		is: func(s *nomad.JobListStub) bool { return s.Periodic }}
+	callableKind = ownedKind{what: "parameterized", separator: jobs.CallSeparator,
+		is: func(s *nomad.JobListStub) bool { return s.ParameterizedJob }}
+)
+
+// runningHashes maps every function Nomad runs for app job current (nil:
+// none) to its hash (see jobs.FunctionHashes): its groups, and the
+// periodic and callable jobs it owns.
+func (o *Orchestrator) runningHashes(ctx context.Context, current *nomad.Job) (map[string]string, error) {
+	out := jobs.FunctionHashes(current, nil)
+	if current == nil {
+		return out, nil
+	}
+	for _, k := range []ownedKind{periodicKind, callableKind} {
+		stubs, err := o.ownedStubs(ctx, *current.ID, k)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range stubs {
+			out[s.Meta[jobs.MetaFunction]] = s.Meta[jobs.MetaFunctionHash]
+		}
+	}
+	return out, nil
 }
 
 // RunResult is one run of a scheduled function.

@@ -73,14 +73,18 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 		return nil, err
 	}
 	res := &PlanResult{Workspace: app.Workspace, App: app.Name, JobID: id, LiveVersion: rec.LiveVersion, Warnings: toWire(diags)}
-	for _, f := range functionResults(app, rendered, current) {
+	old, err := o.runningHashes(ctx, current)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range functionResults(app, rendered, old) {
 		res.Functions = append(res.Functions, FunctionPlan{Name: f.Name, Change: f.Change})
 	}
-	if unchanged(rec, current, rendered) {
+	if unchanged(rec, current, old, rendered) {
 		return res, nil
 	}
 	res.Changed, res.Version = true, rec.LatestVersion+1
-	stamp(job, res.Version, rec.Rollovers)
+	stamp(job, rec.Rollovers)
 
 	plan, _, err := o.nomad.Jobs().PlanOpts(job, &nomad.PlanOptions{Diff: true}, (&nomad.WriteOptions{}).WithContext(ctx))
 	if err != nil {

@@ -2,8 +2,7 @@ package orchestrator
 
 import (
 	"context"
-	"fmt"
-	"strconv"
+	"maps"
 	"strings"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -70,13 +69,17 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 	if err != nil {
 		return err
 	}
+	runs, err := o.runsVersion(job, v, rec.Rollovers)
+	if err != nil {
+		return err
+	}
 	var rollErr error
 	switch {
 	case job == nil:
 		rollErr = &RolloutError{Version: version, Cause: "caravan server stopped before the job reached Nomad"}
-	case job.Meta[jobs.MetaVersion] != strconv.Itoa(version):
-		rollErr = &RolloutError{Version: version, Cause: fmt.Sprintf(
-			"caravan server stopped during the rollout and Nomad now runs version %s (reverted, or never registered)", job.Meta[jobs.MetaVersion])}
+	case !runs:
+		rollErr = &RolloutError{Version: version, Cause: "caravan server stopped during the rollout and Nomad now runs " +
+			"another version (reverted, or this one never registered)"}
 	default:
 		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
 		var dep *nomad.Deployment
@@ -103,6 +106,24 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 	}
 	log.Info("resumed rollout settled", "status", v.Status)
 	return nil
+}
+
+// runsVersion reports whether Nomad's job runs stored version v: the same
+// groups, rendered the same, with the app's rollover count.
+func (o *Orchestrator) runsVersion(job *nomad.Job, v *VersionRecord, rollovers int) (bool, error) {
+	if job == nil {
+		return false, nil
+	}
+	app, err := storedApp(*job.ID, v)
+	if err != nil {
+		return false, err
+	}
+	rendered, err := jobs.Render(app, o.router)
+	if err != nil {
+		return false, err
+	}
+	return maps.Equal(jobs.FunctionHashes(job, nil), jobs.FunctionHashes(rendered.Job, nil)) &&
+		runningRollovers(job) == rollovers, nil
 }
 
 // abandonCanary removes any split of stored version v's routes and fails
