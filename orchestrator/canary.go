@@ -518,11 +518,7 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 // syncStored brings the periodic and callable jobs of job jobID to stored
 // version v.
 func (o *Orchestrator) syncStored(ctx context.Context, jobID string, v *VersionRecord, rollovers int) error {
-	app, err := storedApp(jobID, v)
-	if err != nil {
-		return err
-	}
-	rendered, err := jobs.Render(app, o.router)
+	rendered, err := o.renderStored(jobID, v)
 	if err != nil {
 		return err
 	}

@@ -114,11 +114,7 @@ func (o *Orchestrator) runsVersion(job *nomad.Job, v *VersionRecord, rollovers i
 	if job == nil {
 		return false, nil
 	}
-	app, err := storedApp(*job.ID, v)
-	if err != nil {
-		return false, err
-	}
-	rendered, err := jobs.Render(app, o.router)
+	rendered, err := o.renderStored(*job.ID, v)
 	if err != nil {
 		return false, err
 	}
@@ -164,6 +160,15 @@ func storedApp(jobID string, v *VersionRecord) (*spec.App, error) {
 	return app, nil
 }
 
+// renderStored renders stored version v of job jobID.
+func (o *Orchestrator) renderStored(jobID string, v *VersionRecord) (*jobs.Rendered, error) {
+	app, err := storedApp(jobID, v)
+	if err != nil {
+		return nil, err
+	}
+	return jobs.Render(app, o.router)
+}
+
 // storedRoutes are the routes of stored version v that keep accepts.
 func (o *Orchestrator) storedRoutes(jobID string, v *VersionRecord, keep func(router.Route) bool) ([]router.Route, error) {
 	app, err := storedApp(jobID, v)
@@ -181,11 +186,7 @@ func (o *Orchestrator) storedRoutes(jobID string, v *VersionRecord, keep func(ro
 
 // probeStored probes the routes of a stored version's spec.
 func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *VersionRecord) error {
-	app, err := storedApp(jobID, v)
-	if err != nil {
-		return err
-	}
-	rendered, err := jobs.Render(app, o.router)
+	rendered, err := o.renderStored(jobID, v)
 	if err != nil {
 		return err
 	}
