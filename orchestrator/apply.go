@@ -172,15 +172,15 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 
 	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
 		Kind: c.kind, Warnings: toWire(c.diags)}
+	if rec.Canary != nil {
+		return nil, &CanaryPendingError{App: app.Name, Version: rec.Canary.Version}
+	}
 	old, err := o.runningHashes(ctx, current)
 	if err != nil {
 		return nil, err
 	}
 	res.Functions = functionResults(app, rendered, old)
 
-	if rec.Canary != nil {
-		return nil, &CanaryPendingError{App: app.Name, Version: rec.Canary.Version}
-	}
 	if c.kind == KindRollover {
 		rec.Rollovers++
 	}
@@ -681,13 +681,12 @@ func (o *Orchestrator) URL(ctx context.Context, caller Caller, ref AppRef, funct
 	if err != nil {
 		return "", err
 	}
-	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
-	if diags.HasErrors() {
-		return "", &DiagnosticsError{Diags: diags}
+	routes, err := o.storedRoutes(rec.JobID, v, func(router.Route) bool { return true })
+	if err != nil {
+		return "", err
 	}
-	app.Serve = rec.Serve
 	var names []string
-	for _, r := range router.Routes(app, o.router) {
+	for _, r := range routes {
 		if r.Function == function {
 			return r.URL, nil
 		}

@@ -166,8 +166,7 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 	return keys, sleep(ctx, SplitSettle)
 }
 
-// putKV writes pairs in transactions of at most 64 keys (Consul takes 128
-// operations in one), routers last: Traefik never sees a router whose
+// putKV writes pairs in transactions (see txnChunks), routers last: Traefik never sees a router whose
 // services are not there yet.
 func (o *Orchestrator) putKV(ctx context.Context, pairs map[string]string) error {
 	keys := slices.Collect(maps.Keys(pairs))
@@ -181,10 +180,18 @@ func (o *Orchestrator) putKV(ctx context.Context, pairs map[string]string) error
 		}
 		return strings.Compare(a, b)
 	})
+	return o.txnChunks(ctx, keys, func(k string) *consul.KVTxnOp {
+		return &consul.KVTxnOp{Verb: consul.KVSet, Key: k, Value: []byte(pairs[k])}
+	})
+}
+
+// txnChunks runs op on each of keys, in order, in Consul transactions of at
+// most 64 operations (Consul takes 128 in one).
+func (o *Orchestrator) txnChunks(ctx context.Context, keys []string, op func(key string) *consul.KVTxnOp) error {
 	for chunk := range slices.Chunk(keys, 64) {
 		var ops consul.TxnOps
 		for _, k := range chunk {
-			ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVSet, Key: k, Value: []byte(pairs[k])}})
+			ops = append(ops, &consul.TxnOp{KV: op(k)})
 		}
 		if err := o.txn(ctx, ops); err != nil {
 			return err
@@ -199,14 +206,10 @@ func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	for chunk := range slices.Chunk(keys, 64) {
-		var ops consul.TxnOps
-		for _, k := range chunk {
-			ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVDelete, Key: k}})
-		}
-		if err := o.txn(ctx, ops); err != nil {
-			return fmt.Errorf("removing a traffic split: %w", err)
-		}
+	if err := o.txnChunks(ctx, keys, func(k string) *consul.KVTxnOp {
+		return &consul.KVTxnOp{Verb: consul.KVDelete, Key: k}
+	}); err != nil {
+		return fmt.Errorf("removing a traffic split: %w", err)
 	}
 	return sleep(ctx, SplitSettle)
 }

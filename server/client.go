@@ -111,27 +111,30 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 
 // Rollover replaces every container of an app with a fresh one.
 func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
-	var res orchestrator.DeployResult
-	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollover", body, &res)
+	return c.change(ctx, app, "rollover", body)
 }
 
 // Rollback deploys an earlier version's spec as a new version.
 func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
-	var res orchestrator.DeployResult
-	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/rollback", body, &res)
+	return c.change(ctx, app, "rollback", body)
 }
 
 // Promote moves all traffic of an app's canary to it; it becomes live.
 func (c *Client) Promote(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
-	var res orchestrator.DeployResult
-	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/promote", body, &res)
+	return c.change(ctx, app, "promote", body)
 }
 
 // Abort sends all traffic of an app's canary back to the live version and
 // removes the canaries.
 func (c *Client) Abort(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+	return c.change(ctx, app, "abort", body)
+}
+
+// change posts body to the app's change endpoint verb
+// (POST /v1/apps/{app}/{verb}), which answers a DeployResult.
+func (c *Client) change(ctx context.Context, app, verb string, body ChangeBody) (*orchestrator.DeployResult, error) {
 	var res orchestrator.DeployResult
-	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/abort", body, &res)
+	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/"+verb, body, &res)
 }
 
 // Run launches a scheduled function now and waits for its result.
