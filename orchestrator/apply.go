@@ -36,7 +36,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequ
 	if err := checkStrategy(req.Strategy); err != nil {
 		return nil, err
 	}
-	return o.apply(ctx, caller, change{kind: KindDeploy, app: app, diags: diags, req: req})
+	return o.apply(ctx, caller, change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req})
 }
 
 // AppRef names an app: by name alone when that is unambiguous among the
@@ -75,7 +75,7 @@ func (o *Orchestrator) Rollover(ctx context.Context, caller Caller, req ChangeRe
 	if err != nil {
 		return nil, err
 	}
-	return o.applyStored(ctx, caller, KindRollover, live, req, 0, rec.Serve)
+	return o.applyStored(ctx, caller, KindRollover, rec, live, req, 0)
 }
 
 // Rollback deploys the spec of an earlier version as a new version. It
@@ -92,39 +92,22 @@ func (o *Orchestrator) Rollback(ctx context.Context, caller Caller, req ChangeRe
 	if err != nil {
 		return nil, err
 	}
-	target := req.Version
-	if target == 0 {
-		// The version that was live before the current one.
-		for i := len(versions) - 1; i >= 0; i-- {
-			v := versions[i]
-			if v.Version < rec.LiveVersion && v.Status == StatusSuperseded {
-				target = v.Version
-				break
-			}
-		}
-		if target == 0 {
-			return nil, &NotFoundError{App: rec.App, Why: "it has no earlier version that was ever live"}
-		}
+	v, err := rollbackTarget(rec, versions, req.Version)
+	if err != nil {
+		return nil, err
 	}
-	for _, v := range versions {
-		if v.Version == target {
-			if v.Status == StatusFailed || v.Status == StatusPending || v.Status == StatusAborted || v.Status == StatusCanary {
-				return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", target, v.Status)}
-			}
-			return o.applyStored(ctx, caller, KindRollback, v, req, target, rec.Serve)
-		}
-	}
-	return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d (latest is %d)", target, rec.LatestVersion)}
+	return o.applyStored(ctx, caller, KindRollback, rec, v, req, v.Version)
 }
 
-func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, v *VersionRecord, req ChangeRequest, rollbackOf int, serve bool) (*DeployResult, error) {
-	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
+// applyStored deploys stored version v of rec's app again, as kind.
+func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, rec *AppRecord, v *VersionRecord, req ChangeRequest, rollbackOf int) (*DeployResult, error) {
+	parsed, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
 	dr := DeployRequest{Spec: []byte(v.Spec), Filename: v.Filename, Timeout: req.Timeout, Strategy: req.Strategy,
-		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty, Serve: serve}
-	return o.apply(ctx, caller, change{kind: kind, app: app, diags: diags, req: dr, rollbackOf: rollbackOf})
+		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty, Serve: rec.Serve}
+	return o.apply(ctx, caller, change{kind: kind, app: effective(parsed, req.Strategy, rec.Serve), diags: diags, req: dr, rollbackOf: rollbackOf})
 }
 
 func checkStrategy(s string) error {
@@ -138,7 +121,8 @@ func checkStrategy(s string) error {
 
 // change is one deploy, rollover or rollback on its way to Nomad.
 type change struct {
-	kind       string
+	kind string
+	// app is the effective app (see effective).
 	app        *spec.App
 	diags      hcl.Diagnostics
 	req        DeployRequest
@@ -146,9 +130,9 @@ type change struct {
 }
 
 // apply takes a change through the one path every version takes: lock the
-// app, hand out the next version number (check-and-set, so none is reused
-// or skipped), record it as pending, register the job, watch the rollout,
-// and record how it ended.
+// app, decide what the change does (decide), claim its hostnames, record
+// the next version as pending (check-and-set, so no number is reused or
+// skipped), roll it out (rollout), and record how it ended.
 func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*DeployResult, error) {
 	began := time.Now()
 	app := c.app
@@ -156,149 +140,180 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if err != nil {
 		return nil, err
 	}
-	job := rendered.Job
-	id := *job.ID
+	id := *rendered.Job.ID
 	log := o.log.With("job", id, "kind", c.kind)
 
-	unlock, err := o.store.Lock(ctx, id)
+	// held ends only when the lock does (it is not the client's): from the
+	// first write on, a client that goes away (Ctrl-C) neither aborts the
+	// rollout nor leaves it unrecorded; a lost lock stops it.
+	held, unlock, err := o.store.Lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	rec, index, current, err := o.load(ctx, app, id)
+	rec, index, current, err := o.load(held, app, id)
 	if err != nil {
 		return nil, err
 	}
-
-	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
-		Kind: c.kind, Warnings: toWire(c.diags)}
 	if rec.Canary != nil {
 		return nil, &CanaryPendingError{App: app.Name, Version: rec.Canary.Version}
 	}
-	old, err := o.runningHashes(ctx, current)
+	old, err := o.runningHashes(held, current)
 	if err != nil {
 		return nil, err
 	}
-	res.Functions = functionResults(app, rendered, old)
-
-	if c.kind == KindRollover {
-		rec.Rollovers++
-	}
-	if c.kind == KindDeploy && unchanged(rec, current, old, rendered) {
+	p := decide(c, caller, rendered, rec, current, old, time.Now().UTC())
+	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
+		Kind: c.kind, Warnings: toWire(c.diags), Functions: p.Functions}
+	if p.Noop {
 		log.Info("no changes", "version", rec.LiveVersion)
-		res.Version = rec.LiveVersion
-		res.Duration = time.Since(began)
+		res.Version, res.Duration = rec.LiveVersion, time.Since(began)
 		return res, nil
 	}
-
-	hosts := routeHosts(rendered)
-	for _, h := range hosts {
-		if err := o.store.ClaimHost(ctx, h, HostOwner{JobID: id, Workspace: app.Workspace, App: app.Name}); err != nil {
-			return nil, err
-		}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the client left before anything changed
 	}
-	// Until a version with these hosts is live, the app holds both sets.
-	rec.Hosts = union(rec.Hosts, hosts)
-
-	version := rec.LatestVersion + 1
-	rec.LatestVersion, rec.UpdatedAt = version, time.Now().UTC()
-	if err := o.store.PutApp(ctx, rec, index); err != nil {
+	if err := o.claimHosts(held, p.Claim, HostOwner{JobID: id, Workspace: app.Workspace, App: app.Name}); err != nil {
 		return nil, err
 	}
-	vrec := &VersionRecord{
-		Version: version, Kind: c.kind, Status: StatusPending, Strategy: app.DeployStrategy(), Who: caller.Name,
-		Tag: c.req.Tag, GitCommit: c.req.GitCommit, GitDirty: c.req.GitDirty, SpecHash: rendered.SpecHash,
-		Filename: c.req.Filename, Spec: string(c.req.Spec), RollbackOf: c.rollbackOf, StartedAt: rec.UpdatedAt,
-		Hosts: hosts,
+	if err := o.store.PutApp(held, p.Record, index); err != nil {
+		return nil, errors.Join(err, o.releaseHosts(context.WithoutCancel(held), p.Claim, id))
 	}
-	if err := o.store.PutVersion(ctx, id, rec.Generation, vrec); err != nil {
+	rec, vrec := p.Record, p.Version
+	if err := o.store.PutVersion(held, id, rec.Generation, vrec); err != nil {
+		// The number stays handed out: the history skips it.
 		return nil, err
 	}
-	res.Version, res.Changed = version, true
+	res.Version, res.Changed = vrec.Version, true
 
-	stamp(job, rec.Rollovers)
-	if c.kind != KindDeploy {
-		for i := range res.Functions {
-			if res.Functions[i].Change == Unchanged {
-				res.Functions[i].Change = Updated
-			}
-		}
-	}
-
+	stamp(rendered.Job, rec.Rollovers)
 	timeout := c.req.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	// From here on the rollout is caravan's, not the caller's: a client that
-	// goes away (Ctrl-C) neither aborts it nor leaves it unrecorded.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	rctx, cancel := context.WithTimeout(held, timeout)
 	defer cancel()
-	// Nomad's plan first: a version that cannot be placed (no such GPU, no
-	// capacity) is refused before anything changes in Nomad.
-	rollErr := o.placeable(rctx, job, version, needs(app))
-	if rollErr == nil {
-		log.Info("registering", "version", version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
-		rollErr = o.register(rctx, job, current, version, needs(app))
-	}
-	var canary *CanaryState
-	if rollErr == nil && current != nil {
-		var dep *nomad.Deployment
-		if dep, rollErr = o.awaitingDeployment(rctx, id, version); rollErr == nil && dep != nil {
-			// Canaries (or a blue-green set) are up beside the live
-			// version; on failure they are discarded and it serves on.
-			canary, rollErr = o.startCanary(rctx, app, rendered, version, dep)
-		}
-	}
-	if rollErr == nil && canary == nil {
-		if rollErr = o.probe(rctx, rendered, version, current != nil); rollErr != nil && current != nil {
-			// Nomad took the version but it does not answer through the
-			// proxy: go back to what served before, so records and reality
-			// agree that the previous version is live.
-			rollErr = o.revertTo(context.WithoutCancel(ctx), current, rec.LiveVersion, rollErr)
-		}
-	}
-	// Scheduled and callable functions follow the live version: a canary's
-	// wait for its promotion.
-	if rollErr == nil && canary == nil {
-		rollErr = o.syncPeriodic(rctx, id, rendered.Periodic, version, rec.Rollovers)
-	}
-	if rollErr == nil && canary == nil {
-		rollErr = o.syncCallable(rctx, id, rendered.Callable, version, rec.Rollovers)
-	}
+	log.Info("rolling out", "version", vrec.Version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
+	canary, rollErr := o.rollout(rctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version})
+
 	// The outcome is recorded even when the rollout ran out of time.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(held), 30*time.Second)
 	defer fcancel()
-	if canary != nil && rollErr == nil {
-		res.Canary = canary
-		res.Duration = time.Since(began)
+	if canary != nil {
 		if err := o.recordCanary(fctx, rec.JobID, vrec, canary); err != nil {
 			// Unrecorded, nobody would settle it: take it back.
-			routes, _ := o.storedSplitRoutes(id, vrec, canary)
+			routes, _ := o.storedSplitRoutes(rec, vrec, canary)
 			err = o.discard(fctx, canary.DeploymentID, canary.Keys, routes, err)
 			if ferr := o.finish(fctx, rec.JobID, vrec, err); ferr != nil {
-				log.Error("recording the outcome", "version", version, "error", ferr)
+				log.Error("recording the outcome", "version", vrec.Version, "error", ferr)
 			}
 			return nil, err
 		}
-		log.Info("canary live", "version", version, "traffic", canary.Traffic)
+		log.Info("canary live", "version", vrec.Version, "traffic", canary.Traffic)
+		res.Canary, res.Duration = canary, time.Since(began)
 		return res, nil
 	}
 	if err := o.finish(fctx, rec.JobID, vrec, rollErr); err != nil {
-		log.Error("recording the outcome", "version", version, "error", err)
+		log.Error("recording the outcome", "version", vrec.Version, "error", err)
 	}
 	if rollErr != nil {
-		log.Warn("rollout failed", "version", version, "error", rollErr)
+		log.Warn("rollout failed", "version", vrec.Version, "error", rollErr)
 		return nil, rollErr
 	}
 	res.Duration = time.Since(began)
-	log.Info("live", "version", version, "duration", res.Duration)
+	log.Info("live", "version", vrec.Version, "duration", res.Duration)
 	return res, nil
+}
+
+// release is a recorded version on its way through Nomad and the proxy.
+type release struct {
+	app      *spec.App
+	rendered *jobs.Rendered
+	// rec is the app's record; current the job Nomad ran before (nil:
+	// none).
+	rec     *AppRecord
+	current *nomad.Job
+	version int
+}
+
+// rollout carries a recorded version through its stages: Nomad's plan
+// (a version no node can take is refused before anything changes in
+// Nomad), registration and Nomad's rollout, canaries (which return their
+// state, to be recorded: they wait for a promotion), the probe through the
+// proxy, and the scheduled and callable functions, which follow the live
+// version. Each stage's failure ends it.
+func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, error) {
+	job, need := r.rendered.Job, needs(r.app)
+	if err := o.placeable(ctx, job, r.version, need); err != nil {
+		return nil, err
+	}
+	if err := o.register(ctx, job, r.current, r.version, need); err != nil {
+		return nil, err
+	}
+	if r.current != nil {
+		dep, err := o.awaitingDeployment(ctx, *job.ID, r.version)
+		if err != nil {
+			return nil, err
+		}
+		if dep != nil {
+			// Canaries (or a blue-green set) are up beside the live
+			// version; on failure they are discarded and it serves on.
+			st, err := o.startCanary(ctx, r.app, r.rendered, r.version, dep)
+			if err != nil || st != nil {
+				return st, err
+			}
+			// Blue-green: switched and promoted; it goes on as any version.
+		}
+	}
+	if err := o.probe(ctx, r.rendered, r.version, r.current != nil); err != nil {
+		if r.current == nil {
+			return nil, err
+		}
+		// Nomad took the version but it does not answer through the
+		// proxy: go back to what served before, so records and reality
+		// agree that the previous version is live.
+		return nil, o.revertTo(context.WithoutCancel(ctx), r.current, r.rec.LiveVersion, err)
+	}
+	if err := o.syncPeriodic(ctx, *job.ID, r.rendered.Periodic, r.version, r.rec.Rollovers); err != nil {
+		return nil, err
+	}
+	return nil, o.syncCallable(ctx, *job.ID, r.rendered.Callable, r.version, r.rec.Rollovers)
+}
+
+// prepare checks the caller may change c's app and renders it.
+func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
+	if caller.Workspace != "*" && caller.Workspace != c.app.Workspace {
+		return nil, &ForbiddenError{Token: caller.Name, Workspace: c.app.Workspace}
+	}
+	return jobs.Render(c.app, o.router)
+}
+
+// claimHosts claims hosts for owner, in order; if one is taken, it
+// releases those it claimed and returns the *HostTakenError.
+func (o *Orchestrator) claimHosts(ctx context.Context, hosts []string, owner HostOwner) error {
+	for i, h := range hosts {
+		if err := o.store.ClaimHost(ctx, h, owner); err != nil {
+			return errors.Join(err, o.releaseHosts(context.WithoutCancel(ctx), hosts[:i], owner.JobID))
+		}
+	}
+	return nil
+}
+
+// releaseHosts releases hosts jobID holds.
+func (o *Orchestrator) releaseHosts(ctx context.Context, hosts []string, jobID string) error {
+	var errs []error
+	for _, h := range hosts {
+		if err := o.store.ReleaseHost(ctx, h, jobID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // awaitingDeployment returns job id's latest deployment if it waits for
 // caravan to promote its canaries (nil otherwise).
 func (o *Orchestrator) awaitingDeployment(ctx context.Context, id string, version int) (*nomad.Deployment, error) {
-	dep, _, err := o.nomad.Jobs().LatestDeployment(id, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, err := o.nomad.LatestDeployment(ctx, id)
 	if err != nil {
 		return nil, &RolloutError{Version: version, Cause: fmt.Sprintf("reading the deployment from Nomad: %v", err)}
 	}
@@ -314,7 +329,9 @@ func (o *Orchestrator) recordCanary(ctx context.Context, jobID string, v *Versio
 	if err != nil || rec == nil {
 		return errors.Join(err, errors.New("app record vanished"))
 	}
-	v.Status = StatusCanary
+	if err := transition(v, StatusCanary); err != nil {
+		return err
+	}
 	what := fmt.Sprintf("canary: %d container(s) per function, %d%% of traffic", st.Canaries, st.Traffic)
 	if !st.PromoteAt.IsZero() {
 		what += ", promoted automatically at " + st.PromoteAt.Format(time.RFC3339)
@@ -387,27 +404,6 @@ func (o *Orchestrator) probeRoutes(ctx context.Context, routes []router.Route, v
 	return nil
 }
 
-// prepare checks the caller may change the app and renders it as c asks.
-func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
-	app := c.app
-	if caller.Workspace != "*" && caller.Workspace != app.Workspace {
-		return nil, &ForbiddenError{Token: caller.Name, Workspace: app.Workspace}
-	}
-	app.Serve = c.req.Serve
-	if c.req.Strategy != "" {
-		if app.Deploy == nil {
-			app.Deploy = &spec.Deploy{}
-		}
-		app.Deploy.Strategy = c.req.Strategy
-	}
-	if s := app.DeployStrategy(); app.Serve && (s == spec.StrategyCanary || s == spec.StrategyBlueGreen) {
-		// A serve copy is redeployed on every save, for one developer:
-		// it rolls, with no canary waiting for a promotion.
-		app.Deploy.Strategy = spec.StrategyRolling
-	}
-	return jobs.Render(app, o.router)
-}
-
 // load reads what caravan and Nomad know of job id: the app record (a new
 // one, starting a new history, when there is none or the app was stopped)
 // with its index, and the current job, which must be this app's.
@@ -434,14 +430,6 @@ func (o *Orchestrator) load(ctx context.Context, app *spec.App, id string) (*App
 	return rec, index, current, nil
 }
 
-// unchanged reports whether deploying rendered would change nothing: Nomad
-// runs every function of it as rendered (old are the running hashes), with
-// the app's rollover count.
-func unchanged(rec *AppRecord, current *nomad.Job, old map[string]string, rendered *jobs.Rendered) bool {
-	return current != nil && !stopped(current) && rec.LiveVersion > 0 &&
-		maps.Equal(old, rendered.FunctionHashes()) && runningRollovers(current) == rec.Rollovers
-}
-
 // runningRollovers is the rollover count job runs with (CARAVAN_ROLLOVER).
 func runningRollovers(job *nomad.Job) int {
 	for _, tg := range job.TaskGroups {
@@ -461,6 +449,9 @@ func stamp(job *nomad.Job, rollovers int) {
 	if rollovers > 0 {
 		for _, tg := range job.TaskGroups {
 			for _, t := range tg.Tasks {
+				if t.Env == nil {
+					t.Env = map[string]string{}
+				}
 				t.Env[EnvRollover] = strconv.Itoa(rollovers)
 			}
 		}
@@ -470,7 +461,7 @@ func stamp(job *nomad.Job, rollovers int) {
 // placeable asks Nomad's scheduler, without changing anything, whether job
 // can be placed; a *RolloutError names the first function that cannot.
 func (o *Orchestrator) placeable(ctx context.Context, job *nomad.Job, version int, needs map[string]string) error {
-	plan, _, err := o.nomad.Jobs().PlanOpts(job, &nomad.PlanOptions{}, (&nomad.WriteOptions{}).WithContext(ctx))
+	plan, err := o.nomad.Plan(ctx, job, false)
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad could not plan the job: %v", err)}
 	}
@@ -486,11 +477,7 @@ func firstUnplaceable(failed map[string]*nomad.AllocationMetric, needs map[strin
 	if len(failed) == 0 {
 		return "", ""
 	}
-	groups := make([]string, 0, len(failed))
-	for g := range failed {
-		groups = append(groups, g)
-	}
-	slices.Sort(groups)
+	groups := slices.Sorted(maps.Keys(failed))
 	g := groups[0]
 	cause = "cannot be placed: "
 	if n := needs[g]; n != "" {
@@ -508,12 +495,12 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, prevVersio
 	if !errors.As(cause, &re) {
 		return cause
 	}
-	reg, _, err := o.nomad.Jobs().Revert(*prev.ID, *prev.Version, nil, (&nomad.WriteOptions{}).WithContext(ctx), "", "")
+	evalID, err := o.nomad.Revert(ctx, *prev.ID, *prev.Version)
 	if err != nil {
 		re.Cause += fmt.Sprintf("; reverting to version %d failed too: %v", prevVersion, err)
 		return re
 	}
-	if _, err := o.waitEval(ctx, reg.EvalID); err == nil {
+	if _, err := o.waitEval(ctx, evalID); err == nil {
 		// Going back from promoted canaries (blue-green) makes the previous
 		// version's containers canaries that wait for a promotion.
 		o.promoteRevert(ctx, *prev.ID)
@@ -525,15 +512,15 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, prevVersio
 // register submits job with check-and-set against the job caravan read and
 // watches its rollout.
 func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int, needs map[string]string) error {
-	opts := &nomad.RegisterOptions{}
+	var index uint64
 	if current != nil {
-		opts.EnforceIndex, opts.ModifyIndex = true, *current.JobModifyIndex
+		index = *current.JobModifyIndex
 	}
-	reg, _, err := o.nomad.Jobs().RegisterOpts(job, opts, (&nomad.WriteOptions{}).WithContext(ctx))
+	evalID, err := o.nomad.Register(ctx, job, index)
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
 	}
-	return o.watchRollout(ctx, *job.ID, reg, version, needs)
+	return o.watchRollout(ctx, *job.ID, evalID, version, needs)
 }
 
 // needs says, per function, what it asks of a node beyond CPU and memory,
@@ -555,48 +542,32 @@ func needs(app *spec.App) map[string]string {
 }
 
 // finish records how a version's rollout ended: live (and the previous
-// live version superseded) or failed with its error.
+// live version superseded) or failed with its error (see settle).
 func (o *Orchestrator) finish(ctx context.Context, jobID string, v *VersionRecord, rollErr error) error {
 	rec, index, err := o.store.App(ctx, jobID)
 	if err != nil || rec == nil {
 		return errors.Join(err, errors.New("app record vanished"))
 	}
-	v.FinishedAt = time.Now().UTC()
-	if rollErr != nil {
-		v.Status, v.Error = StatusFailed, rollErr.Error()
-		rec.State = StateFailed
-	} else {
-		if rec.LiveVersion > 0 && rec.LiveVersion != v.Version {
-			versions, err := o.store.Versions(ctx, jobID, rec.Generation)
-			if err != nil {
-				return err
-			}
-			for _, old := range versions {
-				if old.Version == rec.LiveVersion {
-					old.Status = StatusSuperseded
-					if err := o.store.PutVersion(ctx, jobID, rec.Generation, old); err != nil {
-						return err
-					}
-				}
-			}
+	var prev *VersionRecord
+	if rollErr == nil && rec.LiveVersion > 0 && rec.LiveVersion != v.Version {
+		if prev, err = o.version(ctx, rec, rec.LiveVersion); err != nil {
+			return err
 		}
-		v.Status = StatusLive
-		rec.State, rec.LiveVersion = StateDeployed, v.Version
-		// Hosts the live version no longer serves are free again.
-		for _, h := range rec.Hosts {
-			if !slices.Contains(v.Hosts, h) {
-				if err := o.store.ReleaseHost(ctx, h, jobID); err != nil {
-					return err
-				}
-			}
-		}
-		rec.Hosts = v.Hosts
 	}
-	rec.UpdatedAt = v.FinishedAt
-	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
+	out, err := settle(rec, v, prev, rollErr, time.Now().UTC())
+	if err != nil {
 		return err
 	}
-	return o.store.PutApp(ctx, rec, index)
+	for _, sv := range out.Versions {
+		if err := o.store.PutVersion(ctx, jobID, rec.Generation, sv); err != nil {
+			return err
+		}
+	}
+	*v = *out.Versions[len(out.Versions)-1]
+	if err := o.releaseHosts(ctx, out.Release, jobID); err != nil {
+		return err
+	}
+	return o.store.PutApp(ctx, out.Record, index)
 }
 
 // Stop purges an app's job, so its services and routes disappear, and
@@ -609,7 +580,7 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if rec.State == StateStopped {
 		return rec, nil
 	}
-	unlock, err := o.store.Lock(ctx, rec.JobID)
+	ctx, unlock, err := o.store.Lock(ctx, rec.JobID)
 	if err != nil {
 		return nil, err
 	}
@@ -626,8 +597,8 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		if err := o.removeSplits(ctx, st.Keys); err != nil {
 			return nil, err
 		}
-		if v, err := o.version(ctx, rec, st.Version); err == nil {
-			v.Status, v.FinishedAt = StatusAborted, time.Now().UTC()
+		if v, err := o.version(ctx, rec, st.Version); err == nil && transition(v, StatusAborted) == nil {
+			v.FinishedAt = time.Now().UTC()
 			v.Events = append(v.Events, Event{At: v.FinishedAt, What: "aborted: the app was stopped", Who: caller.Name})
 			if err := o.store.PutVersion(ctx, rec.JobID, rec.Generation, v); err != nil {
 				return nil, err
@@ -645,7 +616,7 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		if job.Meta[jobs.MetaApp] != rec.App || job.Meta[jobs.MetaWorkspace] != rec.Workspace {
 			return nil, &OwnershipError{JobID: rec.JobID, Why: "its meta does not name this app"}
 		}
-		evalID, _, err := o.nomad.Jobs().Deregister(rec.JobID, true, (&nomad.WriteOptions{}).WithContext(ctx))
+		evalID, err := o.nomad.Deregister(ctx, rec.JobID, true)
 		if err != nil {
 			return nil, fmt.Errorf("purging job %s: %w", rec.JobID, err)
 		}
@@ -653,10 +624,8 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 			return nil, err
 		}
 	}
-	for _, h := range rec.Hosts {
-		if err := o.store.ReleaseHost(ctx, h, rec.JobID); err != nil {
-			return nil, err
-		}
+	if err := o.releaseHosts(ctx, rec.Hosts, rec.JobID); err != nil {
+		return nil, err
 	}
 	rec.Hosts = nil
 	rec.State, rec.LiveVersion, rec.StoppedBy, rec.UpdatedAt = StateStopped, 0, caller.Name, time.Now().UTC()
@@ -681,7 +650,7 @@ func (o *Orchestrator) URL(ctx context.Context, caller Caller, ref AppRef, funct
 	if err != nil {
 		return "", err
 	}
-	routes, err := o.storedRoutes(rec.JobID, v, func(router.Route) bool { return true })
+	routes, err := o.storedRoutes(rec, v, func(router.Route) bool { return true })
 	if err != nil {
 		return "", err
 	}
@@ -717,17 +686,16 @@ func (o *Orchestrator) History(ctx context.Context, caller Caller, ref AppRef) (
 	return &History{App: rec, Versions: versions}, nil
 }
 
+// version reads version n of rec's app: one key.
 func (o *Orchestrator) version(ctx context.Context, rec *AppRecord, n int) (*VersionRecord, error) {
-	versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
+	v, err := o.store.Version(ctx, rec.JobID, rec.Generation, n)
 	if err != nil {
 		return nil, err
 	}
-	for _, v := range versions {
-		if v.Version == n {
-			return v, nil
-		}
+	if v == nil {
+		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d", n)}
 	}
-	return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no version %d", n)}
+	return v, nil
 }
 
 // resolve finds the one app ref names among those caller may see.

@@ -77,7 +77,7 @@ func (o *Orchestrator) Apps(ctx context.Context, caller Caller) ([]AppSummary, e
 }
 
 func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([]FunctionSummary, error) {
-	summary, _, err := o.nomad.Jobs().Summary(*job.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	summary, err := o.nomad.Summary(ctx, *job.ID)
 	if err != nil {
 		return nil, fmt.Errorf("reading summary of %s: %w", *job.ID, err)
 	}
@@ -98,7 +98,7 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 	}
 	for _, fn := range sortedFunctions(periodic) {
 		fs := FunctionSummary{Name: fn}
-		if pj, _, err := o.nomad.Jobs().Info(jobs.PeriodicID(*job.ID, fn), (&nomad.QueryOptions{}).WithContext(ctx)); err == nil && pj.Periodic != nil {
+		if pj, err := o.nomad.Job(ctx, jobs.PeriodicID(*job.ID, fn)); err == nil && pj != nil && pj.Periodic != nil {
 			fs.Schedule = *pj.Periodic.Spec
 		}
 		run, err := o.lastRun(ctx, *job.ID, fn)

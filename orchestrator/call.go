@@ -126,28 +126,27 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 	}
 
 	id := jobs.CallableID(rec.JobID, req.Function)
-	d, _, err := o.nomad.Jobs().Dispatch(id, map[string]string{jobs.MetaCaller: caller.Name}, payload, "",
-		(&nomad.WriteOptions{}).WithContext(ctx))
+	dispatched, evalID, err := o.nomad.Dispatch(ctx, id, map[string]string{jobs.MetaCaller: caller.Name}, payload)
 	if err != nil {
 		return nil, fmt.Errorf("dispatching %s: %w", id, err)
 	}
-	res := &CallResult{Function: req.Function, JobID: d.DispatchedJobID, ExitCode: -1}
-	o.log.Info("call", "job", d.DispatchedJobID, "caller", caller.Name, "input_bytes", len(payload))
-	eval, err := o.waitEval(ctx, d.EvalID)
+	res := &CallResult{Function: req.Function, JobID: dispatched, ExitCode: -1}
+	o.log.Info("call", "job", dispatched, "caller", caller.Name, "input_bytes", len(payload))
+	eval, err := o.waitEval(ctx, evalID)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range eval.FailedTGAllocs {
 		// Nothing would run it soon: take it back rather than leave it
 		// queued in Nomad.
-		_, _, _ = o.nomad.Jobs().Deregister(d.DispatchedJobID, true, (&nomad.WriteOptions{}).WithContext(ctx))
+		_, _ = o.nomad.Deregister(ctx, dispatched, true)
 		return nil, fmt.Errorf("Nomad cannot place a run of %q now (%d nodes evaluated, %d filtered, %d out of resources): nothing ran",
 			req.Function, m.NodesEvaluated, m.NodesFiltered, m.NodesExhausted)
 	}
-	alloc, err := o.waitDone(ctx, d.DispatchedJobID)
+	alloc, err := o.waitDone(ctx, dispatched)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no result from %s within %s: it goes on running (`nomad job status %s`)", d.DispatchedJobID, timeout, d.DispatchedJobID)
+			return nil, fmt.Errorf("no result from %s within %s: it goes on running (`nomad job status %s`)", dispatched, timeout, dispatched)
 		}
 		return nil, err
 	}
@@ -181,7 +180,7 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 			res.Stderr, res.StderrTruncated, err = o.readLog(ctx, alloc, req.Function, "stderr")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading the output of %s: %w", d.DispatchedJobID, err)
+			return nil, fmt.Errorf("reading the output of %s: %w", dispatched, err)
 		}
 	}
 	res.Duration = time.Since(began)
@@ -202,16 +201,15 @@ func callables(stubs []*nomad.JobListStub) string {
 func (o *Orchestrator) waitDone(ctx context.Context, jobID string) (*nomad.Allocation, error) {
 	var index uint64
 	for {
-		stubs, meta, err := o.nomad.Jobs().Allocations(jobID, false, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		stubs, last, err := o.nomad.JobAllocations(ctx, jobID, index)
 		if err != nil {
 			return nil, err
 		}
-		index = meta.LastIndex
+		index = last
 		for _, s := range stubs {
 			switch s.ClientStatus {
 			case nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost:
-				a, _, err := o.nomad.Allocations().Info(s.ID, (&nomad.QueryOptions{}).WithContext(ctx))
-				return a, err
+				return o.nomad.Allocation(ctx, s.ID)
 			}
 		}
 	}
@@ -220,8 +218,7 @@ func (o *Orchestrator) waitDone(ctx context.Context, jobID string) (*nomad.Alloc
 // readLog reads a task's stdout or stderr from its allocation, at most
 // OutputLimit bytes, and says whether there was more.
 func (o *Orchestrator) readLog(ctx context.Context, alloc *nomad.Allocation, task, stream string) (string, bool, error) {
-	r, err := o.nomad.AllocFS().ReadAt(alloc, "alloc/logs/"+task+"."+stream+".0", 0, OutputLimit+1,
-		(&nomad.QueryOptions{}).WithContext(ctx))
+	r, err := o.nomad.ReadFile(ctx, alloc, "alloc/logs/"+task+"."+stream+".0", OutputLimit+1)
 	if err != nil {
 		return "", false, err
 	}

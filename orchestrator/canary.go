@@ -12,7 +12,6 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
-	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -121,25 +120,26 @@ func splitRoutes(rendered *jobs.Rendered, dep *nomad.Deployment) []router.Route 
 
 // canaryServers lists the URLs of the passing canary containers of r.
 func (o *Orchestrator) canaryServers(ctx context.Context, r router.Route) ([]string, error) {
-	entries, _, err := o.consul.Health().Service(r.Name, jobs.CanaryTag, true, (&consul.QueryOptions{}).WithContext(ctx))
+	instances, _, err := o.consul.Instances(ctx, r.Name, jobs.CanaryTag, true, 0)
 	if err != nil {
 		return nil, fmt.Errorf("listing the canaries of %s in Consul: %w", r.Name, err)
 	}
-	var urls []string
-	for _, e := range entries {
-		addr := e.Service.Address
-		if addr == "" {
-			addr = e.Node.Address
-		}
-		urls = append(urls, fmt.Sprintf("http://%s:%d", addr, e.Service.Port))
+	return serverURLs(instances), nil
+}
+
+// serverURLs are the URLs of instances, sorted.
+func serverURLs(instances []Instance) []string {
+	urls := make([]string, 0, len(instances))
+	for _, in := range instances {
+		urls = append(urls, fmt.Sprintf("http://%s:%d", in.Address, in.Port))
 	}
 	slices.Sort(urls)
-	return urls, nil
+	return urls
 }
 
 // publishSplits sends weight percent of each route's requests to its
-// canaries, in one Consul transaction per route, and returns the keys
-// written. It waits SplitSettle for Traefik to apply them.
+// canaries and returns the keys written (see putKV). It waits SplitSettle
+// for Traefik to apply them.
 func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int) ([]string, error) {
 	var keys []string
 	for _, r := range routes {
@@ -169,6 +169,12 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 // putKV writes pairs in transactions (see txnChunks), routers last: Traefik never sees a router whose
 // services are not there yet.
 func (o *Orchestrator) putKV(ctx context.Context, pairs map[string]string) error {
+	return o.writeKV(ctx, setOps(pairs))
+}
+
+// setOps sets pairs, routers last: written in that order, Traefik never
+// sees a router whose services are not there yet.
+func setOps(pairs map[string]string) []KVOp {
 	keys := slices.Collect(maps.Keys(pairs))
 	slices.SortFunc(keys, func(a, b string) int {
 		ra, rb := strings.Contains(a, "/routers/"), strings.Contains(b, "/routers/")
@@ -180,20 +186,30 @@ func (o *Orchestrator) putKV(ctx context.Context, pairs map[string]string) error
 		}
 		return strings.Compare(a, b)
 	})
-	return o.txnChunks(ctx, keys, func(k string) *consul.KVTxnOp {
-		return &consul.KVTxnOp{Verb: consul.KVSet, Key: k, Value: []byte(pairs[k])}
-	})
+	ops := make([]KVOp, len(keys))
+	for i, k := range keys {
+		ops[i] = KVOp{Key: k, Value: []byte(pairs[k])}
+	}
+	return ops
 }
 
-// txnChunks runs op on each of keys, in order, in Consul transactions of at
-// most 64 operations (Consul takes 128 in one).
-func (o *Orchestrator) txnChunks(ctx context.Context, keys []string, op func(key string) *consul.KVTxnOp) error {
-	for chunk := range slices.Chunk(keys, 64) {
-		var ops consul.TxnOps
-		for _, k := range chunk {
-			ops = append(ops, &consul.TxnOp{KV: op(k)})
-		}
-		if err := o.txn(ctx, ops); err != nil {
+// deleteOps deletes keys.
+func deleteOps(keys []string) []KVOp {
+	ops := make([]KVOp, len(keys))
+	for i, k := range keys {
+		ops[i] = KVOp{Key: k, Delete: true}
+	}
+	return ops
+}
+
+// kvChunk is the most operations caravan puts in one Consul transaction
+// (Consul takes 128).
+const kvChunk = 64
+
+// writeKV applies ops in order, in transactions of at most kvChunk.
+func (o *Orchestrator) writeKV(ctx context.Context, ops []KVOp) error {
+	for chunk := range slices.Chunk(ops, kvChunk) {
+		if err := o.consul.WriteKV(ctx, chunk); err != nil {
 			return err
 		}
 	}
@@ -206,9 +222,7 @@ func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	if err := o.txnChunks(ctx, keys, func(k string) *consul.KVTxnOp {
-		return &consul.KVTxnOp{Verb: consul.KVDelete, Key: k}
-	}); err != nil {
+	if err := o.writeKV(ctx, deleteOps(keys)); err != nil {
 		return fmt.Errorf("removing a traffic split: %w", err)
 	}
 	return sleep(ctx, SplitSettle)
@@ -219,25 +233,10 @@ func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 func (o *Orchestrator) clearSplits(ctx context.Context, routes []router.Route) error {
 	for _, r := range routes {
 		for _, p := range router.SplitPrefixes(o.router.KVRoot, r) {
-			if _, err := o.consul.KV().DeleteTree(p, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+			if err := o.consul.DeleteKVTree(ctx, p); err != nil {
 				return fmt.Errorf("removing the traffic split of %s: %w", r.Function, err)
 			}
 		}
-	}
-	return nil
-}
-
-func (o *Orchestrator) txn(ctx context.Context, ops consul.TxnOps) error {
-	ok, resp, _, err := o.consul.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	if !ok {
-		var errs []error
-		for _, e := range resp.Errors {
-			errs = append(errs, errors.New(e.What))
-		}
-		return errors.Join(errs...)
 	}
 	return nil
 }
@@ -266,7 +265,7 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 		previews[i] = *r.Preview
 	}
 	weight := 100
-	canaries, traffic, after := app.CanarySettings()
+	_, traffic, after := app.CanarySettings()
 	if app.DeployStrategy() == spec.StrategyCanary {
 		weight = traffic
 	}
@@ -281,12 +280,14 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 	if app.DeployStrategy() == spec.StrategyBlueGreen {
 		return nil, o.promote(ctx, jobID, version, dep.ID, keys, routes)
 	}
-	st := &CanaryState{Version: version, DeploymentID: dep.ID, Traffic: traffic, Canaries: canaries,
+	st := &CanaryState{Version: version, DeploymentID: dep.ID, Traffic: traffic,
 		Since: time.Now().UTC(), Keys: keys, Previews: map[string]string{}}
 	for _, r := range routes {
 		st.Functions = append(st.Functions, r.Function)
 		st.Previews[r.Function] = r.Preview.URL
 	}
+	// What Nomad started: the spec's number, clamped to each function's count.
+	st.Canaries = canaryCount(dep, st.Functions)
 	if after > 0 {
 		st.PromoteAt = st.Since.Add(after)
 	}
@@ -305,32 +306,37 @@ func (o *Orchestrator) discard(ctx context.Context, depID string, keys []string,
 	if err := o.clearSplits(ctx, routes); err != nil {
 		errs = append(errs, err)
 	}
-	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("reading deployment %s: %w", shortID(depID), err))...)
 	}
 	if dep.Status == nomad.DeploymentStatusRunning {
-		if _, _, err := o.nomad.Deployments().Fail(depID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		if err := o.nomad.FailDeployment(ctx, depID); err != nil {
 			return errors.Join(append(errs, fmt.Errorf("failing deployment %s: %w", shortID(depID), err))...)
 		}
 	}
 	// Wait for the canaries to be gone, so the live version alone runs.
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	var index uint64
 	for {
-		allocs, _, err := o.nomad.Deployments().Allocations(depID, (&nomad.QueryOptions{}).WithContext(wctx))
+		allocs, last, err := o.nomad.DeploymentAllocations(wctx, depID, index)
 		if err != nil {
+			if wctx.Err() != nil {
+				err = fmt.Errorf("the new containers are still running: %w", err)
+			}
 			return errors.Join(append(errs, err)...)
 		}
-		if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool {
-			return a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending
-		}) {
+		if !slices.ContainsFunc(allocs, running) {
 			return errors.Join(errs...)
 		}
-		if err := sleep(wctx, 250*time.Millisecond); err != nil {
-			return errors.Join(append(errs, fmt.Errorf("the new containers are still running: %w", err))...)
-		}
+		index = last
 	}
+}
+
+// running reports whether an allocation runs or is about to.
+func running(a *nomad.AllocationListStub) bool {
+	return a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending
 }
 
 // promote promotes deployment depID once its traffic split is published,
@@ -339,11 +345,11 @@ func (o *Orchestrator) discard(ctx context.Context, depID string, keys []string,
 // failure discards the new containers; after, the new version is live
 // whatever else fails (the split is then left to the next change).
 func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, depID string, keys []string, routes []router.Route) error {
-	if _, _, err := o.nomad.Deployments().PromoteAll(depID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+	if err := o.nomad.PromoteDeployment(ctx, depID); err != nil {
 		return o.discard(context.WithoutCancel(ctx), depID, keys, routes, &RolloutError{Version: version,
 			Cause: fmt.Sprintf("Nomad refused to promote deployment %s: %v", shortID(depID), err)})
 	}
-	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
 	if err == nil {
 		err = o.followDeployment(ctx, dep, version, false)
 	}
@@ -370,18 +376,25 @@ func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, d
 func (o *Orchestrator) promoteRevert(ctx context.Context, jobID string) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for ctx.Err() == nil {
-		dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, err := o.nomad.LatestDeployment(ctx, jobID)
+	if err != nil || dep == nil {
+		return
+	}
+	index := dep.ModifyIndex
+	for {
 		switch {
-		case err != nil:
-		case dep == nil || dep.Status == nomad.DeploymentStatusSuccessful:
+		case dep.Status != nomad.DeploymentStatusRunning:
 			return
-		case dep.Status == nomad.DeploymentStatusRunning && awaitingPromotion(dep):
-			if _, _, err := o.nomad.Deployments().PromoteAll(dep.ID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		case awaitingPromotion(dep):
+			if err := o.nomad.PromoteDeployment(ctx, dep.ID); err != nil {
 				o.log.Warn("promoting the reverted version", "job", jobID, "error", err)
 			}
 		}
-		_ = sleep(ctx, 500*time.Millisecond)
+		next, last, err := o.nomad.Deployment(ctx, dep.ID, index)
+		if err != nil {
+			return
+		}
+		dep, index = next, last
 	}
 }
 
@@ -393,150 +406,185 @@ func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []r
 	if len(routes) == 0 {
 		return nil
 	}
-	allocs, _, err := o.nomad.Deployments().Allocations(depID, (&nomad.QueryOptions{}).WithContext(ctx))
+	allocs, _, err := o.nomad.DeploymentAllocations(ctx, depID, 0)
 	if err != nil {
 		return fmt.Errorf("listing the allocations of deployment %s: %w", shortID(depID), err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		old := 0
-		for _, r := range routes {
-			entries, _, err := o.consul.Catalog().Service(r.Name, "", (&consul.QueryOptions{}).WithContext(ctx))
+	for _, r := range routes {
+		var index uint64
+		for {
+			instances, last, err := o.consul.Instances(ctx, r.Name, "", false, index)
 			if err != nil {
-				return fmt.Errorf("listing %s in Consul: %w", r.Name, err)
+				return fmt.Errorf("%s: waiting for the previous version's containers to leave Consul: %w", r.Function, err)
 			}
-			for _, e := range entries {
-				if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool { return strings.Contains(e.ServiceID, a.ID) }) {
-					old++
-				}
+			if oldInstances(instances, allocs) == 0 {
+				break
 			}
-		}
-		if old == 0 {
-			// Traefik's consulCatalog provider must see them gone too
-			// before the split goes.
-			return sleep(ctx, SplitSettle)
-		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return fmt.Errorf("%d containers of the previous version still registered in Consul: %w", old, err)
+			index = last
 		}
 	}
+	// Traefik's consulCatalog provider must see them gone too before the
+	// split goes.
+	return sleep(ctx, SplitSettle)
+}
+
+// oldInstances counts the instances that belong to no allocation of
+// allocs (Nomad puts the allocation ID in the service instance's ID).
+func oldInstances(instances []Instance, allocs []*nomad.AllocationListStub) int {
+	n := 0
+	for _, in := range instances {
+		if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool { return strings.Contains(in.ID, a.ID) }) {
+			n++
+		}
+	}
+	return n
 }
 
 // Promote moves all traffic of an app's canary version to it and retires
 // the previous version's containers; the canary version becomes live.
 func (o *Orchestrator) Promote(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
-	return o.settleCanary(ctx, caller, req.AppRef, 0, true, "promoted")
+	return o.settleCanary(ctx, caller, req.AppRef, verdict{promote: true, what: "promoted"})
 }
 
 // Abort sends all traffic of an app's canary version back to the live
 // version and removes the canaries.
 func (o *Orchestrator) Abort(ctx context.Context, caller Caller, req ChangeRequest) (*DeployResult, error) {
-	return o.settleCanary(ctx, caller, req.AppRef, 0, false, "aborted")
+	return o.settleCanary(ctx, caller, req.AppRef, verdict{what: "aborted"})
 }
 
-// settleCanary promotes or aborts the canary of the app ref names; version
-// > 0 settles it only if it is still that version's.
-func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppRef, version int, promote bool, what string) (*DeployResult, error) {
+// verdict is a request to settle a canary.
+type verdict struct {
+	// promote it, or abort it.
+	promote bool
+	// what the history's event says happened.
+	what string
+	// version > 0 settles the canary only if it is still that version's.
+	version int
+}
+
+// settleCanary carries out vd on the canary of the app ref names (see
+// howToSettle) and records the outcome. The work and its record belong to
+// the lock, not to the caller: a client that goes away does not leave a
+// promotion half recorded.
+func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppRef, vd verdict) (*DeployResult, error) {
 	rec, err := o.resolve(ctx, caller, ref)
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := o.store.Lock(ctx, rec.JobID)
+	held, unlock, err := o.store.Lock(ctx, rec.JobID)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	began := time.Now()
 	// Read again under the lock: another server may have settled it.
-	rec, _, err = o.store.App(ctx, rec.JobID)
+	rec, _, err = o.store.App(held, rec.JobID)
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil || rec.Canary == nil || (version > 0 && rec.Canary.Version != version) {
+	if rec == nil || rec.Canary == nil || (vd.version > 0 && rec.Canary.Version != vd.version) {
 		return nil, &NotFoundError{App: ref.App, Why: "it has no canary in progress (deploy with strategy = \"canary\" first)"}
 	}
-	jobID, st := rec.JobID, rec.Canary
-	v, err := o.version(ctx, rec, st.Version)
+	st := rec.Canary
+	v, err := o.version(held, rec, st.Version)
 	if err != nil {
 		return nil, err
 	}
-	log := o.log.With("job", jobID, "version", st.Version)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	log := o.log.With("job", rec.JobID, "version", st.Version)
+	rctx, cancel := context.WithTimeout(held, 5*time.Minute)
 	defer cancel()
-	routes, rollErr := o.storedSplitRoutes(jobID, v, st)
-	switch {
-	case rollErr != nil:
-	case promote && o.promoted(rctx, st.DeploymentID):
-		// A server stopped after promoting in Nomad: only the split is left.
-		log.Info("finishing a promotion", "caller", caller.Name)
-		rollErr = o.removeSplits(rctx, st.Keys)
-	case promote:
-		log.Info("promoting canary", "caller", caller.Name)
-		// Every request goes to the canaries while Nomad replaces the old
-		// containers (the canaries stay up through the promotion).
-		keys, err := o.publishSplits(rctx, routes, 100)
-		st.Keys = union(st.Keys, keys)
-		if rollErr = err; rollErr == nil {
-			rollErr = o.promote(rctx, jobID, st.Version, st.DeploymentID, st.Keys, routes)
-		} else {
-			rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, rollErr)
+	routes, rollErr := o.storedSplitRoutes(rec, v, st)
+	if rollErr == nil {
+		switch howToSettle(vd.promote, o.promoted(rctx, st.DeploymentID)) {
+		case finishPromotion:
+			log.Info("finishing a promotion", "caller", caller.Name)
+			rollErr = o.removeSplits(rctx, st.Keys)
+		case promoteCanary:
+			log.Info("promoting canary", "caller", caller.Name)
+			rollErr = o.promoteCanary(rctx, rec.JobID, st, routes)
+		case abortCanary:
+			log.Info("aborting canary", "caller", caller.Name, "why", vd.what)
+			rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, nil)
 		}
-	default:
-		log.Info("aborting canary", "caller", caller.Name, "why", what)
-		rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, nil)
 	}
-	ev := Event{At: time.Now().UTC(), What: what, Who: caller.Name}
-	if rollErr != nil {
-		ev.What += ": " + rollErr.Error()
-	}
-	v.Events = append(v.Events, ev)
-	res := &DeployResult{Workspace: rec.Workspace, App: rec.App, JobID: jobID, Version: st.Version, Changed: true,
+	res := &DeployResult{Workspace: rec.Workspace, App: rec.App, JobID: rec.JobID, Version: st.Version, Changed: true,
 		SpecHash: v.SpecHash, Kind: v.Kind}
-	if err := o.clearCanary(ctx, jobID); err != nil {
-		return nil, err
-	}
-	if promote && rollErr == nil {
-		// Scheduled and callable functions follow the version that is live.
-		if rollErr = o.syncStored(rctx, jobID, v, rec.Rollovers); rollErr != nil {
-			log.Warn("updating scheduled and callable functions", "error", rollErr)
-		}
-		if err := o.finish(ctx, jobID, v, nil); err != nil {
-			return nil, err
-		}
-		res.Duration = time.Since(began)
-		return res, rollErr
-	}
-	v.Status, v.FinishedAt = StatusAborted, time.Now().UTC()
-	if promote {
-		v.Status, v.Error = StatusFailed, rollErr.Error()
-	}
-	if err := o.store.PutVersion(ctx, jobID, rec.Generation, v); err != nil {
+	rollErr, err = o.recordSettlement(context.WithoutCancel(held), caller, rec, v, vd, rollErr)
+	if err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(began)
 	return res, rollErr
 }
 
-// syncStored brings the periodic and callable jobs of job jobID to stored
+// promoteCanary sends every request to the canaries while Nomad replaces
+// the old containers (the canaries stay up through the promotion), then
+// promotes.
+func (o *Orchestrator) promoteCanary(ctx context.Context, jobID string, st *CanaryState, routes []router.Route) error {
+	keys, err := o.publishSplits(ctx, routes, 100)
+	st.Keys = union(st.Keys, keys)
+	if err != nil {
+		return o.discard(ctx, st.DeploymentID, st.Keys, routes, err)
+	}
+	return o.promote(ctx, jobID, st.Version, st.DeploymentID, st.Keys, routes)
+}
+
+// recordSettlement records how settling canary version v ended (rollErr
+// nil: as vd asked): an event, the app without its canary, and the
+// version live (with the scheduled and callable functions following it)
+// or aborted or failed. It returns rollErr (or what syncing the
+// functions returned) and any error recording it.
+func (o *Orchestrator) recordSettlement(ctx context.Context, caller Caller, rec *AppRecord, v *VersionRecord, vd verdict, rollErr error) (error, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ev := Event{At: time.Now().UTC(), What: vd.what, Who: caller.Name}
+	if rollErr != nil {
+		ev.What += ": " + rollErr.Error()
+	}
+	v.Events = append(v.Events, ev)
+	if err := o.clearCanary(ctx, rec.JobID); err != nil {
+		return rollErr, err
+	}
+	if vd.promote && rollErr == nil {
+		// Scheduled and callable functions follow the version that is live.
+		if rollErr = o.syncStored(ctx, rec, v); rollErr != nil {
+			o.log.Warn("updating scheduled and callable functions", "job", rec.JobID, "error", rollErr)
+		}
+		return rollErr, o.finish(ctx, rec.JobID, v, nil)
+	}
+	if err := transition(v, settledStatus(vd.promote)); err != nil {
+		return rollErr, err
+	}
+	v.FinishedAt = time.Now().UTC()
+	if vd.promote {
+		v.Error = rollErr.Error()
+	}
+	return rollErr, o.store.PutVersion(ctx, rec.JobID, rec.Generation, v)
+}
+
+// syncStored brings the periodic and callable jobs of rec's app to stored
 // version v.
-func (o *Orchestrator) syncStored(ctx context.Context, jobID string, v *VersionRecord, rollovers int) error {
-	rendered, err := o.renderStored(jobID, v)
+func (o *Orchestrator) syncStored(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	rendered, err := o.renderStored(rec, v)
 	if err != nil {
 		return err
 	}
-	if err := o.syncPeriodic(ctx, jobID, rendered.Periodic, v.Version, rollovers); err != nil {
+	if err := o.syncPeriodic(ctx, rec.JobID, rendered.Periodic, v.Version, rec.Rollovers); err != nil {
 		return err
 	}
-	return o.syncCallable(ctx, jobID, rendered.Callable, v.Version, rollovers)
+	return o.syncCallable(ctx, rec.JobID, rendered.Callable, v.Version, rec.Rollovers)
 }
 
 // promoted reports whether Nomad promoted deployment depID.
 func (o *Orchestrator) promoted(ctx context.Context, depID string) bool {
-	dep, _, err := o.nomad.Deployments().Info(depID, (&nomad.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return false
-	}
+	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
+	return err == nil && promotedIn(dep)
+}
+
+// promotedIn reports whether any group of dep was promoted.
+func promotedIn(dep *nomad.Deployment) bool {
 	for _, g := range dep.TaskGroups {
 		if g.Promoted {
 			return true
@@ -545,8 +593,8 @@ func (o *Orchestrator) promoted(ctx context.Context, depID string) bool {
 	return false
 }
 
-func (o *Orchestrator) storedSplitRoutes(jobID string, v *VersionRecord, st *CanaryState) ([]router.Route, error) {
-	return o.storedRoutes(jobID, v, func(r router.Route) bool { return slices.Contains(st.Functions, r.Function) })
+func (o *Orchestrator) storedSplitRoutes(rec *AppRecord, v *VersionRecord, st *CanaryState) ([]router.Route, error) {
+	return o.storedRoutes(rec, v, func(r router.Route) bool { return slices.Contains(st.Functions, r.Function) })
 }
 
 func (o *Orchestrator) clearCanary(ctx context.Context, jobID string) error {
@@ -564,7 +612,7 @@ var Caravan = Caller{Name: "caravan", Workspace: "*"}
 
 // WatchCanaries promotes canaries whose promote_after has passed, finishes
 // promotions a stopped server left, and aborts canaries whose containers
-// fail their health checks, until ctx ends.
+// fail their health checks (see canaryWatch), every every until ctx ends.
 func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 	sick := map[string]int{} // consecutive checks without a passing canary, by deployment
 	for {
@@ -576,33 +624,41 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 			continue
 		}
 		for _, rec := range recs {
-			st := rec.Canary
-			if st == nil {
-				continue
-			}
-			ref := AppRef{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, Serve: rec.Serve}
-			var nf *NotFoundError
-			switch {
-			case o.promoted(ctx, st.DeploymentID):
-				_, err = o.settleCanary(ctx, Caravan, ref, st.Version, true, "promoted (finished after a caravan server stopped)")
-			case !st.PromoteAt.IsZero() && time.Now().After(st.PromoteAt):
-				_, err = o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, ref, st.Version, true,
-					"promoted after "+st.PromoteAt.Sub(st.Since).String())
-			case o.canariesHealthy(ctx, rec):
-				delete(sick, st.DeploymentID)
-				continue
-			default:
-				if sick[st.DeploymentID]++; sick[st.DeploymentID] < 2 {
-					continue
-				}
-				delete(sick, st.DeploymentID)
-				o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", st.Version)
-				_, err = o.settleCanary(ctx, Caravan, ref, st.Version, false, "aborted automatically: canaries failed their health checks")
-			}
-			if err != nil && !errors.As(err, &nf) {
-				o.log.Warn("settling a canary", "job", rec.JobID, "version", st.Version, "error", err)
+			if rec.Canary != nil {
+				o.watchCanary(ctx, rec, sick)
 			}
 		}
+	}
+}
+
+// watchCanary checks rec's canary once and acts on it.
+func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map[string]int) {
+	st := rec.Canary
+	promoted := o.promoted(ctx, st.DeploymentID)
+	healthy := promoted || o.canariesHealthy(ctx, rec)
+	action, n := canaryWatch(st, time.Now(), promoted, healthy, sick[st.DeploymentID])
+	if sick[st.DeploymentID] = n; n == 0 {
+		delete(sick, st.DeploymentID)
+	}
+	ref := AppRef{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, Serve: rec.Serve}
+	var err error
+	switch action {
+	case watchNothing:
+		return
+	case watchFinish:
+		_, err = o.settleCanary(ctx, Caravan, ref, verdict{promote: true, version: st.Version,
+			what: "promoted (finished after a caravan server stopped)"})
+	case watchPromote:
+		_, err = o.settleCanary(ctx, Caller{Name: "auto-promote", Workspace: "*"}, ref, verdict{promote: true, version: st.Version,
+			what: "promoted after " + st.PromoteAt.Sub(st.Since).String()})
+	case watchAbort:
+		o.log.Warn("canary failed its health checks; aborting", "job", rec.JobID, "version", st.Version)
+		_, err = o.settleCanary(ctx, Caravan, ref, verdict{version: st.Version,
+			what: "aborted automatically: canaries failed their health checks"})
+	}
+	var nf *NotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		o.log.Warn("settling a canary", "job", rec.JobID, "version", st.Version, "error", err)
 	}
 }
 
@@ -610,7 +666,7 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 // still has a canary passing its checks, and Nomad has not failed it.
 func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool {
 	st := rec.Canary
-	dep, _, err := o.nomad.Deployments().Info(st.DeploymentID, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, _, err := o.nomad.Deployment(ctx, st.DeploymentID, 0)
 	if err != nil {
 		return true // cannot tell: try again
 	}
@@ -621,7 +677,7 @@ func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool
 	if err != nil {
 		return true
 	}
-	routes, err := o.storedSplitRoutes(rec.JobID, v, st)
+	routes, err := o.storedSplitRoutes(rec, v, st)
 	if err != nil {
 		return true
 	}

@@ -19,7 +19,7 @@ func (o *Orchestrator) Logs(ctx context.Context, caller Caller, ref AppRef, w io
 	if err != nil {
 		return err
 	}
-	allocs, _, err := o.nomad.Jobs().Allocations(rec.JobID, false, (&nomad.QueryOptions{}).WithContext(ctx))
+	allocs, _, err := o.nomad.JobAllocations(ctx, rec.JobID, 0)
 	if err != nil {
 		return fmt.Errorf("listing containers of %s: %w", rec.JobID, err)
 	}
@@ -37,7 +37,7 @@ func (o *Orchestrator) Logs(ctx context.Context, caller Caller, ref AppRef, w io
 		if stub.ClientStatus != nomad.AllocClientStatusRunning {
 			continue
 		}
-		alloc, _, err := o.nomad.Allocations().Info(stub.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+		alloc, err := o.nomad.Allocation(ctx, stub.ID)
 		if err != nil {
 			return err
 		}
@@ -56,9 +56,7 @@ func (o *Orchestrator) Logs(ctx context.Context, caller Caller, ref AppRef, w io
 }
 
 func (o *Orchestrator) follow(ctx context.Context, alloc *nomad.Allocation, task, stream, prefix string, line func(string, []byte)) {
-	cancel := make(chan struct{})
-	go func() { <-ctx.Done(); close(cancel) }()
-	frames, errs := o.nomad.AllocFS().Logs(alloc, true, task, stream, nomad.OriginStart, 0, cancel, (&nomad.QueryOptions{}).WithContext(ctx))
+	frames, errs := o.nomad.FollowLogs(ctx, alloc, task, stream)
 	var partial []byte
 	for {
 		select {

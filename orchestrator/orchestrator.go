@@ -7,16 +7,15 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
-	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
@@ -24,12 +23,16 @@ import (
 
 // Config wires an Orchestrator.
 type Config struct {
-	Nomad *nomad.Client
-	// Consul publishes traffic splits (canary and blue-green rollouts) for
-	// Traefik's KV provider and finds canary containers.
-	Consul *consul.Client
+	// Nomad runs the apps; NomadClient{Client: c} adapts the official
+	// client. Required.
+	Nomad Nomad
+	// Consul finds the containers of canaries and publishes traffic
+	// splits (canary and blue-green rollouts) for Traefik's KV provider;
+	// ConsulClient{Client: c} adapts the official client. Required.
+	Consul Consul
+	// Router says how routes are served; Domain is required.
 	Router router.Config
-	// Store keeps app records and every version's spec.
+	// Store keeps app records and every version's spec. Required.
 	Store Store
 	// Prober checks web functions through the proxy; nil skips the check.
 	Prober Prober
@@ -38,21 +41,37 @@ type Config struct {
 
 // Orchestrator deploys apps. It is safe for concurrent use.
 type Orchestrator struct {
-	nomad  *nomad.Client
-	consul *consul.Client
+	nomad  Nomad
+	consul Consul
 	router router.Config
 	store  Store
 	prober Prober
 	log    hclog.Logger
 }
 
-// New returns an Orchestrator.
-func New(cfg Config) *Orchestrator {
+// New returns an Orchestrator, or an error naming what cfg lacks.
+func New(cfg Config) (*Orchestrator, error) {
+	var missing []string
+	if cfg.Nomad == nil {
+		missing = append(missing, "Nomad (orchestrator.NomadClient{Client: nomadClient})")
+	}
+	if cfg.Consul == nil {
+		missing = append(missing, "Consul (orchestrator.ConsulClient{Client: consulClient})")
+	}
+	if cfg.Store == nil {
+		missing = append(missing, "Store (&orchestrator.ConsulStore{Client: consulClient})")
+	}
+	if cfg.Router.Domain == "" {
+		missing = append(missing, "Router.Domain (router.DefaultConfig has the local stack's)")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("orchestrator.Config lacks %s", strings.Join(missing, ", "))
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}
+	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}, nil
 }
 
 // Caller is who asks for a change: a token's name and the workspace it may
@@ -126,15 +145,7 @@ type DeployResult struct {
 }
 
 func (o *Orchestrator) currentJob(ctx context.Context, id string) (*nomad.Job, error) {
-	job, _, err := o.nomad.Jobs().Info(id, (&nomad.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		var re nomad.UnexpectedResponseError
-		if errors.As(err, &re) && re.StatusCode() == 404 {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading job %s from Nomad: %w", id, err)
-	}
-	return job, nil
+	return o.nomad.Job(ctx, id)
 }
 
 // owned refuses jobs caravan did not create for this app.

@@ -41,7 +41,7 @@ func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID stri
 		j.Meta[jobs.MetaVersion] = strconv.Itoa(version)
 		j.Meta[jobs.MetaRollover] = strconv.Itoa(rollovers)
 		stamp(j, rollovers)
-		if _, _, err := o.nomad.Jobs().Register(j, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		if _, err := o.nomad.Register(ctx, j, 0); err != nil {
 			return &RolloutError{Function: j.Meta[jobs.MetaFunction], Version: version,
 				Cause: fmt.Sprintf("Nomad refused its %s job: %v", k.what, err)}
 		}
@@ -55,7 +55,7 @@ func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID stri
 		if keep[s.ID] {
 			continue
 		}
-		if _, _, err := o.nomad.Jobs().Deregister(s.ID, true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		if _, err := o.nomad.Deregister(ctx, s.ID, true); err != nil {
 			return fmt.Errorf("removing %s job %s: %w", k.what, s.ID, err)
 		}
 	}
@@ -66,8 +66,7 @@ func (o *Orchestrator) syncOwned(ctx context.Context, k ownedKind, appJobID stri
 // their meta. Children (<id>/periodic-<time>, <id>/dispatch-...) and jobs
 // caravan did not make are left out.
 func (o *Orchestrator) ownedStubs(ctx context.Context, appJobID string, k ownedKind) ([]*nomad.JobListStub, error) {
-	stubs, _, err := o.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}},
-		(&nomad.QueryOptions{Prefix: appJobID + k.separator}).WithContext(ctx))
+	stubs, err := o.nomad.Jobs(ctx, appJobID+k.separator)
 	if err != nil {
 		return nil, fmt.Errorf("listing %s jobs of %s: %w", k.what, appJobID, err)
 	}
@@ -124,10 +123,10 @@ func (o *Orchestrator) Run(ctx context.Context, caller Caller, ref AppRef, funct
 		return nil, err
 	}
 	id := jobs.PeriodicID(rec.JobID, function)
-	if _, _, err := o.nomad.Jobs().Info(id, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
+	if j, err := o.nomad.Job(ctx, id); err != nil || j == nil {
 		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no scheduled function %q live", function)}
 	}
-	evalID, _, err := o.nomad.Jobs().PeriodicForce(id, (&nomad.WriteOptions{}).WithContext(ctx))
+	evalID, err := o.nomad.ForcePeriodic(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("launching %s: %w", id, err)
 	}
@@ -138,14 +137,14 @@ func (o *Orchestrator) Run(ctx context.Context, caller Caller, ref AppRef, funct
 	res := &RunResult{Function: function, JobID: eval.JobID, Status: "running"}
 	var index uint64
 	for {
-		allocs, meta, err := o.nomad.Jobs().Allocations(eval.JobID, false, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		allocs, last, err := o.nomad.JobAllocations(ctx, eval.JobID, index)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, nil
 			}
 			return nil, err
 		}
-		index = meta.LastIndex
+		index = last
 		for _, a := range allocs {
 			if st := a.TaskStates[function]; st != nil && !st.StartedAt.IsZero() {
 				res.StartedAt = st.StartedAt
@@ -172,7 +171,7 @@ func (o *Orchestrator) Run(ctx context.Context, caller Caller, ref AppRef, funct
 
 // lastRun is the latest run of a scheduled function, if any.
 func (o *Orchestrator) lastRun(ctx context.Context, appJobID, function string) (*RunResult, error) {
-	stubs, _, err := o.nomad.Jobs().PrefixList(jobs.PeriodicID(appJobID, function) + "/")
+	stubs, err := o.nomad.Jobs(ctx, jobs.PeriodicID(appJobID, function)+"/")
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/spec"
@@ -61,7 +62,8 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	if err := checkStrategy(req.Strategy); err != nil {
 		return nil, err
 	}
-	c := change{kind: KindDeploy, app: app, diags: diags, req: req}
+	c := change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req}
+	app = c.app
 	rendered, err := o.prepare(caller, c)
 	if err != nil {
 		return nil, err
@@ -77,16 +79,17 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range functionResults(app, rendered, old) {
+	p := decide(c, caller, rendered, rec, current, old, time.Now().UTC())
+	for _, f := range p.Functions {
 		res.Functions = append(res.Functions, FunctionPlan{Name: f.Name, Change: f.Change})
 	}
-	if unchanged(rec, current, old, rendered) {
+	if p.Noop {
 		return res, nil
 	}
-	res.Changed, res.Version = true, rec.LatestVersion+1
-	stamp(job, rec.Rollovers)
+	res.Changed, res.Version = true, p.Version.Version
+	stamp(job, p.Record.Rollovers)
 
-	plan, _, err := o.nomad.Jobs().PlanOpts(job, &nomad.PlanOptions{Diff: true}, (&nomad.WriteOptions{}).WithContext(ctx))
+	plan, err := o.nomad.Plan(ctx, job, true)
 	if err != nil {
 		return nil, fmt.Errorf("planning job %s with Nomad: %w", id, err)
 	}
@@ -106,14 +109,9 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	}
 	res.Diff = flattenDiff(plan.Diff)
 
-	hosts := routeHosts(rendered)
-	for _, h := range hosts {
-		if !slices.Contains(rec.Hosts, h) {
-			res.HostsAdded = append(res.HostsAdded, h)
-		}
-	}
+	res.HostsAdded = p.Claim
 	for _, h := range rec.Hosts {
-		if !slices.Contains(hosts, h) {
+		if !slices.Contains(p.Hosts, h) {
 			res.HostsRemoved = append(res.HostsRemoved, h)
 		}
 	}

@@ -2,8 +2,9 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"maps"
-	"strings"
+	"sync"
 
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
@@ -22,41 +23,49 @@ func (o *Orchestrator) Resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	done := make(chan error)
-	n := 0
-	for _, rec := range recs {
-		versions, err := o.store.Versions(ctx, rec.JobID, rec.Generation)
-		if err != nil {
-			return err
-		}
-		if len(versions) == 0 || versions[len(versions)-1].Status != StatusPending {
+	var wg sync.WaitGroup
+	errs := make([]error, len(recs))
+	for i, rec := range recs {
+		if rec.LatestVersion == 0 || rec.State == StateStopped {
 			continue
 		}
-		n++
-		go func(jobID string, version int) { done <- o.resume(ctx, jobID, version) }(rec.JobID, versions[len(versions)-1].Version)
-	}
-	var first error
-	for range n {
-		if err := <-done; err != nil && first == nil {
-			first = err
+		v, err := o.store.Version(ctx, rec.JobID, rec.Generation, rec.LatestVersion)
+		if err != nil {
+			return errors.Join(err, wait(&wg))
 		}
+		if v == nil || v.Status != StatusPending {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = o.resume(ctx, rec.JobID, v.Version)
+		}()
 	}
-	return first
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// wait waits for wg and returns nil, so a return can wait for the
+// goroutines already started.
+func wait(wg *sync.WaitGroup) error {
+	wg.Wait()
+	return nil
 }
 
 func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) error {
 	log := o.log.With("job", jobID, "version", version)
-	unlock, err := o.store.Lock(ctx, jobID)
+	held, unlock, err := o.store.Lock(ctx, jobID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	// Read again under the lock: another server may have settled it.
-	rec, _, err := o.store.App(ctx, jobID)
+	rec, _, err := o.store.App(held, jobID)
 	if err != nil || rec == nil {
 		return err
 	}
-	v, err := o.version(ctx, rec, version)
+	v, err := o.version(held, rec, version)
 	if err != nil {
 		return err
 	}
@@ -64,105 +73,98 @@ func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) er
 		return nil
 	}
 	log.Info("resuming an interrupted rollout")
-
-	job, err := o.currentJob(ctx, jobID)
-	if err != nil {
-		return err
-	}
-	runs, err := o.runsVersion(job, v, rec.Rollovers)
-	if err != nil {
-		return err
-	}
-	var rollErr error
-	switch {
-	case job == nil:
-		rollErr = &RolloutError{Version: version, Cause: "caravan server stopped before the job reached Nomad"}
-	case !runs:
-		rollErr = &RolloutError{Version: version, Cause: "caravan server stopped during the rollout and Nomad now runs " +
-			"another version (reverted, or this one never registered)"}
-	default:
-		rollErr = o.watchDeployment(ctx, jobID, *job.Version, version)
-		var dep *nomad.Deployment
-		if rollErr == nil {
-			dep, rollErr = o.awaitingDeployment(ctx, jobID, version)
-		}
-		switch {
-		case rollErr != nil:
-		case dep != nil:
-			// Canaries (or a blue-green set) the server never finished
-			// starting: hand traffic back to the live version, whatever
-			// split was published, and let Nomad revert.
-			rollErr = o.abandonCanary(ctx, jobID, v)
-		default:
-			// A blue-green switch the server promoted but did not finish
-			// leaves its split behind.
-			if rollErr = o.clearStoredSplits(ctx, jobID, v); rollErr == nil {
-				rollErr = o.probeStored(ctx, jobID, v)
-			}
-		}
-	}
-	if err := o.finish(ctx, jobID, v, rollErr); err != nil {
+	if err := o.finish(held, jobID, v, o.followPending(held, rec, v)); err != nil {
 		return err
 	}
 	log.Info("resumed rollout settled", "status", v.Status)
 	return nil
 }
 
+// followPending follows pending version v of rec's app to the end of its rollout
+// in Nomad, where a previous server left it (see howToResume), and returns
+// how it ended.
+func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	job, err := o.currentJob(ctx, rec.JobID)
+	if err != nil {
+		return err
+	}
+	runs, err := o.runsVersion(rec, job, v)
+	if err != nil {
+		return err
+	}
+	action, why := howToResume(job, runs)
+	if action == resumeFail {
+		return &RolloutError{Version: v.Version, Cause: why}
+	}
+	if err := o.watchDeployment(ctx, rec.JobID, *job.Version, v.Version); err != nil {
+		return err
+	}
+	dep, err := o.awaitingDeployment(ctx, rec.JobID, v.Version)
+	if err != nil {
+		return err
+	}
+	if dep != nil {
+		// Canaries (or a blue-green set) the server never finished
+		// starting: hand traffic back to the live version, whatever split
+		// was published, and let Nomad revert.
+		return o.abandonCanary(ctx, rec, v)
+	}
+	// A blue-green switch the server promoted but did not finish leaves
+	// its split behind.
+	if err := o.clearStoredSplits(ctx, rec, v); err != nil {
+		return err
+	}
+	return o.probeStored(ctx, rec, v)
+}
+
 // runsVersion reports whether Nomad's job runs stored version v: the same
 // groups, rendered the same, with the app's rollover count.
-func (o *Orchestrator) runsVersion(job *nomad.Job, v *VersionRecord, rollovers int) (bool, error) {
+func (o *Orchestrator) runsVersion(rec *AppRecord, job *nomad.Job, v *VersionRecord) (bool, error) {
 	if job == nil {
 		return false, nil
 	}
-	rendered, err := o.renderStored(*job.ID, v)
+	rendered, err := o.renderStored(rec, v)
 	if err != nil {
 		return false, err
 	}
 	return maps.Equal(jobs.FunctionHashes(job, nil), jobs.FunctionHashes(rendered.Job, nil)) &&
-		runningRollovers(job) == rollovers, nil
+		runningRollovers(job) == rec.Rollovers, nil
 }
 
 // abandonCanary removes any split of stored version v's routes and fails
 // its deployment, so Nomad reverts to the live version.
-func (o *Orchestrator) abandonCanary(ctx context.Context, jobID string, v *VersionRecord) error {
-	if err := o.clearStoredSplits(ctx, jobID, v); err != nil {
+func (o *Orchestrator) abandonCanary(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	if err := o.clearStoredSplits(ctx, rec, v); err != nil {
 		return err
 	}
-	return o.abandon(jobID, v.Version, &RolloutError{Version: v.Version,
+	return o.abandon(ctx, rec.JobID, v.Version, &RolloutError{Version: v.Version,
 		Cause: "caravan server stopped before its canaries took their share of traffic; Nomad reverted them: deploy again"})
 }
 
 // clearStoredSplits removes any split of stored version v's routes (only
 // canary and blue-green routes can have one).
-func (o *Orchestrator) clearStoredSplits(ctx context.Context, jobID string, v *VersionRecord) error {
-	routes, err := o.storedRoutes(jobID, v, func(r router.Route) bool { return r.Preview != nil })
+func (o *Orchestrator) clearStoredSplits(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	routes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return r.Preview != nil })
 	if err != nil {
 		return err
 	}
 	return o.clearSplits(ctx, routes)
 }
 
-// storedApp parses stored version v of job jobID.
-func storedApp(jobID string, v *VersionRecord) (*spec.App, error) {
-	app, diags := spec.Parse([]byte(v.Spec), v.Filename)
+// storedApp is the effective app of stored version v of rec's app: the
+// strategy it rolled out with (--strategy overrides the spec's), as the
+// deployed app or its serve copy.
+func storedApp(rec *AppRecord, v *VersionRecord) (*spec.App, error) {
+	parsed, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
-	app.Serve = strings.HasSuffix(jobID, jobs.ServeSuffix)
-	if v.Strategy != "" {
-		// The strategy the version rolled out with (--strategy overrides
-		// the spec's).
-		if app.Deploy == nil {
-			app.Deploy = &spec.Deploy{}
-		}
-		app.Deploy.Strategy = v.Strategy
-	}
-	return app, nil
+	return effective(parsed, v.Strategy, rec.Serve), nil
 }
 
-// renderStored renders stored version v of job jobID.
-func (o *Orchestrator) renderStored(jobID string, v *VersionRecord) (*jobs.Rendered, error) {
-	app, err := storedApp(jobID, v)
+// renderStored renders stored version v of rec's app.
+func (o *Orchestrator) renderStored(rec *AppRecord, v *VersionRecord) (*jobs.Rendered, error) {
+	app, err := storedApp(rec, v)
 	if err != nil {
 		return nil, err
 	}
@@ -170,8 +172,8 @@ func (o *Orchestrator) renderStored(jobID string, v *VersionRecord) (*jobs.Rende
 }
 
 // storedRoutes are the routes of stored version v that keep accepts.
-func (o *Orchestrator) storedRoutes(jobID string, v *VersionRecord, keep func(router.Route) bool) ([]router.Route, error) {
-	app, err := storedApp(jobID, v)
+func (o *Orchestrator) storedRoutes(rec *AppRecord, v *VersionRecord, keep func(router.Route) bool) ([]router.Route, error) {
+	app, err := storedApp(rec, v)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +187,8 @@ func (o *Orchestrator) storedRoutes(jobID string, v *VersionRecord, keep func(ro
 }
 
 // probeStored probes the routes of a stored version's spec.
-func (o *Orchestrator) probeStored(ctx context.Context, jobID string, v *VersionRecord) error {
-	rendered, err := o.renderStored(jobID, v)
+func (o *Orchestrator) probeStored(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	rendered, err := o.renderStored(rec, v)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -85,15 +86,23 @@ type VersionRecord struct {
 // Store keeps app and version records; Consul KV in production.
 type Store interface {
 	// Lock serialises changes to one app across caravan servers; it waits
-	// until the lock is free or ctx ends.
-	Lock(ctx context.Context, jobID string) (unlock func(), err error)
+	// until the lock is free or ctx ends. The context it returns is for the
+	// work done under the lock: ctx's values without its cancellation (a
+	// change belongs to the holder, not to the client that asked for it),
+	// cancelled with cause ErrLockLost when the lock is lost, and when
+	// unlock is called.
+	Lock(ctx context.Context, jobID string) (held context.Context, unlock func(), err error)
 	// App returns the record of an app and its modify index (nil, 0 when
 	// there is none).
 	App(ctx context.Context, jobID string) (*AppRecord, uint64, error)
 	// PutApp writes rec if the stored record is still at index (0: absent).
 	PutApp(ctx context.Context, rec *AppRecord, index uint64) error
+	// Apps returns every app's record, and nothing else: no version is
+	// read.
 	Apps(ctx context.Context) ([]*AppRecord, error)
 	PutVersion(ctx context.Context, jobID string, generation int, v *VersionRecord) error
+	// Version returns one version (nil when there is none).
+	Version(ctx context.Context, jobID string, generation, version int) (*VersionRecord, error)
 	// Versions returns a generation's versions, oldest first.
 	Versions(ctx context.Context, jobID string, generation int) ([]*VersionRecord, error)
 	// ClaimHost records that owner serves host; it returns a
@@ -111,6 +120,11 @@ type HostOwner struct {
 	Workspace string `json:"workspace"`
 	App       string `json:"app"`
 }
+
+// ErrLockLost ends work under an app's lock whose Consul session expired
+// (the server could not renew it in time): another server may hold the
+// lock now, so this one must write nothing more.
+var ErrLockLost = errors.New("lost the app's lock: another caravan server may be changing it; try again")
 
 // ErrConflict is a check-and-set write that lost to another writer.
 var ErrConflict = errors.New("the app record changed underneath this request")
@@ -131,7 +145,7 @@ const (
 	kvHosts = "caravan/hosts/"
 )
 
-func (s *ConsulStore) Lock(ctx context.Context, jobID string) (func(), error) {
+func (s *ConsulStore) Lock(ctx context.Context, jobID string) (context.Context, func(), error) {
 	lock, err := s.Client.LockOpts(&consul.LockOptions{
 		Key:          kvApps + jobID + "/lock",
 		SessionName:  "caravan deploy " + jobID,
@@ -139,30 +153,32 @@ func (s *ConsulStore) Lock(ctx context.Context, jobID string) (func(), error) {
 		LockWaitTime: 5 * time.Second,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// stop ends the wait for the lock when ctx ends; closed once.
 	stop := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			close(stop)
-		case <-stop:
-		}
-	}()
+	var once sync.Once
+	closeStop := func() { once.Do(func() { close(stop) }) }
+	waiting := context.AfterFunc(ctx, closeStop)
 	lost, err := lock.Lock(stop)
+	waiting()
 	if err != nil || lost == nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("waiting for another change to app %s to finish: %w", jobID, ctx.Err())
+			return nil, nil, fmt.Errorf("waiting for another change to app %s to finish: %w", jobID, ctx.Err())
 		}
-		return nil, fmt.Errorf("locking app %s: %v", jobID, err)
+		return nil, nil, fmt.Errorf("locking app %s: %v", jobID, err)
 	}
-	return func() {
-		_ = lock.Unlock()
+	held, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	go func() {
 		select {
-		case <-stop:
-		default:
-			close(stop)
+		case <-lost:
+			cancel(ErrLockLost)
+		case <-held.Done():
 		}
+	}()
+	return held, func() {
+		cancel(nil)
+		_ = lock.Unlock()
 	}, nil
 }
 
@@ -194,23 +210,65 @@ func (s *ConsulStore) PutApp(ctx context.Context, rec *AppRecord, index uint64) 
 	return nil
 }
 
+// Apps lists the apps' folders (keys only), then reads their records in
+// transactions of 64 reads: the versions below them, with their specs,
+// are never read.
 func (s *ConsulStore) Apps(ctx context.Context) ([]*AppRecord, error) {
-	pairs, _, err := s.Client.KV().List(kvApps, (&consul.QueryOptions{}).WithContext(ctx))
+	dirs, _, err := s.Client.KV().Keys(kvApps, "/", (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("listing apps: %w", err)
 	}
 	var out []*AppRecord
-	for _, p := range pairs {
-		if !strings.HasSuffix(p.Key, "/record") {
+	for chunk := range slices.Chunk(dirs, 64) {
+		var ops consul.TxnOps
+		for _, d := range chunk {
+			if strings.HasSuffix(d, "/") {
+				ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVGetOrEmpty, Key: d + "record"}})
+			}
+		}
+		if len(ops) == 0 {
 			continue
 		}
-		var rec AppRecord
-		if err := json.Unmarshal(p.Value, &rec); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", p.Key, err)
+		ok, resp, _, err := s.Client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
+		if err != nil || !ok {
+			return nil, errors.Join(fmt.Errorf("reading app records"), err, txnErrors(resp))
 		}
-		out = append(out, &rec)
+		for _, r := range resp.Results {
+			if r.KV == nil || len(r.KV.Value) == 0 {
+				continue
+			}
+			var rec AppRecord
+			if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", r.KV.Key, err)
+			}
+			out = append(out, &rec)
+		}
 	}
 	return out, nil
+}
+
+// txnErrors joins the errors of a Consul transaction that did not commit.
+func txnErrors(resp *consul.TxnResponse) error {
+	if resp == nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range resp.Errors {
+		errs = append(errs, errors.New(e.What))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *ConsulStore) Version(ctx context.Context, jobID string, generation, version int) (*VersionRecord, error) {
+	pair, _, err := s.Client.KV().Get(versionKey(jobID, generation, version), (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return nil, err
+	}
+	var v VersionRecord
+	if err := json.Unmarshal(pair.Value, &v); err != nil {
+		return nil, fmt.Errorf("reading version %d of %s: %w", version, jobID, err)
+	}
+	return &v, nil
 }
 
 func versionKey(jobID string, generation, version int) string {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -17,18 +19,17 @@ import (
 // the deployment (so auto_revert restores the previous version) and returns
 // a *RolloutError naming the function and the cause.
 // needs says what each function asks of a node (see needs in apply.go).
-func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *nomad.JobRegisterResponse, version int, needs map[string]string) error {
-	eval, err := o.waitEval(ctx, reg.EvalID)
+func (o *Orchestrator) watchRollout(ctx context.Context, jobID, evalID string, version int, needs map[string]string) error {
+	eval, err := o.waitEval(ctx, evalID)
 	if err != nil {
-		return o.abandon(jobID, version, err)
+		return o.abandon(ctx, jobID, version, err)
 	}
 	if g, cause := firstUnplaceable(eval.FailedTGAllocs, needs); g != "" {
-		return o.abandon(jobID, version, &RolloutError{Function: g, Version: version, Cause: cause})
+		return o.abandon(ctx, jobID, version, &RolloutError{Function: g, Version: version, Cause: cause})
 	}
-
-	job, _, err := o.nomad.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("reading job %s: %w", jobID, err)
+	job, err := o.nomad.Job(ctx, jobID)
+	if err != nil || job == nil {
+		return errors.Join(err, fmt.Errorf("job %s vanished from Nomad", jobID))
 	}
 	return o.watchDeployment(ctx, jobID, *job.Version, version)
 }
@@ -37,7 +38,7 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID string, reg *noma
 // (caravan version version) to its end with blocking queries, or until its
 // canaries wait for caravan to promote them; see watchRollout.
 func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVersion uint64, version int) error {
-	dep, _, err := o.nomad.Jobs().LatestDeployment(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+	dep, err := o.nomad.LatestDeployment(ctx, jobID)
 	if err != nil {
 		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
 	}
@@ -53,22 +54,18 @@ func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployme
 	o.log.Debug("watching deployment", "job", dep.JobID, "deployment", dep.ID)
 	index := dep.ModifyIndex
 	for {
-		switch dep.Status {
-		case nomad.DeploymentStatusSuccessful:
+		switch deploymentProgress(dep, untilPromotion) {
+		case deploymentDone:
 			return nil
-		case nomad.DeploymentStatusRunning:
-			if untilPromotion && awaitingPromotion(dep) {
-				return nil // canaries are healthy; caravan promotes them
-			}
-		case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:
+		case deploymentFailed:
 			return o.deploymentError(context.WithoutCancel(ctx), dep, version)
 		}
-		q := (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx)
-		next, meta, err := o.nomad.Deployments().Info(dep.ID, q)
+		next, last, err := o.nomad.Deployment(ctx, dep.ID, index)
 		if err != nil {
 			if ctx.Err() != nil {
-				o.failDeployment(dep.ID)
-				rerr := o.deploymentError(context.Background(), dep, version)
+				dctx := context.WithoutCancel(ctx)
+				o.failDeployment(dctx, dep.ID)
+				rerr := o.deploymentError(dctx, dep, version)
 				var re *RolloutError
 				if errors.As(rerr, &re) {
 					re.Cause = "not healthy before the deadline: " + re.Cause
@@ -77,26 +74,54 @@ func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployme
 			}
 			return fmt.Errorf("watching deployment %s: %w", shortID(dep.ID), err)
 		}
-		dep, index = next, meta.LastIndex
+		dep, index = next, last
 	}
+}
+
+// progress is where a deployment stands for a rollout that follows it.
+type progress int
+
+const (
+	deploymentOngoing progress = iota
+	deploymentDone
+	deploymentFailed
+)
+
+// deploymentProgress says whether dep is done (successful; with
+// untilPromotion, also running with canaries that wait for caravan),
+// failed (or cancelled), or still going.
+func deploymentProgress(dep *nomad.Deployment, untilPromotion bool) progress {
+	switch dep.Status {
+	case nomad.DeploymentStatusSuccessful:
+		return deploymentDone
+	case nomad.DeploymentStatusRunning:
+		if untilPromotion && awaitingPromotion(dep) {
+			return deploymentDone // canaries are healthy; caravan promotes them
+		}
+	case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:
+		return deploymentFailed
+	}
+	return deploymentOngoing
 }
 
 // abandon fails the version's deployment, if any, so Nomad reverts to the
 // previous stable version, and returns err.
-func (o *Orchestrator) abandon(jobID string, version int, err error) error {
-	dep, _, derr := o.nomad.Jobs().LatestDeployment(jobID, nil)
+func (o *Orchestrator) abandon(ctx context.Context, jobID string, version int, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	dep, derr := o.nomad.LatestDeployment(ctx, jobID)
 	if derr == nil && dep != nil && dep.Status == nomad.DeploymentStatusRunning {
-		o.failDeployment(dep.ID)
+		o.failDeployment(ctx, dep.ID)
 	} else if derr == nil && dep == nil && version == 1 {
 		// A first version that cannot be placed would wait for capacity
 		// forever; stop it so nothing half-deployed lingers.
-		_, _, _ = o.nomad.Jobs().Deregister(jobID, false, nil)
+		_, _ = o.nomad.Deregister(ctx, jobID, false)
 	}
 	return err
 }
 
-func (o *Orchestrator) failDeployment(id string) {
-	if _, _, err := o.nomad.Deployments().Fail(id, nil); err != nil {
+func (o *Orchestrator) failDeployment(ctx context.Context, id string) {
+	if err := o.nomad.FailDeployment(ctx, id); err != nil {
 		o.log.Warn("failing deployment", "deployment", id, "error", err)
 	}
 }
@@ -104,7 +129,7 @@ func (o *Orchestrator) failDeployment(id string) {
 func (o *Orchestrator) waitEval(ctx context.Context, id string) (*nomad.Evaluation, error) {
 	var index uint64
 	for {
-		eval, meta, err := o.nomad.Evaluations().Info(id, (&nomad.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		eval, last, err := o.nomad.Evaluation(ctx, id, index)
 		if err != nil {
 			return nil, fmt.Errorf("waiting for Nomad to evaluate the job: %w", err)
 		}
@@ -114,18 +139,25 @@ func (o *Orchestrator) waitEval(ctx context.Context, id string) (*nomad.Evaluati
 		case nomad.EvalStatusFailed, nomad.EvalStatusCancelled:
 			return nil, &RolloutError{Cause: fmt.Sprintf("Nomad's evaluation %s: %s", eval.Status, eval.StatusDescription)}
 		}
-		index = meta.LastIndex
+		index = last
 	}
 }
 
 // deploymentError explains a failed deployment from its allocations.
 func (o *Orchestrator) deploymentError(ctx context.Context, dep *nomad.Deployment, version int) error {
-	re := &RolloutError{Version: version, Cause: dep.StatusDescription}
-	allocs, _, err := o.nomad.Deployments().Allocations(dep.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	allocs, _, err := o.nomad.DeploymentAllocations(ctx, dep.ID, 0)
 	if err != nil {
-		return re
+		allocs = nil
 	}
-	// Prefer an allocation that failed, then one that is unhealthy.
+	return explainDeployment(dep, allocs, version)
+}
+
+// explainDeployment names the function and cause of failed deployment
+// dep: the task events of an allocation that failed (else one that is
+// unhealthy), else the first group short of healthy containers.
+func explainDeployment(dep *nomad.Deployment, allocs []*nomad.AllocationListStub, version int) *RolloutError {
+	re := &RolloutError{Version: version, Cause: dep.StatusDescription}
+	allocs = slices.Clone(allocs)
 	sort.SliceStable(allocs, func(i, j int) bool { return rank(allocs[i]) < rank(allocs[j]) })
 	for _, a := range allocs {
 		if rank(a) == 2 {
@@ -135,15 +167,13 @@ func (o *Orchestrator) deploymentError(ctx context.Context, dep *nomad.Deploymen
 		if why := taskFailure(a.TaskStates); why != "" {
 			re.Cause = why
 		}
-		break
+		return re
 	}
-	if re.Function == "" {
-		for name, st := range dep.TaskGroups {
-			if st.HealthyAllocs < st.DesiredTotal {
-				re.Function = name
-				re.Cause = fmt.Sprintf("%d of %d containers healthy (%s)", st.HealthyAllocs, st.DesiredTotal, dep.StatusDescription)
-				break
-			}
+	for _, name := range slices.Sorted(maps.Keys(dep.TaskGroups)) {
+		if st := dep.TaskGroups[name]; st.HealthyAllocs < st.DesiredTotal {
+			re.Function = name
+			re.Cause = fmt.Sprintf("%d of %d containers healthy (%s)", st.HealthyAllocs, st.DesiredTotal, dep.StatusDescription)
+			break
 		}
 	}
 	return re

@@ -118,9 +118,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		prober = p
 	}
+	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
+		Router: cfg.Router, Prober: prober, Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")})
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		orch: orchestrator.New(orchestrator.Config{Nomad: nc, Consul: cc, Router: cfg.Router, Prober: prober,
-			Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")}),
+		orch:        orch,
 		tokens:      &Tokens{KV: cc.KV()},
 		log:         log,
 		ln:          ln,

@@ -47,11 +47,15 @@ func run(path string) error {
 	}
 	routes.HTTPSPort, _ = strconv.Atoi(os.Getenv("CARAVAN_HTTPS_PORT"))
 
-	o := orchestrator.New(orchestrator.Config{
-		Nomad:  nc,
+	o, err := orchestrator.New(orchestrator.Config{
+		Nomad:  orchestrator.NomadClient{Client: nc},
+		Consul: orchestrator.ConsulClient{Client: cc},
 		Store:  &orchestrator.ConsulStore{Client: cc},
 		Router: routes,
 	})
+	if err != nil {
+		return err
+	}
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -1,0 +1,201 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// NomadClient adapts the official Nomad client to Nomad. This file is
+// the orchestrator's only use of it.
+type NomadClient struct {
+	Client *nomad.Client
+}
+
+var _ Nomad = NomadClient{}
+
+func q(ctx context.Context, waitIndex uint64) *nomad.QueryOptions {
+	return (&nomad.QueryOptions{WaitIndex: waitIndex}).WithContext(ctx)
+}
+
+func w(ctx context.Context) *nomad.WriteOptions { return (&nomad.WriteOptions{}).WithContext(ctx) }
+
+func (n NomadClient) Job(ctx context.Context, id string) (*nomad.Job, error) {
+	job, _, err := n.Client.Jobs().Info(id, q(ctx, 0))
+	if err != nil {
+		var re nomad.UnexpectedResponseError
+		if errors.As(err, &re) && re.StatusCode() == 404 {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading job %s from Nomad: %w", id, err)
+	}
+	return job, nil
+}
+
+func (n NomadClient) Plan(ctx context.Context, job *nomad.Job, diff bool) (*nomad.JobPlanResponse, error) {
+	plan, _, err := n.Client.Jobs().PlanOpts(job, &nomad.PlanOptions{Diff: diff}, w(ctx))
+	return plan, err
+}
+
+func (n NomadClient) Register(ctx context.Context, job *nomad.Job, modifyIndex uint64) (string, error) {
+	opts := &nomad.RegisterOptions{}
+	if modifyIndex > 0 {
+		opts.EnforceIndex, opts.ModifyIndex = true, modifyIndex
+	}
+	reg, _, err := n.Client.Jobs().RegisterOpts(job, opts, w(ctx))
+	if err != nil {
+		return "", err
+	}
+	return reg.EvalID, nil
+}
+
+func (n NomadClient) Revert(ctx context.Context, id string, version uint64) (string, error) {
+	reg, _, err := n.Client.Jobs().Revert(id, version, nil, w(ctx), "", "")
+	if err != nil {
+		return "", err
+	}
+	return reg.EvalID, nil
+}
+
+func (n NomadClient) Deregister(ctx context.Context, id string, purge bool) (string, error) {
+	evalID, _, err := n.Client.Jobs().Deregister(id, purge, w(ctx))
+	return evalID, err
+}
+
+func (n NomadClient) Jobs(ctx context.Context, prefix string) ([]*nomad.JobListStub, error) {
+	qo := q(ctx, 0)
+	qo.Prefix = prefix
+	stubs, _, err := n.Client.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}}, qo)
+	return stubs, err
+}
+
+func (n NomadClient) Summary(ctx context.Context, id string) (*nomad.JobSummary, error) {
+	s, _, err := n.Client.Jobs().Summary(id, q(ctx, 0))
+	return s, err
+}
+
+func (n NomadClient) JobAllocations(ctx context.Context, id string, waitIndex uint64) ([]*nomad.AllocationListStub, uint64, error) {
+	allocs, meta, err := n.Client.Jobs().Allocations(id, false, q(ctx, waitIndex))
+	if err != nil {
+		return nil, 0, err
+	}
+	return allocs, meta.LastIndex, nil
+}
+
+func (n NomadClient) Allocation(ctx context.Context, id string) (*nomad.Allocation, error) {
+	a, _, err := n.Client.Allocations().Info(id, q(ctx, 0))
+	return a, err
+}
+
+func (n NomadClient) LatestDeployment(ctx context.Context, jobID string) (*nomad.Deployment, error) {
+	dep, _, err := n.Client.Jobs().LatestDeployment(jobID, q(ctx, 0))
+	return dep, err
+}
+
+func (n NomadClient) Deployment(ctx context.Context, id string, waitIndex uint64) (*nomad.Deployment, uint64, error) {
+	dep, meta, err := n.Client.Deployments().Info(id, q(ctx, waitIndex))
+	if err != nil {
+		return nil, 0, err
+	}
+	return dep, meta.LastIndex, nil
+}
+
+func (n NomadClient) DeploymentAllocations(ctx context.Context, id string, waitIndex uint64) ([]*nomad.AllocationListStub, uint64, error) {
+	allocs, meta, err := n.Client.Deployments().Allocations(id, q(ctx, waitIndex))
+	if err != nil {
+		return nil, 0, err
+	}
+	return allocs, meta.LastIndex, nil
+}
+
+func (n NomadClient) FailDeployment(ctx context.Context, id string) error {
+	_, _, err := n.Client.Deployments().Fail(id, w(ctx))
+	return err
+}
+
+func (n NomadClient) PromoteDeployment(ctx context.Context, id string) error {
+	_, _, err := n.Client.Deployments().PromoteAll(id, w(ctx))
+	return err
+}
+
+func (n NomadClient) Evaluation(ctx context.Context, id string, waitIndex uint64) (*nomad.Evaluation, uint64, error) {
+	eval, meta, err := n.Client.Evaluations().Info(id, q(ctx, waitIndex))
+	if err != nil {
+		return nil, 0, err
+	}
+	return eval, meta.LastIndex, nil
+}
+
+func (n NomadClient) ForcePeriodic(ctx context.Context, id string) (string, error) {
+	evalID, _, err := n.Client.Jobs().PeriodicForce(id, w(ctx))
+	return evalID, err
+}
+
+func (n NomadClient) Dispatch(ctx context.Context, id string, meta map[string]string, payload []byte) (string, string, error) {
+	d, _, err := n.Client.Jobs().Dispatch(id, meta, payload, "", w(ctx))
+	if err != nil {
+		return "", "", err
+	}
+	return d.DispatchedJobID, d.EvalID, nil
+}
+
+func (n NomadClient) ReadFile(ctx context.Context, alloc *nomad.Allocation, path string, limit int64) (io.ReadCloser, error) {
+	return n.Client.AllocFS().ReadAt(alloc, path, 0, limit, q(ctx, 0))
+}
+
+func (n NomadClient) FollowLogs(ctx context.Context, alloc *nomad.Allocation, task, stream string) (<-chan *nomad.StreamFrame, <-chan error) {
+	cancel := make(chan struct{})
+	go func() { <-ctx.Done(); close(cancel) }()
+	return n.Client.AllocFS().Logs(alloc, true, task, stream, nomad.OriginStart, 0, cancel, q(ctx, 0))
+}
+
+// ConsulClient adapts the official Consul client to Consul.
+type ConsulClient struct {
+	Client *consul.Client
+}
+
+var _ Consul = ConsulClient{}
+
+func (c ConsulClient) Instances(ctx context.Context, service, tag string, passing bool, waitIndex uint64) ([]Instance, uint64, error) {
+	entries, meta, err := c.Client.Health().Service(service, tag, passing, (&consul.QueryOptions{WaitIndex: waitIndex}).WithContext(ctx))
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]Instance, 0, len(entries))
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
+		}
+		out = append(out, Instance{ID: e.Service.ID, Address: addr, Port: e.Service.Port})
+	}
+	return out, meta.LastIndex, nil
+}
+
+func (c ConsulClient) WriteKV(ctx context.Context, ops []KVOp) error {
+	var txn consul.TxnOps
+	for _, op := range ops {
+		kv := &consul.KVTxnOp{Verb: consul.KVSet, Key: op.Key, Value: op.Value}
+		if op.Delete {
+			kv = &consul.KVTxnOp{Verb: consul.KVDelete, Key: op.Key}
+		}
+		txn = append(txn, &consul.TxnOp{KV: kv})
+	}
+	ok, resp, _, err := c.Client.Txn().Txn(txn, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return txnErrors(resp)
+	}
+	return nil
+}
+
+func (c ConsulClient) DeleteKVTree(ctx context.Context, prefix string) error {
+	_, err := c.Client.KV().DeleteTree(prefix, (&consul.WriteOptions{}).WithContext(ctx))
+	return err
+}
