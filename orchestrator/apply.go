@@ -151,6 +151,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		return nil, err
 	}
 	defer unlock()
+	if err := o.settleLeftover(held, id); err != nil {
+		return nil, err
+	}
 	rec, index, current, err := o.load(held, app, id)
 	if err != nil {
 		return nil, err
@@ -195,6 +198,12 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	defer cancel()
 	log.Info("rolling out", "version", vrec.Version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
 	canary, rollErr := o.rollout(rctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version})
+	if errors.Is(context.Cause(held), ErrLockLost) {
+		// Another server may hold the lock now: write nothing more. The
+		// next holder settles the version from what Nomad did.
+		log.Warn("lost the lock during the rollout", "version", vrec.Version)
+		return nil, ErrLockLost
+	}
 
 	// The outcome is recorded even when the rollout ran out of time.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(held), 30*time.Second)

@@ -39,7 +39,7 @@ func (o *Orchestrator) Resume(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = o.resume(ctx, rec.JobID, v.Version)
+			errs[i] = o.resume(ctx, rec.JobID)
 		}()
 	}
 	wg.Wait()
@@ -53,25 +53,29 @@ func wait(wg *sync.WaitGroup) error {
 	return nil
 }
 
-func (o *Orchestrator) resume(ctx context.Context, jobID string, version int) error {
-	log := o.log.With("job", jobID, "version", version)
+func (o *Orchestrator) resume(ctx context.Context, jobID string) error {
 	held, unlock, err := o.store.Lock(ctx, jobID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	// Read again under the lock: another server may have settled it.
+	return o.settleLeftover(held, jobID)
+}
+
+// settleLeftover settles the latest version of job jobID if a holder of
+// its lock left it pending (a server stopped, or lost the lock, in the
+// middle of its rollout), so the next change starts from a consistent
+// record. It runs under the lock.
+func (o *Orchestrator) settleLeftover(held context.Context, jobID string) error {
 	rec, _, err := o.store.App(held, jobID)
-	if err != nil || rec == nil {
+	if err != nil || rec == nil || rec.LatestVersion == 0 || rec.State == StateStopped {
 		return err
 	}
-	v, err := o.version(held, rec, version)
-	if err != nil {
+	v, err := o.store.Version(held, jobID, rec.Generation, rec.LatestVersion)
+	if err != nil || v == nil || v.Status != StatusPending {
 		return err
 	}
-	if v.Status != StatusPending {
-		return nil
-	}
+	log := o.log.With("job", jobID, "version", v.Version)
 	log.Info("resuming an interrupted rollout")
 	if err := o.finish(held, jobID, v, o.followPending(held, rec, v)); err != nil {
 		return err

@@ -62,6 +62,9 @@ func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployme
 		}
 		next, last, err := o.nomad.Deployment(ctx, dep.ID, index)
 		if err != nil {
+			if errors.Is(context.Cause(ctx), ErrLockLost) {
+				return ErrLockLost // the next holder follows it
+			}
 			if ctx.Err() != nil {
 				dctx := context.WithoutCancel(ctx)
 				o.failDeployment(dctx, dep.ID)
