@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -508,4 +509,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func mustParse(t *testing.T, src []byte) *spec.App {
+	t.Helper()
+	app, diags := spec.Parse(src, "app.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	return app
 }
