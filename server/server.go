@@ -99,7 +99,7 @@ type Server struct {
 // New wires a Server from cfg and opens its listener; Start serves it.
 // Unless cfg.Router.AuthURL is set, Traefik's forwardAuth is pointed at this
 // server's own /v1/auth/proxy.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (_ *Server, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Info})
@@ -108,6 +108,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A configuration refused below must not keep the port.
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 	if cfg.Router.AuthURL == "" {
 		cfg.Router.AuthURL = "http://" + ln.Addr().String() + "/v1/auth/proxy"
 	}
