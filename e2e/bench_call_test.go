@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestBenchCall prints the time from `caravan call` to its result
@@ -25,14 +25,14 @@ func TestBenchCall(t *testing.T) {
     callable = true
   }
 }
-`, server.DeployBody{})
+`, api.DeployBody{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var took, inServer []time.Duration
 	for i := range runs {
 		in := fmt.Sprintf(`{"i":%d}`, i)
 		began := time.Now()
-		r, err := env.client.Call(ctx, "benchcall", "echo", server.ChangeBody{}, []byte(in), 0)
+		r, err := env.client.Call(ctx, "benchcall", "echo", api.ChangeBody{}, []byte(in), 0)
 		if err != nil || r.ExitCode != 0 || r.Output != in {
 			t.Fatalf("call %d: %+v %v", i, r, err)
 		}

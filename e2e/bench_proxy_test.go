@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 )
 
 // measure sends sequential GETs for latency, then concurrent ones for
@@ -101,7 +101,7 @@ func TestBenchProxy(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	deploy(t, "proxybench.hcl", src, server.DeployBody{})
+	deploy(t, "proxybench.hcl", src, api.DeployBody{})
 	<-done
 
 	// The container's own address, from Consul.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestBenchCanaryAndBlueGreen prints the canary's measured share of traffic
@@ -23,15 +23,15 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 	for i := range runs {
 		app := fmt.Sprintf("bcanary%d", i)
 		purge(t, "e2e--"+app)
-		deploy(t, app+".hcl", rolloutSpec(app, "v1", 2, canary, ""), server.DeployBody{})
-		res := deploy(t, app+".hcl", rolloutSpec(app, "v2", 2, canary, ""), server.DeployBody{})
+		deploy(t, app+".hcl", rolloutSpec(app, "v1", 2, canary, ""), api.DeployBody{})
+		res := deploy(t, app+".hcl", rolloutSpec(app, "v2", 2, canary, ""), api.DeployBody{})
 		if res.Canary == nil {
 			t.Fatal("not a canary")
 		}
 		toCanary = append(toCanary, res.Duration)
 		counts := tally(t, res.Functions[0].URL, 1000)
 		shares = append(shares, float64(counts["v2"])/10)
-		p, err := env.client.Promote(context.Background(), app, server.ChangeBody{Workspace: "e2e"})
+		p, err := env.client.Promote(context.Background(), app, api.ChangeBody{Workspace: "e2e"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,10 +49,10 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 	for i := range runs {
 		app := fmt.Sprintf("bgreen%d", i)
 		purge(t, "e2e--"+app)
-		v1 := deploy(t, app+".hcl", rolloutSpec(app, "blue", 2, bg, ""), server.DeployBody{})
+		v1 := deploy(t, app+".hcl", rolloutSpec(app, "blue", 2, bg, ""), api.DeployBody{})
 		stop := sampleLoad(v1.Functions[0].URL, 8)
 		began := time.Now()
-		res := deploy(t, app+".hcl", rolloutSpec(app, "green", 2, bg, ""), server.DeployBody{})
+		res := deploy(t, app+".hcl", rolloutSpec(app, "green", 2, bg, ""), api.DeployBody{})
 		time.Sleep(2 * time.Second)
 		samples := stop()
 		failed, blueAfter, errs := switchStats(samples, "blue", "green")

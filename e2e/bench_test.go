@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // threeFunctions is an app of three web functions.
@@ -41,7 +41,7 @@ func TestBench(t *testing.T) {
 		app := fmt.Sprintf("bench%d", i)
 		purge(t, "e2e--"+app)
 		began := time.Now()
-		res := deploy(t, app+".hcl", threeFunctions(app, "v1"), server.DeployBody{})
+		res := deploy(t, app+".hcl", threeFunctions(app, "v1"), api.DeployBody{})
 		// Deploy returns once every URL answered through Traefik over
 		// verified TLS; check that independently before stopping the clock.
 		for _, f := range res.Functions {
@@ -52,16 +52,16 @@ func TestBench(t *testing.T) {
 		fresh = append(fresh, time.Since(began))
 
 		began = time.Now()
-		if r := deploy(t, app+".hcl", threeFunctions(app, "v1"), server.DeployBody{}); r.Changed {
+		if r := deploy(t, app+".hcl", threeFunctions(app, "v1"), api.DeployBody{}); r.Changed {
 			t.Fatal("no-op deploy changed something")
 		}
 		noop = append(noop, time.Since(began))
 
 		began = time.Now()
-		deploy(t, app+".hcl", threeFunctions(app, "v2"), server.DeployBody{Strategy: "rolling"})
+		deploy(t, app+".hcl", threeFunctions(app, "v2"), api.DeployBody{Strategy: "rolling"})
 		rolling = append(rolling, time.Since(began))
 
-		if _, err := env.client.Stop(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+		if _, err := env.client.Stop(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 )
 
 // callSpec is an app with a web function and two callables: "echo" prints
@@ -73,7 +73,7 @@ func TestCall(t *testing.T) {
 	for _, id := range []string{app, echoID, failID} {
 		purge(t, id)
 	}
-	res := deploy(t, "callme.hcl", callSpec(true), server.DeployBody{})
+	res := deploy(t, "callme.hcl", callSpec(true), api.DeployBody{})
 	for _, f := range res.Functions {
 		if callable := f.Name != "web"; f.Callable != callable || f.Change != orchestrator.Created || (callable && f.Containers != 0) {
 			t.Fatalf("deploy result for %s: %+v", f.Name, f)
@@ -90,7 +90,7 @@ func TestCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	call := func(fn, input string) (*orchestrator.CallResult, error) {
-		return env.client.Call(ctx, "callme", fn, server.ChangeBody{}, []byte(input), time.Minute)
+		return env.client.Call(ctx, "callme", fn, api.ChangeBody{}, []byte(input), time.Minute)
 	}
 
 	t.Run("output and exit 0", func(t *testing.T) {
@@ -151,7 +151,7 @@ func TestCall(t *testing.T) {
 		if err != nil || r.ExitCode != 0 || !strings.Contains(r.Output, `"bytes":16384`) {
 			t.Fatalf("call with 16 KiB of input: exit %v %v; output %.100q", r.ExitCode, err, r.Output)
 		}
-		var apiErr *server.APIError
+		var apiErr *api.APIError
 		_, err = call("echo", exact+" ")
 		if !errors.As(err, &apiErr) || apiErr.Status != 413 || apiErr.Kind != "input_too_large" ||
 			!strings.Contains(apiErr.Message, "16385 bytes") || !strings.Contains(apiErr.Message, "16384 bytes") ||
@@ -164,7 +164,7 @@ func TestCall(t *testing.T) {
 	})
 
 	t.Run("bad requests", func(t *testing.T) {
-		var apiErr *server.APIError
+		var apiErr *api.APIError
 		if _, err := call("echo", `{"n": `); !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(apiErr.Message, "not valid JSON") {
 			t.Fatalf("call with broken JSON: %v; want 400", err)
 		}
@@ -179,12 +179,12 @@ func TestCall(t *testing.T) {
 	if got := modifyIndex(t, echoID); got != index {
 		t.Fatalf("echo's job was modified by the calls: index %d, was %d", got, index)
 	}
-	if r := deploy(t, "callme.hcl", callSpec(true), server.DeployBody{}); r.Changed || modifyIndex(t, echoID) != index {
+	if r := deploy(t, "callme.hcl", callSpec(true), api.DeployBody{}); r.Changed || modifyIndex(t, echoID) != index {
 		t.Fatalf("an unchanged deploy changed something: %+v", r)
 	}
 
 	// Without "fail", its job goes; echo stays.
-	r := deploy(t, "callme.hcl", callSpec(false), server.DeployBody{})
+	r := deploy(t, "callme.hcl", callSpec(false), api.DeployBody{})
 	changes := map[string]orchestrator.Change{}
 	for _, f := range r.Functions {
 		changes[f.Name] = f.Change
@@ -217,7 +217,7 @@ func TestCall(t *testing.T) {
 	}
 
 	// A rollback to version 1 brings "fail" back.
-	if _, err := env.client.Rollback(ctx, "callme", server.ChangeBody{Version: 1}); err != nil {
+	if _, err := env.client.Rollback(ctx, "callme", api.ChangeBody{Version: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if j, _, err := env.nomad.Jobs().Info(failID, nil); err != nil || j.Meta["caravan.version"] != "3" {
@@ -227,7 +227,7 @@ func TestCall(t *testing.T) {
 		t.Fatalf("fail after the rollback: %+v %v", r, err)
 	}
 
-	if _, err := env.client.Stop(ctx, "callme", server.ChangeBody{}); err != nil {
+	if _, err := env.client.Stop(ctx, "callme", api.ChangeBody{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{echoID, failID} {
@@ -243,11 +243,11 @@ func TestCallExample(t *testing.T) {
 	deployExample(t, "json")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, err := env.client.Call(ctx, "calc", "sum", server.ChangeBody{}, []byte(`{"numbers": [1, 2, 3.5]}`), 0)
+	r, err := env.client.Call(ctx, "calc", "sum", api.ChangeBody{}, []byte(`{"numbers": [1, 2, 3.5]}`), 0)
 	if err != nil || r.ExitCode != 0 || r.Output != `{"sum":6.5}`+"\n" {
 		t.Fatalf("call sum: %+v %v", r, err)
 	}
-	r, err = env.client.Call(ctx, "calc", "sum", server.ChangeBody{}, []byte(`{}`), 0)
+	r, err = env.client.Call(ctx, "calc", "sum", api.ChangeBody{}, []byte(`{}`), 0)
 	if err != nil || r.ExitCode != 2 || !strings.Contains(r.Stderr, "numbers") {
 		t.Fatalf("call sum without numbers: %+v %v; want exit 2", r, err)
 	}

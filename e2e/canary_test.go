@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 )
 
 // rolloutSpec is a web function answering body, min containers, with the
@@ -121,14 +121,14 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	purge(t, job)
 	canary := `strategy = "canary"
     traffic  = 10`
-	v1 := deploy(t, "bird.hcl", rolloutSpec(app, "v1", 2, canary, ""), server.DeployBody{})
+	v1 := deploy(t, "bird.hcl", rolloutSpec(app, "v1", 2, canary, ""), api.DeployBody{})
 	url := v1.Functions[0].URL
 	if v1.Canary != nil {
 		t.Fatal("a first version has nothing to be a canary of")
 	}
 	answers(t, url, "v1")
 
-	v2 := deploy(t, "bird.hcl", rolloutSpec(app, "v2", 2, canary, ""), server.DeployBody{})
+	v2 := deploy(t, "bird.hcl", rolloutSpec(app, "v2", 2, canary, ""), api.DeployBody{})
 	if v2.Canary == nil || v2.Canary.Traffic != 10 {
 		t.Fatalf("version 2 is not a canary at 10%%: %+v", v2.Canary)
 	}
@@ -154,14 +154,14 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	// No other change while the canary decides.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "bird.hcl", Spec: rolloutSpec(app, "v3", 2, canary, "")})
-	var apiErr *server.APIError
+	_, err := env.client.DeployBody(ctx, api.DeployBody{Filename: "bird.hcl", Spec: rolloutSpec(app, "v3", 2, canary, "")})
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "canary_pending" || !strings.Contains(err.Error(), "caravan app promote bird") {
 		t.Fatalf("deploy during a canary: %v, want a canary_pending error naming promote", err)
 	}
 
 	// Abort: everything back on v1, canaries gone.
-	if _, err := env.client.Abort(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 		t.Fatalf("abort: %v", err)
 	}
 	onlyBody(t, url, "v1")
@@ -176,11 +176,11 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 	}
 
 	// A new canary, promoted: v4 takes everything and v1's containers go.
-	v3 := deploy(t, "bird.hcl", rolloutSpec(app, "v3", 2, canary, ""), server.DeployBody{})
+	v3 := deploy(t, "bird.hcl", rolloutSpec(app, "v3", 2, canary, ""), api.DeployBody{})
 	if v3.Canary == nil {
 		t.Fatalf("version %d is not a canary", v3.Version)
 	}
-	res, err := env.client.Promote(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	res, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil {
 		t.Fatalf("promote: %v", err)
 	}
@@ -212,8 +212,8 @@ func TestCanaryPromotedAfterHealthyPeriod(t *testing.T) {
 	purge(t, job)
 	canary := `strategy      = "canary"
     promote_after = "3s"`
-	v1 := deploy(t, "finch.hcl", rolloutSpec(app, "v1", 1, canary, ""), server.DeployBody{})
-	v2 := deploy(t, "finch.hcl", rolloutSpec(app, "v2", 1, canary, ""), server.DeployBody{})
+	v1 := deploy(t, "finch.hcl", rolloutSpec(app, "v1", 1, canary, ""), api.DeployBody{})
+	v2 := deploy(t, "finch.hcl", rolloutSpec(app, "v2", 1, canary, ""), api.DeployBody{})
 	if v2.Canary == nil || v2.Canary.PromoteAt.IsZero() {
 		t.Fatalf("version 2 is not a canary with a promotion time: %+v", v2.Canary)
 	}
@@ -234,14 +234,14 @@ func TestCanaryThatFailsIsReverted(t *testing.T) {
 	purge(t, job)
 	canary := `strategy = "canary"
     traffic  = 50`
-	v1 := deploy(t, "crow.hcl", rolloutSpec(app, "v1", 1, canary, ""), server.DeployBody{})
+	v1 := deploy(t, "crow.hcl", rolloutSpec(app, "v1", 1, canary, ""), api.DeployBody{})
 	url := v1.Functions[0].URL
 
 	// A canary that never starts is refused and reverted by Nomad.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	crash := strings.Replace(rolloutSpec(app, "v2", 1, canary, ""), `args           = ["-e", `, `args           = ["-e", "process.exit(3)", `, 1)
-	if _, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "crow.hcl", Spec: crash}); err == nil {
+	if _, err := env.client.DeployBody(ctx, api.DeployBody{Filename: "crow.hcl", Spec: crash}); err == nil {
 		t.Fatal("a crashing canary deployed")
 	}
 	onlyBody(t, url, "v1")
@@ -249,7 +249,7 @@ func TestCanaryThatFailsIsReverted(t *testing.T) {
 	// A canary that passes, takes traffic, then fails (500 to everything)
 	// is aborted by caravan on its own; v1 keeps answering.
 	sick := filepath.Join(t.TempDir(), "sick")
-	v3 := deploy(t, "crow.hcl", rolloutSpec(app, "v3", 1, canary, sick), server.DeployBody{})
+	v3 := deploy(t, "crow.hcl", rolloutSpec(app, "v3", 1, canary, sick), api.DeployBody{})
 	if v3.Canary == nil {
 		t.Fatalf("version %d is not a canary", v3.Version)
 	}
@@ -282,12 +282,12 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 	const app, job = "jay", "e2e--jay"
 	purge(t, job)
 	bg := `strategy = "blue-green"`
-	v1 := deploy(t, "jay.hcl", rolloutSpec(app, "blue", 2, bg, ""), server.DeployBody{})
+	v1 := deploy(t, "jay.hcl", rolloutSpec(app, "blue", 2, bg, ""), api.DeployBody{})
 	url := v1.Functions[0].URL
 	answers(t, url, "blue")
 
 	stop := sampleLoad(url, 4)
-	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, ""), server.DeployBody{})
+	res := deploy(t, "jay.hcl", rolloutSpec(app, "green", 2, bg, ""), api.DeployBody{})
 	time.Sleep(2 * time.Second)
 	samples := stop()
 	if res.Canary != nil {
@@ -387,9 +387,9 @@ func TestCanaryOfOneFunction(t *testing.T) {
 	purge(t, job)
 	canary := `strategy = "canary"
     traffic  = 50`
-	v1 := deploy(t, "duo.hcl", twoWeb(app, "a1", "b1", canary), server.DeployBody{})
+	v1 := deploy(t, "duo.hcl", twoWeb(app, "a1", "b1", canary), api.DeployBody{})
 	before := runningByGroup(t, job)
-	v2 := deploy(t, "duo.hcl", twoWeb(app, "a2", "b1", canary), server.DeployBody{})
+	v2 := deploy(t, "duo.hcl", twoWeb(app, "a2", "b1", canary), api.DeployBody{})
 	if v2.Canary == nil || !slices.Equal(v2.Canary.Functions, []string{"a"}) {
 		t.Fatalf("canary %+v, want a split of function a alone", v2.Canary)
 	}
@@ -399,7 +399,7 @@ func TestCanaryOfOneFunction(t *testing.T) {
 	if counts := tally(t, v1.Functions[1].URL, 20); counts["b1"] != 20 {
 		t.Errorf("b: %v", counts)
 	}
-	if _, err := env.client.Promote(context.Background(), app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+	if _, err := env.client.Promote(context.Background(), app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 		t.Fatalf("promote: %v", err)
 	}
 	onlyBody(t, v1.Functions[0].URL, "a2")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // servedCert is the certificate Traefik serves for host, verified against
@@ -30,7 +30,7 @@ func servedCert(t *testing.T, host string) *x509.Certificate {
 // than asking Pebble again.
 func TestCertificatesSurviveTraefikRestart(t *testing.T) {
 	purge(t, "e2e--durable")
-	res := deploy(t, "durable.hcl", nodeServer("durable", "still here\n", false), server.DeployBody{})
+	res := deploy(t, "durable.hcl", nodeServer("durable", "still here\n", false), api.DeployBody{})
 	url := res.Functions[0].URL
 	host := strings.SplitN(strings.TrimPrefix(url, "https://"), ":", 2)[0]
 	before := servedCert(t, host).SerialNumber.String()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/server"
 )
 
@@ -126,7 +127,7 @@ func TestBrokenSpecChangesNothing(t *testing.T) {
 }
 `)
 	_, err = env.client.Deploy(ctx, path, bad, 0)
-	var apiErr *server.APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "invalid_spec" || apiErr.Status != http.StatusBadRequest {
 		t.Fatalf("deploy of a broken spec: %v, want an invalid_spec APIError with status 400", err)
 	}
@@ -165,7 +166,7 @@ func TestCrashingVersionKeepsOldServing(t *testing.T) {
 	url := res.Functions[0].URL
 
 	_, err = env.client.Deploy(ctx, path, []byte(nodeServer("crash", "", true)), 4*time.Minute)
-	var apiErr *server.APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "rollout_failed" || apiErr.Function != "web" || apiErr.Version != 2 {
 		t.Fatalf("deploy of a crashing version: %v, want rollout_failed for function web at version 2", err)
 	}
@@ -188,7 +189,7 @@ func TestCrashingVersionKeepsOldServing(t *testing.T) {
 		}
 	}
 	// Deploying a good spec again recovers, as version 3.
-	if res := deploy(t, "crash.hcl", nodeServer("crash", "fixed\n", false), server.DeployBody{}); res.Version != 3 {
+	if res := deploy(t, "crash.hcl", nodeServer("crash", "fixed\n", false), api.DeployBody{}); res.Version != 3 {
 		t.Fatalf("deploy after a failure: version %d, want 3", res.Version)
 	}
 	answers(t, url, "fixed\n")
@@ -199,9 +200,9 @@ func TestAPIRequiresToken(t *testing.T) {
 	ctx := context.Background()
 	_, src := specFile(t, "unauth.hcl", nodeServer("unauth", "x\n", false))
 	for name, token := range map[string]string{"none": "", "wrong": server.TokenPrefix + "0000", "malformed": "hunter2"} {
-		c := &server.Client{Addr: env.client.Addr, Token: token}
+		c := &api.Client{Addr: env.client.Addr, Token: token}
 		_, err := c.Deploy(ctx, "unauth.hcl", src, 0)
-		var apiErr *server.APIError
+		var apiErr *api.APIError
 		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
 			t.Errorf("%s token: %v, want 401", name, err)
 		}

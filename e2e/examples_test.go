@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 func deployExample(t *testing.T, name string) string {
@@ -23,7 +23,7 @@ func deployExample(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := deploy(t, path, string(src), server.DeployBody{})
+	res := deploy(t, path, string(src), api.DeployBody{})
 	purge(t, res.JobID)
 	return res.Functions[0].URL
 }

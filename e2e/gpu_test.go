@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // gpuApp is a web function asking for gpu (an HCL expression) that answers
@@ -27,7 +27,7 @@ func gpuApp(app, gpu string) string {
 func TestGPUsOnNomadsScheduler(t *testing.T) {
 	placed := func(t *testing.T, app, gpu string, devices int) {
 		purge(t, "e2e--"+app)
-		res := deploy(t, app+".hcl", gpuApp(app, gpu), server.DeployBody{})
+		res := deploy(t, app+".hcl", gpuApp(app, gpu), api.DeployBody{})
 		status, body, err := get(t, res.Functions[0].URL)
 		ids := strings.Split(strings.TrimSpace(body), ",")
 		if err != nil || status != 200 || len(ids) != devices || !strings.HasPrefix(ids[0], "GPU-fake-h100-") {
@@ -40,11 +40,11 @@ func TestGPUsOnNomadsScheduler(t *testing.T) {
 
 	refused := func(t *testing.T, gpu, missing string) {
 		purge(t, "e2e--gpuno")
-		first := deploy(t, "gpuno.hcl", gpuApp("gpuno", `"H100"`), server.DeployBody{Strategy: "recreate"})
+		first := deploy(t, "gpuno.hcl", gpuApp("gpuno", `"H100"`), api.DeployBody{Strategy: "recreate"})
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		_, err := env.client.DeployBody(ctx, server.DeployBody{Filename: "gpuno.hcl", Spec: gpuApp("gpuno", gpu), Strategy: "recreate"})
-		var apiErr *server.APIError
+		_, err := env.client.DeployBody(ctx, api.DeployBody{Filename: "gpuno.hcl", Spec: gpuApp("gpuno", gpu), Strategy: "recreate"})
+		var apiErr *api.APIError
 		if !errors.As(err, &apiErr) || apiErr.Function != "infer" || !strings.Contains(apiErr.Message, "no node has "+missing) {
 			t.Fatalf("gpu = %s: %v; want a refusal naming infer and %q", gpu, err, missing)
 		}

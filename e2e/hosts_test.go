@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 func labelled(app, label, domain, body string) string {
@@ -28,14 +28,14 @@ func TestHostnameClaims(t *testing.T) {
 	purge(t, "e2e--claima")
 	purge(t, "e2e--claimb")
 	ctx := context.Background()
-	a := deploy(t, "a.hcl", labelled("claima", "shared", "shop.example.test", "a\n"), server.DeployBody{})
+	a := deploy(t, "a.hcl", labelled("claima", "shared", "shop.example.test", "a\n"), api.DeployBody{})
 
 	for name, src := range map[string]string{
 		"same label":         labelled("claimb", "shared", "", "b\n"),
 		"same custom domain": labelled("claimb", "own", "shop.example.test", "b\n"),
 	} {
 		_, err := env.client.Deploy(ctx, "b.hcl", []byte(src), 0)
-		var apiErr *server.APIError
+		var apiErr *api.APIError
 		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, `app "claima"`) {
 			t.Fatalf("%s: %v, want 409 naming app claima", name, err)
 		}
@@ -46,23 +46,23 @@ func TestHostnameClaims(t *testing.T) {
 	answers(t, a.Functions[0].URL, "a\n")
 
 	// app url names the same URL deploy printed.
-	if u, err := env.client.URL(ctx, "claima", "web", server.ChangeBody{}); err != nil || u != a.Functions[0].URL {
+	if u, err := env.client.URL(ctx, "claima", "web", api.ChangeBody{}); err != nil || u != a.Functions[0].URL {
 		t.Fatalf("app url = %q %v, want %s", u, err, a.Functions[0].URL)
 	}
-	if _, err := env.client.URL(ctx, "claima", "nope", server.ChangeBody{}); err == nil {
+	if _, err := env.client.URL(ctx, "claima", "nope", api.ChangeBody{}); err == nil {
 		t.Fatal("app url of a missing function succeeded")
 	}
 
 	// Moving claima off the custom domain frees it for claimb.
-	deploy(t, "a.hcl", labelled("claima", "shared", "", "a2\n"), server.DeployBody{})
-	b := deploy(t, "b.hcl", labelled("claimb", "own", "shop.example.test", "b\n"), server.DeployBody{})
+	deploy(t, "a.hcl", labelled("claima", "shared", "", "a2\n"), api.DeployBody{})
+	b := deploy(t, "b.hcl", labelled("claimb", "own", "shop.example.test", "b\n"), api.DeployBody{})
 	answers(t, b.Functions[0].URL, "b\n")
 
 	// Stopping claima frees its label.
-	if _, err := env.client.Stop(ctx, "claima", server.ChangeBody{}); err != nil {
+	if _, err := env.client.Stop(ctx, "claima", api.ChangeBody{}); err != nil {
 		t.Fatal(err)
 	}
-	c := deploy(t, "c.hcl", labelled("claimc", "shared", "", "c\n"), server.DeployBody{})
+	c := deploy(t, "c.hcl", labelled("claimc", "shared", "", "c\n"), api.DeployBody{})
 	answers(t, c.Functions[0].URL, "c\n")
 	purge(t, "e2e--claimc")
 }

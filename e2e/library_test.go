@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestLibraryExampleRuns runs examples/library, which deploys with the
@@ -36,9 +36,9 @@ func TestLibraryExampleRuns(t *testing.T) {
 // replaced and only the new version answers afterwards.
 func TestRecreateStrategy(t *testing.T) {
 	purge(t, "e2e--recreate")
-	first := deploy(t, "recreate.hcl", nodeServer("recreate", "old\n", false), server.DeployBody{})
+	first := deploy(t, "recreate.hcl", nodeServer("recreate", "old\n", false), api.DeployBody{})
 	before := allocIDs(t, "e2e--recreate")
-	second := deploy(t, "recreate.hcl", nodeServer("recreate", "new\n", false), server.DeployBody{Strategy: "recreate"})
+	second := deploy(t, "recreate.hcl", nodeServer("recreate", "new\n", false), api.DeployBody{Strategy: "recreate"})
 	if second.Version != 2 {
 		t.Fatalf("version %d, want 2", second.Version)
 	}
@@ -56,8 +56,8 @@ func TestRecreateStrategy(t *testing.T) {
 	if h.Versions[1].Strategy != "recreate" || h.Versions[0].Strategy != "rolling" {
 		t.Fatalf("strategies recorded: %s, %s", h.Versions[0].Strategy, h.Versions[1].Strategy)
 	}
-	var apiErr *server.APIError
-	_, err := env.client.DeployBody(context.Background(), server.DeployBody{Filename: "x.hcl",
+	var apiErr *api.APIError
+	_, err := env.client.DeployBody(context.Background(), api.DeployBody{Filename: "x.hcl",
 		Spec: nodeServer("recreate", "new\n", false), Strategy: "sideways"})
 	if !errors.As(err, &apiErr) || apiErr.Status != 400 {
 		t.Fatalf("unknown strategy: %v, want 400", err)

@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 )
 
 func history(t *testing.T, app string) *orchestrator.History {
 	t.Helper()
-	h, err := env.client.History(context.Background(), app, server.ChangeBody{Workspace: "e2e"})
+	h, err := env.client.History(context.Background(), app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil {
 		t.Fatalf("history of %s: %v", app, err)
 	}
@@ -45,16 +45,16 @@ func TestLifecycle(t *testing.T) {
 	purge(t, job)
 	ctx := context.Background()
 
-	v1 := deploy(t, "life.hcl", nodeServer(app, "v1\n", false), server.DeployBody{Tag: "first", GitCommit: "0123456789abcdef", GitDirty: true})
+	v1 := deploy(t, "life.hcl", nodeServer(app, "v1\n", false), api.DeployBody{Tag: "first", GitCommit: "0123456789abcdef", GitDirty: true})
 	url := v1.Functions[0].URL
-	v2 := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), server.DeployBody{})
+	v2 := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), api.DeployBody{})
 	if v1.Version != 1 || v2.Version != 2 {
 		t.Fatalf("versions %d, %d; want 1, 2", v1.Version, v2.Version)
 	}
 	answers(t, url, "v2\n")
 
 	before := allocIDs(t, job)
-	ro, err := env.client.Rollover(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	ro, err := env.client.Rollover(ctx, app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil || ro.Version != 3 || ro.Kind != orchestrator.KindRollover {
 		t.Fatalf("rollover: %+v %v; want version 3", ro, err)
 	}
@@ -66,13 +66,13 @@ func TestLifecycle(t *testing.T) {
 	}
 	answers(t, url, "v2\n")
 
-	rb, err := env.client.Rollback(ctx, app, server.ChangeBody{Workspace: "e2e", Version: 1})
+	rb, err := env.client.Rollback(ctx, app, api.ChangeBody{Workspace: "e2e", Version: 1})
 	if err != nil || rb.Version != 4 {
 		t.Fatalf("rollback to 1: %+v %v; want version 4", rb, err)
 	}
 	answers(t, url, "v1\n")
 	// The default rollback goes to the version live before the current one.
-	rb, err = env.client.Rollback(ctx, app, server.ChangeBody{Workspace: "e2e"})
+	rb, err = env.client.Rollback(ctx, app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil || rb.Version != 5 {
 		t.Fatalf("default rollback: %+v %v; want version 5", rb, err)
 	}
@@ -80,8 +80,9 @@ func TestLifecycle(t *testing.T) {
 
 	h := history(t, app)
 	want := []struct {
-		kind, status string
-		of           int
+		kind   api.VersionKind
+		status api.VersionStatus
+		of     int
 	}{
 		{"deploy", "superseded", 0}, {"deploy", "superseded", 0}, {"rollover", "superseded", 0},
 		{"rollback", "superseded", 1}, {"rollback", "live", 3},
@@ -100,13 +101,13 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// A no-op redeploy of the live spec (v2's, via rollback) changes nothing.
-	noop := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), server.DeployBody{})
+	noop := deploy(t, "life.hcl", nodeServer(app, "v2\n", false), api.DeployBody{})
 	if noop.Changed || noop.Version != 5 {
 		t.Fatalf("redeploying the live spec: changed=%v version=%d, want a no-op at 5", noop.Changed, noop.Version)
 	}
 
 	// Stop: routes go away (Traefik answers 404 rather than hanging).
-	if _, err := env.client.Stop(ctx, app, server.ChangeBody{Workspace: "e2e"}); err != nil {
+	if _, err := env.client.Stop(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	eventually(t, 30*time.Second, url+" answers 404 after stop", func() error {
@@ -128,13 +129,16 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("app list after stop: state %s", a.State)
 		}
 	}
-	var apiErr *server.APIError
-	if _, err := env.client.Rollover(ctx, app, server.ChangeBody{Workspace: "e2e"}); !errors.As(err, &apiErr) || apiErr.Status != 404 {
-		t.Errorf("rollover of a stopped app: %v, want 404", err)
+	var apiErr *api.APIError
+	// A stopped app is still known: it has no live version to roll over, a
+	// conflict with its state.
+	if _, err := env.client.Rollover(ctx, app, api.ChangeBody{Workspace: "e2e"}); !errors.As(err, &apiErr) ||
+		apiErr.Status != http.StatusConflict || apiErr.Kind != api.CodeConflict {
+		t.Errorf("rollover of a stopped app: %v, want 409 conflict", err)
 	}
 
 	// Deploying the name again starts a new history.
-	again := deploy(t, "life.hcl", nodeServer(app, "again\n", false), server.DeployBody{})
+	again := deploy(t, "life.hcl", nodeServer(app, "again\n", false), api.DeployBody{})
 	if again.Version != 1 {
 		t.Fatalf("deploy after stop: version %d, want 1 of a new history", again.Version)
 	}
@@ -151,7 +155,7 @@ func TestRollbackBeyondNomadsHistory(t *testing.T) {
 	purge(t, job)
 	var url string
 	for i := 1; i <= 8; i++ {
-		res := deploy(t, "deep.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), server.DeployBody{})
+		res := deploy(t, "deep.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), api.DeployBody{})
 		url = res.Functions[0].URL
 	}
 	versions, _, _, err := env.nomad.Jobs().Versions(job, false, nil)
@@ -161,7 +165,7 @@ func TestRollbackBeyondNomadsHistory(t *testing.T) {
 	if len(versions) >= 8 {
 		t.Fatalf("Nomad still tracks all %d versions; the test proves nothing", len(versions))
 	}
-	res, err := env.client.Rollback(context.Background(), app, server.ChangeBody{Workspace: "e2e", Version: 1})
+	res, err := env.client.Rollback(context.Background(), app, api.ChangeBody{Workspace: "e2e", Version: 1})
 	if err != nil || res.Version != 9 {
 		t.Fatalf("rollback to 1: %+v %v", res, err)
 	}
@@ -173,7 +177,7 @@ func TestRollbackBeyondNomadsHistory(t *testing.T) {
 func TestConcurrentDeploysOfOneApp(t *testing.T) {
 	const app, job = "race", "e2e--race"
 	purge(t, job)
-	first := deploy(t, "race.hcl", nodeServer(app, "base\n", false), server.DeployBody{})
+	first := deploy(t, "race.hcl", nodeServer(app, "base\n", false), api.DeployBody{})
 	var wg sync.WaitGroup
 	results := make([]*orchestrator.DeployResult, 2)
 	errs := make([]error, 2)
@@ -242,9 +246,9 @@ func runningByGroup(t *testing.T, jobID string) map[string][]string {
 func TestUnchangedFunctionsKeepTheirContainers(t *testing.T) {
 	const app, job = "pair", "e2e--pair"
 	purge(t, job)
-	deploy(t, "pair.hcl", twoWeb(app, "a1", "b1", `strategy = "rolling"`), server.DeployBody{})
+	deploy(t, "pair.hcl", twoWeb(app, "a1", "b1", `strategy = "rolling"`), api.DeployBody{})
 	before := runningByGroup(t, job)
-	res := deploy(t, "pair.hcl", twoWeb(app, "a2", "b1", `strategy = "rolling"`), server.DeployBody{})
+	res := deploy(t, "pair.hcl", twoWeb(app, "a2", "b1", `strategy = "rolling"`), api.DeployBody{})
 	if res.Functions[0].Change != orchestrator.Updated || res.Functions[1].Change != orchestrator.Unchanged {
 		t.Fatalf("changes %+v, want a updated and b unchanged", res.Functions)
 	}
@@ -256,7 +260,7 @@ func TestUnchangedFunctionsKeepTheirContainers(t *testing.T) {
 	if slices.Equal(before["a"], after["a"]) {
 		t.Errorf("a's containers were kept though a changed: %v", after["a"])
 	}
-	if again := deploy(t, "pair.hcl", twoWeb(app, "a2", "b1", `strategy = "rolling"`), server.DeployBody{}); again.Changed {
+	if again := deploy(t, "pair.hcl", twoWeb(app, "a2", "b1", `strategy = "rolling"`), api.DeployBody{}); again.Changed {
 		t.Errorf("the same spec again deployed version %d", again.Version)
 	}
 }

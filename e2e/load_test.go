@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // load sends GETs to url through Traefik at a steady rate until stop is
@@ -93,17 +93,17 @@ func (l *load) fail(msg string) {
 func TestZeroFailedRequestsAcrossRollingRedeploys(t *testing.T) {
 	const app, job = "steady", "e2e--steady"
 	purge(t, job)
-	first := deploy(t, "steady.hcl", nodeServer(app, "v0\n", false), server.DeployBody{})
+	first := deploy(t, "steady.hcl", nodeServer(app, "v0\n", false), api.DeployBody{})
 	url := first.Functions[0].URL
 
 	stop := make(chan struct{})
 	began := time.Now()
 	l := runLoad(context.Background(), url+"/", 150, stop)
 	for i := 1; i <= 5; i++ {
-		res := deploy(t, "steady.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), server.DeployBody{Strategy: "rolling"})
+		res := deploy(t, "steady.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), api.DeployBody{Strategy: "rolling"})
 		t.Logf("redeploy %d: version %d in %s", i, res.Version, res.Duration.Round(time.Millisecond))
 	}
-	res, err := env.client.Rollback(context.Background(), app, server.ChangeBody{Workspace: "e2e"})
+	res, err := env.client.Rollback(context.Background(), app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
@@ -128,11 +128,11 @@ func TestZeroFailedRequestsAcrossRollingRedeploys(t *testing.T) {
 // fail for it.
 func TestZeroFailedRequestsAcrossRouteChanges(t *testing.T) {
 	purge(t, "e2e--morph")
-	first := deploy(t, "morph.hcl", nodeServer("morph", "a\n", false), server.DeployBody{})
+	first := deploy(t, "morph.hcl", nodeServer("morph", "a\n", false), api.DeployBody{})
 	stop := make(chan struct{})
 	l := runLoad(context.Background(), first.Functions[0].URL+"/", 100, stop)
 	for _, web := range []string{"web {\n      rate_limit = 1000\n    }", "web {\n      max_body_size = \"1MB\"\n    }", "web {}"} {
-		deploy(t, "morph.hcl", strings.Replace(nodeServer("morph", "b\n", false), "web {}", web, 1), server.DeployBody{})
+		deploy(t, "morph.hcl", strings.Replace(nodeServer("morph", "b\n", false), "web {}", web, 1), api.DeployBody{})
 	}
 	close(stop)
 	<-l.done

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
@@ -33,7 +34,7 @@ import (
 // env is the stack every test shares.
 var env struct {
 	stack  *devstack.Stack
-	client *server.Client
+	client *api.Client
 	nomad  *nomad.Client
 	consul *consul.Client
 	https  *http.Client
@@ -132,7 +133,7 @@ func setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	env.client = &server.Client{Addr: "http://" + srv.Addr(), Token: token}
+	env.client = &api.Client{Addr: "http://" + srv.Addr(), Token: token}
 	return nil
 }
 
@@ -275,7 +276,7 @@ func purge(t *testing.T, jobID string) {
 }
 
 // deploy deploys src as app file name and fails the test on error.
-func deploy(t *testing.T, name, src string, body server.DeployBody) *orchestrator.DeployResult {
+func deploy(t *testing.T, name, src string, body api.DeployBody) *orchestrator.DeployResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

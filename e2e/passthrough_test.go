@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // streamer is an app whose function streams server-sent events (/events:
@@ -53,7 +53,7 @@ func deployStreamer(t *testing.T) string {
 	t.Helper()
 	purge(t, "e2e--streamer")
 	src := fmt.Sprintf("app \"streamer\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    resources {\n      memory = 256\n    }\n    web {}\n  }\n}\n", strconv.Quote(streamerJS))
-	return deploy(t, "streamer.hcl", src, server.DeployBody{}).Functions[0].URL
+	return deploy(t, "streamer.hcl", src, api.DeployBody{}).Functions[0].URL
 }
 
 // TestStreamingAndLargeBodies: server-sent events arrive as they are sent
@@ -121,7 +121,7 @@ func TestStreamingAndLargeBodies(t *testing.T) {
 func TestBodyLimit(t *testing.T) {
 	purge(t, "e2e--capped")
 	src := fmt.Sprintf("app \"capped\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      max_body_size = \"1MB\"\n    }\n  }\n}\n", strconv.Quote(streamerJS))
-	url := deploy(t, "capped.hcl", src, server.DeployBody{}).Functions[0].URL
+	url := deploy(t, "capped.hcl", src, api.DeployBody{}).Functions[0].URL
 	post := func(body io.Reader, size int64) (int, string) {
 		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/upload", body)
 		req.ContentLength = size

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestUnplaceableVersionKeepsOldServing asks for a GPU model the node does
@@ -15,14 +15,14 @@ import (
 // not place it, and the running version keeps answering.
 func TestUnplaceableVersionKeepsOldServing(t *testing.T) {
 	purge(t, "e2e--nogpu")
-	first := deploy(t, "nogpu.hcl", nodeServer("nogpu", "cpu\n", false), server.DeployBody{})
+	first := deploy(t, "nogpu.hcl", nodeServer("nogpu", "cpu\n", false), api.DeployBody{})
 	gpu := strings.Replace(nodeServer("nogpu", "gpu\n", false), "memory = 64", "memory = 64\n      gpu = \"A100\"", 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	began := time.Now()
 	_, err := env.client.Deploy(ctx, "nogpu.hcl", []byte(gpu), 0)
-	var apiErr *server.APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Kind != "rollout_failed" || apiErr.Function != "web" ||
 		!strings.Contains(apiErr.Message, "cannot be placed: no node has 1 nvidia/gpu of model A100") {
 		t.Fatalf("deploy needing a missing GPU: %v, want rollout_failed naming web and nvidia/gpu", err)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestPlan runs `caravan plan` (the real binary, for its exit codes) before
@@ -49,7 +49,7 @@ func TestPlan(t *testing.T) {
 		t.Fatal("plan registered a job")
 	}
 
-	deploy(t, path, v1, server.DeployBody{})
+	deploy(t, path, v1, api.DeployBody{})
 	if out, code = plan(v1); code != 0 || !strings.Contains(out, "No changes") {
 		t.Fatalf("plan of the deployed spec (exit %d):\n%s", code, out)
 	}

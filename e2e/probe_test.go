@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // healthApp serves body on /, and on /healthz answers 200, or 500 when the
@@ -32,7 +32,7 @@ func healthApp(app, body string, rootStatus int, sick bool) string {
 // asks its health path, as Consul does).
 func TestProbeUsesHealthPath(t *testing.T) {
 	purge(t, "e2e--apionly")
-	res := deploy(t, "apionly.hcl", healthApp("apionly", "no such page\n", 404, false), server.DeployBody{})
+	res := deploy(t, "apionly.hcl", healthApp("apionly", "no such page\n", 404, false), api.DeployBody{})
 	if status, _, _ := get(t, res.Functions[0].URL+"/healthz"); status != 200 {
 		t.Fatalf("health path through the proxy: %d", status)
 	}
@@ -43,7 +43,7 @@ func TestProbeUsesHealthPath(t *testing.T) {
 // previous version, which keeps serving.
 func TestUnreachableVersionIsReverted(t *testing.T) {
 	purge(t, "e2e--halfway")
-	first := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), server.DeployBody{})
+	first := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), api.DeployBody{})
 	groupHash := func() string {
 		job, _, err := env.nomad.Jobs().Info("e2e--halfway", nil)
 		if err != nil {
@@ -55,7 +55,7 @@ func TestUnreachableVersionIsReverted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	_, err := env.client.Deploy(ctx, "halfway.hcl", []byte(healthApp("halfway", "v2\n", 200, true)), 20*time.Second)
-	var apiErr *server.APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Version != 2 || !strings.Contains(apiErr.Message, "does not answer through the proxy") ||
 		!strings.Contains(apiErr.Message, "reverted to version 1") {
 		t.Fatalf("deploy of a version the proxy cannot reach: %v", err)
@@ -68,7 +68,7 @@ func TestUnreachableVersionIsReverted(t *testing.T) {
 		t.Fatalf("history: live %d, %+v", h.App.LiveVersion, h.Versions)
 	}
 	// The spec that failed is not mistaken for the running one.
-	if res := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), server.DeployBody{}); res.Changed {
+	if res := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), api.DeployBody{}); res.Changed {
 		t.Fatalf("redeploying the live spec: changed, version %d; want a no-op", res.Version)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestProxyAuth: a requires_proxy_auth endpoint answers 401 without a
@@ -20,7 +20,7 @@ func TestProxyAuth(t *testing.T) {
 	js := `require("http").createServer((q, s) => s.end(JSON.stringify(q.headers))).listen(process.env.PORT, process.env.HOST);`
 	src := fmt.Sprintf("app \"guarded\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      requires_proxy_auth = true\n    }\n  }\n}\n", strconv.Quote(js))
 	// The deploy's probe gets through with the server's own probe credential.
-	res := deploy(t, "guarded.hcl", src, server.DeployBody{})
+	res := deploy(t, "guarded.hcl", src, api.DeployBody{})
 	url := res.Functions[0].URL
 
 	mine, err := env.client.CreateToken(ctx, "visitor", "e2e")

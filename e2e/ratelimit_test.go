@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestRateLimitAnswers429 sets a tight per-endpoint limit and sends a quick
@@ -17,7 +17,7 @@ func TestRateLimitAnswers429(t *testing.T) {
 	purge(t, "e2e--limited")
 	js := `require("http").createServer((q, s) => s.end("ok\n")).listen(process.env.PORT, process.env.HOST);`
 	src := fmt.Sprintf("app \"limited\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      rate_limit = 2\n      burst      = 4\n    }\n  }\n}\n", strconv.Quote(js))
-	res := deploy(t, "limited.hcl", src, server.DeployBody{})
+	res := deploy(t, "limited.hcl", src, api.DeployBody{})
 	url := res.Functions[0].URL
 	// The deploy's own probe spent some of the bucket; let it refill.
 	eventually(t, 10*time.Second, "the bucket refills", func() error {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestServerRestartMidRolloutResumes kills caravan server (SIGKILL) while a
@@ -38,7 +38,7 @@ func TestServerRestartMidRolloutResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	doomed := &server.Client{Addr: "http://" + listen, Token: env.client.Token}
+	doomed := &api.Client{Addr: "http://" + listen, Token: env.client.Token}
 	eventually(t, 30*time.Second, "the doomed server answers", func() error { return doomed.Health(context.Background()) })
 
 	// A process that takes 8 seconds to start listening: its rollout lasts
@@ -82,7 +82,7 @@ func TestServerRestartMidRolloutResumes(t *testing.T) {
 		}
 		return nil
 	})
-	res := deploy(t, "phoenix.hcl", src, server.DeployBody{})
+	res := deploy(t, "phoenix.hcl", src, api.DeployBody{})
 	if res.Changed || res.Version != 1 {
 		t.Fatalf("redeploy after resume: changed=%v version %d, want a no-op at 1", res.Changed, res.Version)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestScheduledFunctions: scheduled functions become Nomad periodic jobs the
@@ -46,7 +46,7 @@ func TestScheduledFunctions(t *testing.T) {
   }
 }
 `, web, tick)
-	res := deploy(t, "sched.hcl", both, server.DeployBody{})
+	res := deploy(t, "sched.hcl", both, api.DeployBody{})
 	schedules := map[string]string{}
 	for _, f := range res.Functions {
 		schedules[f.Name] = f.Schedule
@@ -63,19 +63,19 @@ func TestScheduledFunctions(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	run, err := env.client.Run(ctx, "sched", server.RunBody{Function: "tick"})
+	run, err := env.client.Run(ctx, "sched", api.RunBody{Function: "tick"})
 	if err != nil || run.Status != "succeeded" {
 		t.Fatalf("run tick: %+v %v", run, err)
 	}
 	if b, err := os.ReadFile(out); err != nil || string(b) != "ran\n" {
 		t.Fatalf("tick's output: %q %v", b, err)
 	}
-	run, err = env.client.Run(ctx, "sched", server.RunBody{Function: "broken"})
+	run, err = env.client.Run(ctx, "sched", api.RunBody{Function: "broken"})
 	if err != nil || run.Status != "failed" || run.ExitCode != 3 {
 		t.Fatalf("run broken: %+v %v; want failed with exit code 3", run, err)
 	}
-	var apiErr *server.APIError
-	if _, err := env.client.Run(ctx, "sched", server.RunBody{Function: "web"}); !errors.As(err, &apiErr) || apiErr.Status != 404 {
+	var apiErr *api.APIError
+	if _, err := env.client.Run(ctx, "sched", api.RunBody{Function: "web"}); !errors.As(err, &apiErr) || apiErr.Status != 404 {
 		t.Fatalf("run of a function that is not scheduled: %v, want 404", err)
 	}
 
@@ -99,21 +99,21 @@ func TestScheduledFunctions(t *testing.T) {
 
 	// Without "broken", its schedule goes; a rollback brings it back.
 	i := strings.Index(both, `  function "broken"`)
-	deploy(t, "sched.hcl", both[:i]+"}\n", server.DeployBody{})
+	deploy(t, "sched.hcl", both[:i]+"}\n", api.DeployBody{})
 	eventually(t, 30*time.Second, "broken's periodic job is gone", func() error {
 		if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nil); err == nil && (pj.Stop == nil || !*pj.Stop) {
 			return fmt.Errorf("still registered")
 		}
 		return nil
 	})
-	if _, err := env.client.Rollback(ctx, "sched", server.ChangeBody{Version: 1}); err != nil {
+	if _, err := env.client.Rollback(ctx, "sched", api.ChangeBody{Version: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nil); err != nil || pj.Meta["caravan.version"] != "3" {
 		t.Fatalf("after rollback, broken's periodic job: %v %v, want it back at version 3", pj, err)
 	}
 
-	if _, err := env.client.Stop(ctx, "sched", server.ChangeBody{}); err != nil {
+	if _, err := env.client.Stop(ctx, "sched", api.ChangeBody{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{job + "--cron--tick", job + "--cron--broken"} {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
@@ -57,7 +57,7 @@ func TestServe(t *testing.T) {
 	}
 
 	// The deployed app of the same name, which serve must not touch.
-	real := deploy(t, path, spec, server.DeployBody{})
+	real := deploy(t, path, spec, api.DeployBody{})
 	answers(t, real.Functions[0].URL, "v1\n")
 
 	var out syncBuffer

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 )
 
 // TestURLForms deploys one app in an environment with a long name, a
@@ -39,7 +39,7 @@ func TestURLForms(t *testing.T) {
   }
 }
 `, app, js("long\n"), js("api\n"))
-	res := deploy(t, "urls.hcl", src, server.DeployBody{})
+	res := deploy(t, "urls.hcl", src, api.DeployBody{})
 	urls := map[string]string{}
 	for _, f := range res.Functions {
 		urls[f.Name] = f.URL
@@ -82,7 +82,7 @@ func TestWildcardDomain(t *testing.T) {
   }
 }
 `, strconv.Quote(`require("http").createServer((q, s) => s.end(q.headers.host.split(":")[0] + "\n")).listen(process.env.PORT, process.env.HOST);`))
-	res := deploy(t, "wild.hcl", src, server.DeployBody{})
+	res := deploy(t, "wild.hcl", src, api.DeployBody{})
 	port := strconv.Itoa(env.stack.Ports.TraefikWebsecure)
 	for _, sub := range []string{"one", "two"} {
 		host := sub + ".wild.caravan-e2e.test"
@@ -98,7 +98,7 @@ func TestWildcardDomain(t *testing.T) {
 // https:// URL.
 func TestPlainHTTPRedirects(t *testing.T) {
 	purge(t, "e2e--plain")
-	res := deploy(t, "plain.hcl", nodeServer("plain", "secure\n", false), server.DeployBody{})
+	res := deploy(t, "plain.hcl", nodeServer("plain", "secure\n", false), api.DeployBody{})
 	host := strings.SplitN(strings.TrimPrefix(res.Functions[0].URL, "https://"), ":", 2)[0]
 	client := &http.Client{
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

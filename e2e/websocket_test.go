@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 	"github.com/gorilla/websocket"
 )
 
@@ -25,7 +25,7 @@ func TestWebSocketEcho(t *testing.T) {
 	}
 	purge(t, "e2e--ws")
 	src := fmt.Sprintf("app \"ws\" {\n  workspace = \"e2e\"\n  function \"echo\" {\n    command = %q\n    web {}\n  }\n}\n", bin)
-	url := deploy(t, "ws.hcl", src, server.DeployBody{}).Functions[0].URL
+	url := deploy(t, "ws.hcl", src, api.DeployBody{}).Functions[0].URL
 
 	d := websocket.Dialer{
 		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

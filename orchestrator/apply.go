@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"maps"
 	"slices"
 	"strconv"
@@ -39,15 +40,8 @@ func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequ
 	return o.apply(ctx, caller, change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req})
 }
 
-// AppRef names an app: by name alone when that is unambiguous among the
-// apps the caller may see, or with its workspace and environment.
-type AppRef struct {
-	Workspace   string `json:"workspace,omitempty"`
-	Environment string `json:"environment,omitempty"`
-	App         string `json:"app"`
-	// Serve names the app's `caravan serve` copy instead of the app.
-	Serve bool `json:"serve,omitempty"`
-}
+// AppRef is api.AppRef: the orchestrator returns wire types as they are.
+type AppRef = api.AppRef
 
 // ChangeRequest asks for a rollover or a rollback.
 type ChangeRequest struct {
@@ -69,7 +63,7 @@ func (o *Orchestrator) Rollover(ctx context.Context, caller Caller, req ChangeRe
 		return nil, err
 	}
 	if rec.State == StateStopped || rec.LiveVersion == 0 {
-		return nil, &NotFoundError{App: rec.App, Why: "it has no live version to roll over; deploy it first"}
+		return nil, &ConflictError{App: rec.App, Why: "it has no live version to roll over; deploy it first"}
 	}
 	live, err := o.version(ctx, rec, rec.LiveVersion)
 	if err != nil {
@@ -100,7 +94,7 @@ func (o *Orchestrator) Rollback(ctx context.Context, caller Caller, req ChangeRe
 }
 
 // applyStored deploys stored version v of rec's app again, as kind.
-func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind string, rec *AppRecord, v *VersionRecord, req ChangeRequest, rollbackOf int) (*DeployResult, error) {
+func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind VersionKind, rec *AppRecord, v *VersionRecord, req ChangeRequest, rollbackOf int) (*DeployResult, error) {
 	parsed, diags := spec.Parse([]byte(v.Spec), v.Filename)
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
@@ -121,7 +115,7 @@ func checkStrategy(s string) error {
 
 // change is one deploy, rollover or rollback on its way to Nomad.
 type change struct {
-	kind string
+	kind VersionKind
 	// app is the effective app (see effective).
 	app        *spec.App
 	diags      hcl.Diagnostics
@@ -673,11 +667,8 @@ func (o *Orchestrator) URL(ctx context.Context, caller Caller, ref AppRef, funct
 	return "", &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no web function %q (web functions: %s)", function, strings.Join(names, ", "))}
 }
 
-// History is an app's record and the versions of its current history.
-type History struct {
-	App      *AppRecord       `json:"app"`
-	Versions []*VersionRecord `json:"versions"`
-}
+// History is api.History: the orchestrator returns wire types as they are.
+type History = api.History
 
 // History returns an app's versions, oldest first, without their specs.
 func (o *Orchestrator) History(ctx context.Context, caller Caller, ref AppRef) (*History, error) {

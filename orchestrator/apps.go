@@ -4,43 +4,18 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"slices"
-	"time"
 
 	"github.com/caravanhq/caravan/jobs"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// AppSummary is one app as `caravan app list` shows it.
-type AppSummary struct {
-	Workspace   string `json:"workspace"`
-	Environment string `json:"environment,omitempty"`
-	App         string `json:"app"`
-	JobID       string `json:"job_id"`
-	// Serve marks a `caravan serve` copy.
-	Serve bool `json:"serve,omitempty"`
-	// State is deployed, failed (the latest version failed; LiveVersion,
-	// if any, still serves) or stopped.
-	State         string            `json:"state"`
-	Version       int               `json:"version"`
-	LatestVersion int               `json:"latest_version"`
-	Functions     []FunctionSummary `json:"functions"`
-	DeployedAt    time.Time         `json:"deployed_at"`
-	// Canary is a version taking part of the traffic, awaiting promotion.
-	Canary *CanaryState `json:"canary,omitempty"`
-}
+// AppSummary is api.AppSummary: the orchestrator returns wire types as they are.
+type AppSummary = api.AppSummary
 
-// FunctionSummary is one function of a listed app.
-type FunctionSummary struct {
-	Name    string `json:"name"`
-	URL     string `json:"url,omitempty"`
-	Running int    `json:"running"`
-	// Schedule and LastRun describe a scheduled function.
-	Schedule string     `json:"schedule,omitempty"`
-	LastRun  *RunResult `json:"last_run,omitempty"`
-	// Callable marks a function that runs once per `caravan call`.
-	Callable bool `json:"callable,omitempty"`
-}
+// FunctionSummary is api.FunctionSummary: the orchestrator returns wire types as they are.
+type FunctionSummary = api.FunctionSummary
 
 // Apps lists the apps the caller may see, stopped ones included, sorted by
 // workspace and job.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"io"
 	"slices"
 	"strings"
@@ -43,27 +44,8 @@ type CallRequest struct {
 	Timeout time.Duration
 }
 
-// CallResult is what a call returned.
-type CallResult struct {
-	Function string `json:"function"`
-	// JobID is the Nomad job the call dispatched (a child of the
-	// function's parameterized job); AllocID the allocation that ran it.
-	JobID   string `json:"job_id"`
-	AllocID string `json:"alloc_id,omitempty"`
-	// ExitCode is the process's exit code; -1 when it did not run.
-	ExitCode int `json:"exit_code"`
-	// Output is what the function printed on stdout, Stderr on stderr,
-	// each at most OutputLimit bytes (the rest is cut, and the Truncated
-	// field says so).
-	Output          string `json:"output"`
-	OutputTruncated bool   `json:"output_truncated,omitempty"`
-	Stderr          string `json:"stderr"`
-	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
-	// Error says why the function did not run, when it did not.
-	Error string `json:"error,omitempty"`
-	// Duration is from the call to its result.
-	Duration time.Duration `json:"duration"`
-}
+// CallResult is api.CallResult: the orchestrator returns wire types as they are.
+type CallResult = api.CallResult
 
 // InputTooLargeError is a call input over the limit of what Nomad
 // dispatches. Nothing was dispatched.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"maps"
 	"slices"
 	"strings"
@@ -33,8 +34,8 @@ import (
 // while the previous version stays live; StatusAborted one whose canaries
 // were removed.
 const (
-	StatusCanary  = "canary"
-	StatusAborted = "aborted"
+	StatusCanary  = api.StatusCanary
+	StatusAborted = api.StatusAborted
 )
 
 // SplitSettle is how long caravan waits after publishing or removing a
@@ -43,31 +44,11 @@ const (
 // delays the new configuration by at most that.
 var SplitSettle = 1500 * time.Millisecond
 
-// Event is something that happened to a version after it was deployed:
-// its canary went live, was promoted or aborted.
-type Event struct {
-	At   time.Time `json:"at"`
-	What string    `json:"what"`
-	Who  string    `json:"who,omitempty"`
-}
+// Event is api.Event: the orchestrator returns wire types as they are.
+type Event = api.Event
 
-// CanaryState is an app's version in progress as a canary.
-type CanaryState struct {
-	Version int `json:"version"`
-	// DeploymentID is the Nomad deployment of the canaries.
-	DeploymentID string `json:"deployment_id"`
-	Traffic      int    `json:"traffic"`
-	Canaries     int    `json:"canaries"`
-	// Functions are the web functions whose traffic is split.
-	Functions []string  `json:"functions,omitempty"`
-	Since     time.Time `json:"since"`
-	// PromoteAt is when caravan promotes it on its own (zero: never).
-	PromoteAt time.Time `json:"promote_at,omitzero"`
-	// Previews are the canaries' own URLs, by function.
-	Previews map[string]string `json:"previews,omitempty"`
-	// Keys are the Consul KV keys of the published splits.
-	Keys []string `json:"keys,omitempty"`
-}
+// CanaryState is api.CanaryState: the orchestrator returns wire types as they are.
+type CanaryState = api.CanaryState
 
 // CanaryPendingError refuses a change while a canary awaits promotion.
 type CanaryPendingError struct {

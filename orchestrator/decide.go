@@ -215,7 +215,7 @@ func howToSettle(promote, promotedInNomad bool) settlement {
 // settledStatus is the status a settled canary version ends with when it
 // did not become live: an abort is aborted, a promotion that failed is
 // failed.
-func settledStatus(promote bool) string {
+func settledStatus(promote bool) VersionStatus {
 	if promote {
 		return StatusFailed
 	}

@@ -2,10 +2,17 @@ package orchestrator
 
 import (
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 )
+
+// Every error the orchestrator returns on purpose has a code: the server
+// answers it with the HTTP status api's table gives that code, and a client
+// gets the code back. An error without one is a bug or an outage, and
+// answers 500. The server's tests list every type here and fail if one
+// lacks a code.
 
 // DiagnosticsError is a spec that did not load or validate. Nothing was
 // changed.
@@ -115,3 +122,56 @@ func (e *HostTakenError) Error() string {
 	return fmt.Sprintf("hostname %s is already served by app %q in workspace %q: choose another label or domain, or stop that app",
 		e.Host, e.Owner.App, e.Owner.Workspace)
 }
+
+// ConflictError is a change the app's state does not allow now (no live
+// version to roll over, a version that never went live), or a
+// check-and-set write that lost (ErrConflict). Nothing was changed.
+type ConflictError struct {
+	// App is the app's name, when the error concerns one.
+	App string
+	Why string
+}
+
+func (e *ConflictError) Error() string {
+	if e.App != "" {
+		return fmt.Sprintf("app %q: %s", e.App, e.Why)
+	}
+	return e.Why
+}
+
+// UnavailableError is a change that could not go on for now (its lock
+// was lost, say); retrying later may succeed.
+type UnavailableError struct {
+	Why string
+}
+
+func (e *UnavailableError) Error() string { return e.Why }
+
+func (e *UnavailableError) ErrorCode() api.ErrorCode   { return api.CodeUnavailable }
+func (e *TransitionError) ErrorCode() api.ErrorCode    { return api.CodeConflict }
+func (e *DiagnosticsError) ErrorCode() api.ErrorCode   { return api.CodeInvalidSpec }
+func (e *OwnershipError) ErrorCode() api.ErrorCode     { return api.CodeOwnership }
+func (e *ForbiddenError) ErrorCode() api.ErrorCode     { return api.CodeForbidden }
+func (e *NotFoundError) ErrorCode() api.ErrorCode      { return api.CodeNotFound }
+func (e *BadRequestError) ErrorCode() api.ErrorCode    { return api.CodeBadRequest }
+func (e *RolloutError) ErrorCode() api.ErrorCode       { return api.CodeRolloutFailed }
+func (e *HostTakenError) ErrorCode() api.ErrorCode     { return api.CodeHostTaken }
+func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
+func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
+func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
+
+// Compile-time guards: each error type is an api.Coder.
+var (
+	_ api.Coder = (*DiagnosticsError)(nil)
+	_ api.Coder = (*UnavailableError)(nil)
+	_ api.Coder = (*TransitionError)(nil)
+	_ api.Coder = (*OwnershipError)(nil)
+	_ api.Coder = (*ForbiddenError)(nil)
+	_ api.Coder = (*NotFoundError)(nil)
+	_ api.Coder = (*BadRequestError)(nil)
+	_ api.Coder = (*RolloutError)(nil)
+	_ api.Coder = (*HostTakenError)(nil)
+	_ api.Coder = (*ConflictError)(nil)
+	_ api.Coder = (*CanaryPendingError)(nil)
+	_ api.Coder = (*InputTooLargeError)(nil)
+)

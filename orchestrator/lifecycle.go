@@ -17,7 +17,7 @@ import (
 // the traffic, awaiting promotion; live: serving; superseded: a later
 // version went live; failed and aborted never served (alone). transition
 // is the one place a status changes.
-var transitions = map[string][]string{
+var transitions = map[VersionStatus][]VersionStatus{
 	StatusPending:    {StatusLive, StatusFailed, StatusCanary},
 	StatusCanary:     {StatusLive, StatusFailed, StatusAborted},
 	StatusLive:       {StatusSuperseded},
@@ -30,7 +30,7 @@ var transitions = map[string][]string{
 // not allow: it was settled by someone else meanwhile.
 type TransitionError struct {
 	Version  int
-	From, To string
+	From, To VersionStatus
 }
 
 func (e *TransitionError) Error() string {
@@ -38,7 +38,7 @@ func (e *TransitionError) Error() string {
 }
 
 // transition moves v to status to, or refuses with a *TransitionError.
-func transition(v *VersionRecord, to string) error {
+func transition(v *VersionRecord, to VersionStatus) error {
 	if !slices.Contains(transitions[v.Status], to) {
 		return &TransitionError{Version: v.Version, From: v.Status, To: to}
 	}
@@ -48,4 +48,4 @@ func transition(v *VersionRecord, to string) error {
 
 // wentLive reports whether a version with status s once served alone (so
 // it can be rolled back to).
-func wentLive(s string) bool { return s == StatusLive || s == StatusSuperseded }
+func wentLive(s VersionStatus) bool { return s == StatusLive || s == StatusSuperseded }

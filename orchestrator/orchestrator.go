@@ -8,6 +8,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"maps"
 	"slices"
 	"strings"
@@ -74,12 +75,8 @@ func New(cfg Config) (*Orchestrator, error) {
 	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}, nil
 }
 
-// Caller is who asks for a change: a token's name and the workspace it may
-// act on ("*" for every workspace).
-type Caller struct {
-	Name      string `json:"name"`
-	Workspace string `json:"workspace"`
-}
+// Caller is api.Caller: the orchestrator returns wire types as they are.
+type Caller = api.Caller
 
 // DeployRequest is an app spec to deploy.
 type DeployRequest struct {
@@ -101,48 +98,22 @@ type DeployRequest struct {
 	Serve bool `json:"serve,omitempty"`
 }
 
-// Change says what a deploy did to a function.
-type Change string
+// Change is api.Change: the orchestrator returns wire types as they are.
+type Change = api.Change
 
+// What a deploy did to a function.
 const (
-	Created   Change = "created"
-	Updated   Change = "updated"
-	Unchanged Change = "unchanged"
-	Removed   Change = "removed"
+	Created   = api.Created
+	Updated   = api.Updated
+	Unchanged = api.Unchanged
+	Removed   = api.Removed
 )
 
-// FunctionResult is one function of a deployed app.
-type FunctionResult struct {
-	Name       string `json:"name"`
-	Change     Change `json:"change"`
-	Containers int    `json:"containers"`
-	URL        string `json:"url,omitempty"`
-	// CustomDomains route to the function too.
-	CustomDomains []string `json:"custom_domains,omitempty"`
-	// Schedule is a scheduled function's cron expression (UTC).
-	Schedule string `json:"schedule,omitempty"`
-	// Callable marks a function that runs once per `caravan call`.
-	Callable bool `json:"callable,omitempty"`
-}
+// FunctionResult is api.FunctionResult: the orchestrator returns wire types as they are.
+type FunctionResult = api.FunctionResult
 
-// DeployResult is what a deploy did.
-type DeployResult struct {
-	Workspace string           `json:"workspace"`
-	App       string           `json:"app"`
-	JobID     string           `json:"job_id"`
-	Version   int              `json:"version"`
-	Changed   bool             `json:"changed"`
-	SpecHash  string           `json:"spec_hash"`
-	Functions []FunctionResult `json:"functions"`
-	// Kind is deploy, rollover or rollback.
-	Kind string `json:"kind"`
-	// Warnings are the spec's non-fatal diagnostics.
-	Warnings []Diagnostic  `json:"warnings,omitempty"`
-	Duration time.Duration `json:"duration"`
-	// Canary is set when the version went live as a canary: it takes part
-	// of the traffic until promoted or aborted.
-	Canary *CanaryState `json:"canary,omitempty"`
-}
+// DeployResult is api.DeployResult: the orchestrator returns wire types as they are.
+type DeployResult = api.DeployResult
 
 func (o *Orchestrator) currentJob(ctx context.Context, id string) (*nomad.Job, error) {
 	return o.nomad.Job(ctx, id)
@@ -202,16 +173,9 @@ func functionResults(app *spec.App, r *jobs.Rendered, old map[string]string) []F
 	return out
 }
 
-// Diagnostic is an hcl.Diagnostic as it crosses the API: everything but the
-// expression and evaluation context, so a client can print it with the
-// source line exactly as `caravan validate` does.
-type Diagnostic struct {
-	Severity string     `json:"severity"`
-	Summary  string     `json:"summary"`
-	Detail   string     `json:"detail,omitempty"`
-	Subject  *hcl.Range `json:"subject,omitempty"`
-	Context  *hcl.Range `json:"context,omitempty"`
-}
+// Diagnostic is api.Diagnostic, an hcl.Diagnostic as it crosses the API;
+// ToWire and FromWire convert.
+type Diagnostic = api.Diagnostic
 
 func toWire(diags hcl.Diagnostics) []Diagnostic {
 	var out []Diagnostic
@@ -220,7 +184,8 @@ func toWire(diags hcl.Diagnostics) []Diagnostic {
 		if d.Severity == hcl.DiagWarning {
 			sev = "warning"
 		}
-		out = append(out, Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail, Subject: d.Subject, Context: d.Context})
+		out = append(out, Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail, Subject: rangeToWire(d.Subject),
+			Context: rangeToWire(d.Context)})
 	}
 	return out
 }
@@ -236,7 +201,26 @@ func FromWire(ds []Diagnostic) hcl.Diagnostics {
 		if d.Severity == "warning" {
 			sev = hcl.DiagWarning
 		}
-		out = append(out, &hcl.Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail, Subject: d.Subject, Context: d.Context})
+		out = append(out, &hcl.Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail,
+			Subject: rangeFromWire(d.Subject), Context: rangeFromWire(d.Context)})
 	}
 	return out
+}
+
+func rangeToWire(r *hcl.Range) *api.Range {
+	if r == nil {
+		return nil
+	}
+	return &api.Range{Filename: r.Filename,
+		Start: api.Pos{Line: r.Start.Line, Column: r.Start.Column, Byte: r.Start.Byte},
+		End:   api.Pos{Line: r.End.Line, Column: r.End.Column, Byte: r.End.Byte}}
+}
+
+func rangeFromWire(r *api.Range) *hcl.Range {
+	if r == nil {
+		return nil
+	}
+	return &hcl.Range{Filename: r.Filename,
+		Start: hcl.Pos{Line: r.Start.Line, Column: r.Start.Column, Byte: r.Start.Byte},
+		End:   hcl.Pos{Line: r.End.Line, Column: r.End.Column, Byte: r.End.Byte}}
 }

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,17 +104,8 @@ func (o *Orchestrator) runningHashes(ctx context.Context, current *nomad.Job) (m
 	return out, nil
 }
 
-// RunResult is one run of a scheduled function.
-type RunResult struct {
-	Function string `json:"function"`
-	// JobID is the run's Nomad job (a child of the periodic job).
-	JobID string `json:"job_id"`
-	// Status is running, succeeded or failed.
-	Status     string    `json:"status"`
-	ExitCode   int       `json:"exit_code"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-}
+// RunResult is api.RunResult: the orchestrator returns wire types as they are.
+type RunResult = api.RunResult
 
 // Run launches one run of a scheduled function now and waits (until ctx
 // ends) for its result.

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"github.com/caravanhq/caravan/api"
 	"slices"
 	"strings"
 	"time"
@@ -12,44 +13,11 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// PlanResult is what a deploy of a spec would do, found without changing
-// anything.
-type PlanResult struct {
-	Workspace string `json:"workspace"`
-	App       string `json:"app"`
-	JobID     string `json:"job_id"`
-	// Changed is false when a deploy would be a no-op.
-	Changed bool `json:"changed"`
-	// Version is the version a deploy would create; LiveVersion the one
-	// serving now (0: none).
-	Version     int            `json:"version,omitempty"`
-	LiveVersion int            `json:"live_version,omitempty"`
-	Functions   []FunctionPlan `json:"functions"`
-	// Diff is Nomad's plan diff, one line a change, caravan's own
-	// bookkeeping meta left out.
-	Diff []string `json:"diff,omitempty"`
-	// HostsAdded and HostsRemoved are the hostnames the app would start and
-	// stop serving; Certificates those that would get a new certificate.
-	HostsAdded   []string `json:"hosts_added,omitempty"`
-	HostsRemoved []string `json:"hosts_removed,omitempty"`
-	Certificates []string `json:"certificates,omitempty"`
-	// Problems would make the deploy fail: functions Nomad cannot place,
-	// hostnames another app serves.
-	Problems []string     `json:"problems,omitempty"`
-	Warnings []Diagnostic `json:"warnings,omitempty"`
-}
+// PlanResult is api.PlanResult: the orchestrator returns wire types as they are.
+type PlanResult = api.PlanResult
 
-// FunctionPlan is what a deploy would do to one function's containers.
-type FunctionPlan struct {
-	Name        string `json:"name"`
-	Change      Change `json:"change"`
-	Place       uint64 `json:"place,omitempty"`
-	Stop        uint64 `json:"stop,omitempty"`
-	InPlace     uint64 `json:"in_place,omitempty"`
-	Destructive uint64 `json:"destructive,omitempty"`
-	Canary      uint64 `json:"canary,omitempty"`
-	Unplaceable string `json:"unplaceable,omitempty"`
-}
+// FunctionPlan is api.FunctionPlan: the orchestrator returns wire types as they are.
+type FunctionPlan = api.FunctionPlan
 
 // Plan says what deploying req would change across the Nomad job (Nomad's
 // own plan, placement failures included), the hostnames and certificates,

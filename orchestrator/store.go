@@ -10,78 +10,42 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	consul "github.com/hashicorp/consul/api"
 )
 
 // App states.
 const (
-	StateDeployed = "deployed"
-	StateFailed   = "failed"
-	StateStopped  = "stopped"
+	StateDeployed = api.StateDeployed
+	StateFailed   = api.StateFailed
+	StateStopped  = api.StateStopped
+)
+
+// VersionKind, VersionStatus and AppState are api's: the history's values
+// as they cross the wire.
+type (
+	VersionKind   = api.VersionKind
+	VersionStatus = api.VersionStatus
+	AppState      = api.AppState
 )
 
 // Version kinds and statuses.
 const (
-	KindDeploy   = "deploy"
-	KindRollover = "rollover"
-	KindRollback = "rollback"
+	KindDeploy   = api.KindDeploy
+	KindRollover = api.KindRollover
+	KindRollback = api.KindRollback
 
-	StatusPending    = "pending"
-	StatusLive       = "live"
-	StatusFailed     = "failed"
-	StatusSuperseded = "superseded"
+	StatusPending    = api.StatusPending
+	StatusLive       = api.StatusLive
+	StatusFailed     = api.StatusFailed
+	StatusSuperseded = api.StatusSuperseded
 )
 
-// AppRecord is what caravan keeps about an app between deploys.
-type AppRecord struct {
-	Workspace   string `json:"workspace"`
-	App         string `json:"app"`
-	Environment string `json:"environment,omitempty"`
-	JobID       string `json:"job_id"`
-	// Serve marks a `caravan serve` copy.
-	Serve bool `json:"serve,omitempty"`
-	// Generation starts at 1 and grows each time a stopped app is deployed
-	// again, which starts a new history.
-	Generation int    `json:"generation"`
-	State      string `json:"state"`
-	// LatestVersion is the last version number handed out; LiveVersion the
-	// one serving (0: none).
-	LatestVersion int `json:"latest_version"`
-	LiveVersion   int `json:"live_version"`
-	// Rollovers counts `app rollover`s; it is passed to every task as
-	// CARAVAN_ROLLOVER so a rollover replaces every container.
-	Rollovers int `json:"rollovers"`
-	// Hosts are the hostnames the app has claimed.
-	Hosts []string `json:"hosts,omitempty"`
-	// Canary is the version in progress as a canary, if any.
-	Canary    *CanaryState `json:"canary,omitempty"`
-	UpdatedAt time.Time    `json:"updated_at"`
-	StoppedBy string       `json:"stopped_by,omitempty"`
-}
+// AppRecord is api.AppRecord: the orchestrator returns wire types as they are.
+type AppRecord = api.AppRecord
 
-// VersionRecord is one entry of an app's history, with the spec it ran, so
-// any version can be rolled back to, however old.
-type VersionRecord struct {
-	Version    int      `json:"version"`
-	Kind       string   `json:"kind"`
-	Status     string   `json:"status"`
-	Strategy   string   `json:"strategy"`
-	Who        string   `json:"who"`
-	Tag        string   `json:"tag,omitempty"`
-	GitCommit  string   `json:"git_commit,omitempty"`
-	GitDirty   bool     `json:"git_dirty,omitempty"`
-	SpecHash   string   `json:"spec_hash"`
-	Filename   string   `json:"filename"`
-	Spec       string   `json:"spec"`
-	RollbackOf int      `json:"rollback_of,omitempty"`
-	Hosts      []string `json:"hosts,omitempty"`
-	Error      string   `json:"error,omitempty"`
-	// Events are what happened to the version after it was deployed
-	// (canary started, promoted, aborted).
-	Events     []Event   `json:"events,omitempty"`
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-}
+// VersionRecord is api.VersionRecord: the orchestrator returns wire types as they are.
+type VersionRecord = api.VersionRecord
 
 // Store keeps app and version records; Consul KV in production.
 type Store interface {
@@ -114,20 +78,17 @@ type Store interface {
 	HostOwner(ctx context.Context, host string) (*HostOwner, error)
 }
 
-// HostOwner is the app that serves a hostname.
-type HostOwner struct {
-	JobID     string `json:"job_id"`
-	Workspace string `json:"workspace"`
-	App       string `json:"app"`
-}
+// HostOwner is api.HostOwner: the orchestrator returns wire types as they are.
+type HostOwner = api.HostOwner
 
 // ErrLockLost ends work under an app's lock whose Consul session expired
 // (the server could not renew it in time): another server may hold the
 // lock now, so this one must write nothing more.
-var ErrLockLost = errors.New("lost the app's lock: another caravan server may be changing it; try again")
+var ErrLockLost error = &UnavailableError{Why: "lost the app's lock: another caravan server may be changing it; try again"}
 
-// ErrConflict is a check-and-set write that lost to another writer.
-var ErrConflict = errors.New("the app record changed underneath this request")
+// ErrConflict is a check-and-set write that lost to another writer: a
+// *ConflictError, so it answers 409 and the request may be retried.
+var ErrConflict error = &ConflictError{Why: "the app record changed underneath this request"}
 
 // ConsulStore keeps records under caravan/apps/ in Consul KV:
 //

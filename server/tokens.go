@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/api"
 	consul "github.com/hashicorp/consul/api"
 )
 
@@ -21,8 +21,8 @@ import (
 // repository is recognisable.
 const TokenPrefix = "cvn_"
 
-// tokensKV is the Consul KV prefix of token records, keyed by token ID. The
-// secret is never stored, only its SHA-256.
+// tokensKV is the KV prefix of token records, keyed by token ID. The secret
+// is never stored, only its SHA-256.
 const tokensKV = "caravan/tokens/"
 
 // A token is an ID and a secret. Written whole, "cvn_<id>_<secret>", it is
@@ -30,35 +30,101 @@ const tokensKV = "caravan/tokens/"
 // endpoints with requires_proxy_auth take, in the Caravan-Key (the ID) and
 // Caravan-Secret headers.
 
-// Tokens stores API tokens in Consul KV.
-type Tokens struct {
+// TokenStore is what the API asks of the token store: Tokens in
+// production.
+type TokenStore interface {
+	// Lookup returns who a whole token belongs to; ErrBadToken when
+	// nobody, an error with code unavailable when the store cannot say.
+	Lookup(ctx context.Context, token string) (api.Caller, error)
+	// LookupPair checks an ID and secret the same way.
+	LookupPair(ctx context.Context, id, secret string) (api.Caller, error)
+	CreateToken(ctx context.Context, name, workspace, by string) (*api.NewToken, error)
+	List(ctx context.Context, workspace string) ([]api.TokenInfo, error)
+	// Revoke deletes a token of workspace ("*": any); an error with code
+	// not_found when there is no such token there.
+	Revoke(ctx context.Context, id, workspace string) error
+}
+
+var _ TokenStore = (*Tokens)(nil)
+
+// KV is the part of a key-value store Tokens uses: Consul KV in production
+// (ConsulKV), a map in tests.
+type KV interface {
+	// Get returns the value at key; nil, nil when there is none.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// List returns the values of every key under prefix.
+	List(ctx context.Context, prefix string) ([][]byte, error)
+	// Create writes key only if it does not exist, and reports whether it
+	// did.
+	Create(ctx context.Context, key string, value []byte) (bool, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// ConsulKV is KV over Consul's.
+type ConsulKV struct {
 	KV *consul.KV
 }
 
-// TokenInfo describes a token; it never holds the secret.
-type TokenInfo struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Workspace string    `json:"workspace"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
+var _ KV = ConsulKV{}
+
+func (c ConsulKV) Get(ctx context.Context, key string) ([]byte, error) {
+	pair, _, err := c.KV.Get(key, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return nil, err
+	}
+	return pair.Value, nil
 }
 
-// NewToken is a token as created: its secret is shown this once.
-type NewToken struct {
-	TokenInfo
-	Secret string `json:"secret"`
-	// Token is "cvn_<id>_<secret>", for CARAVAN_TOKEN.
-	Token string `json:"token"`
+func (c ConsulKV) List(ctx context.Context, prefix string) ([][]byte, error) {
+	pairs, _, err := c.KV.List(prefix, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(pairs))
+	for _, p := range pairs {
+		out = append(out, p.Value)
+	}
+	return out, nil
+}
+
+func (c ConsulKV) Create(ctx context.Context, key string, value []byte) (bool, error) {
+	// CAS with index 0: create only, never overwrite.
+	ok, _, err := c.KV.CAS(&consul.KVPair{Key: key, Value: value}, (&consul.WriteOptions{}).WithContext(ctx))
+	return ok, err
+}
+
+func (c ConsulKV) Delete(ctx context.Context, key string) error {
+	_, err := c.KV.Delete(key, (&consul.WriteOptions{}).WithContext(ctx))
+	return err
+}
+
+// Tokens stores API tokens in a KV store.
+type Tokens struct {
+	KV KV
 }
 
 type tokenRecord struct {
-	TokenInfo
+	api.TokenInfo
 	SecretSHA256 string `json:"secret_sha256"`
 }
 
-// ErrBadToken is a missing, malformed, unknown or revoked token.
-var ErrBadToken = errors.New("invalid or missing token")
+// ErrBadToken is a missing, malformed, unknown or revoked token: 401.
+var ErrBadToken error = api.Errorf(api.CodeUnauthorized, "invalid or missing token")
+
+// errNoToken is a token to revoke that is not in the caller's workspace.
+var errNoToken error = api.Errorf(api.CodeNotFound, "no such token in your workspace")
+
+// unavailableError is a token store that did not answer (Consul is down):
+// 503, since the token may well be good.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string            { return e.err.Error() }
+func (e *unavailableError) Unwrap() error            { return e.err }
+func (e *unavailableError) ErrorCode() api.ErrorCode { return api.CodeUnavailable }
+
+func unavailable(format string, err error) error {
+	return &unavailableError{fmt.Errorf(format, err)}
+}
 
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
@@ -78,7 +144,7 @@ func (t *Tokens) Create(name, workspace string) (string, error) {
 }
 
 // CreateToken makes a token and returns it with its secret.
-func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*NewToken, error) {
+func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*api.NewToken, error) {
 	id, err := randomHex(8)
 	if err != nil {
 		return nil, err
@@ -87,72 +153,72 @@ func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*
 	if err != nil {
 		return nil, err
 	}
-	info := TokenInfo{ID: id, Name: name, Workspace: workspace, CreatedAt: time.Now().UTC(), CreatedBy: by}
+	info := api.TokenInfo{ID: id, Name: name, Workspace: workspace, CreatedAt: time.Now().UTC(), CreatedBy: by}
 	rec, _ := json.Marshal(tokenRecord{TokenInfo: info, SecretSHA256: hashSecret(secret)})
-	// CAS with index 0: create only, never overwrite.
-	ok, _, err := t.KV.CAS(&consul.KVPair{Key: tokensKV + id, Value: rec}, (&consul.WriteOptions{}).WithContext(ctx))
+	ok, err := t.KV.Create(ctx, tokensKV+id, rec)
 	if err != nil {
-		return nil, fmt.Errorf("storing token: %w", err)
+		return nil, unavailable("storing token: %w", err)
 	}
 	if !ok {
-		return nil, errors.New("storing token: the ID is taken; try again")
+		// Two random 64-bit IDs met: say so rather than overwrite.
+		return nil, api.Errorf(api.CodeConflict, "storing token: the ID is taken; try again")
 	}
-	return &NewToken{TokenInfo: info, Secret: secret, Token: TokenPrefix + id + "_" + secret}, nil
+	return &api.NewToken{TokenInfo: info, Secret: secret, Token: TokenPrefix + id + "_" + secret}, nil
 }
 
 // Lookup returns who a whole token ("cvn_<id>_<secret>") belongs to.
-func (t *Tokens) Lookup(token string) (orchestrator.Caller, error) {
+func (t *Tokens) Lookup(ctx context.Context, token string) (api.Caller, error) {
 	rest, ok := strings.CutPrefix(token, TokenPrefix)
 	if !ok {
-		return orchestrator.Caller{}, ErrBadToken
+		return api.Caller{}, ErrBadToken
 	}
 	id, secret, ok := strings.Cut(rest, "_")
 	if !ok {
-		return orchestrator.Caller{}, ErrBadToken
+		return api.Caller{}, ErrBadToken
 	}
-	return t.LookupPair(context.Background(), id, secret)
+	return t.LookupPair(ctx, id, secret)
 }
 
 // LookupPair checks an ID and secret, as the proxy-auth headers carry them.
-func (t *Tokens) LookupPair(ctx context.Context, id, secret string) (orchestrator.Caller, error) {
+func (t *Tokens) LookupPair(ctx context.Context, id, secret string) (api.Caller, error) {
 	id = strings.TrimPrefix(id, TokenPrefix)
 	if id == "" || secret == "" || strings.Contains(id, "/") {
-		return orchestrator.Caller{}, ErrBadToken
+		return api.Caller{}, ErrBadToken
 	}
-	pair, _, err := t.KV.Get(tokensKV+id, (&consul.QueryOptions{}).WithContext(ctx))
+	val, err := t.KV.Get(ctx, tokensKV+id)
 	if err != nil {
-		return orchestrator.Caller{}, fmt.Errorf("looking up token: %w", err)
+		return api.Caller{}, unavailable("looking up token: %w", err)
 	}
-	if pair == nil {
-		return orchestrator.Caller{}, ErrBadToken
+	if val == nil {
+		return api.Caller{}, ErrBadToken
 	}
 	var rec tokenRecord
-	if err := json.Unmarshal(pair.Value, &rec); err != nil {
-		return orchestrator.Caller{}, fmt.Errorf("reading token record: %w", err)
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return api.Caller{}, fmt.Errorf("reading token record: %w", err)
 	}
 	if subtle.ConstantTimeCompare([]byte(rec.SecretSHA256), []byte(hashSecret(secret))) != 1 {
-		return orchestrator.Caller{}, ErrBadToken
+		return api.Caller{}, ErrBadToken
 	}
-	return orchestrator.Caller{Name: rec.Name, Workspace: rec.Workspace}, nil
+	return api.Caller{Name: rec.Name, Workspace: rec.Workspace}, nil
 }
 
 // List returns the tokens of workspace ("*": all), oldest first.
-func (t *Tokens) List(ctx context.Context, workspace string) ([]TokenInfo, error) {
-	pairs, _, err := t.KV.List(tokensKV, (&consul.QueryOptions{}).WithContext(ctx))
+func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, error) {
+	vals, err := t.KV.List(ctx, tokensKV)
 	if err != nil {
-		return nil, fmt.Errorf("listing tokens: %w", err)
+		return nil, unavailable("listing tokens: %w", err)
 	}
-	out := []TokenInfo{}
-	for _, p := range pairs {
+	out := []api.TokenInfo{}
+	for _, v := range vals {
 		var rec tokenRecord
-		if json.Unmarshal(p.Value, &rec) != nil || rec.ID == "" {
+		if json.Unmarshal(v, &rec) != nil || rec.ID == "" {
 			continue
 		}
 		if workspace == "*" || rec.Workspace == workspace {
 			out = append(out, rec.TokenInfo)
 		}
 	}
-	slices.SortFunc(out, func(a, b TokenInfo) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortFunc(out, func(a, b api.TokenInfo) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, nil
 }
 
@@ -160,19 +226,28 @@ func (t *Tokens) List(ctx context.Context, workspace string) ([]TokenInfo, error
 // no such token there.
 func (t *Tokens) Revoke(ctx context.Context, id, workspace string) error {
 	id = strings.TrimPrefix(id, TokenPrefix)
-	pair, _, err := t.KV.Get(tokensKV+id, (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	var rec tokenRecord
-	if pair == nil || json.Unmarshal(pair.Value, &rec) != nil || (workspace != "*" && rec.Workspace != workspace) {
+	if id == "" || strings.Contains(id, "/") {
 		return errNoToken
 	}
-	_, err = t.KV.Delete(tokensKV+id, (&consul.WriteOptions{}).WithContext(ctx))
-	return err
+	val, err := t.KV.Get(ctx, tokensKV+id)
+	if err != nil {
+		return unavailable("looking up token: %w", err)
+	}
+	var rec tokenRecord
+	if val == nil || json.Unmarshal(val, &rec) != nil || (workspace != "*" && rec.Workspace != workspace) {
+		return errNoToken
+	}
+	if err := t.KV.Delete(ctx, tokensKV+id); err != nil {
+		return unavailable("revoking token: %w", err)
+	}
+	return nil
 }
 
 func hashSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
 }
+
+// isBadToken reports whether err says the credentials are wrong, as
+// opposed to the store failing to check them.
+func isBadToken(err error) bool { return errors.Is(err, ErrBadToken) }

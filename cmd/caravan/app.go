@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
-	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
 )
 
@@ -49,7 +49,7 @@ Start a local stack with 'caravan dev up', then 'caravan deploy app.hcl'.`,
 }
 
 // client returns an API client for the server the flags point at.
-func client(c *cli.Context) *server.Client {
+func client(c *cli.Context) *api.Client {
 	addr, token := c.String("addr"), c.String("token")
 	state := c.String("state-dir")
 	if addr == "" {
@@ -63,5 +63,5 @@ func client(c *cli.Context) *server.Client {
 			token = strings.TrimSpace(string(b))
 		}
 	}
-	return &server.Client{Addr: addr, Token: token}
+	return &api.Client{Addr: addr, Token: token}
 }

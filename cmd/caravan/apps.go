@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
@@ -23,8 +23,8 @@ func appRefFlags() []cli.Flag {
 	}
 }
 
-func changeBody(c *cli.Context) server.ChangeBody {
-	b := server.ChangeBody{Workspace: c.String("workspace"), Environment: c.String("environment")}
+func changeBody(c *cli.Context) api.ChangeBody {
+	b := api.ChangeBody{Workspace: c.String("workspace"), Environment: c.String("environment")}
 	if c.IsSet("strategy") {
 		b.Strategy = c.String("strategy")
 	}
@@ -105,7 +105,7 @@ func appCommand() *cli.Command {
 				Usage:     "Replace every container with a fresh one of the same spec, as a new version",
 				ArgsUsage: "APP",
 				Flags:     append(appRefFlags(), rollout...),
-				Action: rolloutAction("rollover", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+				Action: rolloutAction("rollover", func(c *cli.Context, cl *api.Client, app string, body api.ChangeBody) (*orchestrator.DeployResult, error) {
 					return cl.Rollover(c.Context, app, body)
 				}),
 			},
@@ -116,7 +116,7 @@ func appCommand() *cli.Command {
 				Description: `Without VERSION, goes back to the version that was live before the current
 one. Any version in the app's history can be named, however old.`,
 				Flags: append(appRefFlags(), rollout...),
-				Action: rolloutAction("rollback", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+				Action: rolloutAction("rollback", func(c *cli.Context, cl *api.Client, app string, body api.ChangeBody) (*orchestrator.DeployResult, error) {
 					if c.NArg() > 1 {
 						if _, err := fmt.Sscan(strings.TrimPrefix(c.Args().Get(1), "v"), &body.Version); err != nil || body.Version < 1 {
 							return nil, fmt.Errorf("%q is not a version number", c.Args().Get(1))
@@ -133,7 +133,7 @@ one. Any version in the app's history can be named, however old.`,
 Nomad replaces the previous version's containers, then the traffic split
 is removed. Recorded in the app's history.`,
 				Flags: appRefFlags(),
-				Action: rolloutAction("promote", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+				Action: rolloutAction("promote", func(c *cli.Context, cl *api.Client, app string, body api.ChangeBody) (*orchestrator.DeployResult, error) {
 					return cl.Promote(c.Context, app, body)
 				}),
 			},
@@ -142,7 +142,7 @@ is removed. Recorded in the app's history.`,
 				Usage:     "Send all traffic of an app's canary back to the live version and remove the canaries",
 				ArgsUsage: "APP",
 				Flags:     appRefFlags(),
-				Action: rolloutAction("abort", func(c *cli.Context, cl *server.Client, app string, body server.ChangeBody) (*orchestrator.DeployResult, error) {
+				Action: rolloutAction("abort", func(c *cli.Context, cl *api.Client, app string, body api.ChangeBody) (*orchestrator.DeployResult, error) {
 					return cl.Abort(c.Context, app, body)
 				}),
 			},
@@ -162,7 +162,7 @@ unless --yes is given.`,
 
 // rolloutAction runs a change that rolls out a new version of APP and
 // prints it as deploy does.
-func rolloutAction(verb string, call func(*cli.Context, *server.Client, string, server.ChangeBody) (*orchestrator.DeployResult, error)) cli.ActionFunc {
+func rolloutAction(verb string, call func(*cli.Context, *api.Client, string, api.ChangeBody) (*orchestrator.DeployResult, error)) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		app, err := oneApp(c, verb)
 		if err != nil {
@@ -223,7 +223,7 @@ func appList(c *cli.Context) error {
 		if a.Environment != "" {
 			ws += "/" + a.Environment
 		}
-		state := a.State
+		state := string(a.State)
 		if a.State == orchestrator.StateFailed && a.Version > 0 {
 			state = fmt.Sprintf("failed (v%d failed, v%d serves)", a.LatestVersion, a.Version)
 		}
@@ -265,7 +265,7 @@ func appHistory(c *cli.Context) error {
 	fmt.Fprintln(tw, "VERSION\tWHEN\tWHO\tKIND\tSTRATEGY\tSTATUS\tSPEC\tGIT\tTAG")
 	for i := len(h.Versions) - 1; i >= 0; i-- {
 		v := h.Versions[i]
-		kind := v.Kind
+		kind := string(v.Kind)
 		if v.Kind == orchestrator.KindRollback {
 			kind = fmt.Sprintf("rollback to v%d", v.RollbackOf)
 		}

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
 )
 
@@ -116,7 +116,7 @@ func TestDeployShowsServerDiagnostics(t *testing.T) {
 			return
 		}
 		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(map[string]any{"error": server.APIError{
+		json.NewEncoder(w).Encode(map[string]any{"error": api.APIError{
 			Kind: "invalid_spec", Message: "invalid", Diagnostics: orchestrator.ToWire(diags[:1]),
 		}})
 	}))
@@ -164,7 +164,7 @@ func fakeServer(t *testing.T, routes map[string]any) (*httptest.Server, *[]strin
 		resp, ok := routes[r.Method+" "+r.URL.Path]
 		if !ok {
 			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(map[string]any{"error": server.APIError{Kind: "not_found", Message: "no app \"x\""}})
+			json.NewEncoder(w).Encode(map[string]any{"error": api.APIError{Kind: "not_found", Message: "no app \"x\""}})
 			return
 		}
 		json.NewEncoder(w).Encode(resp)

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
 )
 
@@ -40,7 +40,7 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 				return err
 			}
 			commit, dirty := gitState(filepath.Dir(path))
-			res, err := client(c).DeployBody(c.Context, server.DeployBody{
+			res, err := client(c).DeployBody(c.Context, api.DeployBody{
 				Filename: path, Spec: string(src), Timeout: c.Duration("timeout").String(),
 				Strategy: c.String("strategy"), Tag: c.String("tag"), GitCommit: commit, GitDirty: dirty,
 			})

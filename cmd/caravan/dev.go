@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -110,7 +111,7 @@ func devUp(c *cli.Context) error {
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		who = u.Username
 	}
-	token, err := (&server.Tokens{KV: cc.KV()}).Create(who, "*")
+	token, err := (&server.Tokens{KV: server.ConsulKV{KV: cc.KV()}}).Create(who, "*")
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func devUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl := &server.Client{Addr: stack.CaravanAddr(), Token: token}
+	cl := &api.Client{Addr: stack.CaravanAddr(), Token: token}
 	fmt.Fprintf(out, "==> starting caravan server on %s\n", strings.TrimPrefix(stack.CaravanAddr(), "http://"))
 	err = stack.StartProcess(c.Context, "caravan-server", strings.TrimPrefix(stack.CaravanAddr(), "http://"), []string{self, "server",
 		"--listen", strings.TrimPrefix(stack.CaravanAddr(), "http://"),

@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/urfave/cli/v2"
 
@@ -80,7 +80,7 @@ func serverFailure(c *cli.Context, verb string, err error, path string, src []by
 // printServerDiags prints the diagnostics err carries from the server
 // against the local source, and reports whether there were any.
 func printServerDiags(w io.Writer, err error, path string, src []byte) bool {
-	var apiErr *server.APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || len(apiErr.Diagnostics) == 0 {
 		return false
 	}

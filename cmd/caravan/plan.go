@@ -5,8 +5,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
-	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,7 +32,7 @@ placed, a hostname another app serves).`,
 			if err != nil {
 				return err
 			}
-			res, err := client(c).Plan(c.Context, server.DeployBody{Filename: path, Spec: string(src), Strategy: c.String("strategy")})
+			res, err := client(c).Plan(c.Context, api.DeployBody{Filename: path, Spec: string(src), Strategy: c.String("strategy")})
 			if err != nil {
 				return serverFailure(c, "plan", err, path, src)
 			}

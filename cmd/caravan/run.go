@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 	"github.com/urfave/cli/v2"
 )
 
@@ -23,7 +23,7 @@ Exit codes: 0 the run succeeded, 1 it failed (or could not be launched).`,
 			if c.NArg() != 2 {
 				return cli.Exit("run takes an app and a function, e.g. caravan run hello nightly", 1)
 			}
-			body := server.RunBody{ChangeBody: changeBody(c), Function: c.Args().Get(1)}
+			body := api.RunBody{ChangeBody: changeBody(c), Function: c.Args().Get(1)}
 			res, err := client(c).Run(c.Context, c.Args().First(), body)
 			if err != nil {
 				return cli.Exit("run failed: "+err.Error(), 1)

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/urfave/cli/v2"
 )
@@ -80,7 +80,7 @@ func serve(c *cli.Context) error {
 
 	var (
 		appName   string
-		ref       server.ChangeBody
+		ref       api.ChangeBody
 		logCancel context.CancelFunc = func() {}
 		deployed  bool
 	)
@@ -97,9 +97,9 @@ func serve(c *cli.Context) error {
 		}
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		res, err := cl.DeployBody(dctx, server.DeployBody{Filename: path, Spec: string(src), Serve: true})
+		res, err := cl.DeployBody(dctx, api.DeployBody{Filename: path, Spec: string(src), Serve: true})
 		if err == nil && !res.Changed && force {
-			res, err = cl.Rollover(dctx, app.Name, server.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true})
+			res, err = cl.Rollover(dctx, app.Name, api.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true})
 		}
 		if err != nil {
 			if !printServerDiags(errOut, err, path, src) {
@@ -109,7 +109,7 @@ func serve(c *cli.Context) error {
 		}
 		deployed = true
 		appName = app.Name
-		ref = server.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true}
+		ref = api.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true}
 		printDeploy(out, res)
 		logCancel()
 		var lctx context.Context

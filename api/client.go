@@ -1,4 +1,4 @@
-package server
+package api
 
 import (
 	"bytes"
@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/caravanhq/caravan/orchestrator"
 )
 
 // Client talks to caravan server; the CLI and the e2e tests use it.
@@ -24,13 +22,13 @@ type Client struct {
 
 // Deploy sends a spec to deploy and waits for the result. A failure is an
 // *APIError carrying the diagnostics or the rollout failure.
-func (c *Client) Deploy(ctx context.Context, filename string, spec []byte, timeout time.Duration) (*orchestrator.DeployResult, error) {
+func (c *Client) Deploy(ctx context.Context, filename string, spec []byte, timeout time.Duration) (*DeployResult, error) {
 	return c.DeployBody(ctx, DeployBody{Filename: filename, Spec: string(spec), Timeout: durationString(timeout)})
 }
 
 // DeployBody deploys with every option of the API.
-func (c *Client) DeployBody(ctx context.Context, body DeployBody) (*orchestrator.DeployResult, error) {
-	var res orchestrator.DeployResult
+func (c *Client) DeployBody(ctx context.Context, body DeployBody) (*DeployResult, error) {
+	var res DeployResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/deploy", body, &res)
 }
 
@@ -49,34 +47,24 @@ func refQuery(ref ChangeBody) url.Values {
 }
 
 // Plan says what deploying body would change, changing nothing.
-func (c *Client) Plan(ctx context.Context, body DeployBody) (*orchestrator.PlanResult, error) {
-	var res orchestrator.PlanResult
+func (c *Client) Plan(ctx context.Context, body DeployBody) (*PlanResult, error) {
+	var res PlanResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/plan", body, &res)
 }
 
 // History returns an app's versions.
-func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*orchestrator.History, error) {
-	var h orchestrator.History
+func (c *Client) History(ctx context.Context, app string, ref ChangeBody) (*History, error) {
+	var h History
 	return &h, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(app)+"/history?"+refQuery(ref).Encode(), nil, &h)
 }
 
 // Logs copies the app's container logs to w until ctx ends.
 func (c *Client) Logs(ctx context.Context, app string, ref ChangeBody, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		strings.TrimRight(c.Addr, "/")+"/v1/apps/"+url.PathEscape(app)+"/logs?"+refQuery(ref).Encode(), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.send(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(app)+"/logs?"+refQuery(ref).Encode(), nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("logs: %s: %s", resp.Status, bytes.TrimSpace(b))
-	}
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
@@ -110,43 +98,43 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 }
 
 // Rollover replaces every container of an app with a fresh one.
-func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+func (c *Client) Rollover(ctx context.Context, app string, body ChangeBody) (*DeployResult, error) {
 	return c.change(ctx, app, "rollover", body)
 }
 
 // Rollback deploys an earlier version's spec as a new version.
-func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+func (c *Client) Rollback(ctx context.Context, app string, body ChangeBody) (*DeployResult, error) {
 	return c.change(ctx, app, "rollback", body)
 }
 
 // Promote moves all traffic of an app's canary to it; it becomes live.
-func (c *Client) Promote(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+func (c *Client) Promote(ctx context.Context, app string, body ChangeBody) (*DeployResult, error) {
 	return c.change(ctx, app, "promote", body)
 }
 
 // Abort sends all traffic of an app's canary back to the live version and
 // removes the canaries.
-func (c *Client) Abort(ctx context.Context, app string, body ChangeBody) (*orchestrator.DeployResult, error) {
+func (c *Client) Abort(ctx context.Context, app string, body ChangeBody) (*DeployResult, error) {
 	return c.change(ctx, app, "abort", body)
 }
 
 // change posts body to the app's change endpoint verb
 // (POST /v1/apps/{app}/{verb}), which answers a DeployResult.
-func (c *Client) change(ctx context.Context, app, verb string, body ChangeBody) (*orchestrator.DeployResult, error) {
-	var res orchestrator.DeployResult
+func (c *Client) change(ctx context.Context, app, verb string, body ChangeBody) (*DeployResult, error) {
+	var res DeployResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/"+verb, body, &res)
 }
 
 // Run launches a scheduled function now and waits for its result.
-func (c *Client) Run(ctx context.Context, app string, body RunBody) (*orchestrator.RunResult, error) {
-	var res orchestrator.RunResult
+func (c *Client) Run(ctx context.Context, app string, body RunBody) (*RunResult, error) {
+	var res RunResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/run", body, &res)
 }
 
 // Call runs a callable function once with input (JSON, sent as it is) and
 // waits for its result. An input over 16 KiB is an *APIError with Status
 // 413, and nothing runs.
-func (c *Client) Call(ctx context.Context, app, function string, ref ChangeBody, input []byte, timeout time.Duration) (*orchestrator.CallResult, error) {
+func (c *Client) Call(ctx context.Context, app, function string, ref ChangeBody, input []byte, timeout time.Duration) (*CallResult, error) {
 	q := refQuery(ref)
 	if timeout > 0 {
 		q.Set("timeout", timeout.String())
@@ -154,14 +142,14 @@ func (c *Client) Call(ctx context.Context, app, function string, ref ChangeBody,
 	if input == nil {
 		input = []byte{}
 	}
-	var res orchestrator.CallResult
+	var res CallResult
 	return &res, c.doBody(ctx, http.MethodPost,
 		"/v1/apps/"+url.PathEscape(app)+"/functions/"+url.PathEscape(function)+"/call?"+q.Encode(), input, &res)
 }
 
 // Stop purges an app.
-func (c *Client) Stop(ctx context.Context, app string, body ChangeBody) (*orchestrator.AppRecord, error) {
-	var rec orchestrator.AppRecord
+func (c *Client) Stop(ctx context.Context, app string, body ChangeBody) (*AppRecord, error) {
+	var rec AppRecord
 	return &rec, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/stop", body, &rec)
 }
 
@@ -173,8 +161,8 @@ func durationString(d time.Duration) string {
 }
 
 // Apps lists the apps the token may see.
-func (c *Client) Apps(ctx context.Context) ([]orchestrator.AppSummary, error) {
-	var apps []orchestrator.AppSummary
+func (c *Client) Apps(ctx context.Context) ([]AppSummary, error) {
+	var apps []AppSummary
 	return apps, c.do(ctx, http.MethodGet, "/v1/apps", nil, &apps)
 }
 
@@ -198,13 +186,32 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // doBody sends body (JSON, none when nil) as it is and decodes the answer
 // into out.
 func (c *Client) doBody(ctx context.Context, method, path string, in []byte, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// send makes a request with the client's address, token and HTTP client,
+// and returns a 2xx answer for the caller to read and close; any other
+// answer is read here and returned as an *APIError.
+func (c *Client) send(ctx context.Context, method, path string, in []byte) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Addr, "/")+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -218,25 +225,35 @@ func (c *Client) doBody(ctx context.Context, method, path string, in []byte, out
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach caravan server at %s (is it running? `caravan dev up` starts one): %w", c.Addr, err)
+		return nil, fmt.Errorf("cannot reach caravan server at %s (is it running? `caravan dev up` starts one): %w", c.Addr, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	// An error body is small; a huge one is not caravan's.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if resp.StatusCode/100 != 2 {
-		var env struct {
-			Error *APIError `json:"error"`
-		}
-		if json.Unmarshal(b, &env) != nil || env.Error == nil {
-			return &APIError{Kind: "internal", Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))}
-		}
-		env.Error.Status = resp.StatusCode
-		return env.Error
+	return nil, responseError(method, path, resp, b)
+}
+
+// responseError types a failed answer: the server's {"error": APIError}
+// with its code, or, for a body without one (a proxy's page, say), the code
+// the status means, with the body as the message.
+func responseError(method, path string, resp *http.Response, body []byte) *APIError {
+	var env struct {
+		Error *APIError `json:"error"`
 	}
-	if out == nil {
-		return nil
+	if json.Unmarshal(body, &env) != nil || env.Error == nil {
+		return &APIError{Kind: CodeOf(resp.StatusCode), Status: resp.StatusCode,
+			Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(body))}
 	}
-	return json.Unmarshal(b, out)
+	env.Error.Status = resp.StatusCode
+	if !env.Error.Kind.Known() {
+		// A newer server's code: keep its message, type it by status.
+		env.Error.Kind = CodeOf(resp.StatusCode)
+	}
+	return env.Error
 }

@@ -1,0 +1,219 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/orchestrator"
+)
+
+// memKV is KV in a map; err, when set, fails every call as Consul down
+// would.
+type memKV struct {
+	mu  sync.Mutex
+	m   map[string][]byte
+	err error
+}
+
+var _ KV = (*memKV)(nil)
+
+func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
+
+func (k *memKV) fail(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.err = err
+}
+
+func (k *memKV) Get(_ context.Context, key string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err != nil {
+		return nil, k.err
+	}
+	return k.m[key], nil
+}
+
+func (k *memKV) List(_ context.Context, prefix string) ([][]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err != nil {
+		return nil, k.err
+	}
+	var out [][]byte
+	for _, key := range slices.Sorted(maps.Keys(k.m)) {
+		if strings.HasPrefix(key, prefix) {
+			out = append(out, k.m[key])
+		}
+	}
+	return out, nil
+}
+
+func (k *memKV) Create(_ context.Context, key string, value []byte) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err != nil {
+		return false, k.err
+	}
+	if _, ok := k.m[key]; ok {
+		return false, nil
+	}
+	k.m[key] = value
+	return true, nil
+}
+
+func (k *memKV) Delete(_ context.Context, key string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err != nil {
+		return k.err
+	}
+	delete(k.m, key)
+	return nil
+}
+
+// fakeOrch records what the handler asked and answers err, when set, or
+// canned results.
+type fakeOrch struct {
+	mu     sync.Mutex
+	err    error
+	calls  []string
+	caller api.Caller
+	deploy orchestrator.DeployRequest
+	change orchestrator.ChangeRequest
+	ref    api.AppRef
+	fn     string
+	call   orchestrator.CallRequest
+	// runDeadline reports whether Run's context had a deadline.
+	runDeadline bool
+	apps        []api.AppSummary
+	logs        string
+}
+
+var _ Orchestrator = (*fakeOrch)(nil)
+
+var errOops = errors.New("oops: something nobody named")
+
+func (f *fakeOrch) record(name string, caller api.Caller) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, name)
+	f.caller = caller
+	return f.err
+}
+
+func (f *fakeOrch) last() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) == 0 {
+		return ""
+	}
+	return f.calls[len(f.calls)-1]
+}
+
+func (f *fakeOrch) Deploy(_ context.Context, c api.Caller, req orchestrator.DeployRequest) (*api.DeployResult, error) {
+	f.deploy = req
+	if err := f.record("Deploy", c); err != nil {
+		return nil, err
+	}
+	return &api.DeployResult{App: "demo", Version: 1, Changed: true, Kind: api.KindDeploy}, nil
+}
+
+func (f *fakeOrch) Plan(_ context.Context, c api.Caller, req orchestrator.DeployRequest) (*api.PlanResult, error) {
+	f.deploy = req
+	if err := f.record("Plan", c); err != nil {
+		return nil, err
+	}
+	return &api.PlanResult{App: "demo", Changed: true}, nil
+}
+
+func (f *fakeOrch) Apps(_ context.Context, c api.Caller) ([]api.AppSummary, error) {
+	if err := f.record("Apps", c); err != nil {
+		return nil, err
+	}
+	return f.apps, nil
+}
+
+func (f *fakeOrch) History(_ context.Context, c api.Caller, ref api.AppRef) (*api.History, error) {
+	f.ref = ref
+	if err := f.record("History", c); err != nil {
+		return nil, err
+	}
+	return &api.History{App: &api.AppRecord{App: ref.App, State: api.StateDeployed},
+		Versions: []*api.VersionRecord{{Version: 1, Kind: api.KindDeploy, Status: api.StatusLive}}}, nil
+}
+
+func (f *fakeOrch) URL(_ context.Context, c api.Caller, ref api.AppRef, function string) (string, error) {
+	f.ref, f.fn = ref, function
+	if err := f.record("URL", c); err != nil {
+		return "", err
+	}
+	return "https://" + function + "." + ref.App + ".example", nil
+}
+
+func (f *fakeOrch) Logs(_ context.Context, c api.Caller, ref api.AppRef, w io.Writer) error {
+	f.ref = ref
+	if err := f.record("Logs", c); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, f.logs)
+	if fl, ok := w.(interface{ Flush() }); ok {
+		fl.Flush()
+	}
+	return err
+}
+
+func (f *fakeOrch) changeOp(name string, c api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error) {
+	f.change = req
+	if err := f.record(name, c); err != nil {
+		return nil, err
+	}
+	return &api.DeployResult{App: req.App, Version: 2, Changed: true, Kind: api.KindRollover}, nil
+}
+
+func (f *fakeOrch) Rollover(_ context.Context, c api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error) {
+	return f.changeOp("Rollover", c, req)
+}
+
+func (f *fakeOrch) Rollback(_ context.Context, c api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error) {
+	return f.changeOp("Rollback", c, req)
+}
+
+func (f *fakeOrch) Promote(_ context.Context, c api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error) {
+	return f.changeOp("Promote", c, req)
+}
+
+func (f *fakeOrch) Abort(_ context.Context, c api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error) {
+	return f.changeOp("Abort", c, req)
+}
+
+func (f *fakeOrch) Stop(_ context.Context, c api.Caller, ref api.AppRef) (*api.AppRecord, error) {
+	f.ref = ref
+	if err := f.record("Stop", c); err != nil {
+		return nil, err
+	}
+	return &api.AppRecord{App: ref.App, State: api.StateStopped, StoppedBy: c.Name}, nil
+}
+
+func (f *fakeOrch) Run(ctx context.Context, c api.Caller, ref api.AppRef, function string) (*api.RunResult, error) {
+	f.ref, f.fn = ref, function
+	_, f.runDeadline = ctx.Deadline()
+	if err := f.record("Run", c); err != nil {
+		return nil, err
+	}
+	return &api.RunResult{Function: function, Status: "succeeded"}, nil
+}
+
+func (f *fakeOrch) Call(_ context.Context, c api.Caller, req orchestrator.CallRequest) (*api.CallResult, error) {
+	f.call = req
+	if err := f.record("Call", c); err != nil {
+		return nil, err
+	}
+	return &api.CallResult{Function: req.Function, Output: string(req.Input)}, nil
+}

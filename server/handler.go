@@ -1,0 +1,455 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/router"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Orchestrator is what the API calls: *orchestrator.Orchestrator in
+// production, a fake in the handler's tests.
+type Orchestrator interface {
+	Deploy(ctx context.Context, caller api.Caller, req orchestrator.DeployRequest) (*api.DeployResult, error)
+	Plan(ctx context.Context, caller api.Caller, req orchestrator.DeployRequest) (*api.PlanResult, error)
+	Apps(ctx context.Context, caller api.Caller) ([]api.AppSummary, error)
+	History(ctx context.Context, caller api.Caller, ref api.AppRef) (*api.History, error)
+	URL(ctx context.Context, caller api.Caller, ref api.AppRef, function string) (string, error)
+	Logs(ctx context.Context, caller api.Caller, ref api.AppRef, w io.Writer) error
+	Rollover(ctx context.Context, caller api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error)
+	Rollback(ctx context.Context, caller api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error)
+	Promote(ctx context.Context, caller api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error)
+	Abort(ctx context.Context, caller api.Caller, req orchestrator.ChangeRequest) (*api.DeployResult, error)
+	Stop(ctx context.Context, caller api.Caller, ref api.AppRef) (*api.AppRecord, error)
+	Run(ctx context.Context, caller api.Caller, ref api.AppRef, function string) (*api.RunResult, error)
+	Call(ctx context.Context, caller api.Caller, req orchestrator.CallRequest) (*api.CallResult, error)
+}
+
+var _ Orchestrator = (*orchestrator.Orchestrator)(nil)
+
+// Deps are what the API handler needs.
+type Deps struct {
+	Orchestrator Orchestrator
+	Tokens       TokenStore
+	// Logger defaults to a null logger.
+	Logger hclog.Logger
+	// ProbeSecret lets the server's own deploy probes (Caravan-Key
+	// caravan-probe) through forwardAuth; empty lets no probe through.
+	ProbeSecret string
+}
+
+// Request body bounds. A body over its bound answers 413 input_too_large,
+// and is not read past it.
+const (
+	// maxSpec bounds a deploy or plan body: the spec and its options.
+	maxSpec = 4 << 20
+	// maxChangeBody bounds the small JSON bodies: tokens, rollover,
+	// rollback, promote, abort, stop and run.
+	maxChangeBody = 64 << 10
+)
+
+// handler serves the API over injected dependencies.
+type handler struct {
+	orch        Orchestrator
+	tokens      TokenStore
+	log         hclog.Logger
+	probeSecret string
+	mux         *http.ServeMux
+}
+
+// NewHandler returns the API's HTTP handler.
+func NewHandler(d Deps) http.Handler {
+	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret, mux: http.NewServeMux()}
+	if h.log == nil {
+		h.log = hclog.NewNullLogger()
+	}
+	mux := h.mux
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	mux.HandleFunc("GET /v1/auth/proxy", h.proxyAuth)
+	mux.Handle("POST /v1/tokens", h.authed(h.createToken))
+	mux.Handle("GET /v1/tokens", h.authed(h.listTokens))
+	mux.Handle("DELETE /v1/tokens/{id}", h.authed(h.revokeToken))
+	mux.Handle("POST /v1/deploy", h.authed(h.deploy))
+	mux.Handle("POST /v1/plan", h.authed(h.plan))
+	mux.Handle("GET /v1/apps", h.authed(h.apps))
+	mux.Handle("GET /v1/apps/{app}/history", h.authed(h.history))
+	mux.Handle("GET /v1/apps/{app}/url", h.authed(h.url))
+	mux.Handle("GET /v1/apps/{app}/logs", h.authed(h.logs))
+	mux.Handle("POST /v1/apps/{app}/rollover", h.authed(h.change(h.orch.Rollover)))
+	mux.Handle("POST /v1/apps/{app}/rollback", h.authed(h.change(h.orch.Rollback)))
+	mux.Handle("POST /v1/apps/{app}/promote", h.authed(h.change(h.orch.Promote)))
+	mux.Handle("POST /v1/apps/{app}/abort", h.authed(h.change(h.orch.Abort)))
+	mux.Handle("POST /v1/apps/{app}/stop", h.authed(h.stop))
+	mux.Handle("POST /v1/apps/{app}/run", h.authed(h.run))
+	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", h.authed(h.call))
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, caller api.Caller)
+
+func (h *handler) authed(next authedHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			h.fail(w, api.Errorf(api.CodeUnauthorized, "missing bearer token: set CARAVAN_TOKEN"))
+			return
+		}
+		caller, err := h.tokens.Lookup(r.Context(), strings.TrimSpace(secret))
+		if err != nil {
+			h.log.Warn("rejected request", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err)
+			h.fail(w, err)
+			return
+		}
+		next(w, r, caller)
+	})
+}
+
+// proxyAuth answers Traefik's forwardAuth for requires_proxy_auth
+// endpoints: 200 when Caravan-Key and Caravan-Secret name a token of the
+// endpoint's workspace (or of every workspace), else 401; 503 when the
+// token store cannot say. It changes nothing.
+func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
+	workspace := r.URL.Query().Get("workspace")
+	if h.probeSecret != "" && r.Header.Get(router.HeaderKey) == probeKey &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get(router.HeaderSecret)), []byte(h.probeSecret)) == 1 {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	caller, err := h.tokens.LookupPair(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
+	switch {
+	case err != nil && !isBadToken(err):
+		h.log.Error("proxy auth", "error", err)
+		h.fail(w, api.Errorf(api.CodeUnavailable, "cannot check credentials now"))
+	case err != nil || workspace == "" || (caller.Workspace != "*" && caller.Workspace != workspace):
+		w.Header().Set("WWW-Authenticate", `Caravan realm="`+workspace+`"`)
+		h.fail(w, api.Errorf(api.CodeUnauthorized,
+			"this endpoint needs a token of workspace %s in the Caravan-Key and Caravan-Secret headers (caravan token create)", workspace))
+	default:
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// probeKey is the Caravan-Key of a server's own deploy probes.
+const probeKey = "caravan-probe"
+
+// decode reads a JSON body of at most limit bytes into v. An empty body
+// leaves v as it is when empty is true. Errors are typed: input_too_large
+// past the limit, bad_request for anything unreadable.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, empty bool) error {
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case empty && errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, &tooLarge):
+		return api.Errorf(api.CodeInputTooLarge, "the request body is over the %d KiB this endpoint reads", limit>>10)
+	}
+	return api.Errorf(api.CodeBadRequest, "reading request: %s", err)
+}
+
+func (h *handler) createToken(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	var body api.TokenBody
+	if err := decode(w, r, maxChangeBody, &body, false); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if body.Name == "" {
+		h.fail(w, api.Errorf(api.CodeBadRequest, "a token needs a name: {\"name\": \"ci\"}"))
+		return
+	}
+	ws := body.Workspace
+	if ws == "" {
+		ws = caller.Workspace
+	}
+	if caller.Workspace != "*" && ws != caller.Workspace {
+		h.fail(w, &orchestrator.ForbiddenError{Token: caller.Name, Workspace: ws})
+		return
+	}
+	nt, err := h.tokens.CreateToken(r.Context(), body.Name, ws, caller.Name)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	h.log.Info("token created", "id", nt.ID, "name", nt.Name, "workspace", ws, "by", caller.Name)
+	writeJSON(w, http.StatusOK, nt)
+}
+
+func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	list, err := h.tokens.List(r.Context(), caller.Workspace)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	if err := h.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace); err != nil {
+		h.fail(w, err)
+		return
+	}
+	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) readDeploy(w http.ResponseWriter, r *http.Request) (orchestrator.DeployRequest, bool) {
+	var body api.DeployBody
+	if err := decode(w, r, maxSpec, &body, false); err != nil {
+		h.fail(w, err)
+		return orchestrator.DeployRequest{}, false
+	}
+	timeout, err := parseTimeout(body.Timeout)
+	if err != nil {
+		h.fail(w, err)
+		return orchestrator.DeployRequest{}, false
+	}
+	return orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
+		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve}, true
+}
+
+func (h *handler) plan(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	req, ok := h.readDeploy(w, r)
+	if !ok {
+		return
+	}
+	res, err := h.orch.Plan(r.Context(), caller, req)
+	h.answer(w, res, err)
+}
+
+func (h *handler) deploy(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	req, ok := h.readDeploy(w, r)
+	if !ok {
+		return
+	}
+	res, err := h.orch.Deploy(r.Context(), caller, req)
+	h.answer(w, res, err)
+}
+
+func parseTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, api.Errorf(api.CodeBadRequest, "timeout: %s", err)
+	}
+	return d, nil
+}
+
+// queryRef reads an app reference from the path and query.
+func queryRef(r *http.Request) api.AppRef {
+	q := r.URL.Query()
+	return api.AppRef{App: r.PathValue("app"), Workspace: q.Get("workspace"), Environment: q.Get("environment"),
+		Serve: q.Get("serve") == "true"}
+}
+
+func (h *handler) logs(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fw := &flushWriter{w: w}
+	if err := h.orch.Logs(r.Context(), caller, queryRef(r), fw); err != nil && !fw.wrote {
+		h.fail(w, err)
+	}
+}
+
+// flushWriter sends every write to the client at once.
+type flushWriter struct {
+	w     http.ResponseWriter
+	wrote bool
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.wrote = true
+	return f.w.Write(p)
+}
+
+func (f *flushWriter) Flush() {
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+func (h *handler) history(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	res, err := h.orch.History(r.Context(), caller, queryRef(r))
+	h.answer(w, res, err)
+}
+
+func (h *handler) url(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	u, err := h.orch.URL(r.Context(), caller, queryRef(r), r.URL.Query().Get("function"))
+	h.answer(w, map[string]string{"url": u}, err)
+}
+
+func (h *handler) readChange(w http.ResponseWriter, r *http.Request) (orchestrator.ChangeRequest, bool) {
+	var body api.ChangeBody
+	// An empty body asks for the defaults.
+	if err := decode(w, r, maxChangeBody, &body, true); err != nil {
+		h.fail(w, err)
+		return orchestrator.ChangeRequest{}, false
+	}
+	timeout, err := parseTimeout(body.Timeout)
+	if err != nil {
+		h.fail(w, err)
+		return orchestrator.ChangeRequest{}, false
+	}
+	return orchestrator.ChangeRequest{
+		AppRef: api.AppRef{App: r.PathValue("app"), Workspace: body.Workspace, Environment: body.Environment,
+			Serve: body.Serve},
+		Version: body.Version, Strategy: body.Strategy, Timeout: timeout,
+	}, true
+}
+
+func (h *handler) change(op func(context.Context, api.Caller, orchestrator.ChangeRequest) (*api.DeployResult, error)) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+		req, ok := h.readChange(w, r)
+		if !ok {
+			return
+		}
+		res, err := op(r.Context(), caller, req)
+		h.answer(w, res, err)
+	}
+}
+
+// defaultRunTimeout bounds a run whose body names no timeout.
+const defaultRunTimeout = 10 * time.Minute
+
+func (h *handler) run(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	var body api.RunBody
+	if err := decode(w, r, maxChangeBody, &body, false); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if body.Function == "" {
+		h.fail(w, api.Errorf(api.CodeBadRequest, "name the function: {\"function\": \"nightly\"}"))
+		return
+	}
+	timeout, err := parseTimeout(body.Timeout)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if timeout <= 0 {
+		timeout = defaultRunTimeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := h.orch.Run(ctx, caller, api.AppRef{App: r.PathValue("app"), Workspace: body.Workspace,
+		Environment: body.Environment, Serve: body.Serve}, body.Function)
+	h.answer(w, res, err)
+}
+
+func (h *handler) stop(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	req, ok := h.readChange(w, r)
+	if !ok {
+		return
+	}
+	rec, err := h.orch.Stop(r.Context(), caller, req.AppRef)
+	h.answer(w, rec, err)
+}
+
+func (h *handler) apps(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	apps, err := h.orch.Apps(r.Context(), caller)
+	if apps == nil {
+		// [] rather than null: a client ranges over it.
+		apps = []api.AppSummary{}
+	}
+	h.answer(w, apps, err)
+}
+
+// maxCallBody bounds what the server reads of a call's input; the
+// orchestrator refuses anything over its 16 KiB limit, this only keeps a
+// huge body from being read at all.
+const maxCallBody = 1 << 20
+
+// call runs a callable function: POST /v1/apps/{app}/functions/{fn}/call,
+// the body being the input.
+func (h *handler) call(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	timeout, err := parseTimeout(r.URL.Query().Get("timeout"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	input, err := io.ReadAll(io.LimitReader(r.Body, maxCallBody+1))
+	if err != nil {
+		h.fail(w, api.Errorf(api.CodeBadRequest, "reading the input: %s", err))
+		return
+	}
+	if len(input) > maxCallBody {
+		size := len(input)
+		if r.ContentLength > int64(size) {
+			size = int(r.ContentLength)
+		}
+		h.fail(w, &orchestrator.InputTooLargeError{Size: size, Limit: jobs.PayloadLimit})
+		return
+	}
+	res, err := h.orch.Call(r.Context(), caller, orchestrator.CallRequest{AppRef: queryRef(r), Function: r.PathValue("fn"),
+		Input: input, Timeout: timeout})
+	h.answer(w, res, err)
+}
+
+// answer writes v, or err when there is one.
+func (h *handler) answer(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// fail answers err with the status of its code (api's table), the code as
+// the error's kind, and what the client needs to print it: an invalid
+// spec's diagnostics, a failed rollout's function, allocation and version.
+// An error without a code is internal: 500, and logged, since it is a bug
+// or an outage nobody named.
+func (h *handler) fail(w http.ResponseWriter, err error) {
+	e := toAPIError(err)
+	if e.Kind == api.CodeInternal {
+		h.log.Error("request failed", "error", err)
+	}
+	writeJSON(w, e.Kind.Status(), map[string]*api.APIError{"error": e})
+}
+
+// toAPIError is err as the wire carries it.
+func toAPIError(err error) *api.APIError {
+	e := &api.APIError{Kind: api.ErrorCodeOf(err), Message: err.Error()}
+	if !e.Kind.Known() {
+		e.Kind = api.CodeInternal
+	}
+	var (
+		apiErr *api.APIError
+		diags  *orchestrator.DiagnosticsError
+		roll   *orchestrator.RolloutError
+	)
+	if errors.As(err, &apiErr) {
+		e.Diagnostics, e.Function, e.AllocID, e.Version = apiErr.Diagnostics, apiErr.Function, apiErr.AllocID, apiErr.Version
+	}
+	if errors.As(err, &diags) {
+		e.Diagnostics = orchestrator.ToWire(diags.Diags)
+	}
+	if errors.As(err, &roll) {
+		e.Function, e.AllocID, e.Version = roll.Function, roll.AllocID, roll.Version
+	}
+	return e
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

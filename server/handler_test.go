@@ -1,0 +1,449 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/router"
+	"github.com/hashicorp/go-hclog"
+)
+
+const testProbeSecret = "s3cret-probe"
+
+// env is a handler over fakes, served by httptest, with a token of
+// workspace shop and one of every workspace.
+type env struct {
+	t      *testing.T
+	srv    *httptest.Server
+	kv     *memKV
+	tokens *Tokens
+	orch   *fakeOrch
+	log    *syncBuffer
+	shop   *api.NewToken
+	all    *api.NewToken
+}
+
+// syncBuffer is a log the handler's goroutines write and the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncBuffer{}}
+	e.tokens = &Tokens{KV: e.kv}
+	var err error
+	if e.shop, err = e.tokens.CreateToken(context.Background(), "ci", "shop", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if e.all, err = e.tokens.CreateToken(context.Background(), "admin", "*", "test"); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Deps{Orchestrator: e.orch, Tokens: e.tokens, ProbeSecret: testProbeSecret,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: e.log, Level: hclog.Debug})})
+	e.srv = httptest.NewServer(h)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// answer is one response, its error envelope decoded when there is one.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+	err    *api.APIError
+}
+
+func (e *env) request(method, path, auth string, body io.Reader, header http.Header) answer {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, body: b}
+	var env struct {
+		Error *api.APIError `json:"error"`
+	}
+	if resp.StatusCode/100 != 2 && json.Unmarshal(b, &env) == nil {
+		a.err = env.Error
+	}
+	return a
+}
+
+// as sends a request with token as the bearer token.
+func (e *env) as(token *api.NewToken, method, path, body string) answer {
+	e.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	return e.request(method, path, "Bearer "+token.Token, r, nil)
+}
+
+// wantError checks a failed answer's status and the envelope's kind.
+func (a answer) wantError(t *testing.T, what string, status int, code api.ErrorCode) {
+	t.Helper()
+	if a.status != status || a.err == nil || a.err.Kind != code || a.err.Message == "" {
+		t.Errorf("%s: %d %s, want %d with kind %s", what, a.status, a.body, status, code)
+	}
+}
+
+func TestHealthNeedsNoToken(t *testing.T) {
+	e := newEnv(t)
+	if a := e.request("GET", "/v1/health", "", nil, nil); a.status != 200 || !strings.Contains(string(a.body), `"ok": true`) {
+		t.Errorf("health: %d %s", a.status, a.body)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	revoked, err := e.tokens.CreateToken(context.Background(), "old", "shop", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tokens.Revoke(context.Background(), revoked.ID, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, auth string }{
+		{"missing", ""},
+		{"not bearer", "Basic " + e.shop.Token},
+		{"malformed", "Bearer hunter2"},
+		{"no secret", "Bearer " + TokenPrefix + e.shop.ID},
+		{"empty id", "Bearer " + TokenPrefix + "_" + e.shop.Secret},
+		{"unknown", "Bearer " + TokenPrefix + "0000000000000000_" + e.shop.Secret},
+		{"wrong secret", "Bearer " + TokenPrefix + e.shop.ID + "_" + e.all.Secret},
+		{"path in id", "Bearer " + TokenPrefix + "../x_" + e.shop.Secret},
+		{"revoked", "Bearer " + revoked.Token},
+	} {
+		a := e.request("GET", "/v1/apps", tc.auth, nil, nil)
+		a.wantError(t, tc.name, http.StatusUnauthorized, api.CodeUnauthorized)
+	}
+	if calls := e.orch.calls; len(calls) != 0 {
+		t.Errorf("rejected requests reached the orchestrator: %v", calls)
+	}
+
+	a := e.as(e.shop, "GET", "/v1/apps", "")
+	if a.status != 200 || strings.TrimSpace(string(a.body)) != "[]" {
+		t.Errorf("good token: %d %s, want 200 []", a.status, a.body)
+	}
+	if e.orch.caller != (api.Caller{Name: "ci", Workspace: "shop"}) {
+		t.Errorf("orchestrator called as %+v", e.orch.caller)
+	}
+	// Surrounding space is forgiven, as a pasted token has it.
+	if a := e.request("GET", "/v1/apps", "Bearer  "+e.shop.Token+" ", nil, nil); a.status != 200 {
+		t.Errorf("token with spaces: %d %s", a.status, a.body)
+	}
+
+	// Consul down: the token may be good, so not 401 but 503, retry.
+	e.kv.fail(errors.New("connection refused"))
+	e.as(e.shop, "GET", "/v1/apps", "").wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
+	if !strings.Contains(e.log.String(), "rejected request") {
+		t.Errorf("a rejected request is not logged:\n%s", e.log)
+	}
+}
+
+// Lookup checks the token with the request's context: a request that is
+// gone does not wait on the store.
+func TestLookupTakesTheRequestContext(t *testing.T) {
+	var got context.Context
+	kv := &ctxKV{memKV: newMemKV(), seen: &got}
+	tokens := &Tokens{KV: kv}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := tokens.Lookup(ctx, TokenPrefix+"abc_def"); err == nil {
+		t.Fatal("a lookup with a cancelled context succeeded")
+	}
+	if got != ctx {
+		t.Errorf("Lookup passed %v to the store, not the caller's context", got)
+	}
+}
+
+type ctxKV struct {
+	*memKV
+	seen *context.Context
+}
+
+func (k *ctxKV) Get(ctx context.Context, key string) ([]byte, error) {
+	*k.seen = ctx
+	return nil, ctx.Err()
+}
+
+func TestTokensAcrossWorkspaces(t *testing.T) {
+	e := newEnv(t)
+	other, err := e.tokens.CreateToken(context.Background(), "theirs", "other", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A workspace's token may not create tokens for another: forbidden.
+	e.as(e.shop, "POST", "/v1/tokens", `{"name": "x", "workspace": "other"}`).
+		wantError(t, "create for another workspace", http.StatusForbidden, api.CodeForbidden)
+	// Nor see or revoke them: to it they do not exist.
+	e.as(e.shop, "DELETE", "/v1/tokens/"+other.ID, "").
+		wantError(t, "revoke another workspace's token", http.StatusNotFound, api.CodeNotFound)
+	e.as(e.shop, "DELETE", "/v1/tokens/nosuchtoken", "").
+		wantError(t, "revoke an unknown token", http.StatusNotFound, api.CodeNotFound)
+	var list []api.TokenInfo
+	a := e.as(e.shop, "GET", "/v1/tokens", "")
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 1 || list[0].ID != e.shop.ID || strings.Contains(string(a.body), "secret") {
+		t.Errorf("shop's token list: %d %s", a.status, a.body)
+	}
+
+	// Its own workspace is the default.
+	var nt api.NewToken
+	a = e.as(e.shop, "POST", "/v1/tokens", `{"name": "deploy"}`)
+	if err := json.Unmarshal(a.body, &nt); a.status != 200 || err != nil || nt.Workspace != "shop" || nt.CreatedBy != "ci" ||
+		!strings.HasPrefix(nt.Token, TokenPrefix+nt.ID+"_") || nt.Secret == "" {
+		t.Errorf("create: %d %s", a.status, a.body)
+	}
+	if c, err := e.tokens.Lookup(context.Background(), nt.Token); err != nil || c != (api.Caller{Name: "deploy", Workspace: "shop"}) {
+		t.Errorf("the new token: %+v, %v", c, err)
+	}
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+TokenPrefix+nt.ID, ""); a.status != http.StatusNoContent {
+		t.Errorf("revoke own token: %d %s", a.status, a.body)
+	}
+
+	// A token of every workspace may do all of it.
+	if a := e.as(e.all, "POST", "/v1/tokens", `{"name": "x", "workspace": "other"}`); a.status != 200 {
+		t.Errorf("'*' creates for another workspace: %d %s", a.status, a.body)
+	}
+	if a := e.as(e.all, "DELETE", "/v1/tokens/"+other.ID, ""); a.status != http.StatusNoContent {
+		t.Errorf("'*' revokes another workspace's token: %d %s", a.status, a.body)
+	}
+	a = e.as(e.all, "GET", "/v1/tokens", "")
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 3 {
+		t.Errorf("'*' token list: %d %s", a.status, a.body)
+	}
+
+	e.as(e.shop, "POST", "/v1/tokens", `{"workspace": "shop"}`).wantError(t, "no name", http.StatusBadRequest, api.CodeBadRequest)
+	e.as(e.shop, "POST", "/v1/tokens", `{"name": `).wantError(t, "bad JSON", http.StatusBadRequest, api.CodeBadRequest)
+
+	// The store failing is an outage, whatever the operation.
+	e.kv.fail(errors.New("connection refused"))
+	for _, tokenOp := range []func() error{
+		func() error { _, err := e.tokens.CreateToken(context.Background(), "x", "shop", ""); return err },
+		func() error { _, err := e.tokens.List(context.Background(), "shop"); return err },
+		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop") },
+		func() error { _, err := e.tokens.Create("x", "shop"); return err },
+	} {
+		if err := tokenOp(); api.ErrorCodeOf(err) != api.CodeUnavailable {
+			t.Errorf("token store down: %v (code %s), want unavailable", err, api.ErrorCodeOf(err))
+		}
+	}
+}
+
+func TestProxyAuth(t *testing.T) {
+	e := newEnv(t)
+	pair := func(key, secret string) http.Header {
+		return http.Header{router.HeaderKey: {key}, router.HeaderSecret: {secret}}
+	}
+	for _, tc := range []struct {
+		name      string
+		workspace string
+		header    http.Header
+		want      int
+	}{
+		{"its workspace", "shop", pair(e.shop.ID, e.shop.Secret), 200},
+		{"its workspace, key with prefix", "shop", pair(TokenPrefix+e.shop.ID, e.shop.Secret), 200},
+		{"another workspace", "other", pair(e.shop.ID, e.shop.Secret), 401},
+		{"no workspace named", "", pair(e.shop.ID, e.shop.Secret), 401},
+		{"every workspace", "other", pair(e.all.ID, e.all.Secret), 200},
+		{"wrong secret", "shop", pair(e.shop.ID, e.all.Secret), 401},
+		{"no headers", "shop", nil, 401},
+		{"a whole token as key", "shop", pair(e.shop.Token, ""), 401},
+		{"probe", "shop", pair(probeKey, testProbeSecret), 200},
+		{"probe, any workspace", "", pair(probeKey, testProbeSecret), 200},
+		{"probe, wrong secret", "shop", pair(probeKey, "guess"), 401},
+		{"probe, no secret", "shop", pair(probeKey, ""), 401},
+	} {
+		a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header)
+		if a.status != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
+		}
+		if tc.want == 401 {
+			a.wantError(t, tc.name, 401, api.CodeUnauthorized)
+			if got := a.header.Get("WWW-Authenticate"); got != `Caravan realm="`+tc.workspace+`"` {
+				t.Errorf("%s: WWW-Authenticate %q", tc.name, got)
+			}
+		}
+	}
+
+	e.kv.fail(errors.New("connection refused"))
+	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shop.ID, e.shop.Secret)).
+		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
+	// The server's own probes do not need Consul.
+	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(probeKey, testProbeSecret)); a.status != 200 {
+		t.Errorf("probe with consul down: %d", a.status)
+	}
+}
+
+// A handler built without a probe secret lets no probe through, not even
+// one that sends an empty secret.
+func TestProxyAuthWithoutProbeSecret(t *testing.T) {
+	h := NewHandler(Deps{Orchestrator: &fakeOrch{}, Tokens: &Tokens{KV: newMemKV()}})
+	req := httptest.NewRequest("GET", "/v1/auth/proxy?workspace=shop", nil)
+	req.Header.Set(router.HeaderKey, probeKey)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 401 {
+		t.Errorf("probe with no secret configured: %d, want 401", rec.Code)
+	}
+}
+
+func TestRequests(t *testing.T) {
+	e := newEnv(t)
+	e.orch.logs = "line 1\nline 2\n"
+	e.orch.apps = []api.AppSummary{{App: "demo", State: api.StateDeployed}}
+	for _, tc := range []struct {
+		method, path, body string
+		op                 string
+		want               string // in the answer
+		check              func() error
+	}{
+		{"POST", "/v1/deploy", `{"filename": "app.hcl", "spec": "app {}", "timeout": "2m", "strategy": "canary", "tag": "t", "git_commit": "abc", "git_dirty": true, "serve": true}`,
+			"Deploy", `"kind": "deploy"`, func() error {
+				d := e.orch.deploy
+				if d.Filename != "app.hcl" || string(d.Spec) != "app {}" || d.Timeout != 2*time.Minute || d.Strategy != "canary" ||
+					d.Tag != "t" || d.GitCommit != "abc" || !d.GitDirty || !d.Serve {
+					return fmt.Errorf("deploy request %+v", d)
+				}
+				return nil
+			}},
+		{"POST", "/v1/plan", `{"filename": "app.hcl", "spec": "app {}"}`, "Plan", `"changed": true`, nil},
+		{"GET", "/v1/apps", "", "Apps", `"app": "demo"`, nil},
+		{"GET", "/v1/apps/demo/history?workspace=shop&environment=prod&serve=true", "", "History", `"status": "live"`, func() error {
+			if e.orch.ref != (api.AppRef{App: "demo", Workspace: "shop", Environment: "prod", Serve: true}) {
+				return fmt.Errorf("ref %+v", e.orch.ref)
+			}
+			return nil
+		}},
+		{"GET", "/v1/apps/demo/url?function=web", "", "URL", `"url": "https://web.demo.example"`, nil},
+		{"GET", "/v1/apps/demo/logs", "", "Logs", "line 1\nline 2\n", nil},
+		{"POST", "/v1/apps/demo/rollover", `{"workspace": "shop", "strategy": "recreate", "timeout": "1m"}`, "Rollover", `"version": 2`, func() error {
+			c := e.orch.change
+			if c.App != "demo" || c.Workspace != "shop" || c.Strategy != "recreate" || c.Timeout != time.Minute {
+				return fmt.Errorf("change request %+v", c)
+			}
+			return nil
+		}},
+		{"POST", "/v1/apps/demo/rollback", `{"version": 3}`, "Rollback", `"version": 2`, func() error {
+			if e.orch.change.Version != 3 {
+				return fmt.Errorf("rollback to %d", e.orch.change.Version)
+			}
+			return nil
+		}},
+		// An empty body asks for the defaults.
+		{"POST", "/v1/apps/demo/promote", "", "Promote", `"app": "demo"`, nil},
+		{"POST", "/v1/apps/demo/abort", `{}`, "Abort", `"app": "demo"`, nil},
+		{"POST", "/v1/apps/demo/stop", `{"environment": "prod"}`, "Stop", `"state": "stopped"`, func() error {
+			if e.orch.ref != (api.AppRef{App: "demo", Environment: "prod"}) {
+				return fmt.Errorf("ref %+v", e.orch.ref)
+			}
+			return nil
+		}},
+		{"POST", "/v1/apps/demo/run", `{"function": "nightly"}`, "Run", `"status": "succeeded"`, func() error {
+			if e.orch.fn != "nightly" || !e.orch.runDeadline {
+				return fmt.Errorf("run %q, deadline %v", e.orch.fn, e.orch.runDeadline)
+			}
+			return nil
+		}},
+		{"POST", "/v1/apps/demo/functions/echo/call?workspace=shop&timeout=30s", `{"n": 1}`, "Call", `"output": "{\"n\": 1}"`, func() error {
+			c := e.orch.call
+			if c.Function != "echo" || c.App != "demo" || c.Workspace != "shop" || c.Timeout != 30*time.Second {
+				return fmt.Errorf("call request %+v", c)
+			}
+			return nil
+		}},
+	} {
+		a := e.as(e.shop, tc.method, tc.path, tc.body)
+		if a.status != 200 || !strings.Contains(string(a.body), tc.want) || e.orch.last() != tc.op {
+			t.Errorf("%s %s: %d %s (called %s), want 200 with %s from %s", tc.method, tc.path, a.status, a.body, e.orch.last(), tc.want, tc.op)
+			continue
+		}
+		if tc.check != nil {
+			if err := tc.check(); err != nil {
+				t.Errorf("%s %s: %v", tc.method, tc.path, err)
+			}
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	e := newEnv(t)
+	huge := func(n int) string {
+		return `{"spec": "` + strings.Repeat("x", n) + `"}`
+	}
+	// A spec of nearly 4 MiB is read; past 4 MiB it is refused unread.
+	if a := e.as(e.shop, "POST", "/v1/deploy", huge(maxSpec-100)); a.status != 200 {
+		t.Errorf("spec under the bound: %d %.200s", a.status, a.body)
+	}
+	for _, path := range []string{"/v1/deploy", "/v1/plan"} {
+		e.as(e.shop, "POST", path, huge(maxSpec)).wantError(t, path+" over 4 MiB", http.StatusRequestEntityTooLarge, api.CodeInputTooLarge)
+	}
+	for _, path := range []string{"/v1/tokens", "/v1/apps/demo/rollover", "/v1/apps/demo/rollback", "/v1/apps/demo/promote",
+		"/v1/apps/demo/abort", "/v1/apps/demo/stop", "/v1/apps/demo/run"} {
+		e.as(e.shop, "POST", path, `{"tag": "`+strings.Repeat("x", maxChangeBody)+`"}`).
+			wantError(t, path+" over 64 KiB", http.StatusRequestEntityTooLarge, api.CodeInputTooLarge)
+	}
+	e.orch.calls = nil
+
+	// A call's input: the orchestrator refuses past 16 KiB; the server
+	// does not even read past 1 MiB.
+	a := e.as(e.shop, "POST", "/v1/apps/demo/functions/echo/call", strings.Repeat("x", maxCallBody+1))
+	a.wantError(t, "call over 1 MiB", http.StatusRequestEntityTooLarge, api.CodeInputTooLarge)
+	if !strings.Contains(a.err.Message, "16 KiB") {
+		t.Errorf("call over 1 MiB: %s", a.err.Message)
+	}
+	if len(e.orch.calls) != 0 {
+		t.Errorf("bodies over their bound reached the orchestrator: %v", e.orch.calls)
+	}
+
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/deploy", `{"spec": `},
+		{"/v1/deploy", `{"spec": "x", "timeout": "soon"}`},
+		{"/v1/apps/demo/rollover", `{"timeout": "soon"}`},
+		{"/v1/apps/demo/rollback", `[1]`},
+		{"/v1/apps/demo/run", `{}`},
+		{"/v1/apps/demo/run", `{"function": "nightly", "timeout": "soon"}`},
+		{"/v1/apps/demo/run", ``},
+		{"/v1/apps/demo/functions/echo/call?timeout=soon", `{}`},
+	} {
+		e.as(e.shop, "POST", tc.path, tc.body).wantError(t, tc.path+" "+tc.body, http.StatusBadRequest, api.CodeBadRequest)
+	}
+}
