@@ -119,7 +119,7 @@ func rollbackTarget(rec *AppRecord, versions []*VersionRecord, want int) (*Versi
 			continue
 		}
 		if !wentLive(v.Status) {
-			return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", want, v.Status)}
+			return nil, &ConflictError{App: rec.App, Why: fmt.Sprintf("version %d never went live (%s); roll back to a version that did", want, v.Status)}
 		}
 		return v, nil
 	}
