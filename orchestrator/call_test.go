@@ -1,0 +1,234 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// calc has a web function, a scheduled one and a callable one.
+const calc = `app "calc" {
+  workspace = "dev"
+  function "web" {
+    command = "node"
+    web {}
+  }
+  function "nightly" {
+    command  = "node"
+    schedule = "0 3 * * *"
+  }
+  function "sum" {
+    command  = "node"
+    callable = true
+  }
+}
+`
+
+func TestScheduledAndCallableFollowTheApp(t *testing.T) {
+	h := newHarness(t)
+	res := h.mustDeploy([]byte(calc))
+	if len(res.Functions) != 3 {
+		t.Fatalf("functions = %+v", res.Functions)
+	}
+	for _, id := range []string{jobs.PeriodicID("dev--calc", "nightly"), jobs.CallableID("dev--calc", "sum")} {
+		j, _ := h.nomad.Job(context.Background(), id)
+		if j == nil || j.Meta[jobs.MetaVersion] != "1" {
+			t.Errorf("job %s = %+v", id, j)
+		}
+	}
+	apps, err := h.o.Apps(context.Background(), ci)
+	if err != nil || len(apps) != 1 || len(apps[0].Functions) != 3 || apps[0].Functions[1].Schedule != "0 3 * * *" || !apps[0].Functions[2].Callable {
+		t.Errorf("Apps = %+v, %v", apps, err)
+	}
+	// A redeploy without them removes their jobs.
+	h.mustDeploy([]byte(strings.Replace(calc, "function \"sum\"", "function \"sum2\"", 1)))
+	if j, _ := h.nomad.Job(context.Background(), jobs.CallableID("dev--calc", "sum")); j != nil {
+		t.Error("the removed callable's job is still registered")
+	}
+	if _, err := h.o.Stop(context.Background(), ci, AppRef{App: "calc"}); err != nil {
+		t.Fatal(err)
+	}
+	if stubs, _ := h.nomad.Jobs(context.Background(), "dev--calc"); len(stubs) != 0 {
+		t.Errorf("after stop Nomad still has %d jobs", len(stubs))
+	}
+}
+
+func TestRunAScheduledFunction(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy([]byte(calc))
+	res, err := h.o.Run(context.Background(), ci, AppRef{App: "calc"}, "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "succeeded" || res.ExitCode != 0 || !strings.HasPrefix(res.JobID, jobs.PeriodicID("dev--calc", "nightly")) {
+		t.Errorf("run = %+v", res)
+	}
+	last, err := h.o.lastRun(context.Background(), "dev--calc", "nightly")
+	if err != nil || last == nil || last.JobID != res.JobID {
+		t.Errorf("lastRun = %+v, %v", last, err)
+	}
+	var nf *NotFoundError
+	if _, err := h.o.Run(context.Background(), ci, AppRef{App: "calc"}, "web"); !errors.As(err, &nf) {
+		t.Errorf("run of a web function: err = %v, want not found", err)
+	}
+}
+
+func TestCall(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy([]byte(calc))
+	h.nomad.runCall = func(f *fakeNomad, a *nomad.Allocation, payload []byte) {
+		f.files[a.ID+"/alloc/logs/sum.stdout.0"] = `{"sum":6.5}` + "\n"
+		f.files[a.ID+"/alloc/logs/sum.stderr.0"] = strings.Repeat("w", OutputLimit+10)
+		if string(payload) == `"fail"` {
+			a.ClientStatus = nomad.AllocClientStatusFailed
+			a.TaskStates["sum"].Events[0].ExitCode = 3
+		}
+	}
+	res, err := h.o.Call(context.Background(), ci, CallRequest{AppRef: AppRef{App: "calc"}, Function: "sum", Input: []byte(`{"numbers":[1,2,3.5]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || res.Output != "{\"sum\":6.5}\n" || res.OutputTruncated || !res.StderrTruncated || len(res.Stderr) != OutputLimit {
+		t.Errorf("call = exit %d output %q truncated %v/%v stderr %d bytes", res.ExitCode, res.Output, res.OutputTruncated, res.StderrTruncated, len(res.Stderr))
+	}
+	res, err = h.o.Call(context.Background(), ci, CallRequest{AppRef: AppRef{App: "calc"}, Function: "sum", Input: []byte(`"fail"`)})
+	if err != nil || res.ExitCode != 3 {
+		t.Errorf("failing call = %+v, %v", res, err)
+	}
+	var tooBig *InputTooLargeError
+	before := h.nomad.count("dispatch")
+	if _, err := h.o.Call(context.Background(), ci, CallRequest{AppRef: AppRef{App: "calc"}, Function: "sum",
+		Input: bytes.Repeat([]byte("1"), jobs.PayloadLimit+1)}); !errors.As(err, &tooBig) {
+		t.Errorf("a call over the limit: err = %v", err)
+	}
+	if h.nomad.count("dispatch") != before {
+		t.Error("a call over the limit was dispatched")
+	}
+	var nf *NotFoundError
+	_, err = h.o.Call(context.Background(), ci, CallRequest{AppRef: AppRef{App: "calc"}, Function: "web"})
+	if !errors.As(err, &nf) || !strings.Contains(err.Error(), "callable functions: sum") {
+		t.Errorf("a call of a web function: err = %v", err)
+	}
+	if callables(nil) != "it has none; callable = true in a function makes one" {
+		t.Error("callables(nil)")
+	}
+}
+
+func TestLogsFollowEveryContainer(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	for id := range h.nomad.allocs {
+		h.nomad.files[id+"/alloc/logs/web.stdout.0"] = "listening\nready\n"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- h.o.Logs(ctx, ci, AppRef{App: "shop"}, &out) }()
+	waitFor(t, "both lines", func() bool { return strings.Count(out.String(), "\n") >= 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.Contains(got, "[web ") || !strings.Contains(got, "] listening\n") || !strings.Contains(got, "] ready\n") {
+		t.Errorf("logs = %q", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestHTTPSProber(t *testing.T) {
+	var healthy atomic.Bool
+	var sawAuth atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawAuth.Store(r.Header.Get(router.HeaderSecret))
+		if r.URL.Path != "/healthz" || !healthy.Load() {
+			http.Error(w, "not yet", http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	u, _ := url.Parse(srv.URL)
+	p := &HTTPSProber{Addr: u.Host, Roots: roots, AuthHeader: http.Header{router.HeaderKey: {"k"}, router.HeaderSecret: {"s"}}}
+	// httptest's certificate names example.com.
+	r := router.Route{Function: "web", URL: "https://example.com", HealthPath: "/healthz", ProxyAuth: true}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := p.Probe(ctx, r, 0)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("probe of an unhealthy route = %v, want the last status", err)
+	}
+	healthy.Store(true)
+	if err := p.Probe(context.Background(), r, 250*time.Millisecond); err != nil {
+		t.Errorf("probe of a healthy route: %v", err)
+	}
+	if sawAuth.Load() != "s" {
+		t.Error("proxy-auth routes are probed without the probe's credentials")
+	}
+	// A certificate that does not verify never counts.
+	bad := &HTTPSProber{Addr: u.Host}
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := bad.Probe(ctx, r, 0); err == nil {
+		t.Error("a probe trusted an unknown certificate")
+	}
+}
+
+func TestErrorsSayWhatToDo(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code api.ErrorCode
+		want string
+	}{
+		{&OwnershipError{JobID: "j", Why: "it has no caravan.app meta"}, api.CodeOwnership, "Rename the app or remove the job by hand"},
+		{&ForbiddenError{Token: "ci", Workspace: "prod"}, api.CodeForbidden, `token "ci" may not deploy to workspace "prod"`},
+		{&NotFoundError{App: "x"}, api.CodeNotFound, "`caravan app list` shows the apps you can see"},
+		{&HostTakenError{Host: "h", Owner: HostOwner{App: "a", Workspace: "w"}}, api.CodeHostTaken, "choose another label or domain"},
+		{&CanaryPendingError{App: "a", Version: 2}, api.CodeCanaryPending, "caravan app promote a"},
+		{&InputTooLargeError{Size: 20000, Limit: 16384}, api.CodeInputTooLarge, "pass a reference to the data instead"},
+		{ErrLockLost, api.CodeUnavailable, "try again"},
+		{ErrConflict, api.CodeConflict, "changed underneath"},
+		{&DiagnosticsError{}, api.CodeInvalidSpec, "invalid spec (0 errors)"},
+		{&BadRequestError{Why: "no"}, api.CodeBadRequest, "no"},
+	} {
+		if !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("%T: %q does not say %q", c.err, c.err.Error(), c.want)
+		}
+		if got := api.ErrorCodeOf(c.err); got != c.code {
+			t.Errorf("%T: code %s, want %s", c.err, got, c.code)
+		}
+	}
+}
