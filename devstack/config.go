@@ -161,8 +161,11 @@ entryPoints:
 ping:
   entryPoint: traefik
 
+# Read-only, on the loopback admin entry point: caravan server watches
+# its routers and services to see a traffic split applied.
 api:
   dashboard: false
+  insecure: true
 
 experimental:
   localPlugins:

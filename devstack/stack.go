@@ -276,6 +276,9 @@ func (s *Stack) CaravanAddr() string {
 // HTTPSAddr is where Traefik serves HTTPS.
 func (s *Stack) HTTPSAddr() string { return addr(s.Ports.TraefikWebsecure) }
 
+// TraefikAPI is the base URL of Traefik's API (on its admin entry point).
+func (s *Stack) TraefikAPI() string { return "http://" + addr(s.Ports.TraefikAdmin) }
+
 // PebbleRootPath is where RootCA writes Pebble's issuing root.
 func (s *Stack) PebbleRootPath() string { return filepath.Join(s.StateDir, "pebble", "root.pem") }
 

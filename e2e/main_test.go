@@ -162,6 +162,7 @@ func startServer(name string) (*server.Server, error) {
 			HTTPSPort: s.Ports.TraefikWebsecure, KVRoot: "traefik"},
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
+		TraefikAPI: s.TraefikAPI(),
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
 	})
 	if err != nil {

@@ -21,6 +21,7 @@ type harness struct {
 	consul *fakeConsul
 	store  *memStore
 	prober *fakeProber
+	proxy  *fakeProxy
 	o      *Orchestrator
 }
 
@@ -30,7 +31,8 @@ var testRouter = router.Config{Domain: "caravan.test", EntryPoint: "websecure", 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, nomad: newFakeNomad(), consul: newFakeConsul(), store: newMemStore(), prober: &fakeProber{fail: map[string]error{}}}
-	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober})
+	h.proxy = &fakeProxy{consul: h.consul, root: testRouter.KVRoot}
+	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy})
 	if err != nil {
 		t.Fatal(err)
 	}

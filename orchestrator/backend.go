@@ -94,3 +94,15 @@ type KVOp struct {
 	Value  []byte
 	Delete bool
 }
+
+// Proxy is what the orchestrator asks of the proxy's own API (Traefik's),
+// to see a traffic split applied instead of waiting a fixed time.
+type Proxy interface {
+	// RouterService is the service router routes to, as Traefik names it
+	// in its configuration ("" when Traefik serves no such router).
+	// Router names carry their provider: "web-split@consul".
+	RouterService(ctx context.Context, router string) (string, error)
+	// Servers lists the URLs of the servers of load-balancer service
+	// (nil when Traefik has no such service): "web@consulcatalog".
+	Servers(ctx context.Context, service string) ([]string, error)
+}

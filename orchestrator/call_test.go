@@ -232,3 +232,38 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 		}
 	}
 }
+
+func TestTraefikAPI(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/http/routers/x-split@consul":
+			w.Write([]byte(`{"entryPoints":["websecure"],"service":"x-split","rule":"Host(` + "`a`" + `)","priority":1048576,` +
+				`"status":"enabled","using":["websecure"],"name":"x-split@consul","provider":"consul"}`))
+		case "/api/http/services/x@consulcatalog":
+			w.Write([]byte(`{"loadBalancer":{"servers":[{"url":"http://127.0.0.1:23001"}],"passHostHeader":true},"status":"enabled",` +
+				`"usedBy":["x@consulcatalog"],"serverStatus":{"http://127.0.0.1:23001":"UP"},"name":"x@consulcatalog","provider":"consulcatalog","type":"loadbalancer"}`))
+		case "/api/http/services/broken@consulcatalog":
+			http.Error(w, "boom", http.StatusInternalServerError)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	p := TraefikAPI{Addr: srv.URL}
+	ctx := context.Background()
+	if got, err := p.RouterService(ctx, "x-split@consul"); err != nil || got != "x-split" {
+		t.Errorf("RouterService = %q, %v", got, err)
+	}
+	if got, err := p.RouterService(ctx, "gone@consul"); err != nil || got != "" {
+		t.Errorf("RouterService of a missing router = %q, %v", got, err)
+	}
+	if got, err := p.Servers(ctx, "x@consulcatalog"); err != nil || len(got) != 1 || got[0] != "http://127.0.0.1:23001" {
+		t.Errorf("Servers = %v, %v", got, err)
+	}
+	if got, err := p.Servers(ctx, "gone@consulcatalog"); err != nil || got != nil {
+		t.Errorf("Servers of a missing service = %v, %v", got, err)
+	}
+	if _, err := p.Servers(ctx, "broken@consulcatalog"); err == nil {
+		t.Error("a 500 from Traefik's API is not an error")
+	}
+}

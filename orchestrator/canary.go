@@ -38,11 +38,20 @@ const (
 	StatusAborted = api.StatusAborted
 )
 
-// SplitSettle is how long caravan waits after publishing or removing a
-// traffic split for Traefik to apply it: its KV provider's blocking query
-// returns at once, and the provider throttle (200ms in the local stack)
-// delays the new configuration by at most that.
-var SplitSettle = 1500 * time.Millisecond
+// A split counts as applied when the proxy is seen serving it: with a
+// Proxy (Traefik's API), caravan watches Traefik's routers and services
+// until they are what it published, for at most SplitDeadline. Without
+// one, it waits SplitSettle instead: Traefik's KV provider's blocking
+// query returns at once, and the provider throttle (200ms in the local
+// stack) delays the new configuration by at most that.
+var (
+	SplitSettle   = 1500 * time.Millisecond
+	SplitDeadline = 30 * time.Second
+)
+
+// kvProvider is the name Traefik gives its Consul KV provider, whose
+// objects' names end in "@consul".
+const kvProvider = "consul"
 
 // Event is api.Event: the orchestrator returns wire types as they are.
 type Event = api.Event
@@ -119,10 +128,11 @@ func serverURLs(instances []Instance) []string {
 }
 
 // publishSplits sends weight percent of each route's requests to its
-// canaries and returns the keys written (see putKV). It waits SplitSettle
-// for Traefik to apply them.
+// canaries and returns the keys written (see putKV), once Traefik serves
+// them (see awaitRouters).
 func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int) ([]string, error) {
 	var keys []string
+	want := map[string]string{}
 	for _, r := range routes {
 		servers, err := o.canaryServers(ctx, r)
 		if err != nil {
@@ -131,7 +141,11 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 		if len(servers) == 0 {
 			return keys, &RolloutError{Function: r.Function, Cause: "no canary container passes its health check in Consul"}
 		}
-		pairs, err := router.KV(o.router.KVRoot, router.Split{Route: r, Servers: servers, Weight: weight}.Config())
+		cfg := router.Split{Route: r, Servers: servers, Weight: weight}.Config()
+		for name, rt := range cfg.HTTP.Routers {
+			want[name+"@"+kvProvider] = rt.Service
+		}
+		pairs, err := router.KV(o.router.KVRoot, cfg)
 		if err != nil {
 			return keys, err
 		}
@@ -144,7 +158,88 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 	}
 	slices.Sort(keys)
 	o.log.Info("traffic split published", "routes", len(routes), "weight", weight)
-	return keys, sleep(ctx, SplitSettle)
+	return keys, o.awaitRouters(ctx, want)
+}
+
+// awaitRouters waits until the proxy routes each router of want (named
+// with its provider) to its service, or serves no such router where the
+// service is "" (see SplitDeadline; without a Proxy, SplitSettle).
+func (o *Orchestrator) awaitRouters(ctx context.Context, want map[string]string) error {
+	if o.proxy == nil {
+		return sleep(ctx, SplitSettle)
+	}
+	return observe(ctx, "the traffic split", func(ctx context.Context) (bool, error) {
+		for name, service := range want {
+			got, err := o.proxy.RouterService(ctx, name)
+			if err != nil || unqualified(got) != unqualified(service) {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+}
+
+// awaitServers waits until the proxy's service has no server outside
+// allowed (see awaitRouters).
+func (o *Orchestrator) awaitServers(ctx context.Context, service string, allowed []string) error {
+	if o.proxy == nil {
+		return sleep(ctx, SplitSettle)
+	}
+	return observe(ctx, "the previous containers' removal from "+service, func(ctx context.Context) (bool, error) {
+		servers, err := o.proxy.Servers(ctx, service)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range servers {
+			if !slices.Contains(allowed, s) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// unqualified drops the provider from a Traefik object's name.
+func unqualified(name string) string {
+	n, _, _ := strings.Cut(name, "@")
+	return n
+}
+
+// observe asks seen, every observeEvery, until it answers true, for at
+// most SplitDeadline.
+func observe(ctx context.Context, what string, seen func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, SplitDeadline)
+	defer cancel()
+	var last error
+	for {
+		ok, err := seen(ctx)
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		if err := sleep(ctx, observeEvery); err != nil {
+			return fmt.Errorf("the proxy did not apply %s within %s: %w", what, SplitDeadline, errors.Join(last, err))
+		}
+	}
+}
+
+// observeEvery is how often observe asks the proxy.
+const observeEvery = 50 * time.Millisecond
+
+// splitRouters names, with their provider, the routers among split keys
+// under root: <root>/http/routers/<name>/....
+func splitRouters(root string, keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		rest, ok := strings.CutPrefix(k, root+"/http/routers/")
+		if name, _, found := strings.Cut(rest, "/"); ok && found {
+			out = append(out, name+"@"+kvProvider)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // putKV writes pairs in transactions (see txnChunks), routers last: Traefik never sees a router whose
@@ -198,7 +293,7 @@ func (o *Orchestrator) writeKV(ctx context.Context, ops []KVOp) error {
 }
 
 // removeSplits deletes keys, handing requests back to each route's own
-// router, and waits SplitSettle for Traefik to apply it.
+// router, once Traefik no longer serves the split's routers.
 func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
@@ -206,7 +301,11 @@ func (o *Orchestrator) removeSplits(ctx context.Context, keys []string) error {
 	if err := o.writeKV(ctx, deleteOps(keys)); err != nil {
 		return fmt.Errorf("removing a traffic split: %w", err)
 	}
-	return sleep(ctx, SplitSettle)
+	gone := map[string]string{}
+	for _, name := range splitRouters(o.router.KVRoot, keys) {
+		gone[name] = ""
+	}
+	return o.awaitRouters(ctx, gone)
 }
 
 // clearSplits deletes whatever split of routes Consul KV holds, for a
@@ -401,14 +500,17 @@ func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []r
 				return fmt.Errorf("%s: waiting for the previous version's containers to leave Consul: %w", r.Function, err)
 			}
 			if oldInstances(instances, allocs) == 0 {
+				// Traefik's consulCatalog provider must see them gone too
+				// before the split goes.
+				if err := o.awaitServers(ctx, router.StableService(r), serverURLs(instances)); err != nil {
+					return err
+				}
 				break
 			}
 			index = last
 		}
 	}
-	// Traefik's consulCatalog provider must see them gone too before the
-	// split goes.
-	return sleep(ctx, SplitSettle)
+	return nil
 }
 
 // oldInstances counts the instances that belong to no allocation of

@@ -362,3 +362,46 @@ func TestResumeRevertsACanaryThatNeverTookTraffic(t *testing.T) {
 		t.Errorf("Nomad calls = %v, want the canaries failed", h.nomad.calls)
 	}
 }
+
+func TestSplitsWaitForTheProxy(t *testing.T) {
+	h := newHarness(t)
+	h.liveBirds("canary")
+	h.proxy.lag = 5
+	h.mustDeploy(birdsSpec("canary", "v2"))
+	if h.proxy.asked <= 5 {
+		t.Errorf("the proxy was asked %d times: the split did not wait for it", h.proxy.asked)
+	}
+	// Promotion: the 100% split, the old containers gone from Traefik's
+	// service, the split's removal — each seen before the next step.
+	h.proxy.lag, h.proxy.asked = 3, 0
+	if _, err := h.o.Promote(context.Background(), ci, ChangeRequest{AppRef: AppRef{App: "birds"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.proxy.asked < 3+3 {
+		t.Errorf("the proxy was asked %d times during the promotion", h.proxy.asked)
+	}
+}
+
+func TestSplitThatTheProxyNeverServesFailsTheCanary(t *testing.T) {
+	h := newHarness(t)
+	h.liveBirds("canary")
+	h.proxy.lag = 1 << 30
+	old := SplitDeadline
+	SplitDeadline = 200 * time.Millisecond
+	defer func() { SplitDeadline = old }()
+	_, err := h.deploy(birdsSpec("canary", "v2"))
+	if err == nil || !strings.Contains(err.Error(), "the proxy did not apply the traffic split") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(h.consul.keys()) != 0 || h.nomad.count("fail") != 1 {
+		t.Errorf("keys %v, calls %v: want the split removed and the canaries failed", h.consul.keys(), h.nomad.calls)
+	}
+}
+
+func TestSplitRouters(t *testing.T) {
+	got := splitRouters("traefik", []string{"traefik/http/routers/a-split/rule", "traefik/http/routers/a-split/service",
+		"traefik/http/services/a-next/x", "other/http/routers/b/rule"})
+	if !slices.Equal(got, []string{"a-split@consul"}) {
+		t.Errorf("splitRouters = %v", got)
+	}
+}

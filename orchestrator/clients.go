@@ -2,9 +2,14 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -198,4 +203,68 @@ func (c ConsulClient) WriteKV(ctx context.Context, ops []KVOp) error {
 func (c ConsulClient) DeleteKVTree(ctx context.Context, prefix string) error {
 	_, err := c.Client.KV().DeleteTree(prefix, (&consul.WriteOptions{}).WithContext(ctx))
 	return err
+}
+
+// TraefikAPI reads Traefik's API (api.insecure, or a router to
+// api@internal) at Addr, such as "http://127.0.0.1:8081".
+type TraefikAPI struct {
+	Addr string
+	// HTTP defaults to a client with a 5-second timeout.
+	HTTP *http.Client
+}
+
+var _ Proxy = TraefikAPI{}
+
+// get decodes Traefik's answer for path into out; found is false on 404.
+func (t TraefikAPI) get(ctx context.Context, path string, out any) (found bool, err error) {
+	hc := t.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(t.Addr, "/")+path, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("asking Traefik's API: %w", err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(out)
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("Traefik's API answered %s for %s", resp.Status, path)
+}
+
+func (t TraefikAPI) RouterService(ctx context.Context, router string) (string, error) {
+	var rt struct {
+		Service string `json:"service"`
+	}
+	found, err := t.get(ctx, "/api/http/routers/"+url.PathEscape(router), &rt)
+	if err != nil || !found {
+		return "", err
+	}
+	return rt.Service, nil
+}
+
+func (t TraefikAPI) Servers(ctx context.Context, service string) ([]string, error) {
+	var svc struct {
+		LoadBalancer *struct {
+			Servers []struct {
+				URL string `json:"url"`
+			} `json:"servers"`
+		} `json:"loadBalancer"`
+	}
+	found, err := t.get(ctx, "/api/http/services/"+url.PathEscape(service), &svc)
+	if err != nil || !found || svc.LoadBalancer == nil {
+		return nil, err
+	}
+	urls := []string{}
+	for _, s := range svc.LoadBalancer.Servers {
+		urls = append(urls, s.URL)
+	}
+	return urls, nil
 }

@@ -778,3 +778,41 @@ func (p *fakeProber) Probe(ctx context.Context, r router.Route, stable time.Dura
 	p.probes = append(p.probes, fmt.Sprintf("%s %s", r.Host, stable))
 	return p.fail[r.Function]
 }
+
+// fakeProxy is Traefik as caravan sees it through its API: it serves the
+// split routers in the fake Consul's KV and the Consul instances of each
+// service, each change seen only after lag more questions.
+type fakeProxy struct {
+	consul *fakeConsul
+	root   string
+	mu     sync.Mutex
+	lag    int
+	asked  int
+}
+
+var _ Proxy = (*fakeProxy)(nil)
+
+// late reports whether the proxy has not caught up yet.
+func (p *fakeProxy) late() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked++
+	return p.asked <= p.lag
+}
+
+func (p *fakeProxy) RouterService(ctx context.Context, name string) (string, error) {
+	if p.late() {
+		return "stale", nil
+	}
+	p.consul.mu.Lock()
+	defer p.consul.mu.Unlock()
+	return p.consul.kv[p.root+"/http/routers/"+unqualified(name)+"/service"], nil
+}
+
+func (p *fakeProxy) Servers(ctx context.Context, service string) ([]string, error) {
+	if p.late() {
+		return []string{"http://stale:1"}, nil
+	}
+	ins, _, err := p.consul.Instances(ctx, unqualified(service), "", false, 0)
+	return serverURLs(ins), err
+}

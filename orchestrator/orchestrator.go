@@ -37,6 +37,10 @@ type Config struct {
 	Store Store
 	// Prober checks web functions through the proxy; nil skips the check.
 	Prober Prober
+	// Proxy shows what Traefik serves, so a traffic split counts as
+	// applied when Traefik is seen serving it; nil waits SplitSettle
+	// instead (for a Traefik whose API caravan cannot reach).
+	Proxy  Proxy
 	Logger hclog.Logger
 }
 
@@ -47,6 +51,7 @@ type Orchestrator struct {
 	router router.Config
 	store  Store
 	prober Prober
+	proxy  Proxy
 	log    hclog.Logger
 }
 
@@ -72,7 +77,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, log: log}, nil
+	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, log: log}, nil
 }
 
 // Caller is api.Caller: the orchestrator returns wire types as they are.

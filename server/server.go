@@ -78,6 +78,9 @@ type Config struct {
 	ProxyAddr string
 	// RootCAFile verifies the proxy's certificates (Pebble's root in dev).
 	RootCAFile string
+	// TraefikAPI is the base URL of Traefik's API, which shows when a
+	// traffic split is applied; empty waits a fixed time instead.
+	TraefikAPI string
 	Logger     hclog.Logger
 }
 
@@ -147,8 +150,12 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		prober = p
 	}
+	var proxy orchestrator.Proxy
+	if cfg.TraefikAPI != "" {
+		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
+	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
-		Router: cfg.Router, Prober: prober, Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")})
+		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")})
 	if err != nil {
 		return nil, err
 	}

@@ -129,7 +129,7 @@ func devUp(c *cli.Context) error {
 		"--listen", strings.TrimPrefix(stack.CaravanAddr(), "http://"),
 		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(),
 		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
-		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(),
+		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
 	}, nil, cl.Health)
 	if err != nil {
 		return err
