@@ -49,7 +49,8 @@ const (
 	// CodeInternal: anything else; the server logs it (500).
 	CodeInternal ErrorCode = "internal"
 	// CodeUnavailable: the server cannot reach what it needs (Consul) to
-	// answer now; retry later (503).
+	// answer now, or a change lost its app's lock to another server; retry
+	// later (503).
 	CodeUnavailable ErrorCode = "unavailable"
 )
 

@@ -103,8 +103,9 @@ type Rendered struct {
 	// Callable are the callable functions' parameterized batch jobs.
 	Callable []*api.Job
 	Routes   []router.Route
-	// SpecHash identifies Job (without its hash and version meta); equal
-	// hashes mean a deploy would change nothing.
+	// SpecHash identifies Job (without its hash and version meta), for
+	// the history; whether a deploy changes anything is decided per
+	// function (FunctionHashes), not by it.
 	SpecHash string
 }
 

@@ -46,7 +46,7 @@
 //	input_too_large  413  a call input over 16 KiB, a body over its bound
 //	rollout_failed   422  the version did not become healthy; function, alloc_id, version
 //	internal         500  anything else (logged)
-//	unavailable      503  Consul cannot be reached to check the token; retry
+//	unavailable      503  Consul cannot be reached to check the token, or a change lost its app's lock; retry
 package server
 
 import (
