@@ -405,3 +405,31 @@ func TestSplitRouters(t *testing.T) {
 		t.Errorf("splitRouters = %v", got)
 	}
 }
+
+func TestResumeThatFailsWaitsForWhatItStarted(t *testing.T) {
+	h := newHarness(t)
+	// Two apps: "a" with a pending version, "b" whose history cannot be read.
+	for _, id := range []string{"dev--a", "dev--b"} {
+		_ = h.store.PutApp(context.Background(), &AppRecord{JobID: id, App: id[5:], Workspace: "dev", Generation: 1, LatestVersion: 1,
+			State: StateDeployed}, 0)
+	}
+	_ = h.store.PutVersion(context.Background(), "dev--a", 1, &VersionRecord{Version: 1, Status: StatusPending, Spec: string(shopSpec("x")), Filename: "app.hcl"})
+	h.store.versionErr = map[string]error{"dev--b": errors.New("consul is down")}
+	// Hold a's lock, so its resume waits.
+	_, unlock, _ := h.store.Lock(context.Background(), "dev--a")
+	done := make(chan error, 1)
+	go func() { done <- h.o.Resume(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Resume returned (%v) while a resume it started was still waiting: that goroutine would leak", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlock()
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "consul is down") {
+		t.Errorf("Resume = %v", err)
+	}
+	v, _ := h.store.Version(context.Background(), "dev--a", 1, 1)
+	if v.Status != StatusFailed {
+		t.Errorf("a's version is %s, want failed (its job never reached Nomad)", v.Status)
+	}
+}

@@ -596,6 +596,8 @@ type memStore struct {
 	seq      uint64
 	reads    int // Version and Versions calls
 	putErr   error
+	// versionErr fails reads of these jobs' versions.
+	versionErr map[string]error
 }
 
 var _ Store = (*memStore)(nil)
@@ -696,6 +698,9 @@ func (s *memStore) Version(ctx context.Context, jobID string, generation, versio
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
+	if err := s.versionErr[jobID]; err != nil {
+		return nil, err
+	}
 	b, ok := s.versions[versionKey(jobID, generation, version)]
 	if !ok {
 		return nil, nil
