@@ -30,14 +30,23 @@ const EnvRollover = "CARAVAN_ROLLOVER"
 // version that fails to roll out returns a *RolloutError, is recorded as
 // failed, and Nomad's auto_revert keeps the previous version serving.
 func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequest) (*DeployResult, error) {
-	app, diags := spec.Parse(req.Spec, req.Filename)
-	if diags.HasErrors() {
-		return nil, &DiagnosticsError{Diags: diags}
-	}
-	if err := checkStrategy(req.Strategy); err != nil {
+	c, err := deployChange(req)
+	if err != nil {
 		return nil, err
 	}
-	return o.apply(ctx, caller, change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req})
+	return o.apply(ctx, caller, c)
+}
+
+// deployChange parses and checks req as a deploy.
+func deployChange(req DeployRequest) (change, error) {
+	app, diags := spec.Parse(req.Spec, req.Filename)
+	if diags.HasErrors() {
+		return change{}, &DiagnosticsError{Diags: diags}
+	}
+	if err := checkStrategy(req.Strategy); err != nil {
+		return change{}, err
+	}
+	return change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req}, nil
 }
 
 // AppRef is api.AppRef: the orchestrator returns wire types as they are.

@@ -592,6 +592,10 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 			rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, nil)
 		}
 	}
+	if errors.Is(context.Cause(held), ErrLockLost) {
+		// Another server may hold the lock now; it settles the canary.
+		return nil, ErrLockLost
+	}
 	res := &DeployResult{Workspace: rec.Workspace, App: rec.App, JobID: rec.JobID, Version: st.Version, Changed: true,
 		SpecHash: v.SpecHash, Kind: v.Kind}
 	rollErr, err = o.recordSettlement(context.WithoutCancel(held), caller, rec, v, vd, rollErr)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
-	"github.com/caravanhq/caravan/spec"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -23,15 +22,11 @@ type FunctionPlan = api.FunctionPlan
 // own plan, placement failures included), the hostnames and certificates,
 // without changing anything.
 func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployRequest) (*PlanResult, error) {
-	app, diags := spec.Parse(req.Spec, req.Filename)
-	if diags.HasErrors() {
-		return nil, &DiagnosticsError{Diags: diags}
-	}
-	if err := checkStrategy(req.Strategy); err != nil {
+	c, err := deployChange(req)
+	if err != nil {
 		return nil, err
 	}
-	c := change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req}
-	app = c.app
+	app, diags := c.app, c.diags
 	rendered, err := o.prepare(caller, c)
 	if err != nil {
 		return nil, err
