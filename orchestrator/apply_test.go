@@ -297,22 +297,30 @@ func TestClientLeavingBeforeAnyWriteChangesNothing(t *testing.T) {
 	}
 }
 
-func TestRolloutBelongsToTheServerNotTheClient(t *testing.T) {
-	h := newHarness(t)
-	h.mustDeploy(shopSpec("hi"))
-	// The deployment runs until the test says; the client leaves meanwhile.
-	started := make(chan string, 1)
+// startDeploy deploys src in the background with a deployment that runs
+// until the test changes it; it returns the deployment's ID once Nomad
+// has it, and the deploy's outcome.
+func (h *harness) startDeploy(ctx context.Context, src []byte) (depID string, done <-chan error) {
+	started, out := make(chan string, 1), make(chan error, 1)
 	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) {
 		dep.Status = nomad.DeploymentStatusRunning
 		started <- dep.ID
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	go func() {
-		_, err := h.o.Deploy(ctx, ci, DeployRequest{Spec: shopSpec("hello")})
-		done <- err
+		_, err := h.o.Deploy(ctx, ci, DeployRequest{Spec: src})
+		out <- err
 	}()
-	depID := <-started
+	depID = <-started
+	h.nomad.onRegister = nil
+	return depID, out
+}
+
+func TestRolloutBelongsToTheServerNotTheClient(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	// The client leaves while the deployment runs.
+	ctx, cancel := context.WithCancel(context.Background())
+	depID, done := h.startDeploy(ctx, shopSpec("hello"))
 	cancel()
 	h.nomad.setDeployment(depID, func(d *nomad.Deployment) { d.Status = nomad.DeploymentStatusSuccessful })
 	if err := <-done; err != nil {
@@ -326,17 +334,7 @@ func TestRolloutBelongsToTheServerNotTheClient(t *testing.T) {
 func TestLostLockStopsTheRolloutAndTheNextHolderSettlesIt(t *testing.T) {
 	h := newHarness(t)
 	h.mustDeploy(shopSpec("hi"))
-	started := make(chan string, 1)
-	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) {
-		dep.Status = nomad.DeploymentStatusRunning
-		started <- dep.ID
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.deploy(shopSpec("hello"))
-		done <- err
-	}()
-	depID := <-started
+	depID, done := h.startDeploy(context.Background(), shopSpec("hello"))
 	h.store.loseLock("dev--shop")
 	if err := <-done; !errors.Is(err, ErrLockLost) {
 		t.Fatalf("deploy after losing the lock = %v, want ErrLockLost", err)
@@ -351,7 +349,6 @@ func TestLostLockStopsTheRolloutAndTheNextHolderSettlesIt(t *testing.T) {
 	}
 	// The next change settles version 2 first, from what Nomad did.
 	h.nomad.setDeployment(depID, func(d *nomad.Deployment) { d.Status = nomad.DeploymentStatusSuccessful })
-	h.nomad.onRegister = nil
 	res := h.mustDeploy(shopSpec("howdy"))
 	if res.Version != 3 {
 		t.Errorf("next version = %d, want 3", res.Version)

@@ -311,14 +311,7 @@ func TestStopDuringACanaryAbortsIt(t *testing.T) {
 func TestResumeSettlesWhatAStoppedServerLeft(t *testing.T) {
 	h := newHarness(t)
 	h.mustDeploy(shopSpec("hi"))
-	started := make(chan string, 1)
-	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) {
-		dep.Status = nomad.DeploymentStatusRunning
-		started <- dep.ID
-	}
-	done := make(chan error, 1)
-	go func() { _, err := h.deploy(shopSpec("hello")); done <- err }()
-	depID := <-started
+	depID, done := h.startDeploy(context.Background(), shopSpec("hello"))
 	h.store.loseLock("dev--shop") // as if the server died
 	<-done
 	h.nomad.setDeployment(depID, func(d *nomad.Deployment) { d.Status = nomad.DeploymentStatusSuccessful })

@@ -160,22 +160,7 @@ func withStop(j *nomad.Job) *nomad.Job {
 }
 
 func TestFunctionResults(t *testing.T) {
-	app, r := rendered(t, []byte(`app "calc" {
-  workspace = "dev"
-  function "web" {
-    command = "node"
-    web {}
-  }
-  function "nightly" {
-    command  = "node"
-    schedule = "0 3 * * *"
-  }
-  function "sum" {
-    command  = "node"
-    callable = true
-  }
-}
-`))
+	app, r := rendered(t, []byte(calc))
 	now := r.FunctionHashes()
 	old := map[string]string{"web": "other", "nightly": now["nightly"], "gone": "x"}
 	got := functionResults(app, r, old)
