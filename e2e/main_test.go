@@ -75,7 +75,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.stack = stack
-	// Ctrl-C (or CI's SIGTERM) must not leave the stack running.
+	// Ctrl-C (or CI's SIGTERM) must not leave the stack running. A SIGTERM
+	// to `go test`'s process group ends the go command at once, and with it
+	// the pipe this binary writes its output to: the next write would kill
+	// this process by SIGPIPE before the stack is down. A stack left anyway
+	// (SIGKILL) is stopped by the next devstack.Up, from the registry.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
