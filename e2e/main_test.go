@@ -157,13 +157,17 @@ func startServer(name string) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What `caravan dev up` gives its server: the defaults (devstack's tests
+	// check that its Traefik uses their names) with the stack's domain and
+	// port. This server listens on a free port, so forwardAuth is left to
+	// server.New to point at it.
+	rc := router.DefaultConfig
+	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
 	srv, err := server.New(server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
 		ConsulAddr: s.ConsulAddr(),
-		Router: router.Config{Domain: s.Domain, EntryPoint: "websecure", CertResolver: devstack.CertResolver,
-			DNSCertResolver: devstack.DNSCertResolver, BodyLimitPlugin: devstack.BodyLimitPlugin,
-			HTTPSPort: s.Ports.TraefikWebsecure, KVRoot: "traefik"},
+		Router:     rc,
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
