@@ -23,6 +23,9 @@ type Proc struct {
 	Log string   `json:"log"`
 	// Addr is where it serves, for `caravan dev status`.
 	Addr string `json:"addr"`
+	// StartTicks is when it started (clock ticks after boot), so a later
+	// process with the same pid and program is not taken for it.
+	StartTicks uint64 `json:"start_ticks,omitempty"`
 
 	exited chan error
 }
@@ -48,6 +51,7 @@ func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, Log: logPath, Addr: addr, exited: make(chan error, 1)}
+	p.StartTicks, _ = startTicks(p.PID)
 	go func() { p.exited <- cmd.Wait() }()
 	return p, nil
 }
@@ -77,7 +81,15 @@ func (p *Proc) Alive() bool {
 		return false
 	}
 	first, _, _ := bytes.Cut(b, []byte{0})
-	return string(first) == p.Args[0]
+	if string(first) != p.Args[0] {
+		return false
+	}
+	if p.StartTicks != 0 {
+		if t, err := startTicks(p.PID); err != nil || t != p.StartTicks {
+			return false
+		}
+	}
+	return processRunning(p.PID)
 }
 
 // Stop ends p and every process below it (Nomad's executors and the tasks

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caravanhq/caravan/router"
 )
 
 func TestStopEndsTheWholeTree(t *testing.T) {
@@ -93,6 +95,18 @@ func TestConfigsPointAtEachOther(t *testing.T) {
 	}
 	if n := nomadConfig(p, "/state", nil); !strings.Contains(n, addr(p.ConsulHTTP)) || !strings.Contains(n, "fingerprint.denylist") {
 		t.Errorf("nomad config does not point at Consul or lacks the fingerprint denylist:\n%s", n)
+	}
+	// caravan server's default routes (what `caravan dev up` and the e2e
+	// tests deploy with) name this Traefik's resolvers, plugin, entry point
+	// and KV root.
+	d := router.DefaultConfig
+	if d.CertResolver != CertResolver || d.DNSCertResolver != DNSCertResolver || d.BodyLimitPlugin != BodyLimitPlugin {
+		t.Errorf("router.DefaultConfig %+v names other resolvers or plugin than the stack's Traefik", d)
+	}
+	for _, want := range []string{"websecure:", "rootKey: " + d.KVRoot} {
+		if !strings.Contains(tr, want) || !strings.Contains(tr, d.EntryPoint) {
+			t.Errorf("traefik config lacks %q (router.DefaultConfig: %+v)", want, d)
+		}
 	}
 	// Pebble validates TLS-ALPN-01 on Traefik's HTTPS port.
 	if pc := pebbleConfig(p, "/state"); !strings.Contains(pc, `"tlsPort": `+itoa(p.TraefikWebsecure)) {

@@ -31,6 +31,9 @@ type Options struct {
 	Out       io.Writer
 	// FakeGPUs, when set, gives the Nomad client test GPUs.
 	FakeGPUs *FakeGPUs
+	// Registry is where stacks record themselves so a later Up can stop
+	// what an interrupted run left (default DefaultRegistryDir()).
+	Registry string
 }
 
 // Stack is a running local stack; Up writes it to <state>/stack.json.
@@ -40,6 +43,13 @@ type Stack struct {
 	Ports    Ports     `json:"ports"`
 	Procs    []*Proc   `json:"procs"`
 	FakeGPUs *FakeGPUs `json:"fake_gpus,omitempty"`
+
+	// ID names the stack's record in Registry.
+	ID       string `json:"id,omitempty"`
+	Registry string `json:"registry,omitempty"`
+	// Owner is the process whose end leaves the stack to be reaped (the
+	// one that ran Up), until Detach; nil for a detached stack.
+	Owner *ProcID `json:"owner,omitempty"`
 }
 
 // DefaultStateDir is $CARAVAN_STATE_DIR, else ~/.local/state/caravan/dev.
@@ -75,6 +85,11 @@ func (s *Stack) save() error {
 	if err != nil {
 		return err
 	}
+	if reg := s.registryPath(); reg != "" {
+		if err := writeFileAtomic(reg, b, 0o600); err != nil {
+			return fmt.Errorf("recording the stack in %s: %w", s.Registry, err)
+		}
+	}
 	return os.WriteFile(filepath.Join(s.StateDir, "stack.json"), b, 0o644)
 }
 
@@ -87,6 +102,15 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if opts.Domain == "" {
 		opts.Domain = "caravan.localhost"
+	}
+	if opts.Registry == "" {
+		opts.Registry = DefaultRegistryDir()
+	}
+	// Whatever an interrupted run left holds ports, memory and CPU that
+	// this stack needs; a failure to stop some of it is worth saying, not
+	// worth refusing to start.
+	if err := ReapOrphans(opts.Registry, out); err != nil {
+		fmt.Fprintln(out, "==> warning: stopping what earlier runs left:", err)
 	}
 	if prev, err := Load(opts.StateDir); err == nil && prev.Running() {
 		return nil, fmt.Errorf("a stack already runs from %s: run `caravan dev down` first", opts.StateDir)
@@ -121,6 +145,10 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s := &Stack{StateDir: opts.StateDir, Domain: opts.Domain, Ports: ports, FakeGPUs: opts.FakeGPUs}
+	// Recorded before anything starts, so a run killed mid-way is reaped too.
+	if err := s.register(opts.Registry); err != nil {
+		return nil, err
+	}
 	if opts.FakeGPUs != nil {
 		dir := filepath.Join(opts.StateDir, "nomad", "plugins")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -262,6 +290,12 @@ func (s *Stack) Down() error {
 	s.Procs = nil
 	if err := s.save(); err != nil {
 		errs = append(errs, err)
+	}
+	if reg := s.registryPath(); reg != "" && len(errs) == 0 {
+		// What failed to stop stays recorded, for a later run to reap.
+		if err := os.Remove(reg); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

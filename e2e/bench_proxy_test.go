@@ -116,7 +116,7 @@ func TestBenchProxy(t *testing.T) {
 	proxied.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
 	pp50, pp99, prps := measure(proxied, url)
 
-	fmt.Println("\ncaravan bench: Traefik 3.6.12 in front of one Node.js container, keep-alive, 2 cores shared by everything")
+	fmt.Printf("\ncaravan bench: Traefik in front of one Node.js container, keep-alive; %s\n", benchSetup())
 	fmt.Printf("%-34s p50 %8s  p99 %8s  %7.0f req/s\n", "direct (HTTP to the container)", dp50.Round(time.Microsecond), dp99.Round(time.Microsecond), drps)
 	fmt.Printf("%-34s p50 %8s  p99 %8s  %7.0f req/s\n", "through Traefik (HTTPS, verified)", pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), prps)
 	fmt.Printf("%-34s p50 %8s  p99 %8s\n", "added by the proxy", (pp50 - dp50).Round(time.Microsecond), (pp99 - dp99).Round(time.Microsecond))

@@ -40,10 +40,10 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 	fmt.Printf("canary share at traffic = 10 (2 live containers, 1 canary), 1000 sequential GETs through Traefik per run, %d runs: %v%%\n", runs, shares)
 	m, x := stats(toCanary)
 	fmt.Printf("canary deploy until its share of traffic is live  median %8s  max %8s  (%d runs)\n", m.Round(time.Millisecond), x.Round(time.Millisecond), runs)
-	fmt.Printf("    server-side duration of the deploy: Nomad starts the canary, it passes its checks, answers on its preview hostname over TLS, and the split is published and applied (1.5 s settle)\n")
+	fmt.Printf("    server-side duration of the deploy: Nomad starts the canary, it passes its checks, answers on its preview hostname over TLS, and the split is published and applied\n")
 	m, x = stats(promotions)
 	fmt.Printf("caravan app promote                               median %8s  max %8s  (%d runs)\n", m.Round(time.Millisecond), x.Round(time.Millisecond), runs)
-	fmt.Printf("    server-side: all traffic to the canary, Nomad promotion, old containers replaced and gone from Consul, split removed (three 1.5 s settles)\n")
+	fmt.Printf("    server-side: all traffic to the canary, Nomad promotion, old containers replaced and gone from Consul, split removed\n")
 
 	bg := `strategy = "blue-green"`
 	for i := range runs {

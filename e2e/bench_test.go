@@ -5,13 +5,22 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/devstack"
 )
+
+// benchSetup says what the bench ran on, from the stack's pinned versions
+// and this machine, not from a past run's notes.
+func benchSetup() string {
+	return fmt.Sprintf("real Nomad %s, Consul %s, Traefik %s and Pebble on 127.0.0.1, %d CPUs (runtime.NumCPU) shared by everything",
+		devstack.Nomad.Version, devstack.Consul.Version, devstack.Traefik.Version, runtime.NumCPU())
+}
 
 // threeFunctions is an app of three web functions.
 func threeFunctions(app, body string) string {
@@ -69,7 +78,7 @@ func TestBench(t *testing.T) {
 		m, x := stats(ds)
 		fmt.Printf("%-44s median %8s  max %8s  (%d runs)\n    %s\n", name, m.Round(time.Millisecond), x.Round(time.Millisecond), len(ds), how)
 	}
-	fmt.Println("\ncaravan bench: real Nomad 1.11.2, Consul 1.22.2, Traefik 3.6.12 and Pebble on 127.0.0.1, 2 cores")
+	fmt.Printf("\ncaravan bench: %s\n", benchSetup())
 	report("new 3-function app, deploy to all URLs 200", fresh,
 		"wall clock around `deploy` (API call: validate, register, Nomad rollout, ACME certificate, Traefik route) plus one GET per URL over verified TLS")
 	report("no-op deploy (unchanged spec)", noop, "wall clock around the API call that finds the spec hash unchanged")

@@ -76,7 +76,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.stack = stack
-	// Ctrl-C (or CI's SIGTERM) must not leave the stack running.
+	// Ctrl-C (or CI's SIGTERM) must not leave the stack running. A SIGTERM
+	// to `go test`'s process group ends the go command at once, and with it
+	// the pipe this binary writes its output to: the next write would kill
+	// this process by SIGPIPE before the stack is down. A stack left anyway
+	// (SIGKILL) is stopped by the next devstack.Up, from the registry.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -153,13 +158,17 @@ func startServer(name string) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What `caravan dev up` gives its server: the defaults (devstack's tests
+	// check that its Traefik uses their names) with the stack's domain and
+	// port. This server listens on a free port, so forwardAuth is left to
+	// server.New to point at it.
+	rc := router.DefaultConfig
+	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
 	srv, err := server.New(server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
 		ConsulAddr: s.ConsulAddr(),
-		Router: router.Config{Domain: s.Domain, EntryPoint: "websecure", CertResolver: devstack.CertResolver,
-			DNSCertResolver: devstack.DNSCertResolver, BodyLimitPlugin: devstack.BodyLimitPlugin,
-			HTTPSPort: s.Ports.TraefikWebsecure, KVRoot: "traefik"},
+		Router:     rc,
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
 		TraefikAPI: s.TraefikAPI(),

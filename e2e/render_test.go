@@ -14,13 +14,23 @@ import (
 	api "github.com/hashicorp/nomad/api"
 )
 
-// TestRenderedJobsPassNomadValidate feeds what `caravan render` prints for
-// each example to the real `nomad job validate -json`.
+// TestRenderedJobsPassNomadValidate feeds every job `caravan render` prints
+// for each example (the app's, its scheduled functions' periodic jobs and
+// its callable functions' parameterized ones) to the real
+// `nomad job validate -json`.
 func TestRenderedJobsPassNomadValidate(t *testing.T) {
 	examples, _ := filepath.Glob("../examples/*.hcl")
 	if len(examples) < 3 {
 		t.Fatalf("examples: %v", examples)
 	}
+	// The examples must hold each kind of job, or this test checks less
+	// than it says.
+	var periodic, callable int
+	defer func() {
+		if periodic == 0 || callable == 0 {
+			t.Errorf("validated %d periodic and %d callable jobs: the examples need at least one of each", periodic, callable)
+		}
+	}()
 	for _, ex := range examples {
 		t.Run(filepath.Base(ex), func(t *testing.T) {
 			app, _, diags := spec.LoadFile(ex)
@@ -31,7 +41,9 @@ func TestRenderedJobsPassNomadValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, job := range append([]*api.Job{r.Job}, r.Periodic...) {
+			periodic += len(r.Periodic)
+			callable += len(r.Callable)
+			for _, job := range append(append([]*api.Job{r.Job}, r.Periodic...), r.Callable...) {
 				b, err := jobs.JSON(job)
 				if err != nil {
 					t.Fatal(err)

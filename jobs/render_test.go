@@ -19,7 +19,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", HTTPSPort: 8443}
+// testConfig forwards auth to a caravan server on the default address, as
+// a default `caravan server` deploys.
+var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", HTTPSPort: 8443,
+	AuthURL: router.DefaultAuthURL}
 
 func load(t *testing.T, path string) *spec.App {
 	t.Helper()

@@ -50,9 +50,25 @@ const (
 	HeaderSecret = "Caravan-Secret"
 )
 
-// DefaultConfig is the configuration of the local stack's Traefik.
+// ProxyAuthPath is where caravan server answers Traefik's forwardAuth.
+const ProxyAuthPath = "/v1/auth/proxy"
+
+// DefaultListen is caravan server's default address.
+const DefaultListen = "127.0.0.1:7474"
+
+// AuthURL is the forwardAuth address of the caravan server listening on
+// addr. Router and middleware names hash it, so everything that renders
+// routes for one server must agree on it.
+func AuthURL(addr string) string { return "http://" + addr + ProxyAuthPath }
+
+// DefaultAuthURL is the forwardAuth address of a caravan server on
+// DefaultListen.
+var DefaultAuthURL = AuthURL(DefaultListen)
+
+// DefaultConfig is the configuration of the local stack's Traefik, with
+// forwardAuth asking the caravan server on DefaultListen.
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
-	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: "http://127.0.0.1:7474/v1/auth/proxy"}
+	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: DefaultAuthURL}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {

@@ -118,7 +118,7 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}()
 	if cfg.Router.AuthURL == "" {
-		cfg.Router.AuthURL = "http://" + ln.Addr().String() + "/v1/auth/proxy"
+		cfg.Router.AuthURL = router.AuthURL(ln.Addr().String())
 	}
 	nc, err := nomad.NewClient(&nomad.Config{Address: cfg.NomadAddr})
 	if err != nil {

@@ -166,6 +166,11 @@ func devUp(c *cli.Context) error {
 			break
 		}
 	}
+	// From here the stack outlives this process: no later run reaps it as
+	// left behind by an interrupted one.
+	if err := stack.Detach(); err != nil {
+		return err
+	}
 	ok = true
 	fmt.Fprintf(c.App.Writer, "\nThe stack runs in the background: 'caravan dev status' shows it, 'caravan dev down' stops it.\n")
 	return nil

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
@@ -18,11 +20,18 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "body-limit-plugin", Value: d.BodyLimitPlugin, Usage: "alias of caravan's body-limit plugin in Traefik (\"\": no body limits)"},
 		&cli.StringFlag{Name: "traefik-kv-root", Value: d.KVRoot, Usage: "root key of Traefik's Consul KV provider, where canary and blue-green traffic splits go"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
+		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
+			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render)"},
 	}
 }
 
+// routerConfig is the routes' configuration from the flags routerFlags
+// defines, the one place the CLI assembles it: `caravan server` deploys
+// with it and `caravan render` renders with it, so with the same flags
+// (the defaults alike) `render --routes` prints the routers and
+// middlewares, names included, that the server deploys.
 func routerConfig(c *cli.Context) router.Config {
-	return router.Config{
+	cfg := router.Config{
 		Domain:          c.String("domain"),
 		EntryPoint:      c.String("entrypoint"),
 		CertResolver:    c.String("cert-resolver"),
@@ -30,7 +39,22 @@ func routerConfig(c *cli.Context) router.Config {
 		BodyLimitPlugin: c.String("body-limit-plugin"),
 		HTTPSPort:       c.Int("https-port"),
 		KVRoot:          c.String("traefik-kv-root"),
+		AuthURL:         c.String("auth-url"),
 	}
+	if cfg.AuthURL == "" {
+		// render has no --listen: it renders for a server on the default one.
+		listen := c.String("listen")
+		if listen == "" {
+			listen = router.DefaultListen
+		}
+		// A server on port 0 or on every address (":7474") knows the
+		// address to give only once it listens, and then fills it in
+		// itself (server.New).
+		if host, port, err := net.SplitHostPort(listen); err == nil && host != "" && port != "0" {
+			cfg.AuthURL = router.AuthURL(listen)
+		}
+	}
+	return cfg
 }
 
 func renderCommand() *cli.Command {

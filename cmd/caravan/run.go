@@ -8,6 +8,9 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// exitStillRunning is run's exit code for a run that outlived --timeout.
+const exitStillRunning = 2
+
 func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
@@ -16,7 +19,9 @@ func runCommand() *cli.Command {
 		Description: `Launches one run of a scheduled function of the app's live version, outside
 its schedule, and waits for it to finish.
 
-Exit codes: 0 the run succeeded, 1 it failed (or could not be launched).`,
+Exit codes: 0 the run succeeded, 1 it failed (or could not be launched),
+2 it was still running when --timeout ended: the run goes on in Nomad, and
+` + "`nomad job status JOB`" + ` follows it.`,
 		Flags: append(appRefFlags(),
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for the run"}),
 		Action: func(c *cli.Context) error {
@@ -40,8 +45,11 @@ Exit codes: 0 the run succeeded, 1 it failed (or could not be launched).`,
 				return cli.Exit(fmt.Sprintf("✗ %s failed with exit code %d%s (job %s; `nomad job status %s` has more)",
 					res.Function, res.ExitCode, took, res.JobID, res.JobID), 1)
 			}
-			fmt.Fprintf(c.App.Writer, "… %s is still running (job %s).\n", res.Function, res.JobID)
-			return nil
+			// The server stops waiting when the timeout ends, not the run: a
+			// script must not take a run that may yet fail for a success.
+			return cli.Exit(fmt.Sprintf("… %s is still running after --timeout %s (job %s): the run goes on in Nomad; "+
+				"`nomad job status %s` follows it, and `caravan app list` shows how it ended",
+				res.Function, c.Duration("timeout"), res.JobID, res.JobID), exitStillRunning)
 		},
 	}
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,7 +76,16 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	cl := client(c)
-	out, errOut := c.App.Writer, c.App.ErrWriter
+	// The log stream is copied from its own goroutine while this one
+	// prints deploys: one lock for both writers (they may be one terminal)
+	// keeps every write whole and the writers free of data races.
+	var mu sync.Mutex
+	out := &lockedWriter{mu: &mu, w: c.App.Writer}
+	errOut := &lockedWriter{mu: &mu, w: c.App.ErrWriter}
+	// logs counts the log streams still copying; serve waits for them
+	// before it returns, so nothing writes to out after serve is done.
+	var logs sync.WaitGroup
+	defer logs.Wait()
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -114,7 +125,7 @@ func serve(c *cli.Context) error {
 		logCancel()
 		var lctx context.Context
 		lctx, logCancel = context.WithCancel(ctx)
-		go cl.Logs(lctx, appName, ref, out)
+		logs.Go(func() { _ = cl.Logs(lctx, appName, ref, out) })
 		return app
 	}
 
@@ -156,4 +167,17 @@ func serve(c *cli.Context) error {
 			last = fingerprint(files)
 		}
 	}
+}
+
+// lockedWriter serializes writes to w under mu, which writers of one
+// output share.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

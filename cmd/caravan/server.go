@@ -27,13 +27,11 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 			&cli.StringFlag{Name: "proxy-addr", Usage: "Traefik's HTTPS `ADDR`; deploys wait until web functions answer there"},
 			&cli.StringFlag{Name: "root-ca", Usage: "PEM `FILE` that verifies the proxy's certificates"},
 			&cli.StringFlag{Name: "traefik-api", Usage: "`URL` of Traefik's API; traffic splits count as applied when Traefik serves them (default: wait a fixed 1.5s)"},
-			&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: this server's /v1/auth/proxy)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
 		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
 			rc := routerConfig(c)
-			rc.AuthURL = c.String("auth-url")
 			s, err := server.New(server.Config{
 				Listen: c.String("listen"), NomadAddr: c.String("nomad-addr"), ConsulAddr: c.String("consul-addr"),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"), Logger: log,
