@@ -8,31 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServe runs `caravan serve`: an ephemeral -dev copy answers beside the
 // deployed app (which it never touches), its logs stream to the terminal, a
@@ -60,7 +42,7 @@ func TestServe(t *testing.T) {
 	real := deploy(t, path, spec, api.DeployBody{})
 	answers(t, real.Functions[0].URL, "v1\n")
 
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd := exec.Command(caravanBinary(t), "serve", path)
 	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -9,12 +9,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/internal/syncbuf"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	nomad "github.com/hashicorp/nomad/api"
@@ -135,7 +135,7 @@ func TestLogsFollowEveryContainer(t *testing.T) {
 		h.nomad.files[id+"/alloc/logs/web.stdout.0"] = "listening\nready\n"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- h.o.Logs(ctx, ci, AppRef{App: "shop"}, &out) }()
 	waitFor(t, "both lines", func() bool { return strings.Count(out.String(), "\n") >= 2 })
@@ -146,24 +146,6 @@ func TestLogsFollowEveryContainer(t *testing.T) {
 	if got := out.String(); !strings.Contains(got, "[web ") || !strings.Contains(got, "] listening\n") || !strings.Contains(got, "] ready\n") {
 		t.Errorf("logs = %q", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestHTTPSProber(t *testing.T) {

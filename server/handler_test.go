@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,11 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/internal/syncbuf"
 	"github.com/caravanhq/caravan/router"
 	"github.com/hashicorp/go-hclog"
 )
@@ -29,32 +28,14 @@ type env struct {
 	kv     *memKV
 	tokens *Tokens
 	orch   *fakeOrch
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	shop   *api.NewToken
 	all    *api.NewToken
 }
 
-// syncBuffer is a log the handler's goroutines write and the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncBuffer{}}
+	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncbuf.Buffer{}}
 	e.tokens = &Tokens{KV: e.kv}
 	var err error
 	if e.shop, err = e.tokens.CreateToken(context.Background(), "ci", "shop", "test"); err != nil {
