@@ -32,6 +32,9 @@ const (
 	CodeOwnership ErrorCode = "ownership"
 	// CodeHostTaken: a hostname another app serves (409).
 	CodeHostTaken ErrorCode = "host_taken"
+	// CodeDomainUnverified: a custom domain the workspace has not proved
+	// it controls; the message names the TXT record to create (409).
+	CodeDomainUnverified ErrorCode = "domain_unverified"
 	// CodeConflict: the app is not in a state that allows the change (no
 	// live version to roll over, a version that never went live), or its
 	// record changed underneath the request; retrying may succeed (409).
@@ -70,6 +73,7 @@ var codes = []struct {
 	{CodeConflict, http.StatusConflict},
 	{CodeOwnership, http.StatusConflict},
 	{CodeHostTaken, http.StatusConflict},
+	{CodeDomainUnverified, http.StatusConflict},
 	{CodeCanaryPending, http.StatusConflict},
 	{CodeInputTooLarge, http.StatusRequestEntityTooLarge},
 	{CodeRolloutFailed, http.StatusUnprocessableEntity},

@@ -250,11 +250,50 @@ type VersionRecord struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
-// HostOwner is the app that serves a hostname.
+// HostOwner is the app that serves a hostname. A claim belongs to the
+// app's identity (workspace, environment, app, serve copy or not); the
+// job ID is for the message.
 type HostOwner struct {
-	JobID     string `json:"job_id"`
+	JobID       string `json:"job_id"`
+	Workspace   string `json:"workspace"`
+	Environment string `json:"environment,omitempty"`
+	App         string `json:"app"`
+	Serve       bool   `json:"serve,omitempty"`
+}
+
+// DomainBody asks to verify a custom domain for a workspace, or (with an
+// operator's token, workspace "*") to assign it to one. An empty
+// workspace is the token's own.
+type DomainBody struct {
+	Domain    string `json:"domain"`
+	Workspace string `json:"workspace,omitempty"`
+}
+
+// DomainBinding says which workspace may serve a custom domain and every
+// name under it (a binding of example.com covers api.example.com and
+// *.example.com), until a binding of a name below says otherwise.
+type DomainBinding struct {
+	Domain    string `json:"domain"`
 	Workspace string `json:"workspace"`
-	App       string `json:"app"`
+	// Method is "dns" (the TXT record proved it) or "assigned" (an
+	// operator said so).
+	Method string    `json:"method"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Domain binding methods.
+const (
+	DomainVerifiedByDNS = "dns"
+	DomainAssigned      = "assigned"
+)
+
+// DomainChallenge is the TXT record that proves a workspace controls a
+// custom domain: create Record (a TXT record) carrying Value.
+type DomainChallenge struct {
+	Domain string `json:"domain"`
+	Record string `json:"record"`
+	Value  string `json:"value"`
 }
 
 // AppSummary is one app as `caravan app list` shows it.

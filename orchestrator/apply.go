@@ -179,17 +179,16 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if err := ctx.Err(); err != nil {
 		return nil, err // the client left before anything changed
 	}
-	if err := o.claimHosts(held, p.Claim, HostOwner{JobID: id, Workspace: app.Workspace, App: app.Name}); err != nil {
+	// A custom domain's first route waits for its workspace's proof.
+	if err := o.proveDomains(held, caller, app.Workspace, newCustomDomains(app, p.Claim)); err != nil {
 		return nil, err
 	}
-	if err := o.store.PutApp(held, p.Record, index); err != nil {
-		return nil, errors.Join(err, o.releaseHosts(context.WithoutCancel(held), p.Claim, id))
+	// The version, its number and its claims are written at once, or
+	// nothing is.
+	if err := o.store.Commit(held, Write{Record: p.Record, Index: index, Versions: []*VersionRecord{p.Version}, Claim: p.Claim}); err != nil {
+		return nil, visibleTo(err, caller)
 	}
 	rec, vrec := p.Record, p.Version
-	if err := o.store.PutVersion(held, id, rec.Generation, vrec); err != nil {
-		// The number stays handed out: the history skips it.
-		return nil, err
-	}
 	res.Version, res.Changed = vrec.Version, true
 
 	stamp(rendered.Job, rec.Rollovers)
@@ -292,34 +291,39 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 	return nil, o.syncCallable(ctx, *job.ID, r.rendered.Callable, r.version, r.rec.Rollovers)
 }
 
-// prepare checks the caller may change c's app and renders it.
+// prepare checks the caller may change c's app, and that its custom
+// domains are not caravan's own, and renders it.
 func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
 	if caller.Workspace != "*" && caller.Workspace != c.app.Workspace {
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: c.app.Workspace}
 	}
+	if diags := checkCustomDomains(c.app, o.router.Domain); diags.HasErrors() {
+		return nil, &DiagnosticsError{Diags: diags}
+	}
 	return jobs.Render(c.app, o.router)
 }
 
-// claimHosts claims hosts for owner, in order; if one is taken, it
-// releases those it claimed and returns the *HostTakenError.
-func (o *Orchestrator) claimHosts(ctx context.Context, hosts []string, owner HostOwner) error {
-	for i, h := range hosts {
-		if err := o.store.ClaimHost(ctx, h, owner); err != nil {
-			return errors.Join(err, o.releaseHosts(context.WithoutCancel(ctx), hosts[:i], owner.JobID))
+// releaseUnserved gives up the hostnames of jobID's app that its live
+// version (if any) does not serve: those of a version that never went
+// live.
+func (o *Orchestrator) releaseUnserved(ctx context.Context, jobID string) error {
+	rec, index, err := o.store.App(ctx, jobID)
+	if err != nil || rec == nil {
+		return errors.Join(err, errors.New("app record vanished"))
+	}
+	var live *VersionRecord
+	if rec.LiveVersion > 0 {
+		if live, err = o.version(ctx, rec, rec.LiveVersion); err != nil {
+			return err
 		}
 	}
-	return nil
-}
-
-// releaseHosts releases hosts jobID holds.
-func (o *Orchestrator) releaseHosts(ctx context.Context, hosts []string, jobID string) error {
-	var errs []error
-	for _, h := range hosts {
-		if err := o.store.ReleaseHost(ctx, h, jobID); err != nil {
-			errs = append(errs, err)
-		}
+	keep, release := served(rec.Hosts, live)
+	if len(release) == 0 {
+		return nil
 	}
-	return errors.Join(errs...)
+	next := *rec
+	next.Hosts = keep
+	return o.store.Commit(ctx, Write{Record: &next, Index: index, Release: release})
 }
 
 // awaitingDeployment returns job id's latest deployment if it waits for
@@ -354,17 +358,6 @@ func (o *Orchestrator) recordCanary(ctx context.Context, jobID string, v *Versio
 	}
 	rec.Canary, rec.UpdatedAt = st, st.Since
 	return o.store.PutApp(ctx, rec, index)
-}
-
-// routeHosts lists every hostname rendered serves, sorted.
-func routeHosts(rendered *jobs.Rendered) []string {
-	var hosts []string
-	for _, r := range rendered.Routes {
-		hosts = append(hosts, r.Host)
-		hosts = append(hosts, r.CustomDomains...)
-	}
-	slices.Sort(hosts)
-	return slices.Compact(hosts)
 }
 
 func union(a, b []string) []string {
@@ -561,7 +554,7 @@ func (o *Orchestrator) finish(ctx context.Context, jobID string, v *VersionRecor
 		return errors.Join(err, errors.New("app record vanished"))
 	}
 	var prev *VersionRecord
-	if rollErr == nil && rec.LiveVersion > 0 && rec.LiveVersion != v.Version {
+	if rec.LiveVersion > 0 && rec.LiveVersion != v.Version {
 		if prev, err = o.version(ctx, rec, rec.LiveVersion); err != nil {
 			return err
 		}
@@ -570,16 +563,11 @@ func (o *Orchestrator) finish(ctx context.Context, jobID string, v *VersionRecor
 	if err != nil {
 		return err
 	}
-	for _, sv := range out.Versions {
-		if err := o.store.PutVersion(ctx, jobID, rec.Generation, sv); err != nil {
-			return err
-		}
-	}
-	*v = *out.Versions[len(out.Versions)-1]
-	if err := o.releaseHosts(ctx, out.Release, jobID); err != nil {
+	if err := o.store.Commit(ctx, Write{Record: out.Record, Index: index, Versions: out.Versions, Release: out.Release}); err != nil {
 		return err
 	}
-	return o.store.PutApp(ctx, out.Record, index)
+	*v = *out.Versions[len(out.Versions)-1]
+	return nil
 }
 
 // Stop purges an app's job, so its services and routes disappear, and
@@ -636,12 +624,10 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 			return nil, err
 		}
 	}
-	if err := o.releaseHosts(ctx, rec.Hosts, rec.JobID); err != nil {
-		return nil, err
-	}
+	release := rec.Hosts
 	rec.Hosts = nil
 	rec.State, rec.LiveVersion, rec.StoppedBy, rec.UpdatedAt = StateStopped, 0, caller.Name, time.Now().UTC()
-	if err := o.store.PutApp(ctx, rec, index); err != nil {
+	if err := o.store.Commit(ctx, Write{Record: rec, Index: index, Release: release}); err != nil {
 		return nil, err
 	}
 	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)

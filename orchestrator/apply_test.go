@@ -22,6 +22,7 @@ type harness struct {
 	store  *memStore
 	prober *fakeProber
 	proxy  *fakeProxy
+	dns    *fakeResolver
 	o      *Orchestrator
 }
 
@@ -32,7 +33,11 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, nomad: newFakeNomad(), consul: newFakeConsul(), store: newMemStore(), prober: &fakeProber{fail: map[string]error{}}}
 	h.proxy = &fakeProxy{consul: h.consul, root: testRouter.KVRoot}
-	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy})
+	h.dns = &fakeResolver{txt: map[string][]string{}}
+	// Workspace dev's tests serve names under example.com: an operator
+	// assigned it.
+	h.store.domains["example.com"] = DomainBinding{Domain: "example.com", Workspace: "dev", Method: "assigned"}
+	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +215,7 @@ const twoDomains = `app "shop" {
 func TestRefusedDeployReleasesTheHostsItClaimed(t *testing.T) {
 	h := newHarness(t)
 	other := HostOwner{JobID: "other--app", Workspace: "other", App: "app"}
-	if err := h.store.ClaimHost(context.Background(), "z.example.com", other); err != nil {
-		t.Fatal(err)
-	}
+	h.store.claim("z.example.com", other)
 	_, err := h.deploy([]byte(twoDomains))
 	var taken *HostTakenError
 	if !errors.As(err, &taken) || taken.Host != "z.example.com" {
@@ -483,7 +486,7 @@ func TestPlanChangesNothing(t *testing.T) {
 
 func TestPlanNamesProblems(t *testing.T) {
 	h := newHarness(t)
-	_ = h.store.ClaimHost(context.Background(), "z.example.com", HostOwner{JobID: "other--x", Workspace: "other", App: "x"})
+	h.store.claim("z.example.com", HostOwner{JobID: "other--x", Workspace: "other", App: "x"})
 	h.nomad.planFailed = map[string]*nomad.AllocationMetric{"web": {NodesEvaluated: 2, NodesInPool: 2,
 		ConstraintFiltered: map[string]int{"${attr.kernel.name} = linux": 2}}}
 	p, err := h.o.Plan(context.Background(), ci, DeployRequest{Spec: []byte(twoDomains)})

@@ -106,3 +106,11 @@ type Proxy interface {
 	// (nil when Traefik has no such service): "web@consulcatalog".
 	Servers(ctx context.Context, service string) ([]string, error)
 }
+
+// Resolver looks up the TXT records that prove control of a custom domain
+// (see VerifyDomain); DNSResolver asks a DNS server.
+type Resolver interface {
+	// LookupTXT returns the values of name's TXT records; none (and no
+	// error) when name has none or does not exist.
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}

@@ -648,7 +648,11 @@ func (o *Orchestrator) recordSettlement(ctx context.Context, caller Caller, rec 
 	if vd.promote {
 		v.Error = rollErr.Error()
 	}
-	return rollErr, o.store.PutVersion(ctx, rec.JobID, rec.Generation, v)
+	if err := o.store.PutVersion(ctx, rec.JobID, rec.Generation, v); err != nil {
+		return rollErr, err
+	}
+	// A canary that never went live gives up the hostnames it claimed.
+	return rollErr, o.releaseUnserved(ctx, rec.JobID)
 }
 
 // syncStored brings the periodic and callable jobs of rec's app to stored

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -267,4 +268,29 @@ func (t TraefikAPI) Servers(ctx context.Context, service string) ([]string, erro
 		urls = append(urls, s.URL)
 	}
 	return urls, nil
+}
+
+// DNSResolver looks TXT records up at Server ("127.0.0.1:8053"), or
+// through the system's resolver when Server is empty.
+type DNSResolver struct {
+	Server string
+}
+
+var _ Resolver = DNSResolver{}
+
+func (r DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	res := net.DefaultResolver
+	if r.Server != "" {
+		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, r.Server)
+		}}
+	}
+	// The trailing dot keeps the system's search domains out of it.
+	txt, err := res.LookupTXT(ctx, strings.TrimSuffix(name, ".")+".")
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return nil, nil
+	}
+	return txt, err
 }

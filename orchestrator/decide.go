@@ -76,7 +76,7 @@ func decide(c change, caller Caller, rendered *jobs.Rendered, rec *AppRecord, cu
 			}
 		}
 	}
-	p.Hosts = routeHosts(rendered)
+	p.Hosts = renderedHosts(rendered)
 	for _, h := range p.Hosts {
 		if !slices.Contains(rec.Hosts, h) {
 			p.Claim = append(p.Claim, h)
@@ -137,8 +137,10 @@ type outcome struct {
 
 // settle records how version v's rollout ended (rollErr nil: live) on a
 // copy of the app record; prevLive is the version live until now (nil:
-// none, or v itself). It refuses a transition the lifecycle does not
-// allow.
+// none, or v itself). A version that went live keeps its hostnames and
+// releases the rest; one that failed releases what it claimed, keeping
+// what prevLive serves, so a version that never went live holds nothing.
+// It refuses a transition the lifecycle does not allow.
 func settle(rec *AppRecord, v, prevLive *VersionRecord, rollErr error, now time.Time) (outcome, error) {
 	next, nv := *rec, *v
 	out := outcome{Record: &next}
@@ -150,6 +152,10 @@ func settle(rec *AppRecord, v, prevLive *VersionRecord, rollErr error, now time.
 		nv.Error = rollErr.Error()
 		next.State = StateFailed
 		out.Versions = append(out.Versions, &nv)
+		if prevLive != nil && prevLive.Version == v.Version {
+			prevLive = nil
+		}
+		next.Hosts, out.Release = served(rec.Hosts, prevLive)
 		return out, nil
 	}
 	if err := transition(&nv, StatusLive); err != nil {
@@ -171,6 +177,19 @@ func settle(rec *AppRecord, v, prevLive *VersionRecord, rollErr error, now time.
 	}
 	next.Hosts = slices.Clone(v.Hosts)
 	return out, nil
+}
+
+// served splits held, the hostnames an app holds, into those its live
+// version serves (live nil: none) and the rest, to release.
+func served(held []string, live *VersionRecord) (keep, release []string) {
+	for _, h := range held {
+		if live != nil && slices.Contains(live.Hosts, h) {
+			keep = append(keep, h)
+		} else {
+			release = append(release, h)
+		}
+	}
+	return keep, release
 }
 
 // canaryCount is how many canaries Nomad gave each of functions in dep

@@ -112,15 +112,53 @@ func shortID(id string) string {
 	return id
 }
 
-// HostTakenError is a hostname another app already serves.
+// HostTakenError is a hostname another app already serves, or one a
+// claim of another workspace's overlaps (a wildcard over it, a name under
+// it). Owner and Conflict are empty when the caller may not see them (see
+// visibleTo): another workspace learns that the name is taken, not by whom.
 type HostTakenError struct {
-	Host  string
-	Owner HostOwner
+	Host string
+	// Conflict is the claim in the way when it is not Host itself: a
+	// wildcard over Host, or a name under Host's wildcard.
+	Conflict string
+	Owner    HostOwner
 }
 
 func (e *HostTakenError) Error() string {
+	switch {
+	case e.Owner.App == "":
+		return fmt.Sprintf("hostname %s is taken by another workspace: choose another label or domain", e.Host)
+	case e.Conflict != "":
+		return fmt.Sprintf("hostname %s overlaps %s, served by app %q in workspace %q: choose another label or domain, or stop that app",
+			e.Host, e.Conflict, e.Owner.App, e.Owner.Workspace)
+	}
 	return fmt.Sprintf("hostname %s is already served by app %q in workspace %q: choose another label or domain, or stop that app",
 		e.Host, e.Owner.App, e.Owner.Workspace)
+}
+
+// DomainUnverifiedError is a custom domain its workspace has not proved it
+// controls: each challenge names the TXT record to create and its value.
+type DomainUnverifiedError struct {
+	Workspace  string
+	Challenges []api.DomainChallenge
+	// Why is what the lookup found, when it found something else.
+	Why string
+}
+
+func (e *DomainUnverifiedError) Error() string {
+	var b strings.Builder
+	for i, c := range e.Challenges {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "custom domain %s is not verified for workspace %q: create a DNS TXT record %s with the value %q",
+			c.Domain, e.Workspace, c.Record, c.Value)
+	}
+	if e.Why != "" {
+		fmt.Fprintf(&b, " (%s)", e.Why)
+	}
+	b.WriteString(", then deploy again or run `caravan domain verify`; an operator can also run `caravan domain assign`")
+	return b.String()
 }
 
 // ConflictError is a change the app's state does not allow now (no live
@@ -147,15 +185,18 @@ type UnavailableError struct {
 
 func (e *UnavailableError) Error() string { return e.Why }
 
-func (e *UnavailableError) ErrorCode() api.ErrorCode   { return api.CodeUnavailable }
-func (e *TransitionError) ErrorCode() api.ErrorCode    { return api.CodeConflict }
-func (e *DiagnosticsError) ErrorCode() api.ErrorCode   { return api.CodeInvalidSpec }
-func (e *OwnershipError) ErrorCode() api.ErrorCode     { return api.CodeOwnership }
-func (e *ForbiddenError) ErrorCode() api.ErrorCode     { return api.CodeForbidden }
-func (e *NotFoundError) ErrorCode() api.ErrorCode      { return api.CodeNotFound }
-func (e *BadRequestError) ErrorCode() api.ErrorCode    { return api.CodeBadRequest }
-func (e *RolloutError) ErrorCode() api.ErrorCode       { return api.CodeRolloutFailed }
-func (e *HostTakenError) ErrorCode() api.ErrorCode     { return api.CodeHostTaken }
+func (e *UnavailableError) ErrorCode() api.ErrorCode { return api.CodeUnavailable }
+func (e *TransitionError) ErrorCode() api.ErrorCode  { return api.CodeConflict }
+func (e *DiagnosticsError) ErrorCode() api.ErrorCode { return api.CodeInvalidSpec }
+func (e *OwnershipError) ErrorCode() api.ErrorCode   { return api.CodeOwnership }
+func (e *ForbiddenError) ErrorCode() api.ErrorCode   { return api.CodeForbidden }
+func (e *NotFoundError) ErrorCode() api.ErrorCode    { return api.CodeNotFound }
+func (e *BadRequestError) ErrorCode() api.ErrorCode  { return api.CodeBadRequest }
+func (e *RolloutError) ErrorCode() api.ErrorCode     { return api.CodeRolloutFailed }
+func (e *HostTakenError) ErrorCode() api.ErrorCode   { return api.CodeHostTaken }
+func (e *DomainUnverifiedError) ErrorCode() api.ErrorCode {
+	return api.CodeDomainUnverified
+}
 func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
 func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
 func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
@@ -171,6 +212,7 @@ var (
 	_ api.Coder = (*BadRequestError)(nil)
 	_ api.Coder = (*RolloutError)(nil)
 	_ api.Coder = (*HostTakenError)(nil)
+	_ api.Coder = (*DomainUnverifiedError)(nil)
 	_ api.Coder = (*ConflictError)(nil)
 	_ api.Coder = (*CanaryPendingError)(nil)
 	_ api.Coder = (*InputTooLargeError)(nil)

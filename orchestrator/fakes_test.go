@@ -591,6 +591,7 @@ type memStore struct {
 	index    map[string]uint64
 	versions map[string][]byte // versionKey
 	hosts    map[string]HostOwner
+	domains  map[string]DomainBinding
 	locks    map[string]chan struct{}
 	holders  map[string]context.CancelCauseFunc
 	seq      uint64
@@ -604,7 +605,7 @@ var _ Store = (*memStore)(nil)
 
 func newMemStore() *memStore {
 	return &memStore{apps: map[string][]byte{}, index: map[string]uint64{}, versions: map[string][]byte{},
-		hosts: map[string]HostOwner{}, locks: map[string]chan struct{}{}, holders: map[string]context.CancelCauseFunc{}}
+		hosts: map[string]HostOwner{}, domains: map[string]DomainBinding{}, locks: map[string]chan struct{}{}, holders: map[string]context.CancelCauseFunc{}}
 }
 
 func (s *memStore) Lock(ctx context.Context, jobID string) (context.Context, func(), error) {
@@ -727,33 +728,86 @@ func (s *memStore) Versions(ctx context.Context, jobID string, generation int) (
 	return out, nil
 }
 
-func (s *memStore) ClaimHost(ctx context.Context, host string, owner HostOwner) error {
+// Commit checks and writes w at once, as ConsulStore's transaction does.
+func (s *memStore) Commit(ctx context.Context, w Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.hosts[host]; ok && cur.JobID != owner.JobID {
-		return &HostTakenError{Host: host, Owner: cur}
+	if s.putErr != nil {
+		return s.putErr
 	}
+	if s.index[w.Record.JobID] != w.Index {
+		return ErrConflict
+	}
+	owner := ownerOf(w.Record)
+	for _, h := range w.Claim {
+		if taken := claimConflict(h, owner, s.overlapping(h)); taken != nil {
+			return taken
+		}
+	}
+	for _, h := range w.Claim {
+		if cur, ok := s.hosts[h]; !ok || !sameApp(cur, owner) {
+			s.hosts[h] = owner
+		}
+	}
+	for _, h := range w.Release {
+		if cur, ok := s.hosts[h]; ok && sameApp(cur, owner) {
+			delete(s.hosts, h)
+		}
+	}
+	for _, v := range w.Versions {
+		b, _ := json.Marshal(v)
+		s.versions[versionKey(w.Record.JobID, w.Record.Generation, v.Version)] = b
+	}
+	b, _ := json.Marshal(w.Record)
+	s.seq++
+	s.apps[w.Record.JobID], s.index[w.Record.JobID] = b, s.seq
+	return nil
+}
+
+// overlapping lists the claims that overlap host; s.mu is held.
+func (s *memStore) overlapping(host string) []HostClaim {
+	var out []HostClaim
+	for h, o := range s.hosts {
+		if overlaps(host, h) {
+			out = append(out, HostClaim{Host: h, Owner: o})
+		}
+	}
+	slices.SortFunc(out, func(a, b HostClaim) int { return strings.Compare(a.Host, b.Host) })
+	return out
+}
+
+func (s *memStore) HostClaims(ctx context.Context, host string) ([]HostClaim, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.overlapping(host), nil
+}
+
+// claim gives host to owner, as another app's deploy would.
+func (s *memStore) claim(host string, owner HostOwner) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.hosts[host] = owner
+}
+
+func (s *memStore) Domains(ctx context.Context) ([]DomainBinding, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []DomainBinding
+	for _, b := range s.domains {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b DomainBinding) int { return strings.Compare(a.Domain, b.Domain) })
+	return out, nil
+}
+
+func (s *memStore) PutDomain(ctx context.Context, b DomainBinding) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.domains[b.Domain] = b
 	return nil
 }
 
-func (s *memStore) ReleaseHost(ctx context.Context, host, jobID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.hosts[host]; ok && cur.JobID == jobID {
-		delete(s.hosts, host)
-	}
-	return nil
-}
-
-func (s *memStore) HostOwner(ctx context.Context, host string) (*HostOwner, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.hosts[host]; ok {
-		return &cur, nil
-	}
-	return nil, nil
-}
+func (s *memStore) Secret(ctx context.Context) ([]byte, error) { return []byte("test secret"), nil }
 
 // heldHosts lists the hosts jobID holds, sorted.
 func (s *memStore) heldHosts(jobID string) []string {
@@ -820,4 +874,26 @@ func (p *fakeProxy) Servers(ctx context.Context, service string) ([]string, erro
 	}
 	ins, _, err := p.consul.Instances(ctx, unqualified(service), "", false, 0)
 	return serverURLs(ins), err
+}
+
+// fakeResolver answers TXT lookups from a table and counts them.
+type fakeResolver struct {
+	mu      sync.Mutex
+	txt     map[string][]string
+	lookups int
+}
+
+var _ Resolver = (*fakeResolver)(nil)
+
+func (r *fakeResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lookups++
+	return r.txt[name], nil
+}
+
+func (r *fakeResolver) set(name string, values ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.txt[name] = values
 }

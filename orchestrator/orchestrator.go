@@ -40,8 +40,11 @@ type Config struct {
 	// Proxy shows what Traefik serves, so a traffic split counts as
 	// applied when Traefik is seen serving it; nil waits SplitSettle
 	// instead (for a Traefik whose API caravan cannot reach).
-	Proxy  Proxy
-	Logger hclog.Logger
+	Proxy Proxy
+	// Resolver looks up the TXT records that prove control of custom
+	// domains; nil uses the system's resolver (DNSResolver{}).
+	Resolver Resolver
+	Logger   hclog.Logger
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -52,6 +55,7 @@ type Orchestrator struct {
 	store  Store
 	prober Prober
 	proxy  Proxy
+	dns    Resolver
 	log    hclog.Logger
 }
 
@@ -77,7 +81,12 @@ func New(cfg Config) (*Orchestrator, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, log: log}, nil
+	dns := cfg.Resolver
+	if dns == nil {
+		dns = DNSResolver{}
+	}
+	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
+		dns: dns, log: log}, nil
 }
 
 // Caller is api.Caller: the orchestrator returns wire types as they are.

@@ -78,16 +78,27 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 			res.HostsRemoved = append(res.HostsRemoved, h)
 		}
 	}
+	owner := ownerOf(p.Record)
 	for _, h := range res.HostsAdded {
-		owner, err := o.store.HostOwner(ctx, h)
+		claims, err := o.store.HostClaims(ctx, h)
 		if err != nil {
 			return nil, err
 		}
-		if owner != nil && owner.JobID != id {
-			res.Problems = append(res.Problems, (&HostTakenError{Host: h, Owner: *owner}).Error())
+		if taken := claimConflict(h, owner, claims); taken != nil {
+			res.Problems = append(res.Problems, visibleTo(taken, caller).Error())
 			continue
 		}
 		res.Certificates = append(res.Certificates, h)
+	}
+	// Domains not yet proved: the deploy would look their TXT records up.
+	unproved, err := o.unproved(ctx, app.Workspace, newCustomDomains(app, p.Claim))
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range unproved {
+		if txt, err := o.dns.LookupTXT(ctx, c.Record); err != nil || !provesControl(txt, c.Value) {
+			res.Problems = append(res.Problems, (&DomainUnverifiedError{Workspace: app.Workspace, Challenges: []DomainChallenge{c}}).Error())
+		}
 	}
 	return res, nil
 }

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,14 +70,38 @@ type Store interface {
 	Version(ctx context.Context, jobID string, generation, version int) (*VersionRecord, error)
 	// Versions returns a generation's versions, oldest first.
 	Versions(ctx context.Context, jobID string, generation int) ([]*VersionRecord, error)
-	// ClaimHost records that owner serves host; it returns a
-	// *HostTakenError when another app already does.
-	ClaimHost(ctx context.Context, host string, owner HostOwner) error
-	// ReleaseHost forgets host if jobID owns it.
-	ReleaseHost(ctx context.Context, host, jobID string) error
-	// HostOwner returns who serves host (nil: nobody).
-	HostOwner(ctx context.Context, host string) (*HostOwner, error)
+	// Commit writes w in one transaction, or nothing: w.Record if the
+	// stored record is still at w.Index (else ErrConflict), w.Versions,
+	// claims on w.Claim for the record's app (a *HostTakenError, and
+	// nothing written, when another app's claim is in the way; see
+	// claimConflict) and the release of w.Release (those the app holds).
+	Commit(ctx context.Context, w Write) error
+	// HostClaims returns the claims that overlap host (see overlaps).
+	HostClaims(ctx context.Context, host string) ([]HostClaim, error)
+	// Domains returns every custom domain binding.
+	Domains(ctx context.Context) ([]DomainBinding, error)
+	// PutDomain stores b, replacing any binding of b.Domain.
+	PutDomain(ctx context.Context, b DomainBinding) error
+	// Secret returns the secret challenge values are derived from, the
+	// same for every caravan server of the cluster (made on first use).
+	Secret(ctx context.Context) ([]byte, error)
 }
+
+// Write is what one step of a change writes at once (see Store.Commit).
+type Write struct {
+	// Record is written if the stored record is still at Index (0:
+	// absent); the claims are its app's.
+	Record *AppRecord
+	Index  uint64
+	// Versions of the record's generation.
+	Versions []*VersionRecord
+	// Claim are hostnames to claim (those the app holds stay held);
+	// Release those to give up (another app's are left alone).
+	Claim, Release []string
+}
+
+// DomainBinding is api.DomainBinding: the orchestrator returns wire types as they are.
+type DomainBinding = api.DomainBinding
 
 // HostOwner is api.HostOwner: the orchestrator returns wire types as they are.
 type HostOwner = api.HostOwner
@@ -90,11 +115,22 @@ var ErrLockLost error = &UnavailableError{Why: "lost the app's lock: another car
 // *ConflictError, so it answers 409 and the request may be retried.
 var ErrConflict error = &ConflictError{Why: "the app record changed underneath this request"}
 
-// ConsulStore keeps records under caravan/apps/ in Consul KV:
+// ConsulStore keeps records under caravan/ in Consul KV:
 //
 //	caravan/apps/<job>/record                       AppRecord
 //	caravan/apps/<job>/<generation>/<version:08d>   VersionRecord
 //	caravan/apps/<job>/lock                         Consul lock
+//	caravan/hostnames/<labels reversed>             HostOwner: com/example/api, com/example/*
+//	caravan/hostnames-rev                           bumped by every write that claims
+//	caravan/domains/<domain>                        DomainBinding
+//	caravan/domain-secret                           the challenge values' secret
+//
+// A claim's key lists its labels from the top, so the folder of a domain
+// holds its subtree and one prefix read finds every claim under a
+// wildcard. Every write that claims a name checks and bumps
+// hostnames-rev, so two claims that overlap without sharing a key (a
+// wildcard and a name under it) cannot both pass their reads: the second
+// write fails and reads again.
 type ConsulStore struct {
 	Client *consul.Client
 }
@@ -102,8 +138,11 @@ type ConsulStore struct {
 var _ Store = (*ConsulStore)(nil)
 
 const (
-	kvApps  = "caravan/apps/"
-	kvHosts = "caravan/hosts/"
+	kvApps         = "caravan/apps/"
+	kvHosts        = "caravan/hostnames/"
+	kvHostsRev     = "caravan/hostnames-rev"
+	kvDomains      = "caravan/domains/"
+	kvDomainSecret = "caravan/domain-secret"
 )
 
 func (s *ConsulStore) Lock(ctx context.Context, jobID string) (context.Context, func(), error) {
@@ -267,58 +306,186 @@ func (s *ConsulStore) Versions(ctx context.Context, jobID string, generation int
 	return out, nil
 }
 
-func (s *ConsulStore) HostOwner(ctx context.Context, host string) (*HostOwner, error) {
-	pair, _, err := s.Client.KV().Get(kvHosts+host, (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil || pair == nil {
-		return nil, err
-	}
-	var owner HostOwner
-	if err := json.Unmarshal(pair.Value, &owner); err != nil {
-		return nil, fmt.Errorf("reading the claim on %s: %w", host, err)
-	}
-	return &owner, nil
-}
+// maxTxnOps is how many operations Consul takes in one transaction.
+const maxTxnOps = 64
 
-func (s *ConsulStore) ClaimHost(ctx context.Context, host string, owner HostOwner) error {
-	kv := s.Client.KV()
-	b, _ := json.Marshal(owner)
-	for {
-		pair, _, err := kv.Get(kvHosts+host, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+// Commit reads what the claims and releases need (the claims revision,
+// the claims that overlap each new name, the releases' keys), decides with
+// claimConflict, and writes everything in one transaction that fails if
+// the revision, a claim or the record moved meanwhile; a move of the first
+// two reads again.
+func (s *ConsulStore) Commit(ctx context.Context, w Write) error {
+	for attempt := 0; ; attempt++ {
+		ops, recordOp, err := s.commitOps(ctx, w)
 		if err != nil {
-			return fmt.Errorf("reading the claim on %s: %w", host, err)
+			return err
 		}
-		if pair != nil {
-			var cur HostOwner
-			if err := json.Unmarshal(pair.Value, &cur); err != nil {
-				return fmt.Errorf("reading the claim on %s: %w", host, err)
-			}
-			if cur.JobID == owner.JobID {
-				return nil
-			}
-			return &HostTakenError{Host: host, Owner: cur}
+		if len(ops) > maxTxnOps {
+			return fmt.Errorf("writing %s: %d operations are more than one Consul transaction takes (%d); serve fewer hostnames",
+				w.Record.JobID, len(ops), maxTxnOps)
 		}
-		// ModifyIndex 0: create only.
-		ok, _, err := kv.CAS(&consul.KVPair{Key: kvHosts + host, Value: b}, (&consul.WriteOptions{}).WithContext(ctx))
+		ok, resp, _, err := s.Client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return fmt.Errorf("claiming %s: %w", host, err)
+			return fmt.Errorf("writing %s: %w", w.Record.JobID, err)
 		}
 		if ok {
 			return nil
 		}
-		// Someone claimed it between our read and write: read again.
+		for _, e := range resp.Errors {
+			if e.OpIndex == recordOp {
+				return ErrConflict
+			}
+		}
+		if attempt == 10 {
+			return errors.Join(fmt.Errorf("writing %s: the hostname claims kept changing", w.Record.JobID), txnErrors(resp))
+		}
 	}
 }
 
-func (s *ConsulStore) ReleaseHost(ctx context.Context, host, jobID string) error {
+// commitOps reads and builds the operations of w, and says which one
+// writes the record.
+func (s *ConsulStore) commitOps(ctx context.Context, w Write) (consul.TxnOps, int, error) {
 	kv := s.Client.KV()
-	pair, _, err := kv.Get(kvHosts+host, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
-	if err != nil || pair == nil {
-		return err
+	q := (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx)
+	owner := ownerOf(w.Record)
+	ownerJSON, _ := json.Marshal(owner)
+	var ops consul.TxnOps
+	if len(w.Claim) > 0 {
+		rev, _, err := kv.Get(kvHostsRev, q)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading the hostname claims: %w", err)
+		}
+		var index uint64
+		if rev != nil {
+			index = rev.ModifyIndex
+		}
+		ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: kvHostsRev, Index: index,
+			Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))}})
+		for _, h := range w.Claim {
+			claims, err := s.HostClaims(ctx, h)
+			if err != nil {
+				return nil, 0, err
+			}
+			if taken := claimConflict(h, owner, claims); taken != nil {
+				return nil, 0, taken
+			}
+			held := slices.ContainsFunc(claims, func(c HostClaim) bool { return c.Host == h })
+			if !held {
+				// Index 0: create only.
+				ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: kvHosts + hostKey(h), Value: ownerJSON}})
+			}
+		}
 	}
-	var cur HostOwner
-	if json.Unmarshal(pair.Value, &cur) == nil && cur.JobID != jobID {
-		return nil
+	for _, h := range w.Release {
+		pair, _, err := kv.Get(kvHosts+hostKey(h), q)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading the claim on %s: %w", h, err)
+		}
+		var cur HostOwner
+		if pair == nil || json.Unmarshal(pair.Value, &cur) != nil || !sameApp(cur, owner) {
+			continue
+		}
+		ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVDeleteCAS, Key: pair.Key, Index: pair.ModifyIndex}})
 	}
-	_, _, err = kv.DeleteCAS(pair, (&consul.WriteOptions{}).WithContext(ctx))
-	return err
+	for _, v := range w.Versions {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, 0, err
+		}
+		ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVSet, Key: versionKey(w.Record.JobID, w.Record.Generation, v.Version), Value: b}})
+	}
+	b, err := json.Marshal(w.Record)
+	if err != nil {
+		return nil, 0, err
+	}
+	recordOp := len(ops)
+	ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: kvApps + w.Record.JobID + "/record", Value: b, Index: w.Index}})
+	return ops, recordOp, nil
+}
+
+// HostClaims reads the keys overlapKeys names: the name's own, the
+// wildcards above it and, for a wildcard, its base domain's folder.
+func (s *ConsulStore) HostClaims(ctx context.Context, host string) ([]HostClaim, error) {
+	kv := s.Client.KV()
+	q := (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx)
+	keys, subtree := overlapKeys(host)
+	var pairs consul.KVPairs
+	for _, k := range keys {
+		p, _, err := kv.Get(kvHosts+k, q)
+		if err != nil {
+			return nil, fmt.Errorf("reading the claims on %s: %w", host, err)
+		}
+		if p != nil {
+			pairs = append(pairs, p)
+		}
+	}
+	if subtree != "" {
+		ps, _, err := kv.List(kvHosts+subtree, q)
+		if err != nil {
+			return nil, fmt.Errorf("reading the claims under %s: %w", host, err)
+		}
+		pairs = append(pairs, ps...)
+	}
+	var out []HostClaim
+	for _, p := range pairs {
+		var owner HostOwner
+		if err := json.Unmarshal(p.Value, &owner); err != nil {
+			return nil, fmt.Errorf("reading the claim %s: %w", p.Key, err)
+		}
+		c := HostClaim{Host: keyHost(strings.TrimPrefix(p.Key, kvHosts)), Owner: owner}
+		if overlaps(host, c.Host) && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (s *ConsulStore) Domains(ctx context.Context) ([]DomainBinding, error) {
+	pairs, _, err := s.Client.KV().List(kvDomains, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("reading the domain bindings: %w", err)
+	}
+	var out []DomainBinding
+	for _, p := range pairs {
+		var b DomainBinding
+		if err := json.Unmarshal(p.Value, &b); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p.Key, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (s *ConsulStore) PutDomain(ctx context.Context, b DomainBinding) error {
+	v, _ := json.Marshal(b)
+	if _, err := s.Client.KV().Put(&consul.KVPair{Key: kvDomains + b.Domain, Value: v}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("binding %s: %w", b.Domain, err)
+	}
+	return nil
+}
+
+// Secret reads caravan/domain-secret, or creates it (create-only, so two
+// servers starting at once agree on the one that won).
+func (s *ConsulStore) Secret(ctx context.Context) ([]byte, error) {
+	kv := s.Client.KV()
+	for {
+		p, _, err := kv.Get(kvDomainSecret, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading the domain secret: %w", err)
+		}
+		if p != nil {
+			return p.Value, nil
+		}
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		ok, _, err := kv.CAS(&consul.KVPair{Key: kvDomainSecret, Value: secret}, (&consul.WriteOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("writing the domain secret: %w", err)
+		}
+		if ok {
+			return secret, nil
+		}
+	}
 }

@@ -39,6 +39,8 @@ var orchestratorErrors = []struct {
 	{&orchestrator.BadRequestError{Why: "strategy \"fast\""}, api.CodeBadRequest},
 	{&orchestrator.RolloutError{Function: "web", Cause: "exit 1", AllocID: "0123456789", Version: 3}, api.CodeRolloutFailed},
 	{&orchestrator.HostTakenError{Host: "a.example", Owner: api.HostOwner{App: "b", Workspace: "w"}}, api.CodeHostTaken},
+	{&orchestrator.DomainUnverifiedError{Workspace: "w", Challenges: []api.DomainChallenge{{Domain: "a.example",
+		Record: "_caravan-challenge.a.example", Value: "v"}}}, api.CodeDomainUnverified},
 	{&orchestrator.ConflictError{App: "demo", Why: "it has no live version to roll over; deploy it first"}, api.CodeConflict},
 	{&orchestrator.CanaryPendingError{App: "demo", Version: 2}, api.CodeCanaryPending},
 	{&orchestrator.InputTooLargeError{Size: 20000, Limit: 16384}, api.CodeInputTooLarge},

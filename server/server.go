@@ -42,6 +42,7 @@
 //	conflict         409  the app's state does not allow it now, or its record changed underneath
 //	ownership        409  a Nomad job of that name that caravan does not own
 //	host_taken       409  a hostname another app serves
+//	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
 //	canary_pending   409  a canary awaits promote or abort
 //	input_too_large  413  a call input over 16 KiB, a body over its bound
 //	rollout_failed   422  the version did not become healthy; function, alloc_id, version
