@@ -86,6 +86,27 @@ func (c *Client) CreateToken(ctx context.Context, name, workspace string) (*NewT
 	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", TokenBody{Name: name, Workspace: workspace}, &nt)
 }
 
+// Domains lists the custom domain bindings the caller may see.
+func (c *Client) Domains(ctx context.Context) ([]DomainBinding, error) {
+	var list []DomainBinding
+	return list, c.do(ctx, http.MethodGet, "/v1/domains", nil, &list)
+}
+
+// VerifyDomain checks the TXT record that proves workspace (empty: the
+// token's) controls domain, and binds it; an error of kind
+// domain_unverified names the record to create and its value.
+func (c *Client) VerifyDomain(ctx context.Context, domain, workspace string) (*DomainBinding, error) {
+	var b DomainBinding
+	return &b, c.do(ctx, http.MethodPost, "/v1/domains/verify", DomainBody{Domain: domain, Workspace: workspace}, &b)
+}
+
+// AssignDomain binds domain to workspace without a DNS check; it needs an
+// operator's token (workspace "*").
+func (c *Client) AssignDomain(ctx context.Context, domain, workspace string) (*DomainBinding, error) {
+	var b DomainBinding
+	return &b, c.do(ctx, http.MethodPost, "/v1/domains", DomainBody{Domain: domain, Workspace: workspace}, &b)
+}
+
 // Tokens lists the tokens of the caller's workspace.
 func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	var list []TokenInfo

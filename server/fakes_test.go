@@ -217,3 +217,26 @@ func (f *fakeOrch) Call(_ context.Context, c api.Caller, req orchestrator.CallRe
 	}
 	return &api.CallResult{Function: req.Function, Output: string(req.Input)}, nil
 }
+
+func (f *fakeOrch) Domains(_ context.Context, c api.Caller) ([]api.DomainBinding, error) {
+	if err := f.record("Domains", c); err != nil {
+		return nil, err
+	}
+	return []api.DomainBinding{{Domain: "example.com", Workspace: c.Workspace, Method: api.DomainAssigned}}, nil
+}
+
+func (f *fakeOrch) VerifyDomain(_ context.Context, c api.Caller, workspace, domain string) (*api.DomainBinding, error) {
+	f.fn = workspace + " " + domain
+	if err := f.record("VerifyDomain", c); err != nil {
+		return nil, err
+	}
+	return &api.DomainBinding{Domain: domain, Workspace: workspace, Method: api.DomainVerifiedByDNS}, nil
+}
+
+func (f *fakeOrch) AssignDomain(_ context.Context, c api.Caller, workspace, domain string) (*api.DomainBinding, error) {
+	f.fn = workspace + " " + domain
+	if err := f.record("AssignDomain", c); err != nil {
+		return nil, err
+	}
+	return &api.DomainBinding{Domain: domain, Workspace: workspace, Method: api.DomainAssigned}, nil
+}

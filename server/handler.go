@@ -33,6 +33,9 @@ type Orchestrator interface {
 	Stop(ctx context.Context, caller api.Caller, ref api.AppRef) (*api.AppRecord, error)
 	Run(ctx context.Context, caller api.Caller, ref api.AppRef, function string) (*api.RunResult, error)
 	Call(ctx context.Context, caller api.Caller, req orchestrator.CallRequest) (*api.CallResult, error)
+	Domains(ctx context.Context, caller api.Caller) ([]api.DomainBinding, error)
+	VerifyDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
+	AssignDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
 }
 
 var _ Orchestrator = (*orchestrator.Orchestrator)(nil)
@@ -81,6 +84,9 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("POST /v1/tokens", h.authed(h.createToken))
 	mux.Handle("GET /v1/tokens", h.authed(h.listTokens))
 	mux.Handle("DELETE /v1/tokens/{id}", h.authed(h.revokeToken))
+	mux.Handle("GET /v1/domains", h.authed(h.domains))
+	mux.Handle("POST /v1/domains", h.authed(h.domain(h.orch.AssignDomain)))
+	mux.Handle("POST /v1/domains/verify", h.authed(h.domain(h.orch.VerifyDomain)))
 	mux.Handle("POST /v1/deploy", h.authed(h.deploy))
 	mux.Handle("POST /v1/plan", h.authed(h.plan))
 	mux.Handle("GET /v1/apps", h.authed(h.apps))
@@ -206,6 +212,24 @@ func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, caller api
 	}
 	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) domains(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	list, err := h.orch.Domains(r.Context(), caller)
+	h.answer(w, list, err)
+}
+
+// domain serves a request to verify or assign a custom domain.
+func (h *handler) domain(op func(context.Context, api.Caller, string, string) (*api.DomainBinding, error)) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+		var body api.DomainBody
+		if err := decode(w, r, maxChangeBody, &body, false); err != nil {
+			h.fail(w, err)
+			return
+		}
+		b, err := op(r.Context(), caller, body.Workspace, body.Domain)
+		h.answer(w, b, err)
+	}
 }
 
 func (h *handler) readDeploy(w http.ResponseWriter, r *http.Request) (orchestrator.DeployRequest, bool) {

@@ -364,6 +364,19 @@ func TestRequests(t *testing.T) {
 			}
 			return nil
 		}},
+		{"GET", "/v1/domains", "", "Domains", `"domain": "example.com"`, nil},
+		{"POST", "/v1/domains/verify", `{"domain": "shop.example.com"}`, "VerifyDomain", `"method": "dns"`, func() error {
+			if e.orch.fn != " shop.example.com" {
+				return fmt.Errorf("verify %q", e.orch.fn)
+			}
+			return nil
+		}},
+		{"POST", "/v1/domains", `{"domain": "shop.example.com", "workspace": "shop"}`, "AssignDomain", `"method": "assigned"`, func() error {
+			if e.orch.fn != "shop shop.example.com" {
+				return fmt.Errorf("assign %q", e.orch.fn)
+			}
+			return nil
+		}},
 		{"POST", "/v1/apps/demo/functions/echo/call?workspace=shop&timeout=30s", `{"n": 1}`, "Call", `"output": "{\"n\": 1}"`, func() error {
 			c := e.orch.call
 			if c.Function != "echo" || c.App != "demo" || c.Workspace != "shop" || c.Timeout != 30*time.Second {

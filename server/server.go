@@ -11,6 +11,9 @@
 //	POST /v1/tokens                 api.TokenBody -> api.NewToken (secret shown once)
 //	GET  /v1/tokens                 -> [api.TokenInfo]
 //	DELETE /v1/tokens/{id}
+//	GET  /v1/domains                -> [api.DomainBinding] (the token's workspace's; every one for "*")
+//	POST /v1/domains/verify         api.DomainBody -> api.DomainBinding (checks TXT _caravan-challenge.<domain>)
+//	POST /v1/domains                api.DomainBody -> api.DomainBinding (assign; a token of workspace "*" only)
 //	POST /v1/deploy                 api.DeployBody -> api.DeployResult
 //	POST /v1/plan                   api.DeployBody -> api.PlanResult (changes nothing)
 //	GET  /v1/apps                   -> [api.AppSummary]
@@ -82,7 +85,11 @@ type Config struct {
 	// TraefikAPI is the base URL of Traefik's API, which shows when a
 	// traffic split is applied; empty waits a fixed time instead.
 	TraefikAPI string
-	Logger     hclog.Logger
+	// DNSResolver is the DNS server ("127.0.0.1:8053") that answers the
+	// TXT lookups proving control of custom domains; empty uses the
+	// system's resolver.
+	DNSResolver string
+	Logger      hclog.Logger
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -156,7 +163,8 @@ func New(cfg Config) (_ *Server, err error) {
 		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
-		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")})
+		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
+		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Logger: log.Named("orchestrator")})
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 			&cli.StringFlag{Name: "proxy-addr", Usage: "Traefik's HTTPS `ADDR`; deploys wait until web functions answer there"},
 			&cli.StringFlag{Name: "root-ca", Usage: "PEM `FILE` that verifies the proxy's certificates"},
 			&cli.StringFlag{Name: "traefik-api", Usage: "`URL` of Traefik's API; traffic splits count as applied when Traefik serves them (default: wait a fixed 1.5s)"},
+			&cli.StringFlag{Name: "dns-resolver", Usage: "DNS server `ADDR` (host:port) that answers the TXT lookups proving control of custom domains (default: the system's resolver)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
 		),
 		Action: func(c *cli.Context) error {
@@ -34,7 +35,8 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 			rc := routerConfig(c)
 			s, err := server.New(server.Config{
 				Listen: c.String("listen"), NomadAddr: c.String("nomad-addr"), ConsulAddr: c.String("consul-addr"),
-				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"), Logger: log,
+				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
+				DNSResolver: c.String("dns-resolver"), Logger: log,
 			})
 			if err != nil {
 				return err
