@@ -310,6 +310,10 @@ func (s *Stack) CaravanAddr() string {
 // HTTPSAddr is where Traefik serves HTTPS.
 func (s *Stack) HTTPSAddr() string { return addr(s.Ports.TraefikWebsecure) }
 
+// ChallDNSAddr is pebble-challtestsrv's DNS server: caravan server's
+// --dns-resolver, which proves custom domains by their TXT records.
+func (s *Stack) ChallDNSAddr() string { return addr(s.Ports.ChallDNS) }
+
 // TraefikAPI is the base URL of Traefik's API (on its admin entry point).
 func (s *Stack) TraefikAPI() string { return "http://" + addr(s.Ports.TraefikAdmin) }
 

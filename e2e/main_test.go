@@ -139,15 +139,25 @@ func setup(ctx context.Context) error {
 		return err
 	}
 	env.client = &api.Client{Addr: "http://" + srv.Addr(), Token: token}
+	// The tests' custom domains are workspace e2e's: an operator assigned
+	// them (TestCustomDomainVerification proves one over DNS instead).
+	for _, d := range testDomains {
+		if _, err := env.client.AssignDomain(ctx, d, "e2e"); err != nil {
+			return fmt.Errorf("assigning %s: %w", d, err)
+		}
+	}
 	return nil
 }
+
+// testDomains are bound to workspace e2e before any test runs.
+var testDomains = []string{"caravan-e2e.test", "example.test"}
 
 // serverFlags are the flags of a caravan server for the stack.
 func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
-		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath()}
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr()}
 }
 
 // startServer starts an in-process caravan server for the stack, logging
@@ -172,7 +182,9 @@ func startServer(name string) (*server.Server, error) {
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
 		TraefikAPI: s.TraefikAPI(),
-		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
+		// Custom domains are proved in pebble-challtestsrv's DNS.
+		DNSResolver: s.ChallDNSAddr(),
+		Logger:      hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
 	})
 	if err != nil {
 		return nil, err

@@ -130,7 +130,7 @@ func devUp(c *cli.Context) error {
 		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(),
 		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
 		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
-		"--dns-resolver", fmt.Sprintf("127.0.0.1:%d", stack.Ports.ChallDNS),
+		"--dns-resolver", stack.ChallDNSAddr(),
 	}, nil, cl.Health)
 	if err != nil {
 		return err
