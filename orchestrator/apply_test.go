@@ -32,7 +32,8 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, nomad: newFakeNomad(), consul: newFakeConsul(), store: newMemStore(), prober: &fakeProber{fail: map[string]error{}}}
 	h.proxy = &fakeProxy{consul: h.consul, root: testRouter.KVRoot}
-	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy})
+	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy,
+		Policy: mustPolicy(t, harnessPolicy)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
@@ -40,7 +41,11 @@ type Config struct {
 	// Proxy shows what Traefik serves, so a traffic split counts as
 	// applied when Traefik is seen serving it; nil waits SplitSettle
 	// instead (for a Traefik whose API caravan cannot reach).
-	Proxy  Proxy
+	Proxy Proxy
+	// Policy says what each workspace may run; every version is checked
+	// against it before anything is registered. nil is policy.Default():
+	// no raw_exec anywhere.
+	Policy *policy.Policy
 	Logger hclog.Logger
 }
 
@@ -52,6 +57,7 @@ type Orchestrator struct {
 	store  Store
 	prober Prober
 	proxy  Proxy
+	policy *policy.Policy
 	log    hclog.Logger
 }
 
@@ -77,7 +83,12 @@ func New(cfg Config) (*Orchestrator, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, log: log}, nil
+	pol := cfg.Policy
+	if pol == nil {
+		pol = policy.Default()
+	}
+	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
+		policy: pol, log: log}, nil
 }
 
 // Caller is api.Caller: the orchestrator returns wire types as they are.

@@ -38,6 +38,7 @@
 //	invalid_spec     400  a spec that does not load or validate; diagnostics
 //	unauthorized     401  a missing, malformed, unknown or revoked token
 //	forbidden        403  the token may not act on that workspace
+//	policy_denied    403  the server's policy does not let the workspace run it (a driver, a limit)
 //	not_found        404  no such app, version, function or token in the token's sight
 //	conflict         409  the app's state does not allow it now, or its record changed underneath
 //	ownership        409  a Nomad job of that name that caravan does not own
