@@ -61,6 +61,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -82,7 +83,10 @@ type Config struct {
 	// TraefikAPI is the base URL of Traefik's API, which shows when a
 	// traffic split is applied; empty waits a fixed time instead.
 	TraefikAPI string
-	Logger     hclog.Logger
+	// Policy says what each workspace may run; nil is policy.Default():
+	// no raw_exec anywhere.
+	Policy *policy.Policy
+	Logger hclog.Logger
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -156,7 +160,8 @@ func New(cfg Config) (_ *Server, err error) {
 		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
-		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc}, Logger: log.Named("orchestrator")})
+		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc}, Policy: cfg.Policy,
+		Logger: log.Named("orchestrator")})
 	if err != nil {
 		return nil, err
 	}
