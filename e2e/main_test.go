@@ -24,6 +24,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -129,6 +130,9 @@ func setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := os.WriteFile(policyPath(), []byte(e2ePolicy), 0o644); err != nil {
+		return err
+	}
 	srv, err := startServer("caravan-server")
 	if err != nil {
 		return err
@@ -142,12 +146,32 @@ func setup(ctx context.Context) error {
 	return nil
 }
 
+// e2ePolicy is the policy of the tests' servers: the workspaces the tests
+// and examples deploy to (e2e, dev) may use raw_exec; any other gets what
+// a server without a policy file allows (TestPolicyRefusesRawExec deploys
+// to one).
+const e2ePolicy = `workspace "e2e" {
+  drivers = ["raw_exec", "exec", "docker"]
+}
+
+workspace "dev" {
+  drivers = ["raw_exec", "exec", "docker"]
+}
+
+workspace "*" {
+  drivers = ["exec", "docker"]
+}
+`
+
+// policyPath is where setup writes e2ePolicy.
+func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
+
 // serverFlags are the flags of a caravan server for the stack.
 func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
-		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath()}
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--policy", policyPath()}
 }
 
 // startServer starts an in-process caravan server for the stack, logging
@@ -164,6 +188,10 @@ func startServer(name string) (*server.Server, error) {
 	// server.New to point at it.
 	rc := router.DefaultConfig
 	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
+	pol, diags := policy.Load(policyPath())
+	if diags.HasErrors() {
+		return nil, diags
+	}
 	srv, err := server.New(server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
@@ -172,6 +200,7 @@ func startServer(name string) (*server.Server, error) {
 		ProxyAddr:  s.HTTPSAddr(),
 		RootCAFile: s.PebbleRootPath(),
 		TraefikAPI: s.TraefikAPI(),
+		Policy:     pol,
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
 	})
 	if err != nil {
