@@ -155,7 +155,7 @@ func (p *Policy) Check(app *spec.App) (*Rules, []Violation) {
 			add(fn.Name, "max_gpus", "%d GPUs per container is over max_gpus = %d", gpus, r.MaxGPUs)
 		}
 		if fn.MinContainers != nil && *fn.MinContainers > r.MaxContainers {
-			add(fn.Name, "max_containers", "min_containers = %d is over max_containers = %d", *fn.MinContainers, r.MaxContainers)
+			add(fn.Name, "max_containers", "min_containers = %d is over the policy's max_containers = %d", *fn.MinContainers, r.MaxContainers)
 		}
 		if fn.MaxContainers != nil && *fn.MaxContainers > r.MaxContainers {
 			add(fn.Name, "max_containers", "max_containers = %d is over the policy's max_containers = %d", *fn.MaxContainers, r.MaxContainers)
