@@ -18,7 +18,7 @@ import (
 
 func TestCodeTable(t *testing.T) {
 	want := map[api.ErrorCode]int{
-		api.CodeBadRequest: 400, api.CodeInvalidSpec: 400, api.CodeUnauthorized: 401, api.CodeForbidden: 403,
+		api.CodeBadRequest: 400, api.CodeInvalidSpec: 400, api.CodeUnauthorized: 401, api.CodeForbidden: 403, api.CodePolicyDenied: 403,
 		api.CodeNotFound: 404, api.CodeConflict: 409, api.CodeOwnership: 409, api.CodeHostTaken: 409,
 		api.CodeDomainUnverified: 409, api.CodeCanaryPending: 409, api.CodeInputTooLarge: 413, api.CodeRolloutFailed: 422,
 		api.CodeInternal: 500, api.CodeUnavailable: 503,
@@ -42,7 +42,7 @@ func TestCodeTable(t *testing.T) {
 		}
 	}
 	for status, code := range map[int]api.ErrorCode{
-		400: api.CodeBadRequest, 401: api.CodeUnauthorized, 404: api.CodeNotFound, 409: api.CodeConflict,
+		400: api.CodeBadRequest, 401: api.CodeUnauthorized, 403: api.CodeForbidden, 404: api.CodeNotFound, 409: api.CodeConflict,
 		413: api.CodeInputTooLarge, 503: api.CodeUnavailable,
 		// Statuses the server never sends: a client error stays one.
 		405: api.CodeBadRequest, 429: api.CodeBadRequest, 502: api.CodeInternal, 200: api.CodeInternal,

@@ -19,6 +19,11 @@ const (
 	CodeUnauthorized ErrorCode = "unauthorized"
 	// CodeForbidden: the token may not act on that workspace (403).
 	CodeForbidden ErrorCode = "forbidden"
+	// CodePolicyDenied: the server's policy does not let the app's
+	// workspace run what the spec asks for (a driver, more CPU, memory,
+	// GPUs or containers than its limits); the message names the policy
+	// block, each function and each limit (403). Nothing changed.
+	CodePolicyDenied ErrorCode = "policy_denied"
 	// CodeBadRequest: a request that cannot be carried out as asked (400).
 	CodeBadRequest ErrorCode = "bad_request"
 	// CodeInvalidSpec: a spec that does not load or validate; the error
@@ -69,6 +74,7 @@ var codes = []struct {
 	{CodeInvalidSpec, http.StatusBadRequest},
 	{CodeUnauthorized, http.StatusUnauthorized},
 	{CodeForbidden, http.StatusForbidden},
+	{CodePolicyDenied, http.StatusForbidden},
 	{CodeNotFound, http.StatusNotFound},
 	{CodeConflict, http.StatusConflict},
 	{CodeOwnership, http.StatusConflict},

@@ -24,6 +24,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -129,6 +130,9 @@ func setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := os.WriteFile(policyPath(), []byte(e2ePolicy), 0o644); err != nil {
+		return err
+	}
 	srv, err := startServer("caravan-server")
 	if err != nil {
 		return err
@@ -152,12 +156,32 @@ func setup(ctx context.Context) error {
 // testDomains are bound to workspace e2e before any test runs.
 var testDomains = []string{"caravan-e2e.test", "example.test"}
 
+// e2ePolicy is the policy of the tests' servers: the workspaces the tests
+// and examples deploy to (e2e, dev) may use raw_exec; any other gets what
+// a server without a policy file allows (TestPolicyRefusesRawExec deploys
+// to one).
+const e2ePolicy = `workspace "e2e" {
+  drivers = ["raw_exec", "exec", "docker"]
+}
+
+workspace "dev" {
+  drivers = ["raw_exec", "exec", "docker"]
+}
+
+workspace "*" {
+  drivers = ["exec", "docker"]
+}
+`
+
+// policyPath is where setup writes e2ePolicy.
+func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
+
 // serverFlags are the flags of a caravan server for the stack.
 func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
-		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr()}
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath()}
 }
 
 // startServer starts an in-process caravan server for the stack, logging
@@ -174,6 +198,10 @@ func startServer(name string) (*server.Server, error) {
 	// server.New to point at it.
 	rc := router.DefaultConfig
 	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
+	pol, diags := policy.Load(policyPath())
+	if diags.HasErrors() {
+		return nil, diags
+	}
 	srv, err := server.New(server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
@@ -184,6 +212,7 @@ func startServer(name string) (*server.Server, error) {
 		TraefikAPI: s.TraefikAPI(),
 		// Custom domains are proved in pebble-challtestsrv's DNS.
 		DNSResolver: s.ChallDNSAddr(),
+		Policy:      pol,
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
 	})
 	if err != nil {

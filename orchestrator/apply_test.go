@@ -37,7 +37,8 @@ func newHarness(t *testing.T) *harness {
 	// Workspace dev's tests serve names under example.com: an operator
 	// assigned it.
 	h.store.domains["example.com"] = DomainBinding{Domain: "example.com", Workspace: "dev", Method: "assigned"}
-	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns})
+	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns,
+		Policy: mustPolicy(t, harnessPolicy)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"strings"
 
+	"github.com/caravanhq/caravan/policy"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -57,6 +58,28 @@ type ForbiddenError struct {
 
 func (e *ForbiddenError) Error() string {
 	return fmt.Sprintf("token %q may not deploy to workspace %q", e.Token, e.Workspace)
+}
+
+// PolicyError is a spec its workspace's policy does not allow: a driver,
+// or more CPU, memory, GPUs or containers than its limits. It is returned
+// before anything is numbered, claimed or registered.
+type PolicyError struct {
+	// Policy names the rules the app was held to, with their file and
+	// line (`workspace "*" (policy.hcl:9)`), or the policy file when no
+	// block covers the workspace.
+	Policy     string
+	Workspace  string
+	App        string
+	Violations []policy.Violation
+}
+
+func (e *PolicyError) Error() string {
+	vs := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		vs[i] = v.String()
+	}
+	return fmt.Sprintf("policy %s does not allow app %q of workspace %q: %s",
+		e.Policy, e.App, e.Workspace, strings.Join(vs, "; "))
 }
 
 // NotFoundError is an app, or a version of one, that does not exist.
@@ -197,6 +220,7 @@ func (e *HostTakenError) ErrorCode() api.ErrorCode   { return api.CodeHostTaken 
 func (e *DomainUnverifiedError) ErrorCode() api.ErrorCode {
 	return api.CodeDomainUnverified
 }
+func (e *PolicyError) ErrorCode() api.ErrorCode        { return api.CodePolicyDenied }
 func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
 func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
 func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
@@ -209,6 +233,7 @@ var (
 	_ api.Coder = (*OwnershipError)(nil)
 	_ api.Coder = (*ForbiddenError)(nil)
 	_ api.Coder = (*NotFoundError)(nil)
+	_ api.Coder = (*PolicyError)(nil)
 	_ api.Coder = (*BadRequestError)(nil)
 	_ api.Coder = (*RolloutError)(nil)
 	_ api.Coder = (*HostTakenError)(nil)

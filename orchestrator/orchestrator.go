@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
@@ -44,7 +45,11 @@ type Config struct {
 	// Resolver looks up the TXT records that prove control of custom
 	// domains; nil uses the system's resolver (DNSResolver{}).
 	Resolver Resolver
-	Logger   hclog.Logger
+	// Policy says what each workspace may run; every version is checked
+	// against it before anything is registered. nil is policy.Default():
+	// no raw_exec anywhere.
+	Policy *policy.Policy
+	Logger hclog.Logger
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -56,6 +61,7 @@ type Orchestrator struct {
 	prober Prober
 	proxy  Proxy
 	dns    Resolver
+	policy *policy.Policy
 	log    hclog.Logger
 }
 
@@ -85,8 +91,12 @@ func New(cfg Config) (*Orchestrator, error) {
 	if dns == nil {
 		dns = DNSResolver{}
 	}
+	pol := cfg.Policy
+	if pol == nil {
+		pol = policy.Default()
+	}
 	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
-		dns: dns, log: log}, nil
+		dns: dns, policy: pol, log: log}, nil
 }
 
 // Caller is api.Caller: the orchestrator returns wire types as they are.

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/caravanhq/caravan/api"
 	"slices"
@@ -28,6 +29,12 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	}
 	app, diags := c.app, c.diags
 	rendered, err := o.prepare(caller, c)
+	// A refusal by the policy is a problem: the plan goes on to show the
+	// rest of what the deploy would meet.
+	var denied *PolicyError
+	if errors.As(err, &denied) {
+		rendered, err = jobs.Render(app, o.router)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +45,9 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 		return nil, err
 	}
 	res := &PlanResult{Workspace: app.Workspace, App: app.Name, JobID: id, LiveVersion: rec.LiveVersion, Warnings: toWire(diags)}
+	if denied != nil {
+		res.Problems = append(res.Problems, denied.Error())
+	}
 	old, err := o.runningHashes(ctx, current)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -46,6 +47,8 @@ var orchestratorErrors = []struct {
 	{&orchestrator.InputTooLargeError{Size: 20000, Limit: 16384}, api.CodeInputTooLarge},
 	{&orchestrator.TransitionError{Version: 2, From: api.StatusAborted, To: api.StatusLive}, api.CodeConflict},
 	{&orchestrator.UnavailableError{Why: "lost the app's lock"}, api.CodeUnavailable},
+	{&orchestrator.PolicyError{Policy: `workspace "*" (built-in)`, Workspace: "evil", App: "demo", Violations: []policy.Violation{
+		{Function: "web", Limit: "drivers", Why: `driver "raw_exec" is not allowed (drivers = ["exec", "docker"])`}}}, api.CodePolicyDenied},
 }
 
 // TestEveryOrchestratorError reads the orchestrator's source for every

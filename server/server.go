@@ -41,6 +41,7 @@
 //	invalid_spec     400  a spec that does not load or validate; diagnostics
 //	unauthorized     401  a missing, malformed, unknown or revoked token
 //	forbidden        403  the token may not act on that workspace
+//	policy_denied    403  the server's policy does not let the workspace run it (a driver, a limit)
 //	not_found        404  no such app, version, function or token in the token's sight
 //	conflict         409  the app's state does not allow it now, or its record changed underneath
 //	ownership        409  a Nomad job of that name that caravan does not own
@@ -64,6 +65,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -89,7 +91,10 @@ type Config struct {
 	// TXT lookups proving control of custom domains; empty uses the
 	// system's resolver.
 	DNSResolver string
-	Logger      hclog.Logger
+	// Policy says what each workspace may run; nil is policy.Default():
+	// no raw_exec anywhere.
+	Policy *policy.Policy
+	Logger hclog.Logger
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -164,7 +169,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
-		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Logger: log.Named("orchestrator")})
+		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator")})
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,9 @@ func devCommand() *cli.Command {
 				Description: `Builds pinned Nomad, Consul and Traefik from their Go modules into
 ~/.cache/caravan/bin the first time (about 20 minutes on 2 cores; never again),
 starts them with Pebble as the ACME CA and caravan server, waits until each is
-healthy, and deploys an example app.`,
+healthy, and deploys an example app. Its server's policy (policy.hcl in the state
+directory) lets workspace dev use raw_exec, and every other workspace exec and
+docker only.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "example", Value: "examples/hello.hcl", Usage: "spec to deploy once the stack is up (\"\" for none)"},
 					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
@@ -119,6 +121,11 @@ func devUp(c *cli.Context) error {
 		return err
 	}
 
+	policyPath := filepath.Join(state, "policy.hcl")
+	if err := os.WriteFile(policyPath, []byte(devPolicy), 0o644); err != nil {
+		return err
+	}
+
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -131,6 +138,7 @@ func devUp(c *cli.Context) error {
 		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
 		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
 		"--dns-resolver", stack.ChallDNSAddr(),
+		"--policy", policyPath,
 	}, nil, cl.Health)
 	if err != nil {
 		return err
@@ -176,6 +184,21 @@ func devUp(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "\nThe stack runs in the background: 'caravan dev status' shows it, 'caravan dev down' stops it.\n")
 	return nil
 }
+
+// devPolicy is the policy of the local stack's server (written to
+// policy.hcl in its state directory): its own workspace, dev, may use
+// raw_exec, which runs a function as the user who started the stack;
+// every other workspace gets what a production server without a policy
+// file allows.
+const devPolicy = `# Written by caravan dev up; rewritten each time the stack starts.
+workspace "dev" {
+  drivers = ["raw_exec", "exec", "docker"]
+}
+
+workspace "*" {
+  drivers = ["exec", "docker"]
+}
+`
 
 func devInstall(c *cli.Context) error {
 	wd, _ := os.Getwd()

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/server"
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
@@ -19,7 +21,12 @@ func serverCommand() *cli.Command {
 		Name:  "server",
 		Usage: "Run caravan server, the HTTP API the CLI talks to",
 		Description: `Serves the deploy API in front of Nomad and Consul until interrupted.
-Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes one).`,
+Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes one).
+
+--policy names an HCL file saying what each workspace may run: its drivers and
+its limits on CPU, memory, GPUs and containers (README, "Security model").
+Without one, no workspace may use raw_exec; exec and docker are allowed with
+generous limits. A policy file with errors is printed with its lines, exit 1.`,
 		Flags: append(routerFlags(),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7474", Usage: "`ADDR` to serve the API on"},
 			&cli.StringFlag{Name: "nomad-addr", Value: "http://127.0.0.1:4646", EnvVars: []string{"NOMAD_ADDR"}},
@@ -28,15 +35,21 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 			&cli.StringFlag{Name: "root-ca", Usage: "PEM `FILE` that verifies the proxy's certificates"},
 			&cli.StringFlag{Name: "traefik-api", Usage: "`URL` of Traefik's API; traffic splits count as applied when Traefik serves them (default: wait a fixed 1.5s)"},
 			&cli.StringFlag{Name: "dns-resolver", Usage: "DNS server `ADDR` (host:port) that answers the TXT lookups proving control of custom domains (default: the system's resolver)"},
+			&cli.StringFlag{Name: "policy", Usage: "HCL `FILE` of what each workspace may run (default: exec and docker, no raw_exec)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
 		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
+			pol, err := policyFlag(c)
+			if err != nil {
+				return err
+			}
+			log.Info("policy", "source", pol.Source)
 			rc := routerConfig(c)
 			s, err := server.New(server.Config{
 				Listen: c.String("listen"), NomadAddr: c.String("nomad-addr"), ConsulAddr: c.String("consul-addr"),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
-				DNSResolver: c.String("dns-resolver"), Logger: log,
+				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
 			})
 			if err != nil {
 				return err
@@ -53,6 +66,25 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 			return s.Shutdown(sctx)
 		},
 	}
+}
+
+// policyFlag loads --policy, printing its diagnostics with their source
+// lines; without the flag it is policy.Default().
+func policyFlag(c *cli.Context) (*policy.Policy, error) {
+	path := c.String("policy")
+	if path == "" {
+		return policy.Default(), nil
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("--policy: %v", err), 1)
+	}
+	p, diags := policy.Parse(src, path)
+	if diags.HasErrors() {
+		_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
+		return nil, cli.Exit(fmt.Sprintf("--policy %s: the policy file has errors; caravan server did not start", path), 1)
+	}
+	return p, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -3,7 +3,13 @@
 // server in between:
 //
 //	NOMAD_ADDR=http://127.0.0.1:4646 CONSUL_HTTP_ADDR=127.0.0.1:8500 \
+//	  CARAVAN_POLICY=~/.local/state/caravan/dev/policy.hcl \
 //	  go run ./examples/library examples/hello.hcl
+//
+// CARAVAN_POLICY names the policy file the deploy is held to, as caravan
+// server's --policy does (hello.hcl uses raw_exec, which the local stack's
+// policy allows its workspace dev); without it, the built-in policy allows
+// no raw_exec.
 //
 // `caravan dev status` prints the addresses of the local stack.
 package main
@@ -16,8 +22,10 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -47,11 +55,20 @@ func run(path string) error {
 	}
 	routes.HTTPSPort, _ = strconv.Atoi(os.Getenv("CARAVAN_HTTPS_PORT"))
 
+	pol := policy.Default()
+	if path := os.Getenv("CARAVAN_POLICY"); path != "" {
+		var diags hcl.Diagnostics
+		if pol, diags = policy.Load(path); diags.HasErrors() {
+			return diags
+		}
+	}
+
 	o, err := orchestrator.New(orchestrator.Config{
 		Nomad:  orchestrator.NomadClient{Client: nc},
 		Consul: orchestrator.ConsulClient{Client: cc},
 		Store:  &orchestrator.ConsulStore{Client: cc},
 		Router: routes,
+		Policy: pol,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServerRefusesABadPolicyFile: caravan server does not start on a
+// policy file with mistakes; it prints each with its file and line.
+func TestServerRefusesABadPolicyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.hcl")
+	src := `workspace "dev" {
+  drivers = ["raw_exec", "qemu"]
+}
+
+workspace "*" {
+  max_memory = -1
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// --listen on a port nobody may take: were the policy ignored, the
+	// server would fail there instead, with another message.
+	_, errOut, err := runCLI(t, "server", "--policy", path, "--listen", "256.0.0.1:1")
+	if err == nil {
+		t.Fatal("caravan server started with a bad policy file")
+	}
+	for _, want := range []string{
+		"Unknown driver", path + " line 2", `drivers = ["raw_exec", "qemu"]`,
+		"Negative limit", path + " line 6", "max_memory = -1",
+		"the policy file has errors",
+	} {
+		if !strings.Contains(errOut+err.Error(), want) {
+			t.Errorf("output lacks %q:\n%s\n%v", want, errOut, err)
+		}
+	}
+
+	_, _, err = runCLI(t, "server", "--policy", filepath.Join(t.TempDir(), "missing.hcl"), "--listen", "256.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "--policy") {
+		t.Errorf("a missing policy file: %v", err)
+	}
+}
