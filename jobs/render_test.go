@@ -1,9 +1,9 @@
 package jobs_test
 
 import (
-	"fmt"
 	"bytes"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
