@@ -123,7 +123,10 @@ type Route struct {
 	// Name names the Consul service and the Traefik service; it is also
 	// the first label of Host.
 	Name string
-	// Router names the Traefik router: Name and a hash of its settings.
+	// Router names the Traefik router of the generated hostname: Name and
+	// a hash of the route's settings. Custom domains have routers of their
+	// own, Name--custom-<hash> and Name--wildcard-<hash> (see
+	// PriorityGenerated).
 	Router string
 	// Host is the generated hostname.
 	Host string
