@@ -221,9 +221,13 @@ type AppRecord struct {
 	// Hosts are the hostnames the app has claimed.
 	Hosts []string `json:"hosts,omitempty"`
 	// Canary is the version in progress as a canary, if any.
-	Canary    *CanaryState `json:"canary,omitempty"`
-	UpdatedAt time.Time    `json:"updated_at"`
-	StoppedBy string       `json:"stopped_by,omitempty"`
+	Canary *CanaryState `json:"canary,omitempty"`
+	// StaleSplits are the Consul KV keys of traffic splits whose removal
+	// failed: caravan server removes them until they are gone, and a
+	// change of the app removes them before it rolls out.
+	StaleSplits []string  `json:"stale_splits,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	StoppedBy   string    `json:"stopped_by,omitempty"`
 }
 
 // VersionRecord is one entry of an app's history, with the spec it ran, so

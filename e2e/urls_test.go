@@ -17,7 +17,7 @@ import (
 // with a certificate Pebble issued for that very name.
 func TestURLForms(t *testing.T) {
 	const app = "a-rather-long-application-name-for-testing"
-	purge(t, "e2e-staging--"+app)
+	purge(t, "e2e.staging--"+app)
 	js := func(body string) string {
 		return strconv.Quote(fmt.Sprintf(`require("http").createServer((q, s) => s.end(%q)).listen(process.env.PORT, process.env.HOST);`, body))
 	}

@@ -63,15 +63,24 @@ const (
 	DefaultMemory = 128
 )
 
-// JobID is the Nomad job ID caravan owns for an app:
-// `<workspace>[-<environment>]--<app>`.
+// JobID is the Nomad job ID caravan owns for an app, which also keys its
+// records in Consul KV: `<workspace>[.<environment>]--<app>`. Names hold
+// only lower-case letters, digits and single hyphens, so the "." keeps
+// workspace acme with environment prod (acme.prod--app) apart from
+// workspace acme-prod (acme-prod--app), and "--" ends the workspace part.
+// Hostnames join the environment with "-" (see router.HostLabel), so those
+// two apps would share theirs: the hostname claim refuses the second.
 func JobID(workspace, environment, app string) string {
 	ws := workspace
 	if environment != "" {
-		ws += "-" + environment
+		ws += EnvironmentSeparator + environment
 	}
 	return ws + "--" + app
 }
+
+// EnvironmentSeparator joins a workspace and an environment in job IDs; no
+// name can hold it.
+const EnvironmentSeparator = "."
 
 // ServeSuffix ends the job ID of a `caravan serve` copy. App names cannot
 // hold "--", so no deployed app's job can end in it.

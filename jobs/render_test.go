@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -212,8 +213,27 @@ func TestJobID(t *testing.T) {
 	if got := jobs.JobID("dev", "", "hello"); got != "dev--hello" {
 		t.Errorf("JobID = %q", got)
 	}
-	if got := jobs.JobID("shop", "staging", "store"); got != "shop-staging--store" {
+	if got := jobs.JobID("shop", "staging", "store"); got != "shop.staging--store" {
 		t.Errorf("JobID = %q", got)
+	}
+}
+
+// TestJobIDsNeverCollide: workspace acme-prod and workspace acme with
+// environment prod used to share a job ID (acme-prod--app), so one's token
+// wrote into the other's records. The environment is joined with a
+// character no name can hold; their hostnames stay alike, and the hostname
+// claim refuses the second.
+func TestJobIDsNeverCollide(t *testing.T) {
+	ids := map[string]string{}
+	for _, c := range [][3]string{
+		{"acme-prod", "", "app"}, {"acme", "prod", "app"}, {"acme", "prod-app", "x"}, {"acme-prod", "app", "x"},
+		{"acme", "", "prod--app"}, {"a", "b-c", "d"}, {"a-b", "c", "d"},
+	} {
+		id := jobs.JobID(c[0], c[1], c[2])
+		if prev, ok := ids[id]; ok {
+			t.Errorf("JobID%q = %q, as for %s", c, id, prev)
+		}
+		ids[id] = fmt.Sprintf("%q", c)
 	}
 }
 
@@ -306,7 +326,7 @@ func TestRenderShape(t *testing.T) {
 
 	t.Run("multi", func(t *testing.T) {
 		r := render(t, load(t, "../examples/multi.hcl"))
-		if *r.Job.ID != "shop-staging--store" || r.Job.Meta[jobs.MetaEnvironment] != "staging" {
+		if *r.Job.ID != "shop.staging--store" || r.Job.Meta[jobs.MetaEnvironment] != "staging" {
 			t.Errorf("job %q meta %v", *r.Job.ID, r.Job.Meta)
 		}
 		names := map[string]string{}

@@ -157,6 +157,10 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if err := o.settleLeftover(held, id); err != nil {
 		return nil, err
 	}
+	// A split left behind would outrank the new version's routers.
+	if err := o.clearStaleSplits(held, id); err != nil {
+		return nil, err
+	}
 	rec, index, current, err := o.load(held, app, id)
 	if err != nil {
 		return nil, err
@@ -214,7 +218,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		if err := o.recordCanary(fctx, rec.JobID, vrec, canary); err != nil {
 			// Unrecorded, nobody would settle it: take it back.
 			routes, _ := o.storedSplitRoutes(rec, vrec, canary)
-			err = o.discard(fctx, canary.DeploymentID, canary.Keys, routes, err)
+			err = o.discard(fctx, rec.JobID, canary.DeploymentID, canary.Keys, routes, err)
 			if ferr := o.finish(fctx, rec.JobID, vrec, err); ferr != nil {
 				log.Error("recording the outcome", "version", vrec.Version, "error", ferr)
 			}

@@ -230,6 +230,50 @@ func TestRefusedDeployReleasesTheHostsItClaimed(t *testing.T) {
 	}
 }
 
+// TestEnvironmentCannotReachAnotherWorkspacesApp: workspace acme with
+// environment prod and workspace acme-prod share hostnames but not job IDs
+// or records: the second deploy is refused by the hostname claim, and
+// nothing of the first's changes.
+func TestEnvironmentCannotReachAnotherWorkspacesApp(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	first := Caller{Name: "prod-ci", Workspace: "acme-prod"}
+	res, err := h.o.Deploy(ctx, first, DeployRequest{Spec: []byte(strings.ReplaceAll(shop, `"dev"`, `"acme-prod"`)), Filename: "app.hcl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := h.statuses(res.JobID)
+	job, _ := h.nomad.Job(ctx, res.JobID)
+	registered := *job.JobModifyIndex
+
+	second := Caller{Name: "acme-ci", Workspace: "acme"}
+	src := strings.ReplaceAll(shop, `workspace = "dev"`, "workspace = \"acme\"\n  environment = \"prod\"")
+	_, err = h.o.Deploy(ctx, second, DeployRequest{Spec: fmt.Appendf(nil, src, "mine now"), Filename: "app.hcl"})
+	var taken *HostTakenError
+	if !errors.As(err, &taken) || taken.Host != "acme-prod--shop-web.caravan.test" {
+		t.Fatalf("second deploy: %v, want acme-prod--shop-web.caravan.test taken", err)
+	}
+	if got := h.statuses(res.JobID); !slices.Equal(got, before) {
+		t.Errorf("the first app's history went from %v to %v", before, got)
+	}
+	if rec := h.record(res.JobID); rec.Workspace != "acme-prod" || rec.Environment != "" {
+		t.Errorf("the first app's record is %+v", rec)
+	}
+	if job, _ := h.nomad.Job(ctx, res.JobID); *job.JobModifyIndex != registered {
+		t.Error("the second deploy registered the first app's job")
+	}
+	if rec, _, _ := h.store.App(ctx, "acme.prod--shop"); rec != nil {
+		t.Errorf("a refused deploy left a record: %+v", rec)
+	}
+	// Each resolves to its own, by workspace and environment.
+	if _, err := h.o.History(ctx, second, AppRef{App: "shop", Workspace: "acme", Environment: "prod"}); err == nil {
+		t.Error("workspace acme sees an app in environment prod it never deployed")
+	}
+	if hist, err := h.o.History(ctx, first, AppRef{App: "shop", Workspace: "acme-prod"}); err != nil || hist.App.JobID != res.JobID {
+		t.Errorf("history of acme-prod's app: %v %v", hist, err)
+	}
+}
+
 func TestUnplaceableVersionNeverReachesNomad(t *testing.T) {
 	h := newHarness(t)
 	h.nomad.planFailed = map[string]*nomad.AllocationMetric{"web": {NodesEvaluated: 1, NodesInPool: 1,

@@ -355,7 +355,7 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 		keys, err = o.publishSplits(ctx, routes, weight)
 	}
 	if err != nil {
-		return nil, o.discard(context.WithoutCancel(ctx), dep.ID, keys, routes, err)
+		return nil, o.discard(context.WithoutCancel(ctx), jobID, dep.ID, keys, routes, err)
 	}
 	if app.DeployStrategy() == spec.StrategyBlueGreen {
 		return nil, o.promote(ctx, jobID, version, dep.ID, keys, routes)
@@ -375,12 +375,13 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 }
 
 // discard hands all traffic of routes back to the live version (removing
-// the split keys, and any other key of theirs), then fails deployment
+// the split keys, and any other key of theirs; keys it cannot remove are
+// recorded as stale, see removeOrRecord), then fails deployment
 // depID, so auto_revert puts the live job back, and waits for its
 // containers to stop. It returns cause, or what went wrong on the way.
-func (o *Orchestrator) discard(ctx context.Context, depID string, keys []string, routes []router.Route, cause error) error {
+func (o *Orchestrator) discard(ctx context.Context, jobID, depID string, keys []string, routes []router.Route, cause error) error {
 	errs := []error{cause}
-	if err := o.removeSplits(ctx, keys); err != nil {
+	if err := o.removeOrRecord(ctx, jobID, keys); err != nil {
 		errs = append(errs, err)
 	}
 	if err := o.clearSplits(ctx, routes); err != nil {
@@ -423,10 +424,11 @@ func running(a *nomad.AllocationListStub) bool {
 // waits for Nomad to replace the previous version's containers and for
 // them to leave Consul, and removes the split. Before Nomad promotes, a
 // failure discards the new containers; after, the new version is live
-// whatever else fails (the split is then left to the next change).
+// whatever else fails (a split it cannot remove is recorded as stale, and
+// removed later: see removeOrRecord).
 func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, depID string, keys []string, routes []router.Route) error {
 	if err := o.nomad.PromoteDeployment(ctx, depID); err != nil {
-		return o.discard(context.WithoutCancel(ctx), depID, keys, routes, &RolloutError{Version: version,
+		return o.discard(context.WithoutCancel(ctx), jobID, depID, keys, routes, &RolloutError{Version: version,
 			Cause: fmt.Sprintf("Nomad refused to promote deployment %s: %v", shortID(depID), err)})
 	}
 	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
@@ -437,11 +439,11 @@ func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, d
 		// Nomad failed the promoted version and auto_revert started the
 		// previous one, which must itself be promoted.
 		o.promoteRevert(context.WithoutCancel(ctx), jobID)
-		_ = o.removeSplits(context.WithoutCancel(ctx), keys)
+		_ = o.removeOrRecord(context.WithoutCancel(ctx), jobID, keys)
 		return err
 	}
 	errs := []error{o.waitOldGone(ctx, depID, routes)}
-	if err := o.removeSplits(ctx, keys); err != nil {
+	if err := o.removeOrRecord(ctx, jobID, keys); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -583,13 +585,13 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 		switch howToSettle(vd.promote, o.promoted(rctx, st.DeploymentID)) {
 		case finishPromotion:
 			log.Info("finishing a promotion", "caller", caller.Name)
-			rollErr = o.removeSplits(rctx, st.Keys)
+			rollErr = o.removeOrRecord(rctx, rec.JobID, st.Keys)
 		case promoteCanary:
 			log.Info("promoting canary", "caller", caller.Name)
 			rollErr = o.promoteCanary(rctx, rec.JobID, st, routes)
 		case abortCanary:
 			log.Info("aborting canary", "caller", caller.Name, "why", vd.what)
-			rollErr = o.discard(rctx, st.DeploymentID, st.Keys, routes, nil)
+			rollErr = o.discard(rctx, rec.JobID, st.DeploymentID, st.Keys, routes, nil)
 		}
 	}
 	if errors.Is(context.Cause(held), ErrLockLost) {
@@ -613,7 +615,7 @@ func (o *Orchestrator) promoteCanary(ctx context.Context, jobID string, st *Cana
 	keys, err := o.publishSplits(ctx, routes, 100)
 	st.Keys = union(st.Keys, keys)
 	if err != nil {
-		return o.discard(ctx, st.DeploymentID, st.Keys, routes, err)
+		return o.discard(ctx, jobID, st.DeploymentID, st.Keys, routes, err)
 	}
 	return o.promote(ctx, jobID, st.Version, st.DeploymentID, st.Keys, routes)
 }
@@ -702,8 +704,9 @@ func (o *Orchestrator) clearCanary(ctx context.Context, jobID string) error {
 var Caravan = Caller{Name: "caravan", Workspace: "*"}
 
 // WatchCanaries promotes canaries whose promote_after has passed, finishes
-// promotions a stopped server left, and aborts canaries whose containers
-// fail their health checks (see canaryWatch), every every until ctx ends.
+// promotions a stopped server left, aborts canaries whose containers
+// fail their health checks (see canaryWatch), and removes traffic splits
+// whose removal failed (see removeOrRecord), every every until ctx ends.
 func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 	sick := map[string]int{} // consecutive checks without a passing canary, by deployment
 	for {
@@ -715,8 +718,11 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 			continue
 		}
 		for _, rec := range recs {
-			if rec.Canary != nil {
+			switch {
+			case rec.Canary != nil:
 				o.watchCanary(ctx, rec, sick)
+			case len(rec.StaleSplits) > 0:
+				o.retryStaleSplits(ctx, rec, every)
 			}
 		}
 	}

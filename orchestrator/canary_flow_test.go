@@ -426,3 +426,78 @@ func TestResumeThatFailsWaitsForWhatItStarted(t *testing.T) {
 		t.Errorf("a's version is %s, want failed (its job never reached Nomad)", v.Status)
 	}
 }
+
+// promoteWithFailingRemoval promotes birds' canary while Consul refuses
+// every KV write from the moment Nomad promotes: the new version is live,
+// and its traffic split cannot be removed.
+func (h *harness) promoteWithFailingRemoval() []string {
+	h.t.Helper()
+	h.liveBirds("canary")
+	h.mustDeploy(birdsSpec("canary", "v2"))
+	promoted := h.nomad.onPromote
+	h.nomad.onPromote = func(dep *nomad.Deployment) {
+		promoted(dep)
+		h.consul.mu.Lock()
+		h.consul.writeErr = errors.New("Permission denied")
+		h.consul.mu.Unlock()
+	}
+	if _, err := h.o.Promote(context.Background(), ci, ChangeRequest{AppRef: AppRef{App: "birds"}}); err != nil {
+		h.t.Fatalf("promote: %v (the version is live once Nomad promoted it)", err)
+	}
+	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
+		h.t.Errorf("history = %v", got)
+	}
+	left := h.consul.keys()
+	if len(left) == 0 {
+		h.t.Fatal("the split was removed although Consul refused the write")
+	}
+	return left
+}
+
+func (h *harness) consulWrites(err error) {
+	h.consul.mu.Lock()
+	defer h.consul.mu.Unlock()
+	h.consul.writeErr = err
+}
+
+// TestSplitLeftByAFailedRemovalIsRetried: a split whose removal failed
+// after the promotion is recorded, and caravan server's watch loop removes
+// it once Consul takes writes again.
+func TestSplitLeftByAFailedRemovalIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.promoteWithFailingRemoval()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.o.WatchCanaries(ctx, 5*time.Millisecond)
+	h.consulWrites(nil)
+	waitFor(t, "the stale split is removed", func() bool { return len(h.consul.keys()) == 0 })
+	waitFor(t, "the record forgets it", func() bool {
+		rec, _, _ := h.store.App(context.Background(), "dev--birds")
+		return rec != nil && len(rec.StaleSplits) == 0
+	})
+}
+
+// TestStaleSplitIsRemovedBeforeTheNextVersion: a split left behind ranks
+// above the app's routers, so it would outrank the next version's: a
+// deploy removes it first, and is refused while it cannot.
+func TestStaleSplitIsRemovedBeforeTheNextVersion(t *testing.T) {
+	h := newHarness(t)
+	h.promoteWithFailingRemoval()
+	registered := h.nomad.count("register")
+	_, err := h.deploy(birdsSpec("canary", "v3"))
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "traffic split") {
+		t.Fatalf("deploy with a stale split Consul keeps refusing to remove: %v, want *UnavailableError naming the split", err)
+	}
+	if n := h.nomad.count("register"); n != registered {
+		t.Fatalf("the refused deploy registered a job (%d registrations, were %d)", n, registered)
+	}
+	h.consulWrites(nil)
+	res := h.mustDeploy(birdsSpec("canary", "v3"))
+	if res.Canary == nil || !slices.Equal(h.consul.keys(), res.Canary.Keys) {
+		t.Errorf("keys in Consul %v, want v3's split alone %v", h.consul.keys(), res.Canary)
+	}
+	if rec := h.record("dev--birds"); len(rec.StaleSplits) != 0 {
+		t.Errorf("record still lists stale splits %v", rec.StaleSplits)
+	}
+}

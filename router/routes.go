@@ -50,6 +50,37 @@ const (
 	HeaderSecret = "Caravan-Secret"
 )
 
+// HeaderRoute carries, from Traefik to the rate limiter, the name of the
+// route a request came in on: the rate limit's buckets are keyed by it.
+// Traefik sets it on every request to a rate-limited route, replacing any
+// value the client sent.
+const HeaderRoute = "Caravan-Route"
+
+// Router priorities. Traefik tries the router with the highest priority
+// first, and one without a priority is ranked by the length of its rule,
+// which a spec chooses: a long rule (many custom domains, a long wildcard)
+// would outrank a short one that matches the same host. Every router
+// caravan renders has one of these instead, whatever its rule: a generated
+// hostname's router above exact custom domains, those above wildcards, so
+// a request for a generated hostname (or an exact custom domain) always
+// reaches its own app even when another app's rule also matches it. A
+// traffic split's routers rank SplitPriority above the route's own ones
+// they stand in for, and below the next band. All are above any rule that
+// fits in a spec would rank by length, and far below Traefik's internal
+// routers (math.MaxInt - 1000).
+const (
+	PriorityWildcard  = 1 << 20
+	PriorityCustom    = 2 << 20
+	PriorityGenerated = 3 << 20
+)
+
+// Suffixes of the names of a route's routers for its custom domains: the
+// generated hostname's router is named after the route alone.
+const (
+	customSuffix   = "--custom"
+	wildcardSuffix = "--wildcard"
+)
+
 // ProxyAuthPath is where caravan server answers Traefik's forwardAuth.
 const ProxyAuthPath = "/v1/auth/proxy"
 
@@ -92,7 +123,10 @@ type Route struct {
 	// Name names the Consul service and the Traefik service; it is also
 	// the first label of Host.
 	Name string
-	// Router names the Traefik router: Name and a hash of its settings.
+	// Router names the Traefik router of the generated hostname: Name and
+	// a hash of the route's settings. Custom domains have routers of their
+	// own, Name--custom-<hash> and Name--wildcard-<hash> (see
+	// PriorityGenerated).
 	Router string
 	// Host is the generated hostname.
 	Host string
@@ -170,18 +204,16 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.CustomDomains = append(r.CustomDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 	}
 
-	rules := []string{"Host(`" + host + "`)"}
-	wildcard := false
+	var exact, wildcards []string
 	for _, d := range r.CustomDomains {
 		if parent, ok := strings.CutPrefix(d, "*."); ok {
-			rules = append(rules, "HostRegexp(`^[a-z0-9-]+\\."+regexp.QuoteMeta(parent)+"$`)")
-			wildcard = true
+			wildcards = append(wildcards, "HostRegexp(`^[a-z0-9-]+\\."+regexp.QuoteMeta(parent)+"$`)")
 			continue
 		}
-		rules = append(rules, "Host(`"+d+"`)")
+		exact = append(exact, "Host(`"+d+"`)")
 	}
 	tlsCfg := &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver}
-	if wildcard {
+	if len(wildcards) > 0 {
 		// Traefik cannot read a certificate name off a HostRegexp, so every
 		// name is listed, each its own certificate, all through DNS-01.
 		tlsCfg.Domains = append(tlsCfg.Domains, types.Domain{Main: host})
@@ -193,22 +225,54 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		}
 	}
 
-	rt := &dynamic.Router{
-		EntryPoints: []string{cfg.EntryPoint},
-		Rule:        strings.Join(rules, " || "),
-		Service:     name,
-		TLS:         tlsCfg,
+	// One router per kind of hostname, each with its band's priority (see
+	// PriorityGenerated): a priority is a router's, so a router for the
+	// generated hostname and the custom domains together would rank them
+	// alike, and by the rule's length.
+	var routers []*dynamic.Router
+	routerMap := map[string]*dynamic.Router{}
+	add := func(key string, rules []string, priority int) {
+		if len(rules) == 0 {
+			return
+		}
+		tc := *tlsCfg
+		rt := &dynamic.Router{
+			EntryPoints: []string{cfg.EntryPoint},
+			Rule:        strings.Join(rules, " || "),
+			Priority:    priority,
+			Service:     name,
+			TLS:         &tc,
+		}
+		routerMap[key] = rt
+		routers = append(routers, rt)
 	}
+	add(name, []string{"Host(`" + host + "`)"}, PriorityGenerated)
+	add(name+customSuffix, exact, PriorityCustom)
+	add(name+wildcardSuffix, wildcards, PriorityWildcard)
+	use := func(mw string) {
+		for _, rt := range routers {
+			rt.Middlewares = append(rt.Middlewares, mw)
+		}
+	}
+
 	passHost := true
 	svc := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{PassHostHeader: &passHost}}
 	r.Config = &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
-		Routers:     map[string]*dynamic.Router{name: rt},
+		Routers:     routerMap,
 		Services:    map[string]*dynamic.Service{name: svc},
 		Middlewares: map[string]*dynamic.Middleware{},
 	}}
 	if rate, burst := fn.Web.Limits(); rate > 0 {
-		// One bucket per hostname, shared by every client: the limit is the
-		// endpoint's, not each caller's.
+		// One bucket per route, shared by every client: the limit is the
+		// endpoint's, not each caller's. Traefik keys buckets by a request
+		// header set to the route's name first (overwriting any a client
+		// sent), not by the Host header, which a client can spell many ways
+		// (case, port, a trailing dot) that all reach the route.
+		tag := name + "-route"
+		r.Config.HTTP.Middlewares[tag] = &dynamic.Middleware{Headers: &dynamic.Headers{
+			CustomRequestHeaders: map[string]string{HeaderRoute: name},
+		}}
+		use(tag)
 		mw := name + "-ratelimit"
 		// Period stays unset (Traefik's default, one second): Traefik's label
 		// encoder writes durations in nanoseconds but its decoder reads a
@@ -217,16 +281,16 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{RateLimit: &dynamic.RateLimit{
 			Average:         int64(rate),
 			Burst:           int64(burst),
-			SourceCriterion: &dynamic.SourceCriterion{RequestHost: true},
+			SourceCriterion: &dynamic.SourceCriterion{RequestHeaderName: HeaderRoute},
 		}}
-		rt.Middlewares = append(rt.Middlewares, mw)
+		use(mw)
 	}
 	if cfg.BodyLimitPlugin != "" {
 		mw := name + "-bodylimit"
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{
 			cfg.BodyLimitPlugin: {"maxBytes": strconv.FormatInt(fn.Web.BodyLimit(), 10)},
 		}}
-		rt.Middlewares = append(rt.Middlewares, mw)
+		use(mw)
 	}
 	if fn.Web.RequiresProxyAuth {
 		r.ProxyAuth = true
@@ -239,39 +303,43 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.Config.HTTP.Middlewares[strip] = &dynamic.Middleware{Headers: &dynamic.Headers{
 			CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
 		}}
-		rt.Middlewares = append(rt.Middlewares, auth, strip)
+		use(auth)
+		use(strip)
 	}
 	r.Router = versionNames(r.Config, name)
 	return r
 }
 
-// versionNames renames the router and middlewares of c (all named after
-// name) with a short hash of their configuration, and returns the router's
-// new name. During a rollout the old and the new containers both carry
-// their tags; were a router or middleware named the same in both with
-// different settings, Traefik would drop it as conflicting (every request
-// 404s until the old containers leave). With the hash, an unchanged route
-// keeps its names, and a changed one is a second router for the same rule,
-// both feeding the one service. The service keeps its name.
+// versionNames renames the routers and middlewares of c (all named after
+// name) with a short hash of their configuration, and returns the new name
+// of the generated hostname's router. During a rollout the old and the new
+// containers both carry their tags; were a router or middleware named the
+// same in both with different settings, Traefik would drop it as
+// conflicting (every request 404s until the old containers leave). With
+// the hash, an unchanged route keeps its names, and a changed one is a
+// second router for the same rule, both feeding the one service. The
+// service keeps its name.
 func versionNames(c *dynamic.Configuration, name string) string {
 	b, _ := json.Marshal(struct {
-		R *dynamic.Router
+		R map[string]*dynamic.Router
 		M map[string]*dynamic.Middleware
-	}{c.HTTP.Routers[name], c.HTTP.Middlewares})
+	}{c.HTTP.Routers, c.HTTP.Middlewares})
 	sum := sha256.Sum256(b)
 	suffix := "-" + hex.EncodeToString(sum[:])[:6]
 
-	rt := c.HTTP.Routers[name]
-	delete(c.HTTP.Routers, name)
-	c.HTTP.Routers[name+suffix] = rt
+	routers := map[string]*dynamic.Router{}
+	for k, rt := range c.HTTP.Routers {
+		routers[k+suffix] = rt
+		for i, m := range rt.Middlewares {
+			rt.Middlewares[i] = m + suffix
+		}
+	}
+	c.HTTP.Routers = routers
 	mws := map[string]*dynamic.Middleware{}
 	for k, v := range c.HTTP.Middlewares {
 		mws[k+suffix] = v
 	}
 	c.HTTP.Middlewares = mws
-	for i, m := range rt.Middlewares {
-		rt.Middlewares[i] = m + suffix
-	}
 	return name + suffix
 }
 

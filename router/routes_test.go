@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -61,8 +62,12 @@ func TestRoutes(t *testing.T) {
 			t.Errorf("routes[%d]: no router or service named %q", i, r.Name)
 		}
 	}
-	if rule := routes[1].Config.HTTP.Routers[routes[1].Router].Rule; rule != "Host(`shop-staging--api.caravan.localhost`) || Host(`api.shop.example.com`)" {
+	if rule := routes[1].Config.HTTP.Routers[routes[1].Router].Rule; rule != "Host(`shop-staging--api.caravan.localhost`)" {
 		t.Errorf("api rule = %s", rule)
+	}
+	custom := routes[1].Config.HTTP.Routers[strings.Replace(routes[1].Router, "shop-staging--api", "shop-staging--api--custom", 1)]
+	if custom == nil || custom.Rule != "Host(`api.shop.example.com`)" || custom.Priority != router.PriorityCustom || custom.Service != "shop-staging--api" {
+		t.Errorf("custom domain router %+v", custom)
 	}
 }
 
@@ -158,8 +163,13 @@ func TestTagsRoundTrip(t *testing.T) {
 					if got == nil {
 						t.Fatalf("decoded routers %v lack %q", conf.HTTP.Routers, r.Name)
 					}
-					if len(conf.HTTP.Routers) != 1 || len(conf.HTTP.Services) != 1 {
-						t.Errorf("decoded %d routers and %d services, want 1 and 1", len(conf.HTTP.Routers), len(conf.HTTP.Services))
+					if len(conf.HTTP.Routers) != len(r.Config.HTTP.Routers) || len(conf.HTTP.Services) != 1 {
+						t.Errorf("decoded %d routers and %d services, want %d and 1", len(conf.HTTP.Routers), len(conf.HTTP.Services), len(r.Config.HTTP.Routers))
+					}
+					for name, rt := range r.Config.HTTP.Routers {
+						if g := conf.HTTP.Routers[name]; g == nil || g.Priority != rt.Priority || g.Priority == 0 {
+							t.Errorf("router %s decoded as %+v, want priority %d", name, g, rt.Priority)
+						}
 					}
 					if got.Rule != want.Rule {
 						t.Errorf("Rule = %s, want %s", got.Rule, want.Rule)
@@ -196,9 +206,15 @@ func domainEqual(a, b types.Domain) bool { return a.Main == b.Main && slices.Equ
 func TestWildcardDomain(t *testing.T) {
 	r := router.Routes(oneWebApp(&spec.Web{CustomDomains: []string{"*.Example.com"}}), testConfig)[0]
 	rt := r.Config.HTTP.Routers[r.Router]
-	want := "Host(`dev--hello-web.caravan.localhost`) || HostRegexp(`^[a-z0-9-]+\\.example\\.com$`)"
-	if rt.Rule != want {
-		t.Errorf("Rule = %s, want %s", rt.Rule, want)
+	if want := "Host(`dev--hello-web.caravan.localhost`)"; rt.Rule != want || rt.Priority != router.PriorityGenerated {
+		t.Errorf("Rule = %s (priority %d), want %s", rt.Rule, rt.Priority, want)
+	}
+	wc := r.Config.HTTP.Routers[strings.Replace(r.Router, "dev--hello-web", "dev--hello-web--wildcard", 1)]
+	if want := "HostRegexp(`^[a-z0-9-]+\\.example\\.com$`)"; wc == nil || wc.Rule != want || wc.Priority != router.PriorityWildcard {
+		t.Fatalf("wildcard router %+v, want rule %s", wc, want)
+	}
+	if !reflect.DeepEqual(wc.TLS, rt.TLS) {
+		t.Errorf("wildcard router TLS %+v, want the route's %+v: one set of certificates", wc.TLS, rt.TLS)
 	}
 	// Every name is listed (Traefik cannot read one off a HostRegexp), and
 	// the DNS-01 resolver issues them (ACME issues wildcards only so).
@@ -243,8 +259,8 @@ func TestExactDomainHasNoTLSDomain(t *testing.T) {
 func TestMerge(t *testing.T) {
 	routes := router.Routes(storeApp(), testConfig)
 	merged := router.Merge(routes)
-	if len(merged.HTTP.Routers) != 2 || len(merged.HTTP.Services) != 2 {
-		t.Fatalf("merged %d routers and %d services, want 2 and 2", len(merged.HTTP.Routers), len(merged.HTTP.Services))
+	if len(merged.HTTP.Routers) != 3 || len(merged.HTTP.Services) != 2 {
+		t.Fatalf("merged %d routers and %d services, want 3 (the custom domain has its own) and 2", len(merged.HTTP.Routers), len(merged.HTTP.Services))
 	}
 	for _, r := range routes {
 		if merged.HTTP.Routers[r.Router] != r.Config.HTTP.Routers[r.Router] {
@@ -284,17 +300,21 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if len(suffix) != 7 {
 		t.Fatalf("router %q: want dev--hello-web and a 6-hex-digit settings hash", r.Router)
 	}
-	rlName, blName := "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix
+	tagName, rlName, blName := "dev--hello-web-route"+suffix, "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix
 	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
 		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares[rlName].RateLimit,
 			r.Config.HTTP.Middlewares[rlName].RateLimit)
 	}
 	rl := got.HTTP.Middlewares[rlName].RateLimit
-	if rl.Average != 200 || rl.Burst != 1000 || !rl.SourceCriterion.RequestHost || rl.Period != 0 {
-		t.Fatalf("rate limit %+v, want 200/s burst 1000 per host with Traefik's default period", rl)
+	if rl.Average != 200 || rl.Burst != 1000 || rl.SourceCriterion.RequestHeaderName != router.HeaderRoute || rl.SourceCriterion.RequestHost ||
+		rl.Period != 0 {
+		t.Fatalf("rate limit %+v (%+v), want 200/s burst 1000 per route with Traefik's default period", rl, rl.SourceCriterion)
 	}
-	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{rlName, blName}) {
-		t.Fatalf("router middlewares %v, want the rate limit, then the body limit", mws)
+	if h := got.HTTP.Middlewares[tagName].Headers; h == nil || !maps.Equal(h.CustomRequestHeaders, map[string]string{router.HeaderRoute: "dev--hello-web"}) {
+		t.Fatalf("route header middleware %+v, want %s set to the route's name", h, router.HeaderRoute)
+	}
+	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{tagName, rlName, blName}) {
+		t.Fatalf("router middlewares %v, want the route header, the rate limit, then the body limit", mws)
 	}
 	if pc := got.HTTP.Middlewares[blName].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
 		t.Fatalf("body limit plugin config %v, want maxBytes 4 GiB", pc)

@@ -36,9 +36,11 @@ type Split struct {
 	Weight int
 }
 
-// SplitPriority ranks split routers above every route's own router, whose
-// priority is the length of its rule.
-const SplitPriority = 1 << 20
+// SplitPriority is how far a split's routers rank above the route's own
+// routers they stand in for: above them, and below the next band of
+// priorities (see PriorityGenerated), so a split takes its own route's
+// requests and no other app's.
+const SplitPriority = 1 << 19
 
 // SplitHealthInterval is how often Traefik checks a split's new containers,
 // and SplitHealthTimeout how long one check may take: generous, so a slow
@@ -55,6 +57,19 @@ func splitName(r Route) string    { return r.Name + "-split" }
 func nextName(r Route) string     { return r.Name + "-next" }
 func failoverName(r Route) string { return r.Name + "-next-or-live" }
 
+// splitRouterName names the split router standing in for the route's
+// router of that priority: <route>-split for the generated hostname's,
+// with the suffix of the custom domains' routers for theirs.
+func splitRouterName(r Route, priority int) string {
+	switch priority {
+	case PriorityCustom:
+		return splitName(r) + customSuffix
+	case PriorityWildcard:
+		return splitName(r) + wildcardSuffix
+	}
+	return splitName(r)
+}
+
 // StableService is the Traefik service (from the consulCatalog provider) of
 // a route's live containers.
 func StableService(r Route) string { return r.Name + "@consulcatalog" }
@@ -62,13 +77,16 @@ func StableService(r Route) string { return r.Name + "@consulcatalog" }
 // Config renders s as Traefik dynamic configuration for the KV provider.
 func (s Split) Config() *dynamic.Configuration {
 	r := s.Route
-	var rt *dynamic.Router
-	for _, v := range r.Config.HTTP.Routers {
-		c := *v
-		rt = &c
+	var routers []*dynamic.Router
+	routerMap := map[string]*dynamic.Router{}
+	for _, name := range slices.Sorted(maps.Keys(r.Config.HTTP.Routers)) {
+		c := *r.Config.HTTP.Routers[name]
+		rt := &c
+		rt.Middlewares = slices.Clone(rt.Middlewares)
+		routerMap[splitRouterName(r, rt.Priority)] = rt
+		rt.Priority += SplitPriority
+		routers = append(routers, rt)
 	}
-	rt.Priority = SplitPriority
-	rt.Middlewares = slices.Clone(rt.Middlewares)
 
 	passHost := true
 	next := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{
@@ -84,7 +102,7 @@ func (s Split) Config() *dynamic.Configuration {
 		nextName(r):     next,
 		failoverName(r): {Failover: &dynamic.Failover{Service: nextName(r), Fallback: StableService(r)}},
 	}
-	rt.Service = failoverName(r)
+	service := failoverName(r)
 	if s.Weight < 100 {
 		stable, canary := 100-s.Weight, s.Weight
 		services[splitName(r)] = &dynamic.Service{Weighted: &dynamic.WeightedRoundRobin{
@@ -93,10 +111,13 @@ func (s Split) Config() *dynamic.Configuration {
 				{Name: failoverName(r), Weight: &canary},
 			},
 		}}
-		rt.Service = splitName(r)
+		service = splitName(r)
+	}
+	for _, rt := range routers {
+		rt.Service = service
 	}
 	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
-		Routers:     map[string]*dynamic.Router{splitName(r): rt},
+		Routers:     routerMap,
 		Services:    services,
 		Middlewares: maps.Clone(r.Config.HTTP.Middlewares),
 	}}
@@ -107,6 +128,8 @@ func (s Split) Config() *dynamic.Configuration {
 func SplitPrefixes(rootKey string, r Route) []string {
 	prefixes := []string{
 		rootKey + "/http/routers/" + splitName(r) + "/",
+		rootKey + "/http/routers/" + splitName(r) + customSuffix + "/",
+		rootKey + "/http/routers/" + splitName(r) + wildcardSuffix + "/",
 		rootKey + "/http/services/" + splitName(r) + "/",
 		rootKey + "/http/services/" + nextName(r) + "/",
 		rootKey + "/http/services/" + failoverName(r) + "/",

@@ -42,7 +42,7 @@ func TestPreviewRoute(t *testing.T) {
 			t.Errorf("%s: preview must keep auth and health path, and serve no custom domain: %+v", s, p)
 		}
 		rt := p.Config.HTTP.Routers[p.Router]
-		if rt.Rule != "Host(`dev--hello-web--canary.caravan.localhost`)" || rt.Service != p.Name || len(rt.Middlewares) != 3 {
+		if rt.Rule != "Host(`dev--hello-web--canary.caravan.localhost`)" || rt.Service != p.Name || len(rt.Middlewares) != 4 {
 			t.Errorf("%s: preview router %+v", s, rt)
 		}
 		if p.Name == r.Name || strings.HasPrefix(p.Router, r.Router) {
@@ -88,7 +88,7 @@ func TestSplitRoundTripsThroughTraefiksKVDecoder(t *testing.T) {
 		case g == nil:
 			t.Errorf("middleware %s lost in the round trip", name)
 		case w.RateLimit != nil && (g.RateLimit == nil || g.RateLimit.Average != w.RateLimit.Average || g.RateLimit.Burst != w.RateLimit.Burst ||
-			!g.RateLimit.SourceCriterion.RequestHost):
+			g.RateLimit.SourceCriterion.RequestHeaderName != router.HeaderRoute):
 			t.Errorf("rate limit %s: got %+v, want %+v", name, g.RateLimit, w.RateLimit)
 		case w.ForwardAuth != nil && (g.ForwardAuth == nil || g.ForwardAuth.Address != w.ForwardAuth.Address):
 			t.Errorf("forward auth %s: got %+v, want %+v", name, g.ForwardAuth, w.ForwardAuth)
@@ -100,8 +100,14 @@ func TestSplitRoundTripsThroughTraefiksKVDecoder(t *testing.T) {
 	}
 
 	rt := got.HTTP.Routers["dev--hello-web-split"]
-	if rt == nil || rt.Priority != router.SplitPriority || rt.Service != "dev--hello-web-split" || rt.Rule != r.Config.HTTP.Routers[r.Router].Rule {
+	if rt == nil || rt.Priority != router.PriorityGenerated+router.SplitPriority || rt.Service != "dev--hello-web-split" ||
+		rt.Rule != r.Config.HTTP.Routers[r.Router].Rule {
 		t.Fatalf("split router %+v", rt)
+	}
+	custom := got.HTTP.Routers["dev--hello-web-split--custom"]
+	if custom == nil || custom.Priority != router.PriorityCustom+router.SplitPriority || custom.Service != "dev--hello-web-split" ||
+		custom.Rule != "Host(`hello.example.com`)" {
+		t.Fatalf("split router for the custom domain %+v", custom)
 	}
 	w := got.HTTP.Services["dev--hello-web-split"].Weighted
 	if w == nil || len(w.Services) != 2 || w.Services[0].Name != "dev--hello-web@consulcatalog" || *w.Services[0].Weight != 90 ||

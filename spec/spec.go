@@ -51,7 +51,11 @@ type App struct {
 
 	// Environment (optional) adds a suffix to the workspace part of URLs:
 	// `<workspace>-<environment>--<app>-<function>`. Empty is the default
-	// environment, which has no suffix.
+	// environment, which has no suffix. The app's Nomad job and records
+	// join it with a dot (`<workspace>.<environment>--<app>`), so they never
+	// collide with another workspace's (workspace acme with environment
+	// prod and workspace acme-prod); their hostnames would, and the second
+	// to deploy is refused as taking a hostname another app serves.
 	Environment      string    `hcl:"environment,optional"`
 	EnvironmentRange hcl.Range `hcl:"environment,attr_value_range"`
 

@@ -94,7 +94,7 @@ func TestRenderIsByteIdentical(t *testing.T) {
 		}
 		ids = append(ids, doc.Job.ID)
 	}
-	if strings.Join(ids, " ") != "shop-staging--store shop-staging--store--cron--nightly" {
+	if strings.Join(ids, " ") != "shop.staging--store shop.staging--store--cron--nightly" {
 		t.Fatalf("render: jobs %v, want the app's and its nightly periodic job", ids)
 	}
 	routes, _, err := runCLI(t, "render", "--routes", "../../examples/multi.hcl")
