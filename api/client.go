@@ -80,10 +80,22 @@ func (c *Client) URL(ctx context.Context, app, function string, ref ChangeBody) 
 	return out.URL, err
 }
 
-// CreateToken makes a token; its secret is in the answer and nowhere else.
+// CreateToken makes an API token; its secret is in the answer and nowhere
+// else.
 func (c *Client) CreateToken(ctx context.Context, name, workspace string) (*NewToken, error) {
+	return c.createCredential(ctx, TokenBody{Name: name, Workspace: workspace, Kind: TokenAPI})
+}
+
+// CreateEndpointKey makes an endpoint key, for the requires_proxy_auth
+// endpoints of workspace (default: the caller's); its secret is in the
+// answer and nowhere else.
+func (c *Client) CreateEndpointKey(ctx context.Context, name, workspace string) (*NewToken, error) {
+	return c.createCredential(ctx, TokenBody{Name: name, Workspace: workspace, Kind: TokenEndpoint})
+}
+
+func (c *Client) createCredential(ctx context.Context, body TokenBody) (*NewToken, error) {
 	var nt NewToken
-	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", TokenBody{Name: name, Workspace: workspace}, &nt)
+	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", body, &nt)
 }
 
 // Tokens lists the tokens of the caller's workspace.

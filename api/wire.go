@@ -322,19 +322,39 @@ type CallResult struct {
 	Duration time.Duration `json:"duration"`
 }
 
+// TokenKind is what a credential opens; each check accepts only its own
+// kind.
+type TokenKind string
+
+// Credential kinds.
+const (
+	// TokenAPI is the API's bearer token, "cvn_<id>_<secret>"
+	// (CARAVAN_TOKEN). It opens no endpoint.
+	TokenAPI TokenKind = "api"
+	// TokenEndpoint is an endpoint key: Caravan-Key <id> and
+	// Caravan-Secret <secret> open the requires_proxy_auth endpoints of its
+	// one workspace, and nothing else (not the API).
+	TokenEndpoint TokenKind = "endpoint"
+)
+
 // TokenBody is the body of POST /v1/tokens.
 type TokenBody struct {
 	Name string `json:"name"`
 	// Workspace of the new token; default the caller's. Only a token for
-	// every workspace ("*") may create tokens for another.
+	// every workspace ("*") may create tokens for another. An endpoint key
+	// belongs to one workspace, never "*".
 	Workspace string `json:"workspace,omitempty"`
+	// Kind is api (the default) or endpoint.
+	Kind TokenKind `json:"kind,omitempty"`
 }
 
 // TokenInfo describes a token; it never holds the secret.
 type TokenInfo struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Workspace string    `json:"workspace"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Workspace string `json:"workspace"`
+	// Kind is api or endpoint; a record stored without one is api.
+	Kind      TokenKind `json:"kind"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
 }
@@ -343,8 +363,9 @@ type TokenInfo struct {
 type NewToken struct {
 	TokenInfo
 	Secret string `json:"secret"`
-	// Token is "cvn_<id>_<secret>", for CARAVAN_TOKEN.
-	Token string `json:"token"`
+	// Token is "cvn_<id>_<secret>", for CARAVAN_TOKEN; empty for an
+	// endpoint key, which is sent as Caravan-Key: ID, Caravan-Secret: Secret.
+	Token string `json:"token,omitempty"`
 }
 
 // DeployBody is the body of POST /v1/deploy and POST /v1/plan.

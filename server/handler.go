@@ -119,9 +119,9 @@ func (h *handler) authed(next authedHandler) http.Handler {
 }
 
 // proxyAuth answers Traefik's forwardAuth for requires_proxy_auth
-// endpoints: 200 when Caravan-Key and Caravan-Secret name a token of the
-// endpoint's workspace (or of every workspace), else 401; 503 when the
-// token store cannot say. It changes nothing.
+// endpoints: 200 when Caravan-Key and Caravan-Secret name an endpoint key
+// of the endpoint's workspace, else 401 (an API token never opens an
+// endpoint); 503 when the token store cannot say. It changes nothing.
 func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 	workspace := r.URL.Query().Get("workspace")
 	if h.probeSecret != "" && r.Header.Get(router.HeaderKey) == probeKey &&
@@ -129,15 +129,15 @@ func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	caller, err := h.tokens.LookupPair(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
+	caller, err := h.tokens.LookupKey(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
 	switch {
 	case err != nil && !isBadToken(err):
 		h.log.Error("proxy auth", "error", err)
 		h.fail(w, api.Errorf(api.CodeUnavailable, "cannot check credentials now"))
-	case err != nil || workspace == "" || (caller.Workspace != "*" && caller.Workspace != workspace):
+	case err != nil || workspace == "" || caller.Workspace != workspace:
 		w.Header().Set("WWW-Authenticate", `Caravan realm="`+workspace+`"`)
 		h.fail(w, api.Errorf(api.CodeUnauthorized,
-			"this endpoint needs a token of workspace %s in the Caravan-Key and Caravan-Secret headers (caravan token create)", workspace))
+			"this endpoint needs an endpoint key of workspace %s in the Caravan-Key and Caravan-Secret headers (caravan key create)", workspace))
 	default:
 		w.WriteHeader(http.StatusOK)
 	}
@@ -181,12 +181,16 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, caller api
 		h.fail(w, &orchestrator.ForbiddenError{Token: caller.Name, Workspace: ws})
 		return
 	}
-	nt, err := h.tokens.CreateToken(r.Context(), body.Name, ws, caller.Name)
+	kind := body.Kind
+	if kind == "" {
+		kind = api.TokenAPI
+	}
+	nt, err := h.tokens.CreateToken(r.Context(), kind, body.Name, ws, caller.Name)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	h.log.Info("token created", "id", nt.ID, "name", nt.Name, "workspace", ws, "by", caller.Name)
+	h.log.Info("token created", "id", nt.ID, "kind", kind, "name", nt.Name, "workspace", ws, "by", caller.Name)
 	writeJSON(w, http.StatusOK, nt)
 }
 

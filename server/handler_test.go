@@ -31,6 +31,9 @@ type env struct {
 	log    *syncbuf.Buffer
 	shop   *api.NewToken
 	all    *api.NewToken
+	// shopKey and otherKey are endpoint keys of workspaces shop and other.
+	shopKey  *api.NewToken
+	otherKey *api.NewToken
 }
 
 func newEnv(t *testing.T) *env {
@@ -38,10 +41,16 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncbuf.Buffer{}}
 	e.tokens = &Tokens{KV: e.kv}
 	var err error
-	if e.shop, err = e.tokens.CreateToken(context.Background(), "ci", "shop", "test"); err != nil {
+	if e.shop, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "ci", "shop", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if e.all, err = e.tokens.CreateToken(context.Background(), "admin", "*", "test"); err != nil {
+	if e.all, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "admin", "*", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if e.shopKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "shop", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if e.otherKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "other", "test"); err != nil {
 		t.Fatal(err)
 	}
 	h := NewHandler(Deps{Orchestrator: e.orch, Tokens: e.tokens, ProbeSecret: testProbeSecret,
@@ -114,7 +123,7 @@ func TestHealthNeedsNoToken(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	revoked, err := e.tokens.CreateToken(context.Background(), "old", "shop", "test")
+	revoked, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "old", "shop", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +196,7 @@ func (k *ctxKV) Get(ctx context.Context, key string) ([]byte, error) {
 
 func TestTokensAcrossWorkspaces(t *testing.T) {
 	e := newEnv(t)
-	other, err := e.tokens.CreateToken(context.Background(), "theirs", "other", "test")
+	other, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "theirs", "other", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +211,8 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 		wantError(t, "revoke an unknown token", http.StatusNotFound, api.CodeNotFound)
 	var list []api.TokenInfo
 	a := e.as(e.shop, "GET", "/v1/tokens", "")
-	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 1 || list[0].ID != e.shop.ID || strings.Contains(string(a.body), "secret") {
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 2 || list[0].ID != e.shop.ID || list[0].Kind != api.TokenAPI ||
+		list[1].ID != e.shopKey.ID || list[1].Kind != api.TokenEndpoint || strings.Contains(string(a.body), "secret") {
 		t.Errorf("shop's token list: %d %s", a.status, a.body)
 	}
 
@@ -228,7 +238,7 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 		t.Errorf("'*' revokes another workspace's token: %d %s", a.status, a.body)
 	}
 	a = e.as(e.all, "GET", "/v1/tokens", "")
-	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 3 {
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 5 {
 		t.Errorf("'*' token list: %d %s", a.status, a.body)
 	}
 
@@ -238,7 +248,10 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 	// The store failing is an outage, whatever the operation.
 	e.kv.fail(errors.New("connection refused"))
 	for _, tokenOp := range []func() error{
-		func() error { _, err := e.tokens.CreateToken(context.Background(), "x", "shop", ""); return err },
+		func() error {
+			_, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "x", "shop", "")
+			return err
+		},
 		func() error { _, err := e.tokens.List(context.Background(), "shop"); return err },
 		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop") },
 		func() error { _, err := e.tokens.Create("x", "shop"); return err },
@@ -260,14 +273,16 @@ func TestProxyAuth(t *testing.T) {
 		header    http.Header
 		want      int
 	}{
-		{"its workspace", "shop", pair(e.shop.ID, e.shop.Secret), 200},
-		{"its workspace, key with prefix", "shop", pair(TokenPrefix+e.shop.ID, e.shop.Secret), 200},
-		{"another workspace", "other", pair(e.shop.ID, e.shop.Secret), 401},
-		{"no workspace named", "", pair(e.shop.ID, e.shop.Secret), 401},
-		{"every workspace", "other", pair(e.all.ID, e.all.Secret), 200},
-		{"wrong secret", "shop", pair(e.shop.ID, e.all.Secret), 401},
+		{"its workspace", "shop", pair(e.shopKey.ID, e.shopKey.Secret), 200},
+		{"its workspace, key with prefix", "shop", pair(TokenPrefix+e.shopKey.ID, e.shopKey.Secret), 200},
+		{"another workspace's key", "shop", pair(e.otherKey.ID, e.otherKey.Secret), 401},
+		{"its key, another workspace", "other", pair(e.shopKey.ID, e.shopKey.Secret), 401},
+		{"no workspace named", "", pair(e.shopKey.ID, e.shopKey.Secret), 401},
+		{"wrong secret", "shop", pair(e.shopKey.ID, e.otherKey.Secret), 401},
 		{"no headers", "shop", nil, 401},
-		{"a whole token as key", "shop", pair(e.shop.Token, ""), 401},
+		{"an API token split in two", "shop", pair(e.shop.ID, e.shop.Secret), 401},
+		{"an API token of every workspace split in two", "shop", pair(e.all.ID, e.all.Secret), 401},
+		{"a whole API token as key", "shop", pair(e.shop.Token, ""), 401},
 		{"probe", "shop", pair(probeKey, testProbeSecret), 200},
 		{"probe, any workspace", "", pair(probeKey, testProbeSecret), 200},
 		{"probe, wrong secret", "shop", pair(probeKey, "guess"), 401},
@@ -286,7 +301,7 @@ func TestProxyAuth(t *testing.T) {
 	}
 
 	e.kv.fail(errors.New("connection refused"))
-	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shop.ID, e.shop.Secret)).
+	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shopKey.ID, e.shopKey.Secret)).
 		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
 	// The server's own probes do not need Consul.
 	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(probeKey, testProbeSecret)); a.status != 200 {
@@ -426,5 +441,82 @@ func TestLimits(t *testing.T) {
 		{"/v1/apps/demo/functions/echo/call?timeout=soon", `{}`},
 	} {
 		e.as(e.shop, "POST", tc.path, tc.body).wantError(t, tc.path+" "+tc.body, http.StatusBadRequest, api.CodeBadRequest)
+	}
+}
+
+// TestCredentialKinds: an API token opens the API and no endpoint; an
+// endpoint key opens its workspace's endpoints and not the API; each is
+// made, listed and revoked per workspace.
+func TestCredentialKinds(t *testing.T) {
+	e := newEnv(t)
+	proxy := func(ws, key, secret string) int {
+		return e.request("GET", "/v1/auth/proxy?workspace="+ws, "", nil,
+			http.Header{router.HeaderKey: {key}, router.HeaderSecret: {secret}}).status
+	}
+
+	// An endpoint key is no bearer token, however it is written.
+	for name, auth := range map[string]string{
+		"key as token":     "Bearer " + TokenPrefix + e.shopKey.ID + "_" + e.shopKey.Secret,
+		"key without cvn_": "Bearer " + e.shopKey.ID + "_" + e.shopKey.Secret,
+		"secret alone":     "Bearer " + e.shopKey.Secret,
+	} {
+		e.request("GET", "/v1/apps", auth, nil, nil).wantError(t, name, http.StatusUnauthorized, api.CodeUnauthorized)
+	}
+	if _, err := e.tokens.Lookup(context.Background(), TokenPrefix+e.shopKey.ID+"_"+e.shopKey.Secret); !isBadToken(err) {
+		t.Errorf("Lookup of an endpoint key: %v, want ErrBadToken", err)
+	}
+	if _, err := e.tokens.LookupKey(context.Background(), e.shop.ID, e.shop.Secret); !isBadToken(err) {
+		t.Errorf("LookupKey of an API token: %v, want ErrBadToken", err)
+	}
+
+	// Made through the API: the caller's workspace by default, with no
+	// whole-token form, and it works at once, there only.
+	var key api.NewToken
+	a := e.as(e.shop, "POST", "/v1/tokens", `{"name": "frontend", "kind": "endpoint"}`)
+	if err := json.Unmarshal(a.body, &key); a.status != 200 || err != nil || key.Kind != api.TokenEndpoint ||
+		key.Workspace != "shop" || key.Token != "" || key.Secret == "" || strings.Contains(string(a.body), `"token"`) {
+		t.Fatalf("create an endpoint key: %d %s", a.status, a.body)
+	}
+	if got := proxy("shop", key.ID, key.Secret); got != 200 {
+		t.Errorf("the new key at its workspace: %d", got)
+	}
+	if got := proxy("other", key.ID, key.Secret); got != 401 {
+		t.Errorf("the new key at another workspace: %d", got)
+	}
+	// Another workspace's key cannot open shop's endpoints, nor be revoked
+	// by shop's token.
+	if got := proxy("shop", e.otherKey.ID, e.otherKey.Secret); got != 401 {
+		t.Errorf("other's key at shop: %d", got)
+	}
+	e.as(e.shop, "DELETE", "/v1/tokens/"+e.otherKey.ID, "").
+		wantError(t, "revoke another workspace's key", http.StatusNotFound, api.CodeNotFound)
+
+	// An endpoint key names one workspace; a kind is one of two.
+	e.as(e.all, "POST", "/v1/tokens", `{"name": "everywhere", "kind": "endpoint"}`).
+		wantError(t, "an endpoint key for every workspace", http.StatusBadRequest, api.CodeBadRequest)
+	e.as(e.all, "POST", "/v1/tokens", `{"name": "everywhere", "kind": "endpoint", "workspace": "*"}`).
+		wantError(t, "an endpoint key for *", http.StatusBadRequest, api.CodeBadRequest)
+	e.as(e.shop, "POST", "/v1/tokens", `{"name": "x", "kind": "root"}`).
+		wantError(t, "an unknown kind", http.StatusBadRequest, api.CodeBadRequest)
+	if a := e.as(e.all, "POST", "/v1/tokens", `{"name": "k", "kind": "endpoint", "workspace": "other"}`); a.status != 200 {
+		t.Errorf("'*' makes a key for another workspace: %d %s", a.status, a.body)
+	}
+
+	// Revoked, it stops at once.
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+key.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke the key: %d %s", a.status, a.body)
+	}
+	if got := proxy("shop", key.ID, key.Secret); got != 401 {
+		t.Errorf("a revoked key: %d", got)
+	}
+
+	// A token stored before there were kinds is an API token.
+	legacy := `{"id": "00000000000000aa", "name": "old", "workspace": "shop", "secret_sha256": "` + hashSecret("s") + `"}`
+	e.kv.m[tokensKV+"00000000000000aa"] = []byte(legacy)
+	if c, err := e.tokens.Lookup(context.Background(), TokenPrefix+"00000000000000aa_s"); err != nil || c.Name != "old" {
+		t.Errorf("a record without a kind as bearer: %+v, %v", c, err)
+	}
+	if got := proxy("shop", "00000000000000aa", "s"); got != 401 {
+		t.Errorf("a record without a kind at an endpoint: %d", got)
 	}
 }
