@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -43,8 +42,9 @@ type Deps struct {
 	Tokens       TokenStore
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
-	// ProbeSecret lets the server's own deploy probes (Caravan-Key
-	// caravan-probe) through forwardAuth; empty lets no probe through.
+	// ProbeSecret is the key of the server's own deploy probes' credential
+	// (Caravan-Key caravan-probe, and as secret an HMAC of the probed
+	// hostname: ProbeHeader); empty lets no probe through.
 	ProbeSecret string
 }
 
@@ -124,8 +124,7 @@ func (h *handler) authed(next authedHandler) http.Handler {
 // endpoint); 503 when the token store cannot say. It changes nothing.
 func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 	workspace := r.URL.Query().Get("workspace")
-	if h.probeSecret != "" && r.Header.Get(router.HeaderKey) == probeKey &&
-		subtle.ConstantTimeCompare([]byte(r.Header.Get(router.HeaderSecret)), []byte(h.probeSecret)) == 1 {
+	if validProbe(h.probeSecret, r) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -142,9 +141,6 @@ func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 }
-
-// probeKey is the Caravan-Key of a server's own deploy probes.
-const probeKey = "caravan-probe"
 
 // decode reads a JSON body of at most limit bytes into v. An empty body
 // leaves v as it is when empty is true. Errors are typed: input_too_large

@@ -267,6 +267,7 @@ func TestProxyAuth(t *testing.T) {
 	pair := func(key, secret string) http.Header {
 		return http.Header{router.HeaderKey: {key}, router.HeaderSecret: {secret}}
 	}
+	const shopHost = "shop--store-web.caravan.localhost"
 	for _, tc := range []struct {
 		name      string
 		workspace string
@@ -283,10 +284,9 @@ func TestProxyAuth(t *testing.T) {
 		{"an API token split in two", "shop", pair(e.shop.ID, e.shop.Secret), 401},
 		{"an API token of every workspace split in two", "shop", pair(e.all.ID, e.all.Secret), 401},
 		{"a whole API token as key", "shop", pair(e.shop.Token, ""), 401},
-		{"probe", "shop", pair(probeKey, testProbeSecret), 200},
-		{"probe, any workspace", "", pair(probeKey, testProbeSecret), 200},
-		{"probe, wrong secret", "shop", pair(probeKey, "guess"), 401},
-		{"probe, no secret", "shop", pair(probeKey, ""), 401},
+		{"probe of its host", "shop", probe(shopHost, shopHost), 200},
+		{"probe, wrong secret", "shop", forHost(pair(probeKey, "guess"), shopHost), 401},
+		{"probe, no secret", "shop", forHost(pair(probeKey, ""), shopHost), 401},
 	} {
 		a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header)
 		if a.status != tc.want {
@@ -304,21 +304,69 @@ func TestProxyAuth(t *testing.T) {
 	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shopKey.ID, e.shopKey.Secret)).
 		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
 	// The server's own probes do not need Consul.
-	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(probeKey, testProbeSecret)); a.status != 200 {
+	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, probe(shopHost, shopHost)); a.status != 200 {
 		t.Errorf("probe with consul down: %d", a.status)
 	}
 }
 
+// probe is the header of a deploy probe made for host, as sent to sentTo
+// (Traefik's forwardAuth names it in X-Forwarded-Host).
+func probe(host, sentTo string) http.Header {
+	return forHost(ProbeHeader(testProbeSecret, host), sentTo)
+}
+
+func forHost(h http.Header, host string) http.Header {
+	if host != "" {
+		h.Set("X-Forwarded-Host", host)
+	}
+	return h
+}
+
 // A handler built without a probe secret lets no probe through, not even
-// one that sends an empty secret.
+// one that sends an empty secret or the HMAC under an empty key.
 func TestProxyAuthWithoutProbeSecret(t *testing.T) {
 	h := NewHandler(Deps{Orchestrator: &fakeOrch{}, Tokens: &Tokens{KV: newMemKV()}})
-	req := httptest.NewRequest("GET", "/v1/auth/proxy?workspace=shop", nil)
-	req.Header.Set(router.HeaderKey, probeKey)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != 401 {
-		t.Errorf("probe with no secret configured: %d, want 401", rec.Code)
+	for _, header := range []http.Header{
+		forHost(http.Header{router.HeaderKey: {probeKey}}, "a.caravan.localhost"),
+		forHost(ProbeHeader("", "a.caravan.localhost"), "a.caravan.localhost"),
+	} {
+		req := httptest.NewRequest("GET", "/v1/auth/proxy?workspace=shop", nil)
+		req.Header = header
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 401 {
+			t.Errorf("probe with no secret configured: %d, want 401", rec.Code)
+		}
+	}
+}
+
+// TestProbeCredentialIsBoundToItsHost: the deploy probe's credential opens
+// the hostname it was made for, however the Host header spells it, and no
+// other: not another app's, not another workspace's, not without the
+// hostname Traefik names; the key alone (what the probe sent before) is no
+// secret.
+func TestProbeCredentialIsBoundToItsHost(t *testing.T) {
+	e := newEnv(t)
+	const mine = "shop--store-web.caravan.localhost"
+	for _, tc := range []struct {
+		name      string
+		workspace string
+		header    http.Header
+		want      int
+	}{
+		{"its host", "shop", probe(mine, mine), 200},
+		{"its host with the port", "shop", probe(mine, mine+":8443"), 200},
+		{"its host in capitals, with a dot", "shop", probe(mine, "Shop--Store-Web.Caravan.Localhost."), 200},
+		{"another app's host", "shop", probe(mine, "shop--other-web.caravan.localhost"), 401},
+		{"another workspace's host", "bank", probe(mine, "bank--vault-web.caravan.localhost"), 401},
+		{"a host under its own", "shop", probe(mine, "x."+mine), 401},
+		{"no X-Forwarded-Host", "shop", probe(mine, ""), 401},
+		{"the key as the secret", "shop", forHost(http.Header{router.HeaderKey: {probeKey}, router.HeaderSecret: {testProbeSecret}}, mine), 401},
+		{"another server's key", "shop", forHost(ProbeHeader("another", mine), mine), 401},
+	} {
+		if a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header); a.status != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
+		}
 	}
 }
 

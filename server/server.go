@@ -128,16 +128,17 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	// probeSecret lets this server's deploy probes through its own
-	// forwardAuth; it lives only in memory.
+	// probeSecret keys this server's deploy probes' credentials, each
+	// bound to the hostname it probes (ProbeHeader); it lives only in
+	// memory.
 	probeSecret, err := randomHex(24)
 	if err != nil {
 		return nil, err
 	}
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
-		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, AuthHeader: http.Header{
-			router.HeaderKey: {probeKey}, router.HeaderSecret: {probeSecret}}}
+		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr,
+			Auth: func(host string) http.Header { return ProbeHeader(probeSecret, host) }}
 		if cfg.RootCAFile != "" {
 			pem, err := os.ReadFile(cfg.RootCAFile)
 			if err != nil {
