@@ -98,13 +98,21 @@ func (c *Client) createCredential(ctx context.Context, body TokenBody) (*NewToke
 	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", body, &nt)
 }
 
-// Tokens lists the tokens of the caller's workspace.
+// Tokens lists the live tokens and endpoint keys of the caller's
+// workspace.
 func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	var list []TokenInfo
 	return list, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &list)
 }
 
-// RevokeToken deletes a token.
+// AllTokens lists them with the revoked ones (RevokedAt set).
+func (c *Client) AllTokens(ctx context.Context) ([]TokenInfo, error) {
+	var list []TokenInfo
+	return list, c.do(ctx, http.MethodGet, "/v1/tokens?all=true", nil, &list)
+}
+
+// RevokeToken revokes a token or endpoint key: it stops working at once,
+// and its record stays, marked revoked.
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
 }

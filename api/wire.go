@@ -2,10 +2,13 @@ package api
 
 import "time"
 
-// Caller is who asks for a change: a token's name and the workspace it may
-// act on ("*" for every workspace).
+// Caller is who asks for a change: a token's name, its ID (names are free
+// text and need not be unique; the ID is what history can be traced by)
+// and the workspace it may act on ("*" for every workspace). caravan's own
+// background work (auto-promote, auto-abort) has a name and no ID.
 type Caller struct {
 	Name      string `json:"name"`
+	TokenID   string `json:"token_id,omitempty"`
 	Workspace string `json:"workspace"`
 }
 
@@ -134,6 +137,8 @@ type Event struct {
 	At   time.Time `json:"at"`
 	What string    `json:"what"`
 	Who  string    `json:"who,omitempty"`
+	// WhoID is the ID of the token Who names.
+	WhoID string `json:"who_id,omitempty"`
 }
 
 // CanaryState is an app's version in progress as a canary.
@@ -224,25 +229,30 @@ type AppRecord struct {
 	Canary    *CanaryState `json:"canary,omitempty"`
 	UpdatedAt time.Time    `json:"updated_at"`
 	StoppedBy string       `json:"stopped_by,omitempty"`
+	// StoppedByID is the ID of the token StoppedBy names.
+	StoppedByID string `json:"stopped_by_id,omitempty"`
 }
 
 // VersionRecord is one entry of an app's history, with the spec it ran, so
 // any version can be rolled back to, however old. History leaves Spec out.
 type VersionRecord struct {
-	Version    int           `json:"version"`
-	Kind       VersionKind   `json:"kind"`
-	Status     VersionStatus `json:"status"`
-	Strategy   string        `json:"strategy"`
-	Who        string        `json:"who"`
-	Tag        string        `json:"tag,omitempty"`
-	GitCommit  string        `json:"git_commit,omitempty"`
-	GitDirty   bool          `json:"git_dirty,omitempty"`
-	SpecHash   string        `json:"spec_hash"`
-	Filename   string        `json:"filename"`
-	Spec       string        `json:"spec"`
-	RollbackOf int           `json:"rollback_of,omitempty"`
-	Hosts      []string      `json:"hosts,omitempty"`
-	Error      string        `json:"error,omitempty"`
+	Version  int           `json:"version"`
+	Kind     VersionKind   `json:"kind"`
+	Status   VersionStatus `json:"status"`
+	Strategy string        `json:"strategy"`
+	Who      string        `json:"who"`
+	// WhoID is the ID of the token Who names (empty for caravan's own
+	// work, and for versions recorded before IDs were).
+	WhoID      string   `json:"who_id,omitempty"`
+	Tag        string   `json:"tag,omitempty"`
+	GitCommit  string   `json:"git_commit,omitempty"`
+	GitDirty   bool     `json:"git_dirty,omitempty"`
+	SpecHash   string   `json:"spec_hash"`
+	Filename   string   `json:"filename"`
+	Spec       string   `json:"spec"`
+	RollbackOf int      `json:"rollback_of,omitempty"`
+	Hosts      []string `json:"hosts,omitempty"`
+	Error      string   `json:"error,omitempty"`
 	// Events are what happened to the version after it was deployed
 	// (canary started, promoted, aborted).
 	Events     []Event   `json:"events,omitempty"`
@@ -354,9 +364,16 @@ type TokenInfo struct {
 	Name      string `json:"name"`
 	Workspace string `json:"workspace"`
 	// Kind is api or endpoint; a record stored without one is api.
-	Kind      TokenKind `json:"kind"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
+	Kind        TokenKind `json:"kind"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreatedBy   string    `json:"created_by,omitempty"`
+	CreatedByID string    `json:"created_by_id,omitempty"`
+	// RevokedAt is set on a revoked token: its record stays, as a
+	// tombstone that history's IDs still lead to, and it is never
+	// accepted again.
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	RevokedBy   string    `json:"revoked_by,omitempty"`
+	RevokedByID string    `json:"revoked_by_id,omitempty"`
 }
 
 // NewToken is a token as created: its secret is shown this once.

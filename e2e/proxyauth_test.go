@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,5 +113,14 @@ func TestProxyAuth(t *testing.T) {
 		if tok.ID == mine.ID {
 			t.Error("a revoked token is still listed")
 		}
+	}
+	// Its record stays, marked revoked, so the ID history holds still
+	// names someone.
+	all, err := env.client.AllTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(all, func(tok api.TokenInfo) bool { return tok.ID == mine.ID }); i < 0 || all[i].RevokedAt.IsZero() || all[i].RevokedBy != "e2e" {
+		t.Errorf("the revoked key's tombstone: %+v", all)
 	}
 }

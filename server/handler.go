@@ -181,17 +181,17 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, caller api
 	if kind == "" {
 		kind = api.TokenAPI
 	}
-	nt, err := h.tokens.CreateToken(r.Context(), kind, body.Name, ws, caller.Name)
+	nt, err := h.tokens.CreateToken(r.Context(), kind, body.Name, ws, caller)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	h.log.Info("token created", "id", nt.ID, "kind", kind, "name", nt.Name, "workspace", ws, "by", caller.Name)
+	h.log.Info("token created", "id", nt.ID, "kind", kind, "name", nt.Name, "workspace", ws, "by", caller.Name, "by_id", caller.TokenID)
 	writeJSON(w, http.StatusOK, nt)
 }
 
 func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, caller api.Caller) {
-	list, err := h.tokens.List(r.Context(), caller.Workspace)
+	list, err := h.tokens.List(r.Context(), caller.Workspace, r.URL.Query().Get("all") == "true")
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -200,11 +200,11 @@ func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, caller api.
 }
 
 func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, caller api.Caller) {
-	if err := h.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace); err != nil {
+	if err := h.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace, caller); err != nil {
 		h.fail(w, err)
 		return
 	}
-	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name)
+	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name, "by_id", caller.TokenID)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -41,16 +41,16 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncbuf.Buffer{}}
 	e.tokens = &Tokens{KV: e.kv}
 	var err error
-	if e.shop, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "ci", "shop", "test"); err != nil {
+	if e.shop, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "ci", "shop", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if e.all, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "admin", "*", "test"); err != nil {
+	if e.all, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "admin", "*", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if e.shopKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "shop", "test"); err != nil {
+	if e.shopKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "shop", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if e.otherKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "other", "test"); err != nil {
+	if e.otherKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "other", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	h := NewHandler(Deps{Orchestrator: e.orch, Tokens: e.tokens, ProbeSecret: testProbeSecret,
@@ -123,11 +123,11 @@ func TestHealthNeedsNoToken(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	revoked, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "old", "shop", "test")
+	revoked, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "old", "shop", api.Caller{Name: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.tokens.Revoke(context.Background(), revoked.ID, "shop"); err != nil {
+	if err := e.tokens.Revoke(context.Background(), revoked.ID, "shop", api.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, auth string }{
@@ -152,7 +152,7 @@ func TestAuthentication(t *testing.T) {
 	if a.status != 200 || strings.TrimSpace(string(a.body)) != "[]" {
 		t.Errorf("good token: %d %s, want 200 []", a.status, a.body)
 	}
-	if e.orch.caller != (api.Caller{Name: "ci", Workspace: "shop"}) {
+	if e.orch.caller != (api.Caller{Name: "ci", TokenID: e.shop.ID, Workspace: "shop"}) {
 		t.Errorf("orchestrator called as %+v", e.orch.caller)
 	}
 	// Surrounding space is forgiven, as a pasted token has it.
@@ -196,7 +196,7 @@ func (k *ctxKV) Get(ctx context.Context, key string) ([]byte, error) {
 
 func TestTokensAcrossWorkspaces(t *testing.T) {
 	e := newEnv(t)
-	other, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "theirs", "other", "test")
+	other, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "theirs", "other", api.Caller{Name: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,11 +219,11 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 	// Its own workspace is the default.
 	var nt api.NewToken
 	a = e.as(e.shop, "POST", "/v1/tokens", `{"name": "deploy"}`)
-	if err := json.Unmarshal(a.body, &nt); a.status != 200 || err != nil || nt.Workspace != "shop" || nt.CreatedBy != "ci" ||
+	if err := json.Unmarshal(a.body, &nt); a.status != 200 || err != nil || nt.Workspace != "shop" || nt.CreatedBy != "ci" || nt.CreatedByID != e.shop.ID ||
 		!strings.HasPrefix(nt.Token, TokenPrefix+nt.ID+"_") || nt.Secret == "" {
 		t.Errorf("create: %d %s", a.status, a.body)
 	}
-	if c, err := e.tokens.Lookup(context.Background(), nt.Token); err != nil || c != (api.Caller{Name: "deploy", Workspace: "shop"}) {
+	if c, err := e.tokens.Lookup(context.Background(), nt.Token); err != nil || c != (api.Caller{Name: "deploy", TokenID: nt.ID, Workspace: "shop"}) {
 		t.Errorf("the new token: %+v, %v", c, err)
 	}
 	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+TokenPrefix+nt.ID, ""); a.status != http.StatusNoContent {
@@ -249,11 +249,11 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 	e.kv.fail(errors.New("connection refused"))
 	for _, tokenOp := range []func() error{
 		func() error {
-			_, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "x", "shop", "")
+			_, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "x", "shop", api.Caller{})
 			return err
 		},
-		func() error { _, err := e.tokens.List(context.Background(), "shop"); return err },
-		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop") },
+		func() error { _, err := e.tokens.List(context.Background(), "shop", false); return err },
+		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop", api.Caller{}) },
 		func() error { _, err := e.tokens.Create("x", "shop"); return err },
 	} {
 		if err := tokenOp(); api.ErrorCodeOf(err) != api.CodeUnavailable {
@@ -566,5 +566,53 @@ func TestCredentialKinds(t *testing.T) {
 	}
 	if got := proxy("shop", "00000000000000aa", "s"); got != 401 {
 		t.Errorf("a record without a kind at an endpoint: %d", got)
+	}
+}
+
+// TestRevokeLeavesATombstone: a revoked token is never accepted again, and
+// its record stays (who revoked it, when; no secret's hash), listed with
+// ?all=true, so the token ID history recorded still names someone.
+func TestRevokeLeavesATombstone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	gone, err := e.tokens.CreateToken(ctx, api.TokenAPI, "ci", "shop", api.Caller{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+e.shopKey.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke a key: %d %s", a.status, a.body)
+	}
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+gone.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke a token: %d %s", a.status, a.body)
+	}
+	e.as(gone, "GET", "/v1/apps", "").wantError(t, "a revoked token", http.StatusUnauthorized, api.CodeUnauthorized)
+	e.as(e.shop, "DELETE", "/v1/tokens/"+gone.ID, "").wantError(t, "revoke twice", http.StatusNotFound, api.CodeNotFound)
+	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil,
+		http.Header{router.HeaderKey: {e.shopKey.ID}, router.HeaderSecret: {e.shopKey.Secret}}); a.status != 401 {
+		t.Errorf("a revoked key: %d", a.status)
+	}
+	raw := string(e.kv.m[tokensKV+gone.ID])
+	if raw == "" || strings.Contains(raw, hashSecret(gone.Secret)) {
+		t.Errorf("the tombstone: %q, want the record without its secret's hash", raw)
+	}
+
+	var live, all []api.TokenInfo
+	if a := e.as(e.shop, "GET", "/v1/tokens", ""); json.Unmarshal(a.body, &live) != nil || len(live) != 1 || live[0].ID != e.shop.ID {
+		t.Errorf("live tokens: %d %s", a.status, a.body)
+	}
+	a := e.as(e.shop, "GET", "/v1/tokens?all=true", "")
+	if err := json.Unmarshal(a.body, &all); err != nil || len(all) != 3 {
+		t.Fatalf("all tokens: %d %s", a.status, a.body)
+	}
+	for _, tok := range all[1:] {
+		if tok.RevokedAt.IsZero() || tok.RevokedBy != "ci" || tok.RevokedByID != e.shop.ID {
+			t.Errorf("tombstone %+v, want revoked by ci (%s)", tok, e.shop.ID)
+		}
+	}
+	// Another workspace's tombstones stay out of sight.
+	var theirs []api.TokenInfo
+	other, _ := e.tokens.CreateToken(ctx, api.TokenAPI, "ci", "other", api.Caller{})
+	if a := e.as(other, "GET", "/v1/tokens?all=true", ""); json.Unmarshal(a.body, &theirs) != nil || len(theirs) != 2 {
+		t.Errorf("other's tokens: %d %s", a.status, a.body)
 	}
 }

@@ -7,9 +7,9 @@
 // Every endpoint but /v1/health and /v1/auth/proxy needs a bearer token.
 //
 //	GET  /v1/health                 liveness, no token
-//	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks Caravan-Key/Caravan-Secret
-//	POST /v1/tokens                 api.TokenBody -> api.NewToken (secret shown once)
-//	GET  /v1/tokens                 -> [api.TokenInfo]
+//	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks an endpoint key (Caravan-Key/Caravan-Secret) or the deploy probe's
+//	POST /v1/tokens                 api.TokenBody (kind api or endpoint) -> api.NewToken (secret shown once)
+//	GET  /v1/tokens                 ?all=true (the revoked too) -> [api.TokenInfo]
 //	DELETE /v1/tokens/{id}
 //	POST /v1/deploy                 api.DeployBody -> api.DeployResult
 //	POST /v1/plan                   api.DeployBody -> api.PlanResult (changes nothing)

@@ -44,11 +44,13 @@ type TokenStore interface {
 	LookupKey(ctx context.Context, id, secret string) (api.Caller, error)
 	// CreateToken makes a credential of kind; an endpoint key needs one
 	// workspace, not "*".
-	CreateToken(ctx context.Context, kind api.TokenKind, name, workspace, by string) (*api.NewToken, error)
-	List(ctx context.Context, workspace string) ([]api.TokenInfo, error)
-	// Revoke deletes a token of workspace ("*": any); an error with code
-	// not_found when there is no such token there.
-	Revoke(ctx context.Context, id, workspace string) error
+	CreateToken(ctx context.Context, kind api.TokenKind, name, workspace string, by api.Caller) (*api.NewToken, error)
+	// List returns the tokens of workspace ("*": all), the revoked ones
+	// too when all is true.
+	List(ctx context.Context, workspace string, all bool) ([]api.TokenInfo, error)
+	// Revoke marks a token of workspace ("*": any) revoked by by; an
+	// error with code not_found when there is no such live token there.
+	Revoke(ctx context.Context, id, workspace string, by api.Caller) error
 }
 
 var _ TokenStore = (*Tokens)(nil)
@@ -63,7 +65,8 @@ type KV interface {
 	// Create writes key only if it does not exist, and reports whether it
 	// did.
 	Create(ctx context.Context, key string, value []byte) (bool, error)
-	Delete(ctx context.Context, key string) error
+	// Put writes key, whether or not it exists.
+	Put(ctx context.Context, key string, value []byte) error
 }
 
 // ConsulKV is KV over Consul's.
@@ -99,8 +102,8 @@ func (c ConsulKV) Create(ctx context.Context, key string, value []byte) (bool, e
 	return ok, err
 }
 
-func (c ConsulKV) Delete(ctx context.Context, key string) error {
-	_, err := c.KV.Delete(key, (&consul.WriteOptions{}).WithContext(ctx))
+func (c ConsulKV) Put(ctx context.Context, key string, value []byte) error {
+	_, err := c.KV.Put(&consul.KVPair{Key: key, Value: value}, (&consul.WriteOptions{}).WithContext(ctx))
 	return err
 }
 
@@ -143,7 +146,7 @@ func randomHex(n int) (string, error) {
 // Create makes an API token named name for workspace ("*" for every
 // workspace).
 func (t *Tokens) Create(name, workspace string) (string, error) {
-	nt, err := t.CreateToken(context.Background(), api.TokenAPI, name, workspace, "")
+	nt, err := t.CreateToken(context.Background(), api.TokenAPI, name, workspace, api.Caller{})
 	if err != nil {
 		return "", err
 	}
@@ -151,7 +154,7 @@ func (t *Tokens) Create(name, workspace string) (string, error) {
 }
 
 // CreateToken makes a credential of kind and returns it with its secret.
-func (t *Tokens) CreateToken(ctx context.Context, kind api.TokenKind, name, workspace, by string) (*api.NewToken, error) {
+func (t *Tokens) CreateToken(ctx context.Context, kind api.TokenKind, name, workspace string, by api.Caller) (*api.NewToken, error) {
 	switch {
 	case kind != api.TokenAPI && kind != api.TokenEndpoint:
 		return nil, api.Errorf(api.CodeBadRequest, "a credential's kind is %q or %q, not %q", api.TokenAPI, api.TokenEndpoint, kind)
@@ -168,7 +171,8 @@ func (t *Tokens) CreateToken(ctx context.Context, kind api.TokenKind, name, work
 	if err != nil {
 		return nil, err
 	}
-	info := api.TokenInfo{ID: id, Name: name, Workspace: workspace, Kind: kind, CreatedAt: time.Now().UTC(), CreatedBy: by}
+	info := api.TokenInfo{ID: id, Name: name, Workspace: workspace, Kind: kind, CreatedAt: time.Now().UTC(),
+		CreatedBy: by.Name, CreatedByID: by.TokenID}
 	rec, _ := json.Marshal(tokenRecord{TokenInfo: info, SecretSHA256: hashSecret(secret)})
 	ok, err := t.KV.Create(ctx, tokensKV+id, rec)
 	if err != nil {
@@ -221,14 +225,16 @@ func (t *Tokens) lookup(ctx context.Context, kind api.TokenKind, id, secret stri
 	if err := json.Unmarshal(val, &rec); err != nil {
 		return api.Caller{}, fmt.Errorf("reading token record: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(rec.SecretSHA256), []byte(hashSecret(secret))) != 1 || rec.kind() != kind {
+	if subtle.ConstantTimeCompare([]byte(rec.SecretSHA256), []byte(hashSecret(secret))) != 1 || rec.kind() != kind ||
+		!rec.RevokedAt.IsZero() {
 		return api.Caller{}, ErrBadToken
 	}
-	return api.Caller{Name: rec.Name, Workspace: rec.Workspace}, nil
+	return api.Caller{Name: rec.Name, TokenID: rec.ID, Workspace: rec.Workspace}, nil
 }
 
-// List returns the tokens of workspace ("*": all), oldest first.
-func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, error) {
+// List returns the tokens of workspace ("*": all), oldest first; the
+// revoked ones too when all is true.
+func (t *Tokens) List(ctx context.Context, workspace string, all bool) ([]api.TokenInfo, error) {
 	vals, err := t.KV.List(ctx, tokensKV)
 	if err != nil {
 		return nil, unavailable("listing tokens: %w", err)
@@ -236,7 +242,7 @@ func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, e
 	out := []api.TokenInfo{}
 	for _, v := range vals {
 		var rec tokenRecord
-		if json.Unmarshal(v, &rec) != nil || rec.ID == "" {
+		if json.Unmarshal(v, &rec) != nil || rec.ID == "" || (!all && !rec.RevokedAt.IsZero()) {
 			continue
 		}
 		if workspace == "*" || rec.Workspace == workspace {
@@ -248,9 +254,12 @@ func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, e
 	return out, nil
 }
 
-// Revoke deletes a token of workspace ("*": any); errNoToken when there is
-// no such token there.
-func (t *Tokens) Revoke(ctx context.Context, id, workspace string) error {
+// Revoke marks a token of workspace ("*": any) revoked, by by, now: the
+// record stays as a tombstone, without its secret's hash, so the token ID
+// that history records still names someone, and the ID is never accepted
+// (nor handed out) again. errNoToken when there is no such token there; a
+// token revoked already is not_found too.
+func (t *Tokens) Revoke(ctx context.Context, id, workspace string, by api.Caller) error {
 	id = strings.TrimPrefix(id, TokenPrefix)
 	if id == "" || strings.Contains(id, "/") {
 		return errNoToken
@@ -263,7 +272,13 @@ func (t *Tokens) Revoke(ctx context.Context, id, workspace string) error {
 	if val == nil || json.Unmarshal(val, &rec) != nil || (workspace != "*" && rec.Workspace != workspace) {
 		return errNoToken
 	}
-	if err := t.KV.Delete(ctx, tokensKV+id); err != nil {
+	if !rec.RevokedAt.IsZero() {
+		return api.Errorf(api.CodeNotFound, "token %s was revoked already, at %s", id, rec.RevokedAt.Format(time.RFC3339))
+	}
+	rec.RevokedAt, rec.RevokedBy, rec.RevokedByID = time.Now().UTC(), by.Name, by.TokenID
+	rec.SecretSHA256 = ""
+	b, _ := json.Marshal(rec)
+	if err := t.KV.Put(ctx, tokensKV+id, b); err != nil {
 		return unavailable("revoking token: %w", err)
 	}
 	return nil

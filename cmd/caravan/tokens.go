@@ -88,25 +88,37 @@ func listCommand(usage string, kind api.TokenKind) *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: usage,
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "all", Usage: "the revoked ones too: their records stay, so the IDs in app history still name someone"},
+		},
 		Action: func(c *cli.Context) error {
-			all, err := client(c).Tokens(c.Context)
+			list := client(c).Tokens
+			if c.Bool("all") {
+				list = client(c).AllTokens
+			}
+			all, err := list(c.Context)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
-			list := []api.TokenInfo{}
+			shown := []api.TokenInfo{}
 			for _, t := range all {
 				if kind == "" || t.Kind == kind {
-					list = append(list, t)
+					shown = append(shown, t)
 				}
 			}
 			if c.Bool("json") {
-				return writeJSON(c.App.Writer, list)
+				return writeJSON(c.App.Writer, shown)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tKIND\tNAME\tWORKSPACE\tCREATED\tBY")
-			for _, t := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.Workspace, t.CreatedAt.Local().Format(time.DateTime), t.CreatedBy)
+			fmt.Fprintln(tw, "ID\tKIND\tNAME\tWORKSPACE\tCREATED\tBY\tREVOKED")
+			for _, t := range shown {
+				revoked := "-"
+				if !t.RevokedAt.IsZero() {
+					revoked = t.RevokedAt.Local().Format(time.DateTime) + " by " + who(t.RevokedBy, t.RevokedByID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.Workspace,
+					t.CreatedAt.Local().Format(time.DateTime), who(t.CreatedBy, t.CreatedByID), revoked)
 			}
 			return tw.Flush()
 		},
@@ -125,7 +137,7 @@ func revokeCommand(what string) *cli.Command {
 			if err := client(c).RevokeToken(c.Context, c.Args().First()); err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
-			fmt.Fprintf(c.App.Writer, "✓ Revoked %s %s.\n", what, c.Args().First())
+			fmt.Fprintf(c.App.Writer, "✓ Revoked %s %s. Its record stays, marked revoked (caravan %s list --all).\n", what, c.Args().First(), what)
 			return nil
 		},
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caravanhq/caravan/api"
 )
@@ -40,5 +41,27 @@ func TestKeyCreate(t *testing.T) {
 		if err != nil || len(got) != 1 || got[0].Kind != tc.kind || !strings.Contains(out, tc.want) || strings.Contains(out, tc.not) {
 			t.Errorf("%v: sent %+v; %v\n%s%s", tc.args, got, err, out, errOut)
 		}
+	}
+}
+
+// TestTokenListAll: --all asks for the revoked tokens too and shows who
+// revoked them, by name and ID.
+func TestTokenListAll(t *testing.T) {
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		json.NewEncoder(w).Encode([]api.TokenInfo{
+			{ID: "aaaa", Name: "ci", Kind: api.TokenAPI, Workspace: "shop"},
+			{ID: "bbbb", Name: "ci", Kind: api.TokenEndpoint, Workspace: "shop", RevokedAt: time.Now(), RevokedBy: "ana", RevokedByID: "cccc"},
+		})
+	}))
+	defer srv.Close()
+	out, _, err := runCLI(t, "--addr", srv.URL, "--token", "cvn_x", "token", "list", "--all")
+	if err != nil || len(queries) != 1 || queries[0] != "all=true" || !strings.Contains(out, "by ana (cccc)") {
+		t.Errorf("token list --all: %v %v\n%s", queries, err, out)
+	}
+	out, _, err = runCLI(t, "--addr", srv.URL, "--token", "cvn_x", "key", "list")
+	if err != nil || queries[1] != "" || strings.Contains(out, "aaaa") || !strings.Contains(out, "bbbb") {
+		t.Errorf("key list: %v %v\n%s", queries, err, out)
 	}
 }
