@@ -220,7 +220,7 @@ func TestClientRequests(t *testing.T) {
 		`POST /v1/apps/demo/run {"function":"nightly"}`,
 		`POST /v1/plan {"filename":"","spec":"s"}`,
 		`POST /v1/deploy {"filename":"app.hcl","spec":"s"}`,
-		`POST /v1/tokens {"name":"ci","workspace":"shop"}`,
+		`POST /v1/tokens {"name":"ci","workspace":"shop","kind":"api"}`,
 		"GET /v1/tokens ",
 		"DELETE /v1/tokens/abc ",
 	}

@@ -80,10 +80,10 @@ func (c *Client) URL(ctx context.Context, app, function string, ref ChangeBody) 
 	return out.URL, err
 }
 
-// CreateToken makes a token; its secret is in the answer and nowhere else.
+// CreateToken makes an API token; its secret is in the answer and nowhere
+// else.
 func (c *Client) CreateToken(ctx context.Context, name, workspace string) (*NewToken, error) {
-	var nt NewToken
-	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", TokenBody{Name: name, Workspace: workspace}, &nt)
+	return c.createCredential(ctx, TokenBody{Name: name, Workspace: workspace, Kind: TokenAPI})
 }
 
 // Domains lists the custom domain bindings the caller may see.
@@ -107,13 +107,33 @@ func (c *Client) AssignDomain(ctx context.Context, domain, workspace string) (*D
 	return &b, c.do(ctx, http.MethodPost, "/v1/domains", DomainBody{Domain: domain, Workspace: workspace}, &b)
 }
 
-// Tokens lists the tokens of the caller's workspace.
+// CreateEndpointKey makes an endpoint key, for the requires_proxy_auth
+// endpoints of workspace (default: the caller's); its secret is in the
+// answer and nowhere else.
+func (c *Client) CreateEndpointKey(ctx context.Context, name, workspace string) (*NewToken, error) {
+	return c.createCredential(ctx, TokenBody{Name: name, Workspace: workspace, Kind: TokenEndpoint})
+}
+
+func (c *Client) createCredential(ctx context.Context, body TokenBody) (*NewToken, error) {
+	var nt NewToken
+	return &nt, c.do(ctx, http.MethodPost, "/v1/tokens", body, &nt)
+}
+
+// Tokens lists the live tokens and endpoint keys of the caller's
+// workspace.
 func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	var list []TokenInfo
 	return list, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &list)
 }
 
-// RevokeToken deletes a token.
+// AllTokens lists them with the revoked ones (RevokedAt set).
+func (c *Client) AllTokens(ctx context.Context) ([]TokenInfo, error) {
+	var list []TokenInfo
+	return list, c.do(ctx, http.MethodGet, "/v1/tokens?all=true", nil, &list)
+}
+
+// RevokeToken revokes a token or endpoint key: it stops working at once,
+// and its record stays, marked revoked.
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
 }

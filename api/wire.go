@@ -2,10 +2,13 @@ package api
 
 import "time"
 
-// Caller is who asks for a change: a token's name and the workspace it may
-// act on ("*" for every workspace).
+// Caller is who asks for a change: a token's name, its ID (names are free
+// text and need not be unique; the ID is what history can be traced by)
+// and the workspace it may act on ("*" for every workspace). caravan's own
+// background work (auto-promote, auto-abort) has a name and no ID.
 type Caller struct {
 	Name      string `json:"name"`
+	TokenID   string `json:"token_id,omitempty"`
 	Workspace string `json:"workspace"`
 }
 
@@ -134,6 +137,8 @@ type Event struct {
 	At   time.Time `json:"at"`
 	What string    `json:"what"`
 	Who  string    `json:"who,omitempty"`
+	// WhoID is the ID of the token Who names.
+	WhoID string `json:"who_id,omitempty"`
 }
 
 // CanaryState is an app's version in progress as a canary.
@@ -228,25 +233,30 @@ type AppRecord struct {
 	StaleSplits []string  `json:"stale_splits,omitempty"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	StoppedBy   string    `json:"stopped_by,omitempty"`
+	// StoppedByID is the ID of the token StoppedBy names.
+	StoppedByID string `json:"stopped_by_id,omitempty"`
 }
 
 // VersionRecord is one entry of an app's history, with the spec it ran, so
 // any version can be rolled back to, however old. History leaves Spec out.
 type VersionRecord struct {
-	Version    int           `json:"version"`
-	Kind       VersionKind   `json:"kind"`
-	Status     VersionStatus `json:"status"`
-	Strategy   string        `json:"strategy"`
-	Who        string        `json:"who"`
-	Tag        string        `json:"tag,omitempty"`
-	GitCommit  string        `json:"git_commit,omitempty"`
-	GitDirty   bool          `json:"git_dirty,omitempty"`
-	SpecHash   string        `json:"spec_hash"`
-	Filename   string        `json:"filename"`
-	Spec       string        `json:"spec"`
-	RollbackOf int           `json:"rollback_of,omitempty"`
-	Hosts      []string      `json:"hosts,omitempty"`
-	Error      string        `json:"error,omitempty"`
+	Version  int           `json:"version"`
+	Kind     VersionKind   `json:"kind"`
+	Status   VersionStatus `json:"status"`
+	Strategy string        `json:"strategy"`
+	Who      string        `json:"who"`
+	// WhoID is the ID of the token Who names (empty for caravan's own
+	// work, and for versions recorded before IDs were).
+	WhoID      string   `json:"who_id,omitempty"`
+	Tag        string   `json:"tag,omitempty"`
+	GitCommit  string   `json:"git_commit,omitempty"`
+	GitDirty   bool     `json:"git_dirty,omitempty"`
+	SpecHash   string   `json:"spec_hash"`
+	Filename   string   `json:"filename"`
+	Spec       string   `json:"spec"`
+	RollbackOf int      `json:"rollback_of,omitempty"`
+	Hosts      []string `json:"hosts,omitempty"`
+	Error      string   `json:"error,omitempty"`
 	// Events are what happened to the version after it was deployed
 	// (canary started, promoted, aborted).
 	Events     []Event   `json:"events,omitempty"`
@@ -365,29 +375,57 @@ type CallResult struct {
 	Duration time.Duration `json:"duration"`
 }
 
+// TokenKind is what a credential opens; each check accepts only its own
+// kind.
+type TokenKind string
+
+// Credential kinds.
+const (
+	// TokenAPI is the API's bearer token, "cvn_<id>_<secret>"
+	// (CARAVAN_TOKEN). It opens no endpoint.
+	TokenAPI TokenKind = "api"
+	// TokenEndpoint is an endpoint key: Caravan-Key <id> and
+	// Caravan-Secret <secret> open the requires_proxy_auth endpoints of its
+	// one workspace, and nothing else (not the API).
+	TokenEndpoint TokenKind = "endpoint"
+)
+
 // TokenBody is the body of POST /v1/tokens.
 type TokenBody struct {
 	Name string `json:"name"`
 	// Workspace of the new token; default the caller's. Only a token for
-	// every workspace ("*") may create tokens for another.
+	// every workspace ("*") may create tokens for another. An endpoint key
+	// belongs to one workspace, never "*".
 	Workspace string `json:"workspace,omitempty"`
+	// Kind is api (the default) or endpoint.
+	Kind TokenKind `json:"kind,omitempty"`
 }
 
 // TokenInfo describes a token; it never holds the secret.
 type TokenInfo struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Workspace string    `json:"workspace"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Workspace string `json:"workspace"`
+	// Kind is api or endpoint; a record stored without one is api.
+	Kind        TokenKind `json:"kind"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreatedBy   string    `json:"created_by,omitempty"`
+	CreatedByID string    `json:"created_by_id,omitempty"`
+	// RevokedAt is set on a revoked token: its record stays, as a
+	// tombstone that history's IDs still lead to, and it is never
+	// accepted again.
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	RevokedBy   string    `json:"revoked_by,omitempty"`
+	RevokedByID string    `json:"revoked_by_id,omitempty"`
 }
 
 // NewToken is a token as created: its secret is shown this once.
 type NewToken struct {
 	TokenInfo
 	Secret string `json:"secret"`
-	// Token is "cvn_<id>_<secret>", for CARAVAN_TOKEN.
-	Token string `json:"token"`
+	// Token is "cvn_<id>_<secret>", for CARAVAN_TOKEN; empty for an
+	// endpoint key, which is sent as Caravan-Key: ID, Caravan-Secret: Secret.
+	Token string `json:"token,omitempty"`
 }
 
 // DeployBody is the body of POST /v1/deploy and POST /v1/plan.

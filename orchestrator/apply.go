@@ -607,7 +607,7 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		}
 		if v, err := o.version(ctx, rec, st.Version); err == nil && transition(v, StatusAborted) == nil {
 			v.FinishedAt = time.Now().UTC()
-			v.Events = append(v.Events, Event{At: v.FinishedAt, What: "aborted: the app was stopped", Who: caller.Name})
+			v.Events = append(v.Events, Event{At: v.FinishedAt, What: "aborted: the app was stopped", Who: caller.Name, WhoID: caller.TokenID})
 			if err := o.store.PutVersion(ctx, rec.JobID, rec.Generation, v); err != nil {
 				return nil, err
 			}
@@ -634,7 +634,7 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	}
 	release := rec.Hosts
 	rec.Hosts = nil
-	rec.State, rec.LiveVersion, rec.StoppedBy, rec.UpdatedAt = StateStopped, 0, caller.Name, time.Now().UTC()
+	rec.State, rec.LiveVersion, rec.StoppedBy, rec.StoppedByID, rec.UpdatedAt = StateStopped, 0, caller.Name, caller.TokenID, time.Now().UTC()
 	if err := o.store.Commit(ctx, Write{Record: rec, Index: index, Release: release}); err != nil {
 		return nil, err
 	}

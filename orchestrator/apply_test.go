@@ -47,7 +47,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 // ci may act on workspace dev.
-var ci = Caller{Name: "ci", Workspace: "dev"}
+var ci = Caller{Name: "ci", TokenID: "c1d2e3f4a5b6c7d8", Workspace: "dev"}
 
 // shop is an app with a web function whose greeting is %s.
 const shop = `app "shop" {
@@ -457,7 +457,7 @@ func TestStopPurgesAndReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.State != StateStopped || rec.StoppedBy != "ci" || rec.LiveVersion != 0 {
+	if rec.State != StateStopped || rec.StoppedBy != "ci" || rec.StoppedByID != ci.TokenID || rec.LiveVersion != 0 {
 		t.Errorf("record = %+v", rec)
 	}
 	if job, _ := h.nomad.Job(context.Background(), "dev--shop"); job != nil {

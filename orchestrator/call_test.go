@@ -151,8 +151,21 @@ func TestLogsFollowEveryContainer(t *testing.T) {
 func TestHTTPSProber(t *testing.T) {
 	var healthy atomic.Bool
 	var sawAuth atomic.Value
+	var elsewhere atomic.Int32 // requests for another host
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "example.com" {
+			elsewhere.Add(1)
+			return
+		}
 		sawAuth.Store(r.Header.Get(router.HeaderSecret))
+		switch r.URL.Path {
+		case "/away": // a function that sends its callers to another host
+			http.Redirect(w, r, "https://other.example.com/healthz", http.StatusFound)
+			return
+		case "/moved": // or elsewhere on its own
+			http.Redirect(w, r, "/healthz", http.StatusMovedPermanently)
+			return
+		}
 		if r.URL.Path != "/healthz" || !healthy.Load() {
 			http.Error(w, "not yet", http.StatusBadGateway)
 			return
@@ -163,9 +176,11 @@ func TestHTTPSProber(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
 	u, _ := url.Parse(srv.URL)
-	p := &HTTPSProber{Addr: u.Host, Roots: roots, AuthHeader: http.Header{router.HeaderKey: {"k"}, router.HeaderSecret: {"s"}}}
-	// httptest's certificate names example.com.
-	r := router.Route{Function: "web", URL: "https://example.com", HealthPath: "/healthz", ProxyAuth: true}
+	p := &HTTPSProber{Addr: u.Host, Roots: roots, Auth: func(host string) http.Header {
+		return http.Header{router.HeaderKey: {"k"}, router.HeaderSecret: {"s-" + host}}
+	}}
+	// httptest's certificate names example.com and *.example.com.
+	r := router.Route{Function: "web", Host: "example.com", URL: "https://example.com", HealthPath: "/healthz", ProxyAuth: true}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	err := p.Probe(ctx, r, 0)
@@ -177,8 +192,23 @@ func TestHTTPSProber(t *testing.T) {
 	if err := p.Probe(context.Background(), r, 250*time.Millisecond); err != nil {
 		t.Errorf("probe of a healthy route: %v", err)
 	}
-	if sawAuth.Load() != "s" {
-		t.Error("proxy-auth routes are probed without the probe's credentials")
+	if sawAuth.Load() != "s-example.com" {
+		t.Errorf("proxy-auth routes are probed with %q, not the credential of their host", sawAuth.Load())
+	}
+	// A redirect is followed nowhere, least of all with the credential to
+	// another host: the probe fails, saying so.
+	for _, path := range []string{"/away", "/moved"} {
+		r := r
+		r.HealthPath = path
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := p.Probe(ctx, r, 0)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "redirect") {
+			t.Errorf("probe of a route that redirects (%s) = %v, want a failure that names the redirect", path, err)
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the probe followed a redirect to another host %d times", n)
 	}
 	// A certificate that does not verify never counts.
 	bad := &HTTPSProber{Addr: u.Host}

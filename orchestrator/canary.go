@@ -628,7 +628,7 @@ func (o *Orchestrator) promoteCanary(ctx context.Context, jobID string, st *Cana
 func (o *Orchestrator) recordSettlement(ctx context.Context, caller Caller, rec *AppRecord, v *VersionRecord, vd verdict, rollErr error) (error, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ev := Event{At: time.Now().UTC(), What: vd.what, Who: caller.Name}
+	ev := Event{At: time.Now().UTC(), What: vd.what, Who: caller.Name, WhoID: caller.TokenID}
 	if rollErr != nil {
 		ev.What += ": " + rollErr.Error()
 	}

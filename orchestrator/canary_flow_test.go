@@ -114,7 +114,7 @@ func TestCanaryTakesItsShareAndIsPromoted(t *testing.T) {
 		t.Errorf("deploy during a canary = %v, want *CanaryPendingError", err)
 	}
 
-	pres, err := h.o.Promote(context.Background(), Caller{Name: "alice", Workspace: "dev"}, ChangeRequest{AppRef: AppRef{App: "birds"}})
+	pres, err := h.o.Promote(context.Background(), Caller{Name: "alice", TokenID: "a11ce", Workspace: "dev"}, ChangeRequest{AppRef: AppRef{App: "birds"}})
 	if err != nil {
 		t.Fatalf("promote: %v", err)
 	}
@@ -132,7 +132,7 @@ func TestCanaryTakesItsShareAndIsPromoted(t *testing.T) {
 		t.Errorf("record = %+v", rec)
 	}
 	v, _ := h.store.Version(context.Background(), "dev--birds", 1, 2)
-	if n := len(v.Events); n != 2 || v.Events[1].What != "promoted" || v.Events[1].Who != "alice" {
+	if n := len(v.Events); n != 2 || v.Events[1].What != "promoted" || v.Events[1].Who != "alice" || v.Events[1].WhoID != "a11ce" {
 		t.Errorf("events = %+v", v.Events)
 	}
 	if _, err := h.o.Promote(context.Background(), ci, ChangeRequest{AppRef: AppRef{App: "birds"}}); err == nil {

@@ -135,7 +135,7 @@ func TestDecide(t *testing.T) {
 		}
 		v := p.Version
 		if v.Version != c.version || p.Record.LatestVersion != c.version || v.Status != StatusPending || v.Kind != c.kind ||
-			v.Who != "ci" || v.Tag != "t1" || v.Spec != "src" || !v.StartedAt.Equal(now) || v.Strategy != "rolling" {
+			v.Who != "ci" || v.WhoID != ci.TokenID || v.Tag != "t1" || v.Spec != "src" || !v.StartedAt.Equal(now) || v.Strategy != "rolling" {
 			t.Errorf("%s: version %+v", c.name, v)
 		}
 		if !slices.Equal(p.Hosts, []string{"dev--shop-web.caravan.test"}) || !slices.Equal(p.Claim, p.Hosts) {

@@ -22,15 +22,20 @@ type Prober interface {
 
 // HTTPSProber sends GET requests for a route's hostname to the proxy's HTTPS
 // address (whatever DNS says about the hostname) and waits for a 2xx over a
-// certificate that verifies against Roots.
+// certificate that verifies against Roots. It follows no redirect: a probe
+// wants the route itself to answer, and its credential must not travel to
+// wherever a function's answer points.
 type HTTPSProber struct {
 	// Addr is the proxy's HTTPS address, e.g. "127.0.0.1:8443".
 	Addr string
 	// Roots verify the proxy's certificates; nil uses the system roots.
 	Roots *x509.CertPool
-	// AuthHeader is added to requests for routes with proxy auth; those
-	// routes strip it before the function, so it never reaches user code.
-	AuthHeader http.Header
+	// Auth returns the headers added to requests for routes with proxy
+	// auth, given the route's hostname: a credential that opens that
+	// hostname alone (caravan server's is an HMAC of it). Every route strips
+	// them before the function, so they never reach user code. Nil sends
+	// none.
+	Auth func(host string) http.Header
 }
 
 var _ Prober = (*HTTPSProber)(nil)
@@ -40,6 +45,8 @@ var _ Prober = (*HTTPSProber)(nil)
 func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Duration) error {
 	client := ProxyClient(p.Addr, p.Roots)
 	defer client.CloseIdleConnections()
+	// A redirect is an answer, and not a 2xx one.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	var last error
 	var since time.Time // start of the current run of 2xx answers
 	for {
@@ -48,8 +55,8 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			path = "/"
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
-		if r.ProxyAuth {
-			for k, v := range p.AuthHeader {
+		if r.ProxyAuth && p.Auth != nil {
+			for k, v := range p.Auth(r.Host) {
 				req.Header[k] = v
 			}
 		}
@@ -64,6 +71,8 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 				if time.Since(since) >= stable {
 					return nil
 				}
+			} else if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+				err = fmt.Errorf("status %s to %s (a probe follows no redirect)", resp.Status, loc)
 			} else {
 				err = fmt.Errorf("status %s", resp.Status)
 			}

@@ -294,18 +294,21 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 	}
 	if fn.Web.RequiresProxyAuth {
 		r.ProxyAuth = true
-		// caravan server checks the token (for this workspace); then the
-		// headers that carried it are dropped, so the function never sees it.
-		auth, strip := name+"-auth", name+"-strip-auth"
+		// caravan server checks the endpoint key (for this workspace).
+		auth := name + "-auth"
 		r.Config.HTTP.Middlewares[auth] = &dynamic.Middleware{ForwardAuth: &dynamic.ForwardAuth{
 			Address: cfg.AuthURL + "?workspace=" + url.QueryEscape(app.Workspace),
 		}}
-		r.Config.HTTP.Middlewares[strip] = &dynamic.Middleware{Headers: &dynamic.Headers{
-			CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
-		}}
 		use(auth)
-		use(strip)
 	}
+	// Last on every route, proxy auth or not: the credential headers are
+	// dropped (an empty value removes a header), so no function ever sees
+	// a caller's key, nor the one that opened it.
+	strip := name + "-strip-auth"
+	r.Config.HTTP.Middlewares[strip] = &dynamic.Middleware{Headers: &dynamic.Headers{
+		CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
+	}}
+	use(strip)
 	r.Router = versionNames(r.Config, name)
 	return r
 }

@@ -300,7 +300,7 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if len(suffix) != 7 {
 		t.Fatalf("router %q: want dev--hello-web and a 6-hex-digit settings hash", r.Router)
 	}
-	tagName, rlName, blName := "dev--hello-web-route"+suffix, "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix
+	tagName, rlName, blName, stripName := "dev--hello-web-route"+suffix, "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix, "dev--hello-web-strip-auth"+suffix
 	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
 		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares[rlName].RateLimit,
 			r.Config.HTTP.Middlewares[rlName].RateLimit)
@@ -313,8 +313,8 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if h := got.HTTP.Middlewares[tagName].Headers; h == nil || !maps.Equal(h.CustomRequestHeaders, map[string]string{router.HeaderRoute: "dev--hello-web"}) {
 		t.Fatalf("route header middleware %+v, want %s set to the route's name", h, router.HeaderRoute)
 	}
-	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{tagName, rlName, blName}) {
-		t.Fatalf("router middlewares %v, want the route header, the rate limit, then the body limit", mws)
+	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{tagName, rlName, blName, stripName}) {
+		t.Fatalf("router middlewares %v, want the route header, the rate limit, the body limit, then the credential strip", mws)
 	}
 	if pc := got.HTTP.Middlewares[blName].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
 		t.Fatalf("body limit plugin config %v, want maxBytes 4 GiB", pc)
@@ -327,5 +327,55 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	}
 	if r0.Config.HTTP.Middlewares["dev--hello-web-ratelimit"+strings.TrimPrefix(r0.Router, "dev--hello-web")] != nil {
 		t.Fatalf("rate_limit = 0 still renders a rate limit: %v", r0.Config.HTTP.Middlewares)
+	}
+}
+
+// TestEveryRouteStripsCredentials: whatever a web block says, the request
+// that reaches the function has no Caravan-Key or Caravan-Secret header.
+// A function without proxy auth must not see an endpoint key its caller
+// sent (by mistake, or to another function behind the same client); one
+// with proxy auth must not see the key that opened it. The strip comes
+// last, after forwardAuth has read the headers, and holds for previews
+// and traffic splits too.
+func TestEveryRouteStripsCredentials(t *testing.T) {
+	zero := 0
+	for name, web := range map[string]*spec.Web{
+		"plain":         {},
+		"proxy auth":    {RequiresProxyAuth: true},
+		"label, domain": {Label: "api", CustomDomains: []string{"api.example.com", "*.example.org"}},
+		"no rate limit": {RateLimit: &zero},
+	} {
+		for _, strategy := range []string{spec.StrategyRolling, spec.StrategyCanary} {
+			app := oneWebApp(web)
+			app.Deploy = &spec.Deploy{Strategy: strategy}
+			r := router.Routes(app, router.DefaultConfig)[0]
+			configs := map[string]*dynamic.Configuration{"route": r.Config}
+			if r.Preview != nil {
+				configs["preview"] = r.Preview.Config
+			}
+			configs["split"] = router.Split{Route: r, Servers: []string{"http://10.0.0.1:2000"}, Weight: 10}.Config()
+			for what, c := range configs {
+				for rname, rt := range c.HTTP.Routers {
+					if len(rt.Middlewares) == 0 {
+						t.Errorf("%s, %s, %s: router %s has no middlewares", name, strategy, what, rname)
+						continue
+					}
+					last := c.HTTP.Middlewares[rt.Middlewares[len(rt.Middlewares)-1]]
+					if last == nil || last.Headers == nil {
+						t.Errorf("%s, %s, %s: router %s ends in %v, not a headers middleware", name, strategy, what, rname, rt.Middlewares)
+						continue
+					}
+					for _, h := range []string{router.HeaderKey, router.HeaderSecret} {
+						if v, ok := last.Headers.CustomRequestHeaders[h]; !ok || v != "" {
+							t.Errorf("%s, %s, %s: router %s does not remove %s: %v", name, strategy, what, rname, h, last.Headers.CustomRequestHeaders)
+						}
+					}
+					auth := slices.IndexFunc(rt.Middlewares, func(m string) bool { return c.HTTP.Middlewares[m].ForwardAuth != nil })
+					if web.RequiresProxyAuth != (auth >= 0) {
+						t.Errorf("%s, %s, %s: router %s forwardAuth at %d", name, strategy, what, rname, auth)
+					}
+				}
+			}
+		}
 	}
 }

@@ -259,7 +259,12 @@ func TestClientRoundTrip(t *testing.T) {
 	if err != nil || nt.Workspace != "shop" {
 		t.Fatalf("create token: %+v, %v", nt, err)
 	}
-	if list, err := c.Tokens(ctx); err != nil || len(list) != 2 {
+	key, err := c.CreateEndpointKey(ctx, "frontend", "")
+	if err != nil || key.Workspace != "shop" || key.Kind != api.TokenEndpoint || key.Token != "" {
+		t.Fatalf("create endpoint key: %+v, %v", key, err)
+	}
+	// ci, shop's endpoint key of newEnv, deploy and frontend.
+	if list, err := c.Tokens(ctx); err != nil || len(list) != 4 {
 		t.Errorf("tokens: %+v, %v", list, err)
 	}
 	if err := c.RevokeToken(ctx, nt.ID); err != nil {

@@ -68,13 +68,13 @@ func (k *memKV) Create(_ context.Context, key string, value []byte) (bool, error
 	return true, nil
 }
 
-func (k *memKV) Delete(_ context.Context, key string) error {
+func (k *memKV) Put(_ context.Context, key string, value []byte) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.err != nil {
 		return k.err
 	}
-	delete(k.m, key)
+	k.m[key] = value
 	return nil
 }
 

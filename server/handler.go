@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -46,8 +45,9 @@ type Deps struct {
 	Tokens       TokenStore
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
-	// ProbeSecret lets the server's own deploy probes (Caravan-Key
-	// caravan-probe) through forwardAuth; empty lets no probe through.
+	// ProbeSecret is the key of the server's own deploy probes' credential
+	// (Caravan-Key caravan-probe, and as secret an HMAC of the probed
+	// hostname: ProbeHeader); empty lets no probe through.
 	ProbeSecret string
 }
 
@@ -125,32 +125,28 @@ func (h *handler) authed(next authedHandler) http.Handler {
 }
 
 // proxyAuth answers Traefik's forwardAuth for requires_proxy_auth
-// endpoints: 200 when Caravan-Key and Caravan-Secret name a token of the
-// endpoint's workspace (or of every workspace), else 401; 503 when the
-// token store cannot say. It changes nothing.
+// endpoints: 200 when Caravan-Key and Caravan-Secret name an endpoint key
+// of the endpoint's workspace, else 401 (an API token never opens an
+// endpoint); 503 when the token store cannot say. It changes nothing.
 func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 	workspace := r.URL.Query().Get("workspace")
-	if h.probeSecret != "" && r.Header.Get(router.HeaderKey) == probeKey &&
-		subtle.ConstantTimeCompare([]byte(r.Header.Get(router.HeaderSecret)), []byte(h.probeSecret)) == 1 {
+	if validProbe(h.probeSecret, r) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	caller, err := h.tokens.LookupPair(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
+	caller, err := h.tokens.LookupKey(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))
 	switch {
 	case err != nil && !isBadToken(err):
 		h.log.Error("proxy auth", "error", err)
 		h.fail(w, api.Errorf(api.CodeUnavailable, "cannot check credentials now"))
-	case err != nil || workspace == "" || (caller.Workspace != "*" && caller.Workspace != workspace):
+	case err != nil || workspace == "" || caller.Workspace != workspace:
 		w.Header().Set("WWW-Authenticate", `Caravan realm="`+workspace+`"`)
 		h.fail(w, api.Errorf(api.CodeUnauthorized,
-			"this endpoint needs a token of workspace %s in the Caravan-Key and Caravan-Secret headers (caravan token create)", workspace))
+			"this endpoint needs an endpoint key of workspace %s in the Caravan-Key and Caravan-Secret headers (caravan key create)", workspace))
 	default:
 		w.WriteHeader(http.StatusOK)
 	}
 }
-
-// probeKey is the Caravan-Key of a server's own deploy probes.
-const probeKey = "caravan-probe"
 
 // decode reads a JSON body of at most limit bytes into v. An empty body
 // leaves v as it is when empty is true. Errors are typed: input_too_large
@@ -187,17 +183,21 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, caller api
 		h.fail(w, &orchestrator.ForbiddenError{Token: caller.Name, Workspace: ws})
 		return
 	}
-	nt, err := h.tokens.CreateToken(r.Context(), body.Name, ws, caller.Name)
+	kind := body.Kind
+	if kind == "" {
+		kind = api.TokenAPI
+	}
+	nt, err := h.tokens.CreateToken(r.Context(), kind, body.Name, ws, caller)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	h.log.Info("token created", "id", nt.ID, "name", nt.Name, "workspace", ws, "by", caller.Name)
+	h.log.Info("token created", "id", nt.ID, "kind", kind, "name", nt.Name, "workspace", ws, "by", caller.Name, "by_id", caller.TokenID)
 	writeJSON(w, http.StatusOK, nt)
 }
 
 func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, caller api.Caller) {
-	list, err := h.tokens.List(r.Context(), caller.Workspace)
+	list, err := h.tokens.List(r.Context(), caller.Workspace, r.URL.Query().Get("all") == "true")
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -206,11 +206,11 @@ func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, caller api.
 }
 
 func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, caller api.Caller) {
-	if err := h.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace); err != nil {
+	if err := h.tokens.Revoke(r.Context(), r.PathValue("id"), caller.Workspace, caller); err != nil {
 		h.fail(w, err)
 		return
 	}
-	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name)
+	h.log.Info("token revoked", "id", r.PathValue("id"), "by", caller.Name, "by_id", caller.TokenID)
 	w.WriteHeader(http.StatusNoContent)
 }
 

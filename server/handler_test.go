@@ -31,6 +31,9 @@ type env struct {
 	log    *syncbuf.Buffer
 	shop   *api.NewToken
 	all    *api.NewToken
+	// shopKey and otherKey are endpoint keys of workspaces shop and other.
+	shopKey  *api.NewToken
+	otherKey *api.NewToken
 }
 
 func newEnv(t *testing.T) *env {
@@ -38,10 +41,16 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, kv: newMemKV(), orch: &fakeOrch{}, log: &syncbuf.Buffer{}}
 	e.tokens = &Tokens{KV: e.kv}
 	var err error
-	if e.shop, err = e.tokens.CreateToken(context.Background(), "ci", "shop", "test"); err != nil {
+	if e.shop, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "ci", "shop", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if e.all, err = e.tokens.CreateToken(context.Background(), "admin", "*", "test"); err != nil {
+	if e.all, err = e.tokens.CreateToken(context.Background(), api.TokenAPI, "admin", "*", api.Caller{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if e.shopKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "shop", api.Caller{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if e.otherKey, err = e.tokens.CreateToken(context.Background(), api.TokenEndpoint, "frontend", "other", api.Caller{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	h := NewHandler(Deps{Orchestrator: e.orch, Tokens: e.tokens, ProbeSecret: testProbeSecret,
@@ -114,11 +123,11 @@ func TestHealthNeedsNoToken(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	revoked, err := e.tokens.CreateToken(context.Background(), "old", "shop", "test")
+	revoked, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "old", "shop", api.Caller{Name: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.tokens.Revoke(context.Background(), revoked.ID, "shop"); err != nil {
+	if err := e.tokens.Revoke(context.Background(), revoked.ID, "shop", api.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, auth string }{
@@ -143,7 +152,7 @@ func TestAuthentication(t *testing.T) {
 	if a.status != 200 || strings.TrimSpace(string(a.body)) != "[]" {
 		t.Errorf("good token: %d %s, want 200 []", a.status, a.body)
 	}
-	if e.orch.caller != (api.Caller{Name: "ci", Workspace: "shop"}) {
+	if e.orch.caller != (api.Caller{Name: "ci", TokenID: e.shop.ID, Workspace: "shop"}) {
 		t.Errorf("orchestrator called as %+v", e.orch.caller)
 	}
 	// Surrounding space is forgiven, as a pasted token has it.
@@ -187,7 +196,7 @@ func (k *ctxKV) Get(ctx context.Context, key string) ([]byte, error) {
 
 func TestTokensAcrossWorkspaces(t *testing.T) {
 	e := newEnv(t)
-	other, err := e.tokens.CreateToken(context.Background(), "theirs", "other", "test")
+	other, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "theirs", "other", api.Caller{Name: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,18 +211,19 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 		wantError(t, "revoke an unknown token", http.StatusNotFound, api.CodeNotFound)
 	var list []api.TokenInfo
 	a := e.as(e.shop, "GET", "/v1/tokens", "")
-	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 1 || list[0].ID != e.shop.ID || strings.Contains(string(a.body), "secret") {
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 2 || list[0].ID != e.shop.ID || list[0].Kind != api.TokenAPI ||
+		list[1].ID != e.shopKey.ID || list[1].Kind != api.TokenEndpoint || strings.Contains(string(a.body), "secret") {
 		t.Errorf("shop's token list: %d %s", a.status, a.body)
 	}
 
 	// Its own workspace is the default.
 	var nt api.NewToken
 	a = e.as(e.shop, "POST", "/v1/tokens", `{"name": "deploy"}`)
-	if err := json.Unmarshal(a.body, &nt); a.status != 200 || err != nil || nt.Workspace != "shop" || nt.CreatedBy != "ci" ||
+	if err := json.Unmarshal(a.body, &nt); a.status != 200 || err != nil || nt.Workspace != "shop" || nt.CreatedBy != "ci" || nt.CreatedByID != e.shop.ID ||
 		!strings.HasPrefix(nt.Token, TokenPrefix+nt.ID+"_") || nt.Secret == "" {
 		t.Errorf("create: %d %s", a.status, a.body)
 	}
-	if c, err := e.tokens.Lookup(context.Background(), nt.Token); err != nil || c != (api.Caller{Name: "deploy", Workspace: "shop"}) {
+	if c, err := e.tokens.Lookup(context.Background(), nt.Token); err != nil || c != (api.Caller{Name: "deploy", TokenID: nt.ID, Workspace: "shop"}) {
 		t.Errorf("the new token: %+v, %v", c, err)
 	}
 	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+TokenPrefix+nt.ID, ""); a.status != http.StatusNoContent {
@@ -228,7 +238,7 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 		t.Errorf("'*' revokes another workspace's token: %d %s", a.status, a.body)
 	}
 	a = e.as(e.all, "GET", "/v1/tokens", "")
-	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 3 {
+	if err := json.Unmarshal(a.body, &list); err != nil || len(list) != 5 {
 		t.Errorf("'*' token list: %d %s", a.status, a.body)
 	}
 
@@ -238,9 +248,12 @@ func TestTokensAcrossWorkspaces(t *testing.T) {
 	// The store failing is an outage, whatever the operation.
 	e.kv.fail(errors.New("connection refused"))
 	for _, tokenOp := range []func() error{
-		func() error { _, err := e.tokens.CreateToken(context.Background(), "x", "shop", ""); return err },
-		func() error { _, err := e.tokens.List(context.Background(), "shop"); return err },
-		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop") },
+		func() error {
+			_, err := e.tokens.CreateToken(context.Background(), api.TokenAPI, "x", "shop", api.Caller{})
+			return err
+		},
+		func() error { _, err := e.tokens.List(context.Background(), "shop", false); return err },
+		func() error { return e.tokens.Revoke(context.Background(), e.shop.ID, "shop", api.Caller{}) },
 		func() error { _, err := e.tokens.Create("x", "shop"); return err },
 	} {
 		if err := tokenOp(); api.ErrorCodeOf(err) != api.CodeUnavailable {
@@ -254,24 +267,26 @@ func TestProxyAuth(t *testing.T) {
 	pair := func(key, secret string) http.Header {
 		return http.Header{router.HeaderKey: {key}, router.HeaderSecret: {secret}}
 	}
+	const shopHost = "shop--store-web.caravan.localhost"
 	for _, tc := range []struct {
 		name      string
 		workspace string
 		header    http.Header
 		want      int
 	}{
-		{"its workspace", "shop", pair(e.shop.ID, e.shop.Secret), 200},
-		{"its workspace, key with prefix", "shop", pair(TokenPrefix+e.shop.ID, e.shop.Secret), 200},
-		{"another workspace", "other", pair(e.shop.ID, e.shop.Secret), 401},
-		{"no workspace named", "", pair(e.shop.ID, e.shop.Secret), 401},
-		{"every workspace", "other", pair(e.all.ID, e.all.Secret), 200},
-		{"wrong secret", "shop", pair(e.shop.ID, e.all.Secret), 401},
+		{"its workspace", "shop", pair(e.shopKey.ID, e.shopKey.Secret), 200},
+		{"its workspace, key with prefix", "shop", pair(TokenPrefix+e.shopKey.ID, e.shopKey.Secret), 200},
+		{"another workspace's key", "shop", pair(e.otherKey.ID, e.otherKey.Secret), 401},
+		{"its key, another workspace", "other", pair(e.shopKey.ID, e.shopKey.Secret), 401},
+		{"no workspace named", "", pair(e.shopKey.ID, e.shopKey.Secret), 401},
+		{"wrong secret", "shop", pair(e.shopKey.ID, e.otherKey.Secret), 401},
 		{"no headers", "shop", nil, 401},
-		{"a whole token as key", "shop", pair(e.shop.Token, ""), 401},
-		{"probe", "shop", pair(probeKey, testProbeSecret), 200},
-		{"probe, any workspace", "", pair(probeKey, testProbeSecret), 200},
-		{"probe, wrong secret", "shop", pair(probeKey, "guess"), 401},
-		{"probe, no secret", "shop", pair(probeKey, ""), 401},
+		{"an API token split in two", "shop", pair(e.shop.ID, e.shop.Secret), 401},
+		{"an API token of every workspace split in two", "shop", pair(e.all.ID, e.all.Secret), 401},
+		{"a whole API token as key", "shop", pair(e.shop.Token, ""), 401},
+		{"probe of its host", "shop", probe(shopHost, shopHost), 200},
+		{"probe, wrong secret", "shop", forHost(pair(probeKey, "guess"), shopHost), 401},
+		{"probe, no secret", "shop", forHost(pair(probeKey, ""), shopHost), 401},
 	} {
 		a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header)
 		if a.status != tc.want {
@@ -286,24 +301,72 @@ func TestProxyAuth(t *testing.T) {
 	}
 
 	e.kv.fail(errors.New("connection refused"))
-	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shop.ID, e.shop.Secret)).
+	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shopKey.ID, e.shopKey.Secret)).
 		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
 	// The server's own probes do not need Consul.
-	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(probeKey, testProbeSecret)); a.status != 200 {
+	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, probe(shopHost, shopHost)); a.status != 200 {
 		t.Errorf("probe with consul down: %d", a.status)
 	}
 }
 
+// probe is the header of a deploy probe made for host, as sent to sentTo
+// (Traefik's forwardAuth names it in X-Forwarded-Host).
+func probe(host, sentTo string) http.Header {
+	return forHost(ProbeHeader(testProbeSecret, host), sentTo)
+}
+
+func forHost(h http.Header, host string) http.Header {
+	if host != "" {
+		h.Set("X-Forwarded-Host", host)
+	}
+	return h
+}
+
 // A handler built without a probe secret lets no probe through, not even
-// one that sends an empty secret.
+// one that sends an empty secret or the HMAC under an empty key.
 func TestProxyAuthWithoutProbeSecret(t *testing.T) {
 	h := NewHandler(Deps{Orchestrator: &fakeOrch{}, Tokens: &Tokens{KV: newMemKV()}})
-	req := httptest.NewRequest("GET", "/v1/auth/proxy?workspace=shop", nil)
-	req.Header.Set(router.HeaderKey, probeKey)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != 401 {
-		t.Errorf("probe with no secret configured: %d, want 401", rec.Code)
+	for _, header := range []http.Header{
+		forHost(http.Header{router.HeaderKey: {probeKey}}, "a.caravan.localhost"),
+		forHost(ProbeHeader("", "a.caravan.localhost"), "a.caravan.localhost"),
+	} {
+		req := httptest.NewRequest("GET", "/v1/auth/proxy?workspace=shop", nil)
+		req.Header = header
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 401 {
+			t.Errorf("probe with no secret configured: %d, want 401", rec.Code)
+		}
+	}
+}
+
+// TestProbeCredentialIsBoundToItsHost: the deploy probe's credential opens
+// the hostname it was made for, however the Host header spells it, and no
+// other: not another app's, not another workspace's, not without the
+// hostname Traefik names; the key alone (what the probe sent before) is no
+// secret.
+func TestProbeCredentialIsBoundToItsHost(t *testing.T) {
+	e := newEnv(t)
+	const mine = "shop--store-web.caravan.localhost"
+	for _, tc := range []struct {
+		name      string
+		workspace string
+		header    http.Header
+		want      int
+	}{
+		{"its host", "shop", probe(mine, mine), 200},
+		{"its host with the port", "shop", probe(mine, mine+":8443"), 200},
+		{"its host in capitals, with a dot", "shop", probe(mine, "Shop--Store-Web.Caravan.Localhost."), 200},
+		{"another app's host", "shop", probe(mine, "shop--other-web.caravan.localhost"), 401},
+		{"another workspace's host", "bank", probe(mine, "bank--vault-web.caravan.localhost"), 401},
+		{"a host under its own", "shop", probe(mine, "x."+mine), 401},
+		{"no X-Forwarded-Host", "shop", probe(mine, ""), 401},
+		{"the key as the secret", "shop", forHost(http.Header{router.HeaderKey: {probeKey}, router.HeaderSecret: {testProbeSecret}}, mine), 401},
+		{"another server's key", "shop", forHost(ProbeHeader("another", mine), mine), 401},
+	} {
+		if a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header); a.status != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
+		}
 	}
 }
 
@@ -439,5 +502,130 @@ func TestLimits(t *testing.T) {
 		{"/v1/apps/demo/functions/echo/call?timeout=soon", `{}`},
 	} {
 		e.as(e.shop, "POST", tc.path, tc.body).wantError(t, tc.path+" "+tc.body, http.StatusBadRequest, api.CodeBadRequest)
+	}
+}
+
+// TestCredentialKinds: an API token opens the API and no endpoint; an
+// endpoint key opens its workspace's endpoints and not the API; each is
+// made, listed and revoked per workspace.
+func TestCredentialKinds(t *testing.T) {
+	e := newEnv(t)
+	proxy := func(ws, key, secret string) int {
+		return e.request("GET", "/v1/auth/proxy?workspace="+ws, "", nil,
+			http.Header{router.HeaderKey: {key}, router.HeaderSecret: {secret}}).status
+	}
+
+	// An endpoint key is no bearer token, however it is written.
+	for name, auth := range map[string]string{
+		"key as token":     "Bearer " + TokenPrefix + e.shopKey.ID + "_" + e.shopKey.Secret,
+		"key without cvn_": "Bearer " + e.shopKey.ID + "_" + e.shopKey.Secret,
+		"secret alone":     "Bearer " + e.shopKey.Secret,
+	} {
+		e.request("GET", "/v1/apps", auth, nil, nil).wantError(t, name, http.StatusUnauthorized, api.CodeUnauthorized)
+	}
+	if _, err := e.tokens.Lookup(context.Background(), TokenPrefix+e.shopKey.ID+"_"+e.shopKey.Secret); !isBadToken(err) {
+		t.Errorf("Lookup of an endpoint key: %v, want ErrBadToken", err)
+	}
+	if _, err := e.tokens.LookupKey(context.Background(), e.shop.ID, e.shop.Secret); !isBadToken(err) {
+		t.Errorf("LookupKey of an API token: %v, want ErrBadToken", err)
+	}
+
+	// Made through the API: the caller's workspace by default, with no
+	// whole-token form, and it works at once, there only.
+	var key api.NewToken
+	a := e.as(e.shop, "POST", "/v1/tokens", `{"name": "frontend", "kind": "endpoint"}`)
+	if err := json.Unmarshal(a.body, &key); a.status != 200 || err != nil || key.Kind != api.TokenEndpoint ||
+		key.Workspace != "shop" || key.Token != "" || key.Secret == "" || strings.Contains(string(a.body), `"token"`) {
+		t.Fatalf("create an endpoint key: %d %s", a.status, a.body)
+	}
+	if got := proxy("shop", key.ID, key.Secret); got != 200 {
+		t.Errorf("the new key at its workspace: %d", got)
+	}
+	if got := proxy("other", key.ID, key.Secret); got != 401 {
+		t.Errorf("the new key at another workspace: %d", got)
+	}
+	// Another workspace's key cannot open shop's endpoints, nor be revoked
+	// by shop's token.
+	if got := proxy("shop", e.otherKey.ID, e.otherKey.Secret); got != 401 {
+		t.Errorf("other's key at shop: %d", got)
+	}
+	e.as(e.shop, "DELETE", "/v1/tokens/"+e.otherKey.ID, "").
+		wantError(t, "revoke another workspace's key", http.StatusNotFound, api.CodeNotFound)
+
+	// An endpoint key names one workspace; a kind is one of two.
+	e.as(e.all, "POST", "/v1/tokens", `{"name": "everywhere", "kind": "endpoint"}`).
+		wantError(t, "an endpoint key for every workspace", http.StatusBadRequest, api.CodeBadRequest)
+	e.as(e.all, "POST", "/v1/tokens", `{"name": "everywhere", "kind": "endpoint", "workspace": "*"}`).
+		wantError(t, "an endpoint key for *", http.StatusBadRequest, api.CodeBadRequest)
+	e.as(e.shop, "POST", "/v1/tokens", `{"name": "x", "kind": "root"}`).
+		wantError(t, "an unknown kind", http.StatusBadRequest, api.CodeBadRequest)
+	if a := e.as(e.all, "POST", "/v1/tokens", `{"name": "k", "kind": "endpoint", "workspace": "other"}`); a.status != 200 {
+		t.Errorf("'*' makes a key for another workspace: %d %s", a.status, a.body)
+	}
+
+	// Revoked, it stops at once.
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+key.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke the key: %d %s", a.status, a.body)
+	}
+	if got := proxy("shop", key.ID, key.Secret); got != 401 {
+		t.Errorf("a revoked key: %d", got)
+	}
+
+	// A token stored before there were kinds is an API token.
+	legacy := `{"id": "00000000000000aa", "name": "old", "workspace": "shop", "secret_sha256": "` + hashSecret("s") + `"}`
+	e.kv.m[tokensKV+"00000000000000aa"] = []byte(legacy)
+	if c, err := e.tokens.Lookup(context.Background(), TokenPrefix+"00000000000000aa_s"); err != nil || c.Name != "old" {
+		t.Errorf("a record without a kind as bearer: %+v, %v", c, err)
+	}
+	if got := proxy("shop", "00000000000000aa", "s"); got != 401 {
+		t.Errorf("a record without a kind at an endpoint: %d", got)
+	}
+}
+
+// TestRevokeLeavesATombstone: a revoked token is never accepted again, and
+// its record stays (who revoked it, when; no secret's hash), listed with
+// ?all=true, so the token ID history recorded still names someone.
+func TestRevokeLeavesATombstone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	gone, err := e.tokens.CreateToken(ctx, api.TokenAPI, "ci", "shop", api.Caller{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+e.shopKey.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke a key: %d %s", a.status, a.body)
+	}
+	if a := e.as(e.shop, "DELETE", "/v1/tokens/"+gone.ID, ""); a.status != http.StatusNoContent {
+		t.Fatalf("revoke a token: %d %s", a.status, a.body)
+	}
+	e.as(gone, "GET", "/v1/apps", "").wantError(t, "a revoked token", http.StatusUnauthorized, api.CodeUnauthorized)
+	e.as(e.shop, "DELETE", "/v1/tokens/"+gone.ID, "").wantError(t, "revoke twice", http.StatusNotFound, api.CodeNotFound)
+	if a := e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil,
+		http.Header{router.HeaderKey: {e.shopKey.ID}, router.HeaderSecret: {e.shopKey.Secret}}); a.status != 401 {
+		t.Errorf("a revoked key: %d", a.status)
+	}
+	raw := string(e.kv.m[tokensKV+gone.ID])
+	if raw == "" || strings.Contains(raw, hashSecret(gone.Secret)) {
+		t.Errorf("the tombstone: %q, want the record without its secret's hash", raw)
+	}
+
+	var live, all []api.TokenInfo
+	if a := e.as(e.shop, "GET", "/v1/tokens", ""); json.Unmarshal(a.body, &live) != nil || len(live) != 1 || live[0].ID != e.shop.ID {
+		t.Errorf("live tokens: %d %s", a.status, a.body)
+	}
+	a := e.as(e.shop, "GET", "/v1/tokens?all=true", "")
+	if err := json.Unmarshal(a.body, &all); err != nil || len(all) != 3 {
+		t.Fatalf("all tokens: %d %s", a.status, a.body)
+	}
+	for _, tok := range all[1:] {
+		if tok.RevokedAt.IsZero() || tok.RevokedBy != "ci" || tok.RevokedByID != e.shop.ID {
+			t.Errorf("tombstone %+v, want revoked by ci (%s)", tok, e.shop.ID)
+		}
+	}
+	// Another workspace's tombstones stay out of sight.
+	var theirs []api.TokenInfo
+	other, _ := e.tokens.CreateToken(ctx, api.TokenAPI, "ci", "other", api.Caller{})
+	if a := e.as(other, "GET", "/v1/tokens?all=true", ""); json.Unmarshal(a.body, &theirs) != nil || len(theirs) != 2 {
+		t.Errorf("other's tokens: %d %s", a.status, a.body)
 	}
 }

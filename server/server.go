@@ -7,9 +7,9 @@
 // Every endpoint but /v1/health and /v1/auth/proxy needs a bearer token.
 //
 //	GET  /v1/health                 liveness, no token
-//	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks Caravan-Key/Caravan-Secret
-//	POST /v1/tokens                 api.TokenBody -> api.NewToken (secret shown once)
-//	GET  /v1/tokens                 -> [api.TokenInfo]
+//	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks an endpoint key (Caravan-Key/Caravan-Secret) or the deploy probe's
+//	POST /v1/tokens                 api.TokenBody (kind api or endpoint) -> api.NewToken (secret shown once)
+//	GET  /v1/tokens                 ?all=true (the revoked too) -> [api.TokenInfo]
 //	DELETE /v1/tokens/{id}
 //	GET  /v1/domains                -> [api.DomainBinding] (the token's workspace's; every one for "*")
 //	POST /v1/domains/verify         api.DomainBody -> api.DomainBinding (checks TXT _caravan-challenge.<domain>)
@@ -141,16 +141,17 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	// probeSecret lets this server's deploy probes through its own
-	// forwardAuth; it lives only in memory.
+	// probeSecret keys this server's deploy probes' credentials, each
+	// bound to the hostname it probes (ProbeHeader); it lives only in
+	// memory.
 	probeSecret, err := randomHex(24)
 	if err != nil {
 		return nil, err
 	}
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
-		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, AuthHeader: http.Header{
-			router.HeaderKey: {probeKey}, router.HeaderSecret: {probeSecret}}}
+		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr,
+			Auth: func(host string) http.Header { return ProbeHeader(probeSecret, host) }}
 		if cfg.RootCAFile != "" {
 			pem, err := os.ReadFile(cfg.RootCAFile)
 			if err != nil {

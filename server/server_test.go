@@ -88,11 +88,11 @@ func TestConsulKV(t *testing.T) {
 	if vs, err := kv.List(ctx, "a/"); len(vs) != 2 || err != nil {
 		t.Errorf("list: %q, %v", vs, err)
 	}
-	if err := kv.Delete(ctx, "a/x"); err != nil {
+	if err := kv.Put(ctx, "a/x", []byte("over")); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := kv.Get(ctx, "a/x"); v != nil {
-		t.Errorf("deleted key reads %q", v)
+	if v, _ := kv.Get(ctx, "a/x"); string(v) != "over" {
+		t.Errorf("a key put over reads %q", v)
 	}
 
 	down := ConsulKV{KV: mustConsul(t, "127.0.0.1:1").KV()}

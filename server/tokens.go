@@ -25,24 +25,32 @@ const TokenPrefix = "cvn_"
 // is never stored, only its SHA-256.
 const tokensKV = "caravan/tokens/"
 
-// A token is an ID and a secret. Written whole, "cvn_<id>_<secret>", it is
-// the bearer token of the API (CARAVAN_TOKEN); as a pair it is what web
-// endpoints with requires_proxy_auth take, in the Caravan-Key (the ID) and
-// Caravan-Secret headers.
+// A credential is an ID, a secret and a kind (api.TokenKind). An API token,
+// written whole as "cvn_<id>_<secret>", is the bearer token of the API
+// (CARAVAN_TOKEN) and opens no endpoint. An endpoint key, sent as the
+// Caravan-Key (the ID) and Caravan-Secret headers, opens the
+// requires_proxy_auth endpoints of its one workspace and not the API. Each
+// check accepts only its own kind, so neither can stand in for the other.
 
 // TokenStore is what the API asks of the token store: Tokens in
 // production.
 type TokenStore interface {
-	// Lookup returns who a whole token belongs to; ErrBadToken when
-	// nobody, an error with code unavailable when the store cannot say.
+	// Lookup returns who a whole API token belongs to; ErrBadToken when
+	// nobody (or when it is an endpoint key's), an error with code
+	// unavailable when the store cannot say.
 	Lookup(ctx context.Context, token string) (api.Caller, error)
-	// LookupPair checks an ID and secret the same way.
-	LookupPair(ctx context.Context, id, secret string) (api.Caller, error)
-	CreateToken(ctx context.Context, name, workspace, by string) (*api.NewToken, error)
-	List(ctx context.Context, workspace string) ([]api.TokenInfo, error)
-	// Revoke deletes a token of workspace ("*": any); an error with code
-	// not_found when there is no such token there.
-	Revoke(ctx context.Context, id, workspace string) error
+	// LookupKey checks an endpoint key's ID and secret the same way; an
+	// API token's are ErrBadToken.
+	LookupKey(ctx context.Context, id, secret string) (api.Caller, error)
+	// CreateToken makes a credential of kind; an endpoint key needs one
+	// workspace, not "*".
+	CreateToken(ctx context.Context, kind api.TokenKind, name, workspace string, by api.Caller) (*api.NewToken, error)
+	// List returns the tokens of workspace ("*": all), the revoked ones
+	// too when all is true.
+	List(ctx context.Context, workspace string, all bool) ([]api.TokenInfo, error)
+	// Revoke marks a token of workspace ("*": any) revoked by by; an
+	// error with code not_found when there is no such live token there.
+	Revoke(ctx context.Context, id, workspace string, by api.Caller) error
 }
 
 var _ TokenStore = (*Tokens)(nil)
@@ -57,7 +65,8 @@ type KV interface {
 	// Create writes key only if it does not exist, and reports whether it
 	// did.
 	Create(ctx context.Context, key string, value []byte) (bool, error)
-	Delete(ctx context.Context, key string) error
+	// Put writes key, whether or not it exists.
+	Put(ctx context.Context, key string, value []byte) error
 }
 
 // ConsulKV is KV over Consul's.
@@ -93,8 +102,8 @@ func (c ConsulKV) Create(ctx context.Context, key string, value []byte) (bool, e
 	return ok, err
 }
 
-func (c ConsulKV) Delete(ctx context.Context, key string) error {
-	_, err := c.KV.Delete(key, (&consul.WriteOptions{}).WithContext(ctx))
+func (c ConsulKV) Put(ctx context.Context, key string, value []byte) error {
+	_, err := c.KV.Put(&consul.KVPair{Key: key, Value: value}, (&consul.WriteOptions{}).WithContext(ctx))
 	return err
 }
 
@@ -134,17 +143,26 @@ func randomHex(n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// Create makes a token named name for workspace ("*" for every workspace).
+// Create makes an API token named name for workspace ("*" for every
+// workspace).
 func (t *Tokens) Create(name, workspace string) (string, error) {
-	nt, err := t.CreateToken(context.Background(), name, workspace, "")
+	nt, err := t.CreateToken(context.Background(), api.TokenAPI, name, workspace, api.Caller{})
 	if err != nil {
 		return "", err
 	}
 	return nt.Token, nil
 }
 
-// CreateToken makes a token and returns it with its secret.
-func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*api.NewToken, error) {
+// CreateToken makes a credential of kind and returns it with its secret.
+func (t *Tokens) CreateToken(ctx context.Context, kind api.TokenKind, name, workspace string, by api.Caller) (*api.NewToken, error) {
+	switch {
+	case kind != api.TokenAPI && kind != api.TokenEndpoint:
+		return nil, api.Errorf(api.CodeBadRequest, "a credential's kind is %q or %q, not %q", api.TokenAPI, api.TokenEndpoint, kind)
+	case kind == api.TokenEndpoint && (workspace == "*" || workspace == ""):
+		// A key that opened every workspace's endpoints would cross the
+		// line between tenants that endpoint keys exist to hold.
+		return nil, api.Errorf(api.CodeBadRequest, "an endpoint key belongs to one workspace: name it (--workspace)")
+	}
 	id, err := randomHex(8)
 	if err != nil {
 		return nil, err
@@ -153,7 +171,8 @@ func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*
 	if err != nil {
 		return nil, err
 	}
-	info := api.TokenInfo{ID: id, Name: name, Workspace: workspace, CreatedAt: time.Now().UTC(), CreatedBy: by}
+	info := api.TokenInfo{ID: id, Name: name, Workspace: workspace, Kind: kind, CreatedAt: time.Now().UTC(),
+		CreatedBy: by.Name, CreatedByID: by.TokenID}
 	rec, _ := json.Marshal(tokenRecord{TokenInfo: info, SecretSHA256: hashSecret(secret)})
 	ok, err := t.KV.Create(ctx, tokensKV+id, rec)
 	if err != nil {
@@ -163,10 +182,14 @@ func (t *Tokens) CreateToken(ctx context.Context, name, workspace, by string) (*
 		// Two random 64-bit IDs met: say so rather than overwrite.
 		return nil, api.Errorf(api.CodeConflict, "storing token: the ID is taken; try again")
 	}
-	return &api.NewToken{TokenInfo: info, Secret: secret, Token: TokenPrefix + id + "_" + secret}, nil
+	nt := &api.NewToken{TokenInfo: info, Secret: secret}
+	if kind == api.TokenAPI {
+		nt.Token = TokenPrefix + id + "_" + secret
+	}
+	return nt, nil
 }
 
-// Lookup returns who a whole token ("cvn_<id>_<secret>") belongs to.
+// Lookup returns who a whole API token ("cvn_<id>_<secret>") belongs to.
 func (t *Tokens) Lookup(ctx context.Context, token string) (api.Caller, error) {
 	rest, ok := strings.CutPrefix(token, TokenPrefix)
 	if !ok {
@@ -176,11 +199,17 @@ func (t *Tokens) Lookup(ctx context.Context, token string) (api.Caller, error) {
 	if !ok {
 		return api.Caller{}, ErrBadToken
 	}
-	return t.LookupPair(ctx, id, secret)
+	return t.lookup(ctx, api.TokenAPI, id, secret)
 }
 
-// LookupPair checks an ID and secret, as the proxy-auth headers carry them.
-func (t *Tokens) LookupPair(ctx context.Context, id, secret string) (api.Caller, error) {
+// LookupKey checks an endpoint key's ID and secret, as the proxy-auth
+// headers carry them.
+func (t *Tokens) LookupKey(ctx context.Context, id, secret string) (api.Caller, error) {
+	return t.lookup(ctx, api.TokenEndpoint, id, secret)
+}
+
+// lookup returns who the credential id, secret of kind belongs to.
+func (t *Tokens) lookup(ctx context.Context, kind api.TokenKind, id, secret string) (api.Caller, error) {
 	id = strings.TrimPrefix(id, TokenPrefix)
 	if id == "" || secret == "" || strings.Contains(id, "/") {
 		return api.Caller{}, ErrBadToken
@@ -196,14 +225,16 @@ func (t *Tokens) LookupPair(ctx context.Context, id, secret string) (api.Caller,
 	if err := json.Unmarshal(val, &rec); err != nil {
 		return api.Caller{}, fmt.Errorf("reading token record: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(rec.SecretSHA256), []byte(hashSecret(secret))) != 1 {
+	if subtle.ConstantTimeCompare([]byte(rec.SecretSHA256), []byte(hashSecret(secret))) != 1 || rec.kind() != kind ||
+		!rec.RevokedAt.IsZero() {
 		return api.Caller{}, ErrBadToken
 	}
-	return api.Caller{Name: rec.Name, Workspace: rec.Workspace}, nil
+	return api.Caller{Name: rec.Name, TokenID: rec.ID, Workspace: rec.Workspace}, nil
 }
 
-// List returns the tokens of workspace ("*": all), oldest first.
-func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, error) {
+// List returns the tokens of workspace ("*": all), oldest first; the
+// revoked ones too when all is true.
+func (t *Tokens) List(ctx context.Context, workspace string, all bool) ([]api.TokenInfo, error) {
 	vals, err := t.KV.List(ctx, tokensKV)
 	if err != nil {
 		return nil, unavailable("listing tokens: %w", err)
@@ -211,10 +242,11 @@ func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, e
 	out := []api.TokenInfo{}
 	for _, v := range vals {
 		var rec tokenRecord
-		if json.Unmarshal(v, &rec) != nil || rec.ID == "" {
+		if json.Unmarshal(v, &rec) != nil || rec.ID == "" || (!all && !rec.RevokedAt.IsZero()) {
 			continue
 		}
 		if workspace == "*" || rec.Workspace == workspace {
+			rec.Kind = rec.kind()
 			out = append(out, rec.TokenInfo)
 		}
 	}
@@ -222,9 +254,12 @@ func (t *Tokens) List(ctx context.Context, workspace string) ([]api.TokenInfo, e
 	return out, nil
 }
 
-// Revoke deletes a token of workspace ("*": any); errNoToken when there is
-// no such token there.
-func (t *Tokens) Revoke(ctx context.Context, id, workspace string) error {
+// Revoke marks a token of workspace ("*": any) revoked, by by, now: the
+// record stays as a tombstone, without its secret's hash, so the token ID
+// that history records still names someone, and the ID is never accepted
+// (nor handed out) again. errNoToken when there is no such token there; a
+// token revoked already is not_found too.
+func (t *Tokens) Revoke(ctx context.Context, id, workspace string, by api.Caller) error {
 	id = strings.TrimPrefix(id, TokenPrefix)
 	if id == "" || strings.Contains(id, "/") {
 		return errNoToken
@@ -237,10 +272,25 @@ func (t *Tokens) Revoke(ctx context.Context, id, workspace string) error {
 	if val == nil || json.Unmarshal(val, &rec) != nil || (workspace != "*" && rec.Workspace != workspace) {
 		return errNoToken
 	}
-	if err := t.KV.Delete(ctx, tokensKV+id); err != nil {
+	if !rec.RevokedAt.IsZero() {
+		return api.Errorf(api.CodeNotFound, "token %s was revoked already, at %s", id, rec.RevokedAt.Format(time.RFC3339))
+	}
+	rec.RevokedAt, rec.RevokedBy, rec.RevokedByID = time.Now().UTC(), by.Name, by.TokenID
+	rec.SecretSHA256 = ""
+	b, _ := json.Marshal(rec)
+	if err := t.KV.Put(ctx, tokensKV+id, b); err != nil {
 		return unavailable("revoking token: %w", err)
 	}
 	return nil
+}
+
+// kind is the record's kind: records written before there were kinds are
+// API tokens.
+func (r *tokenRecord) kind() api.TokenKind {
+	if r.Kind == "" {
+		return api.TokenAPI
+	}
+	return r.Kind
 }
 
 func hashSecret(secret string) string {

@@ -284,12 +284,21 @@ func appHistory(c *cli.Context) error {
 			tag = strings.TrimSpace(tag + " " + v.Error)
 		}
 		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.StartedAt.Local().Format(time.DateTime),
-			v.Who, kind, v.Strategy, v.Status, v.SpecHash, git, tag)
+			who(v.Who, v.WhoID), kind, v.Strategy, v.Status, v.SpecHash, git, tag)
 		for _, e := range v.Events {
-			fmt.Fprintf(tw, "\t%s\t%s\t%s\t\t\t\t\t\n", e.At.Local().Format(time.DateTime), e.Who, e.What)
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t\t\t\t\t\n", e.At.Local().Format(time.DateTime), who(e.Who, e.WhoID), e.What)
 		}
 	}
 	return tw.Flush()
+}
+
+// who is a token's name with its ID, which tells apart two tokens of one
+// name (`caravan token list --all` shows revoked ones too).
+func who(name, id string) string {
+	if id == "" {
+		return name
+	}
+	return name + " (" + id + ")"
 }
 
 func appStop(c *cli.Context) error {

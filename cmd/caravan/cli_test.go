@@ -206,13 +206,13 @@ func TestHistoryTable(t *testing.T) {
 		Versions: []*orchestrator.VersionRecord{
 			{Version: 1, Kind: "deploy", Status: "superseded", Who: "ana", Strategy: "rolling", SpecHash: "aaa", GitCommit: "0123456789abcdef0", GitDirty: true, Tag: "first"},
 			{Version: 2, Kind: "deploy", Status: "failed", Who: "ana", Strategy: "rolling", SpecHash: "bbb", Error: "boom"},
-			{Version: 3, Kind: "rollback", Status: "live", Who: "bo", Strategy: "recreate", SpecHash: "aaa", RollbackOf: 1},
+			{Version: 3, Kind: "rollback", Status: "live", Who: "bo", WhoID: "b0b0b0b0b0b0b0b0", Strategy: "recreate", SpecHash: "aaa", RollbackOf: 1},
 		}}})
 	out, _, err := runCLI(t, "--addr", srv.URL, "app", "history", "hello")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"version 3 live", "rollback to v1", "deploy (failure)", "boom", "0123456789ab-dirty", "first", "bo"} {
+	for _, want := range []string{"version 3 live", "rollback to v1", "deploy (failure)", "boom", "0123456789ab-dirty", "first", "bo (b0b0b0b0b0b0b0b0)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("history lacks %q:\n%s", want, out)
 		}
@@ -298,13 +298,13 @@ func TestHistoryShowsEvents(t *testing.T) {
 				{What: "canary: 1 container(s) per function, 10% of traffic", Who: "ana"},
 				{What: "aborted automatically: canaries failed their health checks", Who: "caravan"}}},
 			{Version: 3, Kind: "deploy", Status: "live", Who: "bo", Strategy: "canary", Events: []orchestrator.Event{
-				{What: "promoted", Who: "bo"}}},
+				{What: "promoted", Who: "bo", WhoID: "b0b0b0b0b0b0b0b0"}}},
 		}}})
 	out, _, err := runCLI(t, "--addr", srv.URL, "app", "history", "birds")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"aborted", "10% of traffic", "aborted automatically", "promoted"} {
+	for _, want := range []string{"aborted", "10% of traffic", "aborted automatically", "bo (b0b0b0b0b0b0b0b0)  promoted"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("history lacks %q:\n%s", want, out)
 		}

@@ -5,72 +5,140 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/urfave/cli/v2"
 )
 
 func tokenCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "token",
-		Usage: "Create, list and revoke tokens for the API and for requires_proxy_auth endpoints",
-		Description: `A token is an ID and a secret. Whole ("cvn_<id>_<secret>") it is the API's
-bearer token (CARAVAN_TOKEN); as Caravan-Key: <id> and Caravan-Secret: <secret>
-headers it opens web endpoints with requires_proxy_auth = true in its workspace.
-Secrets are shown once, when the token is created, and stored only hashed.`,
+		Usage: "Create, list and revoke API tokens (and, with --endpoint, endpoint keys)",
+		Description: `An API token ("cvn_<id>_<secret>") is the API's bearer token (CARAVAN_TOKEN);
+its name is the "who" in app history. It opens no web endpoint: endpoints with
+requires_proxy_auth = true take an endpoint key (caravan key create, or
+token create --endpoint). Secrets are shown once, when the token is created,
+and stored only hashed.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "create",
-				Usage: "Create a token and print its secret (once)",
+				Usage: "Create an API token and print its secret (once)",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Required: true, Usage: "who or what uses the token (recorded in app history)"},
 					&cli.StringFlag{Name: "workspace", Usage: "the token's workspace (default: yours)"},
+					&cli.BoolFlag{Name: "endpoint", Usage: "make an endpoint key instead, as caravan key create does"},
 				},
 				Action: func(c *cli.Context) error {
+					if c.Bool("endpoint") {
+						return createKey(c)
+					}
 					nt, err := client(c).CreateToken(c.Context, c.String("name"), c.String("workspace"))
 					if err != nil {
 						return cli.Exit(err.Error(), 1)
 					}
 					w := c.App.Writer
-					fmt.Fprintf(w, "✓ Created token %q (id %s) for workspace %s. The secret is shown only now.\n\n", nt.Name, nt.ID, nt.Workspace)
-					fmt.Fprintf(w, "For the CLI and API:\n  export CARAVAN_TOKEN=%s\n\n", nt.Token)
-					fmt.Fprintf(w, "For endpoints with requires_proxy_auth:\n  curl -H 'Caravan-Key: %s' -H 'Caravan-Secret: %s' https://...\n", nt.ID, nt.Secret)
+					fmt.Fprintf(w, "✓ Created API token %q (id %s) for workspace %s. The secret is shown only now.\n\n", nt.Name, nt.ID, nt.Workspace)
+					fmt.Fprintf(w, "For the CLI and API:\n  export CARAVAN_TOKEN=%s\n", nt.Token)
 					return nil
 				},
 			},
+			listCommand("List the tokens and endpoint keys of your workspace (never their secrets)", ""),
+			revokeCommand("token"),
+		},
+	}
+}
+
+func keyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "key",
+		Usage: "Create, list and revoke endpoint keys for requires_proxy_auth endpoints",
+		Description: `An endpoint key is an ID and a secret that callers send as the Caravan-Key
+and Caravan-Secret headers to web endpoints with requires_proxy_auth = true of
+its one workspace. It opens nothing else: not the API, not another workspace's
+endpoints. Traefik removes both headers before any function sees the request.
+Secrets are shown once, when the key is created, and stored only hashed.`,
+		Subcommands: []*cli.Command{
 			{
-				Name:  "list",
-				Usage: "List the tokens of your workspace (never their secrets)",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-				Action: func(c *cli.Context) error {
-					list, err := client(c).Tokens(c.Context)
-					if err != nil {
-						return cli.Exit(err.Error(), 1)
-					}
-					if c.Bool("json") {
-						return writeJSON(c.App.Writer, list)
-					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ID\tNAME\tWORKSPACE\tCREATED\tBY")
-					for _, t := range list {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Workspace, t.CreatedAt.Local().Format(time.DateTime), t.CreatedBy)
-					}
-					return tw.Flush()
+				Name:  "create",
+				Usage: "Create an endpoint key and print its secret (once)",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "name", Required: true, Usage: "who or what calls with the key"},
+					&cli.StringFlag{Name: "workspace", Usage: "the key's workspace (default: yours; a token of every workspace must name one)"},
 				},
+				Action: createKey,
 			},
-			{
-				Name:      "revoke",
-				Usage:     "Revoke a token: it stops working at once",
-				ArgsUsage: "ID",
-				Action: func(c *cli.Context) error {
-					if c.NArg() != 1 {
-						return cli.Exit("revoke takes a token ID (caravan token list shows them)", 1)
-					}
-					if err := client(c).RevokeToken(c.Context, c.Args().First()); err != nil {
-						return cli.Exit(err.Error(), 1)
-					}
-					fmt.Fprintf(c.App.Writer, "✓ Revoked token %s.\n", c.Args().First())
-					return nil
-				},
-			},
+			listCommand("List the endpoint keys of your workspace (never their secrets)", api.TokenEndpoint),
+			revokeCommand("key"),
+		},
+	}
+}
+
+func createKey(c *cli.Context) error {
+	nt, err := client(c).CreateEndpointKey(c.Context, c.String("name"), c.String("workspace"))
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "✓ Created endpoint key %q (id %s) for workspace %s. The secret is shown only now.\n\n", nt.Name, nt.ID, nt.Workspace)
+	fmt.Fprintf(w, "For endpoints of workspace %s with requires_proxy_auth:\n  curl -H 'Caravan-Key: %s' -H 'Caravan-Secret: %s' https://...\n", nt.Workspace, nt.ID, nt.Secret)
+	return nil
+}
+
+// listCommand lists credentials, only those of kind when it is set.
+func listCommand(usage string, kind api.TokenKind) *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: usage,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "all", Usage: "the revoked ones too: their records stay, so the IDs in app history still name someone"},
+		},
+		Action: func(c *cli.Context) error {
+			list := client(c).Tokens
+			if c.Bool("all") {
+				list = client(c).AllTokens
+			}
+			all, err := list(c.Context)
+			if err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			shown := []api.TokenInfo{}
+			for _, t := range all {
+				if kind == "" || t.Kind == kind {
+					shown = append(shown, t)
+				}
+			}
+			if c.Bool("json") {
+				return writeJSON(c.App.Writer, shown)
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tKIND\tNAME\tWORKSPACE\tCREATED\tBY\tREVOKED")
+			for _, t := range shown {
+				revoked := "-"
+				if !t.RevokedAt.IsZero() {
+					revoked = t.RevokedAt.Local().Format(time.DateTime) + " by " + who(t.RevokedBy, t.RevokedByID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.Workspace,
+					t.CreatedAt.Local().Format(time.DateTime), who(t.CreatedBy, t.CreatedByID), revoked)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func revokeCommand(what string) *cli.Command {
+	return &cli.Command{
+		Name:      "revoke",
+		Usage:     "Revoke a " + what + ": it stops working at once",
+		ArgsUsage: "ID",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit(fmt.Sprintf("revoke takes a %s ID (caravan %s list shows them)", what, what), 1)
+			}
+			if err := client(c).RevokeToken(c.Context, c.Args().First()); err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "✓ Revoked %s %s. Its record stays, marked revoked (caravan %s list --all).\n", what, c.Args().First(), what)
+			return nil
 		},
 	}
 }
