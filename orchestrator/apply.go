@@ -295,18 +295,20 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 	return nil, o.syncCallable(ctx, *job.ID, r.rendered.Callable, r.version, r.rec.Rollovers)
 }
 
-// prepare checks the caller may change c's app, that its workspace's
-// policy allows it (a *PolicyError), and that its custom domains are not
-// caravan's own, and renders it.
+// prepare checks the caller may change c's app, that its custom domains
+// are not caravan's own, and that its workspace's policy allows it (a
+// *PolicyError), and renders it.
 func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
 	if caller.Workspace != "*" && caller.Workspace != c.app.Workspace {
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: c.app.Workspace}
 	}
-	if err := o.allowed(c.app); err != nil {
-		return nil, err
-	}
+	// What is wrong with the spec itself first, then what the policy
+	// refuses of a valid one.
 	if diags := checkCustomDomains(c.app, o.router.Domain); diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
+	}
+	if err := o.allowed(c.app); err != nil {
+		return nil, err
 	}
 	return jobs.Render(c.app, o.router)
 }
