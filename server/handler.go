@@ -14,6 +14,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -51,8 +52,10 @@ type Deps struct {
 // Request body bounds. A body over its bound answers 413 input_too_large,
 // and is not read past it.
 const (
-	// maxSpec bounds a deploy or plan body: the spec and its options.
-	maxSpec = 4 << 20
+	// maxDeployBody bounds a deploy or plan body: a spec of at most
+	// spec.MaxSize bytes, room for JSON's escapes, and its options. The
+	// spec itself is then held to spec.MaxSize.
+	maxDeployBody = 2*spec.MaxSize + maxChangeBody
 	// maxChangeBody bounds the small JSON bodies: tokens, rollover,
 	// rollback, promote, abort, stop and run.
 	maxChangeBody = 64 << 10
@@ -210,8 +213,16 @@ func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, caller api
 
 func (h *handler) readDeploy(w http.ResponseWriter, r *http.Request) (orchestrator.DeployRequest, bool) {
 	var body api.DeployBody
-	if err := decode(w, r, maxSpec, &body, false); err != nil {
+	if err := decode(w, r, maxDeployBody, &body, false); err != nil {
+		if api.ErrorCodeOf(err) == api.CodeInputTooLarge {
+			err = api.Errorf(api.CodeInputTooLarge, "the request body is over the %d KiB this endpoint reads: a spec is at most %d KiB",
+				maxDeployBody>>10, spec.MaxSize>>10)
+		}
 		h.fail(w, err)
+		return orchestrator.DeployRequest{}, false
+	}
+	if len(body.Spec) > spec.MaxSize {
+		h.fail(w, &orchestrator.SpecTooLargeError{Size: len(body.Spec), Limit: spec.MaxSize})
 		return orchestrator.DeployRequest{}, false
 	}
 	timeout, err := parseTimeout(body.Timeout)

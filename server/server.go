@@ -26,8 +26,10 @@
 //	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
 //	                                input (JSON, at most 16 KiB) -> api.CallResult
 //
-// A deploy or plan body is at most 4 MiB, the other JSON bodies 64 KiB, a
-// call's body 1 MiB; past that the answer is 413 input_too_large.
+// A spec is at most 256 KiB (spec.MaxSize: a Consul KV value holds 512 KiB,
+// and a version record holds the spec), its deploy or plan body 576 KiB,
+// the other JSON bodies 64 KiB, a call's body 1 MiB; past that the answer
+// is 413 input_too_large, which says the limit.
 //
 // Errors are {"error": api.APIError}: a kind (api.ErrorCode), a message,
 // and for invalid_spec the spec's diagnostics intact, so the CLI prints the
