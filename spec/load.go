@@ -49,7 +49,19 @@ func LoadFile(path string) (*App, []byte, hcl.Diagnostics) {
 // Parse loads the app spec in src (named filename in diagnostics) and
 // validates it. It reports every problem it finds in one pass; the app is
 // usable only when diags.HasErrors() is false.
+//
+// A spec past one of CheckBounds' limits is refused before it is parsed,
+// and at most MaxDiagnostics diagnostics are returned (then one that says
+// how many more there were).
 func Parse(src []byte, filename string) (*App, hcl.Diagnostics) {
+	if diags := CheckBounds(src, filename); diags.HasErrors() {
+		return nil, diags
+	}
+	app, diags := parse(src, filename)
+	return app, capDiags(diags)
+}
+
+func parse(src []byte, filename string) (*App, hcl.Diagnostics) {
 	f, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
 		return nil, diags

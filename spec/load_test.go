@@ -508,7 +508,11 @@ func twoWebSpec(attr1, attr2 string) string {
 }
 
 func TestParseBad(t *testing.T) {
-	for _, tt := range badCases {
+	runBad(t, badCases)
+}
+
+func runBad(t *testing.T, cases []badCase) {
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			app, diags := spec.Parse([]byte(tt.src), "test.hcl")
 			var found *hcl.Diagnostic
