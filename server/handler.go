@@ -434,8 +434,37 @@ func (h *handler) fail(w http.ResponseWriter, err error) {
 	writeJSON(w, e.Kind.Status(), map[string]*api.APIError{"error": e})
 }
 
-// toAPIError is err as the wire carries it.
+// Bounds on an error body, whatever the error: spec.Parse already caps
+// its diagnostics, these hold for any error that reaches the wire.
+const (
+	maxErrorMessage = 4 << 10
+	maxErrorDiags   = spec.MaxDiagnostics + 1
+	maxDiagDetail   = 1 << 10
+)
+
+// toAPIError is err as the wire carries it, at most a few dozen KiB.
 func toAPIError(err error) *api.APIError {
+	e := toWireError(err)
+	e.Message = cutText(e.Message, maxErrorMessage)
+	if len(e.Diagnostics) > maxErrorDiags {
+		e.Diagnostics = e.Diagnostics[:maxErrorDiags]
+	}
+	for i, d := range e.Diagnostics {
+		d.Summary, d.Detail = cutText(d.Summary, maxDiagDetail), cutText(d.Detail, maxDiagDetail)
+		e.Diagnostics[i] = d
+	}
+	return e
+}
+
+// cutText shortens s to at most n bytes, marking the cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-len("…")], "") + "…"
+}
+
+func toWireError(err error) *api.APIError {
 	e := &api.APIError{Kind: api.ErrorCodeOf(err), Message: err.Error()}
 	if !e.Kind.Known() {
 		e.Kind = api.CodeInternal
