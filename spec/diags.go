@@ -180,9 +180,9 @@ func diagReservedEnv(rng hcl.Range, name string) *hcl.Diagnostic {
 		fmt.Sprintf("caravan sets %s itself. Remove it from env; read it in the process instead.", name))
 }
 
-func diagBadHealthPath(rng hcl.Range, got string) *hcl.Diagnostic {
+func diagBadHealthPath(rng hcl.Range, got, why string) *hcl.Diagnostic {
 	return diagError(rng, "Invalid health_path",
-		fmt.Sprintf("%q must be an absolute URL path such as \"/\" or \"/healthz\".", got))
+		fmt.Sprintf("%q is not a path on the function's own host: %s. Use a path such as \"/\", \"/healthz\" or \"/healthz?full=1\", without a scheme or a host.", got, why))
 }
 
 func diagBadDomain(rng hcl.Range, got string) *hcl.Diagnostic {
