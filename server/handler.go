@@ -151,9 +151,20 @@ const probeKey = "caravan-probe"
 
 // decode reads a JSON body of at most limit bytes into v. An empty body
 // leaves v as it is when empty is true. Errors are typed: input_too_large
-// past the limit, bad_request for anything unreadable.
+// past the limit, bad_request for anything unreadable, for a field v does
+// not have (a misspelt option must not be ignored) and for anything but
+// white space after the JSON value.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, empty bool) error {
-	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		} else if err == nil || !errors.As(err, new(*http.MaxBytesError)) {
+			return api.Errorf(api.CodeBadRequest, "reading request: unexpected data after the JSON body: send one JSON object")
+		}
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case err == nil:

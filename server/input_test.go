@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,99 @@ func TestAnyErrorBodyIsBounded(t *testing.T) {
 	if a.err != nil && (len(a.err.Diagnostics) != spec.MaxDiagnostics+1 || !utf8.ValidString(a.err.Diagnostics[0].Detail)) {
 		t.Errorf("%d diagnostics", len(a.err.Diagnostics))
 	}
+}
+
+// A JSON body with a field its endpoint does not know, or with anything
+// after the JSON value, is refused with 400 bad_request naming the field,
+// before anything is carried out.
+func TestStrictBodies(t *testing.T) {
+	e := newEnv(t)
+	// Each endpoint's body, without its closing brace.
+	bodies := map[string]string{
+		"/v1/tokens": `{"name": "ci"`, "/v1/deploy": `{"spec": "x"`, "/v1/plan": `{"spec": "x"`,
+		"/v1/apps/demo/rollover": `{"workspace": "shop"`, "/v1/apps/demo/rollback": `{"version": 1`,
+		"/v1/apps/demo/promote": `{"serve": true`, "/v1/apps/demo/abort": `{"environment": "prod"`,
+		"/v1/apps/demo/stop": `{"workspace": "shop"`, "/v1/apps/demo/run": `{"function": "nightly"`,
+	}
+	for path, open := range bodies {
+		for _, tc := range []struct{ body, want string }{
+			{open + `, "strategy_": "canary"}`, `"strategy_"`},
+			{open + `, "Workspace ": "w"}`, `"Workspace "`},
+			{open + `, "spec": "x", "name": "n", "function": "f"}`, `unknown field`},
+			{open + `} {"version": 3}`, "after the JSON body"},
+			{open + `} x`, "after the JSON body"},
+			{open + `}]`, "after the JSON body"},
+		} {
+			e.orch.calls = nil
+			a := e.as(e.all, "POST", path, tc.body)
+			a.wantError(t, path+" "+tc.body, http.StatusBadRequest, api.CodeBadRequest)
+			if a.err != nil && !strings.Contains(a.err.Message, tc.want) {
+				t.Errorf("%s %s: %q does not name %s", path, tc.body, a.err.Message, tc.want)
+			}
+			if len(e.orch.calls) != 0 {
+				t.Errorf("%s %s reached the orchestrator: %v", path, tc.body, e.orch.calls)
+			}
+		}
+		// White space after the body is fine.
+		if a := e.as(e.all, "POST", path, open+"} \n\t"); a.status != http.StatusOK {
+			t.Errorf("%s with trailing space: %s", path, a.body)
+		}
+	}
+}
+
+// Everything api.Client sends, with every field of its bodies set, is
+// accepted by the server's strict decoding: the client never sends a
+// field the server does not know.
+func TestClientSendsOnlyKnownFields(t *testing.T) {
+	e := newEnv(t)
+	c := &api.Client{Addr: e.srv.URL, Token: e.all.Token, HTTP: e.srv.Client()}
+	ctx := context.Background()
+	var deploy api.DeployBody
+	var change api.ChangeBody
+	var run api.RunBody
+	fillAll(t, &deploy)
+	fillAll(t, &change)
+	fillAll(t, &run)
+	deploy.Timeout, change.Timeout, run.Timeout = "1m", "1m", "1m"
+	calls := map[string]func() error{
+		"Deploy":   func() error { _, err := c.DeployBody(ctx, deploy); return err },
+		"Plan":     func() error { _, err := c.Plan(ctx, deploy); return err },
+		"Rollover": func() error { _, err := c.Rollover(ctx, "demo", change); return err },
+		"Rollback": func() error { _, err := c.Rollback(ctx, "demo", change); return err },
+		"Promote":  func() error { _, err := c.Promote(ctx, "demo", change); return err },
+		"Abort":    func() error { _, err := c.Abort(ctx, "demo", change); return err },
+		"Stop":     func() error { _, err := c.Stop(ctx, "demo", change); return err },
+		"Run":      func() error { _, err := c.Run(ctx, "demo", run); return err },
+		"Token":    func() error { _, err := c.CreateToken(ctx, "name", "shop"); return err },
+	}
+	for op, call := range calls {
+		if err := call(); err != nil {
+			t.Errorf("%s with every field set: %v", op, err)
+		}
+	}
+}
+
+// fillAll sets every field of the struct v points to, embedded ones
+// included, to a value that is not its zero value.
+func fillAll(t *testing.T, v any) {
+	t.Helper()
+	var fill func(rv reflect.Value)
+	fill = func(rv reflect.Value) {
+		for i := range rv.NumField() {
+			f := rv.Field(i)
+			switch f.Kind() {
+			case reflect.String:
+				f.SetString("x")
+			case reflect.Bool:
+				f.SetBool(true)
+			case reflect.Int, reflect.Int64:
+				f.SetInt(1)
+			case reflect.Struct:
+				fill(f)
+			default:
+				t.Fatalf("fillAll: field %s of kind %s", rv.Type().Field(i).Name, f.Kind())
+			}
+		}
+	}
+	fill(reflect.ValueOf(v).Elem())
 }
