@@ -47,6 +47,10 @@ type Deps struct {
 	// ProbeSecret lets the server's own deploy probes (Caravan-Key
 	// caravan-probe) through forwardAuth; empty lets no probe through.
 	ProbeSecret string
+	// Limits bound concurrent requests and give the timeouts long
+	// requests extend (zero fields: DefaultLimits). The http.Server that
+	// serves the handler takes the timeouts with Limits.Apply.
+	Limits Limits
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -67,12 +71,16 @@ type handler struct {
 	tokens      TokenStore
 	log         hclog.Logger
 	probeSecret string
+	limits      Limits
 	mux         *http.ServeMux
+	// serve is mux, bounded to limits.MaxConcurrent requests at once.
+	serve http.Handler
 }
 
 // NewHandler returns the API's HTTP handler.
 func NewHandler(d Deps) http.Handler {
-	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret, mux: http.NewServeMux()}
+	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
+		limits: d.Limits.withDefaults(), mux: http.NewServeMux()}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -97,10 +105,11 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("POST /v1/apps/{app}/stop", h.authed(h.stop))
 	mux.Handle("POST /v1/apps/{app}/run", h.authed(h.run))
 	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", h.authed(h.call))
+	h.serve = h.bounded(h.limits.MaxConcurrent, mux)
 	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve.ServeHTTP(w, r) }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, caller api.Caller)
 
@@ -250,6 +259,7 @@ func (h *handler) plan(w http.ResponseWriter, r *http.Request, caller api.Caller
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	res, err := h.orch.Plan(r.Context(), caller, req)
 	h.answer(w, res, err)
 }
@@ -259,6 +269,7 @@ func (h *handler) deploy(w http.ResponseWriter, r *http.Request, caller api.Call
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	res, err := h.orch.Deploy(r.Context(), caller, req)
 	h.answer(w, res, err)
 }
@@ -281,28 +292,18 @@ func queryRef(r *http.Request) api.AppRef {
 		Serve: q.Get("serve") == "true"}
 }
 
+// logs streams until the client leaves: the request has no body, so its
+// read deadline is lifted (when it passed, net/http would end the
+// stream), and each write extends the write deadline.
 func (h *handler) logs(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fw := &flushWriter{w: w}
-	if err := h.orch.Logs(r.Context(), caller, queryRef(r), fw); err != nil && !fw.wrote {
-		h.fail(w, err)
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Time{}); err != nil {
+		h.log.Debug("cannot lift a stream's read deadline", "error", err)
 	}
-}
-
-// flushWriter sends every write to the client at once.
-type flushWriter struct {
-	w     http.ResponseWriter
-	wrote bool
-}
-
-func (f *flushWriter) Write(p []byte) (int, error) {
-	f.wrote = true
-	return f.w.Write(p)
-}
-
-func (f *flushWriter) Flush() {
-	if fl, ok := f.w.(http.Flusher); ok {
-		fl.Flush()
+	sw := &streamWriter{rc: rc, w: w, timeout: h.limits.WriteTimeout}
+	if err := h.orch.Logs(r.Context(), caller, queryRef(r), sw); err != nil && !sw.wrote {
+		h.fail(w, err)
 	}
 }
 
@@ -341,6 +342,7 @@ func (h *handler) change(op func(context.Context, api.Caller, orchestrator.Chang
 		if !ok {
 			return
 		}
+		h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 		res, err := op(r.Context(), caller, req)
 		h.answer(w, res, err)
 	}
@@ -348,6 +350,10 @@ func (h *handler) change(op func(context.Context, api.Caller, orchestrator.Chang
 
 // defaultRunTimeout bounds a run whose body names no timeout.
 const defaultRunTimeout = 10 * time.Minute
+
+// defaultRolloutTimeout is the orchestrator's wait for a version to be
+// healthy when a request names no timeout.
+const defaultRolloutTimeout = 5 * time.Minute
 
 func (h *handler) run(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	var body api.RunBody
@@ -367,6 +373,7 @@ func (h *handler) run(w http.ResponseWriter, r *http.Request, caller api.Caller)
 	if timeout <= 0 {
 		timeout = defaultRunTimeout
 	}
+	h.holdFor(w, timeout, timeout)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	res, err := h.orch.Run(ctx, caller, api.AppRef{App: r.PathValue("app"), Workspace: body.Workspace,
@@ -379,6 +386,7 @@ func (h *handler) stop(w http.ResponseWriter, r *http.Request, caller api.Caller
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	rec, err := h.orch.Stop(r.Context(), caller, req.AppRef)
 	h.answer(w, rec, err)
 }
@@ -418,6 +426,7 @@ func (h *handler) call(w http.ResponseWriter, r *http.Request, caller api.Caller
 		h.fail(w, &orchestrator.InputTooLargeError{Size: size, Limit: jobs.PayloadLimit})
 		return
 	}
+	h.holdFor(w, timeout, orchestrator.DefaultCallTimeout)
 	res, err := h.orch.Call(r.Context(), caller, orchestrator.CallRequest{AppRef: queryRef(r), Function: r.PathValue("fn"),
 		Input: input, Timeout: timeout})
 	h.answer(w, res, err)

@@ -84,6 +84,9 @@ type Config struct {
 	// traffic split is applied; empty waits a fixed time instead.
 	TraefikAPI string
 	Logger     hclog.Logger
+	// Limits bound requests: timeouts and how many are served at once
+	// (zero fields: DefaultLimits).
+	Limits Limits
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -167,8 +170,9 @@ func New(cfg Config) (_ *Server, err error) {
 		log:    log,
 		ln:     ln,
 	}
-	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret})
-	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits})
+	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
+	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
