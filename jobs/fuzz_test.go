@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -160,6 +161,92 @@ func FuzzSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzWebSettings fills the settings that reach routes and tags (names,
+// label, custom domains, health path, body size, strategy) with arbitrary
+// strings, where FuzzSpec's byte mutations seldom reach: whatever
+// validation lets through must survive rendering and Traefik's decoding as
+// in FuzzSpec.
+func FuzzWebSettings(f *testing.F) {
+	f.Add("a", "w", "e", "web", "", "api.example.com", "/healthz", "1MB", "rolling", false)
+	f.Add("shop", "acme", "", "api", "api", "*.Example.com.", "/", "4GiB", "canary", true)
+	f.Add("a", "w", "prod", "f", "l", "xn--bcher-kva.example", "/a?b=c&d=%2F", "512", "blue-green", false)
+	f.Add("a", "w", "", "f", "", "a`b.example.com", "/`", "1KiB", "recreate", true)
+	f.Add("a", "w", "", "f", "", "a.example.com) || Host(`b.example.com", "/", "1B", "rolling", false)
+	f.Fuzz(func(t *testing.T, app, workspace, env, fn, lbl, domain, health, size, strategy string, auth bool) {
+		q := hclQuote
+		src := fmt.Sprintf(`app %s {
+  workspace   = %s
+  environment = %s
+  deploy {
+    strategy = %s
+  }
+  function %s {
+    command = "x"
+    web {
+      label               = %s
+      custom_domains      = [%s]
+      health_path         = %s
+      max_body_size       = %s
+      requires_proxy_auth = %t
+    }
+  }
+}
+`, q(app), q(workspace), q(env), q(strategy), q(fn), q(lbl), q(domain), q(health), q(size), auth)
+		spc, diags := spec.Parse([]byte(src), "/specs/fuzz.hcl")
+		if diags.HasErrors() {
+			return
+		}
+		r, err := jobs.Render(spc, fuzzConfig)
+		if err != nil {
+			t.Fatalf("a spec that loads does not render: %v\n%s", err, src)
+		}
+		services := map[string][]string{}
+		for _, tg := range r.Job.TaskGroups {
+			for _, s := range tg.Services {
+				services[s.Name] = s.Tags
+				if len(s.CanaryTags) > 0 {
+					services[s.Name+" canaries"] = s.CanaryTags
+				}
+			}
+		}
+		for _, rt := range r.Routes {
+			checkRoute(t, rt, services[rt.Name])
+			if rt.Preview != nil {
+				checkRoute(t, *rt.Preview, services[rt.Name+" canaries"])
+			}
+		}
+	})
+}
+
+// hclQuote is s as an HCL string literal that means s.
+func hclQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case (r == '$' || r == '%') && strings.HasPrefix(s[i+1:], "{"):
+			// ${ and %{ start templates; doubled, they are literal.
+			b.WriteRune(r)
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 func mustJSON(t *testing.T, v any) []byte {
