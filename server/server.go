@@ -29,7 +29,11 @@
 // A spec is at most 256 KiB (spec.MaxSize: a Consul KV value holds 512 KiB,
 // and a version record holds the spec), its deploy or plan body 576 KiB,
 // the other JSON bodies 64 KiB, a call's body 1 MiB; past that the answer
-// is 413 input_too_large, which says the limit.
+// is 413 input_too_large, which says the limit. A JSON body with a field
+// its endpoint does not know, or anything after it, is 400 bad_request.
+// Connections have timeouts, and at most Limits.MaxConcurrent requests are
+// served at once (the next gets 503 unavailable); long requests extend
+// their own deadlines (see Limits).
 //
 // Errors are {"error": api.APIError}: a kind (api.ErrorCode), a message,
 // and for invalid_spec the spec's diagnostics intact, so the CLI prints the
