@@ -47,6 +47,7 @@ var boundCases = []badCase{
 	{name: "conditional in the true result", src: exprSpec(nest("true ? ", "1", " : 1", deep+1)), summary: "Nesting too deep", line: 5, col: 22 + 7*deep + 5},
 	{name: "templates in strings", src: exprSpec(nest(`"${`, "1", `}"`, deep/2+1)), summary: "Nesting too deep", line: 5, col: 22 + 3*(deep/2)},
 	{name: "template directives", src: exprSpec(`"` + nest("%{if true}", "1", "%{endif}", deep)), summary: "Nesting too deep", line: 5, col: 23 + 10*(deep-2)},
+	{name: "template directives with strip markers", src: exprSpec(`"` + nest("%{~ if true ~}", "1", "%{~ endif ~}", deep)), summary: "Nesting too deep", line: 5, col: 23 + 14*(deep-2)},
 	{name: "heredoc templates", src: exprSpec(nest("<<EOT\n${", "1", "}\nEOT\n", deep/2+1)), summary: "Nesting too deep", line: 5 + deep/2, col: 3},
 	{name: "nested blocks", src: `app "hello" {` + "\n" + nest("  b {\n", "", "  }\n", deep+2) + "}\n", summary: "Nesting too deep", line: deep + 3, col: 5},
 	{name: "a long list", src: exprSpec("[" + strings.Repeat("1,", spec.MaxElements+1) + "1]"), summary: "Too many elements", line: 5, col: 22, detail: "more than 10000 elements"},
