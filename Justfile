@@ -38,6 +38,10 @@ test: servers
     go vet ./...
     go test -count=1 -timeout 60m ./...
 
+# Fuzz spec loading -> render -> Traefik's tag decoder and router (its seeds run in every test); new failures land in jobs/testdata/fuzz.
+fuzz time="60s":
+    go test -run '^$' -fuzz '^FuzzSpec$' -fuzztime {{time}} -fuzzminimizetime 5s ./jobs/
+
 # Rewrite the golden files after an intended rendering change; review the diff.
 golden:
     go test ./jobs/ -update

@@ -48,7 +48,7 @@ const (
 	// or abort (409).
 	CodeCanaryPending ErrorCode = "canary_pending"
 	// CodeInputTooLarge: a call's input over 16 KiB, or a request body
-	// over its bound (a spec over 4 MiB, a change body over 64 KiB) (413).
+	// over its bound (a spec over 256 KiB, a change body over 64 KiB) (413).
 	CodeInputTooLarge ErrorCode = "input_too_large"
 	// CodeRolloutFailed: the new version could not be placed or did not
 	// become healthy; the previous one keeps serving. The error carries

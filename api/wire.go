@@ -428,7 +428,10 @@ type NewToken struct {
 	Token string `json:"token,omitempty"`
 }
 
-// DeployBody is the body of POST /v1/deploy and POST /v1/plan.
+// DeployBody is the body of POST /v1/deploy and POST /v1/plan. Spec is at
+// most 256 KiB (413 input_too_large past it). Like every request body, it
+// is refused (400 bad_request) with a field the server does not know or
+// anything after it.
 type DeployBody struct {
 	Filename string `json:"filename"`
 	Spec     string `json:"spec"`

@@ -39,6 +39,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, caller Caller, req DeployRequ
 
 // deployChange parses and checks req as a deploy.
 func deployChange(req DeployRequest) (change, error) {
+	if len(req.Spec) > spec.MaxSize {
+		return change{}, &SpecTooLargeError{Size: len(req.Spec), Limit: spec.MaxSize}
+	}
 	app, diags := spec.Parse(req.Spec, req.Filename)
 	if diags.HasErrors() {
 		return change{}, &DiagnosticsError{Diags: diags}

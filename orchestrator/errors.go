@@ -200,6 +200,17 @@ func (e *ConflictError) Error() string {
 	return e.Why
 }
 
+// SpecTooLargeError is a spec over spec.MaxSize bytes, refused before it
+// is parsed, numbered, claimed or written.
+type SpecTooLargeError struct {
+	Size, Limit int
+}
+
+func (e *SpecTooLargeError) Error() string {
+	return fmt.Sprintf("the spec is %d bytes, over the limit of %d bytes (%d KiB): a version record in Consul KV holds the spec, "+
+		"and a Consul KV value is at most 512 KiB; move large data into files the function reads", e.Size, e.Limit, e.Limit>>10)
+}
+
 // UnavailableError is a change that could not go on for now (its lock
 // was lost, say); retrying later may succeed.
 type UnavailableError struct {
@@ -224,6 +235,7 @@ func (e *PolicyError) ErrorCode() api.ErrorCode        { return api.CodePolicyDe
 func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
 func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
 func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
+func (e *SpecTooLargeError) ErrorCode() api.ErrorCode  { return api.CodeInputTooLarge }
 
 // Compile-time guards: each error type is an api.Coder.
 var (
@@ -241,4 +253,5 @@ var (
 	_ api.Coder = (*ConflictError)(nil)
 	_ api.Coder = (*CanaryPendingError)(nil)
 	_ api.Coder = (*InputTooLargeError)(nil)
+	_ api.Coder = (*SpecTooLargeError)(nil)
 )

@@ -45,6 +45,7 @@ var orchestratorErrors = []struct {
 	{&orchestrator.ConflictError{App: "demo", Why: "it has no live version to roll over; deploy it first"}, api.CodeConflict},
 	{&orchestrator.CanaryPendingError{App: "demo", Version: 2}, api.CodeCanaryPending},
 	{&orchestrator.InputTooLargeError{Size: 20000, Limit: 16384}, api.CodeInputTooLarge},
+	{&orchestrator.SpecTooLargeError{Size: 300000, Limit: 262144}, api.CodeInputTooLarge},
 	{&orchestrator.TransitionError{Version: 2, From: api.StatusAborted, To: api.StatusLive}, api.CodeConflict},
 	{&orchestrator.UnavailableError{Why: "lost the app's lock"}, api.CodeUnavailable},
 	{&orchestrator.PolicyError{Policy: `workspace "*" (built-in)`, Workspace: "evil", App: "demo", Violations: []policy.Violation{

@@ -94,6 +94,10 @@ type fakeOrch struct {
 	runDeadline bool
 	apps        []api.AppSummary
 	logs        string
+	// hold, when set, runs in Deploy and History before they answer,
+	// and Logs writes through stream instead of writing logs.
+	hold   func(ctx context.Context) error
+	stream func(ctx context.Context, w io.Writer) error
 }
 
 var _ Orchestrator = (*fakeOrch)(nil)
@@ -117,10 +121,15 @@ func (f *fakeOrch) last() string {
 	return f.calls[len(f.calls)-1]
 }
 
-func (f *fakeOrch) Deploy(_ context.Context, c api.Caller, req orchestrator.DeployRequest) (*api.DeployResult, error) {
+func (f *fakeOrch) Deploy(ctx context.Context, c api.Caller, req orchestrator.DeployRequest) (*api.DeployResult, error) {
 	f.deploy = req
 	if err := f.record("Deploy", c); err != nil {
 		return nil, err
+	}
+	if f.hold != nil {
+		if err := f.hold(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return &api.DeployResult{App: "demo", Version: 1, Changed: true, Kind: api.KindDeploy}, nil
 }
@@ -140,10 +149,17 @@ func (f *fakeOrch) Apps(_ context.Context, c api.Caller) ([]api.AppSummary, erro
 	return f.apps, nil
 }
 
-func (f *fakeOrch) History(_ context.Context, c api.Caller, ref api.AppRef) (*api.History, error) {
+func (f *fakeOrch) History(ctx context.Context, c api.Caller, ref api.AppRef) (*api.History, error) {
+	f.mu.Lock()
 	f.ref = ref
+	f.mu.Unlock()
 	if err := f.record("History", c); err != nil {
 		return nil, err
+	}
+	if f.hold != nil {
+		if err := f.hold(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return &api.History{App: &api.AppRecord{App: ref.App, State: api.StateDeployed},
 		Versions: []*api.VersionRecord{{Version: 1, Kind: api.KindDeploy, Status: api.StatusLive}}}, nil
@@ -157,10 +173,13 @@ func (f *fakeOrch) URL(_ context.Context, c api.Caller, ref api.AppRef, function
 	return "https://" + function + "." + ref.App + ".example", nil
 }
 
-func (f *fakeOrch) Logs(_ context.Context, c api.Caller, ref api.AppRef, w io.Writer) error {
+func (f *fakeOrch) Logs(ctx context.Context, c api.Caller, ref api.AppRef, w io.Writer) error {
 	f.ref = ref
 	if err := f.record("Logs", c); err != nil {
 		return err
+	}
+	if f.stream != nil {
+		return f.stream(ctx, w)
 	}
 	_, err := io.WriteString(w, f.logs)
 	if fl, ok := w.(interface{ Flush() }); ok {

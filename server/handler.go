@@ -13,6 +13,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -49,13 +50,19 @@ type Deps struct {
 	// (Caravan-Key caravan-probe, and as secret an HMAC of the probed
 	// hostname: ProbeHeader); empty lets no probe through.
 	ProbeSecret string
+	// Limits bound concurrent requests and give the timeouts long
+	// requests extend (zero fields: DefaultLimits). The http.Server that
+	// serves the handler takes the timeouts with Limits.Apply.
+	Limits Limits
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
 // and is not read past it.
 const (
-	// maxSpec bounds a deploy or plan body: the spec and its options.
-	maxSpec = 4 << 20
+	// maxDeployBody bounds a deploy or plan body: a spec of at most
+	// spec.MaxSize bytes, room for JSON's escapes, and its options. The
+	// spec itself is then held to spec.MaxSize.
+	maxDeployBody = 2*spec.MaxSize + maxChangeBody
 	// maxChangeBody bounds the small JSON bodies: tokens, rollover,
 	// rollback, promote, abort, stop and run.
 	maxChangeBody = 64 << 10
@@ -67,12 +74,16 @@ type handler struct {
 	tokens      TokenStore
 	log         hclog.Logger
 	probeSecret string
+	limits      Limits
 	mux         *http.ServeMux
+	// serve is mux, bounded to limits.MaxConcurrent requests at once.
+	serve http.Handler
 }
 
 // NewHandler returns the API's HTTP handler.
 func NewHandler(d Deps) http.Handler {
-	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret, mux: http.NewServeMux()}
+	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
+		limits: d.Limits.withDefaults(), mux: http.NewServeMux()}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -100,10 +111,11 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("POST /v1/apps/{app}/stop", h.authed(h.stop))
 	mux.Handle("POST /v1/apps/{app}/run", h.authed(h.run))
 	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", h.authed(h.call))
+	h.serve = h.bounded(h.limits.MaxConcurrent, mux)
 	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve.ServeHTTP(w, r) }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, caller api.Caller)
 
@@ -150,9 +162,20 @@ func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 
 // decode reads a JSON body of at most limit bytes into v. An empty body
 // leaves v as it is when empty is true. Errors are typed: input_too_large
-// past the limit, bad_request for anything unreadable.
+// past the limit, bad_request for anything unreadable, for a field v does
+// not have (a misspelt option must not be ignored) and for anything but
+// white space after the JSON value.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, empty bool) error {
-	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		} else if err == nil || !errors.As(err, new(*http.MaxBytesError)) {
+			return api.Errorf(api.CodeBadRequest, "reading request: unexpected data after the JSON body: send one JSON object")
+		}
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -234,8 +257,16 @@ func (h *handler) domain(op func(context.Context, api.Caller, string, string) (*
 
 func (h *handler) readDeploy(w http.ResponseWriter, r *http.Request) (orchestrator.DeployRequest, bool) {
 	var body api.DeployBody
-	if err := decode(w, r, maxSpec, &body, false); err != nil {
+	if err := decode(w, r, maxDeployBody, &body, false); err != nil {
+		if api.ErrorCodeOf(err) == api.CodeInputTooLarge {
+			err = api.Errorf(api.CodeInputTooLarge, "the request body is over the %d KiB this endpoint reads: a spec is at most %d KiB",
+				maxDeployBody>>10, spec.MaxSize>>10)
+		}
 		h.fail(w, err)
+		return orchestrator.DeployRequest{}, false
+	}
+	if len(body.Spec) > spec.MaxSize {
+		h.fail(w, &orchestrator.SpecTooLargeError{Size: len(body.Spec), Limit: spec.MaxSize})
 		return orchestrator.DeployRequest{}, false
 	}
 	timeout, err := parseTimeout(body.Timeout)
@@ -252,6 +283,7 @@ func (h *handler) plan(w http.ResponseWriter, r *http.Request, caller api.Caller
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	res, err := h.orch.Plan(r.Context(), caller, req)
 	h.answer(w, res, err)
 }
@@ -261,6 +293,7 @@ func (h *handler) deploy(w http.ResponseWriter, r *http.Request, caller api.Call
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	res, err := h.orch.Deploy(r.Context(), caller, req)
 	h.answer(w, res, err)
 }
@@ -283,28 +316,18 @@ func queryRef(r *http.Request) api.AppRef {
 		Serve: q.Get("serve") == "true"}
 }
 
+// logs streams until the client leaves: the request has no body, so its
+// read deadline is lifted (when it passed, net/http would end the
+// stream), and each write extends the write deadline.
 func (h *handler) logs(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fw := &flushWriter{w: w}
-	if err := h.orch.Logs(r.Context(), caller, queryRef(r), fw); err != nil && !fw.wrote {
-		h.fail(w, err)
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Time{}); err != nil {
+		h.log.Debug("cannot lift a stream's read deadline", "error", err)
 	}
-}
-
-// flushWriter sends every write to the client at once.
-type flushWriter struct {
-	w     http.ResponseWriter
-	wrote bool
-}
-
-func (f *flushWriter) Write(p []byte) (int, error) {
-	f.wrote = true
-	return f.w.Write(p)
-}
-
-func (f *flushWriter) Flush() {
-	if fl, ok := f.w.(http.Flusher); ok {
-		fl.Flush()
+	sw := &streamWriter{rc: rc, w: w, timeout: h.limits.WriteTimeout}
+	if err := h.orch.Logs(r.Context(), caller, queryRef(r), sw); err != nil && !sw.wrote {
+		h.fail(w, err)
 	}
 }
 
@@ -343,6 +366,7 @@ func (h *handler) change(op func(context.Context, api.Caller, orchestrator.Chang
 		if !ok {
 			return
 		}
+		h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 		res, err := op(r.Context(), caller, req)
 		h.answer(w, res, err)
 	}
@@ -350,6 +374,10 @@ func (h *handler) change(op func(context.Context, api.Caller, orchestrator.Chang
 
 // defaultRunTimeout bounds a run whose body names no timeout.
 const defaultRunTimeout = 10 * time.Minute
+
+// defaultRolloutTimeout is the orchestrator's wait for a version to be
+// healthy when a request names no timeout.
+const defaultRolloutTimeout = 5 * time.Minute
 
 func (h *handler) run(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	var body api.RunBody
@@ -369,6 +397,7 @@ func (h *handler) run(w http.ResponseWriter, r *http.Request, caller api.Caller)
 	if timeout <= 0 {
 		timeout = defaultRunTimeout
 	}
+	h.holdFor(w, timeout, timeout)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	res, err := h.orch.Run(ctx, caller, api.AppRef{App: r.PathValue("app"), Workspace: body.Workspace,
@@ -381,6 +410,7 @@ func (h *handler) stop(w http.ResponseWriter, r *http.Request, caller api.Caller
 	if !ok {
 		return
 	}
+	h.holdFor(w, req.Timeout, defaultRolloutTimeout)
 	rec, err := h.orch.Stop(r.Context(), caller, req.AppRef)
 	h.answer(w, rec, err)
 }
@@ -420,6 +450,7 @@ func (h *handler) call(w http.ResponseWriter, r *http.Request, caller api.Caller
 		h.fail(w, &orchestrator.InputTooLargeError{Size: size, Limit: jobs.PayloadLimit})
 		return
 	}
+	h.holdFor(w, timeout, orchestrator.DefaultCallTimeout)
 	res, err := h.orch.Call(r.Context(), caller, orchestrator.CallRequest{AppRef: queryRef(r), Function: r.PathValue("fn"),
 		Input: input, Timeout: timeout})
 	h.answer(w, res, err)
@@ -447,8 +478,37 @@ func (h *handler) fail(w http.ResponseWriter, err error) {
 	writeJSON(w, e.Kind.Status(), map[string]*api.APIError{"error": e})
 }
 
-// toAPIError is err as the wire carries it.
+// Bounds on an error body, whatever the error: spec.Parse already caps
+// its diagnostics, these hold for any error that reaches the wire.
+const (
+	maxErrorMessage = 4 << 10
+	maxErrorDiags   = spec.MaxDiagnostics + 1
+	maxDiagDetail   = 1 << 10
+)
+
+// toAPIError is err as the wire carries it, at most a few dozen KiB.
 func toAPIError(err error) *api.APIError {
+	e := toWireError(err)
+	e.Message = cutText(e.Message, maxErrorMessage)
+	if len(e.Diagnostics) > maxErrorDiags {
+		e.Diagnostics = e.Diagnostics[:maxErrorDiags]
+	}
+	for i, d := range e.Diagnostics {
+		d.Summary, d.Detail = cutText(d.Summary, maxDiagDetail), cutText(d.Detail, maxDiagDetail)
+		e.Diagnostics[i] = d
+	}
+	return e
+}
+
+// cutText shortens s to at most n bytes, marking the cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-len("…")], "") + "…"
+}
+
+func toWireError(err error) *api.APIError {
 	e := &api.APIError{Kind: api.ErrorCodeOf(err), Message: err.Error()}
 	if !e.Kind.Known() {
 		e.Kind = api.CodeInternal

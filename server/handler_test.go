@@ -15,6 +15,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/internal/syncbuf"
 	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -466,12 +467,19 @@ func TestLimits(t *testing.T) {
 	huge := func(n int) string {
 		return `{"spec": "` + strings.Repeat("x", n) + `"}`
 	}
-	// A spec of nearly 4 MiB is read; past 4 MiB it is refused unread.
-	if a := e.as(e.shop, "POST", "/v1/deploy", huge(maxSpec-100)); a.status != 200 {
-		t.Errorf("spec under the bound: %d %.200s", a.status, a.body)
+	// A spec of spec.MaxSize is read; one byte more is refused with the
+	// limit, and a body past what such a spec takes is not even read.
+	if a := e.as(e.shop, "POST", "/v1/deploy", huge(spec.MaxSize)); a.status != 200 {
+		t.Errorf("spec at the bound: %d %.200s", a.status, a.body)
 	}
 	for _, path := range []string{"/v1/deploy", "/v1/plan"} {
-		e.as(e.shop, "POST", path, huge(maxSpec)).wantError(t, path+" over 4 MiB", http.StatusRequestEntityTooLarge, api.CodeInputTooLarge)
+		for what, body := range map[string]string{"spec": huge(spec.MaxSize + 1), "body": huge(maxDeployBody)} {
+			a := e.as(e.shop, "POST", path, body)
+			a.wantError(t, path+" "+what+" over the limit", http.StatusRequestEntityTooLarge, api.CodeInputTooLarge)
+			if a.err != nil && !strings.Contains(a.err.Message, "256 KiB") {
+				t.Errorf("%s %s over the limit does not say the limit: %s", path, what, a.err.Message)
+			}
+		}
 	}
 	for _, path := range []string{"/v1/tokens", "/v1/apps/demo/rollover", "/v1/apps/demo/rollback", "/v1/apps/demo/promote",
 		"/v1/apps/demo/abort", "/v1/apps/demo/stop", "/v1/apps/demo/run"} {

@@ -29,8 +29,14 @@
 //	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
 //	                                input (JSON, at most 16 KiB) -> api.CallResult
 //
-// A deploy or plan body is at most 4 MiB, the other JSON bodies 64 KiB, a
-// call's body 1 MiB; past that the answer is 413 input_too_large.
+// A spec is at most 256 KiB (spec.MaxSize: a Consul KV value holds 512 KiB,
+// and a version record holds the spec), its deploy or plan body 576 KiB,
+// the other JSON bodies 64 KiB, a call's body 1 MiB; past that the answer
+// is 413 input_too_large, which says the limit. A JSON body with a field
+// its endpoint does not know, or anything after it, is 400 bad_request.
+// Connections have timeouts, and at most Limits.MaxConcurrent requests are
+// served at once (the next gets 503 unavailable); long requests extend
+// their own deadlines (see Limits).
 //
 // Errors are {"error": api.APIError}: a kind (api.ErrorCode), a message,
 // and for invalid_spec the spec's diagnostics intact, so the CLI prints the
@@ -95,6 +101,9 @@ type Config struct {
 	// no raw_exec anywhere.
 	Policy *policy.Policy
 	Logger hclog.Logger
+	// Limits bound requests: timeouts and how many are served at once
+	// (zero fields: DefaultLimits).
+	Limits Limits
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -180,8 +189,9 @@ func New(cfg Config) (_ *Server, err error) {
 		log:    log,
 		ln:     ln,
 	}
-	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret})
-	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits})
+	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
+	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

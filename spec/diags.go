@@ -180,9 +180,9 @@ func diagReservedEnv(rng hcl.Range, name string) *hcl.Diagnostic {
 		fmt.Sprintf("caravan sets %s itself. Remove it from env; read it in the process instead.", name))
 }
 
-func diagBadHealthPath(rng hcl.Range, got string) *hcl.Diagnostic {
+func diagBadHealthPath(rng hcl.Range, got, why string) *hcl.Diagnostic {
 	return diagError(rng, "Invalid health_path",
-		fmt.Sprintf("%q must be an absolute URL path such as \"/\" or \"/healthz\".", got))
+		fmt.Sprintf("%q is not a path on the function's own host: %s. Use a path such as \"/\", \"/healthz\" or \"/healthz?full=1\", without a scheme or a host.", got, why))
 }
 
 func diagBadDomain(rng hcl.Range, got string) *hcl.Diagnostic {
@@ -203,6 +203,40 @@ func diagPortOnNonDocker(rng hcl.Range, driver string) *hcl.Diagnostic {
 func diagDockerNeedsPort(rng hcl.Range, fn string) *hcl.Diagnostic {
 	return diagError(rng, "Missing web port",
 		fmt.Sprintf("Function %q runs an image; set port in its web block to the port the image listens on.", fn))
+}
+
+func diagTooLarge(rng hcl.Range, size int) *hcl.Diagnostic {
+	return diagError(rng, "Spec too large",
+		fmt.Sprintf("The spec is %d bytes; caravan takes at most %d (%d KiB), since every version's spec is kept in Consul KV. Move large data into files the function reads.", size, MaxSize, MaxSize>>10))
+}
+
+func diagTooManyTokens(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Spec too long",
+		fmt.Sprintf("The spec has more than %d tokens (names, numbers, strings, operators, punctuation, line ends); this is the first past the limit. Move large data into files the function reads.", MaxTokens))
+}
+
+func diagTooDeep(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Nesting too deep",
+		fmt.Sprintf("This is more than %d levels deep. Brackets, braces and parentheses, strings and their templates, conditionals and unary operators each count a level; flatten the expression.", MaxNesting))
+}
+
+func diagTooManyElements(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "Too many elements",
+		fmt.Sprintf("The list, object, block or call that starts here has more than %d elements. Move large data into files the function reads.", MaxElements))
+}
+
+func diagStringTooLong(rng hcl.Range) *hcl.Diagnostic {
+	return diagError(rng, "String too long",
+		fmt.Sprintf("The string, name or number that starts here is longer than %d bytes (%d KiB). Move large data into files the function reads.", MaxString, MaxString>>10))
+}
+
+func diagTooManyProblems(more int, errors bool) *hcl.Diagnostic {
+	sev := hcl.DiagWarning
+	if errors {
+		sev = hcl.DiagError
+	}
+	return &hcl.Diagnostic{Severity: sev, Summary: "Too many problems",
+		Detail: fmt.Sprintf("%d more problems are not shown (at most %d are). Fix these and validate again.", more, MaxDiagnostics)}
 }
 
 // suggestName turns an invalid name into a valid one for the Detail text.

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,7 +50,19 @@ func LoadFile(path string) (*App, []byte, hcl.Diagnostics) {
 // Parse loads the app spec in src (named filename in diagnostics) and
 // validates it. It reports every problem it finds in one pass; the app is
 // usable only when diags.HasErrors() is false.
+//
+// A spec past one of CheckBounds' limits is refused before it is parsed,
+// and at most MaxDiagnostics diagnostics are returned (then one that says
+// how many more there were).
 func Parse(src []byte, filename string) (*App, hcl.Diagnostics) {
+	if diags := CheckBounds(src, filename); diags.HasErrors() {
+		return nil, diags
+	}
+	app, diags := parse(src, filename)
+	return app, capDiags(diags)
+}
+
+func parse(src []byte, filename string) (*App, hcl.Diagnostics) {
 	f, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
 		return nil, diags
@@ -326,8 +339,10 @@ func validateWeb(fn *Function, driver string) hcl.Diagnostics {
 	if w.Label != "" && !ValidName(w.Label) {
 		diags = append(diags, diagBadName(w.LabelRange, "label", w.Label))
 	}
-	if w.HealthPath != "" && !strings.HasPrefix(w.HealthPath, "/") {
-		diags = append(diags, diagBadHealthPath(w.HealthPathRange, w.HealthPath))
+	if w.HealthPath != "" {
+		if why := checkHealthPath(w.HealthPath); why != "" {
+			diags = append(diags, diagBadHealthPath(w.HealthPathRange, w.HealthPath, why))
+		}
 	}
 	for _, d := range w.CustomDomains {
 		if !ValidDomain(d) {
@@ -335,6 +350,34 @@ func validateWeb(fn *Function, driver string) hcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+// checkHealthPath says why p is not an origin-form request target (RFC
+// 9112 3.2.1: an absolute path and an optional query), or "". The path is
+// appended to the function's own URL, so anything that could name
+// another host, scheme or port is refused, and so is what clients parse
+// differently (backslashes, spaces, control characters, fragments).
+func checkHealthPath(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return "it does not start with /"
+	case strings.HasPrefix(p, "//"):
+		return "it starts with //, which names a host"
+	case len(p) > 1024:
+		return "it is longer than 1024 bytes"
+	case strings.ContainsAny(p, "\\#"):
+		return "it holds a backslash or a #"
+	}
+	for _, r := range p {
+		if r <= ' ' || r == 0x7f || r > 0x7e {
+			return "it holds a space, a control character or a character that is not ASCII (percent-encode it)"
+		}
+	}
+	u, err := url.ParseRequestURI(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" || u.User != nil {
+		return "it is not a path"
+	}
+	return ""
 }
 
 var hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

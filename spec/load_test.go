@@ -91,6 +91,7 @@ app "store" {
   }
 }
 `},
+		{"health_path with a query and escapes", webSpec(`health_path = "/health%20z/~a-b_c.d?full=1&x=%2F"`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -391,6 +392,12 @@ app "two" {
 	{name: "PORT in env", src: envSpec(`PORT = "80"`), summary: "Reserved environment variable", line: 5, col: 11},
 
 	{name: "relative health_path", src: webSpec(`health_path = "healthz"`), summary: "Invalid health_path", line: 6, col: 21},
+	{name: "health_path with a scheme", src: webSpec(`health_path = "http://evil.example/healthz"`), summary: "Invalid health_path", line: 6, col: 21, detail: "does not start with /"},
+	{name: "health_path naming a host", src: webSpec(`health_path = "//evil.example/healthz"`), summary: "Invalid health_path", line: 6, col: 21, detail: "names a host"},
+	{name: "health_path with a backslash", src: webSpec(`health_path = "/\\evil.example/"`), summary: "Invalid health_path", line: 6, col: 21, detail: "backslash"},
+	{name: "health_path with a fragment", src: webSpec(`health_path = "/healthz#x"`), summary: "Invalid health_path", line: 6, col: 21},
+	{name: "health_path with a space", src: webSpec(`health_path = "/health z"`), summary: "Invalid health_path", line: 6, col: 21, detail: "space"},
+	{name: "health_path with a newline", src: webSpec(`health_path = "/healthz\r\nHost: evil"`), summary: "Invalid health_path", line: 6, col: 21, detail: "control character"},
 	{name: "bad label", src: webSpec(`label = "API"`), summary: "Invalid label name", line: 6, col: 15},
 	{name: "custom domain with one label", src: webSpec(`custom_domains = ["localhost"]`), summary: "Invalid custom domain", line: 6, col: 24},
 	{name: "custom domain wildcard tld", src: webSpec(`custom_domains = ["*.com"]`), summary: "Invalid custom domain", line: 6, col: 24},
@@ -508,7 +515,11 @@ func twoWebSpec(attr1, attr2 string) string {
 }
 
 func TestParseBad(t *testing.T) {
-	for _, tt := range badCases {
+	runBad(t, badCases)
+}
+
+func runBad(t *testing.T, cases []badCase) {
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			app, diags := spec.Parse([]byte(tt.src), "test.hcl")
 			var found *hcl.Diagnostic

@@ -224,7 +224,9 @@ type Web struct {
 	MaxBodySizeRange hcl.Range `hcl:"max_body_size,attr_value_range"`
 
 	// HealthPath is the HTTP path Consul checks (default "/"); a container
-	// gets traffic only while it answers 2xx there.
+	// gets traffic only while it answers 2xx there. It is an origin-form
+	// path on the function's own host: it starts with / (not //), may have
+	// a query, and has no scheme, host, fragment, backslash or space.
 	HealthPath      string    `hcl:"health_path,optional"`
 	HealthPathRange hcl.Range `hcl:"health_path,attr_value_range"`
 

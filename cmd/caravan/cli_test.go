@@ -310,3 +310,31 @@ func TestHistoryShowsEvents(t *testing.T) {
 		}
 	}
 }
+
+// A spec nested past spec.MaxNesting is reported, with its line, by a
+// validate that neither crashes (HCL's parser recursing until Go's stack
+// overflows, which no recover catches) nor prints the spec's one huge line.
+// The validate runs in a child process, so a regression fails this test
+// instead of killing the test binary.
+func TestValidateDeeplyNestedSpec(t *testing.T) {
+	if path := os.Getenv("CARAVAN_TEST_VALIDATE"); path != "" {
+		_, errOut, _ := runCLI(t, "validate", path)
+		os.Stderr.WriteString(errOut)
+		return
+	}
+	path := writeSpec(t, "app \"a\" {\n  workspace = \"w\"\n  x = "+strings.Repeat("(", 100000)+"1"+strings.Repeat(")", 100000)+"\n}\n")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestValidateDeeplyNestedSpec$")
+	cmd.Env = append(os.Environ(), "CARAVAN_TEST_VALIDATE="+path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("validate of a nested spec: %v\n%.500s", err, stderr.String())
+	}
+	out := stderr.String()
+	if !strings.Contains(out, "Nesting too deep") || !strings.Contains(out, path+" line 3") {
+		t.Errorf("output lacks the diagnostic and its line:\n%.2000s", out)
+	}
+	if len(out) > 4096 {
+		t.Errorf("%d bytes of output for one diagnostic", len(out))
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +24,16 @@ func printDiags(w io.Writer, diags hcl.Diagnostics, sources map[string][]byte) e
 	files := map[string]*hcl.File{}
 	p := hclparse.NewParser()
 	for name, src := range sources {
-		f, _ := p.ParseHCL(src, name)
+		if longestLine(src) > maxSourceLine {
+			// Every diagnostic would print the whole line.
+			continue
+		}
+		// A spec past spec's bounds is not parsed again here: HCL's
+		// parser recurses once per level of nesting, without a bound.
+		var f *hcl.File
+		if !spec.CheckBounds(src, name).HasErrors() {
+			f, _ = p.ParseHCL(src, name)
+		}
 		if f == nil {
 			f = &hcl.File{Bytes: src}
 		}
@@ -37,6 +47,18 @@ func printDiags(w io.Writer, diags hcl.Diagnostics, sources map[string][]byte) e
 		color = os.Getenv("NO_COLOR") == ""
 	}
 	return hcl.NewDiagnosticTextWriter(w, files, width, color).WriteDiagnostics(diags)
+}
+
+// maxSourceLine is the longest source line printed under a diagnostic;
+// a file with a longer one is printed without its source lines.
+const maxSourceLine = 1000
+
+func longestLine(src []byte) int {
+	n := 0
+	for line := range bytes.Lines(src) {
+		n = max(n, len(line))
+	}
+	return n
 }
 
 func countErrors(diags hcl.Diagnostics) (errs, warns int) {
