@@ -5,8 +5,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -246,6 +248,27 @@ func caravanBinary(t *testing.T) string {
 		t.Fatal(caravanBin.err)
 	}
 	return caravanBin.path
+}
+
+// runCLI runs the caravan CLI against the tests' server with the suite's
+// token and returns its combined output and exit code.
+func runCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, caravanBinary(t), args...)
+	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), 0
 }
 
 // get fetches url through Traefik and returns the status and body.

@@ -147,21 +147,7 @@ func FuzzSpec(f *testing.F) {
 		if err != nil || !bytes.Equal(mustJSON(t, r), mustJSON(t, r2)) {
 			t.Fatalf("rendering twice differs (%v)", err)
 		}
-		services := map[string][]string{}
-		for _, tg := range r.Job.TaskGroups {
-			for _, s := range tg.Services {
-				services[s.Name] = s.Tags
-				if len(s.CanaryTags) > 0 {
-					services[s.Name+" canaries"] = s.CanaryTags
-				}
-			}
-		}
-		for _, rt := range r.Routes {
-			checkRoute(t, rt, services[rt.Name])
-			if rt.Preview != nil {
-				checkRoute(t, *rt.Preview, services[rt.Name+" canaries"])
-			}
-		}
+		checkRoutes(t, r)
 	})
 }
 
@@ -204,21 +190,7 @@ func FuzzWebSettings(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a spec that loads does not render: %v\n%s", err, src)
 		}
-		services := map[string][]string{}
-		for _, tg := range r.Job.TaskGroups {
-			for _, s := range tg.Services {
-				services[s.Name] = s.Tags
-				if len(s.CanaryTags) > 0 {
-					services[s.Name+" canaries"] = s.CanaryTags
-				}
-			}
-		}
-		for _, rt := range r.Routes {
-			checkRoute(t, rt, services[rt.Name])
-			if rt.Preview != nil {
-				checkRoute(t, *rt.Preview, services[rt.Name+" canaries"])
-			}
-		}
+		checkRoutes(t, r)
 	})
 }
 
@@ -261,6 +233,27 @@ func mustJSON(t *testing.T, v any) []byte {
 }
 
 // checkRoute decodes tags as Traefik does and checks they hold rt.
+// checkRoutes checks every route of r, and its canaries' preview route,
+// against the tags of the service that carries it (see checkRoute).
+func checkRoutes(t *testing.T, r *jobs.Rendered) {
+	t.Helper()
+	services := map[string][]string{}
+	for _, tg := range r.Job.TaskGroups {
+		for _, s := range tg.Services {
+			services[s.Name] = s.Tags
+			if len(s.CanaryTags) > 0 {
+				services[s.Name+" canaries"] = s.CanaryTags
+			}
+		}
+	}
+	for _, rt := range r.Routes {
+		checkRoute(t, rt, services[rt.Name])
+		if rt.Preview != nil {
+			checkRoute(t, *rt.Preview, services[rt.Name+" canaries"])
+		}
+	}
+}
+
 func checkRoute(t *testing.T, rt router.Route, tags []string) {
 	t.Helper()
 	if len(tags) == 0 {
