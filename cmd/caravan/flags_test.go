@@ -87,3 +87,29 @@ func TestFlagsFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestBadFlagValueSaysSo: a value a typed flag cannot take, before or
+// after the arguments, is refused with the flag's name, and nothing is sent.
+func TestBadFlagValueSaysSo(t *testing.T) {
+	srv, seen := fakeServer(t, map[string]any{})
+	for _, tc := range []struct {
+		args       []string
+		flag, want string
+	}{
+		{[]string{"call", "calc", "sum", "--timeout", "5x"}, "-timeout", `"5x"`},
+		{[]string{"call", "--timeout", "5x", "calc", "sum"}, "-timeout", `"5x"`},
+		{[]string{"call", "calc", "sum", "--timeout=5x"}, "-timeout", `"5x"`},
+		{[]string{"deploy", "../../examples/hello.hcl", "--timeout", "soon"}, "-timeout", `"soon"`},
+		{[]string{"run", "shop", "nightly", "--timeout", "1"}, "-timeout", `"1"`},
+		{[]string{"app", "stop", "hello", "--yes=maybe"}, "-yes", `"maybe"`},
+	} {
+		out, _, err := runCLI(t, append([]string{"--addr", srv.URL}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), "invalid") || !strings.Contains(err.Error(), tc.want) ||
+			!strings.Contains(err.Error(), tc.flag+":") || !strings.Contains(out, "Incorrect Usage") {
+			t.Errorf("%s: %v, want the invalid value %s of %s\n%s", strings.Join(tc.args, " "), err, tc.want, tc.flag, out)
+		}
+	}
+	if len(*seen) != 0 {
+		t.Fatalf("requests: %q", *seen)
+	}
+}
