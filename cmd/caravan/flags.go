@@ -41,7 +41,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	out := []string{args[0]}
 	rest := args[1:]
 	flags, cmds := app.Flags, app.Commands
-	for len(cmds) > 0 {
+	for hasCommands(cmds) {
 		// A group: its own flags, then the name of one of its commands.
 		i := 0
 		for i < len(rest) && isFlag(rest[i]) {
@@ -53,9 +53,9 @@ func flagsFirst(app *cli.App, args []string) []string {
 			return out
 		}
 		cmd := findCommand(cmds, rest[0])
-		if cmd == nil || cmd.SkipFlagParsing {
-			// help, a mistyped name (urfave/cli says so), or a command
-			// that reads its arguments raw.
+		if cmd == nil || cmd.Name == "help" || cmd.SkipFlagParsing {
+			// A mistyped name (urfave/cli says so), urfave/cli's help, or
+			// a command that reads its arguments raw.
 			return append(out, rest...)
 		}
 		out, rest = append(out, rest[0]), rest[1:]
@@ -108,6 +108,13 @@ func flagWidth(flags []cli.Flag, tok string) int {
 		return 2
 	}
 	return 1
+}
+
+// hasCommands says whether a command with subcommands cmds is a group:
+// urfave/cli gives every command it has run a help subcommand, which does
+// not make it one.
+func hasCommands(cmds []*cli.Command) bool {
+	return slices.ContainsFunc(cmds, func(c *cli.Command) bool { return c.Name != "help" })
 }
 
 func findCommand(cmds []*cli.Command, name string) *cli.Command {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
 
@@ -52,6 +53,13 @@ func TestFlagsAfterArguments(t *testing.T) {
 }
 
 func TestFlagsFirst(t *testing.T) {
+	// An app that has run has help subcommands everywhere: leaves stay leaves.
+	app := newApp(io.Discard, io.Discard)
+	for _, args := range [][]string{{"deploy", "--help"}, {"app", "stop", "--help"}, {"call", "--help"}} {
+		if err := app.Run(append([]string{"caravan"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct{ in, want string }{
 		// Flags after the arguments move ahead of them, "--" between.
 		{"deploy app.hcl --strategy canary --tag v2", "deploy --strategy canary --tag v2 -- app.hcl"},
@@ -80,7 +88,6 @@ func TestFlagsFirst(t *testing.T) {
 		{"nosuch a --b", "nosuch a --b"},
 		{"", ""},
 	} {
-		app := newApp(nil, nil)
 		got := strings.Join(flagsFirst(app.App, append([]string{"caravan"}, strings.Fields(tc.in)...))[1:], " ")
 		if got != tc.want {
 			t.Errorf("%q:\n got %q\nwant %q", tc.in, got, tc.want)
