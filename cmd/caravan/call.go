@@ -15,6 +15,7 @@ func callCommand() *cli.Command {
 		Name:      "call",
 		Usage:     "Run a callable function once with an input and print what it returns",
 		ArgsUsage: "APP FUNCTION",
+		UsageText: "caravan call APP FUNCTION [--data JSON|@FILE|-] [--timeout 5m]",
 		Description: `Runs a function with callable = true of the app's live version once, with the
 input given by --data (a JSON document: inline, @FILE to read a file, or - to read
 standard input; none sends null), and waits for it. The function's stdout is
