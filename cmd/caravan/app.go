@@ -12,8 +12,8 @@ import (
 )
 
 // newApp builds the CLI; tests run it with buffers.
-func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+func newApp(stdout, stderr io.Writer) cliApp {
+	return cliApp{&cli.App{
 		Name:  "caravan",
 		Usage: "Modal-style deployments and web endpoints on your own Nomad cluster",
 		Description: `caravan turns an HCL app spec into one Nomad job, registers its web
@@ -47,7 +47,7 @@ Start a local stack with 'caravan dev up', then 'caravan deploy app.hcl'.`,
 			serverCommand(),
 			devCommand(),
 		},
-	}
+	}}
 }
 
 // client returns an API client for the server the flags point at.

@@ -51,13 +51,15 @@ func appCommand() *cli.Command {
 		Usage: "List, inspect and change deployed apps",
 		Subcommands: []*cli.Command{
 			{
-				Name:   "list",
-				Usage:  "List the apps in your workspace with their state, version and URLs",
-				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-				Action: appList,
+				Name:      "list",
+				UsageText: "caravan app list [--json]",
+				Usage:     "List the apps in your workspace with their state, version and URLs",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+				Action:    appList,
 			},
 			{
 				Name:      "history",
+				UsageText: "caravan app history APP",
 				Usage:     "Show every version of an app: when, who, how, and whether it went live",
 				ArgsUsage: "APP",
 				Flags:     append(appRefFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
@@ -65,6 +67,7 @@ func appCommand() *cli.Command {
 			},
 			{
 				Name:      "url",
+				UsageText: "caravan app url APP FUNCTION",
 				Usage:     "Print the URL of a web function",
 				ArgsUsage: "APP FUNCTION",
 				Flags:     appRefFlags(),
@@ -82,6 +85,7 @@ func appCommand() *cli.Command {
 			},
 			{
 				Name:      "logs",
+				UsageText: "caravan app logs APP [--serve]",
 				Usage:     "Follow the logs of every running container of an app",
 				ArgsUsage: "APP",
 				Flags:     append(appRefFlags(), &cli.BoolFlag{Name: "serve", Usage: "the app's `caravan serve` copy"}),
@@ -102,6 +106,7 @@ func appCommand() *cli.Command {
 			},
 			{
 				Name:      "rollover",
+				UsageText: "caravan app rollover APP [--strategy ...]",
 				Usage:     "Replace every container with a fresh one of the same spec, as a new version",
 				ArgsUsage: "APP",
 				Flags:     append(appRefFlags(), rollout...),
@@ -111,6 +116,7 @@ func appCommand() *cli.Command {
 			},
 			{
 				Name:      "rollback",
+				UsageText: "caravan app rollback APP [VERSION]",
 				Usage:     "Deploy an earlier version's spec again, as a new version",
 				ArgsUsage: "APP [VERSION]",
 				Description: `Without VERSION, goes back to the version that was live before the current
@@ -127,6 +133,7 @@ one. Any version in the app's history can be named, however old.`,
 			},
 			{
 				Name:      "promote",
+				UsageText: "caravan app promote APP",
 				Usage:     "Send all traffic to an app's canary version and retire the previous one",
 				ArgsUsage: "APP",
 				Description: `The canary version becomes live: its containers take every request while
@@ -139,6 +146,7 @@ is removed. Recorded in the app's history.`,
 			},
 			{
 				Name:      "abort",
+				UsageText: "caravan app abort APP",
 				Usage:     "Send all traffic of an app's canary back to the live version and remove the canaries",
 				ArgsUsage: "APP",
 				Flags:     appRefFlags(),
@@ -148,6 +156,7 @@ is removed. Recorded in the app's history.`,
 			},
 			{
 				Name:      "stop",
+				UsageText: "caravan app stop APP [--yes]",
 				Usage:     "Stop an app for good: its containers, services and routes go away",
 				ArgsUsage: "APP",
 				Description: `Purges the app's Nomad job; its URLs answer 404. The history is kept, and

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,7 @@ func callCommand() *cli.Command {
 		Name:      "call",
 		Usage:     "Run a callable function once with an input and print what it returns",
 		ArgsUsage: "APP FUNCTION",
+		UsageText: "caravan call APP FUNCTION [--data JSON|@FILE|-] [--timeout 5m]",
 		Description: `Runs a function with callable = true of the app's live version once, with the
 input given by --data (a JSON document: inline, @FILE to read a file, or - to read
 standard input; none sends null), and waits for it. The function's stdout is
@@ -29,8 +29,8 @@ Exit codes: the function's own; 1 when the call could not be made.`,
 			&cli.StringFlag{Name: "data", Aliases: []string{"d"}, Usage: "the input: `JSON`, @FILE, or - for standard input"},
 			&cli.DurationFlag{Name: "timeout", Value: orchestrator.DefaultCallTimeout, Usage: "how long to wait for the result"}),
 		Action: func(c *cli.Context) error {
-			if err := trailingFlags(c, 2); err != nil {
-				return cli.Exit(err.Error(), 1)
+			if c.NArg() > 2 {
+				return cli.Exit(fmt.Sprintf("call takes 2 arguments; %q is one too many", c.Args().Get(2)), 1)
 			}
 			if c.NArg() < 2 {
 				return cli.Exit(`call takes an app and a function, e.g. caravan call calc sum --data '{"numbers": [1, 2]}'`, 1)
@@ -85,33 +85,4 @@ func callInput(c *cli.Context) ([]byte, error) {
 		return b, nil
 	}
 	return []byte(data), nil
-}
-
-// trailingFlags parses the flags that follow a command's n arguments
-// (`caravan call APP FUNCTION --data ...`), which the CLI library leaves
-// as arguments.
-func trailingFlags(c *cli.Context, n int) error {
-	if c.NArg() <= n {
-		return nil
-	}
-	fs := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	for _, f := range c.Command.Flags {
-		for _, name := range f.Names() {
-			fs.String(name, "", "")
-		}
-	}
-	if err := fs.Parse(c.Args().Slice()[n:]); err != nil {
-		return fmt.Errorf("%s: %w", c.Command.Name, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s takes %d arguments; %q is one too many", c.Command.Name, n, fs.Arg(0))
-	}
-	var err error
-	fs.Visit(func(f *flag.Flag) {
-		if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
-			err = fmt.Errorf("--%s: %w", f.Name, e)
-		}
-	})
-	return err
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,5 +61,26 @@ func TestPrintDeployTreeCallable(t *testing.T) {
 		}})
 	if !strings.Contains(b.String(), "├── created sum (callable: caravan call calc sum)\n") {
 		t.Fatalf("got:\n%s", b.String())
+	}
+}
+
+// TestCallFlagsAreTyped: call's flags after its arguments are parsed as
+// what they are, a duration as a duration.
+func TestCallFlagsAreTyped(t *testing.T) {
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		json.NewEncoder(w).Encode(orchestrator.CallResult{Output: "ok\n"})
+	}))
+	defer srv.Close()
+	if _, _, err := runCLI(t, "--addr", srv.URL, "call", "calc", "sum", "--timeout", "90s", "--data", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	if len(queries) != 1 || queries[0] != "timeout=1m30s" {
+		t.Fatalf("queries: %q", queries)
+	}
+	_, _, err := runCLI(t, "--addr", srv.URL, "call", "calc", "sum", "extra")
+	if err == nil || err.Error() != `call takes 2 arguments; "extra" is one too many` || len(queries) != 1 {
+		t.Fatalf("call with three arguments: %v (queries %q)", err, queries)
 	}
 }

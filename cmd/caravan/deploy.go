@@ -19,6 +19,7 @@ func deployCommand() *cli.Command {
 		Name:      "deploy",
 		Usage:     "Deploy an app spec and wait until its web functions answer",
 		ArgsUsage: "FILE",
+		UsageText: "caravan deploy FILE [--strategy rolling|recreate|canary|blue-green] [--tag TEXT] [--timeout 5m]",
 		Description: `Validates the spec locally, sends it to caravan server, and waits until the
 new version is healthy in Nomad and every web function answers through Traefik.
 An unchanged spec is a no-op. A spec with errors changes nothing; a version that
@@ -30,9 +31,9 @@ switched to the new set and the old set is gone.
 
 Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
 			&cli.StringFlag{Name: "strategy", Usage: "override the spec's rollout: rolling (new containers beside the old, no failed requests), recreate (stop the old first), canary (a share of traffic until app promote) or blue-green (a full new set, then all traffic at once)"},
-			&cli.StringFlag{Name: "tag", Usage: "a note recorded with the version in `caravan app history`"},
+			&cli.StringFlag{Name: "tag", Usage: "a note (`TEXT`) recorded with the version, shown by caravan app history"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
 		},
 		Action: func(c *cli.Context) error {
 			path, src, err := specArg(c, "deploy")

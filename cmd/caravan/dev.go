@@ -24,8 +24,9 @@ func devCommand() *cli.Command {
 		Usage: "Run a local Nomad + Consul + Traefik + Pebble stack on 127.0.0.1",
 		Subcommands: []*cli.Command{
 			{
-				Name:  "up",
-				Usage: "Build (once) and start the stack, then deploy examples/hello.hcl",
+				Name:      "up",
+				UsageText: "caravan dev up",
+				Usage:     "Build (once) and start the stack, then deploy examples/hello.hcl",
 				Description: `Builds pinned Nomad, Consul and Traefik from their Go modules into
 ~/.cache/caravan/bin the first time (about 20 minutes on 2 cores; never again),
 starts them with Pebble as the ACME CA and caravan server, waits until each is
@@ -41,8 +42,9 @@ docker only.`,
 				Action: devUp,
 			},
 			{
-				Name:  "install",
-				Usage: "Build pinned Nomad, Consul and Traefik into the cache, and install pebble",
+				Name:      "install",
+				UsageText: "caravan dev install",
+				Usage:     "Build pinned Nomad, Consul and Traefik into the cache, and install pebble",
 				Description: `Builds each server from its Go module through the wrapper modules in
 tools/ into ~/.cache/caravan/bin/<name>-<version> ($CARAVAN_CACHE_DIR/bin),
 once per version; a cached version is never rebuilt. Installs Debian's pebble
@@ -50,14 +52,16 @@ package when it is missing.`,
 				Action: devInstall,
 			},
 			{
-				Name:   "down",
-				Usage:  "Stop exactly the processes 'dev up' started",
-				Action: devDown,
+				Name:      "down",
+				UsageText: "caravan dev down",
+				Usage:     "Stop exactly the processes 'dev up' started",
+				Action:    devDown,
 			},
 			{
-				Name:   "status",
-				Usage:  "Say what runs where",
-				Action: devStatus,
+				Name:      "status",
+				UsageText: "caravan dev status",
+				Usage:     "Say what runs where",
+				Action:    devStatus,
 			},
 		},
 	}

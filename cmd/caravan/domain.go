@@ -27,6 +27,7 @@ covers every name under it. Exit codes: 0 bound, 1 not (or an error).`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "verify",
+				UsageText: "caravan domain verify DOMAIN",
 				Usage:     "Check the TXT record of a domain and bind it to your workspace",
 				ArgsUsage: "DOMAIN",
 				Flags:     []cli.Flag{workspace},
@@ -44,6 +45,7 @@ covers every name under it. Exit codes: 0 bound, 1 not (or an error).`,
 			},
 			{
 				Name:      "assign",
+				UsageText: "caravan domain assign --workspace W DOMAIN",
 				Usage:     "Bind a domain to a workspace without a DNS check (an operator's token, workspace \"*\")",
 				ArgsUsage: "DOMAIN",
 				Flags:     []cli.Flag{&cli.StringFlag{Name: "workspace", Required: true, Usage: "the workspace the domain is for"}},
@@ -60,9 +62,10 @@ covers every name under it. Exit codes: 0 bound, 1 not (or an error).`,
 				},
 			},
 			{
-				Name:  "list",
-				Usage: "List the domains bound to your workspace (every workspace's for an operator)",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+				Name:      "list",
+				UsageText: "caravan domain list",
+				Usage:     "List the domains bound to your workspace (every workspace's for an operator)",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: func(c *cli.Context) error {
 					list, err := client(c).Domains(c.Context)
 					if err != nil {

@@ -15,6 +15,7 @@ func planCommand() *cli.Command {
 		Name:      "plan",
 		Usage:     "Show what a deploy would change, changing nothing",
 		ArgsUsage: "FILE",
+		UsageText: "caravan plan FILE",
 		Description: `Asks Nomad's scheduler what deploying the spec would do to each function's
 containers (placement failures included, such as a GPU no node has), and lists
 the job's changes, the hostnames the app would start or stop serving, and the

@@ -62,6 +62,7 @@ func renderCommand() *cli.Command {
 		Name:      "render",
 		Usage:     "Print the Nomad job (or the Traefik routes) a spec becomes",
 		ArgsUsage: "FILE",
+		UsageText: "caravan render [--routes] FILE",
 		Description: `Prints the Nomad job as JSON in the form 'nomad job run -json' accepts (then,
 one document each, the periodic jobs of scheduled functions and the
 parameterized jobs of callable ones),

@@ -16,6 +16,7 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "Run a scheduled function now, once, and wait for it",
 		ArgsUsage: "APP FUNCTION",
+		UsageText: "caravan run APP FUNCTION [--timeout 10m]",
 		Description: `Launches one run of a scheduled function of the app's live version, outside
 its schedule, and waits for it to finish.
 

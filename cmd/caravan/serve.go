@@ -22,6 +22,7 @@ func serveCommand() *cli.Command {
 		Name:      "serve",
 		Usage:     "Run an ephemeral copy of an app that redeploys when its files change",
 		ArgsUsage: "FILE",
+		UsageText: "caravan serve FILE",
 		Description: `Deploys a copy of the app with its own "-dev" hostnames (the deployed app of
 the same name is never touched), streams its logs, and watches the spec and the
 files its command and args name: on a change it redeploys within a couple of

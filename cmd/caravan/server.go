@@ -18,8 +18,9 @@ import (
 
 func serverCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "server",
-		Usage: "Run caravan server, the HTTP API the CLI talks to",
+		Name:      "server",
+		Usage:     "Run caravan server, the HTTP API the CLI talks to",
+		UsageText: "caravan server [--policy FILE]",
 		Description: `Serves the deploy API in front of Nomad and Consul until interrupted.
 Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes one).
 

@@ -20,8 +20,9 @@ token create --endpoint). Secrets are shown once, when the token is created,
 and stored only hashed.`,
 		Subcommands: []*cli.Command{
 			{
-				Name:  "create",
-				Usage: "Create an API token and print its secret (once)",
+				Name:      "create",
+				UsageText: "caravan token create --name N [--endpoint]",
+				Usage:     "Create an API token and print its secret (once)",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Required: true, Usage: "who or what uses the token (recorded in app history)"},
 					&cli.StringFlag{Name: "workspace", Usage: "the token's workspace (default: yours)"},
@@ -41,7 +42,7 @@ and stored only hashed.`,
 					return nil
 				},
 			},
-			listCommand("List the tokens and endpoint keys of your workspace (never their secrets)", ""),
+			listCommand("token", "List the tokens and endpoint keys of your workspace (never their secrets)", ""),
 			revokeCommand("token"),
 		},
 	}
@@ -58,15 +59,16 @@ endpoints. Traefik removes both headers before any function sees the request.
 Secrets are shown once, when the key is created, and stored only hashed.`,
 		Subcommands: []*cli.Command{
 			{
-				Name:  "create",
-				Usage: "Create an endpoint key and print its secret (once)",
+				Name:      "create",
+				UsageText: "caravan key create --name N [--workspace W]",
+				Usage:     "Create an endpoint key and print its secret (once)",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Required: true, Usage: "who or what calls with the key"},
 					&cli.StringFlag{Name: "workspace", Usage: "the key's workspace (default: yours; a token of every workspace must name one)"},
 				},
 				Action: createKey,
 			},
-			listCommand("List the endpoint keys of your workspace (never their secrets)", api.TokenEndpoint),
+			listCommand("key", "List the endpoint keys of your workspace (never their secrets)", api.TokenEndpoint),
 			revokeCommand("key"),
 		},
 	}
@@ -83,11 +85,13 @@ func createKey(c *cli.Context) error {
 	return nil
 }
 
-// listCommand lists credentials, only those of kind when it is set.
-func listCommand(usage string, kind api.TokenKind) *cli.Command {
+// listCommand lists credentials, only those of kind when it is set; what
+// is the command it is under.
+func listCommand(what, usage string, kind api.TokenKind) *cli.Command {
 	return &cli.Command{
-		Name:  "list",
-		Usage: usage,
+		Name:      "list",
+		Usage:     usage,
+		UsageText: "caravan " + what + " list [--all]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "all", Usage: "the revoked ones too: their records stay, so the IDs in app history still name someone"},
@@ -130,6 +134,7 @@ func revokeCommand(what string) *cli.Command {
 		Name:      "revoke",
 		Usage:     "Revoke a " + what + ": it stops working at once",
 		ArgsUsage: "ID",
+		UsageText: "caravan " + what + " revoke ID",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit(fmt.Sprintf("revoke takes a %s ID (caravan %s list shows them)", what, what), 1)

@@ -12,6 +12,7 @@ func validateCommand() *cli.Command {
 		Name:      "validate",
 		Usage:     "Check app specs and print every problem with its source line",
 		ArgsUsage: "FILE...",
+		UsageText: "caravan validate FILE...",
 		Description: `Loads each spec and reports every mistake in one pass, with file:line:col.
 
 Exit codes: 0 all specs are valid (warnings may be printed), 1 a spec has errors.`,
