@@ -12,6 +12,14 @@ import (
 // included) is one label under Domain, so it covers them all.
 func (c Config) WildcardDomain() string { return "*." + strings.ToLower(c.Domain) }
 
+// InWildcard reports whether host is served by the platform's wildcard
+// certificate: there is one (a DNS-01 resolver) and host is one label
+// under Domain.
+func (c Config) InWildcard(host string) bool {
+	label, ok := strings.CutSuffix(strings.ToLower(host), "."+strings.ToLower(c.Domain))
+	return c.DNSCertResolver != "" && ok && label != "" && !strings.Contains(label, ".")
+}
+
 // GeneratedTLS is the TLS of the router of a generated hostname, host.
 // With a DNS-01 resolver it names the platform's wildcard certificate
 // (tls.domains = [{main: "*.<domain>"}]): Traefik orders it once, serves

@@ -137,3 +137,17 @@ func TestWildcardCertificateRouter(t *testing.T) {
 		t.Errorf("WildcardLabel %q holds --: a generated hostname could be it", router.WildcardLabel)
 	}
 }
+
+func TestInWildcard(t *testing.T) {
+	for host, want := range map[string]bool{
+		"dev--hello-web.caravan.localhost": true, "Dev--Hello-Web.Caravan.Localhost": true,
+		"caravan.localhost": false, "a.b.caravan.localhost": false, "api.example.com": false, "xcaravan.localhost": false,
+	} {
+		if got := dnsConfig.InWildcard(host); got != want {
+			t.Errorf("InWildcard(%q) = %v, want %v", host, got, want)
+		}
+	}
+	if testConfig.InWildcard("dev--hello-web.caravan.localhost") {
+		t.Error("InWildcard without a DNS-01 resolver: there is no wildcard")
+	}
+}
