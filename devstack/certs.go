@@ -1,16 +1,20 @@
 package devstack
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -78,6 +82,49 @@ func writePebbleTLS(dir string) error {
 		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// WildcardCertificate is the name of the certificate that serves every
+// generated hostname of the stack: "*.<domain>".
+func (s *Stack) WildcardCertificate() string { return "*." + s.Domain }
+
+// AwaitWildcard waits until Traefik serves the wildcard certificate
+// (WildcardCertificate), verified by roots (Pebble's), for a name under the
+// domain that no app has. caravan server asks Traefik for it when it starts
+// (over DNS-01, through pebble-challtestsrv); until it is there a new app's
+// hostname would get Traefik's default certificate.
+func (s *Stack) AwaitWildcard(ctx context.Context, roots *x509.CertPool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	host := "wildcard-check." + s.Domain
+	var last error
+	for {
+		if last = s.servesWildcard(ctx, host, roots); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("traefik serves no certificate for %s after %s: %v; see %s", s.WildcardCertificate(), timeout, last,
+				filepath.Join(s.StateDir, "logs", "traefik.log"))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// servesWildcard reports why Traefik's certificate for host is not the
+// verified wildcard, or nil when it is.
+func (s *Stack) servesWildcard(ctx context.Context, host string, roots *x509.CertPool) error {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: &tls.Config{ServerName: host, RootCAs: roots}}
+	conn, err := d.DialContext(ctx, "tcp", s.HTTPSAddr())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	leaf := conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
+	if !slices.Contains(leaf.DNSNames, s.WildcardCertificate()) {
+		return fmt.Errorf("the certificate for %s names %v", host, leaf.DNSNames)
 	}
 	return nil
 }

@@ -71,8 +71,9 @@ func TestBenchProxy(t *testing.T) {
 	// No rate limit: the bench is about the proxy, not the limiter.
 	src := strings.Replace(nodeServer("proxybench", "ok\n", false), "web {}", "web {\n      rate_limit = 0\n    }", 1)
 
-	// Certificate: from the moment the route answers (over Traefik's default
-	// certificate) until a certificate that verifies is served.
+	// Certificate: from the moment the route answers (over whatever
+	// certificate) until a certificate that verifies is served: with the
+	// platform's wildcard, at once.
 	insecure := orchestrator.ProxyClient(env.stack.HTTPSAddr(), nil)
 	insecure.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	host := "e2e--proxybench-web." + env.stack.Domain
@@ -93,9 +94,13 @@ func TestBenchProxy(t *testing.T) {
 			}
 			if resp, err := env.https.Get(url); err == nil {
 				resp.Body.Close()
-				verified = time.Now()
-				if routed.IsZero() {
-					routed = verified
+				// A 404 before the route exists verifies too (the
+				// wildcard is there before the app): only a 200 counts.
+				if resp.StatusCode == 200 {
+					verified = time.Now()
+					if routed.IsZero() {
+						routed = verified
+					}
 				}
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -121,6 +126,6 @@ func TestBenchProxy(t *testing.T) {
 	fmt.Printf("%-34s p50 %8s  p99 %8s  %7.0f req/s\n", "through Traefik (HTTPS, verified)", pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), prps)
 	fmt.Printf("%-34s p50 %8s  p99 %8s\n", "added by the proxy", (pp50 - dp50).Round(time.Microsecond), (pp99 - dp99).Round(time.Microsecond))
 	fmt.Println("    latency: 1,000 sequential GETs each way; throughput: 16 concurrent clients for 5 s each way, in the same run")
-	fmt.Printf("%-34s %s\n", "new hostname to verified certificate", verified.Sub(routed).Round(time.Millisecond))
-	fmt.Println("    from the first 200 over Traefik's default certificate to the first response over a certificate Pebble issued (TLS-ALPN-01)")
+	fmt.Printf("%-34s %s  (served: %v)\n", "new hostname to verified certificate", verified.Sub(routed).Round(time.Millisecond), servedCert(t, host).DNSNames)
+	fmt.Println("    from the first 200 over any certificate to the first response over one that verifies (GETs every 20 ms from before the deploy); 0s: the first 200 already verified")
 }

@@ -140,6 +140,11 @@ func setup(ctx context.Context) error {
 		return err
 	}
 	env.server = srv
+	// The server asked Traefik for the wildcard certificate as it started;
+	// `caravan dev up` waits for it the same way.
+	if err := s.AwaitWildcard(ctx, env.roots, 2*time.Minute); err != nil {
+		return err
+	}
 	token, err := srv.Tokens().Create("e2e", "*")
 	if err != nil {
 		return err

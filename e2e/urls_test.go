@@ -14,7 +14,7 @@ import (
 
 // TestURLForms deploys one app in an environment with a long name, a
 // labelled function and a custom domain, and reaches each URL over HTTPS
-// with a certificate Pebble issued for that very name.
+// with a certificate Pebble issued that covers that very name.
 func TestURLForms(t *testing.T) {
 	const app = "a-rather-long-application-name-for-testing"
 	purge(t, "e2e.staging--"+app)
@@ -57,8 +57,9 @@ func TestURLForms(t *testing.T) {
 	custom := "https://api.caravan-e2e.test:" + strconv.Itoa(env.stack.Ports.TraefikWebsecure)
 	answers(t, custom, "api\n")
 
-	// Each name has a certificate of its own from Pebble (answers already
-	// verified the chain against Pebble's root; check the names too).
+	// Each name has a certificate from Pebble that names it: the generated
+	// one the platform's wildcard, the custom domain its own (answers
+	// already verified the chain against Pebble's root; check the names).
 	for _, host := range []string{strings.SplitN(long, ":", 2)[0], "api.caravan-e2e.test"} {
 		if err := servedCert(t, host).VerifyHostname(host); err != nil {
 			t.Errorf("certificate for %s: %v", host, err)

@@ -22,7 +22,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // testConfig forwards auth to a caravan server on the default address, as
 // a default `caravan server` deploys.
-var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", HTTPSPort: 8443,
+var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", DNSCertResolver: "caravan-dns", HTTPSPort: 8443,
 	AuthURL: router.DefaultAuthURL}
 
 func load(t *testing.T, path string) *spec.App {

@@ -544,6 +544,16 @@ func TestPlanNamesProblems(t *testing.T) {
 	if !slices.Equal(p.Certificates, []string{"a.example.com", "dev--shop-web.caravan.test"}) {
 		t.Errorf("certificates = %v", p.Certificates)
 	}
+	// With a DNS-01 resolver the platform's wildcard serves the generated
+	// hostname: only the custom domain needs a certificate of its own.
+	h.o.router.DNSCertResolver = "caravan-dns"
+	p, err = h.o.Plan(context.Background(), ci, DeployRequest{Spec: []byte(twoDomains)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Certificates, []string{"a.example.com"}) {
+		t.Errorf("with the wildcard, certificates = %v, want the custom domain alone", p.Certificates)
+	}
 }
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -98,7 +98,11 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 			res.Problems = append(res.Problems, visibleTo(taken, caller).Error())
 			continue
 		}
-		res.Certificates = append(res.Certificates, h)
+		// The platform's wildcard, ordered when the server started,
+		// covers generated hostnames: nothing new to order for them.
+		if !o.router.InWildcard(h) {
+			res.Certificates = append(res.Certificates, h)
+		}
 	}
 	// Domains not yet proved: the deploy would look their TXT records up.
 	unproved, err := o.unproved(ctx, app.Workspace, newCustomDomains(app, p.Claim))

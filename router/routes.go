@@ -212,16 +212,25 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		}
 		exact = append(exact, "Host(`"+d+"`)")
 	}
-	tlsCfg := &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver}
+	// The generated hostname is served by the platform's wildcard
+	// certificate (see Config.GeneratedTLS); custom domains by their own.
+	generatedTLS := cfg.GeneratedTLS(host)
+	customTLS := &dynamic.RouterTLSConfig{CertResolver: cfg.CertResolver}
 	if len(wildcards) > 0 {
 		// Traefik cannot read a certificate name off a HostRegexp, so every
 		// name is listed, each its own certificate, all through DNS-01.
-		tlsCfg.Domains = append(tlsCfg.Domains, types.Domain{Main: host})
+		if cfg.DNSCertResolver == "" {
+			// No wildcard for the generated hostname either: its router
+			// shares this list, as every router of the route always did.
+			customTLS.Domains = append(customTLS.Domains, types.Domain{Main: host})
+		}
 		for _, d := range r.CustomDomains {
-			tlsCfg.Domains = append(tlsCfg.Domains, types.Domain{Main: d})
+			customTLS.Domains = append(customTLS.Domains, types.Domain{Main: d})
 		}
 		if cfg.DNSCertResolver != "" {
-			tlsCfg.CertResolver = cfg.DNSCertResolver
+			customTLS.CertResolver = cfg.DNSCertResolver
+		} else {
+			generatedTLS = customTLS
 		}
 	}
 
@@ -231,11 +240,12 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 	// alike, and by the rule's length.
 	var routers []*dynamic.Router
 	routerMap := map[string]*dynamic.Router{}
-	add := func(key string, rules []string, priority int) {
+	add := func(key string, rules []string, priority int, tlsCfg *dynamic.RouterTLSConfig) {
 		if len(rules) == 0 {
 			return
 		}
 		tc := *tlsCfg
+		tc.Domains = slices.Clone(tc.Domains)
 		rt := &dynamic.Router{
 			EntryPoints: []string{cfg.EntryPoint},
 			Rule:        strings.Join(rules, " || "),
@@ -246,9 +256,9 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		routerMap[key] = rt
 		routers = append(routers, rt)
 	}
-	add(name, []string{"Host(`" + host + "`)"}, PriorityGenerated)
-	add(name+customSuffix, exact, PriorityCustom)
-	add(name+wildcardSuffix, wildcards, PriorityWildcard)
+	add(name, []string{"Host(`" + host + "`)"}, PriorityGenerated, generatedTLS)
+	add(name+customSuffix, exact, PriorityCustom, customTLS)
+	add(name+wildcardSuffix, wildcards, PriorityWildcard, customTLS)
 	use := func(mw string) {
 		for _, rt := range routers {
 			rt.Middlewares = append(rt.Middlewares, mw)

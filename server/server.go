@@ -199,8 +199,9 @@ func New(cfg Config) (_ *Server, err error) {
 // Tokens is the server's token store.
 func (s *Server) Tokens() *Tokens { return s.tokens }
 
-// Start listens and serves in the background, and resumes any rollout a
-// previous server left unfinished.
+// Start listens and serves in the background, resumes any rollout a
+// previous server left unfinished, and publishes the router of the
+// platform's wildcard certificate.
 func (s *Server) Start() error {
 	s.log.Info("serving", "addr", s.ln.Addr().String())
 	go func() {
@@ -209,12 +210,33 @@ func (s *Server) Start() error {
 		}
 	}()
 	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
+	go s.publishWildcard()
 	go func() {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Error("resuming interrupted rollouts", "error", err)
 		}
 	}()
 	return nil
+}
+
+// publishWildcard publishes the router of the platform's wildcard
+// certificate (see orchestrator.PublishWildcardCertificate), retrying while
+// Consul cannot take it, until the server stops.
+func (s *Server) publishWildcard() {
+	wait := time.Second
+	for {
+		err := s.orch.PublishWildcardCertificate(s.ctx)
+		if err == nil || s.ctx.Err() != nil {
+			return
+		}
+		s.log.Error("publishing the wildcard certificate's router; retrying", "error", err, "in", wait)
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // Addr is the address Start listens on.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/user"
@@ -105,7 +106,8 @@ func devUp(c *cli.Context) error {
 			_ = stack.Down()
 		}
 	}()
-	if _, err := stack.RootCA(c.Context); err != nil {
+	root, err := stack.RootCA(c.Context)
+	if err != nil {
 		return fmt.Errorf("fetching Pebble's root: %w", err)
 	}
 	cc, err := consul.NewClient(&consul.Config{Address: stack.ConsulAddr()})
@@ -145,6 +147,15 @@ func devUp(c *cli.Context) error {
 		"--policy", policyPath,
 	}, nil, cl.Health)
 	if err != nil {
+		return err
+	}
+	// caravan server asked Traefik for the wildcard certificate when it
+	// started; once Traefik serves it, every new hostname verifies from
+	// its first request.
+	fmt.Fprintf(out, "==> waiting for the certificate %s (DNS-01)\n", stack.WildcardCertificate())
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(root)
+	if err := stack.AwaitWildcard(c.Context, roots, 2*time.Minute); err != nil {
 		return err
 	}
 
