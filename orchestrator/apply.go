@@ -377,19 +377,56 @@ func union(a, b []string) []string {
 }
 
 // StableProbe is how long an updated route must answer without a break
-// before the update counts as live: longer than the proxy takes to drop the
-// previous version's containers.
+// before the update counts as live, when caravan cannot see the proxy
+// (no Proxy): longer than the proxy takes to drop the previous version's
+// containers.
 const StableProbe = 1500 * time.Millisecond
 
-// probe waits until every route of rendered answers through the proxy;
-// after an update, for StableProbe without a break. Routes are probed at
-// once, so the window is waited out once.
+// probe waits until every route of rendered answers through the proxy.
+// After an update an answer must come from the new version: with a Proxy,
+// caravan first watches Traefik until each route's service lists only the
+// containers of the version's Nomad deployment (awaitNewServers), and then
+// one 2xx per route suffices; without one, each route must answer for
+// StableProbe without a break (routes are probed at once, so the window is
+// waited out once).
 func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int, update bool) error {
 	stable := time.Duration(0)
-	if update {
+	switch {
+	case !update || o.prober == nil:
+	case o.proxy == nil:
 		stable = StableProbe
+	default:
+		if err := o.awaitNewServers(ctx, *rendered.Job.ID, rendered.Routes, version); err != nil {
+			return err
+		}
 	}
 	return o.probeRoutes(ctx, rendered.Routes, version, stable)
+}
+
+// awaitNewServers waits until the previous version's containers have left
+// Consul and Traefik's service of every route (see waitOldGone): the
+// containers of the job's latest deployment, if it is the job's current
+// version's, are the new version's. Without such a deployment Nomad
+// replaced no container (an in-place change), and nothing is waited for.
+func (o *Orchestrator) awaitNewServers(ctx context.Context, jobID string, routes []router.Route, version int) error {
+	job, err := o.nomad.Job(ctx, jobID)
+	if err == nil && job == nil {
+		err = errors.New("it vanished")
+	}
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("reading job %s from Nomad: %v", jobID, err)}
+	}
+	dep, err := o.nomad.LatestDeployment(ctx, jobID)
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("reading the deployment from Nomad: %v", err)}
+	}
+	if dep == nil || dep.JobVersion != *job.Version {
+		return nil
+	}
+	if err := o.waitOldGone(ctx, dep.ID, routes); err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("healthy in Nomad, but the previous containers did not leave the proxy: %v", err)}
+	}
+	return nil
 }
 
 // probeRoutes waits until every route answers through the proxy for

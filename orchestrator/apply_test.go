@@ -171,9 +171,79 @@ func TestDeployChangeSupersedesTheLiveVersion(t *testing.T) {
 	if got := h.statuses("dev--shop"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
 		t.Errorf("history = %v", got)
 	}
-	// An update waits until the route answers without a break.
-	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test "+StableProbe.String() {
+	// With Traefik's API to watch, an update waits out no window.
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test 0s" {
 		t.Errorf("last probe = %q", got)
+	}
+}
+
+const shopService = "dev--shop-web"
+
+// liveShop deploys version 1 of shop, its container registered in Consul,
+// and makes Nomad register each container it places for a later version,
+// the previous ones leaving Consul a moment after.
+func (h *harness) liveShop() {
+	h.t.Helper()
+	h.mustDeploy(shopSpec("hi"))
+	h.consul.register(shopService, fakeInstance{Instance: Instance{ID: "_nomad-task-old0", Address: "127.0.0.1", Port: 10000}, passing: true})
+	h.nomad.onPlaced = func(allocs []*nomad.Allocation) {
+		for i, a := range allocs {
+			h.consul.register(shopService, fakeInstance{Instance: Instance{ID: "_nomad-task-" + a.ID, Address: "127.0.0.1", Port: 20000 + i}, passing: true})
+		}
+		go h.consul.deregister(shopService, func(in fakeInstance) bool { return strings.Contains(in.ID, "old") })
+	}
+}
+
+func TestUpdateWaitsForTraefikToDropTheOldContainers(t *testing.T) {
+	h := newHarness(t)
+	h.liveShop()
+	// Traefik lists the old container for 5 more questions.
+	h.proxy.lag = 5
+	var askedAtProbe int
+	var inConsulAtProbe []Instance
+	h.prober.onProbe = func(router.Route) {
+		h.proxy.mu.Lock()
+		askedAtProbe = h.proxy.asked
+		h.proxy.mu.Unlock()
+		inConsulAtProbe, _, _ = h.consul.Instances(context.Background(), shopService, "", false, 0)
+	}
+	h.mustDeploy(shopSpec("hello"))
+	if askedAtProbe <= 5 {
+		t.Errorf("the probe came after %d questions to Traefik: before it dropped the old container", askedAtProbe)
+	}
+	if len(inConsulAtProbe) != 1 || strings.Contains(inConsulAtProbe[0].ID, "old") {
+		t.Errorf("Consul held %v at the probe, want the new container alone", inConsulAtProbe)
+	}
+	// Once Traefik lists the new containers alone, one answer is enough.
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test 0s" {
+		t.Errorf("last probe = %q, want no stable window", got)
+	}
+}
+
+func TestUpdateThatTraefikNeverSeesIsReverted(t *testing.T) {
+	h := newHarness(t)
+	h.liveShop()
+	h.proxy.lag = 1 << 30
+	old := SplitDeadline
+	SplitDeadline = 200 * time.Millisecond
+	defer func() { SplitDeadline = old }()
+	_, err := h.deploy(shopSpec("hello"))
+	var re *RolloutError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "did not leave the proxy") {
+		t.Fatalf("err = %v, want a *RolloutError saying the old containers did not leave the proxy", err)
+	}
+	if h.nomad.count("revert") != 1 {
+		t.Errorf("Nomad calls = %v, want a revert", h.nomad.calls)
+	}
+}
+
+func TestUpdateWithoutAProxyWaitsTheStableWindow(t *testing.T) {
+	h := newHarness(t)
+	h.o.proxy = nil
+	h.liveShop()
+	h.mustDeploy(shopSpec("hello"))
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test "+StableProbe.String() {
+		t.Errorf("last probe = %q, want the stable window", got)
 	}
 }
 
