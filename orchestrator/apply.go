@@ -640,6 +640,10 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if err != nil {
 		return nil, err
 	}
+	routes, err := o.servedRoutes(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
 	if st := rec.Canary; st != nil {
 		if err := o.removeSplits(ctx, st.Keys); err != nil {
 			return nil, err
@@ -678,7 +682,83 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		return nil, err
 	}
 	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)
+	// Still under the lock, so no deploy of the name brings them back meanwhile.
+	if err := o.awaitGone(ctx, rec.App, routes); err != nil {
+		return nil, err
+	}
 	return rec, nil
+}
+
+// GoneDeadline bounds how long Stop waits for the proxy to answer 404 for
+// every URL of the app.
+var GoneDeadline = 30 * time.Second
+
+// servedRoutes are the routes rec's app may serve: its live version's and
+// its canary's, with their previews.
+func (o *Orchestrator) servedRoutes(ctx context.Context, rec *AppRecord) ([]router.Route, error) {
+	var versions []int
+	if rec.LiveVersion > 0 {
+		versions = append(versions, rec.LiveVersion)
+	}
+	if rec.Canary != nil {
+		versions = append(versions, rec.Canary.Version)
+	}
+	var out []router.Route
+	seen := map[string]bool{}
+	for _, n := range versions {
+		v, err := o.version(ctx, rec, n)
+		if err != nil {
+			return nil, err
+		}
+		routes, err := o.storedRoutes(rec, v, func(router.Route) bool { return true })
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			for _, r := range []*router.Route{&r, r.Preview} {
+				if r != nil && !seen[r.URL] {
+					seen[r.URL] = true
+					out = append(out, *r)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// awaitGone waits until the proxy answers 404 for every route of app (see
+// Prober.Gone), for at most GoneDeadline; an *UnavailableError names the
+// URLs that still answer.
+func (o *Orchestrator) awaitGone(ctx context.Context, app string, routes []router.Route) error {
+	if o.prober == nil || len(routes) == 0 {
+		return nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, GoneDeadline)
+	defer cancel()
+	left := make([]bool, len(routes))
+	var wg sync.WaitGroup
+	for i, r := range routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			left[i] = o.prober.Gone(gctx, r) != nil
+		}()
+	}
+	wg.Wait()
+	var urls []string
+	for i, r := range routes {
+		if left[i] {
+			urls = append(urls, r.URL)
+		}
+	}
+	if len(urls) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return &UnavailableError{Why: fmt.Sprintf("app %s is stopped (its containers, services and records are gone), but after %s the proxy still answers %s: Traefik has not seen its routes leave Consul",
+		app, GoneDeadline, strings.Join(urls, ", "))}
 }
 
 // URL returns the URL of a web function of an app's live version.

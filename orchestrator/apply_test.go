@@ -543,6 +543,37 @@ func TestStopPurgesAndReleases(t *testing.T) {
 	}
 }
 
+func TestStopReturnsOnceItsURLsAnswer404(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.mustDeploy(shopSpec("hello"))
+	h.prober.probes = nil
+	if _, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(h.prober.probes, []string{"gone dev--shop-web.caravan.test"}) {
+		t.Errorf("probes = %v, want the URL seen gone", h.prober.probes)
+	}
+}
+
+func TestStopWhoseURLsStillAnswerSaysWhich(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.prober.served = map[string]bool{"web": true}
+	old := GoneDeadline
+	GoneDeadline = 100 * time.Millisecond
+	defer func() { GoneDeadline = old }()
+	_, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"})
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "https://dev--shop-web.caravan.test") {
+		t.Fatalf("err = %v, want an *UnavailableError naming the URL that still answers", err)
+	}
+	// The app is stopped all the same.
+	if rec := h.record("dev--shop"); rec.State != StateStopped {
+		t.Errorf("record = %+v", rec)
+	}
+}
+
 func TestReadsOfOneApp(t *testing.T) {
 	h := newHarness(t)
 	h.mustDeploy(shopSpec("hi"))

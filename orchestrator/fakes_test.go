@@ -837,6 +837,9 @@ type fakeProber struct {
 	fail    map[string]error
 	probes  []string
 	onProbe func(r router.Route)
+	// served are the functions whose URLs never stop answering (Gone
+	// waits until its context ends).
+	served map[string]bool
 }
 
 func (p *fakeProber) Probe(ctx context.Context, r router.Route, stable time.Duration) error {
@@ -847,6 +850,18 @@ func (p *fakeProber) Probe(ctx context.Context, r router.Route, stable time.Dura
 	defer p.mu.Unlock()
 	p.probes = append(p.probes, fmt.Sprintf("%s %s", r.Host, stable))
 	return p.fail[r.Function]
+}
+
+func (p *fakeProber) Gone(ctx context.Context, r router.Route) error {
+	p.mu.Lock()
+	p.probes = append(p.probes, "gone "+r.Host)
+	served := p.served[r.Function]
+	p.mu.Unlock()
+	if served {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
 }
 
 // fakeProxy is Traefik as caravan sees it through its API: it serves the
