@@ -394,6 +394,16 @@ func TestTheProbeHasARouterOfItsOwn(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: probe router's middlewares %v, want the route's %v (its auth aside)", name, p.Middlewares, gen.Middlewares)
 		}
+		// A split stands in for the route's own routers, not the probe's.
+		split := router.Split{Route: r, Servers: []string{"http://10.0.0.1:2000"}, Weight: 10}.Config()
+		if len(split.HTTP.Routers) != 1 {
+			t.Errorf("%s: split routers %v, want the generated hostname's alone", name, slices.Collect(maps.Keys(split.HTTP.Routers)))
+		}
+		for n, rt := range split.HTTP.Routers {
+			if probeRouter(rt) {
+				t.Errorf("%s: split router %s is the probe's", name, n)
+			}
+		}
 	}
 }
 
