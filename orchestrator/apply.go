@@ -640,9 +640,11 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if err != nil {
 		return nil, err
 	}
+	// What to see gone at the end; a version that cannot be read does not
+	// keep the app from stopping.
 	routes, err := o.servedRoutes(ctx, rec)
 	if err != nil {
-		return nil, err
+		o.log.Warn("reading the routes to see gone after the stop", "job", rec.JobID, "error", err)
 	}
 	if st := rec.Canary; st != nil {
 		if err := o.removeSplits(ctx, st.Keys); err != nil {

@@ -556,6 +556,18 @@ func TestStopReturnsOnceItsURLsAnswer404(t *testing.T) {
 	}
 }
 
+func TestStopWhoseVersionsCannotBeReadStillStops(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.store.versionErr = map[string]error{"dev--shop": errors.New("consul is down")}
+	if _, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if rec := h.record("dev--shop"); rec.State != StateStopped {
+		t.Errorf("record = %+v", rec)
+	}
+}
+
 func TestStopWhoseURLsStillAnswerSaysWhich(t *testing.T) {
 	h := newHarness(t)
 	h.mustDeploy(shopSpec("hi"))
