@@ -267,3 +267,23 @@ func TestUnchangedFunctionsKeepTheirContainers(t *testing.T) {
 		t.Errorf("the same spec again deployed version %d", again.Version)
 	}
 }
+
+// TestStopReturnsOnceItsURLAnswers404: when `caravan app stop` returns,
+// Traefik routes the app's hostname nowhere; no second of 200s after it.
+func TestStopReturnsOnceItsURLAnswers404(t *testing.T) {
+	purge(t, "e2e--stopped")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res := deploy(t, "stopped.hcl", nodeServer("stopped", "up\n", false), api.DeployBody{})
+	url := res.Functions[0].URL
+	answers(t, url, "up\n")
+	began := time.Now()
+	if _, err := env.client.Stop(ctx, "stopped", api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	t.Logf("stop returned after %s", time.Since(began).Round(time.Millisecond))
+	status, _, err := get(t, url)
+	if err != nil || status != http.StatusNotFound {
+		t.Fatalf("GET %s right after stop returned: %d %v, want 404", url, status, err)
+	}
+}

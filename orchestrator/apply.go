@@ -380,19 +380,56 @@ func union(a, b []string) []string {
 }
 
 // StableProbe is how long an updated route must answer without a break
-// before the update counts as live: longer than the proxy takes to drop the
-// previous version's containers.
+// before the update counts as live, when caravan cannot see the proxy
+// (no Proxy): longer than the proxy takes to drop the previous version's
+// containers.
 const StableProbe = 1500 * time.Millisecond
 
-// probe waits until every route of rendered answers through the proxy;
-// after an update, for StableProbe without a break. Routes are probed at
-// once, so the window is waited out once.
+// probe waits until every route of rendered answers through the proxy.
+// After an update an answer must come from the new version: with a Proxy,
+// caravan first watches Traefik until each route's service lists only the
+// containers of the version's Nomad deployment (awaitNewServers), and then
+// one 2xx per route suffices; without one, each route must answer for
+// StableProbe without a break (routes are probed at once, so the window is
+// waited out once).
 func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, version int, update bool) error {
 	stable := time.Duration(0)
-	if update {
+	switch {
+	case !update || o.prober == nil:
+	case o.proxy == nil:
 		stable = StableProbe
+	default:
+		if err := o.awaitNewServers(ctx, *rendered.Job.ID, rendered.Routes, version); err != nil {
+			return err
+		}
 	}
 	return o.probeRoutes(ctx, rendered.Routes, version, stable)
+}
+
+// awaitNewServers waits until the previous version's containers have left
+// Consul and Traefik's service of every route (see waitOldGone): the
+// containers of the job's latest deployment, if it is the job's current
+// version's, are the new version's. Without such a deployment Nomad
+// replaced no container (an in-place change), and nothing is waited for.
+func (o *Orchestrator) awaitNewServers(ctx context.Context, jobID string, routes []router.Route, version int) error {
+	job, err := o.nomad.Job(ctx, jobID)
+	if err == nil && job == nil {
+		err = errors.New("it vanished")
+	}
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("reading job %s from Nomad: %v", jobID, err)}
+	}
+	dep, err := o.nomad.LatestDeployment(ctx, jobID)
+	if err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("reading the deployment from Nomad: %v", err)}
+	}
+	if dep == nil || dep.JobVersion != *job.Version {
+		return nil
+	}
+	if err := o.waitOldGone(ctx, dep.ID, routes); err != nil {
+		return &RolloutError{Version: version, Cause: fmt.Sprintf("healthy in Nomad, but the previous containers did not leave the proxy: %v", err)}
+	}
+	return nil
 }
 
 // probeRoutes waits until every route answers through the proxy for
@@ -606,6 +643,12 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if err != nil {
 		return nil, err
 	}
+	// What to see gone at the end; a version that cannot be read does not
+	// keep the app from stopping.
+	routes, err := o.servedRoutes(ctx, rec)
+	if err != nil {
+		o.log.Warn("reading the routes to see gone after the stop", "job", rec.JobID, "error", err)
+	}
 	if st := rec.Canary; st != nil {
 		if err := o.removeSplits(ctx, st.Keys); err != nil {
 			return nil, err
@@ -644,7 +687,83 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		return nil, err
 	}
 	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)
+	// Still under the lock, so no deploy of the name brings them back meanwhile.
+	if err := o.awaitGone(ctx, rec.App, routes); err != nil {
+		return nil, err
+	}
 	return rec, nil
+}
+
+// GoneDeadline bounds how long Stop waits for the proxy to answer 404 for
+// every URL of the app.
+var GoneDeadline = 30 * time.Second
+
+// servedRoutes are the routes rec's app may serve: its live version's and
+// its canary's, with their previews.
+func (o *Orchestrator) servedRoutes(ctx context.Context, rec *AppRecord) ([]router.Route, error) {
+	var versions []int
+	if rec.LiveVersion > 0 {
+		versions = append(versions, rec.LiveVersion)
+	}
+	if rec.Canary != nil {
+		versions = append(versions, rec.Canary.Version)
+	}
+	var out []router.Route
+	seen := map[string]bool{}
+	for _, n := range versions {
+		v, err := o.version(ctx, rec, n)
+		if err != nil {
+			return nil, err
+		}
+		routes, err := o.storedRoutes(rec, v, func(router.Route) bool { return true })
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			for _, r := range []*router.Route{&r, r.Preview} {
+				if r != nil && !seen[r.URL] {
+					seen[r.URL] = true
+					out = append(out, *r)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// awaitGone waits until the proxy answers 404 for every route of app (see
+// Prober.Gone), for at most GoneDeadline; an *UnavailableError names the
+// URLs that still answer.
+func (o *Orchestrator) awaitGone(ctx context.Context, app string, routes []router.Route) error {
+	if o.prober == nil || len(routes) == 0 {
+		return nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, GoneDeadline)
+	defer cancel()
+	left := make([]bool, len(routes))
+	var wg sync.WaitGroup
+	for i, r := range routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			left[i] = o.prober.Gone(gctx, r) != nil
+		}()
+	}
+	wg.Wait()
+	var urls []string
+	for i, r := range routes {
+		if left[i] {
+			urls = append(urls, r.URL)
+		}
+	}
+	if len(urls) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return &UnavailableError{Why: fmt.Sprintf("app %s is stopped (its containers, services and records are gone), but after %s the proxy still answers %s: Traefik has not seen its routes leave Consul",
+		app, GoneDeadline, strings.Join(urls, ", "))}
 }
 
 // URL returns the URL of a web function of an app's live version.

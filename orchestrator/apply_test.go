@@ -171,9 +171,79 @@ func TestDeployChangeSupersedesTheLiveVersion(t *testing.T) {
 	if got := h.statuses("dev--shop"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
 		t.Errorf("history = %v", got)
 	}
-	// An update waits until the route answers without a break.
-	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test "+StableProbe.String() {
+	// With Traefik's API to watch, an update waits out no window.
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test 0s" {
 		t.Errorf("last probe = %q", got)
+	}
+}
+
+const shopService = "dev--shop-web"
+
+// liveShop deploys version 1 of shop, its container registered in Consul,
+// and makes Nomad register each container it places for a later version,
+// the previous ones leaving Consul a moment after.
+func (h *harness) liveShop() {
+	h.t.Helper()
+	h.mustDeploy(shopSpec("hi"))
+	h.consul.register(shopService, fakeInstance{Instance: Instance{ID: "_nomad-task-old0", Address: "127.0.0.1", Port: 10000}, passing: true})
+	h.nomad.onPlaced = func(allocs []*nomad.Allocation) {
+		for i, a := range allocs {
+			h.consul.register(shopService, fakeInstance{Instance: Instance{ID: "_nomad-task-" + a.ID, Address: "127.0.0.1", Port: 20000 + i}, passing: true})
+		}
+		go h.consul.deregister(shopService, func(in fakeInstance) bool { return strings.Contains(in.ID, "old") })
+	}
+}
+
+func TestUpdateWaitsForTraefikToDropTheOldContainers(t *testing.T) {
+	h := newHarness(t)
+	h.liveShop()
+	// Traefik lists the old container for 5 more questions.
+	h.proxy.lag = 5
+	var askedAtProbe int
+	var inConsulAtProbe []Instance
+	h.prober.onProbe = func(router.Route) {
+		h.proxy.mu.Lock()
+		askedAtProbe = h.proxy.asked
+		h.proxy.mu.Unlock()
+		inConsulAtProbe, _, _ = h.consul.Instances(context.Background(), shopService, "", false, 0)
+	}
+	h.mustDeploy(shopSpec("hello"))
+	if askedAtProbe <= 5 {
+		t.Errorf("the probe came after %d questions to Traefik: before it dropped the old container", askedAtProbe)
+	}
+	if len(inConsulAtProbe) != 1 || strings.Contains(inConsulAtProbe[0].ID, "old") {
+		t.Errorf("Consul held %v at the probe, want the new container alone", inConsulAtProbe)
+	}
+	// Once Traefik lists the new containers alone, one answer is enough.
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test 0s" {
+		t.Errorf("last probe = %q, want no stable window", got)
+	}
+}
+
+func TestUpdateThatTraefikNeverSeesIsReverted(t *testing.T) {
+	h := newHarness(t)
+	h.liveShop()
+	h.proxy.lag = 1 << 30
+	old := SplitDeadline
+	SplitDeadline = 200 * time.Millisecond
+	defer func() { SplitDeadline = old }()
+	_, err := h.deploy(shopSpec("hello"))
+	var re *RolloutError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "did not leave the proxy") {
+		t.Fatalf("err = %v, want a *RolloutError saying the old containers did not leave the proxy", err)
+	}
+	if h.nomad.count("revert") != 1 {
+		t.Errorf("Nomad calls = %v, want a revert", h.nomad.calls)
+	}
+}
+
+func TestUpdateWithoutAProxyWaitsTheStableWindow(t *testing.T) {
+	h := newHarness(t)
+	h.o.proxy = nil
+	h.liveShop()
+	h.mustDeploy(shopSpec("hello"))
+	if got := h.prober.probes[len(h.prober.probes)-1]; got != "dev--shop-web.caravan.test "+StableProbe.String() {
+		t.Errorf("last probe = %q, want the stable window", got)
 	}
 }
 
@@ -470,6 +540,49 @@ func TestStopPurgesAndReleases(t *testing.T) {
 	res := h.mustDeploy(shopSpec("hi"))
 	if res.Version != 1 || h.record("dev--shop").Generation != 2 {
 		t.Errorf("redeploy after stop = %+v", res)
+	}
+}
+
+func TestStopReturnsOnceItsURLsAnswer404(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.mustDeploy(shopSpec("hello"))
+	h.prober.probes = nil
+	if _, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(h.prober.probes, []string{"gone dev--shop-web.caravan.test"}) {
+		t.Errorf("probes = %v, want the URL seen gone", h.prober.probes)
+	}
+}
+
+func TestStopWhoseVersionsCannotBeReadStillStops(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.store.versionErr = map[string]error{"dev--shop": errors.New("consul is down")}
+	if _, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if rec := h.record("dev--shop"); rec.State != StateStopped {
+		t.Errorf("record = %+v", rec)
+	}
+}
+
+func TestStopWhoseURLsStillAnswerSaysWhich(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	h.prober.served = map[string]bool{"web": true}
+	old := GoneDeadline
+	GoneDeadline = 100 * time.Millisecond
+	defer func() { GoneDeadline = old }()
+	_, err := h.o.Stop(context.Background(), ci, AppRef{App: "shop"})
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "https://dev--shop-web.caravan.test") {
+		t.Fatalf("err = %v, want an *UnavailableError naming the URL that still answers", err)
+	}
+	// The app is stopped all the same.
+	if rec := h.record("dev--shop"); rec.State != StateStopped {
+		t.Errorf("record = %+v", rec)
 	}
 }
 

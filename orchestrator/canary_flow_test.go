@@ -306,6 +306,10 @@ func TestStopDuringACanaryAbortsIt(t *testing.T) {
 	if v.Status != StatusAborted {
 		t.Errorf("canary version is %s", v.Status)
 	}
+	// The canary's preview URL is waited for too.
+	if !slices.Contains(h.prober.probes, "gone dev--birds-web--canary.caravan.test") || !slices.Contains(h.prober.probes, "gone dev--birds-web.caravan.test") {
+		t.Errorf("probes = %v, want the URL and the preview seen gone", h.prober.probes)
+	}
 }
 
 func TestResumeSettlesWhatAStoppedServerLeft(t *testing.T) {

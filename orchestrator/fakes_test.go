@@ -79,6 +79,9 @@ type fakeNomad struct {
 	// onRegister shapes the deployment of a registered service job (nil:
 	// successful at once); it runs with the lock held.
 	onRegister func(job *nomad.Job, dep *nomad.Deployment)
+	// onPlaced sees the allocations Register placed for a deployment
+	// (with the lock held): tests register them in Consul.
+	onPlaced func(allocs []*nomad.Allocation)
 	// onPromote shapes a promoted deployment (nil: successful at once).
 	onPromote func(dep *nomad.Deployment)
 	// runCall sets a dispatched call's allocation up: its task state and
@@ -189,10 +192,14 @@ func (f *fakeNomad) Register(ctx context.Context, job *nomad.Job, modifyIndex ui
 	}
 	dep.ModifyIndex = f.bump()
 	f.deps[dep.ID] = dep
+	var placed []*nomad.Allocation
 	for _, tg := range j.TaskGroups {
 		for range *tg.Count {
-			f.addAlloc(*j.ID, *tg.Name, dep.ID, nomad.AllocClientStatusRunning)
+			placed = append(placed, f.addAlloc(*j.ID, *tg.Name, dep.ID, nomad.AllocClientStatusRunning))
 		}
+	}
+	if f.onPlaced != nil {
+		f.onPlaced(placed)
 	}
 	return evalID, nil
 }
@@ -824,18 +831,37 @@ func (s *memStore) heldHosts(jobID string) []string {
 }
 
 // fakeProber answers probes from a table: an error per function (nil:
-// answers), and records each probe.
+// answers), and records each probe; onProbe, if set, sees each first.
 type fakeProber struct {
-	mu     sync.Mutex
-	fail   map[string]error
-	probes []string
+	mu      sync.Mutex
+	fail    map[string]error
+	probes  []string
+	onProbe func(r router.Route)
+	// served are the functions whose URLs never stop answering (Gone
+	// waits until its context ends).
+	served map[string]bool
 }
 
 func (p *fakeProber) Probe(ctx context.Context, r router.Route, stable time.Duration) error {
+	if p.onProbe != nil {
+		p.onProbe(r)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.probes = append(p.probes, fmt.Sprintf("%s %s", r.Host, stable))
 	return p.fail[r.Function]
+}
+
+func (p *fakeProber) Gone(ctx context.Context, r router.Route) error {
+	p.mu.Lock()
+	p.probes = append(p.probes, "gone "+r.Host)
+	served := p.served[r.Function]
+	p.mu.Unlock()
+	if served {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
 }
 
 // fakeProxy is Traefik as caravan sees it through its API: it serves the

@@ -13,11 +13,16 @@ import (
 	"github.com/caravanhq/caravan/router"
 )
 
-// Prober checks that a route answers through the proxy. With stable > 0
-// it must answer 2xx without a break for that long: after an update the old
-// containers may answer for a moment, until the proxy drops them.
+// Prober checks that a route answers through the proxy, or that it no
+// longer does.
 type Prober interface {
+	// Probe waits until r answers 2xx; with stable > 0, without a break
+	// for that long (after an update the old containers may answer for a
+	// moment, until the proxy drops them, when caravan cannot see it).
 	Probe(ctx context.Context, r router.Route, stable time.Duration) error
+	// Gone waits until the proxy answers r's URL 404: it routes the
+	// hostname nowhere.
+	Gone(ctx context.Context, r router.Route) error
 }
 
 // HTTPSProber sends GET requests for a route's hostname to the proxy's HTTPS
@@ -30,11 +35,13 @@ type HTTPSProber struct {
 	Addr string
 	// Roots verify the proxy's certificates; nil uses the system roots.
 	Roots *x509.CertPool
-	// Auth returns the headers added to requests for routes with proxy
-	// auth, given the route's hostname: a credential that opens that
-	// hostname alone (caravan server's is an HMAC of it). Every route strips
-	// them before the function, so they never reach user code. Nil sends
-	// none.
+	// Auth returns the headers added to every probe, given the route's
+	// hostname: a credential that opens that hostname alone (caravan
+	// server's is an HMAC of it), for routes with proxy auth and for the
+	// probe router of rate-limited routes, so the probe spends none of the
+	// function's rate limit (see router.ProbeKey). Every route strips them
+	// before the function, so they never reach user code. Nil sends none
+	// (and the probe counts against the rate limit).
 	Auth func(host string) http.Header
 }
 
@@ -55,7 +62,7 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			path = "/"
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
-		if r.ProxyAuth && p.Auth != nil {
+		if p.Auth != nil {
 			for k, v := range p.Auth(r.Host) {
 				req.Header[k] = v
 			}
@@ -91,6 +98,35 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			}
 			return last
 		case <-time.After(wait):
+		}
+	}
+}
+
+// Gone polls the route's health path until the proxy answers 404, or ctx
+// ends. It sends no credential, so it does not verify the certificate: a
+// hostname the proxy routes nowhere may get its default certificate, and
+// the answer's status is all Gone reads.
+func (p *HTTPSProber) Gone(ctx context.Context, r router.Route) error {
+	client := ProxyClient(p.Addr, p.Roots)
+	defer client.CloseIdleConnections()
+	client.Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify = true
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	path := r.HealthPath
+	if path == "" {
+		path = "/"
+	}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNotFound {
+				return nil
+			}
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
