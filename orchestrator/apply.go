@@ -672,9 +672,12 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		if job.Meta[jobs.MetaApp] != rec.App || job.Meta[jobs.MetaWorkspace] != rec.Workspace {
 			return nil, &OwnershipError{JobID: rec.JobID, Why: "its meta does not name this app"}
 		}
-		evalID, err := o.nomad.Deregister(ctx, rec.JobID, true)
+		// Stop first, purge once the routes are gone: a purge collects
+		// the allocations at once, and one collected before its client
+		// deregistered its services leaves them in Consul, still routed.
+		evalID, err := o.nomad.Deregister(ctx, rec.JobID, false)
 		if err != nil {
-			return nil, fmt.Errorf("purging job %s: %w", rec.JobID, err)
+			return nil, fmt.Errorf("stopping job %s: %w", rec.JobID, err)
 		}
 		if _, err := o.waitEval(ctx, evalID); err != nil {
 			return nil, err
@@ -688,8 +691,18 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	}
 	o.log.Info("stopped", "job", rec.JobID, "caller", caller.Name)
 	// Still under the lock, so no deploy of the name brings them back meanwhile.
-	if err := o.awaitGone(ctx, rec.App, routes); err != nil {
-		return nil, err
+	goneErr := o.awaitGone(ctx, rec.App, routes)
+	if job != nil {
+		evalID, err := o.nomad.Deregister(ctx, rec.JobID, true)
+		if err == nil {
+			_, err = o.waitEval(ctx, evalID)
+		}
+		if err != nil {
+			return nil, errors.Join(goneErr, fmt.Errorf("purging job %s: %w", rec.JobID, err))
+		}
+	}
+	if goneErr != nil {
+		return nil, goneErr
 	}
 	return rec, nil
 }

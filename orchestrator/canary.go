@@ -179,13 +179,22 @@ func (o *Orchestrator) awaitRouters(ctx context.Context, want map[string]string)
 	})
 }
 
-// awaitServers waits until the proxy's service has no server outside
-// allowed (see awaitRouters).
-func (o *Orchestrator) awaitServers(ctx context.Context, service string, allowed []string) error {
+// awaitServers waits until the proxy serves route r from its own router
+// again and its service lists no server outside allowed (see
+// awaitRouters). That the old servers are gone is not enough: while a
+// promotion re-tags the canaries, the service can hold only them before
+// Traefik has the route's router back, and a split removed in that moment
+// leaves requests with no router at all (404).
+func (o *Orchestrator) awaitServers(ctx context.Context, r router.Route, allowed []string) error {
 	if o.proxy == nil {
 		return sleep(ctx, SplitSettle)
 	}
+	service := router.StableService(r)
 	return observe(ctx, "the previous containers' removal from "+service, func(ctx context.Context) (bool, error) {
+		own, err := o.proxy.RouterService(ctx, r.Router+"@"+catalogProvider)
+		if err != nil || own == "" {
+			return false, err
+		}
 		servers, err := o.proxy.Servers(ctx, service)
 		if err != nil {
 			return false, err
@@ -198,6 +207,9 @@ func (o *Orchestrator) awaitServers(ctx context.Context, service string, allowed
 		return true, nil
 	})
 }
+
+// catalogProvider is the name Traefik gives its Consul catalog provider.
+const catalogProvider = "consulcatalog"
 
 // unqualified drops the provider from a Traefik object's name.
 func unqualified(name string) string {
@@ -504,7 +516,7 @@ func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []r
 			if oldInstances(instances, allocs) == 0 {
 				// Traefik's consulCatalog provider must see them gone too
 				// before the split goes.
-				if err := o.awaitServers(ctx, router.StableService(r), serverURLs(instances)); err != nil {
+				if err := o.awaitServers(ctx, r, serverURLs(instances)); err != nil {
 					return err
 				}
 				break
