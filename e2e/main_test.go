@@ -183,12 +183,25 @@ workspace "*" {
 // policyPath is where setup writes e2ePolicy.
 func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
 
-// serverFlags are the flags of a caravan server for the stack.
+// serverFlags are the flags of a caravan server for the stack, beside the
+// tests' own (env.server): the same route settings, its forwardAuth
+// address included.
 func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
-		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
+		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath()}
+}
+
+// clusterAuthURL is the forwardAuth address every caravan server of the
+// tests renders with: that of the first, env.server, which lives as long
+// as the stack. The servers of a cluster must agree on it (see
+// server.RouterMismatchError); empty before the first starts.
+func clusterAuthURL() string {
+	if env.server == nil {
+		return ""
+	}
+	return router.AuthURL(env.server.Addr())
 }
 
 // startServer starts an in-process caravan server for the stack, logging
@@ -201,10 +214,10 @@ func startServer(name string) (*server.Server, error) {
 	}
 	// What `caravan dev up` gives its server: the defaults (devstack's tests
 	// check that its Traefik uses their names) with the stack's domain and
-	// port. This server listens on a free port, so forwardAuth is left to
-	// server.New to point at it.
+	// port. The first server listens on a free port, so its forwardAuth is
+	// left to server.New to point at it; later ones use the first's.
 	rc := router.DefaultConfig
-	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
+	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, clusterAuthURL()
 	pol, diags := policy.Load(policyPath())
 	if diags.HasErrors() {
 		return nil, diags

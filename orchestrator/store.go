@@ -125,6 +125,9 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //	caravan/domains/<domain>                        DomainBinding
 //	caravan/domain-secret                           the challenge values' secret
 //
+// (caravan server keeps caravan/probe-secret and caravan/router-config
+// beside them: server/cluster.go.)
+//
 // A claim's key lists its labels from the top, so the folder of a domain
 // holds its subtree and one prefix read finds every claim under a
 // wildcard. Every write that claims a name checks and bumps

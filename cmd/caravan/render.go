@@ -21,7 +21,8 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "traefik-kv-root", Value: d.KVRoot, Usage: "root key of Traefik's Consul KV provider, where canary and blue-green traffic splits go"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
-			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render)"},
+			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render); with several servers, one address " +
+			"that reaches any of them (a load balancer's), the same for all"},
 	}
 }
 
