@@ -35,11 +35,13 @@ type HTTPSProber struct {
 	Addr string
 	// Roots verify the proxy's certificates; nil uses the system roots.
 	Roots *x509.CertPool
-	// Auth returns the headers added to requests for routes with proxy
-	// auth, given the route's hostname: a credential that opens that
-	// hostname alone (caravan server's is an HMAC of it). Every route strips
-	// them before the function, so they never reach user code. Nil sends
-	// none.
+	// Auth returns the headers added to every probe, given the route's
+	// hostname: a credential that opens that hostname alone (caravan
+	// server's is an HMAC of it), for routes with proxy auth and for the
+	// probe router of rate-limited routes, so the probe spends none of the
+	// function's rate limit (see router.ProbeKey). Every route strips them
+	// before the function, so they never reach user code. Nil sends none
+	// (and the probe counts against the rate limit).
 	Auth func(host string) http.Header
 }
 
@@ -60,7 +62,7 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			path = "/"
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
-		if r.ProxyAuth && p.Auth != nil {
+		if p.Auth != nil {
 			for k, v := range p.Auth(r.Host) {
 				req.Header[k] = v
 			}

@@ -301,6 +301,28 @@ func TestProxyAuth(t *testing.T) {
 		}
 	}
 
+	// A route's probe router (?probe=true) passes the probe's credential
+	// for its host and nothing else: not an endpoint key, not another
+	// host's probe.
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   int
+	}{
+		{"probe of its host", probe(shopHost, shopHost), 200},
+		{"probe of another host", probe("other--x-web.caravan.localhost", shopHost), 401},
+		{"an endpoint key", forHost(pair(e.shopKey.ID, e.shopKey.Secret), shopHost), 401},
+		{"the probe's key, no secret", forHost(pair(probeKey, ""), shopHost), 401},
+	} {
+		a := e.request("GET", "/v1/auth/proxy?probe=true", "", nil, tc.header)
+		if a.status != tc.want {
+			t.Errorf("probe router, %s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
+		}
+		if tc.want == 401 {
+			a.wantError(t, tc.name, 401, api.CodeUnauthorized)
+		}
+	}
+
 	e.kv.fail(errors.New("connection refused"))
 	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shopKey.ID, e.shopKey.Secret)).
 		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)

@@ -11,8 +11,9 @@ import (
 	"github.com/caravanhq/caravan/router"
 )
 
-// probeKey is the Caravan-Key of a server's own deploy probes.
-const probeKey = "caravan-probe"
+// probeKey is the Caravan-Key of a server's own deploy probes; a route's
+// probe router matches it (see router.ProbeKey).
+const probeKey = router.ProbeKey
 
 // The deploy probe's credential is bound to the one hostname it probes:
 // its secret is an HMAC-SHA256 of the hostname under a key the server holds
