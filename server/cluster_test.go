@@ -46,7 +46,7 @@ func TestProbeKeyIsTheClusters(t *testing.T) {
 	r := httptest.NewRequest("GET", router.ProxyAuthPath, nil)
 	r.Header = ProbeHeader(a, host)
 	r.Header.Set("X-Forwarded-Host", host)
-	if !validProbe(b, r) {
+	if !validProbe(b, r, time.Now()) {
 		t.Error("server B refuses server A's probe")
 	}
 

@@ -46,9 +46,9 @@ type Deps struct {
 	Tokens       TokenStore
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
-	// ProbeSecret is the key of the server's own deploy probes' credential
+	// ProbeSecret is the cluster's key of deploy probes' credentials
 	// (Caravan-Key caravan-probe, and as secret an HMAC of the probed
-	// hostname: ProbeHeader); empty lets no probe through.
+	// hostname and the time: ProbeHeader); empty lets no probe through.
 	ProbeSecret string
 	// Limits bound concurrent requests and give the timeouts long
 	// requests extend (zero fields: DefaultLimits). The http.Server that
@@ -144,7 +144,7 @@ func (h *handler) authed(next authedHandler) http.Handler {
 // passes. It changes nothing.
 func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 	workspace := r.URL.Query().Get("workspace")
-	if validProbe(h.probeSecret, r) {
+	if validProbe(h.probeSecret, r, time.Now()) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
