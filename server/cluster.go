@@ -105,9 +105,13 @@ func (e *RouterMismatchError) Error() string {
 	for _, s := range e.Settings {
 		fmt.Fprintf(&b, " %s is %q here, %q in the cluster;", s.Flag, s.Server, s.Cluster)
 	}
-	b.WriteString(" start this server with the cluster's values." +
-		" With several servers, give each the same --auth-url, an address that reaches any of them (a load balancer's), not each its own --listen." +
-		" To change a setting for the whole cluster, stop every caravan server, run `consul kv delete " + kvRouterConfig +
+	b.WriteString(" start this server with the cluster's values.")
+	for _, s := range e.Settings {
+		if s.Flag == "--auth-url" {
+			b.WriteString(" With several servers, give each the same --auth-url, an address that reaches any of them (a load balancer's), not each its own --listen.")
+		}
+	}
+	b.WriteString(" To change a setting for the whole cluster, stop every caravan server, run `consul kv delete " + kvRouterConfig +
 		"`, start them with the new flags, and roll over each app (caravan app rollover APP) so that its routes are rendered again.")
 	return b.String()
 }
@@ -124,7 +128,7 @@ func agreeRouter(ctx context.Context, kv KV, cfg router.Config, by string, now t
 		if v != nil {
 			var rec routerRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("reading %s from Consul: %w (delete it, and every server's start records its own again)", kvRouterConfig, err)
+				return fmt.Errorf("reading %s from Consul: %w (delete it: the next server to start records its own)", kvRouterConfig, err)
 			}
 			if diff := routerDiff(cfg, rec.Router); len(diff) > 0 {
 				return &RouterMismatchError{Settings: diff, By: rec.By, At: rec.At}

@@ -101,6 +101,13 @@ func TestServersAgreeOnRouteSettings(t *testing.T) {
 		}
 	}
 
+	// Only a different forwardAuth address is told about load balancers.
+	domainOnly := first
+	domainOnly.Domain = "apps.example.com"
+	if err := agreeRouter(ctx, kv, domainOnly, "server F", at); err == nil || strings.Contains(err.Error(), "load balancer") {
+		t.Errorf("another domain alone: %v, want a mismatch that says nothing of --auth-url", err)
+	}
+
 	// Two servers starting at once: the one that loses the race compares
 	// with the winner's.
 	race := &raceKV{memKV: newMemKV()}
