@@ -106,7 +106,7 @@ func run(m *testing.M) int {
 		defer env.server.Shutdown(context.Background())
 		return m.Run()
 	}()
-	if code == 0 {
+	if code == 0 && os.Getenv("CARAVAN_E2E_KEEP") == "" {
 		os.RemoveAll(state)
 	} else {
 		fmt.Fprintf(os.Stderr, "e2e: logs of the stack are kept in %s/logs\n", state)

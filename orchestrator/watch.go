@@ -65,6 +65,9 @@ func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployme
 			if errors.Is(context.Cause(ctx), ErrLockLost) {
 				return ErrLockLost // the next holder follows it
 			}
+			if errors.Is(context.Cause(ctx), errServing) {
+				return nil // a new app that serves needs no verdict (registerNew)
+			}
 			if ctx.Err() != nil {
 				dctx := context.WithoutCancel(ctx)
 				o.failDeployment(dctx, dep.ID)

@@ -1,0 +1,106 @@
+package orchestrator
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// newShopNomad makes Nomad's deployment of the next registration run
+// until the test settles it, and registers its containers in Consul
+// (passing their checks when passing); it returns the deployment's ID,
+// once registered.
+func (h *harness) newShopNomad(passing bool) <-chan string {
+	started := make(chan string, 1)
+	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) {
+		dep.Status = nomad.DeploymentStatusRunning
+		dep.TaskGroups["web"].HealthyAllocs = 0
+		started <- dep.ID
+	}
+	h.nomad.onPlaced = func(allocs []*nomad.Allocation) {
+		for i, a := range allocs {
+			h.consul.register(shopService, fakeInstance{Instance: Instance{ID: "_nomad-task-" + a.ID, Address: "127.0.0.1", Port: 20000 + i}, passing: passing})
+		}
+	}
+	return started
+}
+
+func TestNewAppIsLiveOnceItServesWithoutWaitingForNomadsVerdict(t *testing.T) {
+	h := newHarness(t)
+	h.newShopNomad(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := h.o.Deploy(ctx, ci, DeployRequest{Spec: shopSpec("hi"), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	if res.Version != 1 || h.record("dev--shop").LiveVersion != 1 {
+		t.Errorf("result = %+v, record = %+v", res, h.record("dev--shop"))
+	}
+	// Nomad's deployment goes on, untouched.
+	if dep := h.nomad.latest(t, "dev--shop"); dep.Status != nomad.DeploymentStatusRunning {
+		t.Errorf("deployment status = %s, want running", dep.Status)
+	}
+	for _, c := range h.nomad.calls {
+		if len(c) > 5 && c[:5] == "fail " {
+			t.Errorf("Nomad calls = %v: the deployment of an app that serves was failed", h.nomad.calls)
+		}
+	}
+}
+
+func TestNewAppWaitsForItsChecksOrNomadsVerdict(t *testing.T) {
+	h := newHarness(t)
+	started := h.newShopNomad(false) // running, but its check does not pass yet
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.o.Deploy(context.Background(), ci, DeployRequest{Spec: shopSpec("hi"), Timeout: 10 * time.Second})
+		done <- err
+	}()
+	depID := <-started
+	select {
+	case err := <-done:
+		t.Fatalf("deploy returned (%v) before its container passed its checks", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Nomad's verdict suffices too.
+	h.nomad.setDeployment(depID, func(d *nomad.Deployment) {
+		d.Status = nomad.DeploymentStatusSuccessful
+		d.TaskGroups["web"].HealthyAllocs = 1
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("deploy did not return after Nomad's deployment succeeded")
+	}
+}
+
+func TestAllRunning(t *testing.T) {
+	stub := func(group, client, desired string) *nomad.AllocationListStub {
+		return &nomad.AllocationListStub{TaskGroup: group, ClientStatus: client, DesiredStatus: desired}
+	}
+	run, stop := nomad.AllocDesiredStatusRun, nomad.AllocDesiredStatusStop
+	for _, tc := range []struct {
+		name   string
+		allocs []*nomad.AllocationListStub
+		want   map[string]int
+		ok     bool
+	}{
+		{"none yet", nil, map[string]int{"web": 1}, false},
+		{"pending", []*nomad.AllocationListStub{stub("web", "pending", run)}, map[string]int{"web": 1}, false},
+		{"running", []*nomad.AllocationListStub{stub("web", "running", run)}, map[string]int{"web": 1}, true},
+		{"one of two", []*nomad.AllocationListStub{stub("web", "running", run)}, map[string]int{"web": 2}, false},
+		{"a stopping one does not count", []*nomad.AllocationListStub{stub("web", "running", stop)}, map[string]int{"web": 1}, false},
+		{"every group", []*nomad.AllocationListStub{stub("web", "running", run), stub("worker", "failed", run)},
+			map[string]int{"web": 1, "worker": 1}, false},
+		{"no groups", nil, map[string]int{}, true},
+	} {
+		if got := allRunning(tc.allocs, tc.want); got != tc.ok {
+			t.Errorf("%s: allRunning = %v, want %v", tc.name, got, tc.ok)
+		}
+	}
+}
