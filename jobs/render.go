@@ -50,10 +50,6 @@ const (
 // PortLabel is the label of every web function's port.
 const PortLabel = "http"
 
-// ShutdownDelay is how long a web container keeps serving after it leaves
-// Consul, so Traefik stops routing to it before it is killed.
-const ShutdownDelay = 5 * time.Second
-
 // CheckInterval is how often Consul checks a web container's health: Nomad's
 // minimum. Consul runs a new check's first probe at a random moment within
 // one interval, so the interval bounds how long a container that already
@@ -171,6 +167,10 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		tg, err := group(app, fn, byFunction)
 		if err != nil {
 			return nil, err
+		}
+		if fn.Web != nil {
+			// Traefik stops routing to a container before it stops.
+			tg.ShutdownDelay = ptr(cfg.Drain())
 		}
 		job.TaskGroups = append(job.TaskGroups, tg)
 	}
@@ -342,7 +342,6 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 			net.DynamicPorts = []api.Port{port}
 		}
 		tg.Networks = []*api.NetworkResource{net}
-		tg.ShutdownDelay = ptr(ShutdownDelay)
 
 		svc, err := service(app, fn, r)
 		if err != nil {

@@ -56,6 +56,7 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	var last error
 	var since time.Time // start of the current run of 2xx answers
+	began := time.Now()
 	for {
 		path := r.HealthPath
 		if path == "" {
@@ -87,7 +88,7 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 		if err != nil {
 			last, since = err, time.Time{}
 		}
-		wait := 200 * time.Millisecond
+		wait := probeWait(time.Since(began))
 		if !since.IsZero() {
 			wait = 100 * time.Millisecond
 		}
@@ -99,6 +100,22 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			return last
 		case <-time.After(wait):
 		}
+	}
+}
+
+// probeWait is the pause between probes that found no answer yet, after
+// probing for so long: brief while a route that was just registered is
+// about to answer (the probes go to the proxy on loopback, and a request
+// to an unrouted hostname costs it little), longer once its containers
+// take their time to start.
+func probeWait(so time.Duration) time.Duration {
+	switch {
+	case so < 3*time.Second:
+		return 25 * time.Millisecond
+	case so < 15*time.Second:
+		return 100 * time.Millisecond
+	default:
+		return 250 * time.Millisecond
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caravanhq/caravan/spec"
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
@@ -41,6 +42,24 @@ type Config struct {
 	// KVRoot is the root key of Traefik's Consul KV provider, under which
 	// caravan publishes traffic splits (canary and blue-green rollouts).
 	KVRoot string
+	// DrainDelay is how long a web container keeps serving after it leaves
+	// Consul before Nomad stops it (the group's shutdown_delay): longer
+	// than the proxy takes to stop routing to it, which is Consul's
+	// propagation plus Traefik's providersThrottleDuration (200 ms in the
+	// local stack; Traefik's default is 2 s). Zero uses DefaultDrainDelay.
+	DrainDelay time.Duration
+}
+
+// DefaultDrainDelay is the DrainDelay of a Config that sets none: enough
+// for a Traefik that throttles its providers to 200 ms or less.
+const DefaultDrainDelay = time.Second
+
+// Drain is c's DrainDelay, or DefaultDrainDelay.
+func (c Config) Drain() time.Duration {
+	if c.DrainDelay > 0 {
+		return c.DrainDelay
+	}
+	return DefaultDrainDelay
 }
 
 // ProxyAuthHeaders carry a token's ID and secret to endpoints with

@@ -77,6 +77,7 @@ var routerSettings = []struct {
 	{"--body-limit-plugin", func(c router.Config) string { return c.BodyLimitPlugin }},
 	{"--auth-url", func(c router.Config) string { return c.AuthURL }},
 	{"--traefik-kv-root", func(c router.Config) string { return c.KVRoot }},
+	{"--drain-delay", func(c router.Config) string { return c.Drain().String() }},
 }
 
 // RouterMismatchError is a server whose route settings are not the ones

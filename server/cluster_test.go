@@ -134,8 +134,8 @@ func TestEveryRouteSettingIsCompared(t *testing.T) {
 		switch f.Kind() {
 		case reflect.String:
 			f.SetString("x")
-		case reflect.Int:
-			f.SetInt(1)
+		case reflect.Int, reflect.Int64: // an int64 is a time.Duration
+			f.SetInt(int64(3 * time.Second))
 		default:
 			t.Fatalf("router.Config.%s is a %s: teach this test (and routerSettings) about it", typ.Field(i).Name, f.Kind())
 		}
