@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -88,19 +90,30 @@ func (o *Orchestrator) firstFailure(ctx context.Context, deployed <-chan error, 
 }
 
 // awaitPlaced waits until every group of rendered's job has its count of
-// running allocations and every web function its count of instances
-// passing their checks in Consul.
+// running allocations and every web function its count of those passing
+// their checks in Consul, with Traefik (when caravan can see it) routing
+// to them alone: containers of a job purged a moment ago may still be
+// registered under the same names.
 func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered) error {
 	want := map[string]int{}
 	for _, tg := range rendered.Job.TaskGroups {
 		want[*tg.Name] = *tg.Count
 	}
-	errs := make(chan error, len(rendered.Routes)+1)
-	go func() { errs <- o.awaitRunning(ctx, *rendered.Job.ID, want) }()
-	for _, r := range rendered.Routes {
-		go func() { errs <- o.awaitPassing(ctx, r.Name, want[r.Function]) }()
+	allocs, err := o.awaitRunning(ctx, *rendered.Job.ID, want)
+	if err != nil {
+		return err
 	}
-	for range len(rendered.Routes) + 1 {
+	errs := make(chan error, len(rendered.Routes))
+	for _, r := range rendered.Routes {
+		go func() {
+			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs)
+			if err == nil && o.proxy != nil {
+				err = o.awaitServers(ctx, r, serverURLs(instances))
+			}
+			errs <- err
+		}()
+	}
+	for range rendered.Routes {
 		if err := <-errs; err != nil {
 			return err
 		}
@@ -109,50 +122,64 @@ func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered)
 }
 
 // awaitRunning waits until job id has, per group, at least want[group]
-// running allocations.
-func (o *Orchestrator) awaitRunning(ctx context.Context, id string, want map[string]int) error {
+// running allocations, and returns them.
+func (o *Orchestrator) awaitRunning(ctx context.Context, id string, want map[string]int) ([]*nomad.AllocationListStub, error) {
 	var index uint64
 	for {
 		allocs, last, err := o.nomad.JobAllocations(ctx, id, index)
 		if err != nil {
-			return fmt.Errorf("waiting for Nomad to run every container: %w", err)
+			return nil, fmt.Errorf("waiting for Nomad to run every container: %w", err)
 		}
-		if allRunning(allocs, want) {
-			return nil
+		if running, ok := allRunning(allocs, want); ok {
+			return running, nil
 		}
 		index = last
 	}
 }
 
-// allRunning reports whether allocs hold, per group, at least want[group]
-// running allocations.
-func allRunning(allocs []*nomad.AllocationListStub, want map[string]int) bool {
+// allRunning returns the running allocations among allocs, and whether
+// they are, per group, at least want[group].
+func allRunning(allocs []*nomad.AllocationListStub, want map[string]int) ([]*nomad.AllocationListStub, bool) {
+	var out []*nomad.AllocationListStub
 	running := map[string]int{}
 	for _, a := range allocs {
 		if a.ClientStatus == nomad.AllocClientStatusRunning && a.DesiredStatus == nomad.AllocDesiredStatusRun {
 			running[a.TaskGroup]++
+			out = append(out, a)
 		}
 	}
 	for g, n := range want {
 		if running[g] < n {
-			return false
+			return out, false
 		}
 	}
-	return true
+	return out, true
 }
 
-// awaitPassing waits until service has at least n instances passing their
-// checks in Consul.
-func (o *Orchestrator) awaitPassing(ctx context.Context, service string, n int) error {
+// awaitPassing waits until at least n instances of service that belong to
+// allocs pass their checks in Consul, and returns them.
+func (o *Orchestrator) awaitPassing(ctx context.Context, service string, n int, allocs []*nomad.AllocationListStub) ([]Instance, error) {
 	var index uint64
 	for {
 		instances, last, err := o.consul.Instances(ctx, service, "", true, index)
 		if err != nil {
-			return fmt.Errorf("waiting for %s's containers to pass their checks: %w", service, err)
+			return nil, fmt.Errorf("waiting for %s's containers to pass their checks: %w", service, err)
 		}
-		if len(instances) >= n {
-			return nil
+		if ours := ofAllocs(instances, allocs); len(ours) >= n {
+			return ours, nil
 		}
 		index = last
 	}
+}
+
+// ofAllocs are the instances that belong to allocs: Nomad puts the
+// allocation's ID in the service instance's.
+func ofAllocs(instances []Instance, allocs []*nomad.AllocationListStub) []Instance {
+	var out []Instance
+	for _, in := range instances {
+		if slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool { return strings.Contains(in.ID, a.ID) }) {
+			out = append(out, in)
+		}
+	}
+	return out
 }
