@@ -151,7 +151,8 @@ func (p *Proxy) Close() {
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // FunctionOf is the function r is for: HeaderFunction, or the first label
-// of its Host (under domain, when domain is set); "" when it names none.
+// of its Host (under domain, when domain is set); "" when it names none
+// (an IP address names none).
 func FunctionOf(r *http.Request, domain string) string {
 	name := strings.ToLower(strings.TrimSpace(r.Header.Get(HeaderFunction)))
 	if name == "" {
@@ -160,6 +161,9 @@ func FunctionOf(r *http.Request, domain string) string {
 			host = h
 		}
 		host = strings.TrimSuffix(host, ".")
+		if net.ParseIP(strings.Trim(host, "[]")) != nil {
+			return "" // an address names no function
+		}
 		first, rest, ok := strings.Cut(host, ".")
 		if domain != "" && (!ok || rest != strings.ToLower(strings.TrimSuffix(domain, "."))) {
 			return ""

@@ -34,6 +34,9 @@ func TestFunctionOf(t *testing.T) {
 		{"anything", " Dev--API ", "", "dev--api"},
 		{"x", "bad name!", "", ""},
 		{"-x.example.com", "", "", ""},
+		{"127.0.0.1:8080", "", "", ""},
+		{"[::1]:8080", "", "", ""},
+		{"10.0.0.1", "fn", "", "fn"},
 		{"", "", "", ""},
 	}
 	for _, tt := range tests {
