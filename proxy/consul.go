@@ -24,8 +24,9 @@ type settingsRecord struct {
 	QueueTimeout string `json:"queue_timeout"`
 }
 
-// Consul is Discovery over Consul's health endpoint: the passing
-// instances of the function's service, by blocking query.
+// Consul is Discovery over Consul's health endpoint: the instances of the
+// function's service, by blocking query; those whose checks pass take
+// requests, the others count as starting.
 type Consul struct {
 	Client *consul.Client
 	// WaitTime bounds each blocking query (default 5 minutes, Consul's
@@ -35,7 +36,7 @@ type Consul struct {
 
 var _ Discovery = (*Consul)(nil)
 
-// Watch is Discovery.Watch: Health().Service(function, "", true) with
+// Watch is Discovery.Watch: Health().Service(function, "", false) with
 // WaitIndex. Settings come from the first instance's meta that has them,
 // else from SettingsKVPrefix+function, else stay nil.
 func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snapshot, uint64, error) {
@@ -44,13 +45,19 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 		wait = 5 * time.Minute
 	}
 	q := (&consul.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
-	entries, meta, err := c.Client.Health().Service(function, "", true, q)
+	// Every instance, not only passing ones: those whose checks do not
+	// pass yet are the containers starting.
+	entries, meta, err := c.Client.Health().Service(function, "", false, q)
 	if err != nil {
 		return Snapshot{}, index, fmt.Errorf("consul: instances of %s: %w", function, err)
 	}
 	var snap Snapshot
 	for _, e := range entries {
 		if e.Service == nil {
+			continue
+		}
+		if e.Checks.AggregatedStatus() != consul.HealthPassing {
+			snap.Starting++
 			continue
 		}
 		addr := e.Service.Address

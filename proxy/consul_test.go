@@ -47,7 +47,10 @@ func TestConsulDiscovery(t *testing.T) {
 	fc := &fakeConsul{index: 42, kv: map[string]string{}, entries: []*consul.ServiceEntry{
 		{Node: &consul.Node{Address: "10.0.0.9"}, Service: &consul.AgentService{ID: "_nomad-task-1", Port: 23001,
 			Meta: map[string]string{proxy.MetaMaxInputs: "4", proxy.MetaQueueMax: "10", proxy.MetaQueueTimeout: "2m"}}},
-		{Node: &consul.Node{Address: "10.0.0.9"}, Service: &consul.AgentService{ID: "_nomad-task-2", Address: "10.0.0.7", Port: 23002}},
+		{Node: &consul.Node{Address: "10.0.0.9"}, Service: &consul.AgentService{ID: "_nomad-task-2", Address: "10.0.0.7", Port: 23002},
+			Checks: consul.HealthChecks{{Status: consul.HealthPassing}}},
+		{Node: &consul.Node{Address: "10.0.0.8"}, Service: &consul.AgentService{ID: "_nomad-task-3", Port: 23003},
+			Checks: consul.HealthChecks{{Status: consul.HealthCritical}}},
 	}}
 	srv := httptest.NewServer(fc)
 	t.Cleanup(srv.Close)
@@ -68,11 +71,14 @@ func TestConsulDiscovery(t *testing.T) {
 	if !slices.Equal(snap.Instances, want) {
 		t.Errorf("instances = %+v, want %+v", snap.Instances, want)
 	}
+	if snap.Starting != 1 {
+		t.Errorf("starting = %d, want 1 (the instance whose check is critical)", snap.Starting)
+	}
 	if snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 4, QueueMax: 10, QueueTimeout: 2 * time.Minute}) {
 		t.Errorf("settings = %+v", snap.Settings)
 	}
-	if want := []string{"7 30000ms passing=true"}; !slices.Equal(fc.queries, want) {
-		t.Errorf("health queries = %q, want %q (a blocking query of passing instances)", fc.queries, want)
+	if want := []string{"7 30000ms passing=false"}; !slices.Equal(fc.queries, want) {
+		t.Errorf("health queries = %q, want %q (a blocking query of every instance)", fc.queries, want)
 	}
 
 	// At zero, the settings come from KV, when it has them.

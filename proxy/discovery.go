@@ -85,6 +85,8 @@ func (s Settings) Meta() map[string]string {
 type Snapshot struct {
 	// Instances are its healthy containers, in any order.
 	Instances []Instance
+	// Starting is how many more it has whose checks do not pass yet.
+	Starting int
 	// Settings are its settings; nil when discovery does not know them
 	// (no container says, say, at zero): the proxy keeps what it had.
 	Settings *Settings

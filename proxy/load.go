@@ -27,8 +27,11 @@ type FunctionLoad struct {
 	// Ready is how many containers may take requests (listed, not
 	// draining, not ejected after a failure); Draining how many take none
 	// but still serve their last ones.
-	Ready     int            `json:"ready"`
-	Draining  int            `json:"draining"`
+	Ready    int `json:"ready"`
+	Draining int `json:"draining"`
+	// Starting is how many containers discovery lists whose checks do
+	// not pass yet.
+	Starting  int            `json:"starting"`
 	MaxInputs int            `json:"max_inputs"`
 	Instances []InstanceLoad `json:"instances"`
 }

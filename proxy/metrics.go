@@ -60,6 +60,7 @@ var (
 	descQueued   = prometheus.NewDesc(metricPrefix+"queued", "Requests waiting for a container with room.", []string{"function"}, nil)
 	descReady    = prometheus.NewDesc(metricPrefix+"containers_ready", "Containers that may take requests.", []string{"function"}, nil)
 	descDraining = prometheus.NewDesc(metricPrefix+"containers_draining", "Containers that take no new requests but still serve some.", []string{"function"}, nil)
+	descStarting = prometheus.NewDesc(metricPrefix+"containers_starting", "Containers registered whose checks do not pass yet.", []string{"function"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -67,6 +68,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueued
 	ch <- descReady
 	ch <- descDraining
+	ch <- descStarting
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -75,5 +77,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(fl.Queued), fl.Function)
 		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(fl.Ready), fl.Function)
 		ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, float64(fl.Draining), fl.Function)
+		ch <- prometheus.MustNewConstMetric(descStarting, prometheus.GaugeValue, float64(fl.Starting), fl.Function)
 	}
 }

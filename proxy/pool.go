@@ -52,6 +52,7 @@ type pool struct {
 
 	mu        sync.Mutex
 	settings  Settings
+	starting  int
 	instances []*instance // in the order discovery first listed them
 	queue     list.List   // of *waiter, oldest first
 	// next rotates where pick starts, so equal loads share requests.
@@ -242,6 +243,7 @@ func (p *pool) update(snap Snapshot) {
 	if snap.Settings != nil {
 		p.settings = snap.Settings.withDefaults()
 	}
+	p.starting = snap.Starting
 	listed := make(map[string]Instance, len(snap.Instances))
 	for _, si := range snap.Instances {
 		listed[si.ID] = si
@@ -320,7 +322,7 @@ func (p *pool) load() FunctionLoad {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	fl := FunctionLoad{Function: p.name, Queued: p.queue.Len(), MaxInputs: p.settings.MaxInputs, Instances: []InstanceLoad{}}
+	fl := FunctionLoad{Function: p.name, Queued: p.queue.Len(), Starting: p.starting, MaxInputs: p.settings.MaxInputs, Instances: []InstanceLoad{}}
 	for _, in := range p.instances {
 		fl.InFlight += in.inFlight
 		il := InstanceLoad{ID: in.id, Addr: in.addr, InFlight: in.inFlight, Draining: in.draining || in.gone, Ejected: now.Before(in.ejectedUntil)}
