@@ -38,7 +38,8 @@ var _ Discovery = (*Consul)(nil)
 
 // Watch is Discovery.Watch: Health().Service(function, "", false) with
 // WaitIndex. Settings come from the first instance's meta that has them,
-// else from SettingsKVPrefix+function, else stay nil.
+// else from SettingsKVPrefix+function, else stay nil. A function is known
+// when it has instances (passing or not) or a settings record.
 func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snapshot, uint64, error) {
 	wait := c.WaitTime
 	if wait <= 0 {
@@ -51,7 +52,7 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 	if err != nil {
 		return Snapshot{}, index, fmt.Errorf("consul: instances of %s: %w", function, err)
 	}
-	var snap Snapshot
+	snap := Snapshot{Known: len(entries) > 0}
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
@@ -73,7 +74,11 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 	}
 	if snap.Settings == nil {
 		kv, _, err := c.Client.KV().Get(SettingsKVPrefix+function, (&consul.QueryOptions{}).WithContext(ctx))
-		if err == nil && kv != nil {
+		if err != nil {
+			return Snapshot{}, index, fmt.Errorf("consul: settings of %s: %w", function, err)
+		}
+		if kv != nil {
+			snap.Known = true
 			var rec settingsRecord
 			if json.Unmarshal(kv.Value, &rec) == nil {
 				timeout, _ := time.ParseDuration(rec.QueueTimeout)

@@ -71,8 +71,8 @@ func TestConsulDiscovery(t *testing.T) {
 	if !slices.Equal(snap.Instances, want) {
 		t.Errorf("instances = %+v, want %+v", snap.Instances, want)
 	}
-	if snap.Starting != 1 {
-		t.Errorf("starting = %d, want 1 (the instance whose check is critical)", snap.Starting)
+	if !snap.Known || snap.Starting != 1 {
+		t.Errorf("known %v, starting = %d, want known and 1 (the instance whose check is critical)", snap.Known, snap.Starting)
 	}
 	if snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 4, QueueMax: 10, QueueTimeout: 2 * time.Minute}) {
 		t.Errorf("settings = %+v", snap.Settings)
@@ -88,11 +88,11 @@ func TestConsulDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Instances) != 0 || snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 3, QueueMax: 5, QueueTimeout: 10 * time.Second}) {
+	if len(snap.Instances) != 0 || !snap.Known || snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 3, QueueMax: 5, QueueTimeout: 10 * time.Second}) {
 		t.Errorf("at zero: %+v, settings %+v", snap.Instances, snap.Settings)
 	}
 	delete(fc.kv, proxy.SettingsKVPrefix+"fn")
-	if snap, _, err = d.Watch(context.Background(), "fn", 42); err != nil || snap.Settings != nil {
-		t.Errorf("at zero without a record: settings %+v, %v; want nil", snap.Settings, err)
+	if snap, _, err = d.Watch(context.Background(), "fn", 42); err != nil || snap.Settings != nil || snap.Known {
+		t.Errorf("no instance, no record: settings %+v, known %v, %v; want an unknown function", snap.Settings, snap.Known, err)
 	}
 }

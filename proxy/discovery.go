@@ -83,6 +83,10 @@ func (s Settings) Meta() map[string]string {
 
 // Snapshot is what discovery knows of a function at one index.
 type Snapshot struct {
+	// Known says the function exists: it has containers, or a record
+	// of its settings (at zero). The proxy answers 404 for one that is
+	// not, at once, rather than queueing for it.
+	Known bool
 	// Instances are its healthy containers, in any order.
 	Instances []Instance
 	// Starting is how many more it has whose checks do not pass yet.

@@ -40,13 +40,25 @@ func (f *fakeDiscovery) fn(name string) *fakeFunction {
 	return ff
 }
 
-// Set publishes the function's containers (and settings, when non-nil).
+// Set publishes the function's containers (and settings, when non-nil);
+// the function is known from then on, even with none.
 func (f *fakeDiscovery) Set(name string, settings *proxy.Settings, instances ...proxy.Instance) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ff := f.fn(name)
 	ff.index++
-	ff.snap = proxy.Snapshot{Instances: instances, Settings: settings}
+	ff.snap = proxy.Snapshot{Known: true, Instances: instances, Settings: settings}
+	close(ff.changed)
+	ff.changed = make(chan struct{})
+}
+
+// Forget makes the function unknown, as if it had been removed.
+func (f *fakeDiscovery) Forget(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ff := f.fn(name)
+	ff.index++
+	ff.snap = proxy.Snapshot{}
 	close(ff.changed)
 	ff.changed = make(chan struct{})
 }

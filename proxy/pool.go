@@ -18,6 +18,8 @@ var (
 	// ErrQueueTimeout: the request waited the function's queue timeout
 	// without a container having room (504).
 	ErrQueueTimeout = errors.New("waited past the queue timeout")
+	// ErrNoFunction: discovery knows no such function (404).
+	ErrNoFunction = errors.New("no such function")
 )
 
 // instance is one container as the proxy counts it.
@@ -37,7 +39,9 @@ type instance struct {
 
 // waiter is a queued request.
 type waiter struct {
-	ch chan *instance // buffered: dispatch never blocks
+	// ch gets the container given to it, or nil when the function turned
+	// out unknown. Buffered: dispatch never blocks.
+	ch chan *instance
 	// elem is its place in the queue; nil once it left.
 	elem *list.Element
 }
@@ -50,9 +54,16 @@ type pool struct {
 	// ejectFor is how long a container that failed a request gets none.
 	ejectFor time.Duration
 
-	mu        sync.Mutex
-	settings  Settings
-	starting  int
+	mu       sync.Mutex
+	settings Settings
+	starting int
+	// seen: a snapshot arrived; known: the last one said the function
+	// exists. Requests queue until the first, and are 404 while the
+	// function is unknown.
+	seen, known bool
+	// used is when a request last came, for Proxy's collection of idle
+	// pools.
+	used      time.Time
 	instances []*instance // in the order discovery first listed them
 	queue     list.List   // of *waiter, oldest first
 	// next rotates where pick starts, so equal loads share requests.
@@ -118,6 +129,10 @@ type acquired struct {
 // ctx's error.
 func (p *pool) acquire(ctx context.Context) (acquired, error) {
 	p.mu.Lock()
+	if p.seen && !p.known {
+		p.mu.Unlock()
+		return acquired{}, ErrNoFunction
+	}
 	if p.queue.Len() == 0 {
 		if in := p.pick(); in != nil {
 			in.inFlight++
@@ -143,30 +158,36 @@ func (p *pool) acquire(ctx context.Context) (acquired, error) {
 	defer timer.Stop()
 	select {
 	case in := <-w.ch:
+		if in == nil {
+			return acquired{}, ErrNoFunction
+		}
 		return got(in), nil
 	case <-timer.C:
-		if in := p.leave(w); in != nil {
+		if in, given := p.leave(w); given {
+			if in == nil {
+				return acquired{}, ErrNoFunction
+			}
 			return got(in), nil // given a container as the time ran out
 		}
 		return acquired{waited: p.now().Sub(start), queued: true, cold: cold}, ErrQueueTimeout
 	case <-ctx.Done():
-		if in := p.leave(w); in != nil {
+		if in, _ := p.leave(w); in != nil {
 			p.release(in, false)
 		}
 		return acquired{}, ctx.Err()
 	}
 }
 
-// leave takes w out of the queue, or returns the container it was given.
-func (p *pool) leave(w *waiter) *instance {
+// leave takes w out of the queue, or returns what it was given.
+func (p *pool) leave(w *waiter) (in *instance, given bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w.elem != nil {
 		p.queue.Remove(w.elem)
 		w.elem = nil
-		return nil
+		return nil, false
 	}
-	return <-w.ch
+	return <-w.ch, true
 }
 
 // dispatch gives containers with room to queued requests, oldest first.
@@ -244,6 +265,15 @@ func (p *pool) update(snap Snapshot) {
 		p.settings = snap.Settings.withDefaults()
 	}
 	p.starting = snap.Starting
+	p.seen, p.known = true, snap.Known
+	if !snap.Known {
+		// Nothing to wait for: every queued request is 404.
+		for p.queue.Len() > 0 {
+			w := p.queue.Remove(p.queue.Front()).(*waiter)
+			w.elem = nil
+			w.ch <- nil
+		}
+	}
 	listed := make(map[string]Instance, len(snap.Instances))
 	for _, si := range snap.Instances {
 		listed[si.ID] = si
@@ -315,6 +345,21 @@ func (p *pool) waitIdle(ctx context.Context, id string) int {
 			return n
 		}
 	}
+}
+
+// touch marks the pool used now.
+func (p *pool) touch() {
+	p.mu.Lock()
+	p.used = p.now()
+	p.mu.Unlock()
+}
+
+// idleSince reports whether the pool has no container, request or queue,
+// and no request came since before t: Proxy may stop watching it.
+func (p *pool) idleSince(t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.instances) == 0 && p.queue.Len() == 0 && p.used.Before(t)
 }
 
 // load is the pool's state for the load report and the gauges.

@@ -10,7 +10,8 @@
 //
 // Answers of its own, each with a Caravan-Error header naming it:
 //
-//	404 no_function     the request names no function (Host or Caravan-Function)
+//	404 no_function     the request names no function (Host or Caravan-Function),
+//	                    or discovery knows none of that name
 //	502 upstream_failed the container failed the request (it is then given none
 //	                    for a few seconds, so queued requests go elsewhere)
 //	503 queue_full      the queue holds max_requests; Retry-After: 1
@@ -71,6 +72,10 @@ type Config struct {
 	// MaxFunctions bounds the functions the proxy watches (default
 	// 10,000); a request for one more is 404.
 	MaxFunctions int
+	// IdleAfter is how long a function with no container and no request
+	// stays watched (default 10 minutes); the next request watches it
+	// anew.
+	IdleAfter time.Duration
 	// Registerer takes the proxy's Prometheus metrics (default: a
 	// registry of its own, served by AdminHandler).
 	Registerer prometheus.Registerer
@@ -94,7 +99,13 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	pools map[string]*pool
+	pools map[string]*watched
+}
+
+// watched is a pool and the end of its watch.
+type watched struct {
+	*pool
+	stop context.CancelFunc
 }
 
 // New makes a Proxy; Close stops its watches.
@@ -105,6 +116,9 @@ func New(cfg Config) *Proxy {
 	if cfg.MaxFunctions <= 0 {
 		cfg.MaxFunctions = 10_000
 	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = 10 * time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -114,8 +128,10 @@ func New(cfg Config) *Proxy {
 	if cfg.Transport == nil {
 		cfg.Transport = defaultTransport()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, pools: map[string]*pool{}}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, pools: map[string]*watched{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.wg.Add(1)
+	go p.collect()
 	reg := cfg.Registerer
 	if reg == nil {
 		p.registry = prometheus.NewRegistry()
@@ -181,17 +197,45 @@ func FunctionOf(r *http.Request, domain string) string {
 func (p *Proxy) pool(function string) *pool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if pl, ok := p.pools[function]; ok {
-		return pl
+	if w, ok := p.pools[function]; ok {
+		w.touch()
+		return w.pool
 	}
 	if len(p.pools) >= p.cfg.MaxFunctions || p.ctx.Err() != nil {
 		return nil
 	}
 	pl := newPool(function, p.cfg.Now, p.cfg.EjectFor)
-	p.pools[function] = pl
+	pl.used = p.cfg.Now()
+	ctx, stop := context.WithCancel(p.ctx)
+	p.pools[function] = &watched{pool: pl, stop: stop}
 	p.wg.Add(1)
-	go p.watch(pl)
+	go p.watch(ctx, pl)
 	return pl
+}
+
+// collect stops watching functions idle for IdleAfter, until Close.
+func (p *Proxy) collect() {
+	defer p.wg.Done()
+	t := time.NewTicker(min(p.cfg.IdleAfter, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := p.cfg.Now().Add(-p.cfg.IdleAfter)
+		p.mu.Lock()
+		for name, w := range p.pools {
+			// A request takes its pool under p.mu and marks it used, so
+			// none can be on its way into a pool dropped here.
+			if w.idleSince(before) {
+				w.stop()
+				delete(p.pools, name)
+			}
+		}
+		p.mu.Unlock()
+	}
 }
 
 // Watch starts watching function before any request for it arrives, so
@@ -201,20 +245,20 @@ func (p *Proxy) Watch(function string) { p.pool(function) }
 // watch feeds pl from discovery until Close. On an error it keeps what
 // it knows (containers keep serving while Consul is away) and retries
 // with backoff.
-func (p *Proxy) watch(pl *pool) {
+func (p *Proxy) watch(ctx context.Context, pl *pool) {
 	defer p.wg.Done()
 	var index uint64
 	backoff := 100 * time.Millisecond
-	for p.ctx.Err() == nil {
-		snap, next, err := p.cfg.Discovery.Watch(p.ctx, pl.name, index)
+	for ctx.Err() == nil {
+		snap, next, err := p.cfg.Discovery.Watch(ctx, pl.name, index)
 		if err != nil {
-			if p.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			p.log.Warn("discovery failed; retrying", "function", pl.name, "error", err, "in", backoff)
 			select {
 			case <-time.After(backoff):
-			case <-p.ctx.Done():
+			case <-ctx.Done():
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -316,6 +360,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sw.Header().Set("Retry-After", "1")
 		fail(sw, http.StatusServiceUnavailable, ErrorQueueFull, "the function's queue is full; retry later")
 		return
+	case errors.Is(err, ErrNoFunction):
+		fail(sw, http.StatusNotFound, ErrorNoFunction, "no such function")
+		return
 	case errors.Is(err, ErrQueueTimeout):
 		p.metrics.queueTimeouts.WithLabelValues(name).Inc()
 		fail(sw, http.StatusGatewayTimeout, ErrorQueueTimeout, "no container of the function had room in time")
@@ -377,8 +424,8 @@ func (s *statusWriter) code() int {
 func (p *Proxy) Load() Report {
 	p.mu.Lock()
 	pools := make([]*pool, 0, len(p.pools))
-	for _, pl := range p.pools {
-		pools = append(pools, pl)
+	for _, w := range p.pools {
+		pools = append(pools, w.pool)
 	}
 	p.mu.Unlock()
 	slices.SortFunc(pools, func(a, b *pool) int { return strings.Compare(a.name, b.name) })
@@ -398,21 +445,21 @@ var ErrUnknown = errors.New("unknown function or container")
 // serves. A container discovery no longer lists drains on its own.
 func (p *Proxy) Drain(ctx context.Context, function, id string) (int, error) {
 	p.mu.Lock()
-	pl := p.pools[function]
+	w := p.pools[function]
 	p.mu.Unlock()
-	if pl == nil || !pl.setDraining(id, true) {
+	if w == nil || !w.setDraining(id, true) {
 		return 0, ErrUnknown
 	}
-	return pl.waitIdle(ctx, id), nil
+	return w.waitIdle(ctx, id), nil
 }
 
 // Undrain gives a drained container requests again (a scale-down called
 // off).
 func (p *Proxy) Undrain(function, id string) error {
 	p.mu.Lock()
-	pl := p.pools[function]
+	w := p.pools[function]
 	p.mu.Unlock()
-	if pl == nil || !pl.setDraining(id, false) {
+	if w == nil || !w.setDraining(id, false) {
 		return ErrUnknown
 	}
 	return nil

@@ -310,6 +310,7 @@ func TestQueueTimeout(t *testing.T) {
 // appears, then all are served, each counted as a cold start.
 func TestColdStart(t *testing.T) {
 	disc := newFakeDiscovery()
+	disc.Set("fn", &proxy.Settings{MaxInputs: 1}) // known, at zero
 	p, srv := newProxy(t, disc)
 	var wg sync.WaitGroup
 	for i := range 3 {
@@ -664,5 +665,55 @@ func TestDiscoveryErrorKeepsContainers(t *testing.T) {
 	}
 	if fl := load(p, "fn"); fl.Ready != 1 {
 		t.Errorf("load = %+v", fl)
+	}
+}
+
+// TestUnknownFunction: a function discovery does not know is 404 at once,
+// and requests queued for one that goes away are 404 too.
+func TestUnknownFunction(t *testing.T) {
+	disc := newFakeDiscovery()
+	p, srv := newProxy(t, disc)
+	for i := range 2 {
+		res, _ := get(t, srv, "nope", strconv.Itoa(i))
+		if res.StatusCode != http.StatusNotFound || res.Header.Get(proxy.HeaderError) != proxy.ErrorNoFunction {
+			t.Errorf("unknown function, request %d: %d %q", i, res.StatusCode, res.Header.Get(proxy.HeaderError))
+		}
+	}
+	disc.Set("fn", nil)
+	done := make(chan *http.Response, 1)
+	go func() { res, _ := get(t, srv, "fn", "q"); done <- res }()
+	eventually(t, "queued at zero", func() bool { return load(p, "fn").Queued == 1 })
+	disc.Forget("fn")
+	if res := <-done; res.StatusCode != http.StatusNotFound {
+		t.Errorf("queued for a function that went away: %d", res.StatusCode)
+	}
+	// It comes back: served again.
+	b := newBackend(t, "a", nil)
+	disc.Set("fn", nil, b.instance())
+	eventually(t, "known again", func() bool { return load(p, "fn").Ready == 1 })
+	if res, _ := get(t, srv, "fn", "back"); res.StatusCode != 200 {
+		t.Errorf("after it came back: %d", res.StatusCode)
+	}
+}
+
+// TestIdleFunctionsForgotten: a function with no container and no request
+// for IdleAfter is no longer watched; a request watches it anew.
+func TestIdleFunctionsForgotten(t *testing.T) {
+	disc := newFakeDiscovery()
+	p := proxy.New(proxy.Config{Discovery: disc, IdleAfter: 5 * time.Millisecond})
+	t.Cleanup(p.Close)
+	p.Watch("gone")
+	b := newBackend(t, "a", nil)
+	disc.Set("busy", nil, b.instance())
+	p.Watch("busy")
+	eventually(t, "the idle function forgotten", func() bool {
+		r := p.Load()
+		return len(r.Functions) == 1 && r.Functions[0].Function == "busy"
+	})
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	disc.Set("gone", nil, b.instance())
+	if res, _ := get(t, srv, "gone", "1"); res.StatusCode != 200 {
+		t.Errorf("a forgotten function's next request: %d", res.StatusCode)
 	}
 }
