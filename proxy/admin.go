@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,7 +16,9 @@ import (
 // its own, never the data plane's: a function's callers must not drain
 // its containers.
 const (
-	// LoadPath answers GET with a Report (JSON).
+	// LoadPath answers GET with a Report (JSON); with ?index=N&wait=D
+	// (D at most 5 minutes, default 1 minute) it answers once the
+	// report's Index is past N, or after D.
 	LoadPath = "/v1/load"
 	// DrainPath: POST ?function=F&instance=ID[&wait=30s] marks the
 	// container draining and waits (at most wait, default 30 s, at most
@@ -33,9 +36,7 @@ const (
 // AdminHandler serves the load report, drains, metrics and health.
 func (p *Proxy) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+LoadPath, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, p.Load())
-	})
+	mux.HandleFunc("GET "+LoadPath, p.serveLoad)
 	mux.HandleFunc("POST "+DrainPath, p.serveDrain)
 	mux.HandleFunc("DELETE "+DrainPath, func(w http.ResponseWriter, r *http.Request) {
 		fn, id := r.URL.Query().Get("function"), r.URL.Query().Get("instance")
@@ -54,6 +55,29 @@ func (p *Proxy) AdminHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+func (p *Proxy) serveLoad(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("index") {
+		writeJSON(w, http.StatusOK, p.Load())
+		return
+	}
+	index, err := strconv.ParseUint(q.Get("index"), 10, 64)
+	if err != nil {
+		http.Error(w, "index is a whole number", http.StatusBadRequest)
+		return
+	}
+	wait := time.Minute
+	if s := q.Get("wait"); s != "" {
+		if wait, err = time.ParseDuration(s); err != nil || wait < 0 || wait > 5*time.Minute {
+			http.Error(w, "wait is a duration from 0s to 5m", http.StatusBadRequest)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	writeJSON(w, http.StatusOK, p.WaitLoad(ctx, index))
 }
 
 func (p *Proxy) serveDrain(w http.ResponseWriter, r *http.Request) {

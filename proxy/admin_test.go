@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caravanhq/caravan/proxy"
 )
@@ -114,5 +115,45 @@ func TestAdmin(t *testing.T) {
 	res, err := admin.Client().Get(admin.URL + proxy.HealthPath)
 	if err != nil || res.StatusCode != 200 {
 		t.Errorf("health: %v %v", res, err)
+	}
+}
+
+// TestWatchLoad: the long poll of the load report answers once a queue
+// starts (a cold start the autoscaler must hear of now), or when its wait
+// ends.
+func TestWatchLoad(t *testing.T) {
+	disc := newFakeDiscovery()
+	disc.Set("fn", nil) // known, at zero
+	p, srv := newProxy(t, disc)
+	admin := httptest.NewServer(p.AdminHandler())
+	t.Cleanup(admin.Close)
+
+	r, err := proxy.FetchLoad(context.Background(), admin.Client(), admin.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := proxy.WatchLoad(context.Background(), admin.Client(), admin.URL, r.Index, 0); err != nil || r.Index != 0 {
+		t.Fatalf("a poll that waits 0s: %+v, %v", r, err)
+	}
+	got := make(chan proxy.Report, 1)
+	go func() {
+		r, err := proxy.WatchLoad(context.Background(), admin.Client(), admin.URL, r.Index, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	done := make(chan struct{})
+	go func() { defer close(done); get(t, srv, "fn", "cold") }()
+	r = <-got
+	if r.Index != 1 || len(r.Functions) != 1 || r.Functions[0].Queued != 1 {
+		t.Errorf("the poll answered %+v, want index 1 and the request queued", r)
+	}
+	b := newBackend(t, "a", nil)
+	disc.Set("fn", nil, b.instance())
+	<-done
+	res, err := admin.Client().Get(admin.URL + proxy.LoadPath + "?index=x")
+	if err != nil || res.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad index: %v %v", res, err)
 	}
 }

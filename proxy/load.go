@@ -12,7 +12,10 @@ import (
 // admin address): every function it knows, for the autoscaler, which adds
 // the reports of every proxy.
 type Report struct {
-	At        time.Time      `json:"at"`
+	At time.Time `json:"at"`
+	// Index counts the times a function's queue started at this proxy;
+	// GET /v1/load?index=N&wait=D answers once it is past N (or after D).
+	Index     uint64         `json:"index"`
 	Functions []FunctionLoad `json:"functions"`
 }
 
@@ -60,7 +63,17 @@ type DrainResult struct {
 // FetchLoad reads the load report of the proxy whose admin address is
 // base (http://host:port).
 func FetchLoad(ctx context.Context, client *http.Client, base string) (Report, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+LoadPath, nil)
+	return fetchLoad(ctx, client, base+LoadPath)
+}
+
+// WatchLoad is FetchLoad once the report's Index is past index, or after
+// wait (at most 5 minutes).
+func WatchLoad(ctx context.Context, client *http.Client, base string, index uint64, wait time.Duration) (Report, error) {
+	return fetchLoad(ctx, client, fmt.Sprintf("%s%s?index=%d&wait=%s", base, LoadPath, index, wait))
+}
+
+func fetchLoad(ctx context.Context, client *http.Client, url string) (Report, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return Report{}, err
 	}
@@ -70,7 +83,7 @@ func FetchLoad(ctx context.Context, client *http.Client, base string) (Report, e
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return Report{}, fmt.Errorf("proxy load: %s answered %s", base, res.Status)
+		return Report{}, fmt.Errorf("proxy load: %s answered %s", url, res.Status)
 	}
 	var r Report
 	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {

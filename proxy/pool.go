@@ -53,6 +53,9 @@ type pool struct {
 	now  func() time.Time
 	// ejectFor is how long a container that failed a request gets none.
 	ejectFor time.Duration
+	// onQueue, when set, is called (with mu held) when a request enters
+	// an empty queue.
+	onQueue func()
 
 	mu       sync.Mutex
 	settings Settings
@@ -146,6 +149,9 @@ func (p *pool) acquire(ctx context.Context) (acquired, error) {
 	}
 	w := &waiter{ch: make(chan *instance, 1)}
 	w.elem = p.queue.PushBack(w)
+	if p.queue.Len() == 1 && p.onQueue != nil {
+		p.onQueue() // the queue starts: the autoscaler should know now
+	}
 	cold := p.ready() == 0
 	timeout := p.settings.QueueTimeout
 	start := p.now()

@@ -100,6 +100,12 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	pools map[string]*watched
+
+	// demand counts the times a function's queue started, for the
+	// autoscaler's long poll of the load report (Report.Index).
+	demandMu sync.Mutex
+	demand   uint64
+	demandCh chan struct{} // closed when demand next changes
 }
 
 // watched is a pool and the end of its watch.
@@ -128,7 +134,7 @@ func New(cfg Config) *Proxy {
 	if cfg.Transport == nil {
 		cfg.Transport = defaultTransport()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, pools: map[string]*watched{}}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, pools: map[string]*watched{}, demandCh: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go p.collect()
@@ -206,6 +212,7 @@ func (p *Proxy) pool(function string) *pool {
 	}
 	pl := newPool(function, p.cfg.Now, p.cfg.EjectFor)
 	pl.used = p.cfg.Now()
+	pl.onQueue = p.queueStarted
 	ctx, stop := context.WithCancel(p.ctx)
 	p.pools[function] = &watched{pool: pl, stop: stop}
 	p.wg.Add(1)
@@ -420,6 +427,31 @@ func (s *statusWriter) code() int {
 	return s.status
 }
 
+// queueStarted notes that a function's queue started.
+func (p *Proxy) queueStarted() {
+	p.demandMu.Lock()
+	defer p.demandMu.Unlock()
+	p.demand++
+	close(p.demandCh)
+	p.demandCh = make(chan struct{})
+}
+
+// WaitLoad is Load once Report.Index is past index, or once ctx ends: a
+// long poll that lets the autoscaler, between its samples, hear at once
+// of requests waiting (a cold start).
+func (p *Proxy) WaitLoad(ctx context.Context, index uint64) Report {
+	p.demandMu.Lock()
+	cur, ch := p.demand, p.demandCh
+	p.demandMu.Unlock()
+	if cur == index {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+	return p.Load()
+}
+
 // Load is every known function's load, by name.
 func (p *Proxy) Load() Report {
 	p.mu.Lock()
@@ -429,7 +461,10 @@ func (p *Proxy) Load() Report {
 	}
 	p.mu.Unlock()
 	slices.SortFunc(pools, func(a, b *pool) int { return strings.Compare(a.name, b.name) })
-	r := Report{At: p.cfg.Now(), Functions: make([]FunctionLoad, 0, len(pools))}
+	p.demandMu.Lock()
+	index := p.demand
+	p.demandMu.Unlock()
+	r := Report{At: p.cfg.Now(), Index: index, Functions: make([]FunctionLoad, 0, len(pools))}
 	for _, pl := range pools {
 		r.Functions = append(r.Functions, pl.load())
 	}
