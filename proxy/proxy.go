@@ -148,6 +148,7 @@ func New(cfg Config) *Proxy {
 		Rewrite:      rewrite,
 		Transport:    cfg.Transport,
 		ErrorHandler: p.upstreamError,
+		BufferPool:   &bufferPool{},
 		ErrorLog:     cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	return p
@@ -499,3 +500,16 @@ func (p *Proxy) Undrain(function, id string) error {
 	}
 	return nil
 }
+
+// bufferPool reuses the reverse proxy's copy buffers (32 KiB each) across
+// requests.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
