@@ -128,8 +128,9 @@ type acquired struct {
 
 // acquire gives the request a container with room: at once when no
 // request is queued before it and one has room, else once it is first in
-// the queue and one has. It fails with ErrQueueFull, ErrQueueTimeout or
-// ctx's error.
+// the queue and one has. It fails with ErrNoFunction, ErrQueueFull,
+// ErrQueueTimeout or ctx's error. A request for a function no snapshot has
+// come for yet queues until one does.
 func (p *pool) acquire(ctx context.Context) (acquired, error) {
 	p.mu.Lock()
 	if p.seen && !p.known {
