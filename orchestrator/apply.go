@@ -272,6 +272,7 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		}
 		return nil, o.syncFunctions(ctx, r)
 	}
+	o.awaitVerdict(ctx, *job.ID, r.current)
 	if err := o.register(ctx, job, r.current, r.version, need); err != nil {
 		return nil, err
 	}

@@ -107,3 +107,35 @@ func TestAllRunning(t *testing.T) {
 		}
 	}
 }
+
+func TestNextVersionWaitsForNomadsVerdictOnTheLiveOne(t *testing.T) {
+	h := newHarness(t)
+	// Version 1 went live on its containers' health, before Nomad's
+	// verdict.
+	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) { dep.Status = nomad.DeploymentStatusRunning }
+	h.mustDeploy(shopSpec("hi"))
+	h.nomad.onRegister = nil
+	dep := h.nomad.latest(t, "dev--shop")
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.o.Deploy(context.Background(), ci, DeployRequest{Spec: shopSpec("hello"), Timeout: 10 * time.Second})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("version 2 deployed (%v) while Nomad's deployment of version 1 ran", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := h.nomad.count("register dev--shop"); n != 1 {
+		t.Fatalf("%d registrations before Nomad's verdict on version 1, want 1", n)
+	}
+	h.nomad.setDeployment(dep.ID, func(d *nomad.Deployment) { d.Status = nomad.DeploymentStatusSuccessful })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("version 2 did not deploy after Nomad's verdict on version 1")
+	}
+}
