@@ -422,6 +422,9 @@ func (h *harness) startDeploy(ctx context.Context, src []byte) (depID string, do
 	started, out := make(chan string, 1), make(chan error, 1)
 	h.nomad.onRegister = func(job *nomad.Job, dep *nomad.Deployment) {
 		dep.Status = nomad.DeploymentStatusRunning
+		for _, st := range dep.TaskGroups {
+			st.HealthyAllocs = 0 // not yet (see allHealthy)
+		}
 		started <- dep.ID
 	}
 	go func() {

@@ -85,8 +85,12 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 				err = fmt.Errorf("status %s", resp.Status)
 			}
 		}
+		if err != nil && (ctx.Err() == nil || last == nil) {
+			// (A request the deadline cut short says nothing new.)
+			last = err
+		}
 		if err != nil {
-			last, since = err, time.Time{}
+			since = time.Time{}
 		}
 		wait := probeWait(time.Since(began))
 		if !since.IsZero() {
