@@ -266,7 +266,7 @@ type VersionRecord struct {
 	// CodeChanged lists the functions whose bundle the version changed
 	// from the version live when it was deployed.
 	CodeChanged []string `json:"code_changed,omitempty"`
-	Error      string   `json:"error,omitempty"`
+	Error       string   `json:"error,omitempty"`
 	// Events are what happened to the version after it was deployed
 	// (canary started, promoted, aborted).
 	Events     []Event   `json:"events,omitempty"`

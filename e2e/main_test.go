@@ -180,6 +180,9 @@ workspace "*" {
 }
 `
 
+// bundleDir is the local bundle store of the stack's servers.
+func bundleDir() string { return filepath.Join(env.stack.StateDir, "bundles") }
+
 // policyPath is where setup writes e2ePolicy.
 func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
 
@@ -204,7 +207,7 @@ func startServer(name string) (*server.Server, error) {
 	// port. This server listens on a free port, so forwardAuth is left to
 	// server.New to point at it.
 	rc := router.DefaultConfig
-	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, ""
+	rc.Domain, rc.HTTPSPort, rc.AuthURL, rc.BundleURL = s.Domain, s.Ports.TraefikWebsecure, "", ""
 	pol, diags := policy.Load(policyPath())
 	if diags.HasErrors() {
 		return nil, diags
@@ -221,6 +224,9 @@ func startServer(name string) (*server.Server, error) {
 		DNSResolver: s.ChallDNSAddr(),
 		Policy:      pol,
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
+		// Every server of the stack shares one bundle directory, as
+		// servers of a cluster share their S3 bucket.
+		BundleDir: bundleDir(),
 	})
 	if err != nil {
 		return nil, err

@@ -282,11 +282,11 @@ func (e *HostTakenError) ErrorCode() api.ErrorCode   { return api.CodeHostTaken 
 func (e *DomainUnverifiedError) ErrorCode() api.ErrorCode {
 	return api.CodeDomainUnverified
 }
-func (e *PolicyError) ErrorCode() api.ErrorCode        { return api.CodePolicyDenied }
-func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
-func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
-func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
-func (e *SpecTooLargeError) ErrorCode() api.ErrorCode  { return api.CodeInputTooLarge }
+func (e *PolicyError) ErrorCode() api.ErrorCode         { return api.CodePolicyDenied }
+func (e *ConflictError) ErrorCode() api.ErrorCode       { return api.CodeConflict }
+func (e *CanaryPendingError) ErrorCode() api.ErrorCode  { return api.CodeCanaryPending }
+func (e *InputTooLargeError) ErrorCode() api.ErrorCode  { return api.CodeInputTooLarge }
+func (e *SpecTooLargeError) ErrorCode() api.ErrorCode   { return api.CodeInputTooLarge }
 func (e *BundleMissingError) ErrorCode() api.ErrorCode  { return api.CodeBundleMissing }
 func (e *BundleTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
 func (e *BundleInvalidError) ErrorCode() api.ErrorCode  { return api.CodeBadRequest }
