@@ -128,6 +128,42 @@ func TestBundles(t *testing.T) {
 	if n := len(h.Versions); n != 3 || h.Versions[2].Bundles["web"] != h.Versions[0].Bundles["web"] {
 		t.Fatalf("history after the rollback: %d versions, bundles %v / %v", n, h.Versions[0].Bundles, h.Versions[n-1].Bundles)
 	}
+
+	// Garbage collection keeps what versions reference, and takes the rest.
+	os.WriteFile(filepath.Join(dir, "server.js"), []byte(bundledServer("never deployed")), 0o644)
+	tree, diags := bundle.Collect(dir, bundle.Selection{}, bundle.Limits{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	var packed bytes.Buffer
+	orphan, _ := bundle.Pack(&packed, tree)
+	ctx := context.Background()
+	if _, err := env.client.UploadBundle(ctx, orphan, &packed); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := env.server.Orchestrator().CollectBundles(ctx, -time.Second)
+	if err != nil || !slices.Contains(gone, orphan) {
+		t.Fatalf("collect: %v, %v", gone, err)
+	}
+	for _, v := range h.Versions {
+		if slices.Contains(gone, v.Bundles["web"]) {
+			t.Fatalf("collect took version %d's bundle", v.Version)
+		}
+	}
+
+	// A rollback to a version whose bundle is gone says so, and changes nothing.
+	v2 := h.Versions[1].Bundles["web"]
+	if err := os.Remove(filepath.Join(bundleDir(), v2[:2], v2+".tar.gz")); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "app", "rollback", "coded", "2", "--workspace", "e2e")
+	if code != 1 || !strings.Contains(out, "version 2's code is gone") {
+		t.Fatalf("rollback to a version without its bundle: exit %d\n%s", code, out)
+	}
+	if h := history(t, "coded"); len(h.Versions) != 3 || h.App.LiveVersion != 3 {
+		t.Fatalf("a refused rollback changed the history: %d versions, live %d", len(h.Versions), h.App.LiveVersion)
+	}
+	answers(t, url, "v1 secret=false deps=false data=hello\n")
 }
 
 // TestBundleRefusals: a tree over the limit and a bundle the server does
@@ -206,4 +242,88 @@ func TestTamperedBundleFailsTheDeploy(t *testing.T) {
 		t.Errorf("the failure does not say the bundle could not be fetched: %v", err)
 	}
 	answers(t, url, "v1 secret=false deps=false data=hello\n")
+}
+
+// TestBundleOnASecondClient: an allocation placed on another Nomad client,
+// with a data directory of its own, runs the bundled code from its own
+// task directory: nothing of the deploying machine's directory is used.
+func TestBundleOnASecondClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	nodes, _, err := env.nomad.Nodes().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for _, n := range nodes {
+		if n.Status == "ready" {
+			first = n.ID
+		}
+	}
+	second, err := env.stack.StartClient(ctx, "client-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eligible := func() {
+		if _, err := env.nomad.Nodes().ToggleEligibility(first, true, nil); err != nil {
+			t.Logf("making the first client eligible again: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		eligible()
+		// The app is stopped first (its allocations on the second client
+		// end), then the client, then Nomad forgets the node.
+		env.client.Stop(context.Background(), "elsewhere", api.ChangeBody{Workspace: "e2e"})
+		eventually(t, time.Minute, "the second client runs nothing", func() error {
+			allocs, _, err := env.nomad.Nodes().Allocations(second, nil)
+			if err != nil {
+				return err
+			}
+			for _, a := range allocs {
+				if a.ClientStatus == "running" || a.ClientStatus == "pending" {
+					return fmt.Errorf("allocation %s is %s", a.ID, a.ClientStatus)
+				}
+			}
+			return nil
+		})
+		if err := env.stack.Stop("client-2"); err != nil {
+			t.Logf("stopping the second client: %v", err)
+		}
+		if _, _, err := env.nomad.Nodes().Purge(second, nil); err != nil {
+			t.Logf("purging the second client's node: %v", err)
+		}
+	})
+	purge(t, "e2e--elsewhere")
+	// New allocations go to the second client only.
+	if _, err := env.nomad.Nodes().ToggleEligibility(first, false, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	js := `require("http").createServer((q, s) => s.end(__dirname + " " + require("fs").readFileSync(__dirname + "/msg.txt", "utf8"))).listen(process.env.PORT, process.env.HOST);`
+	os.WriteFile(filepath.Join(dir, "server.js"), []byte(js), 0o644)
+	os.WriteFile(filepath.Join(dir, "msg.txt"), []byte("from the bundle\n"), 0o644)
+	path := filepath.Join(dir, "elsewhere.hcl")
+	os.WriteFile(path, []byte(fmt.Sprintf(bundledSpec, "elsewhere")), 0o644)
+	out, code := runCLI(t, "deploy", path)
+	eligible()
+	if code != 0 {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+	url := urlRE.FindString(out)
+	eventually(t, 30*time.Second, "the function answers from the second client's task directory", func() error {
+		status, body, err := get(t, url)
+		if err != nil {
+			return err
+		}
+		clientDir := env.stack.ClientDir("client-2")
+		if status != 200 || !strings.HasPrefix(body, clientDir+"/") || !strings.HasSuffix(body, "/web/local/bundle from the bundle\n") {
+			return fmt.Errorf("%d %q, want the bundle under %s", status, body, clientDir)
+		}
+		return nil
+	})
+	allocs, _, err := env.nomad.Jobs().Allocations("e2e--elsewhere", false, nil)
+	if err != nil || len(allocs) != 1 || allocs[0].NodeID != second {
+		t.Fatalf("allocations %v, %v; want one on the second client %s", allocs, err, second)
+	}
 }
