@@ -124,3 +124,21 @@ func (b *bundles) upload(ctx context.Context, cl *api.Client, w io.Writer) error
 	}
 	return nil
 }
+
+// describe says how many bundles there are and what they hold.
+func (b *bundles) describe() string {
+	if len(b.trees) == 0 {
+		return "no code bundle"
+	}
+	var files int
+	var size int64
+	for _, bt := range b.trees {
+		files += len(bt.tree.Files)
+		size += bt.tree.Size
+	}
+	what := "code bundle"
+	if len(b.trees) > 1 {
+		what = fmt.Sprintf("%d code bundles", len(b.trees))
+	}
+	return fmt.Sprintf("%s of %d file(s), %s", what, files, bundle.FormatSize(size))
+}
