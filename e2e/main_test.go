@@ -196,7 +196,10 @@ func serverFlags(listen string) []string {
 
 // startServer starts an in-process caravan server for the stack, logging
 // to logs/<name>.log.
-func startServer(name string) (*server.Server, error) {
+func startServer(name string) (*server.Server, error) { return startServerWith(name, nil) }
+
+// startServerWith is startServer with change applied to its configuration.
+func startServerWith(name string, change func(*server.Config)) (*server.Server, error) {
 	s := env.stack
 	logf, err := os.Create(filepath.Join(s.StateDir, "logs", name+".log"))
 	if err != nil {
@@ -212,7 +215,7 @@ func startServer(name string) (*server.Server, error) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
 		ConsulAddr: s.ConsulAddr(),
@@ -227,7 +230,11 @@ func startServer(name string) (*server.Server, error) {
 		// Every server of the stack shares one bundle directory, as
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -265,10 +272,16 @@ func caravanBinary(t *testing.T) string {
 // token and returns its combined output and exit code.
 func runCLI(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return runCLIAt(t, env.client.Addr, args...)
+}
+
+// runCLIAt runs the CLI against the server at addr.
+func runCLIAt(t *testing.T, addr string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, caravanBinary(t), args...)
-	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
+	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+addr, "CARAVAN_TOKEN="+env.client.Token)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
