@@ -327,3 +327,57 @@ func TestBundleOnASecondClient(t *testing.T) {
 		t.Fatalf("allocations %v, %v; want one on the second client %s", allocs, err, second)
 	}
 }
+
+// TestBundledCallsAndRuns: a callable's dispatched calls and a scheduled
+// function's runs start long after the deploy, each as a child job of
+// its own: they fetch the bundle too (the URL is for the parent job and
+// opens for its runs' live allocations).
+func TestBundledCallsAndRuns(t *testing.T) {
+	purge(t, "e2e--jobs")
+	for _, id := range []string{"e2e--jobs--call--echo", "e2e--jobs--cron--tick"} {
+		id := id
+		t.Cleanup(func() { env.nomad.Jobs().Deregister(id, true, nil) })
+	}
+	dir, _ := bundledApp(t, "jobs")
+	out := filepath.Join(t.TempDir(), "ticked")
+	os.WriteFile(filepath.Join(dir, "echo.js"), []byte(`const fs = require("fs");
+console.log(fs.readFileSync(__dirname + "/data/msg.txt", "utf8").trim() + " " + fs.readFileSync(process.env.CARAVAN_INPUT, "utf8"));`), 0o644)
+	os.WriteFile(filepath.Join(dir, "tick.sh"), []byte("#!/bin/sh\ncat \"$(dirname \"$0\")/data/msg.txt\" > \"$1\"\n"), 0o755)
+	spec := fmt.Sprintf(`app "jobs" {
+  workspace = "e2e"
+  function "web" {
+    command = "node"
+    args    = ["${spec_dir}/server.js"]
+    web {}
+  }
+  function "echo" {
+    command  = "node"
+    args     = ["${spec_dir}/echo.js"]
+    callable = true
+  }
+  function "tick" {
+    command = "${spec_dir}/tick.sh"
+    args    = [%q]
+    period  = "1h"
+  }
+}
+`, out)
+	path := filepath.Join(dir, "jobs.hcl")
+	os.WriteFile(path, []byte(spec), 0o644)
+	if out, code := runCLI(t, "deploy", path); code != 0 {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := env.client.Call(ctx, "jobs", "echo", api.ChangeBody{Workspace: "e2e"}, []byte(`{"n":1}`), time.Minute)
+	if err != nil || res.ExitCode != 0 || res.Output != "hello {\"n\":1}\n" {
+		t.Fatalf("call: %+v, %v", res, err)
+	}
+	run, err := env.client.Run(ctx, "jobs", api.RunBody{ChangeBody: api.ChangeBody{Workspace: "e2e"}, Function: "tick"})
+	if err != nil || run.Status != "succeeded" {
+		t.Fatalf("run: %+v, %v", run, err)
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "hello\n" {
+		t.Fatalf("tick wrote %q, %v", b, err)
+	}
+}
