@@ -191,7 +191,8 @@ func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
-		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath()}
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
+		"--bundle-dir", bundleDir()}
 }
 
 // startServer starts an in-process caravan server for the stack, logging

@@ -145,6 +145,7 @@ func devUp(c *cli.Context) error {
 		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
 		"--dns-resolver", stack.ChallDNSAddr(),
 		"--policy", policyPath,
+		"--bundle-dir", filepath.Join(state, "bundles"),
 	}, nil, cl.Health)
 	if err != nil {
 		return err
