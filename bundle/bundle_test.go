@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -320,5 +322,18 @@ func TestVerifyRefuses(t *testing.T) {
 	var inv *InvalidError
 	if _, err := Verify(strings.NewReader("not gzip"), id, Limits{}); !errors.As(err, &inv) {
 		t.Errorf("not gzip: %v", err)
+	}
+}
+
+func TestVerifyKeepsTheReadersError(t *testing.T) {
+	root := tree(t, map[string]string{"a": strings.Repeat("x", 10000)})
+	tr, _ := Collect(root, Selection{}, Limits{})
+	var buf bytes.Buffer
+	id, _ := Pack(&buf, tr)
+	gone := errors.New("the client went away")
+	_, err := Verify(io.MultiReader(bytes.NewReader(buf.Bytes()[:buf.Len()/2]), iotest.ErrReader(gone)), id, Limits{})
+	var inv *InvalidError
+	if !errors.Is(err, gone) || errors.As(err, &inv) {
+		t.Errorf("a stream cut short: %v", err)
 	}
 }

@@ -132,9 +132,17 @@ func (e *InvalidError) Error() string { return "not a caravan bundle: " + e.Why 
 // want, holds only regular files with safe, sorted, distinct relative
 // paths and normalised modes, and stays within lim. It reads r to its end
 // (or to the first problem).
-func Verify(r io.Reader, want string, lim Limits) (*Info, error) {
+func Verify(r io.Reader, want string, lim Limits) (_ *Info, err error) {
 	lim = lim.withDefaults()
-	zr, err := gzip.NewReader(r)
+	// A stream cut short (a client gone, a body over its bound) is that
+	// reader's error, not a bundle that is invalid.
+	src := &firstError{r: r}
+	defer func() {
+		if err != nil && src.err != nil && !errors.Is(src.err, io.EOF) {
+			err = fmt.Errorf("reading the bundle: %w", src.err)
+		}
+	}()
+	zr, err := gzip.NewReader(src)
 	if err != nil {
 		return nil, &InvalidError{Why: "not gzip: " + err.Error()}
 	}
@@ -184,6 +192,20 @@ func Verify(r io.Reader, want string, lim Limits) (*Info, error) {
 		return nil, &MismatchError{Want: want, Got: got}
 	}
 	return info, nil
+}
+
+// firstError remembers the first error its reader returned.
+type firstError struct {
+	r   io.Reader
+	err error
+}
+
+func (f *firstError) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	return n, err
 }
 
 func safePath(p string) bool {

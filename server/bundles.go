@@ -53,12 +53,28 @@ func (h *handler) putBundle(w http.ResponseWriter, r *http.Request, caller api.C
 			r.ContentLength, bundle.FormatSize(limit)))
 		return
 	}
-	info, err := h.orch.PutBundle(r.Context(), caller, r.PathValue("id"), http.MaxBytesReader(w, r.Body, limit))
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) || (err != nil && strings.Contains(err.Error(), "request body too large")) {
+	body := &boundedBody{r: http.MaxBytesReader(w, r.Body, limit)}
+	info, err := h.orch.PutBundle(r.Context(), caller, r.PathValue("id"), body)
+	if err != nil && body.over {
 		err = api.Errorf(api.CodeInputTooLarge, "the bundle upload is over the %s a bundle within this server's limits can take", bundle.FormatSize(limit))
 	}
 	h.answer(w, info, err)
+}
+
+// boundedBody notes whether its reader stopped at its bound: whatever
+// the orchestrator makes of the short read, the answer is then 413.
+type boundedBody struct {
+	r    io.Reader
+	over bool
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		b.over = true
+	}
+	return n, err
 }
 
 // getBundle serves a bundle to a Nomad client's artifact fetch: no token,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -298,7 +299,8 @@ func (f *fakeOrch) PutBundle(_ context.Context, c api.Caller, id string, r io.Re
 		if errors.As(err, &tl) {
 			return nil, &orchestrator.BundleTooLargeError{Limit: tl.Limit, Largest: tl.Largest}
 		}
-		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "too large") {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
 			return nil, err
 		}
 		return nil, &orchestrator.BundleInvalidError{Why: err.Error()}
