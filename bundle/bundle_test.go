@@ -337,3 +337,32 @@ func TestVerifyKeepsTheReadersError(t *testing.T) {
 		t.Errorf("a stream cut short: %v", err)
 	}
 }
+
+// TestCheckoutIgnores: in a git checkout, the .gitignore files above the
+// spec's directory apply to it, as git applies them; outside one, no
+// file above the directory counts.
+func TestCheckoutIgnores(t *testing.T) {
+	repo := tree(t, map[string]string{
+		".git/HEAD":               "ref",
+		".gitignore":              "node_modules/\n/app/build/\n/other\n*.log\n",
+		"apps/.gitignore":         "secret.txt\n",
+		"apps/web/server.js":      "js",
+		"apps/web/debug.log":      "log",
+		"apps/web/secret.txt":     "s",
+		"apps/web/node_modules/x": "dep",
+		"apps/web/app/build/out":  "anchored elsewhere: kept",
+		"apps/web/other":          "kept: /other is the checkout root's",
+	})
+	tr, diags := Collect(filepath.Join(repo, "apps", "web"), Selection{}, Limits{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if got := paths(tr); !slices.Equal(got, []string{"app/build/out", "other", "server.js"}) {
+		t.Errorf("in a checkout: %q", got)
+	}
+	plain := tree(t, map[string]string{".gitignore": "*.log\n", "web/server.js": "js", "web/debug.log": "log"})
+	tr, _ = Collect(filepath.Join(plain, "web"), Selection{}, Limits{})
+	if got := paths(tr); !slices.Equal(got, []string{"debug.log", "server.js"}) {
+		t.Errorf("outside a checkout: %q", got)
+	}
+}

@@ -112,7 +112,7 @@ func Collect(root string, sel Selection, lim Limits) (*Tree, hcl.Diagnostics) {
 	if c.diags.HasErrors() {
 		return nil, c.diags
 	}
-	c.walk("", nil, exclude)
+	c.walk("", c.checkoutRules(), exclude)
 	slices.SortFunc(c.tree.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	if n := len(c.tree.Files); n > lim.MaxFiles {
 		c.diags = append(c.diags, diagTooManyFiles(sel.Subject, n, lim.MaxFiles))
@@ -192,6 +192,37 @@ func (c *collector) walk(rel string, stack []rules, exclude rules) {
 		}
 		c.add(p, filepath.Join(dir, e.Name()))
 	}
+}
+
+// checkoutRules are the .gitignore files above the bundle's root, up to
+// the root of the git checkout that holds it (none outside a checkout),
+// outermost first: git applies them to the root's files too.
+func (c *collector) checkoutRules() []rules {
+	var out []rules
+	up := ""
+	dir := c.root
+	for {
+		parent := filepath.Dir(dir)
+		if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil || parent == dir {
+			if err != nil {
+				return nil // not in a checkout
+			}
+			break
+		}
+		up = path.Join(filepath.Base(dir), up)
+		dir = parent
+		b, err := os.ReadFile(filepath.Join(dir, GitIgnore))
+		if err != nil {
+			continue
+		}
+		r, errs := parseRules("", filepath.Join(dir, GitIgnore), string(b))
+		for _, err := range errs {
+			c.diags = append(c.diags, diagBadIgnoreLine(c.sel.Subject, err))
+		}
+		r.up = up
+		out = append([]rules{r}, out...)
+	}
+	return out
 }
 
 // included reports whether the include patterns take file p.

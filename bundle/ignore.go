@@ -150,9 +150,13 @@ func (p *Pattern) Match(rel string, dir bool) bool {
 func (p *Pattern) Negated() bool { return p.negate }
 
 // rules are the patterns of one ignore file (or list), relative to base
-// ("" for the bundle's root, else "dir/sub").
+// ("" for the bundle's root, else "dir/sub"). A .gitignore above the
+// bundle's root (in the git checkout that holds it) has up instead: the
+// path from its directory down to the root, which its patterns see before
+// every path.
 type rules struct {
 	base     string
+	up       string
 	patterns []*Pattern
 }
 
@@ -179,7 +183,10 @@ func ignored(stack []rules, rel string, dir bool) bool {
 	out := false
 	for _, r := range stack {
 		sub := rel
-		if r.base != "" {
+		switch {
+		case r.up != "":
+			sub = r.up + "/" + rel
+		case r.base != "":
 			var ok bool
 			if sub, ok = strings.CutPrefix(rel, r.base+"/"); !ok {
 				continue
