@@ -199,13 +199,14 @@ func (c *collector) walk(rel string, stack []rules, exclude rules) {
 // outermost first: git applies them to the root's files too.
 func (c *collector) checkoutRules() []rules {
 	var out []rules
+	var bad []error
 	up := ""
 	dir := c.root
 	for {
 		parent := filepath.Dir(dir)
 		if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil || parent == dir {
 			if err != nil {
-				return nil // not in a checkout
+				return nil // not in a checkout: nothing above counts
 			}
 			break
 		}
@@ -216,11 +217,12 @@ func (c *collector) checkoutRules() []rules {
 			continue
 		}
 		r, errs := parseRules("", filepath.Join(dir, GitIgnore), string(b))
-		for _, err := range errs {
-			c.diags = append(c.diags, diagBadIgnoreLine(c.sel.Subject, err))
-		}
+		bad = append(bad, errs...)
 		r.up = up
 		out = append([]rules{r}, out...)
+	}
+	for _, err := range bad {
+		c.diags = append(c.diags, diagBadIgnoreLine(c.sel.Subject, err))
 	}
 	return out
 }
