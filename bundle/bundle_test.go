@@ -366,3 +366,14 @@ func TestCheckoutIgnores(t *testing.T) {
 		t.Errorf("outside a checkout: %q", got)
 	}
 }
+
+func TestBadIgnoreLineIsSkipped(t *testing.T) {
+	root := tree(t, map[string]string{".caravanignore": "[oops\n*.log\n", "a.log": "x", "b.txt": "y"})
+	tr, diags := Collect(root, Selection{}, Limits{})
+	if diags.HasErrors() || len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || !strings.Contains(diags[0].Detail, ".caravanignore:1") {
+		t.Fatalf("diags %v", diags)
+	}
+	if got := paths(tr); !slices.Equal(got, []string{".caravanignore", "b.txt"}) {
+		t.Errorf("got %q", got)
+	}
+}

@@ -33,8 +33,12 @@ func diagBadPattern(s hcl.Range, p string, err error) *hcl.Diagnostic {
 	return diag(s, "Invalid files pattern", fmt.Sprintf("%q: %s. Patterns take .gitignore's syntax (\"src/**\", \"*.py\", \"/build\").", p, why))
 }
 
+// diagBadIgnoreLine is a warning: git skips a pattern it cannot read, and
+// so does the bundle.
 func diagBadIgnoreLine(s hcl.Range, err error) *hcl.Diagnostic {
-	return diag(s, "Invalid ignore pattern", err.Error()+". Fix the line; ignore files take .gitignore's syntax.")
+	d := diag(s, "Invalid ignore pattern", err.Error()+"; the line is skipped, as git skips it. Fix the line; ignore files take .gitignore's syntax.")
+	d.Severity = hcl.DiagWarning
+	return d
 }
 
 func diagBrokenSymlink(s hcl.Range, p string, err error) *hcl.Diagnostic {

@@ -88,6 +88,10 @@ func specArg(c *cli.Context, verb string) (path string, src []byte, b *bundles, 
 	if !diags.HasErrors() {
 		var bd hcl.Diagnostics
 		b, bd = collectBundles(path, app)
+		if !bd.HasErrors() && len(bd) > 0 {
+			// The bundles' warnings; the spec's come back from the server.
+			_ = printDiags(c.App.ErrWriter, bd, map[string][]byte{path: src})
+		}
 		diags = append(diags, bd...)
 	}
 	if diags.HasErrors() {
