@@ -20,10 +20,12 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
     traffic  = 10`
 	var shares []float64
 	var toCanary, promotions []time.Duration
+	var promoteLoad []string // failed requests across each promotion
 	for i := range runs {
 		app := fmt.Sprintf("bcanary%d", i)
 		purge(t, "e2e--"+app)
 		deploy(t, app+".hcl", rolloutSpec(app, "v1", 2, canary, ""), api.DeployBody{})
+		settled(t, "e2e--"+app)
 		res := deploy(t, app+".hcl", rolloutSpec(app, "v2", 2, canary, ""), api.DeployBody{})
 		if res.Canary == nil {
 			t.Fatal("not a canary")
@@ -31,25 +33,35 @@ func TestBenchCanaryAndBlueGreen(t *testing.T) {
 		toCanary = append(toCanary, res.Duration)
 		counts := tally(t, res.Functions[0].URL, 1000)
 		shares = append(shares, float64(counts["v2"])/10)
+		stop := sampleLoad(res.Functions[0].URL, 8)
 		p, err := env.client.Promote(context.Background(), app, api.ChangeBody{Workspace: "e2e"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		promotions = append(promotions, p.Duration)
+		time.Sleep(2 * time.Second)
+		samples := stop()
+		failed, _, errs := switchStats(samples, "v1", "v2")
+		promoteLoad = append(promoteLoad, fmt.Sprintf("%d of %d", failed, len(samples)))
+		if failed != 0 {
+			t.Errorf("promotion %d: %d of %d requests failed: %v", i+1, failed, len(samples), errs)
+		}
 	}
 	fmt.Printf("canary share at traffic = 10 (2 live containers, 1 canary), 1000 sequential GETs through Traefik per run, %d runs: %v%%\n", runs, shares)
 	m, x := stats(toCanary)
 	fmt.Printf("canary deploy until its share of traffic is live  median %8s  max %8s  (%d runs)\n", m.Round(time.Millisecond), x.Round(time.Millisecond), runs)
-	fmt.Printf("    server-side duration of the deploy: Nomad starts the canary, it passes its checks, answers on its preview hostname over TLS, and the split is published and applied\n")
+	fmt.Printf("    server-side duration of the deploy, from a live version Nomad calls stable: Nomad starts the canary, it passes its checks, answers on its preview hostname over TLS, and the split is published and applied\n")
 	m, x = stats(promotions)
 	fmt.Printf("caravan app promote                               median %8s  max %8s  (%d runs)\n", m.Round(time.Millisecond), x.Round(time.Millisecond), runs)
 	fmt.Printf("    server-side: all traffic to the canary, Nomad promotion, old containers replaced and gone from Consul, split removed\n")
+	fmt.Printf("failed requests across each promotion (8 clients, each a GET every 20 ms, from before the promotion until 2 s after): %v\n", promoteLoad)
 
 	bg := `strategy = "blue-green"`
 	for i := range runs {
 		app := fmt.Sprintf("bgreen%d", i)
 		purge(t, "e2e--"+app)
 		v1 := deploy(t, app+".hcl", rolloutSpec(app, "blue", 2, bg, ""), api.DeployBody{})
+		settled(t, "e2e--"+app)
 		stop := sampleLoad(v1.Functions[0].URL, 8)
 		began := time.Now()
 		res := deploy(t, app+".hcl", rolloutSpec(app, "green", 2, bg, ""), api.DeployBody{})

@@ -71,6 +71,7 @@ func TestBench(t *testing.T) {
 		}
 		noop = append(noop, time.Since(began))
 
+		settled(t, "e2e--"+app)
 		began = time.Now()
 		deploy(t, app+".hcl", threeFunctions(app, "v2"), api.DeployBody{Strategy: "rolling"})
 		rolling = append(rolling, time.Since(began))
@@ -94,5 +95,24 @@ func TestBench(t *testing.T) {
 		"new 3-function app, caravan / direct", cm.Seconds()/fm.Seconds(), cx.Seconds()/fx.Seconds())
 	report("no-op deploy (unchanged spec)", noop, "wall clock around the API call that finds the spec hash unchanged")
 	report("rolling redeploy of 3 functions", rolling,
-		"wall clock around `deploy --strategy rolling` of a changed spec until new containers are healthy, promoted, and every URL answers")
+		"wall clock around `deploy --strategy rolling` of a changed spec, from a live version Nomad calls stable, until new containers are healthy, promoted, and every URL answers")
+}
+
+// settled waits until Nomad's latest deployment of job id is successful: a
+// rollout timed from there starts from a stable version, as one does that
+// is not deployed within a second or two of the previous one (a version
+// deployed sooner first waits for Nomad's verdict on the live one).
+func settled(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		dep, _, err := env.nomad.Jobs().LatestDeployment(id, nil)
+		if err == nil && dep != nil && dep.Status == "successful" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Nomad's deployment of %s did not succeed within a minute: %+v %v", id, dep, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -19,7 +19,7 @@ func TestLibraryExampleRuns(t *testing.T) {
 	path, _ := specFile(t, "library.hcl", nodeServer("library", "from Go\n", false))
 	cmd := exec.Command("go", "run", "../examples/library", path)
 	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+env.stack.NomadAddr(), "CONSUL_HTTP_ADDR="+env.stack.ConsulAddr(),
-		"CARAVAN_DOMAIN="+env.stack.Domain, "CARAVAN_POLICY="+policyPath(), "CARAVAN_HTTPS_PORT="+strconv.Itoa(env.stack.Ports.TraefikWebsecure))
+		"CARAVAN_DOMAIN="+env.stack.Domain, "CARAVAN_POLICY="+policyPath(), "CARAVAN_HTTPS_PORT="+strconv.Itoa(env.stack.Ports.TraefikWebsecure), "CARAVAN_AUTH_URL="+clusterAuthURL())
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "app library is at version 1 (changed: true)") {
 		t.Fatalf("go run ./examples/library: %v\n%s", err, out)

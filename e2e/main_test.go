@@ -106,7 +106,7 @@ func run(m *testing.M) int {
 		defer env.server.Shutdown(context.Background())
 		return m.Run()
 	}()
-	if code == 0 {
+	if code == 0 && os.Getenv("CARAVAN_E2E_KEEP") == "" {
 		os.RemoveAll(state)
 	} else {
 		fmt.Fprintf(os.Stderr, "e2e: logs of the stack are kept in %s/logs\n", state)
@@ -186,13 +186,37 @@ func bundleDir() string { return filepath.Join(env.stack.StateDir, "bundles") }
 // policyPath is where setup writes e2ePolicy.
 func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
 
-// serverFlags are the flags of a caravan server for the stack.
+// serverFlags are the flags of a caravan server for the stack, beside the
+// tests' own (env.server): the same route settings, its forwardAuth
+// address included.
 func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
-		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
+		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
+		"--bundle-url", clusterBundleURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", bundleDir()}
+}
+
+// clusterAuthURL is the forwardAuth address every caravan server of the
+// tests renders with: that of the first, env.server, which lives as long
+// as the stack. The servers of a cluster must agree on it (see
+// server.RouterMismatchError); empty before the first starts.
+func clusterAuthURL() string {
+	if env.server == nil {
+		return ""
+	}
+	return router.AuthURL(env.server.Addr())
+}
+
+// clusterBundleURL is, likewise, where Nomad's clients fetch bundles from:
+// the first server, whose bundle directory every server of the tests
+// shares.
+func clusterBundleURL() string {
+	if env.server == nil {
+		return ""
+	}
+	return router.BundleURL(env.server.Addr())
 }
 
 // startServer starts an in-process caravan server for the stack, logging
@@ -208,10 +232,10 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	}
 	// What `caravan dev up` gives its server: the defaults (devstack's tests
 	// check that its Traefik uses their names) with the stack's domain and
-	// port. This server listens on a free port, so forwardAuth is left to
-	// server.New to point at it.
+	// port. The first server listens on a free port, so its forwardAuth is
+	// left to server.New to point at it; later ones use the first's.
 	rc := router.DefaultConfig
-	rc.Domain, rc.HTTPSPort, rc.AuthURL, rc.BundleURL = s.Domain, s.Ports.TraefikWebsecure, "", ""
+	rc.Domain, rc.HTTPSPort, rc.AuthURL, rc.BundleURL = s.Domain, s.Ports.TraefikWebsecure, clusterAuthURL(), clusterBundleURL()
 	pol, diags := policy.Load(policyPath())
 	if diags.HasErrors() {
 		return nil, diags

@@ -20,7 +20,8 @@ func TestRateLimitAnswers429(t *testing.T) {
 	src := fmt.Sprintf("app \"limited\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      rate_limit = 2\n      burst      = 4\n    }\n  }\n}\n", strconv.Quote(js))
 	res := deploy(t, "limited.hcl", src, api.DeployBody{})
 	url := res.Functions[0].URL
-	// The deploy's own probe spent some of the bucket; let it refill.
+	// Wait until the route answers (the bucket is full then: the deploy's
+	// probe has a router of its own).
 	eventually(t, 10*time.Second, "the bucket refills", func() error {
 		status, _, err := get(t, url)
 		if err != nil || status != 200 {
@@ -107,5 +108,28 @@ func TestRateLimitIgnoresHostSpelling(t *testing.T) {
 		elapsed.Round(time.Millisecond), len(spellings), total, ok)
 	if total > allowed {
 		t.Fatalf("%d requests passed (%v), want at most %d: each spelling of the Host header got a bucket of its own", total, ok, allowed)
+	}
+}
+
+// TestRolloutLeavesTheRateLimitToCallers: the deploy probe has a router of
+// its own (router.ProbeKey), so it spends none of the function's bucket;
+// the first callers after a rollout get the whole burst, not 429.
+func TestRolloutLeavesTheRateLimitToCallers(t *testing.T) {
+	purge(t, "e2e--budget")
+	spec := func(body string) string {
+		js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%q)).listen(process.env.PORT, process.env.HOST);`, body)
+		return fmt.Sprintf("app \"budget\" {\n  workspace = \"e2e\"\n  function \"web\" {\n    command = \"node\"\n    args = [\"-e\", %s]\n    web {\n      rate_limit = 5\n      burst      = 2\n    }\n  }\n}\n", strconv.Quote(js))
+	}
+	for i, body := range []string{"v1\n", "v2\n"} {
+		res := deploy(t, "budget.hcl", spec(body), api.DeployBody{})
+		url := res.Functions[0].URL
+		// Right after the deploy returns, the burst is the callers'.
+		for n := range 2 {
+			status, got, err := get(t, url)
+			if err != nil || status != http.StatusOK || got != body {
+				t.Fatalf("deploy %d (version %d), caller %d: %d %q %v, want 200 %q: the deploy's probe spent the function's rate limit",
+					i+1, res.Version, n+1, status, got, err, body)
+			}
+		}
 	}
 }

@@ -52,9 +52,11 @@ const (
 // PortLabel is the label of every web function's port.
 const PortLabel = "http"
 
-// ShutdownDelay is how long a web container keeps serving after it leaves
-// Consul, so Traefik stops routing to it before it is killed.
-const ShutdownDelay = 5 * time.Second
+// CheckInterval is how often Consul checks a web container's health: Nomad's
+// minimum. Consul runs a new check's first probe at a random moment within
+// one interval, so the interval bounds how long a container that already
+// listens waits to take traffic.
+const CheckInterval = time.Second
 
 // GPUDevice is the Nomad device every gpu request asks for.
 const GPUDevice = "nvidia/gpu"
@@ -167,6 +169,10 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		tg, err := group(app, fn, byFunction, id, cfg)
 		if err != nil {
 			return nil, err
+		}
+		if fn.Web != nil {
+			// Traefik stops routing to a container before it stops.
+			tg.ShutdownDelay = ptr(cfg.Drain())
 		}
 		job.TaskGroups = append(job.TaskGroups, tg)
 	}
@@ -338,7 +344,6 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route, job
 			net.DynamicPorts = []api.Port{port}
 		}
 		tg.Networks = []*api.NetworkResource{net}
-		tg.ShutdownDelay = ptr(ShutdownDelay)
 
 		svc, err := service(app, fn, r)
 		if err != nil {
@@ -490,7 +495,7 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 			Name:     "http " + fn.Web.HealthCheckPath(),
 			Type:     "http",
 			Path:     fn.Web.HealthCheckPath(),
-			Interval: 2 * time.Second,
+			Interval: CheckInterval,
 			Timeout:  time.Second,
 		}},
 	}, nil
@@ -515,10 +520,15 @@ const CanaryTag = "caravan-canary"
 // than Nomad rescheduling it until a deadline passes: a deploy that crashes
 // is reported in seconds. It also lets healthy canaries wait for promotion
 // as long as they must.
+//
+// min_healthy_time is 0: a container is healthy once its task runs and its
+// checks pass, and no timer holds a rollout after that. What a stable
+// window would guard (old containers still routed) caravan observes in
+// Consul and Traefik instead.
 func update(app *spec.App, count int) *api.UpdateStrategy {
 	u := &api.UpdateStrategy{
 		HealthCheck:      ptr("checks"),
-		MinHealthyTime:   ptr(2 * time.Second),
+		MinHealthyTime:   ptr(time.Duration(0)),
 		HealthyDeadline:  ptr(2 * time.Minute),
 		ProgressDeadline: ptr(time.Duration(0)),
 		AutoRevert:       ptr(true),

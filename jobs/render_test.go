@@ -306,8 +306,8 @@ func TestRenderShape(t *testing.T) {
 			t.Fatalf("groups = %d, want one named web", len(job.TaskGroups))
 		}
 		tg := job.TaskGroups[0]
-		if tg.ShutdownDelay == nil || tg.ShutdownDelay.String() != "5s" {
-			t.Errorf("ShutdownDelay = %v, want 5s", tg.ShutdownDelay)
+		if tg.ShutdownDelay == nil || *tg.ShutdownDelay != router.DefaultDrainDelay {
+			t.Errorf("ShutdownDelay = %v, want %v (router.DefaultDrainDelay)", tg.ShutdownDelay, router.DefaultDrainDelay)
 		}
 		u := tg.Update
 		if u == nil || u.Canary == nil || *u.Canary != 1 || u.AutoPromote == nil || !*u.AutoPromote || u.AutoRevert == nil || !*u.AutoRevert {

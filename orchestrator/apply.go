@@ -280,7 +280,8 @@ type release struct {
 
 // rollout carries a recorded version through its stages: Nomad's plan
 // (a version no node can take is refused before anything changes in
-// Nomad), registration and Nomad's rollout, canaries (which return their
+// Nomad), registration and Nomad's rollout (for a new app, until it serves:
+// see registerNew), canaries (which return their
 // state, to be recorded: they wait for a promotion), the probe through the
 // proxy, and the scheduled and callable functions, which follow the live
 // version. Each stage's failure ends it.
@@ -289,37 +290,46 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 	if err := o.placeable(ctx, job, r.version, need); err != nil {
 		return nil, err
 	}
+	if r.current == nil {
+		if err := o.registerNew(ctx, r.rendered, r.version, need); err != nil {
+			return nil, err
+		}
+		return nil, o.syncFunctions(ctx, r)
+	}
+	o.awaitVerdict(ctx, *job.ID, r.current)
 	if err := o.register(ctx, job, r.current, r.version, need); err != nil {
 		return nil, err
 	}
-	if r.current != nil {
-		dep, err := o.awaitingDeployment(ctx, *job.ID, r.version)
-		if err != nil {
-			return nil, err
-		}
-		if dep != nil {
-			// Canaries (or a blue-green set) are up beside the live
-			// version; on failure they are discarded and it serves on.
-			st, err := o.startCanary(ctx, r.app, r.rendered, r.version, dep)
-			if err != nil || st != nil {
-				return st, err
-			}
-			// Blue-green: switched and promoted; it goes on as any version.
-		}
+	dep, err := o.awaitingDeployment(ctx, *job.ID, r.version)
+	if err != nil {
+		return nil, err
 	}
-	if err := o.probe(ctx, r.rendered, r.version, r.current != nil); err != nil {
-		if r.current == nil {
-			return nil, err
+	if dep != nil {
+		// Canaries (or a blue-green set) are up beside the live version;
+		// on failure they are discarded and it serves on.
+		st, err := o.startCanary(ctx, r.app, r.rendered, r.version, dep)
+		if err != nil || st != nil {
+			return st, err
 		}
+		// Blue-green: switched and promoted; it goes on as any version.
+	}
+	if err := o.probe(ctx, r.rendered, r.version, true); err != nil {
 		// Nomad took the version but it does not answer through the
 		// proxy: go back to what served before, so records and reality
 		// agree that the previous version is live.
 		return nil, o.revertTo(context.WithoutCancel(ctx), r.current, r.rec.LiveVersion, err)
 	}
-	if err := o.syncPeriodic(ctx, *job.ID, r.rendered.Periodic, r.version, r.rec.Rollovers); err != nil {
-		return nil, err
+	return nil, o.syncFunctions(ctx, r)
+}
+
+// syncFunctions brings r's scheduled and callable functions to its
+// version.
+func (o *Orchestrator) syncFunctions(ctx context.Context, r release) error {
+	id := *r.rendered.Job.ID
+	if err := o.syncPeriodic(ctx, id, r.rendered.Periodic, r.version, r.rec.Rollovers); err != nil {
+		return err
 	}
-	return nil, o.syncCallable(ctx, *job.ID, r.rendered.Callable, r.version, r.rec.Rollovers)
+	return o.syncCallable(ctx, id, r.rendered.Callable, r.version, r.rec.Rollovers)
 }
 
 // prepare checks the caller may change c's app, that its custom domains

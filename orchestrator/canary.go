@@ -454,7 +454,9 @@ func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, d
 		_ = o.removeOrRecord(context.WithoutCancel(ctx), jobID, keys)
 		return err
 	}
+	o.log.Debug("promoted deployment successful", "job", jobID, "deployment", depID)
 	errs := []error{o.waitOldGone(ctx, depID, routes)}
+	o.log.Debug("previous containers gone from Consul and Traefik", "job", jobID)
 	if err := o.removeOrRecord(ctx, jobID, keys); err != nil {
 		errs = append(errs, err)
 	}
@@ -617,6 +619,7 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 		return nil, err
 	}
 	res.Duration = time.Since(began)
+	log.Info("canary settled", "verdict", vd.what, "duration", res.Duration, "error", rollErr)
 	return res, rollErr
 }
 

@@ -347,6 +347,19 @@ func TestDeploymentProgress(t *testing.T) {
 		{waiting, true, deploymentDone},
 		{waiting, false, deploymentOngoing},
 		{&nomad.Deployment{Status: nomad.DeploymentStatusPaused}, true, deploymentOngoing},
+		// Every container healthy: done before Nomad says successful.
+		{&nomad.Deployment{Status: nomad.DeploymentStatusRunning, TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, HealthyAllocs: 2}, "api": {DesiredTotal: 1, HealthyAllocs: 1}}}, false, deploymentDone},
+		{&nomad.Deployment{Status: nomad.DeploymentStatusRunning, TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, HealthyAllocs: 2}, "api": {DesiredTotal: 1, HealthyAllocs: 0}}}, false, deploymentOngoing},
+		// Healthy canaries of a rolling update, before Nomad promotes them.
+		{&nomad.Deployment{Status: nomad.DeploymentStatusRunning, TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, DesiredCanaries: 2, HealthyAllocs: 2}}}, true, deploymentOngoing},
+		{&nomad.Deployment{Status: nomad.DeploymentStatusRunning, TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, DesiredCanaries: 2, HealthyAllocs: 2, Promoted: true}}}, true, deploymentDone},
+		// A promoted canary whose replacements are not healthy yet.
+		{&nomad.Deployment{Status: nomad.DeploymentStatusRunning, TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, DesiredCanaries: 1, HealthyAllocs: 1, Promoted: true}}}, false, deploymentOngoing},
 	} {
 		if got := deploymentProgress(c.dep, c.until); got != c.want {
 			t.Errorf("%s (until promotion %v) = %v, want %v", c.dep.Status, c.until, got, c.want)

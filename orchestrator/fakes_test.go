@@ -206,7 +206,7 @@ func (f *fakeNomad) Register(ctx context.Context, job *nomad.Job, modifyIndex ui
 
 // addAlloc adds an allocation (with the lock held).
 func (f *fakeNomad) addAlloc(jobID, group, depID, status string) *nomad.Allocation {
-	a := &nomad.Allocation{ID: f.id("alloc"), JobID: jobID, TaskGroup: group, DeploymentID: depID, ClientStatus: status,
+	a := &nomad.Allocation{ID: f.id("alloc"), JobID: jobID, TaskGroup: group, DeploymentID: depID, ClientStatus: status, DesiredStatus: nomad.AllocDesiredStatusRun,
 		TaskStates: map[string]*nomad.TaskState{group: {State: "running", StartedAt: time.Now()}}, ModifyIndex: f.bump()}
 	f.allocs[a.ID] = a
 	return a
@@ -281,7 +281,7 @@ func (f *fakeNomad) Summary(ctx context.Context, id string) (*nomad.JobSummary, 
 }
 
 func stub(a *nomad.Allocation) *nomad.AllocationListStub {
-	return &nomad.AllocationListStub{ID: a.ID, JobID: a.JobID, TaskGroup: a.TaskGroup, ClientStatus: a.ClientStatus,
+	return &nomad.AllocationListStub{ID: a.ID, JobID: a.JobID, TaskGroup: a.TaskGroup, ClientStatus: a.ClientStatus, DesiredStatus: a.DesiredStatus,
 		TaskStates: a.TaskStates, DeploymentStatus: a.DeploymentStatus, ModifyIndex: a.ModifyIndex}
 }
 

@@ -35,11 +35,13 @@ type HTTPSProber struct {
 	Addr string
 	// Roots verify the proxy's certificates; nil uses the system roots.
 	Roots *x509.CertPool
-	// Auth returns the headers added to requests for routes with proxy
-	// auth, given the route's hostname: a credential that opens that
-	// hostname alone (caravan server's is an HMAC of it). Every route strips
-	// them before the function, so they never reach user code. Nil sends
-	// none.
+	// Auth returns the headers added to every probe, given the route's
+	// hostname: a credential that opens that hostname alone (caravan
+	// server's is an HMAC of it), for routes with proxy auth and for the
+	// probe router of rate-limited routes, so the probe spends none of the
+	// function's rate limit (see router.ProbeKey). Every route strips them
+	// before the function, so they never reach user code. Nil sends none
+	// (and the probe counts against the rate limit).
 	Auth func(host string) http.Header
 }
 
@@ -54,13 +56,14 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	var last error
 	var since time.Time // start of the current run of 2xx answers
+	began := time.Now()
 	for {
 		path := r.HealthPath
 		if path == "" {
 			path = "/"
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+path, nil)
-		if r.ProxyAuth && p.Auth != nil {
+		if p.Auth != nil {
 			for k, v := range p.Auth(r.Host) {
 				req.Header[k] = v
 			}
@@ -85,7 +88,7 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 		if err != nil {
 			last, since = err, time.Time{}
 		}
-		wait := 200 * time.Millisecond
+		wait := probeWait(time.Since(began))
 		if !since.IsZero() {
 			wait = 100 * time.Millisecond
 		}
@@ -97,6 +100,22 @@ func (p *HTTPSProber) Probe(ctx context.Context, r router.Route, stable time.Dur
 			return last
 		case <-time.After(wait):
 		}
+	}
+}
+
+// probeWait is the pause between probes that found no answer yet, after
+// probing for so long: brief while a route that was just registered is
+// about to answer (the probes go to the proxy on loopback, and a request
+// to an unrouted hostname costs it little), longer once its containers
+// take their time to start.
+func probeWait(so time.Duration) time.Duration {
+	switch {
+	case so < 3*time.Second:
+		return 25 * time.Millisecond
+	case so < 15*time.Second:
+		return 100 * time.Millisecond
+	default:
+		return 250 * time.Millisecond
 	}
 }
 

@@ -129,6 +129,9 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //	caravan/domain-secret                           the challenge values' secret
 //	caravan/bundle-key                              the key bundle fetch URLs are signed with
 //
+// (caravan server keeps caravan/probe-secret and caravan/router-config
+// beside them: server/cluster.go.)
+//
 // A claim's key lists its labels from the top, so the folder of a domain
 // holds its subtree and one prefix read finds every claim under a
 // wildcard. Every write that claims a name checks and bumps

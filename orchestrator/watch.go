@@ -66,6 +66,9 @@ func (o *Orchestrator) followDeployment(ctx context.Context, dep *nomad.Deployme
 			if errors.Is(context.Cause(ctx), ErrLockLost) {
 				return ErrLockLost // the next holder follows it
 			}
+			if errors.Is(context.Cause(ctx), errServing) {
+				return nil // a new app that serves needs no verdict (registerNew)
+			}
 			if ctx.Err() != nil {
 				dctx := context.WithoutCancel(ctx)
 				o.failDeployment(dctx, dep.ID)
@@ -91,9 +94,10 @@ const (
 	deploymentFailed
 )
 
-// deploymentProgress says whether dep is done (successful; with
-// untilPromotion, also running with canaries that wait for caravan),
-// failed (or cancelled), or still going.
+// deploymentProgress says whether dep is done (successful, or running
+// with every container healthy (see allHealthy); with untilPromotion, also
+// running with canaries that wait for caravan), failed (or cancelled), or
+// still going.
 func deploymentProgress(dep *nomad.Deployment, untilPromotion bool) progress {
 	switch dep.Status {
 	case nomad.DeploymentStatusSuccessful:
@@ -102,11 +106,61 @@ func deploymentProgress(dep *nomad.Deployment, untilPromotion bool) progress {
 		if untilPromotion && awaitingPromotion(dep) {
 			return deploymentDone // canaries are healthy; caravan promotes them
 		}
+		if allHealthy(dep) {
+			return deploymentDone
+		}
 	case nomad.DeploymentStatusFailed, nomad.DeploymentStatusCancelled:
 		return deploymentFailed
 	}
 	return deploymentOngoing
 }
+
+// allHealthy reports whether every group of running deployment dep has
+// all its containers healthy, its canaries (if any) promoted. Nomad calls
+// such a deployment successful a second or two later (its deployment
+// watcher batches health changes for a second, perJobEvalBatchPeriod,
+// before a scheduler pass), and nothing fails it in between: a container's
+// health, once set, is final. Until then the version is not Nomad's
+// stable one, which the next registration waits for (awaitVerdict).
+func allHealthy(dep *nomad.Deployment) bool {
+	if len(dep.TaskGroups) == 0 {
+		return false
+	}
+	for _, st := range dep.TaskGroups {
+		if (st.DesiredCanaries > 0 && !st.Promoted) || st.HealthyAllocs < st.DesiredTotal {
+			return false
+		}
+	}
+	return true
+}
+
+// awaitVerdict waits, before job id's next version is registered, for
+// Nomad to end the deployment of the version running now, when caravan
+// called it live before Nomad's verdict (allHealthy, registerNew): only a
+// successful deployment makes a version stable, the one auto_revert goes
+// back to, and registering the next one would cancel it. It gives up
+// after VerdictWait, or when ctx ends, and registers anyway.
+func (o *Orchestrator) awaitVerdict(ctx context.Context, id string, current *nomad.Job) {
+	dep, err := o.nomad.LatestDeployment(ctx, id)
+	if err != nil || dep == nil || current == nil || current.Version == nil || dep.JobVersion != *current.Version ||
+		dep.Status != nomad.DeploymentStatusRunning || awaitingPromotion(dep) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, VerdictWait)
+	defer cancel()
+	index := dep.ModifyIndex
+	for dep.Status == nomad.DeploymentStatusRunning {
+		next, last, err := o.nomad.Deployment(ctx, dep.ID, index)
+		if err != nil {
+			o.log.Warn("registering before Nomad's verdict on the live version", "job", id, "deployment", shortID(dep.ID), "error", err)
+			return
+		}
+		dep, index = next, last
+	}
+}
+
+// VerdictWait bounds awaitVerdict.
+var VerdictWait = 30 * time.Second
 
 // abandon fails the version's deployment, if any, so Nomad reverts to the
 // previous stable version, and returns err.

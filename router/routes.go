@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caravanhq/caravan/spec"
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
@@ -46,6 +47,24 @@ type Config struct {
 	// function's code bundle from it. Not a routing setting, but one more
 	// address of the server that what Render makes depends on.
 	BundleURL string
+	// DrainDelay is how long a web container keeps serving after it leaves
+	// Consul before Nomad stops it (the group's shutdown_delay): longer
+	// than the proxy takes to stop routing to it, which is Consul's
+	// propagation plus Traefik's providersThrottleDuration (200 ms in the
+	// local stack; Traefik's default is 2 s). Zero uses DefaultDrainDelay.
+	DrainDelay time.Duration
+}
+
+// DefaultDrainDelay is the DrainDelay of a Config that sets none: enough
+// for a Traefik that throttles its providers to 200 ms or less.
+const DefaultDrainDelay = time.Second
+
+// Drain is c's DrainDelay, or DefaultDrainDelay.
+func (c Config) Drain() time.Duration {
+	if c.DrainDelay > 0 {
+		return c.DrainDelay
+	}
+	return DefaultDrainDelay
 }
 
 // ProxyAuthHeaders carry a token's ID and secret to endpoints with
@@ -54,6 +73,12 @@ const (
 	HeaderKey    = "Caravan-Key"
 	HeaderSecret = "Caravan-Secret"
 )
+
+// ProbeKey is the Caravan-Key of caravan server's deploy probes. A route
+// with a rate limit has a router of its own for requests that carry it
+// (see probe router in route), so that the probe does not spend the
+// function's budget; only the probe's credential passes that router.
+const ProbeKey = "caravan-probe"
 
 // HeaderRoute carries, from Traefik to the rate limiter, the name of the
 // route a request came in on: the rate limit's buckets are keyed by it.
@@ -330,8 +355,59 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
 	}}
 	use(strip)
+	if rate, _ := fn.Web.Limits(); rate > 0 && cfg.AuthURL != "" {
+		addProbeRouter(r.Config, name, cfg.AuthURL, name+"-auth", strip)
+	}
 	r.Router = versionNames(r.Config, name)
 	return r
+}
+
+// probeSuffix ends the name of a route's probe router.
+const probeSuffix = "--probe"
+
+// PriorityProbe is the priority of a route's probe router: above the
+// generated hostname's router it stands beside, below a traffic split's
+// (SplitPriority), which takes the probe's requests like any others.
+const PriorityProbe = PriorityGenerated + 1
+
+// addProbeRouter gives the route name a router for caravan server's deploy
+// probe: the generated hostname's rule and chain, for requests whose
+// Caravan-Key is ProbeKey, with forwardAuth asking caravan server to accept
+// the probe's credential alone (?probe=true: an HMAC of the hostname under
+// a key only the server holds, see server/probe.go) in place of the
+// route's own auth. Traefik keeps a rate limiter's bucket per router, so
+// the probe spends this router's bucket, not the function's: a rollout
+// leaves the function's whole burst to its first callers. A client that
+// sends ProbeKey reaches this router and gets 401, having spent nothing of
+// the function's budget either; floods of it are rate limited before they
+// reach caravan server, and starve only deploy probes (as a flood of the
+// route starved them before). The rule holds no secret: Consul's tags are
+// readable by whoever reads the catalog.
+func addProbeRouter(c *dynamic.Configuration, name, authURL, auth, strip string) {
+	gen := c.HTTP.Routers[name]
+	probeAuth := name + "-probe-auth"
+	// Traefik's label decoder fills forwardAuth's defaults: render them, so
+	// what the tags decode to is what was rendered.
+	fa := &dynamic.ForwardAuth{}
+	fa.SetDefaults()
+	fa.Address = authURL + "?probe=true"
+	c.HTTP.Middlewares[probeAuth] = &dynamic.Middleware{ForwardAuth: fa}
+	p := *gen
+	tc := *gen.TLS
+	p.TLS = &tc
+	p.Rule = gen.Rule + " && Header(`" + HeaderKey + "`, `" + ProbeKey + "`)"
+	p.Priority = PriorityProbe
+	p.Middlewares = nil
+	for _, m := range gen.Middlewares {
+		switch m {
+		case auth:
+		case strip:
+			p.Middlewares = append(p.Middlewares, probeAuth, strip)
+		default:
+			p.Middlewares = append(p.Middlewares, m)
+		}
+	}
+	c.HTTP.Routers[name+probeSuffix] = &p
 }
 
 // versionNames renames the routers and middlewares of c (all named after

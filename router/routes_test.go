@@ -329,6 +329,83 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	}
 }
 
+// probeRouter reports whether rt is a route's probe router: it matches
+// the probe's key.
+func probeRouter(rt *dynamic.Router) bool {
+	return strings.Contains(rt.Rule, "Header(`"+router.HeaderKey+"`, `"+router.ProbeKey+"`)")
+}
+
+// TestTheProbeHasARouterOfItsOwn: a rate-limited route has a router for
+// the deploy probe (Caravan-Key caravan-probe) beside its generated
+// hostname's, ranked above it and below a split, with the same chain but
+// a forwardAuth that takes the probe's credential alone in place of the
+// route's own: Traefik keeps a rate limiter's bucket per router, so the
+// probe spends none of the function's. Without a rate limit there is no
+// budget to spare and no such router.
+func TestTheProbeHasARouterOfItsOwn(t *testing.T) {
+	zero := 0
+	for name, c := range map[string]struct {
+		web       *spec.Web
+		wantProbe bool
+	}{
+		"plain":         {&spec.Web{}, true},
+		"proxy auth":    {&spec.Web{RequiresProxyAuth: true}, true},
+		"no rate limit": {&spec.Web{RateLimit: &zero}, false},
+	} {
+		r := router.Routes(oneWebApp(c.web), router.DefaultConfig)[0]
+		gen := r.Config.HTTP.Routers[r.Router]
+		var probes []*dynamic.Router
+		for _, rt := range r.Config.HTTP.Routers {
+			if probeRouter(rt) {
+				probes = append(probes, rt)
+			}
+		}
+		if !c.wantProbe {
+			if len(probes) != 0 {
+				t.Errorf("%s: probe routers %v, want none", name, probes)
+			}
+			continue
+		}
+		if len(probes) != 1 {
+			t.Fatalf("%s: %d probe routers, want 1", name, len(probes))
+		}
+		p := probes[0]
+		if !strings.HasPrefix(p.Rule, gen.Rule+" && ") || p.Priority != router.PriorityProbe || p.Service != gen.Service ||
+			p.Priority <= gen.Priority || p.Priority >= gen.Priority+router.SplitPriority || !reflect.DeepEqual(p.TLS, gen.TLS) {
+			t.Errorf("%s: probe router %+v beside %+v", name, p, gen)
+		}
+		var want []string
+		for _, m := range gen.Middlewares {
+			if r.Config.HTTP.Middlewares[m].ForwardAuth == nil {
+				want = append(want, m)
+			}
+		}
+		var got []string
+		for _, m := range p.Middlewares {
+			if fa := r.Config.HTTP.Middlewares[m].ForwardAuth; fa != nil {
+				if fa.Address != router.DefaultAuthURL+"?probe=true" {
+					t.Errorf("%s: probe router asks %s", name, fa.Address)
+				}
+				continue
+			}
+			got = append(got, m)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: probe router's middlewares %v, want the route's %v (its auth aside)", name, p.Middlewares, gen.Middlewares)
+		}
+		// A split stands in for the route's own routers, not the probe's.
+		split := router.Split{Route: r, Servers: []string{"http://10.0.0.1:2000"}, Weight: 10}.Config()
+		if len(split.HTTP.Routers) != 1 {
+			t.Errorf("%s: split routers %v, want the generated hostname's alone", name, slices.Collect(maps.Keys(split.HTTP.Routers)))
+		}
+		for n, rt := range split.HTTP.Routers {
+			if probeRouter(rt) {
+				t.Errorf("%s: split router %s is the probe's", name, n)
+			}
+		}
+	}
+}
+
 // TestEveryRouteStripsCredentials: whatever a web block says, the request
 // that reaches the function has no Caravan-Key or Caravan-Secret header.
 // A function without proxy auth must not see an endpoint key its caller
@@ -370,7 +447,9 @@ func TestEveryRouteStripsCredentials(t *testing.T) {
 						}
 					}
 					auth := slices.IndexFunc(rt.Middlewares, func(m string) bool { return c.HTTP.Middlewares[m].ForwardAuth != nil })
-					if web.RequiresProxyAuth != (auth >= 0) {
+					if probe := probeRouter(rt); probe != (auth >= 0 && strings.HasSuffix(c.HTTP.Middlewares[rt.Middlewares[auth]].ForwardAuth.Address, "?probe=true")) {
+						t.Errorf("%s, %s, %s: router %s: probe router %v, forwardAuth at %d", name, strategy, what, rname, probe, auth)
+					} else if !probe && web.RequiresProxyAuth != (auth >= 0) {
 						t.Errorf("%s, %s, %s: router %s forwardAuth at %d", name, strategy, what, rname, auth)
 					}
 				}

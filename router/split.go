@@ -80,6 +80,11 @@ func (s Split) Config() *dynamic.Configuration {
 	var routers []*dynamic.Router
 	routerMap := map[string]*dynamic.Router{}
 	for _, name := range slices.Sorted(maps.Keys(r.Config.HTTP.Routers)) {
+		if r.Config.HTTP.Routers[name].Priority == PriorityProbe {
+			// The probe router stays the route's: a split outranks it,
+			// and its name would be the generated router's.
+			continue
+		}
 		c := *r.Config.HTTP.Routers[name]
 		rt := &c
 		rt.Middlewares = slices.Clone(rt.Middlewares)

@@ -48,9 +48,9 @@ type Deps struct {
 	Tokens       TokenStore
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
-	// ProbeSecret is the key of the server's own deploy probes' credential
+	// ProbeSecret is the cluster's key of deploy probes' credentials
 	// (Caravan-Key caravan-probe, and as secret an HMAC of the probed
-	// hostname: ProbeHeader); empty lets no probe through.
+	// hostname and the time: ProbeHeader); empty lets no probe through.
 	ProbeSecret string
 	// Limits bound concurrent requests and give the timeouts long
 	// requests extend (zero fields: DefaultLimits). The http.Server that
@@ -149,11 +149,17 @@ func (h *handler) authed(next authedHandler) http.Handler {
 // proxyAuth answers Traefik's forwardAuth for requires_proxy_auth
 // endpoints: 200 when Caravan-Key and Caravan-Secret name an endpoint key
 // of the endpoint's workspace, else 401 (an API token never opens an
-// endpoint); 503 when the token store cannot say. It changes nothing.
+// endpoint); 503 when the token store cannot say. For a route's probe
+// router (?probe=true) only the deploy probe's credential for the host
+// passes. It changes nothing.
 func (h *handler) proxyAuth(w http.ResponseWriter, r *http.Request) {
 	workspace := r.URL.Query().Get("workspace")
-	if validProbe(h.probeSecret, r) {
+	if validProbe(h.probeSecret, r, time.Now()) {
 		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if r.URL.Query().Get("probe") == "true" {
+		h.fail(w, api.Errorf(api.CodeUnauthorized, "Caravan-Key %s is caravan's deploy probe's; send an endpoint key of your own", probeKey))
 		return
 	}
 	caller, err := h.tokens.LookupKey(r.Context(), r.Header.Get(router.HeaderKey), r.Header.Get(router.HeaderSecret))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -301,6 +302,28 @@ func TestProxyAuth(t *testing.T) {
 		}
 	}
 
+	// A route's probe router (?probe=true) passes the probe's credential
+	// for its host and nothing else: not an endpoint key, not another
+	// host's probe.
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   int
+	}{
+		{"probe of its host", probe(shopHost, shopHost), 200},
+		{"probe of another host", probe("other--x-web.caravan.localhost", shopHost), 401},
+		{"an endpoint key", forHost(pair(e.shopKey.ID, e.shopKey.Secret), shopHost), 401},
+		{"the probe's key, no secret", forHost(pair(probeKey, ""), shopHost), 401},
+	} {
+		a := e.request("GET", "/v1/auth/proxy?probe=true", "", nil, tc.header)
+		if a.status != tc.want {
+			t.Errorf("probe router, %s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
+		}
+		if tc.want == 401 {
+			a.wantError(t, tc.name, 401, api.CodeUnauthorized)
+		}
+	}
+
 	e.kv.fail(errors.New("connection refused"))
 	e.request("GET", "/v1/auth/proxy?workspace=shop", "", nil, pair(e.shopKey.ID, e.shopKey.Secret)).
 		wantError(t, "consul down", http.StatusServiceUnavailable, api.CodeUnavailable)
@@ -344,8 +367,9 @@ func TestProxyAuthWithoutProbeSecret(t *testing.T) {
 // TestProbeCredentialIsBoundToItsHost: the deploy probe's credential opens
 // the hostname it was made for, however the Host header spells it, and no
 // other: not another app's, not another workspace's, not without the
-// hostname Traefik names; the key alone (what the probe sent before) is no
-// secret.
+// hostname Traefik names, not once probeLifetime has passed (nor as long
+// ahead of the server's clock); the key alone (what the probe sent before)
+// is no secret.
 func TestProbeCredentialIsBoundToItsHost(t *testing.T) {
 	e := newEnv(t)
 	const mine = "shop--store-web.caravan.localhost"
@@ -363,12 +387,30 @@ func TestProbeCredentialIsBoundToItsHost(t *testing.T) {
 		{"a host under its own", "shop", probe(mine, "x."+mine), 401},
 		{"no X-Forwarded-Host", "shop", probe(mine, ""), 401},
 		{"the key as the secret", "shop", forHost(http.Header{router.HeaderKey: {probeKey}, router.HeaderSecret: {testProbeSecret}}, mine), 401},
-		{"another server's key", "shop", forHost(ProbeHeader("another", mine), mine), 401},
+		{"another cluster's key", "shop", forHost(ProbeHeader("another", mine), mine), 401},
+		{"made 4 minutes ago", "shop", forHost(probeHeaderAt(testProbeSecret, mine, time.Now().Add(-4*time.Minute)), mine), 200},
+		{"made 6 minutes ago", "shop", forHost(probeHeaderAt(testProbeSecret, mine, time.Now().Add(-6*time.Minute)), mine), 401},
+		{"made 4 minutes ahead", "shop", forHost(probeHeaderAt(testProbeSecret, mine, time.Now().Add(4*time.Minute)), mine), 200},
+		{"made 6 minutes ahead", "shop", forHost(probeHeaderAt(testProbeSecret, mine, time.Now().Add(6*time.Minute)), mine), 401},
+		{"an old one's time, rewritten", "shop", forHost(probeWith(retimed(probeHeaderAt(testProbeSecret, mine, time.Now().Add(-time.Hour)))), mine), 401},
+		{"the HMAC alone", "shop", forHost(probeWith(strings.SplitN(ProbeHeader(testProbeSecret, mine).Get(router.HeaderSecret), ".", 2)[1]), mine), 401},
 	} {
 		if a := e.request("GET", "/v1/auth/proxy?workspace="+tc.workspace, "", nil, tc.header); a.status != tc.want {
 			t.Errorf("%s: %d %s, want %d", tc.name, a.status, a.body, tc.want)
 		}
 	}
+}
+
+// probeWith is a probe's header with secret.
+func probeWith(secret string) http.Header {
+	return http.Header{router.HeaderKey: {probeKey}, router.HeaderSecret: {secret}}
+}
+
+// retimed is the secret of probe header h with its time replaced by now's,
+// its HMAC kept.
+func retimed(h http.Header) string {
+	_, mac, _ := strings.Cut(h.Get(router.HeaderSecret), ".")
+	return strconv.FormatInt(time.Now().Unix(), 10) + "." + mac
 }
 
 func TestRequests(t *testing.T) {

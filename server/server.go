@@ -160,7 +160,9 @@ type Server struct {
 
 // New wires a Server from cfg and opens its listener; Start serves it.
 // Unless cfg.Router.AuthURL is set, Traefik's forwardAuth is pointed at this
-// server's own /v1/auth/proxy.
+// server's own /v1/auth/proxy. It reads from Consul what every server of
+// the cluster shares (cluster.go), and refuses with a *RouterMismatchError
+// route settings that are not the cluster's.
 func New(cfg Config) (_ *Server, err error) {
 	log := cfg.Logger
 	if log == nil {
@@ -201,28 +203,41 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	// probeSecret keys this server's deploy probes' credentials, each
-	// bound to the hostname it probes (ProbeHeader); it lives only in
-	// memory.
-	probeSecret, err := randomHex(24)
+	var roots *x509.CertPool
+	if cfg.RootCAFile != "" {
+		pem, err := os.ReadFile(cfg.RootCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading root CA: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificates in %s", cfg.RootCAFile)
+		}
+	}
+	// What every server of the cluster shares, from Consul KV (see
+	// cluster.go): a server that cannot read it does not start.
+	kv := ConsulKV{KV: cc.KV()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// probeSecret keys the deploy probes' credentials, each bound to the
+	// hostname it probes (ProbeHeader): every server accepts the probes of
+	// any other.
+	probeSecret, err := sharedProbeKey(ctx, kv)
 	if err != nil {
+		return nil, err
+	}
+	// Every server renders an app's routes alike, or one would find the
+	// job another registered "another version" (and forwardAuth would ask
+	// whichever server rendered last): a server whose settings are not the
+	// cluster's does not start.
+	host, _ := os.Hostname()
+	if err := agreeRouter(ctx, kv, cfg.Router, "caravan server "+ln.Addr().String()+" on "+host, time.Now()); err != nil {
 		return nil, err
 	}
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
-		p := &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr,
+		prober = &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, Roots: roots,
 			Auth: func(host string) http.Header { return ProbeHeader(probeSecret, host) }}
-		if cfg.RootCAFile != "" {
-			pem, err := os.ReadFile(cfg.RootCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading root CA: %w", err)
-			}
-			p.Roots = x509.NewCertPool()
-			if !p.Roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("no certificates in %s", cfg.RootCAFile)
-			}
-		}
-		prober = p
 	}
 	var proxy orchestrator.Proxy
 	if cfg.TraefikAPI != "" {
@@ -241,7 +256,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s := &Server{
 		orch:     orch,
-		tokens:   &Tokens{KV: ConsulKV{KV: cc.KV()}},
+		tokens:   &Tokens{KV: kv},
 		log:      log,
 		ln:       ln,
 		bundleGC: gc,

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -174,4 +175,32 @@ func TestNewRefusesABadRootCA(t *testing.T) {
 	if _, err := New(Config{Listen: "256.0.0.1:0"}); err == nil {
 		t.Error("listening on a bad address succeeded")
 	}
+}
+
+// A second server of a cluster renders the first's routes or does not
+// start: on another --listen without --auth-url, its forwardAuth address
+// would be its own. With the first's --auth-url it starts.
+func TestNewRefusesAnotherClustersRouteSettings(t *testing.T) {
+	consulSrv := fakeConsul(t)
+	cfg := func(authURL string) Config {
+		rc := router.DefaultConfig
+		rc.AuthURL = authURL
+		return Config{Listen: "127.0.0.1:0", NomadAddr: "http://127.0.0.1:1", ConsulAddr: consulSrv.URL, Router: rc, Logger: hclog.NewNullLogger()}
+	}
+	a, err := New(cfg(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.ln.Close()
+	_, err = New(cfg(""))
+	var mm *RouterMismatchError
+	if !errors.As(err, &mm) || len(mm.Settings) != 1 || mm.Settings[0].Flag != "--auth-url" ||
+		mm.Settings[0].Cluster != router.AuthURL(a.Addr()) || !strings.Contains(mm.By, a.Addr()) {
+		t.Fatalf("a second server on its own address: %v, want a mismatch of --auth-url with %s", err, router.AuthURL(a.Addr()))
+	}
+	b, err := New(cfg(router.AuthURL(a.Addr())))
+	if err != nil {
+		t.Fatalf("a second server with the first's --auth-url: %v", err)
+	}
+	b.ln.Close()
 }

@@ -122,7 +122,36 @@ func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
 
 func diagScaleToZero(rng hcl.Range) *hcl.Diagnostic {
 	return diagWarning(rng, "Scale to zero not yet supported",
-		"min_containers = 0 runs one container for now; caravan does not yet start containers on demand.")
+		"min_containers = 0 runs one container for now: caravan's proxy, which starts containers on demand, is not yet in the request path.")
+}
+
+func diagScalingNeedsWeb(rng hcl.Range, what, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Autoscaling setting on a function without web",
+		fmt.Sprintf("%s applies to a long-running function with a web block: caravan scales by the requests it serves. Function %q has none; remove it, or add a web block.", what, fn))
+}
+
+func diagNoRoomToScale(rng hcl.Range, attr string, min, max int, maxSet bool) *hcl.Diagnostic {
+	from := fmt.Sprintf("max_containers is %d", max)
+	if !maxSet {
+		from = fmt.Sprintf("max_containers is unset, so it is min_containers (%d)", max)
+	}
+	return diagError(rng, "max_containers needed to scale",
+		fmt.Sprintf("%s scales the function, but %s: its count cannot change. Set max_containers above min_containers (%d), or remove %s.", attr, from, min, attr))
+}
+
+func diagBufferAboveMax(rng hcl.Range, buffer, max int) *hcl.Diagnostic {
+	return diagError(rng, "buffer_containers above max_containers",
+		fmt.Sprintf("buffer_containers is %d but at most %d containers run (max_containers). Lower buffer_containers to %d or less, or raise max_containers.", buffer, max, max))
+}
+
+func diagTargetAboveMax(rng hcl.Range, target, max int) *hcl.Diagnostic {
+	return diagError(rng, "target_inputs above max_inputs",
+		fmt.Sprintf("target_inputs is %d but a container takes at most %d requests at once (max_inputs). target_inputs is the load the autoscaler aims for below that limit: lower it to %d or less, or raise max_inputs.", target, max, max))
+}
+
+func diagBadDuration(rng hcl.Range, attr, got string) *hcl.Diagnostic {
+	return diagError(rng, "Invalid "+attr,
+		fmt.Sprintf("%q is not a duration from %s to %s. Use a number with a unit, such as \"30s\", \"2m\" or \"1h\".", got, MinScalingDuration, MaxScalingDuration))
 }
 
 func diagBadGPU(rng hcl.Range, got, why string) *hcl.Diagnostic {

@@ -255,25 +255,7 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 		}
 	}
 
-	min, max := 1, -1
-	if fn.MinContainers != nil {
-		min = *fn.MinContainers
-		switch {
-		case min < 0 || min > 1000:
-			diags = append(diags, diagOutOfRange(fn.MinContainersRange, "min_containers", min, 0, 1000))
-		case min == 0:
-			diags = append(diags, diagScaleToZero(fn.MinContainersRange))
-		}
-	}
-	if fn.MaxContainers != nil {
-		max = *fn.MaxContainers
-		switch {
-		case max < 1 || max > 1000:
-			diags = append(diags, diagOutOfRange(fn.MaxContainersRange, "max_containers", max, 1, 1000))
-		case max < min:
-			diags = append(diags, diagMaxBelowMin(fn.MaxContainersRange, max, min))
-		}
-	}
+	diags = append(diags, validateScaling(fn)...)
 
 	if fn.Schedule != "" && fn.Period != "" {
 		diags = append(diags, diagScheduleAndPeriod(fn.PeriodRange))
@@ -493,3 +475,134 @@ func parseGPU(expr hcl.Expression, ctx *hcl.EvalContext) (*GPURequest, hcl.Diagn
 	}
 	return req, nil
 }
+
+// validateScaling checks min_containers, max_containers and the autoscaling
+// settings of fn, and fills fn.Scaling for a long-running function. The
+// settings beyond the container counts are read by caravan's proxy, which
+// sees only web requests: on any other function they are errors.
+func validateScaling(fn *Function) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	sc := Scaling{
+		MinContainers: 1, ScaledownWindow: DefaultScaledownWindow,
+		MaxInputs: DefaultMaxInputs, QueueMax: DefaultQueueMax, QueueTimeout: DefaultQueueTimeout,
+	}
+	if fn.MinContainers != nil {
+		switch n := *fn.MinContainers; {
+		case n < 0 || n > 1000:
+			diags = append(diags, diagOutOfRange(fn.MinContainersRange, "min_containers", n, 0, 1000))
+		case n == 0:
+			sc.MinContainers = 0
+			diags = append(diags, diagScaleToZero(fn.MinContainersRange))
+		default:
+			sc.MinContainers = n
+		}
+	}
+	sc.MaxContainers = max(sc.MinContainers, 1)
+	maxSet := false
+	if fn.MaxContainers != nil {
+		switch n := *fn.MaxContainers; {
+		case n < 1 || n > 1000:
+			diags = append(diags, diagOutOfRange(fn.MaxContainersRange, "max_containers", n, 1, 1000))
+		case n < sc.MinContainers:
+			diags = append(diags, diagMaxBelowMin(fn.MaxContainersRange, n, sc.MinContainers))
+		default:
+			sc.MaxContainers, maxSet = n, true
+		}
+	}
+
+	web := fn.Web != nil && fn.LongRunning()
+	// needsWeb reports a setting on a function the proxy never sees.
+	needsWeb := func(rng hcl.Range, what string) bool {
+		if !web {
+			diags = append(diags, diagScalingNeedsWeb(rng, what, fn.Name))
+		}
+		return web
+	}
+	// needsRoom reports a setting that scales a function whose count
+	// cannot change.
+	needsRoom := func(rng hcl.Range, attr string) {
+		if sc.MaxContainers <= sc.MinContainers && (maxSet || fn.MaxContainers == nil) {
+			diags = append(diags, diagNoRoomToScale(rng, attr, sc.MinContainers, sc.MaxContainers, maxSet))
+		}
+	}
+	if fn.BufferContainers != nil && needsWeb(fn.BufferContainersRange, "buffer_containers") {
+		switch n := *fn.BufferContainers; {
+		case n < 0 || n > 1000:
+			diags = append(diags, diagOutOfRange(fn.BufferContainersRange, "buffer_containers", n, 0, 1000))
+		case n > sc.MaxContainers:
+			diags = append(diags, diagBufferAboveMax(fn.BufferContainersRange, n, sc.MaxContainers))
+		default:
+			sc.BufferContainers = n
+			if n > 0 {
+				needsRoom(fn.BufferContainersRange, "buffer_containers")
+			}
+		}
+	}
+	if fn.ScaledownWindow != "" && needsWeb(fn.ScaledownWindowRange, "scaledown_window") {
+		if d, ok := boundedDuration(fn.ScaledownWindow); !ok {
+			diags = append(diags, diagBadDuration(fn.ScaledownWindowRange, "scaledown_window", fn.ScaledownWindow))
+		} else {
+			sc.ScaledownWindow = d
+			needsRoom(fn.ScaledownWindowRange, "scaledown_window")
+		}
+	}
+	if c := fn.Concurrency; c != nil && needsWeb(c.DefRange, "A concurrency block") {
+		if c.MaxInputs != nil {
+			if n := *c.MaxInputs; n < 1 || n > 1000 {
+				diags = append(diags, diagOutOfRange(c.MaxInputsRange, "max_inputs", n, 1, 1000))
+			} else {
+				sc.MaxInputs = n
+			}
+		}
+		sc.TargetInputs = sc.MaxInputs
+		if c.TargetInputs != nil {
+			switch n := *c.TargetInputs; {
+			case n < 1 || n > 1000:
+				diags = append(diags, diagOutOfRange(c.TargetInputsRange, "target_inputs", n, 1, 1000))
+			case n > sc.MaxInputs:
+				diags = append(diags, diagTargetAboveMax(c.TargetInputsRange, n, sc.MaxInputs))
+			default:
+				sc.TargetInputs = n
+			}
+		}
+	}
+	if sc.TargetInputs == 0 {
+		sc.TargetInputs = sc.MaxInputs
+	}
+	if q := fn.Queue; q != nil && needsWeb(q.DefRange, "A queue block") {
+		if q.MaxRequests != nil {
+			if n := *q.MaxRequests; n < 1 || n > 100_000 {
+				diags = append(diags, diagOutOfRange(q.MaxRequestsRange, "max_requests", n, 1, 100_000))
+			} else {
+				sc.QueueMax = n
+			}
+		}
+		if q.Timeout != "" {
+			if d, ok := boundedDuration(q.Timeout); !ok {
+				diags = append(diags, diagBadDuration(q.TimeoutRange, "timeout", q.Timeout))
+			} else {
+				sc.QueueTimeout = d
+			}
+		}
+	}
+	if fn.LongRunning() {
+		fn.Scaling = &sc
+	}
+	return diags
+}
+
+// boundedDuration parses a scaling duration: from MinScalingDuration to
+// MaxScalingDuration, in whole milliseconds or coarser.
+func boundedDuration(s string) (time.Duration, bool) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < MinScalingDuration || d > MaxScalingDuration {
+		return 0, false
+	}
+	return d, true
+}
+
+// Bounds of scaledown_window and a queue's timeout.
+const (
+	MinScalingDuration = time.Second
+	MaxScalingDuration = time.Hour
+)

@@ -140,12 +140,41 @@ type Function struct {
 	// Resources (optional block): CPU, memory and GPUs per container.
 	Resources *Resources `hcl:"resources,block"`
 
-	// MinContainers is how many containers run at all times (default 1).
+	// MinContainers is how many containers run at all times (default 1;
+	// Modal's default is 0). 0 means scale to zero: a web function's
+	// containers all stop once it has been idle for scaledown_window, and
+	// its next request starts one. Until caravan's proxy is in the request
+	// path, 0 runs one container, with a warning.
 	MinContainers      *int      `hcl:"min_containers,optional"`
 	MinContainersRange hcl.Range `hcl:"min_containers,attr_value_range"`
-	// MaxContainers caps autoscaling (default: min_containers).
+	// MaxContainers caps autoscaling (default: min_containers, at least 1):
+	// past max_containers × max_inputs requests in flight, requests queue
+	// (see Queue).
 	MaxContainers      *int      `hcl:"max_containers,optional"`
 	MaxContainersRange hcl.Range `hcl:"max_containers,attr_value_range"`
+	// BufferContainers is how many idle containers a web function keeps
+	// beside those its load needs while it has any load, so a burst does
+	// not wait for a cold start (default 0; never past max_containers).
+	// It needs room to scale: max_containers above min_containers.
+	BufferContainers      *int      `hcl:"buffer_containers,optional"`
+	BufferContainersRange hcl.Range `hcl:"buffer_containers,attr_value_range"`
+	// ScaledownWindow is how long a web function's load must stay lower
+	// before its containers scale down, and how long it must be idle
+	// before it scales to zero: a duration from "1s" to "1h" (default
+	// "60s", as Modal's). Scaling up is immediate.
+	ScaledownWindow      string    `hcl:"scaledown_window,optional"`
+	ScaledownWindowRange hcl.Range `hcl:"scaledown_window,attr_value_range"`
+
+	// Concurrency (optional block) lets one container of a web function
+	// take several requests at once (Modal's @modal.concurrent).
+	Concurrency *Concurrency `hcl:"concurrency,block"`
+	// Queue (optional block) bounds the requests a web function holds
+	// while no container has room.
+	Queue *Queue `hcl:"queue,block"`
+
+	// Scaling is how the function scales, with every default applied;
+	// Load fills it for a long-running function. Not part of the HCL.
+	Scaling *Scaling
 
 	// Schedule (cron, five fields) or Period (a duration such as "5m") makes
 	// the function a scheduled one. A scheduled function has no web block.
@@ -293,6 +322,69 @@ type Web struct {
 
 	DefRange hcl.Range `hcl:",def_range"`
 }
+
+// Concurrency is the `concurrency { ... }` block of a web function, Modal's
+// @modal.concurrent: how many requests one container takes at once.
+type Concurrency struct {
+	// MaxInputs is the most requests one container is given at once
+	// (default 1, at most 1000); a WebSocket counts as one for as long as
+	// it is open. More wait in the function's queue.
+	MaxInputs      *int      `hcl:"max_inputs,optional"`
+	MaxInputsRange hcl.Range `hcl:"max_inputs,attr_value_range"`
+	// TargetInputs is the load per container the autoscaler aims for
+	// (default max_inputs, at most max_inputs): below max_inputs, new
+	// containers start before the running ones are full, and a burst
+	// finds room in those while they start.
+	TargetInputs      *int      `hcl:"target_inputs,optional"`
+	TargetInputsRange hcl.Range `hcl:"target_inputs,attr_value_range"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Queue is the `queue { ... }` block of a web function: the requests held
+// while every container has max_inputs in flight (at max_containers, at
+// zero, while a container starts). Requests leave it in arrival order.
+type Queue struct {
+	// MaxRequests is how many requests may wait at once (default 1000, 1
+	// to 100000); one more is answered 503 with Retry-After.
+	MaxRequests      *int      `hcl:"max_requests,optional"`
+	MaxRequestsRange hcl.Range `hcl:"max_requests,attr_value_range"`
+	// Timeout is how long a request may wait for a container, a duration
+	// from "1s" to "1h" (default "60s": a cold start, not a model's
+	// first download; raise it for those). Past it the request is
+	// answered 504.
+	Timeout      string    `hcl:"timeout,optional"`
+	TimeoutRange hcl.Range `hcl:"timeout,attr_value_range"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// Scaling is a long-running function's scaling settings with every default
+// applied (see Function for what each means).
+type Scaling struct {
+	// MinContainers may be 0 (scale to zero); MaxContainers is at least
+	// 1 and at least MinContainers.
+	MinContainers    int
+	MaxContainers    int
+	BufferContainers int
+	ScaledownWindow  time.Duration
+	MaxInputs        int
+	TargetInputs     int
+	QueueMax         int
+	QueueTimeout     time.Duration
+}
+
+// Autoscaled reports whether the function's container count may change
+// with its load: max_containers above min_containers.
+func (s *Scaling) Autoscaled() bool { return s.MaxContainers > s.MinContainers }
+
+// Scaling defaults, Modal's where Modal has one.
+const (
+	DefaultScaledownWindow = 60 * time.Second
+	DefaultMaxInputs       = 1
+	DefaultQueueMax        = 1000
+	DefaultQueueTimeout    = 60 * time.Second
+)
 
 // GPURequest is a decoded `gpu` attribute.
 type GPURequest struct {

@@ -45,6 +45,7 @@ Start a local stack with 'caravan dev up', then 'caravan deploy app.hcl'.`,
 			domainCommand(),
 			keyCommand(),
 			serverCommand(),
+			proxyCommand(),
 			devCommand(),
 		},
 	}}

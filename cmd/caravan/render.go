@@ -19,11 +19,15 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dns-cert-resolver", Value: d.DNSCertResolver, Usage: "Traefik ACME resolver with a DNS-01 challenge, for wildcard domains"},
 		&cli.StringFlag{Name: "body-limit-plugin", Value: d.BodyLimitPlugin, Usage: "alias of caravan's body-limit plugin in Traefik (\"\": no body limits)"},
 		&cli.StringFlag{Name: "traefik-kv-root", Value: d.KVRoot, Usage: "root key of Traefik's Consul KV provider, where canary and blue-green traffic splits go"},
+		&cli.DurationFlag{Name: "drain-delay", Value: router.DefaultDrainDelay, Usage: "how long a web container keeps serving after it " +
+			"leaves Consul before Nomad stops it (its shutdown_delay): longer than Traefik takes to stop routing to it (Consul's " +
+			"propagation plus Traefik's providersThrottleDuration)"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
-			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render)"},
+			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render); with several servers, one address " +
+			"that reaches any of them (a load balancer's), the same for all"},
 		&cli.StringFlag{Name: "bundle-url", Usage: "base `URL` Nomad's clients fetch code bundles from (default: http:// and caravan server's --listen address, " +
-			router.DefaultListen + " for render); set it when the clients reach the server at another address"},
+			router.DefaultListen + " for render); with several servers, one address that reaches any of them, the same for all"},
 	}
 }
 
@@ -43,6 +47,7 @@ func routerConfig(c *cli.Context) router.Config {
 		KVRoot:          c.String("traefik-kv-root"),
 		AuthURL:         c.String("auth-url"),
 		BundleURL:       c.String("bundle-url"),
+		DrainDelay:      c.Duration("drain-delay"),
 	}
 	// render has no --listen: it renders for a server on the default one.
 	listen := c.String("listen")

@@ -11,6 +11,11 @@
 // policy allows its workspace dev); without it, the built-in policy allows
 // no raw_exec.
 //
+// CARAVAN_DOMAIN, CARAVAN_HTTPS_PORT and CARAVAN_AUTH_URL are the route
+// settings, as caravan server's --domain, --https-port and --auth-url: the
+// cluster's servers' (README, "Several caravan servers"), so that what this
+// deploys is rendered as they render it.
+//
 // `caravan dev status` prints the addresses of the local stack.
 package main
 
@@ -54,6 +59,9 @@ func run(path string) error {
 		routes.Domain = d
 	}
 	routes.HTTPSPort, _ = strconv.Atoi(os.Getenv("CARAVAN_HTTPS_PORT"))
+	if u := os.Getenv("CARAVAN_AUTH_URL"); u != "" {
+		routes.AuthURL = u
+	}
 
 	pol := policy.Default()
 	if path := os.Getenv("CARAVAN_POLICY"); path != "" {

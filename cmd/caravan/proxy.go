@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caravanhq/caravan/proxy"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+)
+
+func proxyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "proxy",
+		Usage:     "Run caravan proxy, the data plane between Traefik and autoscaled functions (not yet in the request path)",
+		UsageText: "caravan proxy [--listen ADDR] [--admin-listen ADDR]",
+		Description: `Proxies each request to the least-loaded container of its function, never past the
+function's max_inputs, and queues requests while none has room (503 when the queue is
+full, 504 past its timeout). Containers come from Consul (passing instances of the
+function's service); the function is named by the Caravan-Function header, else the
+first label of Host under --domain.
+
+The admin address serves GET /v1/load (each function's requests in flight and queued,
+for the autoscaler), POST and DELETE /v1/drain, /metrics (Prometheus) and /healthz.
+Keep it off the network callers reach.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7480", Usage: "`ADDR` of the data plane, where Traefik sends requests"},
+			&cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:7481", Usage: "`ADDR` of the load report, drains, metrics and health"},
+			&cli.StringFlag{Name: "consul-addr", Value: "127.0.0.1:8500", EnvVars: []string{"CONSUL_HTTP_ADDR"}},
+			&cli.StringFlag{Name: "domain", Usage: "parent `DOMAIN` of the hostnames routed by Host (default: any host's first label)"},
+			&cli.StringFlag{Name: "log-level", Value: "info"},
+		},
+		Action: func(c *cli.Context) error {
+			log := hclog.New(&hclog.LoggerOptions{Name: "caravan-proxy", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
+			cc, err := consul.NewClient(&consul.Config{Address: c.String("consul-addr")})
+			if err != nil {
+				return err
+			}
+			s := proxy.NewServer(proxy.ServerConfig{
+				Listen: c.String("listen"), AdminListen: c.String("admin-listen"),
+				Proxy: proxy.Config{Discovery: &proxy.Consul{Client: cc}, Domain: c.String("domain"), Logger: log},
+			})
+			if err := s.Start(); err != nil {
+				return err
+			}
+			log.Info("serving", "listen", s.Addr(), "admin", s.AdminAddr())
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			select {
+			case <-ctx.Done():
+			case err := <-s.Err():
+				log.Error("listener failed", "error", err)
+			}
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return s.Shutdown(sctx)
+		},
+	}
+}

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+)
+
+// SettingsKVPrefix is where, in Consul KV, a function's Settings are kept
+// as JSON (`caravan/proxy/functions/<service>`), for when it has no
+// container whose meta says: at zero. Nothing writes it yet; the session
+// that wires the proxy in will, at deploy.
+const SettingsKVPrefix = "caravan/proxy/functions/"
+
+// settingsRecord is the JSON of a SettingsKVPrefix key.
+type settingsRecord struct {
+	MaxInputs    int    `json:"max_inputs"`
+	QueueMax     int    `json:"queue_max"`
+	QueueTimeout string `json:"queue_timeout"`
+}
+
+// Consul is Discovery over Consul's health endpoint: the instances of the
+// function's service, by blocking query; those whose checks pass take
+// requests, the others count as starting.
+type Consul struct {
+	Client *consul.Client
+	// WaitTime bounds each blocking query (default 5 minutes, Consul's
+	// most).
+	WaitTime time.Duration
+}
+
+var _ Discovery = (*Consul)(nil)
+
+// Watch is Discovery.Watch: Health().Service(function, "", false) with
+// WaitIndex. Settings come from the first instance's meta that has them,
+// else from SettingsKVPrefix+function, else stay nil. A function is known
+// when it has instances (passing or not) or a settings record.
+func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snapshot, uint64, error) {
+	wait := c.WaitTime
+	if wait <= 0 {
+		wait = 5 * time.Minute
+	}
+	q := (&consul.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	// Every instance, not only passing ones: those whose checks do not
+	// pass yet are the containers starting.
+	entries, meta, err := c.Client.Health().Service(function, "", false, q)
+	if err != nil {
+		return Snapshot{}, index, fmt.Errorf("consul: instances of %s: %w", function, err)
+	}
+	snap := Snapshot{Known: len(entries) > 0}
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		if e.Checks.AggregatedStatus() != consul.HealthPassing {
+			snap.Starting++
+			continue
+		}
+		addr := e.Service.Address
+		if addr == "" && e.Node != nil {
+			addr = e.Node.Address
+		}
+		snap.Instances = append(snap.Instances, Instance{ID: e.Service.ID, Addr: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))})
+		if snap.Settings == nil {
+			if s, ok := SettingsFromMeta(e.Service.Meta); ok {
+				snap.Settings = &s
+			}
+		}
+	}
+	if snap.Settings == nil {
+		kv, _, err := c.Client.KV().Get(SettingsKVPrefix+function, (&consul.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return Snapshot{}, index, fmt.Errorf("consul: settings of %s: %w", function, err)
+		}
+		if kv != nil {
+			snap.Known = true
+			var rec settingsRecord
+			if json.Unmarshal(kv.Value, &rec) == nil {
+				timeout, _ := time.ParseDuration(rec.QueueTimeout)
+				snap.Settings = &Settings{MaxInputs: rec.MaxInputs, QueueMax: rec.QueueMax, QueueTimeout: timeout}
+			}
+		}
+	}
+	return snap, meta.LastIndex, nil
+}

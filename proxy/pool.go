@@ -1,0 +1,390 @@
+package proxy
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Errors of a request that got no container. Each has its own status; see
+// Proxy.ServeHTTP.
+var (
+	// ErrQueueFull: every container has max_inputs in flight and the
+	// queue holds max_requests already (503).
+	ErrQueueFull = errors.New("queue full")
+	// ErrQueueTimeout: the request waited the function's queue timeout
+	// without a container having room (504).
+	ErrQueueTimeout = errors.New("waited past the queue timeout")
+	// ErrNoFunction: discovery knows no such function (404).
+	ErrNoFunction = errors.New("no such function")
+)
+
+// instance is one container as the proxy counts it.
+type instance struct {
+	id, addr string
+	inFlight int
+	// draining: Drain asked; no new requests.
+	draining bool
+	// gone: discovery no longer lists it; no new requests, and it is
+	// forgotten once its last request ends.
+	gone bool
+	// ejectedUntil: a request to it failed; no new requests until then.
+	ejectedUntil time.Time
+	// idle is closed when inFlight next reaches 0 (made by waitIdle).
+	idle chan struct{}
+}
+
+// waiter is a queued request.
+type waiter struct {
+	// ch gets the container given to it, or nil when the function turned
+	// out unknown. Buffered: dispatch never blocks.
+	ch chan *instance
+	// elem is its place in the queue; nil once it left.
+	elem *list.Element
+}
+
+// pool is one function's containers and queue. Every method is safe for
+// concurrent use.
+type pool struct {
+	name string
+	now  func() time.Time
+	// ejectFor is how long a container that failed a request gets none.
+	ejectFor time.Duration
+	// onQueue, when set, is called (with mu held) when a request enters
+	// an empty queue.
+	onQueue func()
+
+	mu       sync.Mutex
+	settings Settings
+	starting int
+	// seen: a snapshot arrived; known: the last one said the function
+	// exists. Requests queue until the first, and are 404 while the
+	// function is unknown.
+	seen, known bool
+	// used is when a request last came, for Proxy's collection of idle
+	// pools.
+	used      time.Time
+	instances []*instance // in the order discovery first listed them
+	queue     list.List   // of *waiter, oldest first
+	// next rotates where pick starts, so equal loads share requests.
+	next int
+	// wake is set while a timer will dispatch once an ejection ends.
+	wake *time.Timer
+}
+
+func newPool(name string, now func() time.Time, ejectFor time.Duration) *pool {
+	return &pool{name: name, now: now, ejectFor: ejectFor, settings: Settings{}.withDefaults()}
+}
+
+// usable reports whether in may take one more request now.
+func (p *pool) usable(in *instance, now time.Time) bool {
+	return !in.draining && !in.gone && !now.Before(in.ejectedUntil) && in.inFlight < p.settings.MaxInputs
+}
+
+// pick is the least-loaded usable container, or nil. Called with mu held.
+func (p *pool) pick() *instance {
+	n := len(p.instances)
+	if n == 0 {
+		return nil
+	}
+	now := p.now()
+	var best *instance
+	start := p.next % n
+	for i := range n {
+		in := p.instances[(start+i)%n]
+		if p.usable(in, now) && (best == nil || in.inFlight < best.inFlight) {
+			best = in
+		}
+	}
+	p.next++
+	return best
+}
+
+// ready is how many containers are listed and neither draining nor
+// ejected. Called with mu held.
+func (p *pool) ready() int {
+	now := p.now()
+	n := 0
+	for _, in := range p.instances {
+		if !in.draining && !in.gone && !now.Before(in.ejectedUntil) {
+			n++
+		}
+	}
+	return n
+}
+
+// acquired is a container given to a request, and how it was had.
+type acquired struct {
+	in *instance
+	// waited is how long the request queued (0: it did not).
+	waited time.Duration
+	queued bool
+	// cold: no container was ready when the request arrived.
+	cold bool
+}
+
+// acquire gives the request a container with room: at once when no
+// request is queued before it and one has room, else once it is first in
+// the queue and one has. It fails with ErrNoFunction, ErrQueueFull,
+// ErrQueueTimeout or ctx's error. A request for a function no snapshot has
+// come for yet queues until one does.
+func (p *pool) acquire(ctx context.Context) (acquired, error) {
+	p.mu.Lock()
+	if p.seen && !p.known {
+		p.mu.Unlock()
+		return acquired{}, ErrNoFunction
+	}
+	if p.queue.Len() == 0 {
+		if in := p.pick(); in != nil {
+			in.inFlight++
+			p.mu.Unlock()
+			return acquired{in: in}, nil
+		}
+	}
+	if p.queue.Len() >= p.settings.QueueMax {
+		p.mu.Unlock()
+		return acquired{}, ErrQueueFull
+	}
+	w := &waiter{ch: make(chan *instance, 1)}
+	w.elem = p.queue.PushBack(w)
+	if p.queue.Len() == 1 && p.onQueue != nil {
+		p.onQueue() // the queue starts: the autoscaler should know now
+	}
+	cold := p.ready() == 0
+	timeout := p.settings.QueueTimeout
+	start := p.now()
+	p.mu.Unlock()
+
+	got := func(in *instance) acquired {
+		return acquired{in: in, waited: p.now().Sub(start), queued: true, cold: cold}
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case in := <-w.ch:
+		if in == nil {
+			return acquired{}, ErrNoFunction
+		}
+		return got(in), nil
+	case <-timer.C:
+		if in, given := p.leave(w); given {
+			if in == nil {
+				return acquired{}, ErrNoFunction
+			}
+			return got(in), nil // given a container as the time ran out
+		}
+		return acquired{waited: p.now().Sub(start), queued: true, cold: cold}, ErrQueueTimeout
+	case <-ctx.Done():
+		if in, _ := p.leave(w); in != nil {
+			p.release(in, false)
+		}
+		return acquired{}, ctx.Err()
+	}
+}
+
+// leave takes w out of the queue, or returns what it was given.
+func (p *pool) leave(w *waiter) (in *instance, given bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.elem != nil {
+		p.queue.Remove(w.elem)
+		w.elem = nil
+		return nil, false
+	}
+	return <-w.ch, true
+}
+
+// dispatch gives containers with room to queued requests, oldest first.
+// Called with mu held.
+func (p *pool) dispatch() {
+	for p.queue.Len() > 0 {
+		in := p.pick()
+		if in == nil {
+			p.armWake()
+			return
+		}
+		w := p.queue.Remove(p.queue.Front()).(*waiter)
+		w.elem = nil
+		in.inFlight++
+		w.ch <- in
+	}
+}
+
+// armWake dispatches again when the first ejection ends, if one holds back
+// a queued request. Called with mu held.
+func (p *pool) armWake() {
+	if p.wake != nil {
+		return
+	}
+	now := p.now()
+	var first time.Time
+	for _, in := range p.instances {
+		if !in.gone && !in.draining && now.Before(in.ejectedUntil) && (first.IsZero() || in.ejectedUntil.Before(first)) {
+			first = in.ejectedUntil
+		}
+	}
+	if first.IsZero() {
+		return
+	}
+	p.wake = time.AfterFunc(first.Sub(now), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.wake = nil
+		p.dispatch()
+	})
+}
+
+// release ends a request on in; failed ejects in for ejectFor.
+func (p *pool) release(in *instance, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	in.inFlight--
+	if failed {
+		in.ejectedUntil = p.now().Add(p.ejectFor)
+	}
+	if in.inFlight == 0 {
+		if in.idle != nil {
+			close(in.idle)
+			in.idle = nil
+		}
+		if in.gone {
+			p.forget(in)
+		}
+	}
+	p.dispatch()
+}
+
+// forget drops in from the pool. Called with mu held.
+func (p *pool) forget(in *instance) {
+	p.instances = slices.DeleteFunc(p.instances, func(x *instance) bool { return x == in })
+}
+
+// update applies a discovery snapshot: new containers take queued
+// requests at once; containers no longer listed take no new ones and are
+// forgotten once idle.
+func (p *pool) update(snap Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if snap.Settings != nil {
+		p.settings = snap.Settings.withDefaults()
+	}
+	p.starting = snap.Starting
+	p.seen, p.known = true, snap.Known
+	if !snap.Known {
+		// Nothing to wait for: every queued request is 404.
+		for p.queue.Len() > 0 {
+			w := p.queue.Remove(p.queue.Front()).(*waiter)
+			w.elem = nil
+			w.ch <- nil
+		}
+	}
+	listed := make(map[string]Instance, len(snap.Instances))
+	for _, si := range snap.Instances {
+		listed[si.ID] = si
+	}
+	for _, in := range slices.Clone(p.instances) {
+		si, ok := listed[in.id]
+		switch {
+		case !ok:
+			in.gone = true
+			if in.inFlight == 0 {
+				p.forget(in)
+			}
+		case si.Addr != in.addr && in.inFlight == 0:
+			in.addr, in.gone, in.ejectedUntil = si.Addr, false, time.Time{}
+		default:
+			in.gone = false
+		}
+		delete(listed, in.id)
+	}
+	// Those left are new, added in the snapshot's order.
+	for _, si := range snap.Instances {
+		if _, ok := listed[si.ID]; ok {
+			p.instances = append(p.instances, &instance{id: si.ID, addr: si.Addr})
+			delete(listed, si.ID)
+		}
+	}
+	p.dispatch()
+}
+
+// setDraining marks the container id draining (or not); false when the
+// pool does not know it.
+func (p *pool) setDraining(id string, draining bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, in := range p.instances {
+		if in.id == id {
+			in.draining = draining
+			p.dispatch()
+			return true
+		}
+	}
+	return false
+}
+
+// waitIdle waits until the container id has no request in flight (or is
+// unknown: forgotten, so idle), or ctx ends; it returns how many are in
+// flight then.
+func (p *pool) waitIdle(ctx context.Context, id string) int {
+	for {
+		p.mu.Lock()
+		var in *instance
+		for _, x := range p.instances {
+			if x.id == id {
+				in = x
+			}
+		}
+		if in == nil || in.inFlight == 0 {
+			p.mu.Unlock()
+			return 0
+		}
+		if in.idle == nil {
+			in.idle = make(chan struct{})
+		}
+		idle, n := in.idle, in.inFlight
+		p.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return n
+		}
+	}
+}
+
+// touch marks the pool used now.
+func (p *pool) touch() {
+	p.mu.Lock()
+	p.used = p.now()
+	p.mu.Unlock()
+}
+
+// idleSince reports whether the pool has no container, request or queue,
+// and no request came since before t: Proxy may stop watching it.
+func (p *pool) idleSince(t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.instances) == 0 && p.queue.Len() == 0 && p.used.Before(t)
+}
+
+// load is the pool's state for the load report and the gauges.
+func (p *pool) load() FunctionLoad {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	fl := FunctionLoad{Function: p.name, Queued: p.queue.Len(), Starting: p.starting, MaxInputs: p.settings.MaxInputs, Instances: []InstanceLoad{}}
+	for _, in := range p.instances {
+		fl.InFlight += in.inFlight
+		il := InstanceLoad{ID: in.id, Addr: in.addr, InFlight: in.inFlight, Draining: in.draining || in.gone, Ejected: now.Before(in.ejectedUntil)}
+		switch {
+		case il.Draining:
+			fl.Draining++
+		case !il.Ejected:
+			fl.Ready++
+		}
+		fl.Instances = append(fl.Instances, il)
+	}
+	return fl
+}
