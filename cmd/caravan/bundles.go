@@ -33,6 +33,13 @@ type bundleTree struct {
 // path) that has files, and hashes it; a problem with any is a
 // diagnostic that points at its files block (or the app).
 func collectBundles(path string, app *spec.App) (*bundles, hcl.Diagnostics) {
+	return walkBundles(path, app, bundle.Hash)
+}
+
+// walkBundles is collectBundles with name naming each tree: bundle.Hash, or
+// for a watch that only needs the files, something cheaper than reading
+// them all.
+func walkBundles(path string, app *spec.App, name func(*bundle.Tree) (string, error)) (*bundles, hcl.Diagnostics) {
 	out := &bundles{trees: map[string]*bundleTree{}}
 	dir := filepath.Dir(path)
 	type chosen struct {
@@ -56,7 +63,7 @@ func collectBundles(path string, app *spec.App) (*bundles, hcl.Diagnostics) {
 			tree, d := bundle.Collect(dir, bundle.Selection{Include: files.Include, Exclude: files.Exclude, Subject: files.DefRange}, bundle.Limits{})
 			c.diags = d
 			if !d.HasErrors() {
-				id, err := bundle.Hash(tree)
+				id, err := name(tree)
 				if err != nil {
 					c.diags = append(c.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot bundle the files",
 						Detail: err.Error(), Subject: files.DefRange.Ptr()})

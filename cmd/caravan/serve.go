@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
@@ -171,7 +172,10 @@ func serve(c *cli.Context) error {
 	// A file added to a bundle's directory is seen at the next walk.
 	watch := func(app *spec.App) []string {
 		if app != nil {
-			if b, diags := collectBundles(path, app); !diags.HasErrors() {
+			// Only the files' names, sizes and times count here (see
+			// fingerprint): the walk reads no file.
+			byRoot := func(t *bundle.Tree) (string, error) { return fmt.Sprintf("%p", t), nil }
+			if b, diags := walkBundles(path, app, byRoot); !diags.HasErrors() {
 				return watched(path, app, b)
 			}
 		}
