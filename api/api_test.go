@@ -20,7 +20,7 @@ func TestCodeTable(t *testing.T) {
 	want := map[api.ErrorCode]int{
 		api.CodeBadRequest: 400, api.CodeInvalidSpec: 400, api.CodeUnauthorized: 401, api.CodeForbidden: 403, api.CodePolicyDenied: 403,
 		api.CodeNotFound: 404, api.CodeConflict: 409, api.CodeOwnership: 409, api.CodeHostTaken: 409,
-		api.CodeDomainUnverified: 409, api.CodeCanaryPending: 409, api.CodeInputTooLarge: 413, api.CodeRolloutFailed: 422,
+		api.CodeDomainUnverified: 409, api.CodeCanaryPending: 409, api.CodeBundleMissing: 409, api.CodeInputTooLarge: 413, api.CodeRolloutFailed: 422,
 		api.CodeInternal: 500, api.CodeUnavailable: 503,
 	}
 	codes := api.Codes()

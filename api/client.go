@@ -207,6 +207,25 @@ func (c *Client) Apps(ctx context.Context) ([]AppSummary, error) {
 	return apps, c.do(ctx, http.MethodGet, "/v1/apps", nil, &apps)
 }
 
+// MissingBundles returns those of ids the server does not store.
+func (c *Client) MissingBundles(ctx context.Context, ids []string) ([]string, error) {
+	var out BundlesBody
+	err := c.do(ctx, http.MethodPost, "/v1/bundles/missing", BundlesBody{IDs: ids}, &out)
+	return out.IDs, err
+}
+
+// UploadBundle streams bundle id, gzip-compressed, from r to the server,
+// which verifies it against id before it stores it.
+func (c *Client) UploadBundle(ctx context.Context, id string, r io.Reader) (*BundleInfo, error) {
+	resp, err := c.sendReader(ctx, http.MethodPut, "/v1/bundles/"+url.PathEscape(id), r, "application/gzip")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var info BundleInfo
+	return &info, json.NewDecoder(resp.Body).Decode(&info)
+}
+
 // Health reports whether the server answers.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/v1/health", nil, nil)
@@ -246,16 +265,21 @@ func (c *Client) doBody(ctx context.Context, method, path string, in []byte, out
 // and returns a 2xx answer for the caller to read and close; any other
 // answer is read here and returned as an *APIError.
 func (c *Client) send(ctx context.Context, method, path string, in []byte) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		body = bytes.NewReader(in)
+	if in == nil {
+		return c.sendReader(ctx, method, path, nil, "")
 	}
+	return c.sendReader(ctx, method, path, bytes.NewReader(in), "application/json")
+}
+
+// sendReader is send with a body read from body (streamed when it is not
+// a *bytes.Reader) of the given content type.
+func (c *Client) sendReader(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Addr, "/")+path, body)
 	if err != nil {
 		return nil, err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)

@@ -47,6 +47,10 @@ const (
 	// CodeCanaryPending: a change refused while a canary awaits promotion
 	// or abort (409).
 	CodeCanaryPending ErrorCode = "canary_pending"
+	// CodeBundleMissing: a deploy or rollback names a code bundle the
+	// server does not store (never uploaded, or garbage-collected); the
+	// message names the functions and bundles (409). Nothing changed.
+	CodeBundleMissing ErrorCode = "bundle_missing"
 	// CodeInputTooLarge: a call's input over 16 KiB, or a request body
 	// over its bound (a spec over 256 KiB, a change body over 64 KiB) (413).
 	CodeInputTooLarge ErrorCode = "input_too_large"
@@ -81,6 +85,7 @@ var codes = []struct {
 	{CodeHostTaken, http.StatusConflict},
 	{CodeDomainUnverified, http.StatusConflict},
 	{CodeCanaryPending, http.StatusConflict},
+	{CodeBundleMissing, http.StatusConflict},
 	{CodeInputTooLarge, http.StatusRequestEntityTooLarge},
 	{CodeRolloutFailed, http.StatusUnprocessableEntity},
 	{CodeInternal, http.StatusInternalServerError},

@@ -83,6 +83,8 @@ type FunctionResult struct {
 	Schedule string `json:"schedule,omitempty"`
 	// Callable marks a function that runs once per `caravan call`.
 	Callable bool `json:"callable,omitempty"`
+	// CodeChanged: the function's bundle differs from the live version's.
+	CodeChanged bool `json:"code_changed,omitempty"`
 }
 
 // DeployResult is what a deploy did.
@@ -196,6 +198,8 @@ type FunctionPlan struct {
 	Destructive uint64 `json:"destructive,omitempty"`
 	Canary      uint64 `json:"canary,omitempty"`
 	Unplaceable string `json:"unplaceable,omitempty"`
+	// CodeChanged: the function's bundle differs from the live version's.
+	CodeChanged bool `json:"code_changed,omitempty"`
 }
 
 // History is an app's record and the versions of its current history.
@@ -256,7 +260,13 @@ type VersionRecord struct {
 	Spec       string   `json:"spec"`
 	RollbackOf int      `json:"rollback_of,omitempty"`
 	Hosts      []string `json:"hosts,omitempty"`
-	Error      string   `json:"error,omitempty"`
+	// Bundles maps each function with a bundle to its ID: a rollback to
+	// the version restores this code.
+	Bundles map[string]string `json:"bundles,omitempty"`
+	// CodeChanged lists the functions whose bundle the version changed
+	// from the version live when it was deployed.
+	CodeChanged []string `json:"code_changed,omitempty"`
+	Error       string   `json:"error,omitempty"`
 	// Events are what happened to the version after it was deployed
 	// (canary started, promoted, aborted).
 	Events     []Event   `json:"events,omitempty"`
@@ -445,6 +455,29 @@ type DeployBody struct {
 	GitDirty  bool   `json:"git_dirty,omitempty"`
 	// Serve deploys the `caravan serve` copy of the app.
 	Serve bool `json:"serve,omitempty"`
+	// Bundles maps each function that has a bundle (see spec.Files) to
+	// the ID of the bundle the server stores for it (PUT
+	// /v1/bundles/{id} first). Absent: the deploy carries no code, and
+	// ${spec_dir} is the spec's directory on the machine that deploys.
+	Bundles map[string]string `json:"bundles,omitempty"`
+}
+
+// BundlesBody lists bundle IDs: POST /v1/bundles/missing asks which of
+// them the server lacks, and answers with those.
+type BundlesBody struct {
+	IDs []string `json:"ids"`
+}
+
+// BundleInfo is a stored bundle: PUT /v1/bundles/{id} answers with it.
+type BundleInfo struct {
+	ID string `json:"id"`
+	// Files and Size (of the files together, uncompressed); Stored is the
+	// compressed size the server keeps.
+	Files  int   `json:"files"`
+	Size   int64 `json:"size"`
+	Stored int64 `json:"stored"`
+	// Existed: the server had it already and read nothing.
+	Existed bool `json:"existed,omitempty"`
 }
 
 // ChangeBody is the body of rollover, rollback, promote, abort and stop,

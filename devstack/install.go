@@ -48,6 +48,10 @@ var (
 	Traefik = Tool{Name: "traefik", Version: "3.6.12", Package: "github.com/traefik/traefik/v3/cmd/traefik"}
 )
 
+// SeaweedFS is a real S3-compatible server (tools/weed) for the S3 bundle
+// store's tests; not part of the stack, built by `just seaweedfs`.
+var SeaweedFS = Tool{Name: "weed", Version: "7506e5f91cd6", Package: "github.com/seaweedfs/seaweedfs/weed"}
+
 // Tools are the three servers the stack builds.
 var Tools = []Tool{Nomad, Consul, Traefik}
 

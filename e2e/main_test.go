@@ -180,6 +180,9 @@ workspace "*" {
 }
 `
 
+// bundleDir is the local bundle store of the stack's servers.
+func bundleDir() string { return filepath.Join(env.stack.StateDir, "bundles") }
+
 // policyPath is where setup writes e2ePolicy.
 func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
 
@@ -190,7 +193,9 @@ func serverFlags(listen string) []string {
 	s := env.stack
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
-		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath()}
+		"--bundle-url", clusterBundleURL(),
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
+		"--bundle-dir", bundleDir()}
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the
@@ -204,9 +209,22 @@ func clusterAuthURL() string {
 	return router.AuthURL(env.server.Addr())
 }
 
+// clusterBundleURL is, likewise, where Nomad's clients fetch bundles from:
+// the first server, whose bundle directory every server of the tests
+// shares.
+func clusterBundleURL() string {
+	if env.server == nil {
+		return ""
+	}
+	return router.BundleURL(env.server.Addr())
+}
+
 // startServer starts an in-process caravan server for the stack, logging
 // to logs/<name>.log.
-func startServer(name string) (*server.Server, error) {
+func startServer(name string) (*server.Server, error) { return startServerWith(name, nil) }
+
+// startServerWith is startServer with change applied to its configuration.
+func startServerWith(name string, change func(*server.Config)) (*server.Server, error) {
 	s := env.stack
 	logf, err := os.Create(filepath.Join(s.StateDir, "logs", name+".log"))
 	if err != nil {
@@ -217,12 +235,12 @@ func startServer(name string) (*server.Server, error) {
 	// port. The first server listens on a free port, so its forwardAuth is
 	// left to server.New to point at it; later ones use the first's.
 	rc := router.DefaultConfig
-	rc.Domain, rc.HTTPSPort, rc.AuthURL = s.Domain, s.Ports.TraefikWebsecure, clusterAuthURL()
+	rc.Domain, rc.HTTPSPort, rc.AuthURL, rc.BundleURL = s.Domain, s.Ports.TraefikWebsecure, clusterAuthURL(), clusterBundleURL()
 	pol, diags := policy.Load(policyPath())
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
 		ConsulAddr: s.ConsulAddr(),
@@ -234,7 +252,14 @@ func startServer(name string) (*server.Server, error) {
 		DNSResolver: s.ChallDNSAddr(),
 		Policy:      pol,
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.Debug, Output: logf}),
-	})
+		// Every server of the stack shares one bundle directory, as
+		// servers of a cluster share their S3 bucket.
+		BundleDir: bundleDir(),
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -272,10 +297,16 @@ func caravanBinary(t *testing.T) string {
 // token and returns its combined output and exit code.
 func runCLI(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return runCLIAt(t, env.client.Addr, args...)
+}
+
+// runCLIAt runs the CLI against the server at addr.
+func runCLIAt(t *testing.T, addr string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, caravanBinary(t), args...)
-	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
+	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+addr, "CARAVAN_TOKEN="+env.client.Token)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

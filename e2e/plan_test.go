@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/caravanhq/caravan/api"
 )
 
 // TestPlan runs `caravan plan` (the real binary, for its exit codes) before
@@ -38,7 +36,10 @@ func TestPlan(t *testing.T) {
 		t.Fatal("plan registered a job")
 	}
 
-	deploy(t, path, v1, api.DeployBody{})
+	// Deployed as plan plans it: by the CLI, with the directory's bundle.
+	if out, code := runCLI(t, "deploy", path); code != 0 {
+		t.Fatalf("deploy (exit %d):\n%s", code, out)
+	}
 	if out, code = plan(v1); code != 0 || !strings.Contains(out, "No changes") {
 		t.Fatalf("plan of the deployed spec (exit %d):\n%s", code, out)
 	}

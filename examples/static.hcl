@@ -1,8 +1,14 @@
-# A static file server for the files in ./static beside this spec.
+# A static file server for the files in ./static beside this spec. They travel
+# with each deploy as the function's code bundle (the files block takes only
+# that directory), and ${spec_dir} is where Nomad unpacks it.
 app "site" {
   workspace = "dev"
 
   function "files" {
+    files {
+      include = ["static"]
+    }
+
     command = "node"
     args = ["-e", <<-JS
       const fs = require("fs"), path = require("path");

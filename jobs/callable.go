@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/nomad/api"
 )
@@ -32,8 +33,8 @@ const PayloadLimit = 16 * 1024
 // call, with the input as payload in $CARAVAN_INPUT. A call that fails is
 // neither restarted nor rescheduled: its exit code is the answer. Its meta
 // carries the hash of the job until the app's hash replaces it.
-func callableJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
-	job := runOnceJob(app, fn, CallableID(appJobID, fn.Name))
+func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
+	job := runOnceJob(app, fn, CallableID(appJobID, fn.Name), cfg)
 	t := job.TaskGroups[0].Tasks[0]
 	t.DispatchPayload = &api.DispatchPayloadConfig{File: InputFile}
 	t.Env[EnvInput] = "${NOMAD_TASK_DIR}/" + InputFile

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -149,7 +151,7 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	var periodic, callable []*api.Job
 	for _, fn := range app.Functions {
 		if fn.Callable {
-			cj, err := callableJob(app, fn, id)
+			cj, err := callableJob(app, fn, id, cfg)
 			if err != nil {
 				return nil, err
 			}
@@ -157,14 +159,14 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 			continue
 		}
 		if fn.Scheduled() {
-			pj, err := periodicJob(app, fn, id)
+			pj, err := periodicJob(app, fn, id, cfg)
 			if err != nil {
 				return nil, err
 			}
 			periodic = append(periodic, pj)
 			continue
 		}
-		tg, err := group(app, fn, byFunction)
+		tg, err := group(app, fn, byFunction, id, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -220,8 +222,8 @@ func FunctionHashes(job *api.Job, owned []*api.Job) map[string]string {
 // periodicJob renders a scheduled function as a batch job Nomad launches on
 // its schedule (in UTC), one run at a time; a run that fails is not retried
 // (the next one comes on schedule).
-func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, error) {
-	job := runOnceJob(app, fn, PeriodicID(appJobID, fn.Name))
+func periodicJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
+	job := runOnceJob(app, fn, PeriodicID(appJobID, fn.Name), cfg)
 	job.Periodic = &api.PeriodicConfig{
 		Enabled:         ptr(true),
 		Spec:            ptr(fn.CronSpec()),
@@ -234,8 +236,8 @@ func periodicJob(app *spec.App, fn *spec.Function, appJobID string) (*api.Job, e
 
 // runOnceJob is a batch job id of one task, fn's, which a function of app
 // owns: each run is neither restarted nor rescheduled.
-func runOnceJob(app *spec.App, fn *spec.Function, id string) *api.Job {
-	t := task(fn)
+func runOnceJob(app *spec.App, fn *spec.Function, id string, cfg router.Config) *api.Job {
+	t := task(fn, id, cfg)
 	t.RestartPolicy = &api.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")}
 	return &api.Job{
 		ID:          ptr(id),
@@ -305,7 +307,7 @@ func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
 	return &g
 }
 
-func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*api.TaskGroup, error) {
+func group(app *spec.App, fn *spec.Function, routes map[string]router.Route, jobID string, cfg router.Config) (*api.TaskGroup, error) {
 	count := fn.Count()
 	tg := &api.TaskGroup{
 		Name:   ptr(fn.Name),
@@ -321,7 +323,7 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 		tg.Scaling = &api.ScalingPolicy{Min: ptr(min), Max: ptr(int64(*fn.MaxContainers))}
 	}
 
-	t := task(fn)
+	t := task(fn, jobID, cfg)
 	if fn.Web != nil {
 		r, ok := routes[fn.Name]
 		if !ok {
@@ -366,7 +368,9 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*a
 	return tg, nil
 }
 
-func task(fn *spec.Function) *api.Task {
+// task renders fn as the task of job jobID: its command or image, its
+// environment, resources, and the artifact block of its bundle.
+func task(fn *spec.Function, jobID string, cfg router.Config) *api.Task {
 	driver := fn.TaskDriver()
 	t := &api.Task{
 		Name:        fn.Name,
@@ -387,17 +391,29 @@ func task(fn *spec.Function) *api.Task {
 			MemoryMB: ptr(DefaultMemory),
 		},
 	}
+	// ${spec_dir} is where the bundle is unpacked, or without one the
+	// spec's directory on the deploying machine (as before bundles).
+	dir := filepath.Dir(fn.DefRange.Filename)
+	if fn.Bundle != "" {
+		dir = BundleDir
+		t.Artifacts = []*api.TaskArtifact{bundleArtifact(fn.Bundle, jobID, cfg)}
+	}
+	specDir := func(s string) string { return strings.ReplaceAll(s, spec.SpecDirPlaceholder, dir) }
 	switch driver {
 	case spec.DriverDocker:
 		t.Config["image"] = fn.Image
 	default:
-		t.Config["command"] = fn.Command
+		t.Config["command"] = specDir(fn.Command)
 	}
 	if len(fn.Args) > 0 {
-		t.Config["args"] = fn.Args
+		args := make([]string, len(fn.Args))
+		for i, a := range fn.Args {
+			args[i] = specDir(a)
+		}
+		t.Config["args"] = args
 	}
 	for k, v := range fn.Env {
-		t.Env[k] = v
+		t.Env[k] = specDir(v)
 	}
 	if r := fn.Resources; r != nil {
 		if r.CPU != nil {
@@ -533,6 +549,35 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 		u.AutoPromote = ptr(true)
 	}
 	return u
+}
+
+// BundleDir is where a task's bundle is unpacked (Nomad interpolates
+// NOMAD_TASK_DIR: the task's local/ directory, /local inside docker and
+// exec's chroot), and what ${spec_dir} becomes for a function with one.
+const BundleDir = "${NOMAD_TASK_DIR}/bundle"
+
+// BundlePath is where caravan server serves bundle id as a tar stream, to
+// Nomad's clients.
+func BundlePath(id string) string { return "/v1/bundles/" + id + ".tar" }
+
+// AllocPlaceholder is the query parameter Nomad fills with the fetching
+// allocation's ID: caravan server serves a bundle only to a live
+// allocation of the job the URL was signed for.
+const AllocPlaceholder = "${NOMAD_ALLOC_ID}"
+
+// bundleArtifact fetches bundle id for job jobID from caravan server,
+// verified against its ID (go-getter's checksum) and unpacked into
+// BundleDir. The URL is not signed yet: the orchestrator adds the
+// signature (SignBundles) after the hashes are taken, so the key is in
+// no hash and no golden file.
+func bundleArtifact(id, jobID string, cfg router.Config) *api.TaskArtifact {
+	q := url.Values{"job": {jobID}}
+	src := strings.TrimSuffix(cfg.BundleURL, "/") + BundlePath(id) + "?" + q.Encode() + "&alloc=" + AllocPlaceholder
+	return &api.TaskArtifact{
+		GetterSource:  ptr(src),
+		GetterOptions: map[string]string{"checksum": "sha256:" + id, "archive": "tar"},
+		RelativeDest:  ptr("local/bundle"),
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

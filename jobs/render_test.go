@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // testConfig forwards auth to a caravan server on the default address, as
 // a default `caravan server` deploys.
 var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", DNSCertResolver: "caravan-dns", HTTPSPort: 8443,
-	AuthURL: router.DefaultAuthURL}
+	AuthURL: router.DefaultAuthURL, BundleURL: "http://127.0.0.1:7474"}
 
 func load(t *testing.T, path string) *spec.App {
 	t.Helper()
@@ -88,6 +88,63 @@ func TestRenderGolden(t *testing.T) {
 			}
 			golden(t, filepath.Join("testdata", name+".routes.json"), routes)
 		})
+	}
+}
+
+// bundleIDs are the bundles TestRenderBundles gives its functions.
+var bundleIDs = map[string]string{
+	"web":     strings.Repeat("a1", 32),
+	"nightly": strings.Repeat("a1", 32),
+	"sum":     strings.Repeat("a1", 32),
+	"site":    strings.Repeat("b2", 32),
+}
+
+func bundled(t *testing.T) *spec.App {
+	t.Helper()
+	app := load(t, "testdata/bundled/app.hcl")
+	for _, fn := range app.Functions {
+		fn.Bundle = bundleIDs[fn.Name]
+	}
+	return app
+}
+
+// TestRenderBundles: every task of a function with a bundle fetches it
+// from caravan server with its checksum, for its own job, into the task's
+// directory, where ${spec_dir} points.
+func TestRenderBundles(t *testing.T) {
+	r := render(t, bundled(t))
+	for _, j := range append([]*api.Job{r.Job}, append(r.Periodic, r.Callable...)...) {
+		b, err := jobs.JSON(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden(t, filepath.Join("testdata", "bundled", strings.ReplaceAll(*j.ID, "dev--bundled", "job")+".json"), b)
+	}
+	// Without bundles, ${spec_dir} is the spec's directory, as before.
+	plain := render(t, load(t, "testdata/bundled/app.hcl"))
+	web := plain.Job.TaskGroups[0].Tasks[0]
+	if args := web.Config["args"].([]string); args[0] != "testdata/bundled/server.py" || web.Artifacts != nil {
+		t.Errorf("without a bundle: args %q, artifacts %v", args, web.Artifacts)
+	}
+}
+
+// TestBundleChangesItsFunctionOnly: a function's bundle is part of its
+// hash, so new code is a new version of that function, and of no other.
+func TestBundleChangesItsFunctionOnly(t *testing.T) {
+	before := render(t, bundled(t)).FunctionHashes()
+	for _, changed := range []string{"web", "nightly", "sum", "site"} {
+		app := bundled(t)
+		for _, fn := range app.Functions {
+			if fn.Name == changed {
+				fn.Bundle = strings.Repeat("c3", 32)
+			}
+		}
+		after := render(t, app).FunctionHashes()
+		for name, h := range after {
+			if (h != before[name]) != (name == changed) {
+				t.Errorf("a new bundle for %s: %s's hash %s -> %s", changed, name, before[name], h)
+			}
+		}
 	}
 }
 

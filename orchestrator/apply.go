@@ -49,6 +49,9 @@ func deployChange(req DeployRequest) (change, error) {
 	if err := checkStrategy(req.Strategy); err != nil {
 		return change{}, err
 	}
+	if err := assignBundles(app, req.Bundles); err != nil {
+		return change{}, err
+	}
 	return change{kind: KindDeploy, app: effective(app, req.Strategy, req.Serve), diags: diags, req: req}, nil
 }
 
@@ -111,8 +114,16 @@ func (o *Orchestrator) applyStored(ctx context.Context, caller Caller, kind Vers
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
+	if err := assignBundles(parsed, v.Bundles); err != nil {
+		return nil, err
+	}
+	// The version's code must still be there: a rollback whose bundle was
+	// collected says so before anything changes.
+	if err := o.checkBundles(ctx, parsed, v.Version); err != nil {
+		return nil, err
+	}
 	dr := DeployRequest{Spec: []byte(v.Spec), Filename: v.Filename, Timeout: req.Timeout, Strategy: req.Strategy,
-		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty, Serve: rec.Serve}
+		Tag: v.Tag, GitCommit: v.GitCommit, GitDirty: v.GitDirty, Serve: rec.Serve, Bundles: v.Bundles}
 	return o.apply(ctx, caller, change{kind: kind, app: effective(parsed, req.Strategy, rec.Serve), diags: diags, req: dr, rollbackOf: rollbackOf})
 }
 
@@ -142,9 +153,14 @@ type change struct {
 func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*DeployResult, error) {
 	began := time.Now()
 	app := c.app
-	rendered, err := o.prepare(caller, c)
+	rendered, err := o.prepare(ctx, caller, c)
 	if err != nil {
 		return nil, err
+	}
+	if c.kind == KindDeploy {
+		if err := o.checkBundles(ctx, app, 0); err != nil {
+			return nil, err
+		}
 	}
 	id := *rendered.Job.ID
 	log := o.log.With("job", id, "kind", c.kind)
@@ -175,7 +191,15 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	if err != nil {
 		return nil, err
 	}
+	live, err := o.liveBundles(held, rec)
+	if err != nil {
+		return nil, err
+	}
 	p := decide(c, caller, rendered, rec, current, old, time.Now().UTC())
+	markCode(p.Functions, codeChanged(live, bundlesOf(app), rec.LiveVersion > 0))
+	if p.Version != nil {
+		p.Version.CodeChanged = codeChanged(live, bundlesOf(app), rec.LiveVersion > 0)
+	}
 	res := &DeployResult{Workspace: app.Workspace, App: app.Name, JobID: id, SpecHash: rendered.SpecHash,
 		Kind: c.kind, Warnings: toWire(c.diags), Functions: p.Functions}
 	if p.Noop {
@@ -311,7 +335,7 @@ func (o *Orchestrator) syncFunctions(ctx context.Context, r release) error {
 // prepare checks the caller may change c's app, that its custom domains
 // are not caravan's own, and that its workspace's policy allows it (a
 // *PolicyError), and renders it.
-func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) {
+func (o *Orchestrator) prepare(ctx context.Context, caller Caller, c change) (*jobs.Rendered, error) {
 	if caller.Workspace != "*" && caller.Workspace != c.app.Workspace {
 		return nil, &ForbiddenError{Token: caller.Name, Workspace: c.app.Workspace}
 	}
@@ -323,7 +347,19 @@ func (o *Orchestrator) prepare(caller Caller, c change) (*jobs.Rendered, error) 
 	if err := o.allowed(c.app); err != nil {
 		return nil, err
 	}
-	return jobs.Render(c.app, o.router)
+	return o.render(ctx, c.app)
+}
+
+// liveBundles are the bundles of rec's live version (nil: none).
+func (o *Orchestrator) liveBundles(ctx context.Context, rec *AppRecord) (map[string]string, error) {
+	if rec.LiveVersion == 0 {
+		return nil, nil
+	}
+	v, err := o.version(ctx, rec, rec.LiveVersion)
+	if err != nil {
+		return nil, err
+	}
+	return v.Bundles, nil
 }
 
 // releaseUnserved gives up the hostnames of jobID's app that its live

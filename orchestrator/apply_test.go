@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caravanhq/caravan/bundlestore"
 	"slices"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func newHarness(t *testing.T) *harness {
 	// assigned it.
 	h.store.domains["example.com"] = DomainBinding{Domain: "example.com", Workspace: "dev", Method: "assigned"}
 	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns,
-		Policy: mustPolicy(t, harnessPolicy)})
+		Policy: mustPolicy(t, harnessPolicy), Bundles: &bundlestore.Local{Dir: t.TempDir()}, BundleSpool: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

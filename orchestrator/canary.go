@@ -675,7 +675,7 @@ func (o *Orchestrator) recordSettlement(ctx context.Context, caller Caller, rec 
 // syncStored brings the periodic and callable jobs of rec's app to stored
 // version v.
 func (o *Orchestrator) syncStored(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
-	rendered, err := o.renderStored(rec, v)
+	rendered, err := o.renderStored(ctx, rec, v)
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,7 @@ func decide(c change, caller Caller, rendered *jobs.Rendered, rec *AppRecord, cu
 		Version: next.LatestVersion, Kind: c.kind, Status: StatusPending, Strategy: c.app.DeployStrategy(), Who: caller.Name, WhoID: caller.TokenID,
 		Tag: c.req.Tag, GitCommit: c.req.GitCommit, GitDirty: c.req.GitDirty, SpecHash: rendered.SpecHash,
 		Filename: c.req.Filename, Spec: string(c.req.Spec), RollbackOf: c.rollbackOf, StartedAt: now, Hosts: p.Hosts,
+		Bundles: bundlesOf(c.app),
 	}
 	return p
 }

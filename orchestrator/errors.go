@@ -2,8 +2,12 @@ package orchestrator
 
 import (
 	"fmt"
-	"github.com/caravanhq/caravan/api"
+	"maps"
+	"slices"
 	"strings"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 
 	"github.com/caravanhq/caravan/policy"
 	"github.com/hashicorp/hcl/v2"
@@ -211,6 +215,53 @@ func (e *SpecTooLargeError) Error() string {
 		"and a Consul KV value is at most 512 KiB; move large data into files the function reads", e.Size, e.Limit, e.Limit>>10)
 }
 
+// BundleMissingError is a change whose code the bundle store lacks:
+// Missing maps each function to the bundle it names. Version is the
+// version a rollback would restore (0: a deploy). Nothing changed.
+type BundleMissingError struct {
+	Version int
+	Missing map[string]string
+}
+
+func (e *BundleMissingError) Error() string {
+	var parts []string
+	for _, fn := range slices.Sorted(maps.Keys(e.Missing)) {
+		parts = append(parts, fmt.Sprintf("function %s's bundle %s", fn, e.Missing[fn][:12]))
+	}
+	if e.Version > 0 {
+		return fmt.Sprintf("version %d's code is gone from the bundle store (%s): it cannot be restored, and nothing changed; "+
+			"roll back to another version, or deploy that code again", e.Version, strings.Join(parts, ", "))
+	}
+	return fmt.Sprintf("the server has no %s: upload it first (caravan deploy does, PUT /v1/bundles/{id}); nothing changed", strings.Join(parts, ", "))
+}
+
+// BundleTooLargeError is an upload past the bundle limits, with its
+// largest files as far as it was read.
+type BundleTooLargeError struct {
+	Limit int64
+	// Files: the bound was the number of files, not their size.
+	Files   bool
+	Largest []bundle.File
+}
+
+func (e *BundleTooLargeError) Error() string {
+	if e.Files {
+		return fmt.Sprintf("the bundle holds more than %d files: exclude what the functions do not need (.caravanignore, files { ... })", e.Limit)
+	}
+	return fmt.Sprintf("the bundle's files come to more than %s, this server's limit (the largest: %s): exclude what the functions do not need (.caravanignore, files { ... })",
+		bundle.FormatSize(e.Limit), bundle.DescribeFiles(e.Largest))
+}
+
+// BundleInvalidError is an upload that is not the bundle its ID names.
+type BundleInvalidError struct{ Why string }
+
+func (e *BundleInvalidError) Error() string { return "bundle refused: " + e.Why }
+
+// BundleAccessError is a bundle fetch that its URL does not allow.
+type BundleAccessError struct{ Why string }
+
+func (e *BundleAccessError) Error() string { return "bundle fetch refused: " + e.Why }
+
 // UnavailableError is a change that could not go on for now (its lock
 // was lost, say); retrying later may succeed.
 type UnavailableError struct {
@@ -231,11 +282,15 @@ func (e *HostTakenError) ErrorCode() api.ErrorCode   { return api.CodeHostTaken 
 func (e *DomainUnverifiedError) ErrorCode() api.ErrorCode {
 	return api.CodeDomainUnverified
 }
-func (e *PolicyError) ErrorCode() api.ErrorCode        { return api.CodePolicyDenied }
-func (e *ConflictError) ErrorCode() api.ErrorCode      { return api.CodeConflict }
-func (e *CanaryPendingError) ErrorCode() api.ErrorCode { return api.CodeCanaryPending }
-func (e *InputTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
-func (e *SpecTooLargeError) ErrorCode() api.ErrorCode  { return api.CodeInputTooLarge }
+func (e *PolicyError) ErrorCode() api.ErrorCode         { return api.CodePolicyDenied }
+func (e *ConflictError) ErrorCode() api.ErrorCode       { return api.CodeConflict }
+func (e *CanaryPendingError) ErrorCode() api.ErrorCode  { return api.CodeCanaryPending }
+func (e *InputTooLargeError) ErrorCode() api.ErrorCode  { return api.CodeInputTooLarge }
+func (e *SpecTooLargeError) ErrorCode() api.ErrorCode   { return api.CodeInputTooLarge }
+func (e *BundleMissingError) ErrorCode() api.ErrorCode  { return api.CodeBundleMissing }
+func (e *BundleTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
+func (e *BundleInvalidError) ErrorCode() api.ErrorCode  { return api.CodeBadRequest }
+func (e *BundleAccessError) ErrorCode() api.ErrorCode   { return api.CodeUnauthorized }
 
 // Compile-time guards: each error type is an api.Coder.
 var (
@@ -254,4 +309,8 @@ var (
 	_ api.Coder = (*CanaryPendingError)(nil)
 	_ api.Coder = (*InputTooLargeError)(nil)
 	_ api.Coder = (*SpecTooLargeError)(nil)
+	_ api.Coder = (*BundleMissingError)(nil)
+	_ api.Coder = (*BundleTooLargeError)(nil)
+	_ api.Coder = (*BundleInvalidError)(nil)
+	_ api.Coder = (*BundleAccessError)(nil)
 )

@@ -816,6 +816,10 @@ func (s *memStore) PutDomain(ctx context.Context, b DomainBinding) error {
 
 func (s *memStore) Secret(ctx context.Context) ([]byte, error) { return []byte("test secret"), nil }
 
+func (s *memStore) BundleKey(ctx context.Context) ([]byte, error) {
+	return []byte("test bundle key"), nil
+}
+
 // heldHosts lists the hosts jobID holds, sorted.
 func (s *memStore) heldHosts(jobID string) []string {
 	s.mu.Lock()

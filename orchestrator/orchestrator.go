@@ -12,8 +12,11 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/caravanhq/caravan/bundle"
+	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
@@ -49,7 +52,16 @@ type Config struct {
 	// against it before anything is registered. nil is policy.Default():
 	// no raw_exec anywhere.
 	Policy *policy.Policy
-	Logger hclog.Logger
+	// Bundles keeps the code bundles versions run (see package
+	// bundlestore); nil refuses deploys that carry code.
+	Bundles bundlestore.Store
+	// BundleLimits bound an uploaded bundle (zero fields: bundle's
+	// defaults, 256 MiB and 4096 files).
+	BundleLimits bundle.Limits
+	// BundleSpool is the directory an upload is verified in before it is
+	// stored; empty: the system's temporary directory.
+	BundleSpool string
+	Logger      hclog.Logger
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -63,6 +75,14 @@ type Orchestrator struct {
 	dns    Resolver
 	policy *policy.Policy
 	log    hclog.Logger
+
+	bundles      bundlestore.Store
+	bundleLimits bundle.Limits
+	bundleSpool  string
+	// bundleKeyCache holds the cluster's bundle key once read.
+	bundleKeyCache atomicKey
+	// uploads counts the bundles stored.
+	uploads atomic.Int64
 }
 
 // New returns an Orchestrator, or an error naming what cfg lacks.
@@ -96,7 +116,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		pol = policy.Default()
 	}
 	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
-		dns: dns, policy: pol, log: log}, nil
+		dns: dns, policy: pol, log: log, bundles: cfg.Bundles, bundleLimits: cfg.BundleLimits, bundleSpool: cfg.BundleSpool}, nil
 }
 
 // Caller is api.Caller: the orchestrator returns wire types as they are.
@@ -120,6 +140,9 @@ type DeployRequest struct {
 	// Serve deploys the ephemeral copy `caravan serve` runs, apart from
 	// the deployed app of the same name.
 	Serve bool `json:"serve,omitempty"`
+	// Bundles maps each function with files to the ID of its stored code
+	// bundle (see api.DeployBody.Bundles); nil deploys without code.
+	Bundles map[string]string `json:"bundles,omitempty"`
 }
 
 // Change is api.Change: the orchestrator returns wire types as they are.

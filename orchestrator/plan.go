@@ -28,12 +28,12 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 		return nil, err
 	}
 	app, diags := c.app, c.diags
-	rendered, err := o.prepare(caller, c)
+	rendered, err := o.prepare(ctx, caller, c)
 	// A refusal by the policy is a problem: the plan goes on to show the
 	// rest of what the deploy would meet.
 	var denied *PolicyError
 	if errors.As(err, &denied) {
-		rendered, err = jobs.Render(app, o.router)
+		rendered, err = o.render(ctx, app)
 	}
 	if err != nil {
 		return nil, err
@@ -53,8 +53,13 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 		return nil, err
 	}
 	p := decide(c, caller, rendered, rec, current, old, time.Now().UTC())
+	live, err := o.liveBundles(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	changed := codeChanged(live, bundlesOf(app), rec.LiveVersion > 0)
 	for _, f := range p.Functions {
-		res.Functions = append(res.Functions, FunctionPlan{Name: f.Name, Change: f.Change})
+		res.Functions = append(res.Functions, FunctionPlan{Name: f.Name, Change: f.Change, CodeChanged: slices.Contains(changed, f.Name)})
 	}
 	if p.Noop {
 		return res, nil

@@ -92,7 +92,7 @@ func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *Ver
 	if err != nil {
 		return err
 	}
-	runs, err := o.runsVersion(rec, job, v)
+	runs, err := o.runsVersion(ctx, rec, job, v)
 	if err != nil {
 		return err
 	}
@@ -123,11 +123,11 @@ func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *Ver
 
 // runsVersion reports whether Nomad's job runs stored version v: the same
 // groups, rendered the same, with the app's rollover count.
-func (o *Orchestrator) runsVersion(rec *AppRecord, job *nomad.Job, v *VersionRecord) (bool, error) {
+func (o *Orchestrator) runsVersion(ctx context.Context, rec *AppRecord, job *nomad.Job, v *VersionRecord) (bool, error) {
 	if job == nil {
 		return false, nil
 	}
-	rendered, err := o.renderStored(rec, v)
+	rendered, err := o.renderStored(ctx, rec, v)
 	if err != nil {
 		return false, err
 	}
@@ -163,16 +163,19 @@ func storedApp(rec *AppRecord, v *VersionRecord) (*spec.App, error) {
 	if diags.HasErrors() {
 		return nil, &DiagnosticsError{Diags: diags}
 	}
+	if err := assignBundles(parsed, v.Bundles); err != nil {
+		return nil, err
+	}
 	return effective(parsed, v.Strategy, rec.Serve), nil
 }
 
 // renderStored renders stored version v of rec's app.
-func (o *Orchestrator) renderStored(rec *AppRecord, v *VersionRecord) (*jobs.Rendered, error) {
+func (o *Orchestrator) renderStored(ctx context.Context, rec *AppRecord, v *VersionRecord) (*jobs.Rendered, error) {
 	app, err := storedApp(rec, v)
 	if err != nil {
 		return nil, err
 	}
-	return jobs.Render(app, o.router)
+	return o.render(ctx, app)
 }
 
 // storedRoutes are the routes of stored version v that keep accepts.
@@ -192,7 +195,7 @@ func (o *Orchestrator) storedRoutes(rec *AppRecord, v *VersionRecord, keep func(
 
 // probeStored probes the routes of a stored version's spec.
 func (o *Orchestrator) probeStored(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
-	rendered, err := o.renderStored(rec, v)
+	rendered, err := o.renderStored(ctx, rec, v)
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,9 @@ type Store interface {
 	// Secret returns the secret challenge values are derived from, the
 	// same for every caravan server of the cluster (made on first use).
 	Secret(ctx context.Context) ([]byte, error)
+	// BundleKey returns the key bundle fetch URLs are signed with, the
+	// same for every caravan server of the cluster (made on first use).
+	BundleKey(ctx context.Context) ([]byte, error)
 }
 
 // Write is what one step of a change writes at once (see Store.Commit).
@@ -124,6 +127,7 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //	caravan/hostnames-rev                           bumped by every write that claims
 //	caravan/domains/<domain>                        DomainBinding
 //	caravan/domain-secret                           the challenge values' secret
+//	caravan/bundle-key                              the key bundle fetch URLs are signed with
 //
 // (caravan server keeps caravan/probe-secret and caravan/router-config
 // beside them: server/cluster.go.)
@@ -146,6 +150,7 @@ const (
 	kvHostsRev     = "caravan/hostnames-rev"
 	kvDomains      = "caravan/domains/"
 	kvDomainSecret = "caravan/domain-secret"
+	kvBundleKey    = "caravan/bundle-key"
 )
 
 func (s *ConsulStore) Lock(ctx context.Context, jobID string) (context.Context, func(), error) {
@@ -470,11 +475,23 @@ func (s *ConsulStore) PutDomain(ctx context.Context, b DomainBinding) error {
 // Secret reads caravan/domain-secret, or creates it (create-only, so two
 // servers starting at once agree on the one that won).
 func (s *ConsulStore) Secret(ctx context.Context) ([]byte, error) {
+	return s.createOnce(ctx, kvDomainSecret, "the domain secret")
+}
+
+// BundleKey reads caravan/bundle-key, or creates it (create-only, as
+// Secret).
+func (s *ConsulStore) BundleKey(ctx context.Context) ([]byte, error) {
+	return s.createOnce(ctx, kvBundleKey, "the bundle key")
+}
+
+// createOnce reads key, or writes 32 random bytes there if it is absent
+// (check-and-set on absence, so servers racing agree on the winner's).
+func (s *ConsulStore) createOnce(ctx context.Context, key, what string) ([]byte, error) {
 	kv := s.Client.KV()
 	for {
-		p, _, err := kv.Get(kvDomainSecret, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+		p, _, err := kv.Get(key, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("reading the domain secret: %w", err)
+			return nil, fmt.Errorf("reading %s: %w", what, err)
 		}
 		if p != nil {
 			return p.Value, nil
@@ -483,9 +500,9 @@ func (s *ConsulStore) Secret(ctx context.Context) ([]byte, error) {
 		if _, err := rand.Read(secret); err != nil {
 			return nil, err
 		}
-		ok, _, err := kv.CAS(&consul.KVPair{Key: kvDomainSecret, Value: secret}, (&consul.WriteOptions{}).WithContext(ctx))
+		ok, _, err := kv.CAS(&consul.KVPair{Key: key, Value: secret}, (&consul.WriteOptions{}).WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("writing the domain secret: %w", err)
+			return nil, fmt.Errorf("writing %s: %w", what, err)
 		}
 		if ok {
 			return secret, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -264,6 +265,12 @@ func taskFailure(states map[string]*nomad.TaskState) string {
 			case nomad.TaskTerminated, nomad.TaskDriverFailure, nomad.TaskNotRestarting, nomad.TaskFailedValidation,
 				nomad.TaskSetupFailure, nomad.TaskKilled, "Alloc Unhealthy":
 				evs = append(evs, strings.TrimSpace(e.Type+": "+e.DisplayMessage))
+			case nomad.TaskArtifactDownloadFailed:
+				// The URL is signed; what went wrong is at its end.
+				ev := "the function's code bundle could not be fetched: " + artifactCause(e.DisplayMessage)
+				if len(evs) == 0 || evs[len(evs)-1] != ev {
+					evs = append(evs, ev)
+				}
 			}
 		}
 		if len(evs) == 0 && !st.Failed && st.Restarts == 0 {
@@ -282,6 +289,31 @@ func taskFailure(states map[string]*nomad.TaskState) string {
 		parts = append(parts, msg)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// quotedURL matches a quoted URL in a Nomad event's message.
+var quotedURL = regexp.MustCompile(`"https?://[^"]*"`)
+
+// checksumGot finds the hash go-getter computed in its checksum error.
+var checksumGot = regexp.MustCompile(`Got: ([0-9a-f]{12})`)
+
+// artifactCause is what failed in a failed artifact download, without
+// its (signed) URLs: "dial tcp 127.0.0.1:7474: connect: connection
+// refused", "checksums did not match".
+func artifactCause(msg string) string {
+	if strings.Contains(msg, "Checksums did not match") {
+		got := ""
+		if m := checksumGot.FindStringSubmatch(msg); m != nil {
+			got = ", got sha256 " + m[1]
+		}
+		return "the bytes caravan server sent do not hash to the bundle's ID (its checksum" + got + "): the stored bundle is damaged or was changed"
+	}
+	msg = quotedURL.ReplaceAllString(msg, "<bundle URL>")
+	if i := strings.LastIndex(msg, "failed to download artifact"); i >= 0 {
+		msg = strings.TrimPrefix(msg[i:], "failed to download artifact")
+		msg = strings.TrimPrefix(strings.TrimSpace(msg), "<bundle URL>")
+	}
+	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), ":"))
 }
 
 // describePlacement turns Nomad's placement metrics into a sentence, e.g.

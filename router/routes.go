@@ -42,6 +42,11 @@ type Config struct {
 	// KVRoot is the root key of Traefik's Consul KV provider, under which
 	// caravan publishes traffic splits (canary and blue-green rollouts).
 	KVRoot string
+	// BundleURL is caravan server's base URL as Nomad's clients reach it
+	// ("http://10.0.0.5:7474"): every task's artifact block fetches the
+	// function's code bundle from it. Not a routing setting, but one more
+	// address of the server that what Render makes depends on.
+	BundleURL string
 	// DrainDelay is how long a web container keeps serving after it leaves
 	// Consul before Nomad stops it (the group's shutdown_delay): longer
 	// than the proxy takes to stop routing to it, which is Consul's
@@ -121,10 +126,16 @@ func AuthURL(addr string) string { return "http://" + addr + ProxyAuthPath }
 // DefaultListen.
 var DefaultAuthURL = AuthURL(DefaultListen)
 
+// BundleURL is the base URL Nomad's clients fetch bundles from, of the
+// caravan server listening on addr.
+func BundleURL(addr string) string { return "http://" + addr }
+
 // DefaultConfig is the configuration of the local stack's Traefik, with
-// forwardAuth asking the caravan server on DefaultListen.
+// forwardAuth asking the caravan server on DefaultListen (which also
+// serves the bundles).
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
-	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: DefaultAuthURL}
+	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: DefaultAuthURL,
+	BundleURL: BundleURL(DefaultListen)}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {

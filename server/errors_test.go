@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/hashicorp/hcl/v2"
@@ -46,6 +47,10 @@ var orchestratorErrors = []struct {
 	{&orchestrator.CanaryPendingError{App: "demo", Version: 2}, api.CodeCanaryPending},
 	{&orchestrator.InputTooLargeError{Size: 20000, Limit: 16384}, api.CodeInputTooLarge},
 	{&orchestrator.SpecTooLargeError{Size: 300000, Limit: 262144}, api.CodeInputTooLarge},
+	{&orchestrator.BundleMissingError{Version: 3, Missing: map[string]string{"web": strings.Repeat("ab", 32)}}, api.CodeBundleMissing},
+	{&orchestrator.BundleTooLargeError{Limit: 256 << 20, Largest: []bundle.File{{Path: "model.bin", Size: 300 << 20}}}, api.CodeInputTooLarge},
+	{&orchestrator.BundleInvalidError{Why: "the bytes hash to 00.., not to its ID"}, api.CodeBadRequest},
+	{&orchestrator.BundleAccessError{Why: "the signature does not match"}, api.CodeUnauthorized},
 	{&orchestrator.TransitionError{Version: 2, From: api.StatusAborted, To: api.StatusLive}, api.CodeConflict},
 	{&orchestrator.UnavailableError{Why: "lost the app's lock"}, api.CodeUnavailable},
 	{&orchestrator.PolicyError{Policy: `workspace "*" (built-in)`, Workspace: "evil", App: "demo", Violations: []policy.Violation{

@@ -1,15 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/orchestrator"
 )
 
@@ -98,6 +101,8 @@ type fakeOrch struct {
 	// and Logs writes through stream instead of writing logs.
 	hold   func(ctx context.Context) error
 	stream func(ctx context.Context, w io.Writer) error
+	// bundles are the uploaded bundles.
+	bundles bundleStore
 }
 
 var _ Orchestrator = (*fakeOrch)(nil)
@@ -258,4 +263,66 @@ func (f *fakeOrch) AssignDomain(_ context.Context, c api.Caller, workspace, doma
 		return nil, err
 	}
 	return &api.DomainBinding{Domain: domain, Workspace: workspace, Method: api.DomainAssigned}, nil
+}
+
+// bundleStore is the fake's bundles: verified as the orchestrator does,
+// kept in memory; a fetch opens with signature "good" only.
+type bundleStore struct {
+	mu     sync.Mutex
+	stored map[string][]byte
+	limits bundle.Limits
+}
+
+func (f *fakeOrch) MissingBundles(_ context.Context, c api.Caller, ids []string) ([]string, error) {
+	if err := f.record("MissingBundles", c); err != nil {
+		return nil, err
+	}
+	f.bundles.mu.Lock()
+	defer f.bundles.mu.Unlock()
+	out := []string{}
+	for _, id := range ids {
+		if f.bundles.stored[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeOrch) PutBundle(_ context.Context, c api.Caller, id string, r io.Reader) (*api.BundleInfo, error) {
+	if err := f.record("PutBundle", c); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	info, err := bundle.Verify(io.TeeReader(r, &buf), id, f.bundles.limits)
+	if err != nil {
+		var tl *bundle.TooLargeError
+		if errors.As(err, &tl) {
+			return nil, &orchestrator.BundleTooLargeError{Limit: tl.Limit, Largest: tl.Largest}
+		}
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return nil, err
+		}
+		return nil, &orchestrator.BundleInvalidError{Why: err.Error()}
+	}
+	f.bundles.mu.Lock()
+	defer f.bundles.mu.Unlock()
+	if f.bundles.stored == nil {
+		f.bundles.stored = map[string][]byte{}
+	}
+	f.bundles.stored[id] = buf.Bytes()
+	return &api.BundleInfo{ID: id, Files: info.Files, Size: info.Size, Stored: int64(buf.Len())}, nil
+}
+
+func (f *fakeOrch) OpenBundle(_ context.Context, id, job, alloc, sig string) (io.ReadCloser, error) {
+	f.bundles.mu.Lock()
+	defer f.bundles.mu.Unlock()
+	if sig != "good" || alloc == "" || job == "" {
+		return nil, &orchestrator.BundleAccessError{Why: "bad signature"}
+	}
+	b := f.bundles.stored[id]
+	if b == nil {
+		return nil, &orchestrator.BundleMissingError{Missing: map[string]string{"web": id}}
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }

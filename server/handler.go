@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
@@ -36,6 +37,7 @@ type Orchestrator interface {
 	Domains(ctx context.Context, caller api.Caller) ([]api.DomainBinding, error)
 	VerifyDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
 	AssignDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
+	BundleOrchestrator
 }
 
 var _ Orchestrator = (*orchestrator.Orchestrator)(nil)
@@ -54,6 +56,9 @@ type Deps struct {
 	// requests extend (zero fields: DefaultLimits). The http.Server that
 	// serves the handler takes the timeouts with Limits.Apply.
 	Limits Limits
+	// BundleLimits are the orchestrator's bounds of a bundle; an upload
+	// body is read no further than such a bundle can be.
+	BundleLimits bundle.Limits
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -75,7 +80,9 @@ type handler struct {
 	log         hclog.Logger
 	probeSecret string
 	limits      Limits
-	mux         *http.ServeMux
+	// bundleLimits bound uploads (see Deps.BundleLimits).
+	bundleLimits bundle.Limits
+	mux          *http.ServeMux
 	// serve is mux, bounded to limits.MaxConcurrent requests at once.
 	serve http.Handler
 }
@@ -83,7 +90,7 @@ type handler struct {
 // NewHandler returns the API's HTTP handler.
 func NewHandler(d Deps) http.Handler {
 	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
-		limits: d.Limits.withDefaults(), mux: http.NewServeMux()}
+		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux()}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -98,6 +105,9 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("GET /v1/domains", h.authed(h.domains))
 	mux.Handle("POST /v1/domains", h.authed(h.domain(h.orch.AssignDomain)))
 	mux.Handle("POST /v1/domains/verify", h.authed(h.domain(h.orch.VerifyDomain)))
+	mux.Handle("POST /v1/bundles/missing", h.authed(h.missingBundles))
+	mux.Handle("PUT /v1/bundles/{id}", h.authed(h.putBundle))
+	mux.HandleFunc("GET /v1/bundles/{file}", h.getBundle)
 	mux.Handle("POST /v1/deploy", h.authed(h.deploy))
 	mux.Handle("POST /v1/plan", h.authed(h.plan))
 	mux.Handle("GET /v1/apps", h.authed(h.apps))
@@ -281,7 +291,8 @@ func (h *handler) readDeploy(w http.ResponseWriter, r *http.Request) (orchestrat
 		return orchestrator.DeployRequest{}, false
 	}
 	return orchestrator.DeployRequest{Spec: []byte(body.Spec), Filename: body.Filename, Timeout: timeout,
-		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve}, true
+		Strategy: body.Strategy, Tag: body.Tag, GitCommit: body.GitCommit, GitDirty: body.GitDirty, Serve: body.Serve,
+		Bundles: body.Bundles}, true
 }
 
 func (h *handler) plan(w http.ResponseWriter, r *http.Request, caller api.Caller) {

@@ -4,7 +4,8 @@
 // ones, Nomad and Consul, and is what `caravan server` and the e2e tests
 // start. The wire types and a client are in package api.
 //
-// Every endpoint but /v1/health and /v1/auth/proxy needs a bearer token.
+// Every endpoint but /v1/health, /v1/auth/proxy and a bundle's fetch
+// needs a bearer token.
 //
 //	GET  /v1/health                 liveness, no token
 //	GET  /v1/auth/proxy             ?workspace= : Traefik forwardAuth; checks an endpoint key (Caravan-Key/Caravan-Secret) or the deploy probe's
@@ -14,6 +15,9 @@
 //	GET  /v1/domains                -> [api.DomainBinding] (the token's workspace's; every one for "*")
 //	POST /v1/domains/verify         api.DomainBody -> api.DomainBinding (checks TXT _caravan-challenge.<domain>)
 //	POST /v1/domains                api.DomainBody -> api.DomainBinding (assign; a token of workspace "*" only)
+//	POST /v1/bundles/missing        api.BundlesBody -> api.BundlesBody (the IDs the server lacks)
+//	PUT  /v1/bundles/{id}           a bundle, gzip-compressed, streamed -> api.BundleInfo (verified against id before it is stored)
+//	GET  /v1/bundles/{id}.tar       ?job=&alloc=&sig= : no token; Nomad's artifact fetch (signed URL, live allocation)
 //	POST /v1/deploy                 api.DeployBody -> api.DeployResult
 //	POST /v1/plan                   api.DeployBody -> api.PlanResult (changes nothing)
 //	GET  /v1/apps                   -> [api.AppSummary]
@@ -54,6 +58,7 @@
 //	host_taken       409  a hostname another app serves
 //	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
 //	canary_pending   409  a canary awaits promote or abort
+//	bundle_missing   409  a deploy or rollback names a bundle the server does not store
 //	input_too_large  413  a call input over 16 KiB, a body over its bound
 //	rollout_failed   422  the version did not become healthy; function, alloc_id, version
 //	internal         500  anything else (logged)
@@ -68,8 +73,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/caravanhq/caravan/bundle"
+	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
@@ -104,6 +112,33 @@ type Config struct {
 	// Limits bound requests: timeouts and how many are served at once
 	// (zero fields: DefaultLimits).
 	Limits Limits
+
+	// Bundles keeps code bundles; nil keeps them in BundleDir.
+	Bundles bundlestore.Store
+	// BundleDir is the local bundle store's directory (when Bundles is
+	// nil); empty: DefaultBundleDir().
+	BundleDir string
+	// BundleLimits bound a bundle (zero fields: 256 MiB, 4096 files).
+	BundleLimits bundle.Limits
+	// BundleGC is how often bundles no version references are deleted
+	// (those stored at least that long ago); 0: DefaultBundleGC, negative:
+	// never.
+	BundleGC time.Duration
+}
+
+// DefaultBundleGC is how often caravan server collects unreferenced
+// bundles, and how old one must be to go.
+const DefaultBundleGC = time.Hour
+
+// DefaultBundleDir is where a caravan server without a bundle store
+// keeps bundles: $XDG_DATA_HOME/caravan/bundles (~/.local/share/...).
+func DefaultBundleDir() string {
+	base := os.Getenv("XDG_DATA_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(base, "caravan", "bundles")
 }
 
 // Server is caravan server, startable in-process (the e2e tests do).
@@ -119,6 +154,8 @@ type Server struct {
 	// stop ends background work (resumed rollouts) on Shutdown.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// bundleGC is how often unreferenced bundles are collected.
+	bundleGC time.Duration
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -143,6 +180,20 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	if cfg.Router.AuthURL == "" {
 		cfg.Router.AuthURL = router.AuthURL(ln.Addr().String())
+	}
+	if cfg.Router.BundleURL == "" {
+		cfg.Router.BundleURL = router.BundleURL(ln.Addr().String())
+	}
+	store := cfg.Bundles
+	if store == nil {
+		dir := cfg.BundleDir
+		if dir == "" {
+			dir = DefaultBundleDir()
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("bundle directory: %w", err)
+		}
+		store = &bundlestore.Local{Dir: dir}
 	}
 	nc, err := nomad.NewClient(&nomad.Config{Address: cfg.NomadAddr})
 	if err != nil {
@@ -194,17 +245,24 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
-		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator")})
+		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
+		Bundles: store, BundleLimits: cfg.BundleLimits})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
-		orch:   orch,
-		tokens: &Tokens{KV: kv},
-		log:    log,
-		ln:     ln,
+	gc := cfg.BundleGC
+	if gc == 0 {
+		gc = DefaultBundleGC
 	}
-	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits})
+	s := &Server{
+		orch:     orch,
+		tokens:   &Tokens{KV: kv},
+		log:      log,
+		ln:       ln,
+		bundleGC: gc,
+	}
+	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
+		BundleLimits: cfg.BundleLimits})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
 	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -225,6 +283,9 @@ func (s *Server) Start() error {
 		}
 	}()
 	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
+	if s.bundleGC > 0 {
+		go s.collectBundles()
+	}
 	go s.publishWildcard()
 	go func() {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
@@ -253,6 +314,27 @@ func (s *Server) publishWildcard() {
 		wait = min(2*wait, 30*time.Second)
 	}
 }
+
+// collectBundles deletes unreferenced bundles every bundleGC, until the
+// server stops.
+func (s *Server) collectBundles() {
+	t := time.NewTicker(s.bundleGC)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.orch.CollectBundles(s.ctx, s.bundleGC); err != nil && s.ctx.Err() == nil {
+			s.log.Error("collecting unreferenced bundles", "error", err)
+		}
+	}
+}
+
+// Orchestrator is the server's orchestrator (the e2e tests count its
+// bundle uploads and collect its bundles).
+func (s *Server) Orchestrator() *orchestrator.Orchestrator { return s.orch }
 
 // Addr is the address Start listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

@@ -292,3 +292,8 @@ func suggestName(name string) string {
 	}
 	return s
 }
+
+func diagBadFilesPattern(rng hcl.Range, p, why string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid files pattern", Subject: rng.Ptr(),
+		Detail: fmt.Sprintf("%q: %s. Patterns take .gitignore's syntax, relative to the spec's directory: \"src/**\", \"*.py\", \"/build\".", p, why)}
+}

@@ -3,13 +3,13 @@ package spec
 import (
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -23,13 +23,13 @@ type file struct {
 
 // evalContext is what spec expressions may refer to: `port` (see
 // PortPlaceholder), `host` (see HostPlaceholder) and `spec_dir`, the
-// directory of the spec file, for files that sit beside it
-// (`command = "${spec_dir}/server.js"`).
-func evalContext(filename string) *hcl.EvalContext {
+// directory of the function's files, for files that sit beside the spec
+// (`command = "${spec_dir}/server.js"`; see SpecDirPlaceholder).
+func evalContext(string) *hcl.EvalContext {
 	return &hcl.EvalContext{Variables: map[string]cty.Value{
 		"port":     cty.StringVal(PortPlaceholder),
 		"host":     cty.StringVal(HostPlaceholder),
-		"spec_dir": cty.StringVal(filepath.Dir(filename)),
+		"spec_dir": cty.StringVal(SpecDirPlaceholder),
 	}}
 }
 
@@ -150,6 +150,9 @@ func validate(app *App) hcl.Diagnostics {
 	}
 	if d := app.Deploy; d != nil {
 		diags = append(diags, validateDeploy(d)...)
+	}
+	if f := app.Files; f != nil {
+		diags = append(diags, validateFiles(f)...)
 	}
 	if len(app.Functions) == 0 {
 		diags = append(diags, diagNoFunctions(app.DefRange))
@@ -286,6 +289,35 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 
 	if w := fn.Web; w != nil {
 		diags = append(diags, validateWeb(fn, driver)...)
+	}
+	if f := fn.Files; f != nil {
+		diags = append(diags, validateFiles(f)...)
+	}
+	return diags
+}
+
+// validateFiles checks a files block's patterns: .gitignore's syntax,
+// relative to the spec's directory, and no "!" in include.
+func validateFiles(f *Files) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, list := range []struct {
+		patterns []string
+		rng      hcl.Range
+		include  bool
+	}{{f.Include, f.IncludeRange, true}, {f.Exclude, f.ExcludeRange, false}} {
+		for _, p := range list.patterns {
+			pat, err := bundle.ParsePattern(p)
+			switch {
+			case err != nil:
+				diags = append(diags, diagBadFilesPattern(list.rng, p, err.Error()))
+			case pat == nil:
+				diags = append(diags, diagBadFilesPattern(list.rng, p, "it is empty or a comment"))
+			case list.include && pat.Negated():
+				diags = append(diags, diagBadFilesPattern(list.rng, p, `include takes no "!": leave the file out of include, or list it in exclude`))
+			case slices.Contains(strings.Split(strings.Trim(p, "/"), "/"), ".."):
+				diags = append(diags, diagBadFilesPattern(list.rng, p, "a bundle holds only files under the spec's directory"))
+			}
+		}
 	}
 	return diags
 }

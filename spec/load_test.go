@@ -91,6 +91,27 @@ app "store" {
   }
 }
 `},
+		{"files blocks", `
+app "files" {
+  workspace = "dev"
+  files {
+    exclude = ["tests/", "*.log"]
+  }
+  function "web" {
+    command = "node"
+    args    = ["${spec_dir}/server.js"]
+    files {
+      include = ["server.js", "lib/**"]
+    }
+  }
+  function "img" {
+    image = "nginx:1.27"
+    files {
+      include = ["static"]
+    }
+  }
+}
+`},
 		{"health_path with a query and escapes", webSpec(`health_path = "/health%20z/~a-b_c.d?full=1&x=%2F"`)},
 	}
 	for _, tt := range tests {
@@ -146,7 +167,26 @@ func nameSpec(app, workspace, function string) string {
 `
 }
 
+// filesSpec puts lines in a function's files block, at 5:7.
+func filesSpec(lines string) string {
+	return `app "hello" {
+  workspace = "dev"
+  function "web" {
+    files {
+      ` + lines + `
+    }
+    command = "node"
+  }
+}
+`
+}
+
 var badCases = []badCase{
+	{name: "files include with !", src: filesSpec(`include = ["!x"]`), summary: "Invalid files pattern", line: 5, col: 17, detail: "include takes no"},
+	{name: "files unclosed class", src: filesSpec(`exclude = ["[ab"]`), summary: "Invalid files pattern", line: 5, col: 17, detail: "unclosed"},
+	{name: "files out of the directory", src: filesSpec(`include = ["../secrets"]`), summary: "Invalid files pattern", line: 5, col: 17, detail: "under the spec's directory"},
+	{name: "files empty pattern", src: filesSpec(`exclude = [""]`), summary: "Invalid files pattern", line: 5, col: 17},
+	{name: "files unknown attribute", src: filesSpec(`ignore = ["x"]`), summary: "Unsupported argument", line: 5, col: 7},
 	{name: "syntax error", src: `app "hello" {
   workspace = "dev"
   function "web" {
@@ -740,4 +780,66 @@ func formatDiags(diags hcl.Diagnostics) string {
 		b.WriteString(d.Summary + "; " + d.Detail + "\n")
 	}
 	return b.String()
+}
+
+func TestFilesOf(t *testing.T) {
+	src := `app "a" {
+  workspace = "dev"
+  files {
+    exclude = ["x"]
+  }
+  function "plain" {
+    command = "node"
+  }
+  function "own" {
+    command = "node"
+    files {
+      include = ["src"]
+    }
+  }
+  function "none" {
+    command = "node"
+    files {
+      include = []
+    }
+  }
+  function "image" {
+    image = "nginx"
+  }
+  function "image-files" {
+    image = "nginx"
+    files {}
+  }
+}
+`
+	app, diags := spec.Parse([]byte(src), "a.hcl")
+	if diags.HasErrors() {
+		t.Fatal(formatDiags(diags))
+	}
+	for _, tc := range []struct {
+		fn      string
+		bundled bool
+		exclude []string
+		include []string
+	}{
+		{"plain", true, []string{"x"}, nil},
+		{"own", true, nil, []string{"src"}},
+		{"none", false, nil, []string{}},
+		{"image", false, nil, nil},
+		{"image-files", true, nil, nil},
+	} {
+		var fn *spec.Function
+		for _, f := range app.Functions {
+			if f.Name == tc.fn {
+				fn = f
+			}
+		}
+		files, bundled := app.FilesOf(fn)
+		if bundled != tc.bundled {
+			t.Errorf("%s: bundled %v, want %v", tc.fn, bundled, tc.bundled)
+		}
+		if files != nil && (!slices.Equal(files.Exclude, tc.exclude) || !slices.Equal(files.Include, tc.include)) {
+			t.Errorf("%s: files %+v", tc.fn, files)
+		}
+	}
 }

@@ -62,6 +62,10 @@ type App struct {
 	// Deploy (optional block) chooses how a new version replaces the old one.
 	Deploy *Deploy `hcl:"deploy,block"`
 
+	// Files (optional block) chooses the files every function's bundle
+	// holds (see Files); a function's own block replaces it.
+	Files *Files `hcl:"files,block"`
+
 	// Functions (one or more `function "<name>"` blocks).
 	Functions []*Function `hcl:"function,block"`
 
@@ -196,8 +200,65 @@ type Function struct {
 	Callable      bool      `hcl:"callable,optional"`
 	CallableRange hcl.Range `hcl:"callable,attr_value_range"`
 
+	// Files (optional block) chooses the files of this function's bundle,
+	// in place of the app's block. A docker function has a bundle only
+	// with a files block of its own: its image carries its code.
+	Files *Files `hcl:"files,block"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+
+	// Bundle is the ID of the bundle the function runs with (the SHA-256
+	// of its tar stream), set by whoever deploys it (the CLI packs it, the
+	// orchestrator checks it is stored); empty: none. Not part of the HCL.
+	Bundle string
+}
+
+// Files is a `files { ... }` block: which files of the spec's directory
+// travel with each deploy as the function's bundle. Without one, a
+// raw_exec or exec function's bundle is the whole directory, minus .git
+// and what .gitignore and .caravanignore files exclude (as git reads
+// them, in every subdirectory). Nomad unpacks the bundle into the task's
+// directory, and `${spec_dir}` names it there.
+type Files struct {
+	// Include lists the files to take, in .gitignore's pattern syntax
+	// ("src/**", "*.py", "requirements.txt"); a pattern naming a directory
+	// takes everything in it. Unset takes every file; [] takes none, and
+	// the function has no bundle.
+	Include      []string  `hcl:"include,optional"`
+	IncludeRange hcl.Range `hcl:"include,attr_value_range"`
+	// Exclude lists patterns to leave out, after the ignore files.
+	Exclude      []string  `hcl:"exclude,optional"`
+	ExcludeRange hcl.Range `hcl:"exclude,attr_value_range"`
+
 	DefRange hcl.Range `hcl:",def_range"`
 }
+
+// FilesOf returns the files block that chooses fn's bundle (the
+// function's, else the app's; an empty block for the whole directory),
+// and whether fn has a bundle at all: not a docker function without a
+// block of its own, nor one whose include is [].
+func (a *App) FilesOf(fn *Function) (*Files, bool) {
+	f := fn.Files
+	if f == nil {
+		if fn.TaskDriver() == DriverDocker {
+			return nil, false
+		}
+		f = a.Files
+	}
+	if f == nil {
+		return &Files{DefRange: a.DefRange}, true
+	}
+	if f.Include != nil && len(f.Include) == 0 {
+		return f, false
+	}
+	return f, true
+}
+
+// SpecDirPlaceholder is what the HCL variable `spec_dir` evaluates to.
+// The renderer replaces it in command, args and env: with the directory
+// Nomad unpacks the function's bundle into, or, for a function deployed
+// without one, with the spec's directory on the deploying machine.
+const SpecDirPlaceholder = "${spec_dir}"
 
 // Resources is the `resources { ... }` block of a function.
 type Resources struct {

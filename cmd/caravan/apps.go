@@ -271,7 +271,7 @@ func appHistory(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer)
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tWHEN\tWHO\tKIND\tSTRATEGY\tSTATUS\tSPEC\tGIT\tTAG")
+	fmt.Fprintln(tw, "VERSION\tWHEN\tWHO\tKIND\tSTRATEGY\tSTATUS\tSPEC\tCODE\tGIT\tTAG")
 	for i := len(h.Versions) - 1; i >= 0; i-- {
 		v := h.Versions[i]
 		kind := string(v.Kind)
@@ -292,13 +292,27 @@ func appHistory(c *cli.Context) error {
 		if v.Error != "" {
 			tag = strings.TrimSpace(tag + " " + v.Error)
 		}
-		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.StartedAt.Local().Format(time.DateTime),
-			who(v.Who, v.WhoID), kind, v.Strategy, v.Status, v.SpecHash, git, tag)
+		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.StartedAt.Local().Format(time.DateTime),
+			who(v.Who, v.WhoID), kind, v.Strategy, v.Status, v.SpecHash, codeColumn(v), git, tag)
 		for _, e := range v.Events {
-			fmt.Fprintf(tw, "\t%s\t%s\t%s\t\t\t\t\t\n", e.At.Local().Format(time.DateTime), who(e.Who, e.WhoID), e.What)
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t\t\t\t\t\t\n", e.At.Local().Format(time.DateTime), who(e.Who, e.WhoID), e.What)
 		}
 	}
 	return tw.Flush()
+}
+
+// codeColumn says what code a version runs: "-" without bundles, else
+// the functions whose code it changed ("new: web, worker") or "same".
+func codeColumn(v *orchestrator.VersionRecord) string {
+	switch {
+	case len(v.Bundles) == 0:
+		return "-"
+	case len(v.CodeChanged) > 0:
+		return "new: " + strings.Join(v.CodeChanged, ", ")
+	case v.Version == 1 || v.Kind == orchestrator.KindRollback:
+		return "bundled"
+	}
+	return "same"
 }
 
 // who is a token's name with its ID, which tells apart two tokens of one

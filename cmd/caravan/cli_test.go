@@ -111,6 +111,9 @@ func TestDeployShowsServerDiagnostics(t *testing.T) {
 	// The server sees an error the local check does not (here, made up).
 	_, diags := spec.Parse([]byte(badSpec), path)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hasEveryBundle(w, r) {
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer cvn_test" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -154,11 +157,25 @@ func TestPrintDeployTree(t *testing.T) {
 	}
 }
 
-// fakeServer answers the API with canned responses and records requests.
+// hasEveryBundle answers a fake server's question which bundles it lacks:
+// none. It reports whether r was that question.
+func hasEveryBundle(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method+" "+r.URL.Path != "POST /v1/bundles/missing" {
+		return false
+	}
+	json.NewEncoder(w).Encode(api.BundlesBody{IDs: []string{}})
+	return true
+}
+
+// fakeServer answers the API with canned responses and records requests
+// (but not the question which bundles it lacks: none).
 func fakeServer(t *testing.T, routes map[string]any) (*httptest.Server, *[]string) {
 	t.Helper()
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hasEveryBundle(w, r) {
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		seen = append(seen, r.Method+" "+r.URL.Path+" "+strings.TrimSpace(string(body)))
 		resp, ok := routes[r.Method+" "+r.URL.Path]

@@ -36,15 +36,26 @@ Exit codes: 0 deployed (or no changes), 1 invalid spec or failed deployment.`,
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for the new version to be healthy"},
 		},
 		Action: func(c *cli.Context) error {
-			path, src, err := specArg(c, "deploy")
+			path, src, b, err := specArg(c, "deploy")
 			if err != nil {
 				return err
 			}
+			cl := client(c)
+			if err := b.upload(c.Context, cl, c.App.Writer); err != nil {
+				return cli.Exit("deploy failed: "+err.Error(), 1)
+			}
 			commit, dirty := gitState(filepath.Dir(path))
-			res, err := client(c).DeployBody(c.Context, api.DeployBody{
+			body := api.DeployBody{
 				Filename: path, Spec: string(src), Timeout: c.Duration("timeout").String(),
-				Strategy: c.String("strategy"), Tag: c.String("tag"), GitCommit: commit, GitDirty: dirty,
-			})
+				Strategy: c.String("strategy"), Tag: c.String("tag"), GitCommit: commit, GitDirty: dirty, Bundles: b.ids,
+			}
+			res, err := cl.DeployBody(c.Context, body)
+			if api.ErrorCodeOf(err) == api.CodeBundleMissing {
+				// Collected between the upload and the deploy: once more.
+				if err = b.upload(c.Context, cl, c.App.Writer); err == nil {
+					res, err = cl.DeployBody(c.Context, body)
+				}
+			}
 			if err != nil {
 				return serverFailure(c, "deploy", err, path, src)
 			}
@@ -88,6 +99,9 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 			branch = "└──"
 		}
 		line := fmt.Sprintf("%s %s %s", branch, f.Change, f.Name)
+		if f.CodeChanged {
+			line += " (new code)"
+		}
 		if f.Schedule != "" {
 			line += fmt.Sprintf(" (runs on %q, UTC)", f.Schedule)
 		}

@@ -15,7 +15,9 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/spec"
 	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
 )
 
@@ -39,6 +41,7 @@ docker only.`,
 					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
 					&cli.BoolFlag{Name: "random-ports", Usage: "use free ports for everything instead of the usual ones (for a second stack)"},
 					&cli.StringFlag{Name: "fake-gpus", Usage: "give the Nomad client test GPUs through caravan's fake device plugin, e.g. \"H100:2\""},
+					&cli.IntFlag{Name: "clients", Value: 1, Usage: "how many Nomad clients to run, each with its own data directory (the first is the dev agent's); code reaches them all as bundles"},
 				},
 				Action: devUp,
 			},
@@ -106,6 +109,13 @@ func devUp(c *cli.Context) error {
 			_ = stack.Down()
 		}
 	}()
+	for i := 2; i <= c.Int("clients"); i++ {
+		name := fmt.Sprintf("client-%d", i)
+		fmt.Fprintf(out, "==> starting Nomad client %s\n", name)
+		if _, err := stack.StartClient(c.Context, name); err != nil {
+			return err
+		}
+	}
 	root, err := stack.RootCA(c.Context)
 	if err != nil {
 		return fmt.Errorf("fetching Pebble's root: %w", err)
@@ -145,6 +155,7 @@ func devUp(c *cli.Context) error {
 		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
 		"--dns-resolver", stack.ChallDNSAddr(),
 		"--policy", policyPath,
+		"--bundle-dir", filepath.Join(state, "bundles"),
 	}, nil, cl.Health)
 	if err != nil {
 		return err
@@ -166,14 +177,28 @@ func devUp(c *cli.Context) error {
 				path = filepath.Join(filepath.Dir(tools), ex)
 			}
 		}
-		src, err := os.ReadFile(path)
-		if err != nil {
+		if path, err = filepath.Abs(path); err != nil {
 			return err
+		}
+		app, src, diags := spec.LoadFile(path)
+		var b *bundles
+		if !diags.HasErrors() {
+			var bd hcl.Diagnostics
+			b, bd = collectBundles(path, app)
+			diags = append(diags, bd...)
+		}
+		if diags.HasErrors() {
+			_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
+			return fmt.Errorf("%s cannot be deployed", ex)
 		}
 		fmt.Fprintf(out, "==> deploying %s\n", ex)
 		ctx, cancel := context.WithTimeout(c.Context, 5*time.Minute)
 		defer cancel()
-		res, err := cl.Deploy(ctx, ex, src, 0)
+		// As `caravan deploy` does: the code travels as bundles.
+		if err := b.upload(ctx, cl, out); err != nil {
+			return fmt.Errorf("deploying %s: %w", ex, err)
+		}
+		res, err := cl.DeployBody(ctx, api.DeployBody{Filename: path, Spec: string(src), Bundles: b.ids})
 		if err != nil {
 			return fmt.Errorf("deploying %s: %w", ex, err)
 		}

@@ -73,21 +73,32 @@ func countErrors(diags hcl.Diagnostics) (errs, warns int) {
 }
 
 // specArg loads the one spec file a command takes, by its absolute path (it
-// names the spec in diagnostics and sets ${spec_dir}), printing its
-// diagnostics; an invalid spec is an exit 1 with nothing more to say.
-func specArg(c *cli.Context, verb string) (path string, src []byte, err error) {
+// names the spec in diagnostics; its directory is what bundles are made
+// of), and collects its functions' bundles, printing the diagnostics of
+// both; an invalid spec or a bundle that cannot be made is an exit 1 with
+// nothing more to say.
+func specArg(c *cli.Context, verb string) (path string, src []byte, b *bundles, err error) {
 	if c.NArg() != 1 {
-		return "", nil, cli.Exit(fmt.Sprintf("%s takes one spec file, e.g. caravan %s app.hcl", verb, verb), 1)
+		return "", nil, nil, cli.Exit(fmt.Sprintf("%s takes one spec file, e.g. caravan %s app.hcl", verb, verb), 1)
 	}
 	if path, err = filepath.Abs(c.Args().First()); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	_, src, diags := spec.LoadFile(path)
+	app, src, diags := spec.LoadFile(path)
+	if !diags.HasErrors() {
+		var bd hcl.Diagnostics
+		b, bd = collectBundles(path, app)
+		if !bd.HasErrors() && len(bd) > 0 {
+			// The bundles' warnings; the spec's come back from the server.
+			_ = printDiags(c.App.ErrWriter, bd, map[string][]byte{path: src})
+		}
+		diags = append(diags, bd...)
+	}
 	if diags.HasErrors() {
 		_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
-		return "", nil, cli.Exit("", 1)
+		return "", nil, nil, cli.Exit("", 1)
 	}
-	return path, src, nil
+	return path, src, b, nil
 }
 
 // serverFailure prints what the server refused: its diagnostics against the

@@ -29,11 +29,11 @@ placed, a hostname another app serves).`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			path, src, err := specArg(c, "plan")
+			path, src, b, err := specArg(c, "plan")
 			if err != nil {
 				return err
 			}
-			res, err := client(c).Plan(c.Context, api.DeployBody{Filename: path, Spec: string(src), Strategy: c.String("strategy")})
+			res, err := client(c).Plan(c.Context, api.DeployBody{Filename: path, Spec: string(src), Strategy: c.String("strategy"), Bundles: b.ids})
 			if err != nil {
 				return serverFailure(c, "plan", err, path, src)
 			}
@@ -67,6 +67,9 @@ func printPlan(w io.Writer, p *orchestrator.PlanResult) {
 	}
 	for _, f := range p.Functions {
 		line := fmt.Sprintf("  %s %s", f.Change, f.Name)
+		if f.CodeChanged {
+			line += " (new code)"
+		}
 		var acts []string
 		for _, a := range []struct {
 			n    uint64

@@ -26,6 +26,8 @@ func routerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
 			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render); with several servers, one address " +
 			"that reaches any of them (a load balancer's), the same for all"},
+		&cli.StringFlag{Name: "bundle-url", Usage: "base `URL` Nomad's clients fetch code bundles from (default: http:// and caravan server's --listen address, " +
+			router.DefaultListen + " for render); with several servers, one address that reaches any of them, the same for all"},
 	}
 }
 
@@ -44,19 +46,23 @@ func routerConfig(c *cli.Context) router.Config {
 		HTTPSPort:       c.Int("https-port"),
 		KVRoot:          c.String("traefik-kv-root"),
 		AuthURL:         c.String("auth-url"),
+		BundleURL:       c.String("bundle-url"),
 		DrainDelay:      c.Duration("drain-delay"),
 	}
-	if cfg.AuthURL == "" {
-		// render has no --listen: it renders for a server on the default one.
-		listen := c.String("listen")
-		if listen == "" {
-			listen = router.DefaultListen
-		}
-		// A server on port 0 or on every address (":7474") knows the
-		// address to give only once it listens, and then fills it in
-		// itself (server.New).
-		if host, port, err := net.SplitHostPort(listen); err == nil && host != "" && port != "0" {
+	// render has no --listen: it renders for a server on the default one.
+	listen := c.String("listen")
+	if listen == "" {
+		listen = router.DefaultListen
+	}
+	// A server on port 0 or on every address (":7474") knows the
+	// address to give only once it listens, and then fills it in
+	// itself (server.New).
+	if host, port, err := net.SplitHostPort(listen); err == nil && host != "" && port != "0" {
+		if cfg.AuthURL == "" {
 			cfg.AuthURL = router.AuthURL(listen)
+		}
+		if cfg.BundleURL == "" {
+			cfg.BundleURL = router.BundleURL(listen)
 		}
 	}
 	return cfg
@@ -82,6 +88,16 @@ Exit codes: 0 rendered, 1 the spec has errors.`,
 			}
 			path := c.Args().First()
 			app, src, diags := spec.LoadFile(path)
+			if !diags.HasErrors() {
+				// The job a deploy renders: each function with files
+				// fetches its bundle (the URL without its signature,
+				// which the server adds).
+				b, bd := collectBundles(path, app)
+				diags = append(diags, bd...)
+				for _, fn := range app.Functions {
+					fn.Bundle = b.ids[fn.Name]
+				}
+			}
 			if diags.HasErrors() {
 				_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
 				return cli.Exit("", 1)

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
 )
 
@@ -24,9 +26,10 @@ func serveCommand() *cli.Command {
 		ArgsUsage: "FILE",
 		UsageText: "caravan serve FILE",
 		Description: `Deploys a copy of the app with its own "-dev" hostnames (the deployed app of
-the same name is never touched), streams its logs, and watches the spec and the
-files its command and args name: on a change it redeploys within a couple of
-seconds. Ctrl-C removes everything it created.
+the same name is never touched), streams its logs, and watches the spec, the
+files of its functions' bundles and the files its command and args name by
+absolute path: on a change it uploads the changed bundles and redeploys within a
+couple of seconds. Ctrl-C removes everything it created.
 
 Exit codes: 0 stopped by Ctrl-C, 1 the first deploy failed.`,
 		Flags: []cli.Flag{
@@ -36,10 +39,18 @@ Exit codes: 0 stopped by Ctrl-C, 1 the first deploy failed.`,
 	}
 }
 
-// watched returns the spec file and every existing file its functions'
-// command and args name by absolute path.
-func watched(path string, app *spec.App) []string {
+// watched returns the spec file, the files of its functions' bundles (b,
+// nil: none) and every existing file its functions' command and args name
+// by absolute path.
+func watched(path string, app *spec.App, b *bundles) []string {
 	files := []string{path}
+	if b != nil {
+		for _, bt := range b.trees {
+			for _, f := range bt.tree.Files {
+				files = append(files, f.Abs)
+			}
+		}
+	}
 	if app != nil {
 		for _, fn := range app.Functions {
 			for _, a := range append([]string{fn.Command}, fn.Args...) {
@@ -98,8 +109,15 @@ func serve(c *cli.Context) error {
 	)
 	// deploy loads the spec and deploys it; force rolls the containers
 	// over when the spec is unchanged but a file it names changed.
+	var current *bundles
 	deploy := func(force bool) *spec.App {
 		app, src, diags := spec.LoadFile(path)
+		var b *bundles
+		if !diags.HasErrors() {
+			var bd hcl.Diagnostics
+			b, bd = collectBundles(path, app)
+			diags = append(diags, bd...)
+		}
 		if len(diags) > 0 {
 			_ = printDiags(errOut, diags, map[string][]byte{path: src})
 		}
@@ -107,9 +125,14 @@ func serve(c *cli.Context) error {
 			fmt.Fprintln(errOut, "✗ The spec has errors; still serving the last good version. Fix and save to retry.")
 			return app
 		}
+		current = b
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		res, err := cl.DeployBody(dctx, api.DeployBody{Filename: path, Spec: string(src), Serve: true})
+		if err := b.upload(dctx, cl, out); err != nil {
+			fmt.Fprintln(errOut, "✗ Deploy failed:", err)
+			return app
+		}
+		res, err := cl.DeployBody(dctx, api.DeployBody{Filename: path, Spec: string(src), Serve: true, Bundles: b.ids})
 		if err == nil && !res.Changed && force {
 			res, err = cl.Rollover(dctx, app.Name, api.ChangeBody{Workspace: app.Workspace, Environment: app.Environment, Serve: true})
 		}
@@ -146,7 +169,19 @@ func serve(c *cli.Context) error {
 		fmt.Fprintln(out, "✓ Removed everything serve created.")
 	}()
 
-	files := watched(path, app)
+	// A file added to a bundle's directory is seen at the next walk.
+	watch := func(app *spec.App) []string {
+		if app != nil {
+			// Only the files' names, sizes and times count here (see
+			// fingerprint): the walk reads no file.
+			byRoot := func(t *bundle.Tree) (string, error) { return fmt.Sprintf("%p", t), nil }
+			if b, diags := walkBundles(path, app, byRoot); !diags.HasErrors() {
+				return watched(path, app, b)
+			}
+		}
+		return watched(path, app, current)
+	}
+	files := watch(app)
 	fmt.Fprintf(out, "👀 Watching %d file(s) for changes. Ctrl-C to stop.\n", len(files))
 	last := fingerprint(files)
 	tick := time.NewTicker(c.Duration("poll"))
@@ -157,6 +192,7 @@ func serve(c *cli.Context) error {
 			return nil
 		case <-tick.C:
 		}
+		files = watch(app)
 		fp := fingerprint(files)
 		if fp == last {
 			continue
@@ -164,7 +200,8 @@ func serve(c *cli.Context) error {
 		last = fp
 		fmt.Fprintln(out, "↻ Change detected, redeploying...")
 		if a := deploy(true); a != nil {
-			files = watched(path, a)
+			app = a
+			files = watch(a)
 			last = fingerprint(files)
 		}
 	}

@@ -10,8 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caravanhq/caravan/bundle"
+	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/server"
+	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 )
@@ -38,6 +41,14 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "dns-resolver", Usage: "DNS server `ADDR` (host:port) that answers the TXT lookups proving control of custom domains (default: the system's resolver)"},
 			&cli.StringFlag{Name: "policy", Usage: "HCL `FILE` of what each workspace may run (default: exec and docker, no raw_exec)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
+			&cli.StringFlag{Name: "bundle-dir", Usage: "`DIR` of the local bundle store (default: $XDG_DATA_HOME/caravan/bundles, ~/.local/share/caravan/bundles)"},
+			&cli.StringFlag{Name: "bundle-max-size", Value: "256MiB", Usage: "largest code bundle (its files together, uncompressed) an upload may hold; past it 413"},
+			&cli.DurationFlag{Name: "bundle-gc", Value: server.DefaultBundleGC, Usage: "how often bundles no version references are deleted, once that old (0: never)"},
+			&cli.StringFlag{Name: "bundle-s3-endpoint", Usage: "keep bundles in an S3-compatible store at `HOST[:PORT]` instead of --bundle-dir (every server of a cluster must share it); credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or the instance's role"},
+			&cli.StringFlag{Name: "bundle-s3-bucket", Usage: "the S3 `BUCKET` (it must exist)"},
+			&cli.StringFlag{Name: "bundle-s3-prefix", Usage: "`PREFIX` of the bundles' keys (<prefix>bundles/<id>.tar.gz)"},
+			&cli.StringFlag{Name: "bundle-s3-region", Usage: "the bucket's `REGION` (default: ask the store)"},
+			&cli.BoolFlag{Name: "bundle-s3-insecure", Usage: "speak plain HTTP to the S3 store"},
 		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
@@ -47,10 +58,23 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			}
 			log.Info("policy", "source", pol.Source)
 			rc := routerConfig(c)
+			maxSize, err := spec.ParseSize(c.String("bundle-max-size"))
+			if err != nil || maxSize <= 0 {
+				return cli.Exit(fmt.Sprintf("--bundle-max-size %q: give a size such as 256MiB", c.String("bundle-max-size")), 1)
+			}
+			gc := c.Duration("bundle-gc")
+			if gc == 0 {
+				gc = -1
+			}
+			store, err := bundleStoreFlags(c)
+			if err != nil {
+				return err
+			}
 			s, err := server.New(server.Config{
 				Listen: c.String("listen"), NomadAddr: c.String("nomad-addr"), ConsulAddr: c.String("consul-addr"),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
 				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
+				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,
 			})
 			if err != nil {
 				return err
@@ -92,4 +116,30 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// bundleStoreFlags is the bundle store the flags name; nil: the local
+// directory (--bundle-dir).
+func bundleStoreFlags(c *cli.Context) (bundlestore.Store, error) {
+	endpoint := c.String("bundle-s3-endpoint")
+	if endpoint == "" {
+		if c.String("bundle-s3-bucket") != "" {
+			return nil, cli.Exit("--bundle-s3-bucket needs --bundle-s3-endpoint", 1)
+		}
+		return nil, nil
+	}
+	if c.String("bundle-dir") != "" {
+		return nil, cli.Exit("--bundle-dir and --bundle-s3-endpoint name two stores: choose one", 1)
+	}
+	s, err := bundlestore.NewS3(bundlestore.S3Config{Endpoint: endpoint, Bucket: c.String("bundle-s3-bucket"),
+		Prefix: c.String("bundle-s3-prefix"), Region: c.String("bundle-s3-region"), Insecure: c.Bool("bundle-s3-insecure")})
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 1)
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+	defer cancel()
+	if err := s.CheckBucket(ctx); err != nil {
+		return nil, cli.Exit(err.Error(), 1)
+	}
+	return s, nil
 }

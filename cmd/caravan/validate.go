@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
 )
 
@@ -13,7 +14,9 @@ func validateCommand() *cli.Command {
 		Usage:     "Check app specs and print every problem with its source line",
 		ArgsUsage: "FILE...",
 		UsageText: "caravan validate FILE...",
-		Description: `Loads each spec and reports every mistake in one pass, with file:line:col.
+		Description: `Loads each spec and reports every mistake in one pass, with file:line:col,
+including the files its functions' code bundles could not hold (a symlink out of
+the directory, a device, a tree over the limits).
 
 Exit codes: 0 all specs are valid (warnings may be printed), 1 a spec has errors.`,
 		Action: func(c *cli.Context) error {
@@ -23,6 +26,12 @@ Exit codes: 0 all specs are valid (warnings may be printed), 1 a spec has errors
 			failed := 0
 			for _, path := range c.Args().Slice() {
 				app, src, diags := spec.LoadFile(path)
+				var b *bundles
+				if !diags.HasErrors() {
+					var bd hcl.Diagnostics
+					b, bd = collectBundles(path, app)
+					diags = append(diags, bd...)
+				}
 				if len(diags) > 0 {
 					_ = printDiags(c.App.ErrWriter, diags, map[string][]byte{path: src})
 				}
@@ -38,8 +47,8 @@ Exit codes: 0 all specs are valid (warnings may be printed), 1 a spec has errors
 						web++
 					}
 				}
-				fmt.Fprintf(c.App.Writer, "%s: valid: app %q in workspace %q, %d function(s), %d web\n",
-					path, app.Name, app.Workspace, len(app.Functions), web)
+				fmt.Fprintf(c.App.Writer, "%s: valid: app %q in workspace %q, %d function(s), %d web, %s\n",
+					path, app.Name, app.Workspace, len(app.Functions), web, b.describe())
 			}
 			if failed > 0 {
 				return cli.Exit("", 1)
