@@ -16,10 +16,10 @@ build:
 servers: build
     bin/caravan dev install
 
-# Build the pinned SeaweedFS once into ~/.cache/caravan/bin (about 10 minutes on 2 cores): a real S3 server, which the S3
-# bundle store's tests (bundlestore TestS3Server, e2e TestBundlesInS3) use when it is there and skip without.
+# Build the pinned SeaweedFS once into ~/.cache/caravan/bin (about 10 minutes on 2 cores; nothing when it is there): a real
+# S3 server, which the S3 bundle store's tests (bundlestore TestS3Server, e2e TestBundlesInS3) use (they skip without it).
 seaweedfs:
-    cd tools/weed && nice -n 19 go build -trimpath -o ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp github.com/seaweedfs/seaweedfs/weed && mv ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp ~/.cache/caravan/bin/weed-7506e5f91cd6
+    test -x ~/.cache/caravan/bin/weed-7506e5f91cd6 || (cd tools/weed && nice -n 19 go build -trimpath -o ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp github.com/seaweedfs/seaweedfs/weed && mv ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp ~/.cache/caravan/bin/weed-7506e5f91cd6)
 
 # Start Nomad, Consul, Traefik, Pebble and caravan server on 127.0.0.1 and deploy examples/hello.hcl.
 up: servers
@@ -39,7 +39,7 @@ unit:
     go test -count=1 $(go list ./... | grep -v /e2e)
 
 # Every test: unit, golden and end-to-end against a real stack on free ports.
-test: servers
+test: servers seaweedfs
     go vet ./...
     go test -count=1 -timeout 60m ./...
 
