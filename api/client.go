@@ -207,17 +207,23 @@ func (c *Client) Apps(ctx context.Context) ([]AppSummary, error) {
 	return apps, c.do(ctx, http.MethodGet, "/v1/apps", nil, &apps)
 }
 
-// MissingBundles returns those of ids the server does not store.
-func (c *Client) MissingBundles(ctx context.Context, ids []string) ([]string, error) {
+// MissingBundles returns those of ids workspace (empty: the token's) has
+// not uploaded to the server.
+func (c *Client) MissingBundles(ctx context.Context, workspace string, ids []string) ([]string, error) {
 	var out BundlesBody
-	err := c.do(ctx, http.MethodPost, "/v1/bundles/missing", BundlesBody{IDs: ids}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/bundles/missing", BundlesBody{IDs: ids, Workspace: workspace}, &out)
 	return out.IDs, err
 }
 
 // UploadBundle streams bundle id, gzip-compressed, from r to the server,
-// which verifies it against id before it stores it.
-func (c *Client) UploadBundle(ctx context.Context, id string, r io.Reader) (*BundleInfo, error) {
-	resp, err := c.sendReader(ctx, http.MethodPut, "/v1/bundles/"+url.PathEscape(id), r, "application/gzip")
+// which verifies it against id before it stores it, for workspace (empty:
+// the token's).
+func (c *Client) UploadBundle(ctx context.Context, workspace, id string, r io.Reader) (*BundleInfo, error) {
+	path := "/v1/bundles/" + url.PathEscape(id)
+	if workspace != "" {
+		path += "?workspace=" + url.QueryEscape(workspace)
+	}
+	resp, err := c.sendReader(ctx, http.MethodPut, path, r, "application/gzip")
 	if err != nil {
 		return nil, err
 	}

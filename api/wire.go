@@ -463,9 +463,13 @@ type DeployBody struct {
 }
 
 // BundlesBody lists bundle IDs: POST /v1/bundles/missing asks which of
-// them the server lacks, and answers with those.
+// them workspace cannot deploy yet (the server lacks them, or workspace
+// never uploaded their files), and answers with those.
 type BundlesBody struct {
 	IDs []string `json:"ids"`
+	// Workspace the bundles are for: the token's when empty (an
+	// operator's token must name one).
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // BundleInfo is a stored bundle: PUT /v1/bundles/{id} answers with it.

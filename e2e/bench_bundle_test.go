@@ -49,7 +49,7 @@ func packUploadDeploy(t *testing.T, dir, app string) (*api.DeployResult, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	missing, err := env.client.MissingBundles(ctx, []string{id})
+	missing, err := env.client.MissingBundles(ctx, "e2e", []string{id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func packUploadDeploy(t *testing.T, dir, app string) (*api.DeployResult, bool) {
 	if uploaded {
 		pr, pw := io.Pipe()
 		go func() { _, err := bundle.Pack(pw, tree); pw.CloseWithError(err) }()
-		if _, err := env.client.UploadBundle(ctx, id, pr); err != nil {
+		if _, err := env.client.UploadBundle(ctx, "e2e", id, pr); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -138,7 +138,7 @@ func TestBundles(t *testing.T) {
 	var packed bytes.Buffer
 	orphan, _ := bundle.Pack(&packed, tree)
 	ctx := context.Background()
-	if _, err := env.client.UploadBundle(ctx, orphan, &packed); err != nil {
+	if _, err := env.client.UploadBundle(ctx, "e2e", orphan, &packed); err != nil {
 		t.Fatal(err)
 	}
 	gone, err := env.server.Orchestrator().CollectBundles(ctx, -time.Second)
@@ -221,7 +221,7 @@ func TestTamperedBundleFailsTheDeploy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := env.client.UploadBundle(ctx, id, bytes.NewReader(packed.Bytes())); err != nil {
+	if _, err := env.client.UploadBundle(ctx, "e2e", id, bytes.NewReader(packed.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	var evil bytes.Buffer

@@ -194,7 +194,7 @@ func (o *Orchestrator) checkBundles(ctx context.Context, app *spec.App, version 
 		has, ok := known[id]
 		if !ok {
 			var err error
-			if has, err = o.bundles.Has(ctx, id); err != nil {
+			if has, err = o.holds(ctx, app.Workspace, id); err != nil {
 				return &UnavailableError{Why: fmt.Sprintf("asking the bundle store for %s: %v", id, err)}
 			}
 			known[id] = has
@@ -209,10 +209,40 @@ func (o *Orchestrator) checkBundles(ctx context.Context, app *spec.App, version 
 	return nil
 }
 
-// MissingBundles returns those of ids the bundle store lacks.
-func (o *Orchestrator) MissingBundles(ctx context.Context, caller Caller, ids []string) ([]string, error) {
+// holds reports whether workspace ws may deploy bundle id: the store has
+// it, and ws uploaded its files (see Store.GrantBundle).
+func (o *Orchestrator) holds(ctx context.Context, ws, id string) (bool, error) {
+	if has, err := o.bundles.Has(ctx, id); err != nil || !has {
+		return false, err
+	}
+	return o.store.BundleGranted(ctx, ws, id)
+}
+
+// bundleWorkspace is the workspace a bundle request by caller is for: its
+// token's, or for an operator's token the one it names.
+func bundleWorkspace(caller Caller, ws string) (string, error) {
+	switch {
+	case caller.Workspace != "*" && ws != "" && ws != caller.Workspace:
+		return "", &ForbiddenError{Token: caller.Name, Workspace: ws}
+	case caller.Workspace != "*":
+		return caller.Workspace, nil
+	case ws == "":
+		return "", &BadRequestError{Why: "an operator's token names the workspace its bundles are for (workspace)"}
+	}
+	return ws, nil
+}
+
+// MissingBundles returns those of ids workspace ws (see bundleWorkspace)
+// cannot deploy yet: the bundle store lacks them, or ws never uploaded
+// their files. A bundle another workspace uploaded is missing to ws until
+// it uploads the same files itself, which proves it holds them.
+func (o *Orchestrator) MissingBundles(ctx context.Context, caller Caller, ws string, ids []string) ([]string, error) {
 	if o.bundles == nil {
 		return nil, &BadRequestError{Why: "this caravan server keeps no bundles"}
+	}
+	ws, err := bundleWorkspace(caller, ws)
+	if err != nil {
+		return nil, err
 	}
 	if len(ids) > maxBundleQuery {
 		return nil, &BadRequestError{Why: fmt.Sprintf("at most %d bundle IDs at once", maxBundleQuery)}
@@ -222,7 +252,7 @@ func (o *Orchestrator) MissingBundles(ctx context.Context, caller Caller, ids []
 		if !bundle.ValidID(id) {
 			return nil, &BadRequestError{Why: fmt.Sprintf("%q is not a bundle ID (64 hex digits)", id)}
 		}
-		has, err := o.bundles.Has(ctx, id)
+		has, err := o.holds(ctx, ws, id)
 		if err != nil {
 			return nil, &UnavailableError{Why: fmt.Sprintf("asking the bundle store: %v", err)}
 		}
@@ -239,18 +269,40 @@ const maxBundleQuery = 1000
 // PutBundle reads bundle id, gzip-compressed, from r, verifies it (it
 // must hash to id and be a bundle caravan makes, within the limits) while
 // it spools it to a temporary file, and stores it. A bundle already
-// stored is not read. Any token may upload: a bundle is named by its
-// content, and runs only in a version its workspace deploys.
-func (o *Orchestrator) PutBundle(ctx context.Context, caller Caller, id string, r io.Reader) (*api.BundleInfo, error) {
+// stored is verified all the same, unless workspace ws (see
+// bundleWorkspace) uploaded it before: the upload proves that ws holds
+// its files, and grants ws the bundle (Store.GrantBundle).
+func (o *Orchestrator) PutBundle(ctx context.Context, caller Caller, ws, id string, r io.Reader) (*api.BundleInfo, error) {
 	if o.bundles == nil {
 		return nil, &BadRequestError{Why: "this caravan server keeps no bundles"}
+	}
+	ws, err := bundleWorkspace(caller, ws)
+	if err != nil {
+		return nil, err
 	}
 	if !bundle.ValidID(id) {
 		return nil, &BadRequestError{Why: fmt.Sprintf("%q is not a bundle ID (64 hex digits)", id)}
 	}
-	if has, err := o.bundles.Has(ctx, id); err != nil {
+	has, err := o.bundles.Has(ctx, id)
+	if err != nil {
 		return nil, &UnavailableError{Why: fmt.Sprintf("asking the bundle store: %v", err)}
-	} else if has {
+	}
+	if has {
+		granted, err := o.store.BundleGranted(ctx, ws, id)
+		if err != nil {
+			return nil, &UnavailableError{Why: err.Error()}
+		}
+		if !granted {
+			info, err := bundle.Verify(r, id, o.bundleLimits)
+			if err != nil {
+				return nil, bundleError(err)
+			}
+			if err := o.store.GrantBundle(ctx, ws, id); err != nil {
+				return nil, &UnavailableError{Why: err.Error()}
+			}
+			o.log.Info("bundle granted", "id", id, "workspace", ws, "caller", caller.Name)
+			return &api.BundleInfo{ID: id, Files: info.Files, Size: info.Size, Existed: true}, nil
+		}
 		return &api.BundleInfo{ID: id, Existed: true}, nil
 	}
 	spool, err := os.CreateTemp(o.bundleSpool, "caravan-bundle-*")
@@ -269,6 +321,9 @@ func (o *Orchestrator) PutBundle(ctx context.Context, caller Caller, id string, 
 	}
 	if err := o.bundles.Put(ctx, id, spool, counted.n); err != nil {
 		return nil, &UnavailableError{Why: fmt.Sprintf("storing bundle %s: %v", id, err)}
+	}
+	if err := o.store.GrantBundle(ctx, ws, id); err != nil {
+		return nil, &UnavailableError{Why: err.Error()}
 	}
 	o.uploads.Add(1)
 	o.log.Info("bundle stored", "id", id, "files", info.Files, "size", info.Size, "stored", counted.n, "caller", caller.Name)

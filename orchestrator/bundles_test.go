@@ -166,7 +166,7 @@ func packed(t *testing.T, files map[string]string) (string, []byte) {
 
 func (h *harness) upload(id string, b []byte) {
 	h.t.Helper()
-	if _, err := h.o.PutBundle(context.Background(), ci, id, bytes.NewReader(b)); err != nil {
+	if _, err := h.o.PutBundle(context.Background(), ci, "", id, bytes.NewReader(b)); err != nil {
 		h.t.Fatalf("PutBundle: %v", err)
 	}
 }
@@ -203,7 +203,7 @@ func TestDeployBundles(t *testing.T) {
 	if n := h.o.BundleUploads(); n != 1 {
 		t.Fatalf("%d uploads, want 1", n)
 	}
-	if missing, err := h.o.MissingBundles(ctx, ci, []string{v1, v2, v2}); err != nil || !slices.Equal(missing, []string{v2}) {
+	if missing, err := h.o.MissingBundles(ctx, ci, "", []string{v1, v2, v2}); err != nil || !slices.Equal(missing, []string{v2}) {
 		t.Fatalf("missing %v, %v", missing, err)
 	}
 	src := []byte(codedShop)
@@ -319,13 +319,13 @@ func TestPutBundleRefuses(t *testing.T) {
 	ctx := context.Background()
 	id, b := packed(t, map[string]string{"a": "1"})
 	var invalid *BundleInvalidError
-	if _, err := h.o.PutBundle(ctx, ci, idA, bytes.NewReader(b)); !errors.As(err, &invalid) {
+	if _, err := h.o.PutBundle(ctx, ci, "", idA, bytes.NewReader(b)); !errors.As(err, &invalid) {
 		t.Errorf("bytes of another ID: %v", err)
 	}
-	if _, err := h.o.PutBundle(ctx, ci, "nope", bytes.NewReader(b)); !errors.As(err, new(*BadRequestError)) {
+	if _, err := h.o.PutBundle(ctx, ci, "", "nope", bytes.NewReader(b)); !errors.As(err, new(*BadRequestError)) {
 		t.Errorf("a bad ID: %v", err)
 	}
-	if _, err := h.o.PutBundle(ctx, ci, id, bytes.NewReader(b[:len(b)/2])); err == nil {
+	if _, err := h.o.PutBundle(ctx, ci, "", id, bytes.NewReader(b[:len(b)/2])); err == nil {
 		t.Error("half a bundle was stored")
 	}
 	if has, _ := h.o.bundles.Has(ctx, id); has {
@@ -334,10 +334,55 @@ func TestPutBundleRefuses(t *testing.T) {
 	big, bb := packed(t, map[string]string{"big": strings.Repeat("x", 100)})
 	h.o.bundleLimits = bundle.Limits{MaxSize: 10}
 	var tl *BundleTooLargeError
-	if _, err := h.o.PutBundle(ctx, ci, big, bytes.NewReader(bb)); !errors.As(err, &tl) || tl.Largest[0].Path != "big" {
+	if _, err := h.o.PutBundle(ctx, ci, "", big, bytes.NewReader(bb)); !errors.As(err, &tl) || tl.Largest[0].Path != "big" {
 		t.Errorf("over the limit: %v", err)
 	}
 	if h.o.BundleUploads() != 0 {
 		t.Error("a refused upload was counted")
+	}
+}
+
+// TestBundleIDOpensNothingInAnotherWorkspace: a workspace deploys only the
+// bundles it uploaded. A bundle's ID (another workspace may read it in
+// Nomad or in its history) is missing to a workspace that never sent its
+// files, and an upload of those files, verified as any, grants it.
+func TestBundleIDOpensNothingInAnotherWorkspace(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	id, b := packed(t, map[string]string{"server.js": "dev's code", "worker.js": "w"})
+	h.upload(id, b) // workspace dev's
+	acme := Caller{Name: "acme-ci", Workspace: "acme"}
+	if missing, err := h.o.MissingBundles(ctx, acme, "", []string{id}); err != nil || !slices.Equal(missing, []string{id}) {
+		t.Fatalf("missing to acme: %v, %v; want dev's bundle", missing, err)
+	}
+	src := []byte(strings.Replace(codedShop, `workspace = "dev"`, `workspace = "acme"`, 1))
+	req := DeployRequest{Spec: src, Filename: "/src/app.hcl", Bundles: map[string]string{"web": id, "worker": id}}
+	if _, err := h.o.Deploy(ctx, acme, req); !errors.As(err, new(*BundleMissingError)) {
+		t.Fatalf("acme deployed dev's bundle by its ID: %v", err)
+	}
+	// Bytes that are not the bundle's grant nothing.
+	_, other := packed(t, map[string]string{"server.js": "something else"})
+	if _, err := h.o.PutBundle(ctx, acme, "", id, bytes.NewReader(other)); !errors.As(err, new(*BundleInvalidError)) {
+		t.Fatalf("an upload of other bytes: %v", err)
+	}
+	if _, err := h.o.PutBundle(ctx, acme, "", id, bytes.NewReader(b)); err != nil {
+		t.Fatalf("acme's upload of the same files: %v", err)
+	}
+	if missing, err := h.o.MissingBundles(ctx, acme, "", []string{id}); err != nil || len(missing) != 0 {
+		t.Fatalf("missing to acme after its upload: %v, %v", missing, err)
+	}
+	if _, err := h.o.Deploy(ctx, acme, req); errors.As(err, new(*BundleMissingError)) {
+		t.Fatalf("acme's deploy after its upload: %v", err)
+	}
+	if n := h.o.BundleUploads(); n != 1 {
+		t.Errorf("%d bundles stored, want 1 (the same files, once)", n)
+	}
+	// A workspace token speaks for its own workspace only; an operator's
+	// names one.
+	if _, err := h.o.MissingBundles(ctx, acme, "dev", []string{id}); !errors.As(err, new(*ForbiddenError)) {
+		t.Errorf("acme asking for dev: %v", err)
+	}
+	if _, err := h.o.MissingBundles(ctx, Caller{Name: "op", Workspace: "*"}, "", []string{id}); !errors.As(err, new(*BadRequestError)) {
+		t.Errorf("an operator naming no workspace: %v", err)
 	}
 }

@@ -594,6 +594,7 @@ func (c *fakeConsul) keys() []string {
 // Consul would, so nothing is shared with the caller.
 type memStore struct {
 	mu       sync.Mutex
+	grants   map[string]bool // "<workspace>/<bundle>"
 	apps     map[string][]byte
 	index    map[string]uint64
 	versions map[string][]byte // versionKey
@@ -818,6 +819,22 @@ func (s *memStore) Secret(ctx context.Context) ([]byte, error) { return []byte("
 
 func (s *memStore) BundleKey(ctx context.Context) ([]byte, error) {
 	return []byte("test bundle key"), nil
+}
+
+func (s *memStore) GrantBundle(ctx context.Context, ws, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grants == nil {
+		s.grants = map[string]bool{}
+	}
+	s.grants[ws+"/"+id] = true
+	return nil
+}
+
+func (s *memStore) BundleGranted(ctx context.Context, ws, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants[ws+"/"+id], nil
 }
 
 // heldHosts lists the hosts jobID holds, sorted.

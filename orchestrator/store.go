@@ -88,6 +88,12 @@ type Store interface {
 	// BundleKey returns the key bundle fetch URLs are signed with, the
 	// same for every caravan server of the cluster (made on first use).
 	BundleKey(ctx context.Context) ([]byte, error)
+	// GrantBundle records that workspace ws holds bundle id's files (it
+	// uploaded them); BundleGranted reports whether it does. A workspace
+	// deploys only the bundles it holds: a bundle's ID alone, which
+	// another workspace may read in Nomad or its history, opens nothing.
+	GrantBundle(ctx context.Context, ws, id string) error
+	BundleGranted(ctx context.Context, ws, id string) (bool, error)
 }
 
 // Write is what one step of a change writes at once (see Store.Commit).
@@ -128,6 +134,7 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //	caravan/domains/<domain>                        DomainBinding
 //	caravan/domain-secret                           the challenge values' secret
 //	caravan/bundle-key                              the key bundle fetch URLs are signed with
+//	caravan/bundle-grants/<workspace>/<bundle>      the workspace uploaded that bundle's files
 //
 // (caravan server keeps caravan/probe-secret and caravan/router-config
 // beside them: server/cluster.go.)
@@ -151,6 +158,7 @@ const (
 	kvDomains      = "caravan/domains/"
 	kvDomainSecret = "caravan/domain-secret"
 	kvBundleKey    = "caravan/bundle-key"
+	kvBundleGrants = "caravan/bundle-grants/"
 )
 
 func (s *ConsulStore) Lock(ctx context.Context, jobID string) (context.Context, func(), error) {
@@ -508,4 +516,23 @@ func (s *ConsulStore) createOnce(ctx context.Context, key, what string) ([]byte,
 			return secret, nil
 		}
 	}
+}
+
+// GrantBundle writes caravan/bundle-grants/<ws>/<id>.
+func (s *ConsulStore) GrantBundle(ctx context.Context, ws, id string) error {
+	_, err := s.Client.KV().Put(&consul.KVPair{Key: kvBundleGrants + ws + "/" + id, Value: []byte(time.Now().UTC().Format(time.RFC3339))},
+		(&consul.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("recording workspace %s's bundle %s: %w", ws, id, err)
+	}
+	return nil
+}
+
+// BundleGranted reads caravan/bundle-grants/<ws>/<id>.
+func (s *ConsulStore) BundleGranted(ctx context.Context, ws, id string) (bool, error) {
+	p, _, err := s.Client.KV().Get(kvBundleGrants+ws+"/"+id, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("reading workspace %s's bundle %s: %w", ws, id, err)
+	}
+	return p != nil, nil
 }

@@ -38,7 +38,7 @@ func (h *handler) missingBundles(w http.ResponseWriter, r *http.Request, caller 
 		h.fail(w, err)
 		return
 	}
-	missing, err := h.orch.MissingBundles(r.Context(), caller, body.IDs)
+	missing, err := h.orch.MissingBundles(r.Context(), caller, body.Workspace, body.IDs)
 	h.answer(w, api.BundlesBody{IDs: missing}, err)
 }
 
@@ -54,7 +54,7 @@ func (h *handler) putBundle(w http.ResponseWriter, r *http.Request, caller api.C
 		return
 	}
 	body := &boundedBody{r: http.MaxBytesReader(w, r.Body, limit)}
-	info, err := h.orch.PutBundle(r.Context(), caller, r.PathValue("id"), body)
+	info, err := h.orch.PutBundle(r.Context(), caller, r.URL.Query().Get("workspace"), r.PathValue("id"), body)
 	if err != nil && body.over {
 		err = api.Errorf(api.CodeInputTooLarge, "the bundle upload is over the %s a bundle within this server's limits can take", bundle.FormatSize(limit))
 	}
@@ -133,8 +133,8 @@ func acceptsGzip(r *http.Request) bool {
 
 // BundleOrchestrator is what the bundle endpoints ask of the orchestrator.
 type BundleOrchestrator interface {
-	MissingBundles(ctx context.Context, caller api.Caller, ids []string) ([]string, error)
-	PutBundle(ctx context.Context, caller api.Caller, id string, r io.Reader) (*api.BundleInfo, error)
+	MissingBundles(ctx context.Context, caller api.Caller, workspace string, ids []string) ([]string, error)
+	PutBundle(ctx context.Context, caller api.Caller, workspace, id string, r io.Reader) (*api.BundleInfo, error)
 	OpenBundle(ctx context.Context, id, job, alloc, sig string) (io.ReadCloser, error)
 }
 

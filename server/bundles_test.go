@@ -51,17 +51,17 @@ func TestBundleUploadAndFetch(t *testing.T) {
 	ctx := context.Background()
 	id, gz, tarBytes := testBundle(t, map[string]string{"server.js": "hi", "b.txt": "b"})
 
-	if missing, err := c.MissingBundles(ctx, []string{id}); err != nil || !slices.Equal(missing, []string{id}) {
+	if missing, err := c.MissingBundles(ctx, "", []string{id}); err != nil || !slices.Equal(missing, []string{id}) {
 		t.Fatalf("missing %v, %v", missing, err)
 	}
 	// Streamed: the body is a pipe, of no known length.
 	pr, pw := io.Pipe()
 	go func() { pw.Write(gz); pw.Close() }()
-	info, err := c.UploadBundle(ctx, id, pr)
+	info, err := c.UploadBundle(ctx, "", id, pr)
 	if err != nil || info.Files != 2 || info.Stored != int64(len(gz)) {
 		t.Fatalf("upload: %+v, %v", info, err)
 	}
-	if missing, err := c.MissingBundles(ctx, []string{id}); err != nil || len(missing) != 0 {
+	if missing, err := c.MissingBundles(ctx, "", []string{id}); err != nil || len(missing) != 0 {
 		t.Fatalf("missing after the upload: %v, %v", missing, err)
 	}
 	if a := e.request(http.MethodPut, "/v1/bundles/"+id, "", bytes.NewReader(gz), nil); a.status != http.StatusUnauthorized {
@@ -112,10 +112,10 @@ func TestBundleUploadRefusals(t *testing.T) {
 
 	// Bytes that are not the ID's: refused, not stored.
 	other, _, _ := testBundle(t, map[string]string{"a.txt": "b"})
-	if _, err := c.UploadBundle(ctx, other, bytes.NewReader(gz)); api.ErrorCodeOf(err) != api.CodeBadRequest || !strings.Contains(err.Error(), "hash to") {
+	if _, err := c.UploadBundle(ctx, "", other, bytes.NewReader(gz)); api.ErrorCodeOf(err) != api.CodeBadRequest || !strings.Contains(err.Error(), "hash to") {
 		t.Errorf("a mismatched upload: %v", err)
 	}
-	if missing, _ := c.MissingBundles(ctx, []string{other}); len(missing) != 1 {
+	if missing, _ := c.MissingBundles(ctx, "", []string{other}); len(missing) != 1 {
 		t.Error("a mismatched upload was stored")
 	}
 
@@ -127,14 +127,14 @@ func TestBundleUploadRefusals(t *testing.T) {
 	defer small.Close()
 	sc := &api.Client{Addr: small.URL, Token: e.shop.Token}
 	bigID, bigGz, _ := testBundle(t, map[string]string{"model.bin": strings.Repeat("x", 5000), "a.txt": "a"})
-	_, err := sc.UploadBundle(ctx, bigID, bytes.NewReader(bigGz))
+	_, err := sc.UploadBundle(ctx, "", bigID, bytes.NewReader(bigGz))
 	if api.ErrorCodeOf(err) != api.CodeInputTooLarge || !strings.Contains(err.Error(), "model.bin (4.9 KiB)") {
 		t.Errorf("over the limit: %v", err)
 	}
-	if _, err := sc.UploadBundle(ctx, id, bytes.NewReader(make([]byte, maxBundleBody(e.orch.bundles.limits)+1))); api.ErrorCodeOf(err) != api.CodeInputTooLarge {
+	if _, err := sc.UploadBundle(ctx, "", id, bytes.NewReader(make([]byte, maxBundleBody(e.orch.bundles.limits)+1))); api.ErrorCodeOf(err) != api.CodeInputTooLarge {
 		t.Errorf("a body past the bound: %v", err)
 	}
-	if _, err := sc.UploadBundle(ctx, id, bytes.NewReader(gz)); err != nil {
+	if _, err := sc.UploadBundle(ctx, "", id, bytes.NewReader(gz)); err != nil {
 		t.Errorf("a bundle within the limit: %v", err)
 	}
 }

@@ -273,7 +273,7 @@ type bundleStore struct {
 	limits bundle.Limits
 }
 
-func (f *fakeOrch) MissingBundles(_ context.Context, c api.Caller, ids []string) ([]string, error) {
+func (f *fakeOrch) MissingBundles(_ context.Context, c api.Caller, _ string, ids []string) ([]string, error) {
 	if err := f.record("MissingBundles", c); err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func (f *fakeOrch) MissingBundles(_ context.Context, c api.Caller, ids []string)
 	return out, nil
 }
 
-func (f *fakeOrch) PutBundle(_ context.Context, c api.Caller, id string, r io.Reader) (*api.BundleInfo, error) {
+func (f *fakeOrch) PutBundle(_ context.Context, c api.Caller, _, id string, r io.Reader) (*api.BundleInfo, error) {
 	if err := f.record("PutBundle", c); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ import (
 // bundles are the code bundles of an app's functions, read from the
 // spec's directory.
 type bundles struct {
+	// workspace is the app's: the one that may deploy what is uploaded.
+	workspace string
 	// ids maps each function with files to its bundle's ID (nil: the app
 	// has none).
 	ids map[string]string
@@ -40,7 +42,7 @@ func collectBundles(path string, app *spec.App) (*bundles, hcl.Diagnostics) {
 // for a watch that only needs the files, something cheaper than reading
 // them all.
 func walkBundles(path string, app *spec.App, name func(*bundle.Tree) (string, error)) (*bundles, hcl.Diagnostics) {
-	out := &bundles{trees: map[string]*bundleTree{}}
+	out := &bundles{workspace: app.Workspace, trees: map[string]*bundleTree{}}
 	dir := filepath.Dir(path)
 	type chosen struct {
 		id    string
@@ -102,7 +104,7 @@ func (b *bundles) upload(ctx context.Context, cl *api.Client, w io.Writer) error
 			}
 		}
 	})
-	missing, err := cl.MissingBundles(ctx, ids)
+	missing, err := cl.MissingBundles(ctx, b.workspace, ids)
 	if err != nil {
 		return fmt.Errorf("asking the server which bundles it has: %w", err)
 	}
@@ -118,7 +120,7 @@ func (b *bundles) upload(ctx context.Context, cl *api.Client, w io.Writer) error
 			packed <- got
 			pw.CloseWithError(err)
 		}()
-		info, err := cl.UploadBundle(ctx, id, pr)
+		info, err := cl.UploadBundle(ctx, b.workspace, id, pr)
 		pr.CloseWithError(io.ErrClosedPipe)
 		if got := <-packed; err == nil && got != id {
 			err = fmt.Errorf("the files changed while they were uploaded; deploy again")
