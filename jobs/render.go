@@ -9,11 +9,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/nomad/api"
@@ -307,6 +309,11 @@ func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
 
 func group(app *spec.App, fn *spec.Function, routes map[string]router.Route) (*api.TaskGroup, error) {
 	count := fn.Count()
+	if r, ok := routes[fn.Name]; ok && r.Proxied {
+		// The autoscaler sets the count from here on (0: none until the
+		// first request); a deploy carries it over (see orchestrator).
+		count = fn.Scaling.MinContainers
+	}
 	tg := &api.TaskGroup{
 		Name:   ptr(fn.Name),
 		Count:  ptr(count),
@@ -464,17 +471,26 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		}
 		canaryTags = append(canaryTags, CanaryTag)
 	}
+	meta := map[string]string{
+		ServiceMetaWorkspace: app.Workspace,
+		ServiceMetaApp:       app.Name,
+		ServiceMetaFunction:  fn.Name,
+	}
+	if r.Proxied {
+		// Traefik reaches these containers through caravan's proxies
+		// only (the route is in Traefik's KV, see router.Proxied): no
+		// routing tags. The proxy reads the request path's settings here.
+		tags, canaryTags = nil, nil
+		sc := fn.Scaling
+		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout}.Meta())
+	}
 	return &api.Service{
 		Name:       r.Name,
 		PortLabel:  PortLabel,
 		Provider:   api.ServiceProviderConsul,
 		Tags:       tags,
 		CanaryTags: canaryTags,
-		Meta: map[string]string{
-			ServiceMetaWorkspace: app.Workspace,
-			ServiceMetaApp:       app.Name,
-			ServiceMetaFunction:  fn.Name,
-		},
+		Meta:       meta,
 		Checks: []api.ServiceCheck{{
 			Name:     "http " + fn.Web.HealthCheckPath(),
 			Type:     "http",
@@ -516,7 +532,7 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 		HealthyDeadline:  ptr(2 * time.Minute),
 		ProgressDeadline: ptr(time.Duration(0)),
 		AutoRevert:       ptr(true),
-		MaxParallel:      ptr(count),
+		MaxParallel:      ptr(max(count, 1)),
 	}
 	switch app.DeployStrategy() {
 	case spec.StrategyRecreate:

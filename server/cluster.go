@@ -78,6 +78,7 @@ var routerSettings = []struct {
 	{"--auth-url", func(c router.Config) string { return c.AuthURL }},
 	{"--traefik-kv-root", func(c router.Config) string { return c.KVRoot }},
 	{"--drain-delay", func(c router.Config) string { return c.Drain().String() }},
+	{"--proxy-service", func(c router.Config) string { return c.ProxyService }},
 }
 
 // RouterMismatchError is a server whose route settings are not the ones
