@@ -51,7 +51,7 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 	placed := make(chan error, 1) // every container runs (and passes its checks)
 	go func() { placed <- o.awaitPlaced(wctx, rendered) }()
 	probed := make(chan error, 1) // every route answers through the proxy
-	go func() { probed <- o.probeRoutes(wctx, rendered.Routes, version, 0) }()
+	go func() { probed <- o.probeRoutes(wctx, probeable(rendered), version, 0) }()
 
 	healthy, answers := false, false
 	for !healthy || !answers {
