@@ -45,7 +45,7 @@ var DefaultPorts = Ports{
 	TraefikWeb: 8080, TraefikWebsecure: 8443, TraefikAdmin: 8081,
 	Pebble: 14000, PebbleMgmt: 15000, ChallDNS: 8053, ChallMgmt: 8055,
 	Caravan: 7474,
-	Proxy0: 7480, Proxy0Admin: 7481, Proxy1: 7482, Proxy1Admin: 7483,
+	Proxy0:  7480, Proxy0Admin: 7481, Proxy1: 7482, Proxy1Admin: 7483,
 }
 
 func consulConfig(p Ports) string {
