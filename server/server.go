@@ -70,6 +70,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/caravanhq/caravan/autoscaler"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
@@ -119,6 +120,10 @@ type Server struct {
 	// stop ends background work (resumed rollouts) on Shutdown.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// scaler is the autoscaler, active in one server of the cluster at a
+	// time (autoscaler.RunLeader).
+	consul *consul.Client
+	scaler *autoscaler.Scaler
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -203,6 +208,8 @@ func New(cfg Config) (_ *Server, err error) {
 		tokens: &Tokens{KV: kv},
 		log:    log,
 		ln:     ln,
+		consul: cc,
+		scaler: &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
@@ -225,6 +232,7 @@ func (s *Server) Start() error {
 		}
 	}()
 	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
+	go autoscaler.RunLeader(s.ctx, s.consul, s.scaler, s.log.Named("autoscaler"))
 	go s.publishWildcard()
 	go func() {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
