@@ -546,7 +546,9 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 		u.AutoPromote = ptr(false)
 	default:
 		u.Canary = ptr(count)
-		u.AutoPromote = ptr(true)
+		// Nomad refuses auto_promote without canaries: a group at zero
+		// (autoscaled) has none to start.
+		u.AutoPromote = ptr(count > 0)
 	}
 	return u
 }

@@ -154,8 +154,8 @@ func carryCounts(job, current *nomad.Job, app *spec.App, routes []router.Route) 
 				continue
 			}
 			if u := tg.Update; u != nil {
-				if u.Canary != nil && *u.Canary == *tg.Count && app.DeployStrategy() == spec.StrategyRolling {
-					u.Canary = ptr(n)
+				if app.DeployStrategy() == spec.StrategyRolling {
+					u.Canary, u.AutoPromote = ptr(n), ptr(n > 0)
 				}
 				u.MaxParallel = ptr(max(n, 1))
 			}

@@ -80,8 +80,12 @@ func TestCarryCounts(t *testing.T) {
 				}
 			}
 			for _, tg := range r.Job.TaskGroups {
-				if *tg.Name == "web" && *tg.Update.MaxParallel != max(*tg.Count, 1) {
-					t.Errorf("max_parallel %d for count %d", *tg.Update.MaxParallel, *tg.Count)
+				if *tg.Name != "web" {
+					continue
+				}
+				u := tg.Update
+				if *u.MaxParallel != max(*tg.Count, 1) || *u.Canary != *tg.Count || *u.AutoPromote != (*tg.Count > 0) {
+					t.Errorf("update max_parallel %d canary %d auto_promote %v for count %d", *u.MaxParallel, *u.Canary, *u.AutoPromote, *tg.Count)
 				}
 			}
 		})
