@@ -113,6 +113,19 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 	if err := o.writeKV(ctx, publishOps(pairs, old)); err != nil {
 		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("publishing the routes of autoscaled functions: %v", err)}
 	}
+	// A deploy of a function at zero returns at once: Traefik serves its
+	// routers by then, so its first request queues rather than 404s.
+	want := map[string]string{}
+	for _, rt := range r.rendered.Routes {
+		if rt.Proxied {
+			for name := range rt.Config.HTTP.Routers {
+				want[name+"@"+kvProvider] = o.router.ProxyService
+			}
+		}
+	}
+	if err := o.awaitRouters(ctx, want); err != nil {
+		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
+	}
 	return nil
 }
 

@@ -90,31 +90,19 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 }
 
 // ServiceName is the Consul service caravan's proxies register as
-// (router.ProxyServiceName): Traefik's consulCatalog provider serves it as
-// the Traefik service autoscaled functions' routers send to, and the
-// autoscaler finds each proxy's load report through it.
+// (router.ProxyServiceName): caravan server publishes Traefik's service of
+// the proxies from its instances (router.ProxyServices), and the
+// autoscaler finds each proxy's load report through it. The registration
+// carries no Traefik tags.
 const ServiceName = "caravan-proxy"
 
 // MetaAdmin is the service meta key of a proxy's admin base URL
 // (http://host:port), where the autoscaler reads its load.
 const MetaAdmin = "caravan_proxy_admin"
 
-// ServiceTags are the tags of a proxy's Consul registration: Traefik
-// serves the service (the routers are the functions', in Traefik's KV),
-// and the one router Traefik would otherwise make up for it by default
-// (Host(`caravan-proxy`)) matches a name under .invalid, which no client
-// can be sent to by DNS.
-func ServiceTags() []string {
-	return []string{
-		"traefik.enable=true",
-		"traefik.http.routers." + ServiceName + ".rule=Host(`" + ServiceName + ".invalid`)",
-		"traefik.http.services." + ServiceName + ".loadbalancer.passhostheader=true",
-	}
-}
-
 // Register registers the proxy serving requests on dataAddr with the local
 // Consul agent as ServiceName, health-checked every second on adminAddr's
-// /healthz (Traefik routes only to passing instances), and returns the
+// /healthz, and returns the
 // function that deregisters it. A proxy on Nomad needs none of this: its
 // job's service block registers it the same way.
 func Register(ctx context.Context, c *consul.Client, dataAddr, adminAddr string) (deregister func() error, err error) {
@@ -128,7 +116,7 @@ func Register(ctx context.Context, c *consul.Client, dataAddr, adminAddr string)
 	}
 	id := ServiceName + "-" + dataAddr
 	reg := &consul.AgentServiceRegistration{
-		ID: id, Name: ServiceName, Address: host, Port: port, Tags: ServiceTags(),
+		ID: id, Name: ServiceName, Address: host, Port: port,
 		Meta: map[string]string{MetaAdmin: "http://" + adminAddr},
 		Check: &consul.AgentServiceCheck{
 			Name: "caravan proxy /healthz", HTTP: "http://" + adminAddr + HealthPath,

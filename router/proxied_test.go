@@ -78,3 +78,30 @@ func TestProxiedRoute(t *testing.T) {
 		t.Errorf("KV lacks the router's service: %v", kv)
 	}
 }
+
+func TestProxyServices(t *testing.T) {
+	if c := router.ProxyServices(nil); len(c.HTTP.Services) != 0 {
+		t.Errorf("no proxies: %d services, want none", len(c.HTTP.Services))
+	}
+	one := router.ProxyServices([]router.ProxyServer{{URL: "http://127.0.0.1:7480", HealthPort: 7481}})
+	if w := one.HTTP.Services[router.ProxiesName].Weighted; w == nil || w.Services[0].Name != "caravan-proxy-0" {
+		t.Errorf("one proxy: %+v", one.HTTP.Services[router.ProxiesName])
+	}
+	three := router.ProxyServices([]router.ProxyServer{{"http://a:1", 2}, {"http://b:1", 2}, {"http://c:1", 2}})
+	s := three.HTTP.Services
+	if f := s[router.ProxiesName].Failover; f == nil || f.Service != "caravan-proxy-0" || f.Fallback != "caravan-proxies-1" || f.HealthCheck != nil {
+		t.Errorf("head of the chain: %+v", s[router.ProxiesName].Failover)
+	}
+	if f := s["caravan-proxies-1"].Failover; f == nil || f.Service != "caravan-proxy-1" || f.Fallback != "caravan-proxy-2" || f.HealthCheck == nil {
+		t.Errorf("second link: %+v", s["caravan-proxies-1"].Failover)
+	}
+	lb := s["caravan-proxy-2"].LoadBalancer
+	if lb == nil || lb.Servers[0].URL != "http://c:1" || lb.HealthCheck.Port != 2 || lb.HealthCheck.Path != "/healthz" {
+		t.Errorf("third proxy: %+v", lb)
+	}
+	for name := range s {
+		if len(name) < len(router.ProxiesPrefix) || name[:len(router.ProxiesPrefix)] != router.ProxiesPrefix {
+			t.Errorf("service %s does not start with %s", name, router.ProxiesPrefix)
+		}
+	}
+}

@@ -55,10 +55,10 @@ type Config struct {
 	ProxyService string
 }
 
-// DefaultProxyService is the Traefik service of the proxies of the local
-// stack (and of the documented production job): the Consul service
-// ProxyServiceName, through Traefik's consulCatalog provider.
-const DefaultProxyService = ProxyServiceName + "@consulcatalog"
+// DefaultProxyService is the Traefik service of caravan's proxies that
+// caravan server publishes in Traefik's KV (ProxyServices) from the
+// instances of the Consul service ProxyServiceName.
+const DefaultProxyService = ProxiesName + "@consul"
 
 // ProxyServiceName is the Consul service caravan's proxies register as.
 const ProxyServiceName = "caravan-proxy"

@@ -124,6 +124,8 @@ type Server struct {
 	// time (autoscaler.RunLeader).
 	consul *consul.Client
 	scaler *autoscaler.Scaler
+	// kvRoot is Traefik's KV root, where the proxies' service goes.
+	kvRoot string
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -209,6 +211,7 @@ func New(cfg Config) (_ *Server, err error) {
 		log:    log,
 		ln:     ln,
 		consul: cc,
+		kvRoot: cfg.Router.KVRoot,
 		scaler: &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits})
@@ -233,6 +236,9 @@ func (s *Server) Start() error {
 	}()
 	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
 	go autoscaler.RunLeader(s.ctx, s.consul, s.scaler, s.log.Named("autoscaler"))
+	if s.kvRoot != "" {
+		go s.publishProxies(s.kvRoot)
+	}
 	go s.publishWildcard()
 	go func() {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
