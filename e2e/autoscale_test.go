@@ -188,3 +188,84 @@ func checkStats(t *testing.T, job string) error {
 	}
 	return nil
 }
+
+// TestAutoscaleRamp ramps the load of a scale-to-zero function (one
+// request per container at once) from 1 client to 3 and back to 1: every
+// request answers 200, the count follows the load up to 3, no container
+// ever serves two at once, and the function ends at zero.
+func TestAutoscaleRamp(t *testing.T) {
+	const app, job, service = "ramp", "e2e--ramp", "e2e--ramp-web"
+	purge(t, job)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	res := deploy(t, "ramp.hcl", autoscaleSpec(app, 1, "3s"), api.DeployBody{})
+	url := res.Functions[0].URL + "/slow?ms=200"
+
+	var (
+		mu     sync.Mutex
+		ok     int
+		failed []string
+	)
+	client := func(stop <-chan struct{}, wg *sync.WaitGroup) {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			status, body, err := getWithin(t, url, time.Minute)
+			mu.Lock()
+			if err != nil || status != http.StatusOK {
+				failed = append(failed, fmt.Sprintf("%d %q %v", status, body, err))
+			} else {
+				ok++
+			}
+			mu.Unlock()
+		}
+	}
+	var base, extra sync.WaitGroup
+	stopBase, stopExtra := make(chan struct{}), make(chan struct{})
+	base.Add(1)
+	go client(stopBase, &base)
+	eventually(t, time.Minute, "one container for one client", func() error {
+		if d, r := groupCount(t, job); d != 1 || r != 1 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	for range 2 {
+		extra.Add(1)
+		go client(stopExtra, &extra)
+	}
+	eventually(t, time.Minute, "three containers for three clients", func() error {
+		if d, r := groupCount(t, job); d != 3 || r != 3 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	if err := checkStats(t, job); err != nil {
+		t.Error(err)
+	}
+	close(stopExtra)
+	extra.Wait()
+	eventually(t, time.Minute, "back to one container for one client", func() error {
+		if d, r := groupCount(t, job); d != 1 || r != 1 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	close(stopBase)
+	base.Wait()
+	eventually(t, time.Minute, "the function scales to zero", func() error {
+		if d, r := groupCount(t, job); d != 0 || r != 0 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d requests answered 200, %d failed", ok, len(failed))
+	for _, f := range failed {
+		t.Errorf("a request failed: %s", f)
+	}
+}

@@ -68,7 +68,7 @@ func TestDevUpStatusDown(t *testing.T) {
 
 	out, err = caravan("dev", "status")
 	// Five servers, two caravan proxies, caravan server.
-	if err != nil || strings.Count(out, " running ") != 8 || strings.Count(out, "caravan-proxy-") != 2 {
+	if err != nil || strings.Count(out, " running ") != 8 || strings.Count(out, "\ncaravan-proxy-") != 2 {
 		t.Fatalf("dev status (want 8 running processes, two caravan proxies among them): %v\n%s", err, out)
 	}
 	out, err = caravan("app", "list", "--json")
