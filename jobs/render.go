@@ -12,6 +12,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,10 @@ const (
 	ServiceMetaWorkspace = "caravan_workspace"
 	ServiceMetaApp       = "caravan_app"
 	ServiceMetaFunction  = "caravan_function"
+	// An autoscaled function's settings beyond the proxy's.
+	ServiceMetaBufferContainers = "caravan_buffer_containers"
+	ServiceMetaTargetInputs     = "caravan_target_inputs"
+	ServiceMetaScaledownWindow  = "caravan_scaledown_window"
 )
 
 // PortLabel is the label of every web function's port.
@@ -483,6 +488,13 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		tags, canaryTags = nil, nil
 		sc := fn.Scaling
 		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout}.Meta())
+		// The autoscaler reads these from the function's record (see
+		// orchestrator), not here: they are rendered so that a deploy
+		// changing only them is a change of the function, which rewrites
+		// the record, not a no-op.
+		meta[ServiceMetaBufferContainers] = strconv.Itoa(sc.BufferContainers)
+		meta[ServiceMetaTargetInputs] = strconv.Itoa(sc.TargetInputs)
+		meta[ServiceMetaScaledownWindow] = sc.ScaledownWindow.String()
 	}
 	return &api.Service{
 		Name:       r.Name,
