@@ -129,6 +129,40 @@ func TestAutoscaleFromZero(t *testing.T) {
 	if err != nil || status != http.StatusOK || body != "done" {
 		t.Fatalf("first request after scaling to zero: %d %q %v, want 200 \"done\"", status, body, err)
 	}
+
+	// A rollout at zero: the deploy starts nothing, and the new version
+	// starts on the next request.
+	eventually(t, 2*time.Minute, "the function scales to zero again", func() error {
+		if d, r := groupCount(t, job); d != 0 || r != 0 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	if res := deploy(t, "scale.hcl", autoscaleSpec(app, 2, "30s"), api.DeployBody{}); !res.Changed {
+		t.Fatal("the changed spec deployed as a no-op")
+	}
+	if d, r := groupCount(t, job); d != 0 || r != 0 {
+		t.Fatalf("after a rollout at zero: %d desired, %d running; want 0 and 0", d, r)
+	}
+	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
+	if err != nil || status != http.StatusOK || body != "done" {
+		t.Fatalf("first request after a rollout at zero: %d %q %v, want 200 \"done\"", status, body, err)
+	}
+	// A rollout with a container running keeps the autoscaler's count
+	// (the 30 s window holds it at one meanwhile).
+	if d, _ := groupCount(t, job); d != 1 {
+		t.Fatalf("after the request: %d desired, want 1", d)
+	}
+	if res := deploy(t, "scale.hcl", autoscaleSpec(app, 2, "20s"), api.DeployBody{}); !res.Changed {
+		t.Fatal("the changed spec deployed as a no-op")
+	}
+	if d, r := groupCount(t, job); d != 1 || r < 1 {
+		t.Fatalf("after a rollout at one container: %d desired, %d running; want 1 (the count carried over)", d, r)
+	}
+	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
+	if err != nil || status != http.StatusOK || body != "done" {
+		t.Fatalf("after the rollout: %d %q %v, want 200 \"done\"", status, body, err)
+	}
 }
 
 // getWithin is get with a longer deadline (a cold start waits in the
@@ -263,9 +297,23 @@ func TestAutoscaleRamp(t *testing.T) {
 		return nil
 	})
 	mu.Lock()
-	defer mu.Unlock()
 	t.Logf("%d requests answered 200, %d failed", ok, len(failed))
 	for _, f := range failed {
 		t.Errorf("a request failed: %s", f)
+	}
+	mu.Unlock()
+
+	// A stop removes the routes and the record: the hostname answers 404
+	// (Stop waits for it), and no proxy queues for the function.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := env.client.Stop(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if kv, _, err := env.consul.KV().Get(proxy.SettingsKVPrefix+service, nil); err != nil || kv != nil {
+		t.Errorf("the record of %s outlived the stop (%v)", service, err)
+	}
+	if status, _, _ := get(t, url); status != http.StatusNotFound {
+		t.Errorf("after the stop, GET %s = %d, want 404", url, status)
 	}
 }
