@@ -13,6 +13,8 @@ type Ports struct {
 	TraefikWeb, TraefikWebsecure, TraefikAdmin             int
 	Pebble, PebbleMgmt, ChallDNS, ChallMgmt                int
 	Caravan                                                int
+	// The two caravan proxies' data and admin addresses.
+	Proxy0, Proxy0Admin, Proxy1, Proxy1Admin int
 }
 
 // all lists the ports with their names, for picking and printing.
@@ -30,6 +32,8 @@ func (p *Ports) all() []struct {
 		{"traefik-web", &p.TraefikWeb}, {"traefik-websecure", &p.TraefikWebsecure}, {"traefik-admin", &p.TraefikAdmin},
 		{"pebble", &p.Pebble}, {"pebble-mgmt", &p.PebbleMgmt}, {"challtestsrv-dns", &p.ChallDNS},
 		{"challtestsrv-mgmt", &p.ChallMgmt}, {"caravan", &p.Caravan},
+		{"caravan-proxy-0", &p.Proxy0}, {"caravan-proxy-0-admin", &p.Proxy0Admin},
+		{"caravan-proxy-1", &p.Proxy1}, {"caravan-proxy-1-admin", &p.Proxy1Admin},
 	}
 }
 
@@ -41,6 +45,7 @@ var DefaultPorts = Ports{
 	TraefikWeb: 8080, TraefikWebsecure: 8443, TraefikAdmin: 8081,
 	Pebble: 14000, PebbleMgmt: 15000, ChallDNS: 8053, ChallMgmt: 8055,
 	Caravan: 7474,
+	Proxy0:  7480, Proxy0Admin: 7481, Proxy1: 7482, Proxy1Admin: 7483,
 }
 
 func consulConfig(p Ports) string {

@@ -31,6 +31,10 @@ type Options struct {
 	Out       io.Writer
 	// FakeGPUs, when set, gives the Nomad client test GPUs.
 	FakeGPUs *FakeGPUs
+	// Caravan is the caravan executable, which runs the stack's two
+	// caravan proxies (`caravan proxy --register`) beside Traefik; empty
+	// starts none (autoscaled functions then have nowhere to go).
+	Caravan string
 	// Registry is where stacks record themselves so a later Up can stop
 	// what an interrupted run left (default DefaultRegistryDir()).
 	Registry string
@@ -206,6 +210,18 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 			"--configFile=" + filepath.Join(s.StateDir, "traefik", "traefik.yml")},
 			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem"),
 				"EXEC_PATH=" + filepath.Join(s.StateDir, "traefik", "dns01-hook")}, s.traefikReady},
+	}
+	if opts.Caravan != "" {
+		for i, pp := range [][2]int{{ports.Proxy0, ports.Proxy0Admin}, {ports.Proxy1, ports.Proxy1Admin}} {
+			data, admin := addr(pp[0]), addr(pp[1])
+			steps = append(steps, struct {
+				name, addr string
+				args, env  []string
+				ready      func(context.Context) error
+			}{fmt.Sprintf("caravan-proxy-%d", i), data, []string{opts.Caravan, "proxy",
+				"--listen", data, "--admin-listen", admin, "--consul-addr", addr(ports.ConsulHTTP),
+				"--domain", opts.Domain, "--register"}, nil, func(ctx context.Context) error { return s.proxyReady(ctx, data) }})
+		}
 	}
 	for _, st := range steps {
 		fmt.Fprintf(out, "==> starting %s on %s\n", st.name, st.addr)
@@ -407,6 +423,34 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 	}
 	return errors.New("no ready client node with raw_exec yet")
 }
+
+// ProxyAdmins are the admin base URLs (http://host:port) of the stack's
+// caravan proxies: their load reports, drains and metrics.
+func (s *Stack) ProxyAdmins() []string {
+	return []string{"http://" + addr(s.Ports.Proxy0Admin), "http://" + addr(s.Ports.Proxy1Admin)}
+}
+
+// proxyReady is ready once the proxy on data passes its check in Consul:
+// Traefik routes to it from then on.
+func (s *Stack) proxyReady(ctx context.Context, data string) error {
+	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr()})
+	if err != nil {
+		return err
+	}
+	entries, _, err := c.Health().Service(proxyServiceName, "", true, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Service != nil && net.JoinHostPort(e.Service.Address, fmt.Sprint(e.Service.Port)) == data {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not pass its check in Consul yet", data)
+}
+
+// proxyServiceName is proxy.ServiceName (devstack does not link the proxy).
+const proxyServiceName = "caravan-proxy"
 
 func (s *Stack) traefikReady(ctx context.Context) error {
 	return httpOK(ctx, http.DefaultClient, fmt.Sprintf("http://%s/ping", addr(s.Ports.TraefikAdmin)))

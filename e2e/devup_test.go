@@ -67,8 +67,9 @@ func TestDevUpStatusDown(t *testing.T) {
 	}
 
 	out, err = caravan("dev", "status")
-	if err != nil || strings.Count(out, " running ") != 6 {
-		t.Fatalf("dev status (want 6 running processes): %v\n%s", err, out)
+	// Five servers, two caravan proxies, caravan server.
+	if err != nil || strings.Count(out, " running ") != 8 || strings.Count(out, "\ncaravan-proxy-") != 2 {
+		t.Fatalf("dev status (want 8 running processes, two caravan proxies among them): %v\n%s", err, out)
 	}
 	out, err = caravan("app", "list", "--json")
 	var apps []struct {

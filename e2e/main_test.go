@@ -66,7 +66,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The stack's caravan proxies run the CLI built from this tree.
+	bin, err := buildCaravan()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	stack, err := devstack.Up(ctx, devstack.Options{
+		Caravan:     bin,
 		StateDir:    state,
 		RandomPorts: true,
 		Installer:   &devstack.Installer{ToolsDir: tools, Out: os.Stderr},
@@ -275,6 +282,15 @@ var caravanBin struct {
 // caravanBinary builds the caravan CLI once per test run.
 func caravanBinary(t *testing.T) string {
 	t.Helper()
+	path, err := buildCaravan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// buildCaravan builds the caravan CLI once per test run.
+func buildCaravan() (string, error) {
 	caravanBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "caravan-bin-")
 		if err != nil {
@@ -287,10 +303,7 @@ func caravanBinary(t *testing.T) string {
 			caravanBin.err = fmt.Errorf("building caravan: %v\n%s", err, out)
 		}
 	})
-	if caravanBin.err != nil {
-		t.Fatal(caravanBin.err)
-	}
-	return caravanBin.path
+	return caravanBin.path, caravanBin.err
 }
 
 // runCLI runs the caravan CLI against the tests' server with the suite's

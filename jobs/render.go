@@ -9,13 +9,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/nomad/api"
@@ -47,6 +50,10 @@ const (
 	ServiceMetaWorkspace = "caravan_workspace"
 	ServiceMetaApp       = "caravan_app"
 	ServiceMetaFunction  = "caravan_function"
+	// An autoscaled function's settings beyond the proxy's.
+	ServiceMetaBufferContainers = "caravan_buffer_containers"
+	ServiceMetaTargetInputs     = "caravan_target_inputs"
+	ServiceMetaScaledownWindow  = "caravan_scaledown_window"
 )
 
 // PortLabel is the label of every web function's port.
@@ -309,6 +316,11 @@ func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
 
 func group(app *spec.App, fn *spec.Function, routes map[string]router.Route, jobID string, cfg router.Config) (*api.TaskGroup, error) {
 	count := fn.Count()
+	if r, ok := routes[fn.Name]; ok && r.Proxied {
+		// The autoscaler sets the count from here on (0: none until the
+		// first request); a deploy carries it over (see orchestrator).
+		count = fn.Scaling.MinContainers
+	}
 	tg := &api.TaskGroup{
 		Name:   ptr(fn.Name),
 		Count:  ptr(count),
@@ -480,17 +492,33 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		}
 		canaryTags = append(canaryTags, CanaryTag)
 	}
+	meta := map[string]string{
+		ServiceMetaWorkspace: app.Workspace,
+		ServiceMetaApp:       app.Name,
+		ServiceMetaFunction:  fn.Name,
+	}
+	if r.Proxied {
+		// Traefik reaches these containers through caravan's proxies
+		// only (the route is in Traefik's KV, see router.Proxied): no
+		// routing tags. The proxy reads the request path's settings here.
+		tags, canaryTags = nil, nil
+		sc := fn.Scaling
+		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout}.Meta())
+		// The autoscaler reads these from the function's record (see
+		// orchestrator), not here: they are rendered so that a deploy
+		// changing only them is a change of the function, which rewrites
+		// the record, not a no-op.
+		meta[ServiceMetaBufferContainers] = strconv.Itoa(sc.BufferContainers)
+		meta[ServiceMetaTargetInputs] = strconv.Itoa(sc.TargetInputs)
+		meta[ServiceMetaScaledownWindow] = sc.ScaledownWindow.String()
+	}
 	return &api.Service{
 		Name:       r.Name,
 		PortLabel:  PortLabel,
 		Provider:   api.ServiceProviderConsul,
 		Tags:       tags,
 		CanaryTags: canaryTags,
-		Meta: map[string]string{
-			ServiceMetaWorkspace: app.Workspace,
-			ServiceMetaApp:       app.Name,
-			ServiceMetaFunction:  fn.Name,
-		},
+		Meta:       meta,
 		Checks: []api.ServiceCheck{{
 			Name:     "http " + fn.Web.HealthCheckPath(),
 			Type:     "http",
@@ -532,7 +560,7 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 		HealthyDeadline:  ptr(2 * time.Minute),
 		ProgressDeadline: ptr(time.Duration(0)),
 		AutoRevert:       ptr(true),
-		MaxParallel:      ptr(count),
+		MaxParallel:      ptr(max(count, 1)),
 	}
 	switch app.DeployStrategy() {
 	case spec.StrategyRecreate:
@@ -546,7 +574,9 @@ func update(app *spec.App, count int) *api.UpdateStrategy {
 		u.AutoPromote = ptr(false)
 	default:
 		u.Canary = ptr(count)
-		u.AutoPromote = ptr(true)
+		// Nomad refuses auto_promote without canaries: a group at zero
+		// (autoscaled) has none to start.
+		u.AutoPromote = ptr(count > 0)
 	}
 	return u
 }

@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // testConfig forwards auth to a caravan server on the default address, as
 // a default `caravan server` deploys.
 var testConfig = router.Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan", DNSCertResolver: "caravan-dns", HTTPSPort: 8443,
-	AuthURL: router.DefaultAuthURL, BundleURL: "http://127.0.0.1:7474"}
+	AuthURL: router.DefaultAuthURL, BundleURL: "http://127.0.0.1:7474", ProxyService: router.DefaultProxyService}
 
 func load(t *testing.T, path string) *spec.App {
 	t.Helper()

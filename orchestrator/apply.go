@@ -287,6 +287,10 @@ type release struct {
 // version. Each stage's failure ends it.
 func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, error) {
 	job, need := r.rendered.Job, needs(r.app)
+	carryCounts(job, r.current, r.app, r.rendered.Routes)
+	if err := o.publishProxied(ctx, r); err != nil {
+		return nil, err
+	}
 	if err := o.placeable(ctx, job, r.version, need); err != nil {
 		return nil, err
 	}
@@ -449,7 +453,7 @@ func (o *Orchestrator) probe(ctx context.Context, rendered *jobs.Rendered, versi
 			return err
 		}
 	}
-	return o.probeRoutes(ctx, rendered.Routes, version, stable)
+	return o.probeRoutes(ctx, probeable(rendered), version, stable)
 }
 
 // awaitNewServers waits until the previous version's containers have left
@@ -710,6 +714,9 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	}
 	if err := o.syncPeriodic(ctx, rec.JobID, nil, 0, 0); err != nil {
 		return nil, err
+	}
+	if err := o.unpublishProxied(ctx, routes); err != nil {
+		return nil, fmt.Errorf("removing the routes of autoscaled functions: %w", err)
 	}
 	if err := o.syncCallable(ctx, rec.JobID, nil, 0, 0); err != nil {
 		return nil, err

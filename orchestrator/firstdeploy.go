@@ -51,7 +51,7 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 	placed := make(chan error, 1) // every container runs (and passes its checks)
 	go func() { placed <- o.awaitPlaced(wctx, rendered) }()
 	probed := make(chan error, 1) // every route answers through the proxy
-	go func() { probed <- o.probeRoutes(wctx, rendered.Routes, version, 0) }()
+	go func() { probed <- o.probeRoutes(wctx, probeable(rendered), version, 0) }()
 
 	healthy, answers := false, false
 	for !healthy || !answers {
@@ -107,7 +107,9 @@ func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered)
 	for _, r := range rendered.Routes {
 		go func() {
 			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs)
-			if err == nil && o.proxy != nil {
+			// (Traefik sends an autoscaled function's requests to caravan's
+			// proxies, which know its containers from Consul themselves.)
+			if err == nil && o.proxy != nil && !r.Proxied {
 				err = o.awaitServers(ctx, r, serverURLs(instances))
 			}
 			errs <- err

@@ -88,3 +88,49 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 	}
 	return snap, meta.LastIndex, nil
 }
+
+// ServiceName is the Consul service caravan's proxies register as
+// (router.ProxyServiceName): caravan server publishes Traefik's service of
+// the proxies from its instances (router.ProxyServices), and the
+// autoscaler finds each proxy's load report through it. The registration
+// carries no Traefik tags.
+const ServiceName = "caravan-proxy"
+
+// MetaAdmin is the service meta key of a proxy's admin base URL
+// (http://host:port), where the autoscaler reads its load.
+const MetaAdmin = "caravan_proxy_admin"
+
+// Register registers the proxy serving requests on dataAddr with the local
+// Consul agent as ServiceName, health-checked every second on adminAddr's
+// /healthz, and returns the
+// function that deregisters it. A proxy on Nomad needs none of this: its
+// job's service block registers it the same way.
+func Register(ctx context.Context, c *consul.Client, dataAddr, adminAddr string) (deregister func() error, err error) {
+	host, portText, err := net.SplitHostPort(dataAddr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, err
+	}
+	id := ServiceName + "-" + dataAddr
+	reg := &consul.AgentServiceRegistration{
+		ID: id, Name: ServiceName, Address: host, Port: port,
+		Meta: map[string]string{MetaAdmin: "http://" + adminAddr},
+		Check: &consul.AgentServiceCheck{
+			Name: "caravan proxy /healthz", HTTP: "http://" + adminAddr + HealthPath,
+			Interval: "1s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m",
+		},
+	}
+	if err := c.Agent().ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("consul: registering %s: %w", id, err)
+	}
+	return func() error { return Deregister(c, dataAddr) }, nil
+}
+
+// Deregister removes the registration Register made for the proxy on
+// dataAddr.
+func Deregister(c *consul.Client, dataAddr string) error {
+	return c.Agent().ServiceDeregister(ServiceName + "-" + dataAddr)
+}

@@ -53,6 +53,44 @@ type Config struct {
 	// propagation plus Traefik's providersThrottleDuration (200 ms in the
 	// local stack; Traefik's default is 2 s). Zero uses DefaultDrainDelay.
 	DrainDelay time.Duration
+	// ProxyService is the Traefik service of caravan's proxies (such as
+	// "caravan-proxy@consulcatalog"), where the routers of autoscaled
+	// functions send their requests (see Proxied). Empty routes every
+	// function straight to its containers, autoscaled or not.
+	ProxyService string
+}
+
+// DefaultProxyService is the Traefik service of caravan's proxies that
+// caravan server publishes in Traefik's KV (ProxyServices) from the
+// instances of the Consul service ProxyServiceName.
+const DefaultProxyService = ProxiesName + "@consul"
+
+// ProxyServiceName is the Consul service caravan's proxies register as.
+const ProxyServiceName = "caravan-proxy"
+
+// HeaderFunction names, on the way from Traefik to caravan's proxy, the
+// function a request is for (the route's name, its Consul service); every
+// proxied route sets it, replacing any value a client sent. It is
+// proxy.HeaderFunction.
+const HeaderFunction = "Caravan-Function"
+
+// Proxied reports whether fn's requests go through caravan's proxies under
+// cfg: a web function whose count follows its load (min_containers 0, or
+// max_containers above min_containers), deployed rolling or recreate. Its
+// routers are published in Traefik's KV (they must outlive its last
+// container: at zero it has none) and send to cfg.ProxyService; its
+// containers carry no routing tags. Canary and blue-green rollouts keep
+// the direct path (their traffic splits name the containers' Traefik
+// service), at a fixed count.
+func Proxied(app *spec.App, fn *spec.Function, cfg Config) bool {
+	if cfg.ProxyService == "" || fn.Web == nil || fn.Scaling == nil || !fn.Scaling.Autoscaled() {
+		return false
+	}
+	switch app.DeployStrategy() {
+	case spec.StrategyCanary, spec.StrategyBlueGreen:
+		return false
+	}
+	return true
 }
 
 // DefaultDrainDelay is the DrainDelay of a Config that sets none: enough
@@ -135,7 +173,7 @@ func BundleURL(addr string) string { return "http://" + addr }
 // serves the bundles).
 var DefaultConfig = Config{Domain: "caravan.localhost", EntryPoint: "websecure", CertResolver: "caravan",
 	DNSCertResolver: "caravan-dns", BodyLimitPlugin: "bodylimit", KVRoot: "traefik", AuthURL: DefaultAuthURL,
-	BundleURL: BundleURL(DefaultListen)}
+	BundleURL: BundleURL(DefaultListen), ProxyService: DefaultProxyService}
 
 // Host is the hostname whose first label is name.
 func (c Config) Host(name string) string {
@@ -176,6 +214,10 @@ type Route struct {
 	HealthPath string
 	// Config is the Traefik dynamic configuration for this route alone.
 	Config *dynamic.Configuration
+	// Proxied is true when the route's requests go through caravan's
+	// proxies (see Proxied): its Config is published in Traefik's KV, not
+	// as the containers' tags.
+	Proxied bool
 	// Preview is the route of the function's canaries under its own
 	// hostname (see PreviewName), rendered for strategies that start new
 	// containers beside the old ones without sending them traffic at once
@@ -308,6 +350,20 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		Services:    map[string]*dynamic.Service{name: svc},
 		Middlewares: map[string]*dynamic.Middleware{},
 	}}
+	if name == ServiceName(app, fn) && Proxied(app, fn, cfg) {
+		// The proxies' service stands in for the containers': the
+		// proxy finds them in Consul by the name this header carries.
+		r.Proxied = true
+		r.Config.HTTP.Services = map[string]*dynamic.Service{}
+		for _, rt := range routers {
+			rt.Service = cfg.ProxyService
+		}
+		mw := name + "-function"
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Headers: &dynamic.Headers{
+			CustomRequestHeaders: map[string]string{HeaderFunction: name},
+		}}
+		use(mw)
+	}
 	if rate, burst := fn.Web.Limits(); rate > 0 {
 		// One bucket per route, shared by every client: the limit is the
 		// endpoint's, not each caller's. Traefik keys buckets by a request
@@ -459,6 +515,10 @@ func (r Route) Tags() ([]string, error) {
 	slices.Sort(tags)
 	return tags, nil
 }
+
+// KV is the route's configuration as the keys Traefik's KV provider reads
+// under rootKey, for a Proxied route.
+func (r Route) KV(rootKey string) (map[string]string, error) { return KV(rootKey, r.Config) }
 
 // Merge joins the configurations of routes into the one Traefik builds from
 // their tags; `caravan render --routes` prints it.

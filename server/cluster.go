@@ -79,6 +79,7 @@ var routerSettings = []struct {
 	{"--traefik-kv-root", func(c router.Config) string { return c.KVRoot }},
 	{"--drain-delay", func(c router.Config) string { return c.Drain().String() }},
 	{"--bundle-url", func(c router.Config) string { return c.BundleURL }},
+	{"--proxy-service", func(c router.Config) string { return c.ProxyService }},
 }
 
 // RouterMismatchError is a server whose route settings are not the ones

@@ -76,6 +76,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/caravanhq/caravan/autoscaler"
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/orchestrator"
@@ -156,6 +157,12 @@ type Server struct {
 	cancel context.CancelFunc
 	// bundleGC is how often unreferenced bundles are collected.
 	bundleGC time.Duration
+	// scaler is the autoscaler, active in one server of the cluster at a
+	// time (autoscaler.RunLeader).
+	consul *consul.Client
+	scaler *autoscaler.Scaler
+	// kvRoot is Traefik's KV root, where the proxies' service goes.
+	kvRoot string
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -260,6 +267,9 @@ func New(cfg Config) (_ *Server, err error) {
 		log:      log,
 		ln:       ln,
 		bundleGC: gc,
+		consul:   cc,
+		kvRoot:   cfg.Router.KVRoot,
+		scaler:   &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
 		BundleLimits: cfg.BundleLimits})
@@ -285,6 +295,10 @@ func (s *Server) Start() error {
 	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
 	if s.bundleGC > 0 {
 		go s.collectBundles()
+	}
+	go autoscaler.RunLeader(s.ctx, s.consul, s.scaler, s.log.Named("autoscaler"))
+	if s.kvRoot != "" {
+		go s.publishProxies(s.kvRoot)
 	}
 	go s.publishWildcard()
 	go func() {

@@ -120,9 +120,9 @@ func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
 		fmt.Sprintf("max_containers is %d but min_containers is %d. Raise max_containers to at least %d.", max, min, min))
 }
 
-func diagScaleToZero(rng hcl.Range) *hcl.Diagnostic {
+func diagScaleToZero(rng hcl.Range, why string) *hcl.Diagnostic {
 	return diagWarning(rng, "Scale to zero not yet supported",
-		"min_containers = 0 runs one container for now: caravan's proxy, which starts containers on demand, is not yet in the request path.")
+		fmt.Sprintf("min_containers = 0 runs one container here: %s. Only web functions deployed rolling or recreate scale with their traffic (through caravan's proxy).", why))
 }
 
 func diagScalingNeedsWeb(rng hcl.Range, what, fn string) *hcl.Diagnostic {

@@ -168,6 +168,10 @@ func validate(app *App) hcl.Diagnostics {
 			seen[fn.Name] = fn
 		}
 		diags = append(diags, validateFunction(fn)...)
+		if s := app.DeployStrategy(); fn.Web != nil && fn.MinContainers != nil && *fn.MinContainers == 0 &&
+			(s == StrategyCanary || s == StrategyBlueGreen) {
+			diags = append(diags, diagScaleToZero(fn.MinContainersRange, "a "+s+" rollout splits traffic between containers, not through caravan's proxy"))
+		}
 		if fn.Web != nil {
 			type claim struct {
 				host string
@@ -492,7 +496,9 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 			diags = append(diags, diagOutOfRange(fn.MinContainersRange, "min_containers", n, 0, 1000))
 		case n == 0:
 			sc.MinContainers = 0
-			diags = append(diags, diagScaleToZero(fn.MinContainersRange))
+			if fn.Web == nil || !fn.LongRunning() {
+				diags = append(diags, diagScaleToZero(fn.MinContainersRange, "caravan scales a function by the web requests it serves, and this one serves none"))
+			}
 		default:
 			sc.MinContainers = n
 		}

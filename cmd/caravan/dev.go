@@ -91,7 +91,12 @@ func devUp(c *cli.Context) error {
 		}
 		gpus = &devstack.FakeGPUs{Model: model, Count: count}
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	stack, err := devstack.Up(c.Context, devstack.Options{
+		Caravan:     self,
 		FakeGPUs:    gpus,
 		StateDir:    state,
 		Domain:      c.String("domain"),
@@ -142,10 +147,6 @@ func devUp(c *cli.Context) error {
 		return err
 	}
 
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	cl := &api.Client{Addr: stack.CaravanAddr(), Token: token}
 	fmt.Fprintf(out, "==> starting caravan server on %s\n", strings.TrimPrefix(stack.CaravanAddr(), "http://"))
 	err = stack.StartProcess(c.Context, "caravan-server", strings.TrimPrefix(stack.CaravanAddr(), "http://"), []string{self, "server",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,7 +17,7 @@ import (
 func proxyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "proxy",
-		Usage:     "Run caravan proxy, the data plane between Traefik and autoscaled functions (not yet in the request path)",
+		Usage:     "Run caravan proxy, the data plane between Traefik and autoscaled functions",
 		UsageText: "caravan proxy [--listen ADDR] [--admin-listen ADDR]",
 		Description: `Proxies each request to the least-loaded container of its function, never past the
 function's max_inputs, and queues requests while none has room (503 when the queue is
@@ -32,6 +33,7 @@ Keep it off the network callers reach.`,
 			&cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:7481", Usage: "`ADDR` of the load report, drains, metrics and health"},
 			&cli.StringFlag{Name: "consul-addr", Value: "127.0.0.1:8500", EnvVars: []string{"CONSUL_HTTP_ADDR"}},
 			&cli.StringFlag{Name: "domain", Usage: "parent `DOMAIN` of the hostnames routed by Host (default: any host's first label)"},
+			&cli.BoolFlag{Name: "register", Usage: "register in the local Consul agent as service " + proxy.ServiceName + ", health-checked on the admin address (on Nomad, the job's service block does this instead)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
 		},
 		Action: func(c *cli.Context) error {
@@ -48,6 +50,14 @@ Keep it off the network callers reach.`,
 				return err
 			}
 			log.Info("serving", "listen", s.Addr(), "admin", s.AdminAddr())
+			if c.Bool("register") {
+				if _, err := proxy.Register(c.Context, cc, s.Addr(), s.AdminAddr()); err != nil {
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					return errors.Join(err, s.Shutdown(sctx))
+				}
+				log.Info("registered in Consul", "service", proxy.ServiceName)
+			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			select {
@@ -58,6 +68,12 @@ Keep it off the network callers reach.`,
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			if c.Bool("register") {
+				// Out of Traefik's service before the listeners close.
+				if err := proxy.Deregister(cc, s.Addr()); err != nil {
+					log.Warn("deregistering from Consul", "error", err)
+				}
+			}
 			return s.Shutdown(sctx)
 		},
 	}

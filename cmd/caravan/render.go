@@ -22,6 +22,8 @@ func routerFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "drain-delay", Value: router.DefaultDrainDelay, Usage: "how long a web container keeps serving after it " +
 			"leaves Consul before Nomad stops it (its shutdown_delay): longer than Traefik takes to stop routing to it (Consul's " +
 			"propagation plus Traefik's providersThrottleDuration)"},
+		&cli.StringFlag{Name: "proxy-service", Value: d.ProxyService, Usage: "Traefik `SERVICE` of caravan's proxies, where autoscaled web functions are routed " +
+			"(\"\": every function straight to its containers, at a fixed count)"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
 			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render); with several servers, one address " +
@@ -48,6 +50,7 @@ func routerConfig(c *cli.Context) router.Config {
 		AuthURL:         c.String("auth-url"),
 		BundleURL:       c.String("bundle-url"),
 		DrainDelay:      c.Duration("drain-delay"),
+		ProxyService:    c.String("proxy-service"),
 	}
 	// render has no --listen: it renders for a server on the default one.
 	listen := c.String("listen")

@@ -1,0 +1,267 @@
+// Package autoscaler is the apply stage of autoscaling: the loop in caravan
+// server that, every second, reads every caravan proxy's load report, sums
+// it per function, feeds one autoscale.Window per function, and scales the
+// function's Nomad task group to what autoscale decides, logging each
+// decision with its reason. It reaches Consul, Nomad and the proxies
+// through Backend (consul.go has the real one); the decisions are package
+// autoscale's, pure.
+//
+// One instance is active across caravan servers (RunLeader holds a Consul
+// lock); the others wait to take over. A new leader starts every window
+// afresh, so it scales nothing down before it has watched a whole
+// scaledown_window.
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/proxy"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Function is one autoscaled function, from its record.
+type Function struct {
+	// Service is its Consul service name, as the proxies report it.
+	Service string
+	Job     string
+	Group   string
+	Config  autoscale.Config
+}
+
+// Backend is what the autoscaler asks of the world.
+type Backend interface {
+	// Functions lists the autoscaled functions (their records).
+	Functions(ctx context.Context) ([]Function, error)
+	// Proxies lists the admin base URLs of the proxies that pass their
+	// checks.
+	Proxies(ctx context.Context) ([]string, error)
+	// Load reads one proxy's report; WatchLoad waits (at most wait) for
+	// its Index to pass index.
+	Load(ctx context.Context, admin string) (proxy.Report, error)
+	WatchLoad(ctx context.Context, admin string, index uint64, wait time.Duration) (proxy.Report, error)
+	// Count is the count Nomad has for group of job; found is false when
+	// the job or group is gone (or stopped).
+	Count(ctx context.Context, job, group string) (n int, found bool, err error)
+	// Scale sets it, with reason as Nomad's scaling event message; an
+	// ErrDeploymentActive when a deployment of the job runs.
+	Scale(ctx context.Context, job, group string, n int, reason string) error
+}
+
+// ErrDeploymentActive is Nomad refusing to scale a job while one of its
+// deployments runs (a deploy's, or the one a previous scale-up opened).
+// The autoscaler decides again at its next tick, and scales then.
+var ErrDeploymentActive = errors.New("job scaling blocked due to active deployment")
+
+// Scaler decides and scales; Tick is one round, Run the loop.
+type Scaler struct {
+	Backend Backend
+	Log     hclog.Logger
+	// Interval between rounds (default 1 s); a cold start at a proxy
+	// starts one at once.
+	Interval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	windows map[string]*autoscale.Window
+	last    map[string]string // the last reason logged per function
+}
+
+// LoadTimeout bounds the read of one proxy's report in a round.
+const LoadTimeout = 800 * time.Millisecond
+
+// Tick runs one round: it returns the decisions that changed a count
+// (for tests), keyed by service.
+func (s *Scaler) Tick(ctx context.Context) (map[string]autoscale.Decision, error) {
+	now := s.now()
+	fns, err := s.Backend.Functions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.windows == nil {
+		s.windows, s.last = map[string]*autoscale.Window{}, map[string]string{}
+	}
+	samples, reported := s.sample(ctx, now)
+	changed := map[string]autoscale.Decision{}
+	seen := map[string]bool{}
+	for _, fn := range fns {
+		seen[fn.Service] = true
+		w := s.windows[fn.Service]
+		if w == nil {
+			w = &autoscale.Window{}
+			s.windows[fn.Service] = w
+		}
+		if reported {
+			// A proxy that knows nothing of the function reports no load
+			// for it: zero, which is what it holds.
+			smp := samples[fn.Service]
+			smp.At = now
+			w.Observe(smp)
+		}
+		cur, found, err := s.Backend.Count(ctx, fn.Job, fn.Group)
+		if err != nil {
+			s.log().Warn("reading the count", "function", fn.Service, "error", err)
+			continue
+		}
+		if !found {
+			continue
+		}
+		d := w.Decide(fn.Config, cur, now)
+		if !d.Changed(cur) {
+			if s.last[fn.Service] != d.Reason {
+				s.log().Debug("holding", "function", fn.Service, "count", cur, "reason", d.Reason)
+				s.last[fn.Service] = d.Reason
+			}
+			continue
+		}
+		err = s.Backend.Scale(ctx, fn.Job, fn.Group, d.Desired, d.Reason)
+		switch {
+		case errors.Is(err, ErrDeploymentActive):
+			s.log().Debug("scaling blocked by an active deployment; deciding again next round", "function", fn.Service, "from", cur, "to", d.Desired, "reason", d.Reason)
+		case err != nil:
+			s.log().Warn("scaling failed", "function", fn.Service, "from", cur, "to", d.Desired, "reason", d.Reason, "error", err)
+		default:
+			s.log().Info("scaled", "function", fn.Service, "job", fn.Job, "group", fn.Group, "from", cur, "to", d.Desired, "reason", d.Reason)
+			s.last[fn.Service] = d.Reason
+			changed[fn.Service] = d
+		}
+	}
+	for svc := range s.windows {
+		if !seen[svc] {
+			delete(s.windows, svc)
+			delete(s.last, svc)
+		}
+	}
+	return changed, nil
+}
+
+// sample sums the reports of every proxy per function; reported is false
+// when none answered (the load is unknown, not zero).
+func (s *Scaler) sample(ctx context.Context, now time.Time) (map[string]autoscale.Sample, bool) {
+	admins, err := s.Backend.Proxies(ctx)
+	if err != nil {
+		s.log().Warn("listing the proxies", "error", err)
+		return nil, false
+	}
+	reports := make([]*proxy.Report, len(admins))
+	var wg sync.WaitGroup
+	for i, a := range admins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lctx, cancel := context.WithTimeout(ctx, LoadTimeout)
+			defer cancel()
+			r, err := s.Backend.Load(lctx, a)
+			if err != nil {
+				s.log().Debug("reading a proxy's load", "proxy", a, "error", err)
+				return
+			}
+			reports[i] = &r
+		}()
+	}
+	wg.Wait()
+	out := map[string]autoscale.Sample{}
+	reported := false
+	for _, r := range reports {
+		if r == nil {
+			continue
+		}
+		reported = true
+		for _, f := range r.Functions {
+			out[f.Function] = autoscale.Sum(out[f.Function], autoscale.Sample{At: now, InFlight: f.InFlight, Queued: f.Queued})
+		}
+	}
+	return out, reported
+}
+
+// Run ticks every Interval, and at once when a proxy reports a queue
+// that started (a request at zero: its cold start), until ctx ends.
+func (s *Scaler) Run(ctx context.Context) {
+	interval := s.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	wake := make(chan struct{}, 1)
+	watchers := map[string]context.CancelFunc{}
+	defer func() {
+		for _, cancel := range watchers {
+			cancel()
+		}
+	}()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.watch(ctx, watchers, wake)
+		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.log().Warn("autoscaler round", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-wake:
+		}
+	}
+}
+
+// watch keeps one long poll of each proxy's load report (WatchLoad) that
+// wakes the loop when its queue index moves.
+func (s *Scaler) watch(ctx context.Context, watchers map[string]context.CancelFunc, wake chan<- struct{}) {
+	admins, err := s.Backend.Proxies(ctx)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, a := range admins {
+		keep[a] = true
+		if watchers[a] != nil {
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		watchers[a] = cancel
+		go func() {
+			var index uint64
+			first := true
+			for wctx.Err() == nil {
+				r, err := s.Backend.WatchLoad(wctx, a, index, 30*time.Second)
+				if err != nil {
+					select {
+					case <-wctx.Done():
+					case <-time.After(time.Second):
+					}
+					continue
+				}
+				if r.Index > index && !first {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+				index, first = r.Index, false
+			}
+		}()
+	}
+	for a, cancel := range watchers {
+		if !keep[a] {
+			cancel()
+			delete(watchers, a)
+		}
+	}
+}
+
+func (s *Scaler) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Scaler) log() hclog.Logger {
+	if s.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return s.Log
+}

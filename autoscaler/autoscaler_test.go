@@ -1,0 +1,117 @@
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/proxy"
+)
+
+type fake struct {
+	mu      sync.Mutex
+	fns     []Function
+	proxies map[string]*proxy.Report // nil report: the proxy does not answer
+	counts  map[string]int
+	blocked bool
+	scales  []int
+}
+
+func (f *fake) Functions(context.Context) ([]Function, error) { return f.fns, nil }
+func (f *fake) Proxies(context.Context) ([]string, error) {
+	var out []string
+	for a := range f.proxies {
+		out = append(out, a)
+	}
+	return out, nil
+}
+func (f *fake) Load(_ context.Context, a string) (proxy.Report, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.proxies[a]; r != nil {
+		return *r, nil
+	}
+	return proxy.Report{}, errors.New("down")
+}
+func (f *fake) WatchLoad(ctx context.Context, a string, _ uint64, _ time.Duration) (proxy.Report, error) {
+	<-ctx.Done()
+	return proxy.Report{}, ctx.Err()
+}
+func (f *fake) Count(_ context.Context, job, group string) (int, bool, error) {
+	n, ok := f.counts[job+"/"+group]
+	return n, ok, nil
+}
+func (f *fake) Scale(_ context.Context, job, group string, n int, _ string) error {
+	if f.blocked {
+		return ErrDeploymentActive
+	}
+	f.counts[job+"/"+group] = n
+	f.scales = append(f.scales, n)
+	return nil
+}
+
+func load(fn string, inFlight, queued int) *proxy.Report {
+	return &proxy.Report{Functions: []proxy.FunctionLoad{{Function: fn, InFlight: inFlight, Queued: queued}}}
+}
+
+func TestTick(t *testing.T) {
+	cfg := autoscale.Config{MinContainers: 0, MaxContainers: 4, TargetInputs: 1, ScaledownWindow: 10 * time.Second}
+	f := &fake{
+		fns:     []Function{{Service: "svc", Job: "job", Group: "web", Config: cfg}},
+		proxies: map[string]*proxy.Report{"a": load("svc", 0, 1), "b": load("other", 0, 0)},
+		counts:  map[string]int{"job/web": 0},
+	}
+	now := time.Unix(1000, 0)
+	s := &Scaler{Backend: f, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	step := func(want int) {
+		t.Helper()
+		if _, err := s.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.counts["job/web"]; got != want {
+			t.Fatalf("at %s: count %d, want %d (scales %v)", now.Sub(time.Unix(1000, 0)), got, want, f.scales)
+		}
+		now = now.Add(time.Second)
+	}
+	step(1) // cold start: one container first
+	f.proxies["a"] = load("svc", 1, 2)
+	f.proxies["b"] = load("svc", 0, 0)
+	step(3) // 1 + 2 queued, summed over both proxies
+	f.blocked = true
+	f.proxies["a"] = load("svc", 4, 2)
+	step(3) // Nomad refuses while a deployment runs ...
+	f.blocked = false
+	step(4) // ... and the next round scales, within max_containers
+	f.proxies["a"], f.proxies["b"] = nil, nil
+	for range 5 {
+		step(4) // no proxy answers: the load is unknown, the count stays
+	}
+	f.proxies["a"] = load("svc", 0, 0)
+	for range 4 {
+		step(4) // idle, but the peak of the window (at 3s) still needs 4
+	}
+	step(0) // the peak is a window old: to zero
+}
+
+func TestTickForgetsGoneFunctions(t *testing.T) {
+	f := &fake{fns: []Function{{Service: "svc", Job: "job", Group: "web", Config: autoscale.Config{MaxContainers: 1, ScaledownWindow: time.Second}}},
+		proxies: map[string]*proxy.Report{"a": load("svc", 1, 0)}, counts: map[string]int{}}
+	s := &Scaler{Backend: f}
+	if _, err := s.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scales) != 0 {
+		t.Errorf("scaled a job Nomad does not have: %v", f.scales)
+	}
+	f.fns = nil
+	if _, err := s.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.windows) != 0 {
+		t.Errorf("kept the window of a function without a record")
+	}
+}

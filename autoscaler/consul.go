@@ -1,0 +1,168 @@
+package autoscaler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/proxy"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Clients is Backend over Consul, Nomad and the proxies' admin APIs.
+type Clients struct {
+	Consul *consul.Client
+	Nomad  *nomad.Client
+	// HTTP reads the proxies' load (default: a client without timeout;
+	// each read has the caller's deadline).
+	HTTP *http.Client
+	Log  hclog.Logger
+}
+
+var _ Backend = (*Clients)(nil)
+
+// Functions reads the records under proxy.SettingsKVPrefix; one that does
+// not parse is skipped (and logged).
+func (c *Clients) Functions(ctx context.Context) ([]Function, error) {
+	pairs, _, err := c.Consul.KV().List(proxy.SettingsKVPrefix, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: autoscaled functions: %w", err)
+	}
+	var out []Function
+	for _, p := range pairs {
+		svc := strings.TrimPrefix(p.Key, proxy.SettingsKVPrefix)
+		var rec autoscale.Record
+		err := json.Unmarshal(p.Value, &rec)
+		var cfg autoscale.Config
+		if err == nil {
+			cfg, err = rec.Config()
+		}
+		if err != nil {
+			if c.Log != nil {
+				c.Log.Warn("skipping an autoscaling record", "key", p.Key, "error", err)
+			}
+			continue
+		}
+		out = append(out, Function{Service: svc, Job: rec.Job, Group: rec.Group, Config: cfg})
+	}
+	return out, nil
+}
+
+// Proxies lists the passing instances of proxy.ServiceName, by their
+// proxy.MetaAdmin.
+func (c *Clients) Proxies(ctx context.Context) ([]string, error) {
+	entries, _, err := c.Consul.Health().Service(proxy.ServiceName, "", true, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: proxies: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Service != nil && e.Service.Meta[proxy.MetaAdmin] != "" {
+			out = append(out, e.Service.Meta[proxy.MetaAdmin])
+		}
+	}
+	return out, nil
+}
+
+func (c *Clients) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Clients) Load(ctx context.Context, admin string) (proxy.Report, error) {
+	return proxy.FetchLoad(ctx, c.http(), admin)
+}
+
+func (c *Clients) WatchLoad(ctx context.Context, admin string, index uint64, wait time.Duration) (proxy.Report, error) {
+	return proxy.WatchLoad(ctx, c.http(), admin, index, wait)
+}
+
+// Count is the group's desired count in Nomad's scale status.
+func (c *Clients) Count(ctx context.Context, job, group string) (int, bool, error) {
+	st, _, err := c.Nomad.Jobs().ScaleStatus(job, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		var ue nomad.UnexpectedResponseError
+		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("nomad: scale status of %s: %w", job, err)
+	}
+	if st.JobStopped {
+		return 0, false, nil
+	}
+	g, ok := st.TaskGroups[group]
+	if !ok {
+		return 0, false, nil
+	}
+	return g.Desired, true, nil
+}
+
+// Scale asks Nomad for n containers of group.
+func (c *Clients) Scale(ctx context.Context, job, group string, n int, reason string) error {
+	_, _, err := c.Nomad.Jobs().Scale(job, group, &n, "caravan autoscaler: "+reason, false, nil, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil && blockedByDeployment(err) {
+		return fmt.Errorf("%w: %v", ErrDeploymentActive, err)
+	}
+	return err
+}
+
+// blockedByDeployment reports Nomad's refusal to scale during a
+// deployment. Nomad answers it as a plain HTTP error whose text is all
+// that tells it apart (structs.ErrJobScalingBlockedByActiveDeployment), so
+// this one place reads the text.
+func blockedByDeployment(err error) bool {
+	return strings.Contains(err.Error(), "scaling blocked due to active deployment")
+}
+
+// LeaderKey is the Consul lock the active autoscaler holds.
+const LeaderKey = "caravan/autoscaler/leader"
+
+// RunLeader runs s while this server holds LeaderKey, taking it again
+// whenever it is free, until ctx ends: one autoscaler is active across
+// servers, and another takes over within the lock's TTL when it stops.
+func RunLeader(ctx context.Context, cc *consul.Client, s *Scaler, log hclog.Logger) {
+	for ctx.Err() == nil {
+		lock, err := cc.LockOpts(&consul.LockOptions{Key: LeaderKey, SessionName: "caravan autoscaler", SessionTTL: "10s",
+			LockWaitTime: 15 * time.Second})
+		if err == nil {
+			var lost <-chan struct{}
+			if lost, err = lock.Lock(ctx.Done()); err == nil && lost != nil {
+				log.Info("autoscaler active")
+				rctx, cancel := context.WithCancel(ctx)
+				go func() {
+					select {
+					case <-lost:
+					case <-rctx.Done():
+					}
+					cancel()
+				}()
+				// A fresh Scaler's windows: nothing scales down before a
+				// whole window has been watched by this leader.
+				run := *s
+				run.Run(rctx)
+				cancel()
+				_ = lock.Unlock()
+				if ctx.Err() == nil {
+					log.Warn("autoscaler lost its lock; waiting to take it again")
+				}
+				continue
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("taking the autoscaler's lock", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}

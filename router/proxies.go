@@ -1,0 +1,84 @@
+package router
+
+import (
+	"fmt"
+	"time"
+
+	ptypes "github.com/traefik/paerser/types"
+	"github.com/traefik/traefik/v3/pkg/config/dynamic"
+)
+
+// ProxiesName is the Traefik service (in its KV provider) the routers of
+// autoscaled functions send to by default (DefaultProxyService): a
+// failover chain over every caravan proxy, in the order of ProxyServices,
+// so that one proxy at a time carries every autoscaled function's
+// requests. One proxy, because each proxy holds a container to max_inputs
+// by its own count: two proxies sharing a function would each give a
+// container max_inputs. The next proxy takes over when Traefik's health
+// check of the one before fails.
+const ProxiesName = "caravan-proxies"
+
+// ProxyServer is one caravan proxy as Traefik reaches it: its data URL
+// (http://host:port) and the port of its admin address, where Traefik
+// checks its /healthz.
+type ProxyServer struct {
+	URL        string
+	HealthPort int
+}
+
+// ProxyHealthInterval is how often Traefik checks each proxy, and
+// ProxyHealthTimeout how long a check may take.
+const (
+	ProxyHealthInterval = time.Second
+	ProxyHealthTimeout  = time.Second
+)
+
+// ProxyServices renders the Traefik services of proxies (in the order
+// given, the first preferred) for the KV provider: caravan-proxy-<i>, a
+// load balancer of proxy i alone, health-checked on its admin port, and
+// ProxiesName, falling over from one to the next (caravan-proxies-<i>
+// chain the rest). Every name starts with ProxiesPrefix.
+func ProxyServices(proxies []ProxyServer) *dynamic.Configuration {
+	services := map[string]*dynamic.Service{}
+	passHost := true
+	one := func(i int) string { return fmt.Sprintf("caravan-proxy-%d", i) }
+	for i, p := range proxies {
+		services[one(i)] = &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{
+			PassHostHeader: &passHost,
+			Servers:        []dynamic.Server{{URL: p.URL}},
+			HealthCheck: &dynamic.ServerHealthCheck{Path: "/healthz", Port: p.HealthPort,
+				Interval: ptypes.Duration(ProxyHealthInterval), Timeout: ptypes.Duration(ProxyHealthTimeout)},
+		}}
+	}
+	chain := func(i int) string {
+		if i == 0 {
+			return ProxiesName
+		}
+		return fmt.Sprintf("%s-%d", ProxiesName, i)
+	}
+	switch n := len(proxies); n {
+	case 0:
+	case 1:
+		w := 1
+		services[ProxiesName] = &dynamic.Service{Weighted: &dynamic.WeightedRoundRobin{Services: []dynamic.WRRService{{Name: one(0), Weight: &w}}}}
+	default:
+		// chain(i) tries proxy i, then chain(i+1); the last link tries
+		// the last two.
+		for i := 0; i < n-1; i++ {
+			next := chain(i + 1)
+			if i == n-2 {
+				next = one(n - 1)
+			}
+			f := &dynamic.Failover{Service: one(i), Fallback: next}
+			if i > 0 {
+				// A link reports its health to the one before it.
+				f.HealthCheck = &dynamic.HealthCheck{}
+			}
+			services[chain(i)] = &dynamic.Service{Failover: f}
+		}
+	}
+	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{Services: services}}
+}
+
+// ProxiesPrefix begins the name of every service ProxyServices renders.
+const ProxiesPrefix = "caravan-prox"
