@@ -1,6 +1,8 @@
 package proxy_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -211,23 +213,53 @@ func TestCriticalAfterPassingIsNotReady(t *testing.T) {
 	}
 }
 
-// TestProbesRunOut: probes stop after ProbeFor; a container that comes up
-// only later waits for Consul.
+// blockingProber is a Prober whose probes fail when their context ends,
+// which it reports on ended, until up is set: then they pass at once.
+type blockingProber struct {
+	up    atomic.Bool
+	calls atomic.Int64
+	ended chan error
+}
+
+func (b *blockingProber) Probe(ctx context.Context, addr, path string) bool {
+	b.calls.Add(1)
+	if b.up.Load() {
+		return true
+	}
+	<-ctx.Done()
+	b.ended <- ctx.Err()
+	return false
+}
+
+// TestProbesRunOut: the probes stop after ProbeFor; a container that comes
+// up only later waits for Consul.
 func TestProbesRunOut(t *testing.T) {
 	disc := newFakeDiscovery()
-	settings := &proxy.Settings{MaxInputs: 1}
-	c := newStartingContainer(t, "c0")
-	disc.Publish("fn", starting(settings, c))
-	p := proxy.New(proxy.Config{Discovery: disc, ProbeFor: 100 * time.Millisecond})
-	t.Cleanup(p.Close)
+	settings := &proxy.Settings{MaxInputs: 1, QueueTimeout: 200 * time.Millisecond}
+	disc.Publish("fn", starting(settings, newStartingContainer(t, "c0")))
+	prober := &blockingProber{ended: make(chan error, 1)}
+	p := proxy.New(proxy.Config{Discovery: disc, Prober: prober, ProbeFor: 50 * time.Millisecond})
+	srv := httptest.NewServer(p)
+	t.Cleanup(func() { srv.Close(); p.Close() })
 	p.Watch("fn")
-	eventually(t, "the probes to start", func() bool { return c.probes.Load() > 0 })
-	eventually(t, "the probes to stop", func() bool {
-		before := c.probes.Load()
-		time.Sleep(200 * time.Millisecond)
-		return c.probes.Load() == before
-	})
-	c.up.Store(true)
+	select {
+	case err := <-prober.ended:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the probe ended with %v, want its deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for the probes to run out")
+	}
+	prober.up.Store(true)
+	calls := prober.calls.Load()
+	// The queue timeout passes with no container ready: 504, and no
+	// probe since the probes ran out.
+	if res, _ := get(t, srv, "fn", "1"); res == nil || res.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("a request once the probes ran out: %v, want 504 (no container ready)", res)
+	}
+	if got := prober.calls.Load(); got != calls {
+		t.Errorf("%d probes after they ran out", got-calls)
+	}
 	if fl := load(p, "fn"); fl.Ready != 0 || fl.Starting != 1 {
 		t.Errorf("load after the probes ran out = %+v, want 0 ready, 1 starting", fl)
 	}
