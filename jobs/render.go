@@ -503,7 +503,7 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		// routing tags. The proxy reads the request path's settings here.
 		tags, canaryTags = nil, nil
 		sc := fn.Scaling
-		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout}.Meta())
+		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout, HealthPath: fn.Web.HealthCheckPath()}.Meta())
 		// The autoscaler reads these from the function's record (see
 		// orchestrator), not here: they are rendered so that a deploy
 		// changing only them is a change of the function, which rewrites

@@ -53,24 +53,34 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 		return Snapshot{}, index, fmt.Errorf("consul: instances of %s: %w", function, err)
 	}
 	snap := Snapshot{Known: len(entries) > 0}
+	var pendingSettings *Settings
 	for _, e := range entries {
 		if e.Service == nil {
-			continue
-		}
-		if e.Checks.AggregatedStatus() != consul.HealthPassing {
-			snap.Starting++
 			continue
 		}
 		addr := e.Service.Address
 		if addr == "" && e.Node != nil {
 			addr = e.Node.Address
 		}
-		snap.Instances = append(snap.Instances, Instance{ID: e.Service.ID, Addr: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))})
-		if snap.Settings == nil {
-			if s, ok := SettingsFromMeta(e.Service.Meta); ok {
-				snap.Settings = &s
+		s, hasSettings := SettingsFromMeta(e.Service.Meta)
+		in := Instance{ID: e.Service.ID, Addr: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)), HealthPath: s.HealthPath}
+		if e.Checks.AggregatedStatus() != consul.HealthPassing {
+			snap.Starting++
+			snap.Pending = append(snap.Pending, in)
+			// At a cold start only starting containers say the
+			// settings; a passing one's meta wins.
+			if hasSettings && pendingSettings == nil {
+				pendingSettings = &s
 			}
+			continue
 		}
+		snap.Instances = append(snap.Instances, in)
+		if snap.Settings == nil && hasSettings {
+			snap.Settings = &s
+		}
+	}
+	if snap.Settings == nil {
+		snap.Settings = pendingSettings
 	}
 	if snap.Settings == nil {
 		kv, _, err := c.Client.KV().Get(SettingsKVPrefix+function, (&consul.QueryOptions{}).WithContext(ctx))

@@ -49,7 +49,8 @@ func TestConsulDiscovery(t *testing.T) {
 			Meta: map[string]string{proxy.MetaMaxInputs: "4", proxy.MetaQueueMax: "10", proxy.MetaQueueTimeout: "2m"}}},
 		{Node: &consul.Node{Address: "10.0.0.9"}, Service: &consul.AgentService{ID: "_nomad-task-2", Address: "10.0.0.7", Port: 23002},
 			Checks: consul.HealthChecks{{Status: consul.HealthPassing}}},
-		{Node: &consul.Node{Address: "10.0.0.8"}, Service: &consul.AgentService{ID: "_nomad-task-3", Port: 23003},
+		{Node: &consul.Node{Address: "10.0.0.8"}, Service: &consul.AgentService{ID: "_nomad-task-3", Port: 23003,
+			Meta: map[string]string{proxy.MetaMaxInputs: "8", proxy.MetaHealthPath: "/healthz"}},
 			Checks: consul.HealthChecks{{Status: consul.HealthCritical}}},
 	}}
 	srv := httptest.NewServer(fc)
@@ -74,12 +75,24 @@ func TestConsulDiscovery(t *testing.T) {
 	if !snap.Known || snap.Starting != 1 {
 		t.Errorf("known %v, starting = %d, want known and 1 (the instance whose check is critical)", snap.Known, snap.Starting)
 	}
-	if snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 4, QueueMax: 10, QueueTimeout: 2 * time.Minute}) {
-		t.Errorf("settings = %+v", snap.Settings)
+	if want := []proxy.Instance{{ID: "_nomad-task-3", Addr: "10.0.0.8:23003", HealthPath: "/healthz"}}; !slices.Equal(snap.Pending, want) {
+		t.Errorf("pending = %+v, want %+v (the starting one, with its health path)", snap.Pending, want)
 	}
+	if snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 4, QueueMax: 10, QueueTimeout: 2 * time.Minute}) {
+		t.Errorf("settings = %+v, want a passing container's", snap.Settings)
+	}
+
 	if want := []string{"7 30000ms passing=false"}; !slices.Equal(fc.queries, want) {
 		t.Errorf("health queries = %q, want %q (a blocking query of every instance)", fc.queries, want)
 	}
+
+	// At a cold start only a starting container says the settings.
+	all := fc.entries
+	fc.entries = all[2:]
+	if snap, _, err = d.Watch(context.Background(), "fn", 42); err != nil || snap.Settings == nil || *snap.Settings != (proxy.Settings{MaxInputs: 8, HealthPath: "/healthz"}) {
+		t.Errorf("starting only: settings %+v, %v; want the starting container's", snap.Settings, err)
+	}
+	fc.entries = all
 
 	// At zero, the settings come from KV, when it has them.
 	fc.entries = nil

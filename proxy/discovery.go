@@ -12,6 +12,11 @@ type Instance struct {
 	ID string
 	// Addr is where it listens, host:port.
 	Addr string
+	// HealthPath is the path its health check GETs (MetaHealthPath), for
+	// the proxy's own probes of a container whose checks do not pass yet;
+	// "" when discovery does not know it (then the proxy waits for
+	// discovery).
+	HealthPath string
 }
 
 // Settings are a function's request-path settings (spec.Scaling's
@@ -20,6 +25,9 @@ type Settings struct {
 	MaxInputs    int
 	QueueMax     int
 	QueueTimeout time.Duration
+	// HealthPath is the path the containers' health check GETs (the
+	// spec's health_path); "" leaves it out of Meta.
+	HealthPath string
 }
 
 // Defaults of Settings, the spec's (spec.DefaultMaxInputs and the queue's).
@@ -50,6 +58,10 @@ const (
 	MetaMaxInputs    = "caravan_max_inputs"
 	MetaQueueMax     = "caravan_queue_max"
 	MetaQueueTimeout = "caravan_queue_timeout"
+	// MetaHealthPath is the path the container's health check GETs: the
+	// proxy probes it itself while Consul's checks do not pass yet, so a
+	// cold start does not wait for Consul's first interval (issue 13).
+	MetaHealthPath = "caravan_health_path"
 )
 
 // SettingsFromMeta reads Settings from service meta; what is missing or
@@ -68,17 +80,25 @@ func SettingsFromMeta(meta map[string]string) (s Settings, ok bool) {
 		s.QueueTimeout, _ = time.ParseDuration(v)
 		ok = true
 	}
+	if v, found := meta[MetaHealthPath]; found {
+		s.HealthPath = v
+		ok = true
+	}
 	return s, ok
 }
 
 // Meta is SettingsFromMeta's inverse, for the renderer.
 func (s Settings) Meta() map[string]string {
 	s = s.withDefaults()
-	return map[string]string{
+	m := map[string]string{
 		MetaMaxInputs:    strconv.Itoa(s.MaxInputs),
 		MetaQueueMax:     strconv.Itoa(s.QueueMax),
 		MetaQueueTimeout: s.QueueTimeout.String(),
 	}
+	if s.HealthPath != "" {
+		m[MetaHealthPath] = s.HealthPath
+	}
+	return m
 }
 
 // Snapshot is what discovery knows of a function at one index.
@@ -91,6 +111,10 @@ type Snapshot struct {
 	Instances []Instance
 	// Starting is how many more it has whose checks do not pass yet.
 	Starting int
+	// Pending are those starting containers, when discovery can say
+	// which (Consul does): the proxy probes their HealthPath itself and
+	// gives one requests on its first 2xx, until discovery says passing.
+	Pending []Instance
 	// Settings are its settings; nil when discovery does not know them
 	// (no container says, say, at zero): the proxy keeps what it had.
 	Settings *Settings

@@ -52,6 +52,17 @@ func (f *fakeDiscovery) Set(name string, settings *proxy.Settings, instances ...
 	ff.changed = make(chan struct{})
 }
 
+// Publish publishes a whole snapshot (starting containers, say).
+func (f *fakeDiscovery) Publish(name string, snap proxy.Snapshot) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ff := f.fn(name)
+	ff.index++
+	ff.snap = snap
+	close(ff.changed)
+	ff.changed = make(chan struct{})
+}
+
 // Forget makes the function unknown, as if it had been removed.
 func (f *fakeDiscovery) Forget(name string) {
 	f.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -73,10 +74,40 @@ type pool struct {
 	next int
 	// wake is set while a timer will dispatch once an ejection ends.
 	wake *time.Timer
+
+	// passing are the containers the last snapshot lists as passing;
+	// pending those it lists as starting, by ID, with what the proxy's
+	// own probes say of them; passed the IDs of listed containers
+	// discovery has passed at least once (Consul decides for those).
+	passing []Instance
+	pending map[string]*candidate
+	passed  map[string]bool
+	// unlisted is how many starting containers discovery counts but
+	// does not list (in Snapshot.Starting only).
+	unlisted int
+	probing  probing
+}
+
+// probing is how a pool probes its starting containers itself.
+type probing struct {
+	prober Prober // nil: it does not
+	every  time.Duration
+	limit  time.Duration
+	// ctx ends every probe (the pool's watch ended); wg waits for them.
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// candidate is a starting container and its probes' verdict.
+type candidate struct {
+	Instance
+	state  probeState
+	cancel context.CancelFunc // ends its probes; nil when none run
 }
 
 func newPool(name string, now func() time.Time, ejectFor time.Duration) *pool {
-	return &pool{name: name, now: now, ejectFor: ejectFor, settings: Settings{}.withDefaults()}
+	return &pool{name: name, now: now, ejectFor: ejectFor, settings: Settings{}.withDefaults(),
+		pending: map[string]*candidate{}, passed: map[string]bool{}}
 }
 
 // usable reports whether in may take one more request now.
@@ -264,14 +295,15 @@ func (p *pool) forget(in *instance) {
 
 // update applies a discovery snapshot: new containers take queued
 // requests at once; containers no longer listed take no new ones and are
-// forgotten once idle.
+// forgotten once idle. Starting containers are probed (see
+// containerReady) and take requests once a probe passes.
 func (p *pool) update(snap Snapshot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if snap.Settings != nil {
 		p.settings = snap.Settings.withDefaults()
 	}
-	p.starting = snap.Starting
+	p.unlisted = max(snap.Starting-len(snap.Pending), 0)
 	p.seen, p.known = true, snap.Known
 	if !snap.Known {
 		// Nothing to wait for: every queued request is 404.
@@ -281,8 +313,75 @@ func (p *pool) update(snap Snapshot) {
 			w.ch <- nil
 		}
 	}
-	listed := make(map[string]Instance, len(snap.Instances))
+	p.passing = snap.Instances
+	listed := map[string]bool{}
 	for _, si := range snap.Instances {
+		listed[si.ID] = true
+		p.passed[si.ID] = true
+	}
+	pending := map[string]Instance{}
+	for _, si := range snap.Pending {
+		if !listed[si.ID] {
+			pending[si.ID] = si
+			listed[si.ID] = true
+		}
+	}
+	for id := range p.passed {
+		if !listed[id] {
+			delete(p.passed, id) // a container listed anew starts anew
+		}
+	}
+	for id, c := range p.pending {
+		if si, ok := pending[id]; !ok || si != c.Instance {
+			c.stop()
+			delete(p.pending, id)
+		}
+	}
+	for id, si := range pending {
+		if _, ok := p.pending[id]; ok {
+			continue
+		}
+		c := &candidate{Instance: si}
+		p.pending[id] = c
+		if p.probing.prober != nil && shouldProbe(false, p.passed[id], si.HealthPath, c.state) {
+			p.startProbes(c)
+		}
+	}
+	p.apply()
+}
+
+// apply lists the containers containerReady passes and dispatches to
+// them. Called with mu held.
+func (p *pool) apply() {
+	ready := slices.Clone(p.passing)
+	p.starting = p.unlisted
+	for _, si := range p.pendingOrdered() {
+		if containerReady(false, p.passed[si.ID], p.pending[si.ID].state) {
+			ready = append(ready, si)
+		} else {
+			p.starting++
+		}
+	}
+	p.list(ready)
+	p.dispatch()
+}
+
+// pendingOrdered is the pending containers by ID, so that apply lists
+// them in a stable order. Called with mu held.
+func (p *pool) pendingOrdered() []Instance {
+	out := make([]Instance, 0, len(p.pending))
+	for _, c := range p.pending {
+		out = append(out, c.Instance)
+	}
+	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// list makes the ready containers the ones that take new requests.
+// Called with mu held.
+func (p *pool) list(ready []Instance) {
+	listed := make(map[string]Instance, len(ready))
+	for _, si := range ready {
 		listed[si.ID] = si
 	}
 	for _, in := range slices.Clone(p.instances) {
@@ -300,15 +399,83 @@ func (p *pool) update(snap Snapshot) {
 		}
 		delete(listed, in.id)
 	}
-	// Those left are new, added in the snapshot's order.
-	for _, si := range snap.Instances {
+	// Those left are new, added in the given order.
+	for _, si := range ready {
 		if _, ok := listed[si.ID]; ok {
 			p.instances = append(p.instances, &instance{id: si.ID, addr: si.Addr})
 			delete(listed, si.ID)
 		}
 	}
-	p.dispatch()
 }
+
+// startProbes probes c every probing.every until its probes stop (it
+// passes, leaves, or the watch ends) or probing.limit passes. Called with
+// mu held.
+func (p *pool) startProbes(c *candidate) {
+	ctx, cancel := context.WithTimeout(p.probing.ctx, p.probing.limit)
+	c.cancel = cancel
+	p.probing.wg.Add(1)
+	go func() {
+		defer p.probing.wg.Done()
+		defer cancel()
+		t := time.NewTicker(p.probing.every)
+		defer t.Stop()
+	probes:
+		for {
+			ok := p.probing.prober.Probe(ctx, c.Addr, c.HealthPath)
+			if ctx.Err() != nil {
+				break
+			}
+			p.probed(c, ok)
+			select {
+			case <-ctx.Done():
+				break probes
+			case <-t.C:
+			}
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && p.probing.ctx.Err() == nil {
+			p.expire(c)
+		}
+	}()
+}
+
+// expire notes that c's probes ran out without Consul passing it: it is
+// not ready until Consul passes it.
+func (p *pool) expire(c *candidate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending[c.ID] == c {
+		c.state = probeExpired
+		p.apply()
+	}
+}
+
+// probed applies a probe's answer for c, if c is still pending.
+func (p *pool) probed(c *candidate, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending[c.ID] != c || c.state == probeExpired {
+		return
+	}
+	state := probeFailed
+	if ok {
+		state = probeOK
+	}
+	if state != c.state {
+		c.state = state
+		p.apply()
+	}
+}
+
+// stop ends c's probes, if any run.
+func (c *candidate) stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// stopProbes waits for every probe to end, once probing.ctx has.
+func (p *pool) stopProbes() { p.probing.wg.Wait() }
 
 // setDraining marks the container id draining (or not); false when the
 // pool does not know it.

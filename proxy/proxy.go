@@ -76,6 +76,13 @@ type Config struct {
 	// stays watched (default 10 minutes); the next request watches it
 	// anew.
 	IdleAfter time.Duration
+	// Prober probes a container Consul lists but does not pass yet, at
+	// its HealthPath; its first 2xx gives it requests (default:
+	// HTTPProber). ProbeEvery is how often (default 25 ms), ProbeFor for
+	// how long at most before only Consul decides (default 30 s).
+	Prober     Prober
+	ProbeEvery time.Duration
+	ProbeFor   time.Duration
 	// Registerer takes the proxy's Prometheus metrics (default: a
 	// registry of its own, served by AdminHandler).
 	Registerer prometheus.Registerer
@@ -124,6 +131,15 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.IdleAfter <= 0 {
 		cfg.IdleAfter = 10 * time.Minute
+	}
+	if cfg.Prober == nil {
+		cfg.Prober = &HTTPProber{}
+	}
+	if cfg.ProbeEvery <= 0 {
+		cfg.ProbeEvery = 25 * time.Millisecond
+	}
+	if cfg.ProbeFor <= 0 {
+		cfg.ProbeFor = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -215,6 +231,7 @@ func (p *Proxy) pool(function string) *pool {
 	pl.used = p.cfg.Now()
 	pl.onQueue = p.queueStarted
 	ctx, stop := context.WithCancel(p.ctx)
+	pl.probing.prober, pl.probing.every, pl.probing.limit, pl.probing.ctx = p.cfg.Prober, p.cfg.ProbeEvery, p.cfg.ProbeFor, ctx
 	p.pools[function] = &watched{pool: pl, stop: stop}
 	p.wg.Add(1)
 	go p.watch(ctx, pl)
@@ -255,6 +272,7 @@ func (p *Proxy) Watch(function string) { p.pool(function) }
 // with backoff.
 func (p *Proxy) watch(ctx context.Context, pl *pool) {
 	defer p.wg.Done()
+	defer pl.stopProbes() // they end with ctx
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {

@@ -52,7 +52,7 @@ func TestFunctionOf(t *testing.T) {
 }
 
 func TestSettingsMeta(t *testing.T) {
-	s := proxy.Settings{MaxInputs: 4, QueueMax: 20, QueueTimeout: 90 * time.Second}
+	s := proxy.Settings{MaxInputs: 4, QueueMax: 20, QueueTimeout: 90 * time.Second, HealthPath: "/healthz"}
 	got, ok := proxy.SettingsFromMeta(s.Meta())
 	if !ok || got != s {
 		t.Errorf("SettingsFromMeta(Meta()) = %+v, %v; want %+v", got, ok, s)
@@ -62,6 +62,9 @@ func TestSettingsMeta(t *testing.T) {
 	}
 	if got := (proxy.Settings{}).Meta(); got[proxy.MetaMaxInputs] != "1" || got[proxy.MetaQueueMax] != "1000" || got[proxy.MetaQueueTimeout] != "1m0s" {
 		t.Errorf("defaults' Meta() = %v", got)
+	}
+	if _, ok := (proxy.Settings{}).Meta()[proxy.MetaHealthPath]; ok {
+		t.Error("Meta() without a health path has the key")
 	}
 }
 
