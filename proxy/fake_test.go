@@ -112,14 +112,7 @@ func newBackend(t *testing.T, name string, handler http.HandlerFunc) *backend {
 	t.Helper()
 	b := &backend{name: name}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := b.cur.Add(1)
-		defer b.cur.Add(-1)
-		for {
-			p := b.peak.Load()
-			if n <= p || b.peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
+		defer enter(&b.cur, &b.peak)()
 		b.served.Add(1)
 		if b.arrived != nil {
 			b.arrived <- r.Header.Get("X-Seq")
@@ -196,4 +189,17 @@ func load(p *proxy.Proxy, fn string) proxy.FunctionLoad {
 		}
 	}
 	return proxy.FunctionLoad{}
+}
+
+// enter counts a request in cur, raising peak to cur's highest, and
+// returns what counts it out.
+func enter(cur, peak *atomic.Int64) (leave func()) {
+	n := cur.Add(1)
+	for {
+		p := peak.Load()
+		if n <= p || peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return func() { cur.Add(-1) }
 }

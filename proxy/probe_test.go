@@ -41,14 +41,7 @@ func newStartingContainer(t *testing.T, name string) *startingContainer {
 			io.WriteString(w, "ok")
 			return
 		}
-		n := c.cur.Add(1)
-		defer c.cur.Add(-1)
-		for {
-			p := c.peak.Load()
-			if n <= p || c.peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
+		defer enter(&c.cur, &c.peak)()
 		c.served.Add(1)
 		if c.hold != nil {
 			select {
