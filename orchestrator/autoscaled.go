@@ -146,12 +146,7 @@ func carryCounts(job, current *nomad.Job, app *spec.App, routes []router.Route) 
 	if current == nil || stopped(current) {
 		return
 	}
-	running := map[string]int{}
-	for _, tg := range current.TaskGroups {
-		if tg.Name != nil && tg.Count != nil {
-			running[*tg.Name] = *tg.Count
-		}
-	}
+	running := groupCounts(current)
 	for _, r := range routes {
 		fn := functionNamed(app, r.Function)
 		if !r.Proxied || fn == nil || fn.Scaling == nil {
@@ -177,13 +172,21 @@ func carryCounts(job, current *nomad.Job, app *spec.App, routes []router.Route) 
 	}
 }
 
+// groupCounts maps each task group of job to its count.
+func groupCounts(job *nomad.Job) map[string]int {
+	out := map[string]int{}
+	for _, tg := range job.TaskGroups {
+		if tg.Name != nil && tg.Count != nil {
+			out[*tg.Name] = *tg.Count
+		}
+	}
+	return out
+}
+
 // probeable are the routes of rendered to probe: all but those of proxied
 // functions that run no container (at zero, a deploy starts none).
 func probeable(rendered *jobs.Rendered) []router.Route {
-	counts := map[string]int{}
-	for _, tg := range rendered.Job.TaskGroups {
-		counts[*tg.Name] = *tg.Count
-	}
+	counts := groupCounts(rendered.Job)
 	var out []router.Route
 	for _, r := range rendered.Routes {
 		if r.Proxied && counts[r.Function] == 0 {

@@ -537,13 +537,7 @@ func (o *Orchestrator) waitOldGone(ctx context.Context, depID string, routes []r
 // oldInstances counts the instances that belong to no allocation of
 // allocs (Nomad puts the allocation ID in the service instance's ID).
 func oldInstances(instances []Instance, allocs []*nomad.AllocationListStub) int {
-	n := 0
-	for _, in := range instances {
-		if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool { return strings.Contains(in.ID, a.ID) }) {
-			n++
-		}
-	}
-	return n
+	return len(instances) - len(ofAllocs(instances, allocs))
 }
 
 // Promote moves all traffic of an app's canary version to it and retires

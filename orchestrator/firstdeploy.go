@@ -95,10 +95,7 @@ func (o *Orchestrator) firstFailure(ctx context.Context, deployed <-chan error, 
 // to them alone: containers of a job purged a moment ago may still be
 // registered under the same names.
 func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered) error {
-	want := map[string]int{}
-	for _, tg := range rendered.Job.TaskGroups {
-		want[*tg.Name] = *tg.Count
-	}
+	want := groupCounts(rendered.Job)
 	allocs, err := o.awaitRunning(ctx, *rendered.Job.ID, want)
 	if err != nil {
 		return err
