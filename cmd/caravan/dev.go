@@ -151,7 +151,7 @@ func devUp(c *cli.Context) error {
 	fmt.Fprintf(out, "==> starting caravan server on %s\n", strings.TrimPrefix(stack.CaravanAddr(), "http://"))
 	err = stack.StartProcess(c.Context, "caravan-server", strings.TrimPrefix(stack.CaravanAddr(), "http://"), []string{self, "server",
 		"--listen", strings.TrimPrefix(stack.CaravanAddr(), "http://"),
-		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(),
+		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(), "--create-namespaces",
 		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
 		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
 		"--dns-resolver", stack.ChallDNSAddr(),
