@@ -53,7 +53,7 @@
 //	forbidden        403  the token may not act on that workspace
 //	policy_denied    403  the server's policy does not let the workspace run it (a driver, a limit)
 //	not_found        404  no such app, version, function or token in the token's sight
-//	conflict         409  the app's state does not allow it now, or its record changed underneath
+//	conflict         409  the app's state does not allow it now, or its record changed underneath, or its workspace has no Nomad namespace
 //	ownership        409  a Nomad job of that name that caravan does not own
 //	host_taken       409  a hostname another app serves
 //	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
