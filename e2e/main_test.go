@@ -262,6 +262,9 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		// Every server of the stack shares one bundle directory, as
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
+		// This process is the test binary: tasks get the CLI built from
+		// this tree.
+		AgentBinary: caravanBin.path,
 	}
 	if change != nil {
 		change(&cfg)
