@@ -29,14 +29,7 @@ type Drainer interface {
 }
 
 // DrainAnswer is the answer of POST /v1/agent/drain.
-type DrainAnswer struct {
-	// InFlight is how many requests the allocation still serves, over
-	// every proxy that answered; Proxies how many answered, Failed how
-	// many did not.
-	InFlight int `json:"in_flight"`
-	Proxies  int `json:"proxies"`
-	Failed   int `json:"failed"`
-}
+type DrainAnswer = agent.DrainAnswer
 
 // MaxAgentDrain bounds the wait of one drain request.
 const MaxAgentDrain = 10 * time.Minute
