@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/proxy"
+)
+
+// drainJS answers /slow?ms=N[&ms1=M] after N ms, or after M ms in the
+// container of allocation index 1 (the one a scale from 2 to 1 stops),
+// with "done idx=<index> v=<VERSION>".
+const drainJS = `const idx = process.env.NOMAD_ALLOC_INDEX, v = process.env.VERSION;
+require("http").createServer((q, s) => {
+  if (q.url === "/healthz") { s.end("ok"); return; }
+  const p = new URL(q.url, "http://x").searchParams;
+  const ms = +((idx === "1" && p.get("ms1")) || p.get("ms") || 0);
+  setTimeout(() => s.end("done idx=" + idx + " v=" + v), ms);
+}).listen(process.env.PORT, process.env.HOST);`
+
+// drainSpec is an autoscaled function of drainJS.
+func drainSpec(app, version string, min, max, maxInputs int, window string) string {
+	return fmt.Sprintf(`app %q {
+  workspace = "e2e"
+  function "web" {
+    command = "node"
+    args    = ["-e", %s]
+    env = {
+      VERSION = %q
+    }
+    resources {
+      memory = 64
+    }
+    min_containers   = %d
+    max_containers   = %d
+    scaledown_window = %q
+    concurrency {
+      max_inputs = %d
+    }
+    web {
+      health_path = "/healthz"
+    }
+  }
+}
+`, app, strconv.Quote(drainJS), version, min, max, window, maxInputs)
+}
+
+// drainedLines counts the drains caravan server logged.
+func drainedLines(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(env.stack.StateDir, "logs", "caravan-server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "allocation drained")
+}
+
+// longRequests sends a GET of url every `every` until stop closes, each
+// allowed a minute, and returns how many answered and the failures.
+type longRequests struct {
+	mu       sync.Mutex
+	ok       int
+	failures []string
+	wg       sync.WaitGroup
+}
+
+func (l *longRequests) send(t *testing.T, url string) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		status, body, err := getWithin(t, url, time.Minute)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err != nil || status != http.StatusOK || !strings.HasPrefix(body, "done") {
+			l.failures = append(l.failures, fmt.Sprintf("%d %q %v", status, body, err))
+			return
+		}
+		l.ok++
+	}()
+}
+
+func (l *longRequests) check(t *testing.T, what string) {
+	t.Helper()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Logf("%s: %d requests answered 200, %d failed", what, l.ok, len(l.failures))
+	for _, f := range l.failures {
+		t.Errorf("%s: a request was cut: %s", what, f)
+	}
+}
+
+// TestDrainRollingKeepsLongRequests redeploys an autoscaled function
+// (rolling) while 5 s requests are in flight, a new one every 250 ms from
+// before the deploy until after it: the old container is drained at the
+// proxies before it stops, and every request answers 200.
+func TestDrainRollingKeepsLongRequests(t *testing.T) {
+	const app, job, service = "drainroll", "e2e--drainroll", "e2e--drainroll-web"
+	purge(t, job)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	res := deploy(t, "drainroll.hcl", drainSpec(app, "v1", 1, 3, 40, "60s"), api.DeployBody{})
+	url := res.Functions[0].URL + "/slow?ms=5000"
+	drainsBefore := drainedLines(t)
+
+	var reqs longRequests
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				reqs.send(t, url)
+			}
+		}
+	}()
+	// Requests are in flight at the old container before the deploy.
+	eventually(t, time.Minute, "requests in flight at the proxies", func() error {
+		if n := inFlight(t, service); n < 4 {
+			return fmt.Errorf("%d in flight", n)
+		}
+		return nil
+	})
+	r2 := deploy(t, "drainroll.hcl", drainSpec(app, "v2", 1, 3, 40, "60s"), api.DeployBody{Strategy: "rolling"})
+	t.Logf("rolling redeploy: version %d in %s", r2.Version, r2.Duration.Round(time.Millisecond))
+	// The old container's drain: caravan server logs it once the
+	// requests it had are done.
+	eventually(t, time.Minute, "the old container drained", func() error {
+		if drainedLines(t) == drainsBefore {
+			return fmt.Errorf("no drain logged yet")
+		}
+		return nil
+	})
+	close(stop)
+	<-sent
+	reqs.check(t, "rolling with 5 s requests")
+	answersVersion(t, res.Functions[0].URL+"/slow?ms=0", "v2")
+}
+
+// inFlight is the requests of service in flight over every proxy.
+func inFlight(t *testing.T, service string) int {
+	t.Helper()
+	n := 0
+	for _, admin := range env.stack.ProxyAdmins() {
+		rep, err := proxy.FetchLoad(context.Background(), http.DefaultClient, admin)
+		if err != nil {
+			continue
+		}
+		for _, fl := range rep.Functions {
+			if fl.Function == service {
+				n += fl.InFlight
+			}
+		}
+	}
+	return n
+}
+
+// TestDrainRecreateUnderSteadyLoad redeploys an autoscaled function with
+// the recreate strategy twice under a steady load: the old containers
+// drain, the requests of the gap wait in the proxies' queue until the new
+// version is up, and none fails.
+func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
+	const app, job, service = "drainre", "e2e--drainre", "e2e--drainre-web"
+	purge(t, job)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	res := deploy(t, "drainre.hcl", drainSpec(app, "v1", 1, 2, 8, "60s"), api.DeployBody{})
+	base := res.Functions[0].URL
+
+	stop := make(chan struct{})
+	began := time.Now()
+	l := runLoad(context.Background(), base+"/slow?ms=100", 20, stop)
+	for i, v := range []string{"v2", "v3"} {
+		r := deploy(t, "drainre.hcl", drainSpec(app, v, 1, 2, 8, "60s"), api.DeployBody{Strategy: "recreate"})
+		t.Logf("recreate %d: version %d in %s", i+1, r.Version, r.Duration.Round(time.Millisecond))
+	}
+	answersVersion(t, base+"/slow?ms=0", "v3")
+	close(stop)
+	<-l.done
+	elapsed := time.Since(began)
+	sent, failed := l.sent.Load(), l.failed.Load()
+	t.Logf("load: %d requests in %s (%.0f/s), %d failed", sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), failed)
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed across 2 recreate deploys; first: %v", failed, sent, l.firstErrors)
+	}
+}
+
+// TestDrainScaleDownFinishesLongRequest scales an autoscaled function
+// from 2 containers to 1 while the container Nomad stops (index 1, the
+// highest) serves a long request: the request answers 200, after the
+// scale-down.
+func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
+	const app, job, service = "drainscale", "e2e--drainscale", "e2e--drainscale-web"
+	purge(t, job)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	res := deploy(t, "drainscale.hcl", drainSpec(app, "v1", 1, 2, 1, "5s"), api.DeployBody{})
+	base := res.Functions[0].URL
+
+	// Two at once against max_inputs 1: a second container.
+	var warm longRequests
+	warm.send(t, base+"/slow?ms=3000")
+	warm.send(t, base+"/slow?ms=3000")
+	eventually(t, 2*time.Minute, "two containers passing", func() error {
+		entries, _, err := env.consul.Health().Service(service, "", true, nil)
+		if err != nil || len(entries) != 2 {
+			return fmt.Errorf("%d passing (%v)", len(entries), err)
+		}
+		return nil
+	})
+	warm.check(t, "warm-up")
+	drainsBefore := drainedLines(t)
+
+	// One request per container: 6 s at index 0, 16 s at index 1. Once
+	// the first is done the load needs one container, and after the 5 s
+	// window Nomad stops index 1 while its request runs.
+	var long longRequests
+	long.send(t, base+"/slow?ms=6000&ms1=16000")
+	long.send(t, base+"/slow?ms=6000&ms1=16000")
+	scaled := make(chan struct{})
+	go func() {
+		defer close(scaled)
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if d, _ := groupCount(t, job); d == 1 {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	done := make(chan struct{})
+	go func() { long.wg.Wait(); close(done) }()
+	select {
+	case <-scaled:
+	case <-done:
+		t.Fatal("both long requests ended before the scale-down: nothing was drained")
+	}
+	t.Logf("scaled down to 1 while %d requests were in flight", inFlight(t, service))
+	long.check(t, "scale-down with a long request")
+	eventually(t, 30*time.Second, "caravan server logs the drain of the scale-down", func() error {
+		if drainedLines(t) == drainsBefore {
+			return fmt.Errorf("no drain logged")
+		}
+		return nil
+	})
+}
+
+// answersVersion polls url until it answers 200 from version v.
+func answersVersion(t *testing.T, url, v string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "GET "+url+" answers from "+v, func() error {
+		status, got, err := get(t, url)
+		if err != nil {
+			return err
+		}
+		if status != 200 || !strings.HasSuffix(got, " v="+v) {
+			return fmt.Errorf("%d %q", status, got)
+		}
+		return nil
+	})
+}
