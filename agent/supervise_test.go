@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,5 +152,36 @@ func TestSupervisorPassesOtherSignals(t *testing.T) {
 	}
 	if drained {
 		t.Error("SIGHUP drained")
+	}
+}
+
+func TestHTTPDrain(t *testing.T) {
+	var gotWait string
+	answer := `{"in_flight":0,"proxies":2,"failed":0}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotWait = r.URL.Query().Get("wait")
+		if r.Method != http.MethodPost || r.URL.Query().Get("sig") != "s" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		w.Write([]byte(answer))
+	}))
+	defer srv.Close()
+	log := &syncBuf{}
+	logf := func(f string, a ...any) { fmt.Fprintf(log, f+"\n", a...) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := HTTPDrain(srv.URL+"/v1/agent/drain?job=j&alloc=a&sig=s", srv.Client(), logf)(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := time.ParseDuration(gotWait); err != nil || d > 10*time.Second || d < 5*time.Second {
+		t.Errorf("wait = %q, want a little under the 10s deadline", gotWait)
+	}
+	if err := HTTPDrain(srv.URL+"/v1/agent/drain?job=j&alloc=a&sig=x", srv.Client(), logf)(ctx); err == nil {
+		t.Error("a refused drain is no error")
+	}
+	answer = `{"in_flight":0,"proxies":0,"failed":2}`
+	if err := HTTPDrain(srv.URL+"/v1/agent/drain?job=j&alloc=a&sig=s", srv.Client(), logf)(ctx); err == nil {
+		t.Error("a drain no proxy answered is no error")
 	}
 }

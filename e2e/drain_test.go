@@ -70,6 +70,7 @@ type longRequests struct {
 	mu       sync.Mutex
 	ok       int
 	failures []string
+	bodies   []string
 	wg       sync.WaitGroup
 }
 
@@ -85,6 +86,7 @@ func (l *longRequests) send(t *testing.T, url string) {
 			return
 		}
 		l.ok++
+		l.bodies = append(l.bodies, body)
 	}()
 }
 
@@ -148,6 +150,38 @@ func TestDrainRollingKeepsLongRequests(t *testing.T) {
 	<-sent
 	reqs.check(t, "rolling with 5 s requests")
 	answersVersion(t, res.Functions[0].URL+"/slow?ms=0", "v2")
+}
+
+// oneEach says why the proxies do not report two containers of service
+// with one request in flight each, or nil.
+func oneEach(service string) error {
+	var seen []string
+	for _, admin := range env.stack.ProxyAdmins() {
+		rep, err := proxy.FetchLoad(context.Background(), http.DefaultClient, admin)
+		if err != nil {
+			return err
+		}
+		for _, fl := range rep.Functions {
+			if fl.Function != service {
+				continue
+			}
+			for _, in := range fl.Instances {
+				seen = append(seen, fmt.Sprintf("%s:%d", in.ID, in.InFlight))
+			}
+			if fl.InFlight > 0 {
+				busy := 0
+				for _, in := range fl.Instances {
+					if in.InFlight == 1 {
+						busy++
+					}
+				}
+				if busy == 2 {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("instances %v", seen)
 }
 
 // inFlight is the requests of service in flight over every proxy.
@@ -228,12 +262,16 @@ func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	var long longRequests
 	long.send(t, base+"/slow?ms=6000&ms1=16000")
 	long.send(t, base+"/slow?ms=6000&ms1=16000")
+	eventually(t, 30*time.Second, "both containers serve one long request each", func() error {
+		return oneEach(service)
+	})
 	scaled := make(chan struct{})
 	go func() {
 		defer close(scaled)
 		deadline := time.Now().Add(time.Minute)
 		for time.Now().Before(deadline) {
-			if d, _ := groupCount(t, job); d == 1 {
+			st, _, err := env.nomad.Jobs().ScaleStatus(job, nil)
+			if err == nil && st.TaskGroups["web"].Desired == 1 {
 				return
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -248,6 +286,7 @@ func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	}
 	t.Logf("scaled down to 1 while %d requests were in flight", inFlight(t, service))
 	long.check(t, "scale-down with a long request")
+	t.Logf("answers: %q", long.bodies)
 	eventually(t, 30*time.Second, "caravan server logs the drain of the scale-down", func() error {
 		if drainedLines(t) == drainsBefore {
 			return fmt.Errorf("no drain logged")
