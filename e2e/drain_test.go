@@ -16,14 +16,16 @@ import (
 	"github.com/caravanhq/caravan/proxy"
 )
 
-// drainJS answers /slow?ms=N[&ms1=M] after N ms, or after M ms in the
-// container of allocation index 1 (the one a scale from 2 to 1 stops),
-// with "done idx=<index> v=<VERSION>".
+// drainJS answers /slow?ms=N after N ms with "done idx=<index>
+// v=<VERSION>"; /hold answers when the container itself gets /release.
 const drainJS = `const idx = process.env.NOMAD_ALLOC_INDEX, v = process.env.VERSION;
+const held = [];
 require("http").createServer((q, s) => {
   if (q.url === "/healthz") { s.end("ok"); return; }
+  if (q.url === "/hold") { held.push(s); return; }
+  if (q.url === "/release") { while (held.length) held.shift().end("done held idx=" + idx + " v=" + v); s.end("released"); return; }
   const p = new URL(q.url, "http://x").searchParams;
-  const ms = +((idx === "1" && p.get("ms1")) || p.get("ms") || 0);
+  const ms = +(p.get("ms") || 0);
   setTimeout(() => s.end("done idx=" + idx + " v=" + v), ms);
 }).listen(process.env.PORT, process.env.HOST);`
 
@@ -232,9 +234,10 @@ func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
 }
 
 // TestDrainScaleDownFinishesLongRequest scales an autoscaled function
-// from 2 containers to 1 while the container Nomad stops (index 1, the
-// highest) serves a long request: the request answers 200, after the
-// scale-down.
+// from 2 containers to 1 while the container Nomad stops (the highest
+// index) serves a request held open (/hold, answered when the container
+// itself is told /release): the container keeps running, drained, until
+// the request is done, and the request answers 200.
 func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	const app, job, service = "drainscale", "e2e--drainscale", "e2e--drainscale-web"
 	purge(t, job)
@@ -246,50 +249,120 @@ func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	var warm longRequests
 	warm.send(t, base+"/slow?ms=3000")
 	warm.send(t, base+"/slow?ms=3000")
+	addrs := map[string]string{} // Consul service ID -> host:port
 	eventually(t, 2*time.Minute, "two containers passing", func() error {
 		entries, _, err := env.consul.Health().Service(service, "", true, nil)
 		if err != nil || len(entries) != 2 {
 			return fmt.Errorf("%d passing (%v)", len(entries), err)
+		}
+		for _, e := range entries {
+			addrs[e.Service.ID] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
 		}
 		return nil
 	})
 	warm.check(t, "warm-up")
 	drainsBefore := drainedLines(t)
 
-	// One request per container: 6 s at index 0, 16 s at index 1. Once
-	// the first is done the load needs one container, and after the 5 s
-	// window Nomad stops index 1 while its request runs.
-	var long longRequests
-	long.send(t, base+"/slow?ms=6000&ms1=16000")
-	long.send(t, base+"/slow?ms=6000&ms1=16000")
-	eventually(t, 30*time.Second, "both containers serve one long request each", func() error {
+	// Which container a scale to 1 stops: the highest index.
+	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var high, low, highAddr, lowAddr string
+	highIdx := -1
+	for _, a := range allocs {
+		if a.ClientStatus != "running" || a.DesiredStatus != "run" {
+			continue
+		}
+		i := strings.LastIndex(a.Name, "[")
+		idx, _ := strconv.Atoi(strings.TrimSuffix(a.Name[i+1:], "]"))
+		if idx > highIdx {
+			if high != "" {
+				low = high
+			}
+			high, highIdx = a.ID, idx
+		} else {
+			low = a.ID
+		}
+	}
+	for id, addr := range addrs {
+		switch {
+		case strings.HasPrefix(id, "_nomad-task-"+high+"-"):
+			highAddr = addr
+		case strings.HasPrefix(id, "_nomad-task-"+low+"-"):
+			lowAddr = addr
+		}
+	}
+	if highAddr == "" || lowAddr == "" {
+		t.Fatalf("containers: %v; allocations high %s, low %s", addrs, high, low)
+	}
+	release := func(addr string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/release")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+
+	// One held request per container, through the proxies.
+	var held longRequests
+	held.send(t, base+"/hold")
+	held.send(t, base+"/hold")
+	eventually(t, 30*time.Second, "both containers serve one held request each", func() error {
 		return oneEach(service)
 	})
-	scaled := make(chan struct{})
-	go func() {
-		defer close(scaled)
-		deadline := time.Now().Add(time.Minute)
-		for time.Now().Before(deadline) {
-			st, _, err := env.nomad.Jobs().ScaleStatus(job, nil)
-			if err == nil && st.TaskGroups["web"].Desired == 1 {
-				return
-			}
-			time.Sleep(200 * time.Millisecond)
+	// The load falls to 1: after the 5 s window Nomad stops the high one.
+	release(lowAddr)
+	eventually(t, time.Minute, "the scale-down stops allocation "+high, func() error {
+		a, _, err := env.nomad.Allocations().Info(high, nil)
+		if err != nil {
+			return err
 		}
-	}()
-	done := make(chan struct{})
-	go func() { long.wg.Wait(); close(done) }()
-	select {
-	case <-scaled:
-	case <-done:
-		t.Fatal("both long requests ended before the scale-down: nothing was drained")
+		if a.DesiredStatus != "stop" {
+			return fmt.Errorf("desired %s", a.DesiredStatus)
+		}
+		return nil
+	})
+	// It drains: it leaves Consul, its request is still served, and its
+	// task keeps running while it is.
+	eventually(t, 30*time.Second, "allocation "+high+" leaves Consul", func() error {
+		entries, _, err := env.consul.Health().Service(service, "", false, nil)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Service.ID, "_nomad-task-"+high+"-") {
+				return fmt.Errorf("still registered")
+			}
+		}
+		return nil
+	})
+	held.mu.Lock()
+	answered := held.ok + len(held.failures)
+	held.mu.Unlock()
+	if answered != 1 {
+		t.Fatalf("%d held requests answered before the drained container was told to answer, want 1", answered)
 	}
-	t.Logf("scaled down to 1 while %d requests were in flight", inFlight(t, service))
-	long.check(t, "scale-down with a long request")
-	t.Logf("answers: %q", long.bodies)
+	if a, _, err := env.nomad.Allocations().Info(high, nil); err != nil || a.ClientStatus != "running" {
+		t.Fatalf("the stopping allocation is not running while its request is in flight: %v", err)
+	}
+	release(highAddr)
+	held.check(t, "scale-down with a held request")
+	t.Logf("answers: %q", held.bodies)
 	eventually(t, 30*time.Second, "caravan server logs the drain of the scale-down", func() error {
 		if drainedLines(t) == drainsBefore {
 			return fmt.Errorf("no drain logged")
+		}
+		return nil
+	})
+	eventually(t, time.Minute, "allocation "+high+" completes", func() error {
+		a, _, err := env.nomad.Allocations().Info(high, nil)
+		if err != nil {
+			return err
+		}
+		if a.ClientStatus == "running" {
+			return fmt.Errorf("still running")
 		}
 		return nil
 	})
