@@ -131,6 +131,26 @@ func Fetches(tg *api.TaskGroup, job string) bool {
 	return false
 }
 
+// Uses reports whether task group tg uses the agent URLs of job: it
+// fetches the agent, or a task has the drain URL (a task that runs a
+// caravan installed on the client fetches nothing).
+func Uses(tg *api.TaskGroup, job string) bool {
+	if Fetches(tg, job) {
+		return true
+	}
+	if tg == nil {
+		return false
+	}
+	for _, t := range tg.Tasks {
+		if v, ok := t.Env[EnvDrainURL]; ok {
+			if u, err := url.Parse(v); err == nil && u.Query().Get("job") == job {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // WriteTar writes the binary at path as a tar stream of one executable
 // file, FileName.
 func WriteTar(w io.Writer, path string) error {

@@ -41,6 +41,10 @@ func TestArtifactSignedOnce(t *testing.T) {
 	if !Fetches(job.TaskGroups[0], "acme--shop") || Fetches(job.TaskGroups[0], "other") {
 		t.Error("Fetches is wrong")
 	}
+	installed := &api.TaskGroup{Tasks: []*api.Task{{Env: map[string]string{EnvDrainURL: DrainURL("http://s", "acme--shop")}}}}
+	if Fetches(installed, "acme--shop") || !Uses(installed, "acme--shop") || Uses(installed, "other") || Uses(&api.TaskGroup{}, "acme--shop") {
+		t.Error("Uses is wrong")
+	}
 	if Signature(key, "a") == Signature(key, "b") || Signature(key, "a") == Signature([]byte("other"), "a") {
 		t.Error("signatures do not depend on job and key")
 	}

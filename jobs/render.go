@@ -465,15 +465,19 @@ func supervised(app *spec.App, fn *spec.Function, cfg router.Config) bool {
 // plus this.
 const ChildKillTimeout = 10 * time.Second
 
-// supervise makes `caravan task` (fetched as an artifact, package agent)
-// the entrypoint of t: on the kill signal it drains the allocation at
+// supervise makes `caravan task` (cfg.AgentCommand, or fetched as an
+// artifact: package agent) the entrypoint of t: on the kill signal it drains the allocation at
 // every proxy, at most grace, then passes the signal on to t's command.
 func supervise(t *api.Task, grace time.Duration, jobID string, cfg router.Config) {
 	command, _ := t.Config["command"].(string)
 	args, _ := t.Config["args"].([]string)
 	t.Config["command"] = agent.Binary
+	if cfg.AgentCommand != "" {
+		t.Config["command"] = cfg.AgentCommand
+	} else {
+		t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, jobID))
+	}
 	t.Config["args"] = append([]string{"task", "--grace", grace.String(), "--fallback", cfg.Drain().String(), "--", command}, args...)
-	t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, jobID))
 	t.Env[agent.EnvDrainURL] = agent.DrainURL(cfg.BundleURL, jobID)
 	t.KillTimeout = ptr(grace + ChildKillTimeout)
 }

@@ -20,12 +20,14 @@ func TestDrainSupervisor(t *testing.T) {
 		strategy   string
 		supervised bool
 		grace      time.Duration
+		installed  string // router.Config.AgentCommand
 	}{
-		{"autoscaled raw_exec", `command = "node"` + "\n    " + autoscaled, "", true, 20 * time.Second},
-		{"autoscaled exec, its own drain_timeout", `command = "node"` + "\n    driver = \"exec\"\n    drain_timeout = \"5s\"\n    " + autoscaled, "recreate", true, 5 * time.Second},
-		{"autoscaled docker", `image = "nginx"` + "\n    " + autoscaled, "", false, 0},
-		{"a fixed count", `command = "node"` + "\n    min_containers = 2\n", "", false, 0},
-		{"canary: not proxied", `command = "node"` + "\n    " + autoscaled, "canary", false, 0},
+		{"autoscaled raw_exec", `command = "node"` + "\n    " + autoscaled, "", true, 20 * time.Second, ""},
+		{"autoscaled exec, its own drain_timeout", `command = "node"` + "\n    driver = \"exec\"\n    drain_timeout = \"5s\"\n    " + autoscaled, "recreate", true, 5 * time.Second, ""},
+		{"autoscaled, caravan installed on the clients", `command = "node"` + "\n    " + autoscaled, "", true, 20 * time.Second, "/usr/local/bin/caravan"},
+		{"autoscaled docker", `image = "nginx"` + "\n    " + autoscaled, "", false, 0, ""},
+		{"a fixed count", `command = "node"` + "\n    min_containers = 2\n", "", false, 0, ""},
+		{"canary: not proxied", `command = "node"` + "\n    " + autoscaled, "canary", false, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			deploy := ""
@@ -37,14 +39,20 @@ func TestDrainSupervisor(t *testing.T) {
 			if diags.HasErrors() {
 				t.Fatalf("%s\n%s", diags, src)
 			}
-			r, err := jobs.Render(app, router.DefaultConfig)
+			cfg := router.DefaultConfig
+			cfg.AgentCommand = tc.installed
+			r, err := jobs.Render(app, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tg := r.Job.TaskGroups[0]
 			tk := tg.Tasks[0]
 			_, hasURL := tk.Env[agent.EnvDrainURL]
-			if got := tk.Config["command"] == agent.Binary; got != tc.supervised || hasURL != tc.supervised {
+			command := agent.Binary
+			if tc.installed != "" {
+				command = tc.installed
+			}
+			if got := tk.Config["command"] == command; got != tc.supervised || hasURL != tc.supervised {
 				t.Fatalf("supervised = %v (drain URL %v), want %v: %v", got, hasURL, tc.supervised, tk.Config)
 			}
 			if !tc.supervised {
@@ -63,6 +71,12 @@ func TestDrainSupervisor(t *testing.T) {
 			}
 			if *tk.KillTimeout != tc.grace+jobs.ChildKillTimeout {
 				t.Errorf("kill_timeout = %s, want %s", *tk.KillTimeout, tc.grace+jobs.ChildKillTimeout)
+			}
+			if tc.installed != "" {
+				if len(tk.Artifacts) != 0 || !agent.Uses(tg, "dev--hello") {
+					t.Errorf("artifacts = %v, want none (caravan is installed)", tk.Artifacts)
+				}
+				return
 			}
 			if len(tk.Artifacts) != 1 || !agent.Fetches(tg, "dev--hello") {
 				t.Errorf("artifacts = %v, want the agent's", tk.Artifacts)

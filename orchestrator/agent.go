@@ -58,7 +58,7 @@ func allocMayUseAgent(a *nomad.Allocation, job string) string {
 		return fmt.Sprintf("allocation %s carries no job", a.ID)
 	}
 	for _, tg := range a.Job.TaskGroups {
-		if tg.Name != nil && *tg.Name == a.TaskGroup && agent.Fetches(tg, job) {
+		if tg.Name != nil && *tg.Name == a.TaskGroup && agent.Uses(tg, job) {
 			return ""
 		}
 	}
@@ -69,7 +69,7 @@ func allocMayUseAgent(a *nomad.Allocation, job string) string {
 func usesAgent(js []*nomad.Job) bool {
 	for _, j := range js {
 		for _, tg := range j.TaskGroups {
-			if j.ID != nil && agent.Fetches(tg, *j.ID) {
+			if j.ID != nil && agent.Uses(tg, *j.ID) {
 				return true
 			}
 		}
