@@ -265,6 +265,15 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		// Every server of the stack shares one bundle directory, as
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
+		// This process is the test binary: tasks get the CLI built from
+		// this tree.
+		AgentBinary: caravanBin.path,
+	}
+	// CARAVAN_E2E_AGENT_COMMAND=1: the tasks run that CLI in place (as
+	// on clients with caravan installed, --agent-command) instead of
+	// fetching it, to measure what the fetch costs a cold start.
+	if os.Getenv("CARAVAN_E2E_AGENT_COMMAND") != "" {
+		cfg.Router.AgentCommand = caravanBin.path
 	}
 	if change != nil {
 		change(&cfg)

@@ -80,6 +80,7 @@ var routerSettings = []struct {
 	{"--drain-delay", func(c router.Config) string { return c.Drain().String() }},
 	{"--bundle-url", func(c router.Config) string { return c.BundleURL }},
 	{"--proxy-service", func(c router.Config) string { return c.ProxyService }},
+	{"--agent-command", func(c router.Config) string { return c.AgentCommand }},
 }
 
 // RouterMismatchError is a server whose route settings are not the ones

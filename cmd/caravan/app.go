@@ -46,6 +46,7 @@ Start a local stack with 'caravan dev up', then 'caravan deploy app.hcl'.`,
 			keyCommand(),
 			serverCommand(),
 			proxyCommand(),
+			taskCommand(),
 			devCommand(),
 		},
 	}}

@@ -24,6 +24,8 @@ func routerFlags() []cli.Flag {
 			"propagation plus Traefik's providersThrottleDuration)"},
 		&cli.StringFlag{Name: "proxy-service", Value: d.ProxyService, Usage: "Traefik `SERVICE` of caravan's proxies, where autoscaled web functions are routed " +
 			"(\"\": every function straight to its containers, at a fixed count)"},
+		&cli.StringFlag{Name: "agent-command", Usage: "`PATH` of the caravan binary on the Nomad clients, which the tasks of autoscaled web functions run " +
+			"(the drain supervisor); default: each task fetches caravan server's --agent-binary at its start"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +
 			router.ProxyAuthPath + " on its --listen address, " + router.DefaultListen + " for render); with several servers, one address " +
@@ -51,6 +53,7 @@ func routerConfig(c *cli.Context) router.Config {
 		BundleURL:       c.String("bundle-url"),
 		DrainDelay:      c.Duration("drain-delay"),
 		ProxyService:    c.String("proxy-service"),
+		AgentCommand:    c.String("agent-command"),
 	}
 	// render has no --listen: it renders for a server on the default one.
 	listen := c.String("listen")

@@ -48,6 +48,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "bundle-s3-prefix", Usage: "`PREFIX` of the bundles' keys (<prefix>bundles/<id>.tar.gz)"},
 			&cli.StringFlag{Name: "bundle-s3-region", Usage: "the bucket's `REGION` (default: ask the store)"},
 			&cli.BoolFlag{Name: "bundle-s3-insecure", Usage: "speak plain HTTP to the S3 store"},
+			&cli.StringFlag{Name: "agent-binary", Usage: "caravan binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions); it must run on the Nomad clients' OS and architecture (default: this executable)"},
 		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
@@ -74,6 +75,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
 				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
 				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,
+				AgentBinary: c.String("agent-binary"),
 			})
 			if err != nil {
 				return err
