@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -448,6 +450,20 @@ func TestServerDownUnderLoad(t *testing.T) {
 	}
 	env.server = srv
 	eventually(t, 2*time.Minute, "three containers for three clients once a server is back", count(3, 3))
+	// The decision is logged with its reason.
+	eventually(t, 10*time.Second, "the returned server logs its scale-up with a reason", func() error {
+		b, err := os.ReadFile(filepath.Join(env.stack.StateDir, "logs", "caravan-server-returned.log"))
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "scaled: function="+service) && strings.Contains(line, "to=3") && strings.Contains(line, `reason="up: `) {
+				t.Logf("log: %s", line)
+				return nil
+			}
+		}
+		return fmt.Errorf("no scale-up of %s to 3 with a reason in its log", service)
+	})
 	close(stopExtra)
 	extra.Wait()
 	close(stopBase)
