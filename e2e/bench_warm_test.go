@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,18 +152,6 @@ func TestBenchWarmPath(t *testing.T) {
 	row("Traefik → caravan proxy → container", pp50, pp99, prps)
 	fmt.Printf("%-44s p50 %8s (goal ≤ 150µs)  p99 %8s (goal ≤ 1ms)  throughput %.0f%% of Traefik → container (goal ≥ 80%%)\n",
 		"added by the caravan proxy", (pp50 - dp50).Round(time.Microsecond), (pp99 - dp99).Round(time.Microsecond), 100*prps/drps)
-	// A lead: the proxies at GOMAXPROCS=1 (fewer handoffs between
-	// threads on a machine of two cores), against Traefik → container
-	// measured again beside them.
-	setProxyEnv(t, "GOMAXPROCS=1")
-	answers(t, proxied, "ok\n")
-	measureN(client(), proxied, 200)
-	gp50, gp99, grps := measure(client(), proxied)
-	ep50, ep99, erps := measure(client(), direct)
-	row("the same, the proxies at GOMAXPROCS=1", gp50, gp99, grps)
-	row("Traefik → container, measured beside it", ep50, ep99, erps)
-	fmt.Printf("%-44s p50 %8s  p99 %8s  throughput %.0f%% of Traefik → container\n",
-		"added by the proxy at GOMAXPROCS=1", (gp50 - ep50).Round(time.Microsecond), (gp99 - ep99).Round(time.Microsecond), 100*grps/erps)
 	fmt.Println("    latency: 1,000 sequential GETs per path; throughput: 16 concurrent clients for 5 s per path; two rounds (direct, proxied, proxied, direct), their means, after 200 warm-up GETs each")
 	fmt.Printf("    Traefik → container is a router the bench publishes in Traefik's KV to the same container, through the route's middlewares %v; the proxied route adds its Caravan-Function header and retry\n", same)
 }
@@ -204,29 +191,6 @@ func routeMiddlewares(t *testing.T, service string) []string {
 	}
 	t.Fatalf("no router of %s in Traefik's KV", service)
 	return nil
-}
-
-// setProxyEnv restarts the stack's proxies with vars added to their
-// environment, and as they were when the test ends.
-func setProxyEnv(t *testing.T, vars ...string) {
-	t.Helper()
-	for _, name := range []string{"caravan-proxy-0", "caravan-proxy-1"} {
-		for _, p := range env.stack.Procs {
-			if p.Name == name {
-				before := p.Env
-				p.Env = append(slices.Clone(before), vars...)
-				restartProxy(t, name)
-				t.Cleanup(func() {
-					for _, q := range env.stack.Procs {
-						if q.Name == name {
-							q.Env = before
-							restartProxy(t, name)
-						}
-					}
-				})
-			}
-		}
-	}
 }
 
 // namedFunction sets HeaderFunction on every request, as Traefik does.
