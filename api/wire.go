@@ -341,14 +341,39 @@ type AppSummary struct {
 
 // FunctionSummary is one function of a listed app.
 type FunctionSummary struct {
-	Name    string `json:"name"`
-	URL     string `json:"url,omitempty"`
-	Running int    `json:"running"`
+	Name string `json:"name"`
+	URL  string `json:"url,omitempty"`
+	// Service is a web function's Consul service name (the name the
+	// caravan proxies report its load by).
+	Service string `json:"service,omitempty"`
+	// Running is how many of its containers run; Desired how many Nomad
+	// is asked for (for an autoscaled function, the autoscaler's count).
+	Running int `json:"running"`
+	Desired int `json:"desired"`
+	// Autoscaled marks a function whose count follows its load
+	// (max_containers above min_containers); Load is that load summed over
+	// the caravan proxies, nil when no proxy answered.
+	Autoscaled bool          `json:"autoscaled,omitempty"`
+	Load       *FunctionLoad `json:"load,omitempty"`
 	// Schedule and LastRun describe a scheduled function.
 	Schedule string     `json:"schedule,omitempty"`
 	LastRun  *RunResult `json:"last_run,omitempty"`
 	// Callable marks a function that runs once per `caravan call`.
 	Callable bool `json:"callable,omitempty"`
+}
+
+// FunctionLoad is an autoscaled function's load as the caravan proxies
+// report it, summed over those that answered.
+type FunctionLoad struct {
+	// InFlight is how many of its requests its containers serve now;
+	// Queued how many wait for room (at zero, during a cold start, at
+	// max_containers).
+	InFlight int `json:"in_flight"`
+	Queued   int `json:"queued"`
+	// Proxies is how many proxies answered, of ProxiesKnown registered
+	// and passing.
+	Proxies      int `json:"proxies"`
+	ProxiesKnown int `json:"proxies_known"`
 }
 
 // RunResult is one run of a scheduled function.

@@ -49,6 +49,11 @@ type Backend interface {
 	// Scale sets it, with reason as Nomad's scaling event message; an
 	// ErrDeploymentActive when a deployment of the job runs.
 	Scale(ctx context.Context, job, group string, n int, reason string) error
+	// Settle ends the running deployment of job early when a scale
+	// opened it and every container of it passes its checks in Consul
+	// (service is the function's): settled says whether it did, why
+	// what stood in the way.
+	Settle(ctx context.Context, job, service string) (settled bool, why string, err error)
 }
 
 // ErrDeploymentActive is Nomad refusing to scale a job while one of its
@@ -68,7 +73,13 @@ type Scaler struct {
 
 	windows map[string]*autoscale.Window
 	last    map[string]string // the last reason logged per function
+	// again asks Run for another round soon: a deployment was settled,
+	// and Nomad takes the next scale once it has ended it.
+	again bool
 }
+
+// AgainAfter is how soon Run decides again after settling a deployment.
+const AgainAfter = 100 * time.Millisecond
 
 // LoadTimeout bounds the read of one proxy's report in a round.
 const LoadTimeout = 800 * time.Millisecond
@@ -118,6 +129,21 @@ func (s *Scaler) Tick(ctx context.Context) (map[string]autoscale.Decision, error
 			continue
 		}
 		err = s.Backend.Scale(ctx, fn.Job, fn.Group, d.Desired, d.Reason)
+		if errors.Is(err, ErrDeploymentActive) {
+			// A scale's own deployment, done but for Nomad's verdict:
+			// give it, and scale as soon as Nomad has ended it.
+			settled, why, serr := s.Backend.Settle(ctx, fn.Job, fn.Service)
+			switch {
+			case serr != nil:
+				s.log().Warn("settling a scale's deployment", "function", fn.Service, "error", serr)
+			case settled:
+				s.log().Debug("settled a scale's deployment", "function", fn.Service, "because", why)
+				s.again = true
+				err = s.Backend.Scale(ctx, fn.Job, fn.Group, d.Desired, d.Reason)
+			default:
+				s.log().Debug("not settling the deployment", "function", fn.Service, "because", why)
+			}
+		}
 		switch {
 		case errors.Is(err, ErrDeploymentActive):
 			s.log().Debug("scaling blocked by an active deployment; deciding again next round", "function", fn.Service, "from", cur, "to", d.Desired, "reason", d.Reason)
@@ -195,14 +221,20 @@ func (s *Scaler) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.watch(ctx, watchers, wake)
+		s.again = false
 		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			s.log().Warn("autoscaler round", "error", err)
+		}
+		var soon <-chan time.Time
+		if s.again {
+			soon = time.After(AgainAfter)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-wake:
+		case <-soon:
 		}
 	}
 }

@@ -18,6 +18,18 @@ type fake struct {
 	counts  map[string]int
 	blocked bool
 	scales  []int
+	// settles ends the blocking deployment when Settle is asked.
+	settles bool
+	settled int
+}
+
+func (f *fake) Settle(context.Context, string, string) (bool, string, error) {
+	if !f.settles || !f.blocked {
+		return false, "a deploy's deployment", nil
+	}
+	f.blocked = false
+	f.settled++
+	return true, "settled", nil
 }
 
 func (f *fake) Functions(context.Context) ([]Function, error) { return f.fns, nil }

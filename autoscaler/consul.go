@@ -117,6 +117,46 @@ func (c *Clients) Scale(ctx context.Context, job, group string, n int, reason st
 	return err
 }
 
+// Settle: see Backend and settle.go.
+func (c *Clients) Settle(ctx context.Context, job, service string) (bool, string, error) {
+	q := (&nomad.QueryOptions{}).WithContext(ctx)
+	dep, _, err := c.Nomad.Jobs().LatestDeployment(job, q)
+	if err != nil {
+		return false, "", fmt.Errorf("nomad: deployment of %s: %w", job, err)
+	}
+	if dep == nil || dep.Status != nomad.DeploymentStatusRunning {
+		return false, "no running deployment", nil
+	}
+	versions, _, _, err := c.Nomad.Jobs().Versions(job, false, q)
+	if err != nil {
+		return false, "", fmt.Errorf("nomad: versions of %s: %w", job, err)
+	}
+	allocs, _, err := c.Nomad.Deployments().Allocations(dep.ID, q)
+	if err != nil {
+		return false, "", fmt.Errorf("nomad: allocations of deployment %s: %w", dep.ID, err)
+	}
+	entries, _, err := c.Consul.Health().Service(service, "", true, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, "", fmt.Errorf("consul: containers of %s: %w", service, err)
+	}
+	passing := map[string]bool{}
+	for _, e := range entries {
+		if e.Service != nil {
+			if id := allocOfService(e.Service.ID); id != "" {
+				passing[id] = true
+			}
+		}
+	}
+	ids, why := settleable(dep, versions, allocs, passing)
+	if ids == nil {
+		return false, why, nil
+	}
+	if _, _, err := c.Nomad.Deployments().SetAllocHealth(dep.ID, ids, nil, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return false, "", fmt.Errorf("nomad: marking %d containers of deployment %s healthy: %w", len(ids), dep.ID, err)
+	}
+	return true, fmt.Sprintf("its %d containers pass their checks in Consul", len(ids)), nil
+}
+
 // blockedByDeployment reports Nomad's refusal to scale during a
 // deployment. Nomad answers it as a plain HTTP error whose text is all
 // that tells it apart (structs.ErrJobScalingBlockedByActiveDeployment), so

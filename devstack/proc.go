@@ -33,6 +33,7 @@ type Proc struct {
 // start runs args as a detached process (its own process group, so it
 // outlives `caravan dev up`) with output to logs/<name>.log.
 func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
+	closeInherited()
 	logPath := filepath.Join(stateDir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -199,3 +200,21 @@ func tail(path string, n int) string {
 }
 
 var errNotUp = errors.New("no local stack is running")
+
+// closeInherited marks close-on-exec every file descriptor above stderr
+// that this process inherited open: Go opens its own close-on-exec, but
+// passes on the others to every child. A stack started under flock(1)
+// (`flock /tmp/caravan-e2e.lock go test ./e2e/`) would otherwise hand the
+// lock's descriptor to Consul, Nomad, Traefik and the rest, and a stack
+// left running after its test binary died would hold the lock for good.
+func closeInherited() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}

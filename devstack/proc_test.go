@@ -2,8 +2,10 @@ package devstack
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +36,35 @@ func TestStopEndsTheWholeTree(t *testing.T) {
 		if processRunning(pid) {
 			t.Errorf("pid %d still runs after Stop", pid)
 		}
+	}
+}
+
+// A descriptor this process inherited without close-on-exec (flock(1)'s
+// lock, under `flock LOCK go test`) does not reach the stack's processes.
+func TestChildrenDoNotInheritDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := syscall.Open(filepath.Join(dir, "lock"), syscall.O_CREAT|syscall.O_RDWR, 0o644) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	p, err := start(dir, "fds", "", []string{"/bin/sh", "-c", "ls /proc/$$/fd; echo done"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(string(out), "done") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		out, _ = os.ReadFile(p.Log)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if f == strconv.Itoa(fd) {
+			t.Fatalf("the child holds descriptor %d: %q", fd, out)
+		}
+	}
+	if !strings.Contains(string(out), "done") {
+		t.Fatalf("the child's output: %q", out)
 	}
 }
 

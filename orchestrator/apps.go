@@ -62,8 +62,15 @@ func (o *Orchestrator) functionSummaries(ctx context.Context, job *nomad.Job) ([
 		if c, ok := summary.Summary[*tg.Name]; ok {
 			fs.Running = c.Running
 		}
+		if tg.Count != nil {
+			fs.Desired = *tg.Count
+		}
 		if len(tg.Services) > 0 {
-			fs.URL = o.router.URL(tg.Services[0].Name)
+			svc := tg.Services[0]
+			fs.Service, fs.URL = svc.Name, o.router.URL(svc.Name)
+			// Only an autoscaled function's service carries its
+			// autoscaler settings.
+			_, fs.Autoscaled = svc.Meta[jobs.ServiceMetaTargetInputs]
 		}
 		out = append(out, fs)
 	}

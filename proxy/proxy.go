@@ -178,6 +178,9 @@ func defaultTransport() *http.Transport {
 		MaxIdleConnsPerHost:   1_000,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// A proxy passes bodies as they are: no Accept-Encoding of its
+		// own, no decompressing a container's gzip.
+		DisableCompression: true,
 	}
 }
 

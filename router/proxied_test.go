@@ -69,6 +69,18 @@ func TestProxiedRoute(t *testing.T) {
 		if !found {
 			t.Errorf("router %s does not set %s to %s", name, router.HeaderFunction, r.Name)
 		}
+		// Last: a request no proxy accepted is tried again (after the
+		// other middlewares, which do not run twice).
+		last := r.Config.HTTP.Middlewares[rt.Middlewares[len(rt.Middlewares)-1]]
+		if last == nil || last.Retry == nil || last.Retry.Attempts != router.ProxyRetryAttempts || last.Retry.InitialInterval <= 0 {
+			t.Errorf("router %s's last middleware is %+v, want the proxies' retry", name, last)
+		}
+	}
+	direct := router.Routes(oneWebApp(&spec.Web{}), router.DefaultConfig)[0]
+	for name, mw := range direct.Config.HTTP.Middlewares {
+		if mw.Retry != nil {
+			t.Errorf("a direct route has a retry middleware (%s): Traefik's own retry would resend to a container", name)
+		}
 	}
 	kv, err := r.KV("traefik")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/spec"
+	ptypes "github.com/traefik/paerser/types"
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
 	"github.com/traefik/traefik/v3/pkg/config/label"
 	"github.com/traefik/traefik/v3/pkg/types"
@@ -417,6 +418,16 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
 	}}
 	use(strip)
+	if r.Proxied {
+		// Last, next to the proxies' service: a request that could not
+		// reach a proxy at all (nothing of it written: the proxy died)
+		// is tried again, by when Traefik's health check has failed over
+		// to the next proxy. A request a proxy took is never retried.
+		mw := name + "-proxy-retry"
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Retry: &dynamic.Retry{
+			Attempts: ProxyRetryAttempts, InitialInterval: ptypes.Duration(ProxyRetryInterval)}}
+		use(mw)
+	}
 	if rate, _ := fn.Web.Limits(); rate > 0 && cfg.AuthURL != "" {
 		addProbeRouter(r.Config, name, cfg.AuthURL, name+"-auth", strip)
 	}

@@ -65,6 +65,9 @@ type Deps struct {
 	Agents      AgentOrchestrator
 	AgentBinary string
 	Drainer     Drainer
+	// Loads reads the caravan proxies' load for the app list's autoscaled
+	// functions; nil lists them without.
+	Loads LoadReader
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -91,6 +94,7 @@ type handler struct {
 	agents       AgentOrchestrator
 	agentBinary  string
 	drainer      Drainer
+	loads        LoadReader
 	mux          *http.ServeMux
 	// serve is mux, bounded to limits.MaxConcurrent requests at once.
 	serve http.Handler
@@ -100,7 +104,7 @@ type handler struct {
 func NewHandler(d Deps) http.Handler {
 	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
 		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux(),
-		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer}
+		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer, loads: d.Loads}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -450,11 +454,31 @@ func (h *handler) stop(w http.ResponseWriter, r *http.Request, caller api.Caller
 
 func (h *handler) apps(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	apps, err := h.orch.Apps(r.Context(), caller)
+	if err == nil && h.loads != nil && autoscaled(apps) {
+		reports, known, lerr := readReports(r.Context(), h.loads)
+		if lerr != nil {
+			// The list goes out without the load (Load stays nil).
+			h.log.Warn("reading the proxies' load for the app list", "error", lerr)
+		}
+		withLoad(apps, reports, known)
+	}
 	if apps == nil {
 		// [] rather than null: a client ranges over it.
 		apps = []api.AppSummary{}
 	}
 	h.answer(w, apps, err)
+}
+
+// autoscaled reports whether any function of apps is.
+func autoscaled(apps []api.AppSummary) bool {
+	for _, a := range apps {
+		for _, f := range a.Functions {
+			if f.Autoscaled {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // maxCallBody bounds what the server reads of a call's input; the

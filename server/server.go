@@ -300,10 +300,11 @@ func New(cfg Config) (_ *Server, err error) {
 		consul:   cc,
 		nomad:    nc,
 		kvRoot:   cfg.Router.KVRoot,
-		scaler:   &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
+	clients := &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}
+	s.scaler = &autoscaler.Scaler{Backend: clients, Log: log.Named("autoscaler")}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
-		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}})
+		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}, Loads: clients})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
 	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -212,7 +212,7 @@ func appList(c *cli.Context) error {
 	for _, a := range apps {
 		var fns []string
 		for _, f := range a.Functions {
-			s := fmt.Sprintf("%s (%d running)", f.Name, f.Running)
+			s := f.Name + " (" + containersColumn(f) + ")"
 			if f.Schedule != "" {
 				s = fmt.Sprintf("%s (on %q", f.Name, f.Schedule)
 				if f.LastRun != nil {
@@ -251,6 +251,29 @@ func appList(c *cli.Context) error {
 			a.DeployedAt.Local().Format(time.DateTime), strings.Join(fns, ", "))
 	}
 	return tw.Flush()
+}
+
+// containersColumn says how many containers of a long-running function
+// run ("2 running"; "1 of 3 running" while the count is not reached) and,
+// for an autoscaled one, its load at the proxies ("4 in flight, 2
+// queued"; "load unknown" when no proxy answered).
+func containersColumn(f api.FunctionSummary) string {
+	s := fmt.Sprintf("%d running", f.Running)
+	if f.Desired != f.Running || f.Autoscaled {
+		s = fmt.Sprintf("%d of %d running", f.Running, f.Desired)
+	}
+	if !f.Autoscaled {
+		return s
+	}
+	l := f.Load
+	if l == nil {
+		return s + ", load unknown"
+	}
+	s += fmt.Sprintf(", %d in flight, %d queued", l.InFlight, l.Queued)
+	if l.Proxies < l.ProxiesKnown {
+		s += fmt.Sprintf(" (%d of %d proxies answered)", l.Proxies, l.ProxiesKnown)
+	}
+	return s
 }
 
 func appHistory(c *cli.Context) error {
