@@ -119,7 +119,8 @@ func (c *Clients) Scale(ctx context.Context, job, group string, n int, reason st
 
 // Settle: see Backend and settle.go.
 func (c *Clients) Settle(ctx context.Context, job, service string) (bool, string, error) {
-	q := (&nomad.QueryOptions{}).WithContext(ctx)
+	ns := jobs.NamespaceOfJob(job)
+	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
 	dep, _, err := c.Nomad.Jobs().LatestDeployment(job, q)
 	if err != nil {
 		return false, "", fmt.Errorf("nomad: deployment of %s: %w", job, err)
@@ -151,7 +152,7 @@ func (c *Clients) Settle(ctx context.Context, job, service string) (bool, string
 	if ids == nil {
 		return false, why, nil
 	}
-	if _, _, err := c.Nomad.Deployments().SetAllocHealth(dep.ID, ids, nil, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, _, err := c.Nomad.Deployments().SetAllocHealth(dep.ID, ids, nil, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)); err != nil {
 		return false, "", fmt.Errorf("nomad: marking %d containers of deployment %s healthy: %w", len(ids), dep.ID, err)
 	}
 	return true, fmt.Sprintf("its %d containers pass their checks in Consul", len(ids)), nil
