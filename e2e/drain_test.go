@@ -264,7 +264,7 @@ func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	drainsBefore := drainedLines(t)
 
 	// Which container a scale to 1 stops: the highest index.
-	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nsq(job))
 	if err != nil {
 		t.Fatal(err)
 	}

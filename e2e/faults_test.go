@@ -531,7 +531,7 @@ func TestGPUFunctionFromZero(t *testing.T) {
 	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
 	src := strings.Replace(gpuApp(app, `"H100"`), "    web {}", "    min_containers   = 0\n    max_containers   = 1\n    scaledown_window = \"5m\"\n    web {}", 1)
 	res := deploy(t, "gpuzero.hcl", src, api.DeployBody{})
-	st, _, err := env.nomad.Jobs().ScaleStatus(job, nil)
+	st, _, err := env.nomad.Jobs().ScaleStatus(job, nsq(job))
 	if err != nil {
 		t.Fatal(err)
 	}
