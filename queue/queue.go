@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,8 +27,32 @@ type Config struct {
 	Name string
 }
 
-// ErrNotFound is a call ID with no record: never made, or past Retention.
-var ErrNotFound = errors.New("no such call: it never existed, or its result expired (results are kept 7 days)")
+// ErrNotFound is a call ID with no record, and ErrExpired one whose
+// record is gone because it is older than Retention.
+var (
+	ErrNotFound = errors.New("no such call")
+	ErrExpired  = errors.New("the call's result expired: results are kept 7 days")
+)
+
+// missing is ErrExpired for an ID older than Retention, else ErrNotFound.
+func missing(id string, now time.Time) error {
+	if t, ok := IDTime(id); ok && now.Sub(t) > Retention {
+		return ErrExpired
+	}
+	return ErrNotFound
+}
+
+// IDTime is when call id was made (IDs start with the millisecond).
+func IDTime(id string) (time.Time, bool) {
+	if len(id) < 12 || id[0] != 'c' {
+		return time.Time{}, false
+	}
+	ms, err := strconv.ParseInt(id[1:12], 16, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
 
 // Queue is caravan's view of JetStream: calls in, results out.
 type Queue struct {
@@ -178,8 +203,11 @@ func (q *Queue) Depth(ctx context.Context, f Func) (int, error) {
 	return int(info.State.Msgs), nil
 }
 
-// NewID is a fresh call ID.
-func NewID() string { return nuid.Next() }
+// NewID is a fresh call ID: "c", the millisecond in 11 hex digits, then
+// 22 random letters and digits.
+func NewID() string { return newID(time.Now()) }
+
+func newID(now time.Time) string { return fmt.Sprintf("c%011x%s", now.UnixMilli(), nuid.Next()) }
 
 // Submit queues input for f as call id. spawned calls get a queued
 // record first, so Get finds them before they finish; a sync call (not
@@ -226,7 +254,7 @@ func (e *TooLargeError) Error() string {
 func (q *Queue) Get(ctx context.Context, id string) (*Record, error) {
 	e, err := q.results.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, ErrNotFound
+		return nil, missing(id, time.Now())
 	}
 	if err != nil {
 		return nil, err
@@ -362,7 +390,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) (*Record, error) {
 	for {
 		e, err := q.results.Get(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, ErrNotFound
+			return nil, missing(id, time.Now())
 		}
 		if err != nil {
 			return nil, err

@@ -138,7 +138,7 @@ func TestSpawnGetCancel(t *testing.T) {
 	if err := q.Ensure(ctx, fn, FuncConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Get(ctx, "nosuchcall0"); !errors.Is(err, ErrNotFound) {
+	if _, err := q.Get(ctx, NewID()); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get of an unknown call: %v", err)
 	}
 	first, skipped := NewID(), NewID()
@@ -339,5 +339,19 @@ func TestRestart(t *testing.T) {
 	})
 	if rec, err := q3.Wait(ctx, queued); err != nil || rec.Result.Output != `"QUEUED"` {
 		t.Fatalf("input queued before a restart: %+v %v", rec, err)
+	}
+}
+
+func TestExpired(t *testing.T) {
+	now := time.Now()
+	old, fresh := newID(now.Add(-Retention-time.Hour)), newID(now)
+	if !ValidID(old) || !ValidID(fresh) || !ValidID(fresh+".12") {
+		t.Fatalf("IDs %s %s not valid", old, fresh)
+	}
+	if err := missing(old, now); !errors.Is(err, ErrExpired) {
+		t.Errorf("an 8-day-old ID: %v", err)
+	}
+	if err := missing(fresh, now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a fresh ID: %v", err)
 	}
 }

@@ -58,6 +58,23 @@ type Config struct {
 	// functions send their requests (see Proxied). Empty routes every
 	// function straight to its containers, autoscaled or not.
 	ProxyService string
+	// Worker is how warm callable functions' workers reach the queue. Not
+	// a routing setting (nor recorded as one: its token is a secret).
+	Worker Worker `json:"-"`
+}
+
+// Worker says how a callable function's workers run: the caravan binary
+// they start as (Binary, default "caravan" on the PATH) and the NATS
+// they take inputs from.
+type Worker struct {
+	Binary  string
+	NATSURL string
+	// Token is the NATS credential the workers present.
+	Token string
+	// AckWait and MaxAttempts are the functions' lease and retry limit
+	// (zero: the queue's defaults).
+	AckWait     time.Duration
+	MaxAttempts int
 }
 
 // DefaultProxyService is the Traefik service of caravan's proxies that

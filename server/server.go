@@ -81,6 +81,7 @@ import (
 	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
+	"github.com/caravanhq/caravan/queue"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -125,6 +126,10 @@ type Config struct {
 	// (those stored at least that long ago); 0: DefaultBundleGC, negative:
 	// never.
 	BundleGC time.Duration
+
+	// NATS is where warm calls queue (default: a NATS server embedded in
+	// this one).
+	NATS NATSConfig
 }
 
 // DefaultBundleGC is how often caravan server collects unreferenced
@@ -163,6 +168,11 @@ type Server struct {
 	scaler *autoscaler.Scaler
 	// kvRoot is Traefik's KV root, where the proxies' service goes.
 	kvRoot string
+	// queue carries warm calls; nats is the embedded NATS, when there is
+	// one; worker is how workers reach the queue.
+	queue  *queue.Queue
+	nats   *queue.Embedded
+	worker router.Worker
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -241,6 +251,19 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := agreeRouter(ctx, kv, cfg.Router, "caravan server "+ln.Addr().String()+" on "+host, time.Now()); err != nil {
 		return nil, err
 	}
+	q, emb, worker, err := startQueue(ctx, cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			q.Close()
+			if emb != nil {
+				emb.Shutdown()
+			}
+		}
+	}()
+	cfg.Router.Worker = worker
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
 		prober = &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, Roots: roots,
@@ -253,7 +276,8 @@ func New(cfg Config) (_ *Server, err error) {
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
-		Bundles: store, BundleLimits: cfg.BundleLimits})
+		Bundles: store, BundleLimits: cfg.BundleLimits,
+		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts}})
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +293,9 @@ func New(cfg Config) (_ *Server, err error) {
 		bundleGC: gc,
 		consul:   cc,
 		kvRoot:   cfg.Router.KVRoot,
+		queue:    q,
+		nats:     emb,
+		worker:   worker,
 		scaler:   &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
@@ -356,8 +383,17 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Shutdown stops serving, letting requests in flight finish until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
-	return s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.queue.Close()
+	if s.nats != nil {
+		s.nats.Shutdown()
+	}
+	return err
 }
+
+// Worker is how workers reach this server's queue: its NATS URL and
+// credential, and the binary they start as.
+func (s *Server) Worker() router.Worker { return s.worker }
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler { return s.handler }

@@ -279,6 +279,9 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 	if fn.Scheduled() && fn.Web != nil {
 		diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
 	}
+	if fn.Isolated && !fn.Callable {
+		diags = append(diags, diagIsolatedNotCallable(fn.IsolatedRange, fn.Name))
+	}
 	if fn.Callable {
 		if fn.Web != nil {
 			diags = append(diags, diagWebOnCallable(fn.Web.DefRange, fn.Name))
@@ -552,7 +555,15 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 			needsRoom(fn.ScaledownWindowRange, "scaledown_window")
 		}
 	}
-	if c := fn.Concurrency; c != nil && needsWeb(c.DefRange, "A concurrency block") {
+	if c := fn.Concurrency; c != nil && fn.Callable && c.TargetInputs == nil {
+		if c.MaxInputs != nil {
+			if n := *c.MaxInputs; n < 1 || n > 1000 {
+				diags = append(diags, diagOutOfRange(c.MaxInputsRange, "max_inputs", n, 1, 1000))
+			} else {
+				sc.MaxInputs = n
+			}
+		}
+	} else if c != nil && needsWeb(c.DefRange, "A concurrency block") {
 		if c.MaxInputs != nil {
 			if n := *c.MaxInputs; n < 1 || n > 1000 {
 				diags = append(diags, diagOutOfRange(c.MaxInputsRange, "max_inputs", n, 1, 1000))
