@@ -263,6 +263,19 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
 	}
+	// The first server embeds the stack's NATS; the others use it, as
+	// servers of a cluster share an external one. Workers start as the
+	// caravan binary built for the tests, and hold an input 3s without a
+	// heartbeat (a killed worker's input is redelivered that soon).
+	bin, err := buildCaravan()
+	if err != nil {
+		return nil, err
+	}
+	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), WorkerBinary: bin, AckWait: warmAckWait}
+	if env.server != nil {
+		w := env.server.Worker()
+		cfg.NATS.URL, cfg.NATS.Token = w.NATSURL, w.Token
+	}
 	if change != nil {
 		change(&cfg)
 	}
