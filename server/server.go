@@ -30,12 +30,16 @@
 //	POST /v1/apps/{app}/abort       api.ChangeBody -> api.DeployResult (a canary is removed)
 //	POST /v1/apps/{app}/stop        api.ChangeBody -> api.AppRecord
 //	POST /v1/apps/{app}/run         api.RunBody -> api.RunResult (a scheduled function, now)
-//	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
-//	                                input (JSON, at most 16 KiB) -> api.CallResult
+//	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout=&spawn= ; the body is the
+//	                                input (JSON, at most 16 MiB; 16 KiB isolated) -> api.CallResult (spawn=true: api.CallStatus at once)
+//	POST /v1/apps/{app}/functions/{fn}/map   ?workspace=&environment=&serve=&timeout= ; the body is JSON lines,
+//	                                one input each -> api.MapItem lines in input order, streamed
+//	GET  /v1/calls/{id}             ?wait= -> api.CallStatus (404 once expired, after 7 days)
+//	POST /v1/calls/{id}/cancel      -> api.CallStatus
 //
 // A spec is at most 256 KiB (spec.MaxSize: a Consul KV value holds 512 KiB,
 // and a version record holds the spec), its deploy or plan body 576 KiB,
-// the other JSON bodies 64 KiB, a call's body 1 MiB; past that the answer
+// the other JSON bodies 64 KiB, a call's body 16 MiB, a map's 64 MiB; past that the answer
 // is 413 input_too_large, which says the limit. A JSON body with a field
 // its endpoint does not know, or anything after it, is 400 bad_request.
 // Connections have timeouts, and at most Limits.MaxConcurrent requests are
@@ -59,7 +63,7 @@
 //	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
 //	canary_pending   409  a canary awaits promote or abort
 //	bundle_missing   409  a deploy or rollback names a bundle the server does not store
-//	input_too_large  413  a call input over 16 KiB, a body over its bound
+//	input_too_large  413  a call input over 16 MiB (16 KiB isolated), a body over its bound
 //	rollout_failed   422  the version did not become healthy; function, alloc_id, version
 //	internal         500  anything else (logged)
 //	unavailable      503  Consul cannot be reached to check the token, or a change lost its app's lock; retry
