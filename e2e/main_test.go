@@ -202,7 +202,9 @@ func serverFlags(listen string) []string {
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
 		"--bundle-url", clusterBundleURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
-		"--bundle-dir", bundleDir()}
+		"--bundle-dir", bundleDir(),
+		// The cluster's NATS: the first server's.
+		"--nats-url", env.server.Worker().NATSURL, "--nats-token", env.server.Worker().Token, "--worker-binary", env.server.Worker().Binary}
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the
