@@ -165,8 +165,23 @@ func (o *Orchestrator) callWarm(ctx context.Context, f queue.Func, input []byte,
 		return nil, err
 	}
 	defer w.Stop()
-	rec, err := w.Next(ctx, id)
+	// A call whose function's workers have all stopped fails with their
+	// reason instead of waiting out its timeout.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		mu  sync.Mutex
+		why string
+	)
+	go o.watchWorkers(wctx, f, stop, &why, &mu)
+	rec, err := w.Next(wctx, id)
 	if err != nil {
+		mu.Lock()
+		reason := why
+		mu.Unlock()
+		if reason != "" && ctx.Err() == nil {
+			return nil, &ConflictError{App: f.AppJobID, Why: fmt.Sprintf("call %s of %q stays queued: %s", id, f.Name, reason)}
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("no result from call %s within %s: it stays queued or running; `caravan call get %s --wait` reads it later", id, timeout, id)
 		}
@@ -382,4 +397,77 @@ func (o *Orchestrator) Map(ctx context.Context, caller Caller, req MapRequest, e
 		}
 	}
 	return nil
+}
+
+// workersDown decides from the allocations of a function's workers job
+// whether none can take inputs: every allocation is over (failed, lost or
+// complete) and none replaces it. why is the last failure's message. No
+// allocations at all is not yet down (Nomad may still be placing them).
+func workersDown(stubs []*nomad.AllocationListStub) (down bool, why string) {
+	if len(stubs) == 0 {
+		return false, ""
+	}
+	var newest *nomad.AllocationListStub
+	for _, s := range stubs {
+		switch s.ClientStatus {
+		case nomad.AllocClientStatusPending, nomad.AllocClientStatusRunning:
+			return false, ""
+		}
+		if s.DesiredStatus == nomad.AllocDesiredStatusRun && s.ClientStatus == nomad.AllocClientStatusComplete {
+			continue
+		}
+		if newest == nil || s.ModifyTime > newest.ModifyTime {
+			newest = s
+		}
+	}
+	why = "every worker's allocation has stopped"
+	if newest == nil {
+		return true, why
+	}
+	why = fmt.Sprintf("its workers are %s (allocation %s)", newest.ClientStatus, newest.ID)
+	for task, st := range newest.TaskStates {
+		for _, e := range st.Events {
+			if e.DisplayMessage != "" && (e.FailsTask || e.Type == nomad.TaskTerminated || e.Type == nomad.TaskDriverFailure || e.Type == nomad.TaskNotRestarting) {
+				why = fmt.Sprintf("its workers cannot start: task %s: %s (allocation %s)", task, e.DisplayMessage, newest.ID)
+			}
+		}
+	}
+	return true, why
+}
+
+// workersCheck is how often a waiting call looks at its function's
+// workers.
+const workersCheck = 2 * time.Second
+
+// watchWorkers cancels the wait of a call of f (cancel) when f's workers
+// have all stopped, setting *why to the reason, until ctx ends.
+func (o *Orchestrator) watchWorkers(ctx context.Context, f queue.Func, cancel context.CancelFunc, why *string, mu *sync.Mutex) {
+	t := time.NewTicker(workersCheck)
+	defer t.Stop()
+	// Down twice in a row: a redeploy's old workers stop as its new ones
+	// are placed, and one look could fall between.
+	downs := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stubs, _, err := o.nomad.JobAllocations(ctx, jobs.CallableID(f.AppJobID, f.Name), 0)
+		if err != nil {
+			continue
+		}
+		down, reason := workersDown(stubs)
+		if !down {
+			downs = 0
+			continue
+		}
+		if downs++; downs >= 2 {
+			mu.Lock()
+			*why = reason
+			mu.Unlock()
+			cancel()
+			return
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/queue"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // warmCalc has a web function, a warm callable (echo) and an isolated
@@ -147,5 +148,30 @@ func TestWarmCallable(t *testing.T) {
 		return nil
 	}); !errors.As(err, &bad) || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("a map with a bad line: %v", err)
+	}
+}
+
+func TestWorkersDown(t *testing.T) {
+	failed := &nomad.AllocationListStub{ID: "a1", ClientStatus: "failed", DesiredStatus: "run", ModifyTime: 2,
+		TaskStates: map[string]*nomad.TaskState{"echo": {Events: []*nomad.TaskEvent{
+			{Type: nomad.TaskTerminated, DisplayMessage: "Exit Code: 127"},
+			{Type: nomad.TaskNotRestarting, DisplayMessage: "Exceeded allowed attempts 2 in interval 5m0s", FailsTask: true}}}}}
+	old := &nomad.AllocationListStub{ID: "a0", ClientStatus: "complete", DesiredStatus: "stop", ModifyTime: 1}
+	for _, tt := range []struct {
+		name   string
+		stubs  []*nomad.AllocationListStub
+		down   bool
+		reason string
+	}{
+		{"none yet", nil, false, ""},
+		{"one running", []*nomad.AllocationListStub{failed, {ClientStatus: "running"}}, false, ""},
+		{"one pending", []*nomad.AllocationListStub{old, {ClientStatus: "pending"}}, false, ""},
+		{"all failed", []*nomad.AllocationListStub{old, failed}, true, "task echo: Exceeded allowed attempts 2 in interval 5m0s (allocation a1)"},
+		{"all stopped", []*nomad.AllocationListStub{old}, true, "its workers are complete (allocation a0)"},
+	} {
+		down, why := workersDown(tt.stubs)
+		if down != tt.down || !strings.Contains(why, tt.reason) {
+			t.Errorf("%s: down %v (%q), want %v (%q)", tt.name, down, why, tt.down, tt.reason)
+		}
 	}
 }
