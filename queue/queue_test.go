@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,5 +354,49 @@ func TestExpired(t *testing.T) {
 	}
 	if err := missing(fresh, now); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a fresh ID: %v", err)
+	}
+}
+
+// TestRestartInFlight: NATS restarts (caravan server with it) while a
+// worker runs an input; the worker reconnects, stores the result, and a
+// new connection reads it.
+func TestRestartInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	start := func() *Embedded {
+		e, err := StartEmbedded(EmbeddedConfig{Dir: dir, Listen: addr, Token: testToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := start()
+	ctx := deadline(t)
+	q := connect(t, e.URL())
+	running := make(chan struct{})
+	release := make(chan struct{})
+	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
+		close(running)
+		<-release
+		return &api.CallResult{Output: "after " + string(in)}
+	})
+	id := NewID()
+	if err := q.Submit(ctx, fn, id, []byte(`"restart"`), true); err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	e.Shutdown()
+	e = start()
+	t.Cleanup(e.Shutdown)
+	close(release)
+	q2 := connect(t, e.URL())
+	rec, err := q2.Wait(ctx, id)
+	if err != nil || rec.State != Done || rec.Result.Output != `after "restart"` {
+		t.Fatalf("a call in flight across a restart: %+v %v", rec, err)
 	}
 }
