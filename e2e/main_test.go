@@ -204,7 +204,7 @@ func serverFlags(listen string) []string {
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", bundleDir(),
 		// The cluster's NATS: the first server's.
-		"--nats-url", env.server.Worker().NATSURL, "--nats-token", env.server.Worker().Token, "--worker-binary", env.server.Worker().Binary}
+		"--nats-url", env.server.Worker().NATSURL, "--nats-token", env.server.Worker().Token}
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the
@@ -239,6 +239,9 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	if err != nil {
 		return nil, err
 	}
+	if _, err := buildCaravan(); err != nil {
+		return nil, err
+	}
 	// What `caravan dev up` gives its server: the defaults (devstack's tests
 	// check that its Traefik uses their names) with the stack's domain and
 	// port. The first server listens on a free port, so its forwardAuth is
@@ -264,16 +267,16 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		// Every server of the stack shares one bundle directory, as
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
+		// This process is the test binary: tasks get the CLI built from
+		// this tree.
+		AgentBinary: caravanBin.path,
 	}
 	// The first server embeds the stack's NATS; the others use it, as
 	// servers of a cluster share an external one. Workers start as the
-	// caravan binary built for the tests, and hold an input 3s without a
-	// heartbeat (a killed worker's input is redelivered that soon).
-	bin, err := buildCaravan()
-	if err != nil {
-		return nil, err
-	}
-	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), WorkerBinary: bin, AckWait: warmAckWait}
+	// agent binary (the CLI built for the tests, fetched as an artifact),
+	// and hold an input 3s without a heartbeat (a killed worker's input is
+	// redelivered that soon).
+	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), AckWait: warmAckWait}
 	if env.server != nil {
 		w := env.server.Worker()
 		cfg.NATS.URL, cfg.NATS.Token = w.NATSURL, w.Token

@@ -3,6 +3,7 @@ package jobs
 import (
 	"strconv"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/nomad/api"
@@ -59,7 +60,9 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 	w := cfg.Worker
 	bin := w.Binary
 	if bin == "" {
-		bin = "caravan"
+		// The caravan binary, fetched from caravan server (package agent).
+		bin = agent.Binary
+		t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, id))
 	}
 	args := []string{"worker", "--workspace", app.Workspace, "--app-job", appJobID, "--function", fn.Name,
 		"--max-inputs", strconv.Itoa(maxInputs)}

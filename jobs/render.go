@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
@@ -178,8 +179,14 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 			return nil, err
 		}
 		if fn.Web != nil {
-			// Traefik stops routing to a container before it stops.
+			// Traefik stops routing to a container before it stops. A
+			// supervised container drains at the proxies on the kill
+			// signal instead, without waiting for deregistration to be
+			// seen: no delay.
 			tg.ShutdownDelay = ptr(cfg.Drain())
+			if supervised(app, fn, cfg) {
+				tg.ShutdownDelay = ptr(time.Duration(0))
+			}
 		}
 		job.TaskGroups = append(job.TaskGroups, tg)
 	}
@@ -341,6 +348,9 @@ func group(app *spec.App, fn *spec.Function, routes map[string]router.Route, job
 		if !ok {
 			return nil, fmt.Errorf("function %q has a web block but no route", fn.Name)
 		}
+		if supervised(app, fn, cfg) {
+			supervise(t, fn.Scaling.DrainTimeout, jobID, cfg)
+		}
 		port := api.Port{Label: PortLabel}
 		if fn.Web.Port != nil {
 			if fn.TaskDriver() == spec.DriverDocker {
@@ -439,6 +449,33 @@ func task(fn *spec.Function, jobID string, cfg router.Config) *api.Task {
 		}
 	}
 	return t
+}
+
+// supervised reports whether fn's task runs under caravan's drain
+// supervisor (agent.Supervisor): a web function served through caravan's
+// proxies (router.Proxied), on a driver that runs a host binary in the
+// task (raw_exec, exec). A docker image's own entrypoint is unknown to
+// the render, so a docker function keeps the fixed shutdown_delay.
+func supervised(app *spec.App, fn *spec.Function, cfg router.Config) bool {
+	return fn.Web != nil && fn.TaskDriver() != spec.DriverDocker && router.Proxied(app, fn, cfg)
+}
+
+// ChildKillTimeout is how long a supervised task's process has to exit
+// once the drain is done: the task's kill_timeout is the drain's grace
+// plus this.
+const ChildKillTimeout = 10 * time.Second
+
+// supervise makes `caravan task` (fetched as an artifact, package agent)
+// the entrypoint of t: on the kill signal it drains the allocation at
+// every proxy, at most grace, then passes the signal on to t's command.
+func supervise(t *api.Task, grace time.Duration, jobID string, cfg router.Config) {
+	command, _ := t.Config["command"].(string)
+	args, _ := t.Config["args"].([]string)
+	t.Config["command"] = agent.Binary
+	t.Config["args"] = append([]string{"task", "--grace", grace.String(), "--fallback", cfg.Drain().String(), "--", command}, args...)
+	t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, jobID))
+	t.Env[agent.EnvDrainURL] = agent.DrainURL(cfg.BundleURL, jobID)
+	t.KillTimeout = ptr(grace + ChildKillTimeout)
 }
 
 // gpuDevice asks Nomad for g.Count GPUs of one of g.Models. A model matches

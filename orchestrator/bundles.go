@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
@@ -152,14 +153,19 @@ func bundleSource(a *nomad.TaskArtifact) (id, job string, ok bool) {
 // render renders app and signs its bundles' fetch URLs.
 func (o *Orchestrator) render(ctx context.Context, app *spec.App) (*jobs.Rendered, error) {
 	r, err := jobs.Render(app, o.router)
-	if err != nil || bundlesOf(app) == nil {
+	if err != nil {
 		return r, err
+	}
+	all := append([]*nomad.Job{r.Job}, append(slices.Clone(r.Periodic), r.Callable...)...)
+	if bundlesOf(app) == nil && !usesAgent(all) {
+		return r, nil
 	}
 	key, err := o.bundleKey(ctx)
 	if err != nil {
 		return nil, err
 	}
-	signArtifacts(key, append([]*nomad.Job{r.Job}, append(slices.Clone(r.Periodic), r.Callable...)...)...)
+	signArtifacts(key, all...)
+	agent.Sign(key, all...)
 	return r, nil
 }
 

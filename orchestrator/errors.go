@@ -291,10 +291,12 @@ func (e *BundleMissingError) ErrorCode() api.ErrorCode  { return api.CodeBundleM
 func (e *BundleTooLargeError) ErrorCode() api.ErrorCode { return api.CodeInputTooLarge }
 func (e *BundleInvalidError) ErrorCode() api.ErrorCode  { return api.CodeBadRequest }
 func (e *BundleAccessError) ErrorCode() api.ErrorCode   { return api.CodeUnauthorized }
+func (e *AgentAccessError) ErrorCode() api.ErrorCode    { return api.CodeUnauthorized }
 
 // Compile-time guards: each error type is an api.Coder.
 var (
 	_ api.Coder = (*DiagnosticsError)(nil)
+	_ api.Coder = (*AgentAccessError)(nil)
 	_ api.Coder = (*UnavailableError)(nil)
 	_ api.Coder = (*TransitionError)(nil)
 	_ api.Coder = (*OwnershipError)(nil)

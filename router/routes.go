@@ -64,8 +64,9 @@ type Config struct {
 }
 
 // Worker says how a callable function's workers run: the caravan binary
-// they start as (Binary, default "caravan" on the PATH) and the NATS
-// they take inputs from.
+// they start as (Binary, a path on Nomad's clients; empty: the agent
+// binary caravan server serves, fetched into the task) and the NATS they
+// take inputs from.
 type Worker struct {
 	Binary  string
 	NATSURL string

@@ -51,6 +51,7 @@ var orchestratorErrors = []struct {
 	{&orchestrator.BundleTooLargeError{Limit: 256 << 20, Largest: []bundle.File{{Path: "model.bin", Size: 300 << 20}}}, api.CodeInputTooLarge},
 	{&orchestrator.BundleInvalidError{Why: "the bytes hash to 00.., not to its ID"}, api.CodeBadRequest},
 	{&orchestrator.BundleAccessError{Why: "the signature does not match"}, api.CodeUnauthorized},
+	{&orchestrator.AgentAccessError{Why: "the signature does not match the job"}, api.CodeUnauthorized},
 	{&orchestrator.TransitionError{Version: 2, From: api.StatusAborted, To: api.StatusLive}, api.CodeConflict},
 	{&orchestrator.UnavailableError{Why: "lost the app's lock"}, api.CodeUnavailable},
 	{&orchestrator.PolicyError{Policy: `workspace "*" (built-in)`, Workspace: "evil", App: "demo", Violations: []policy.Violation{

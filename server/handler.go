@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/caravanhq/caravan/agent"
 	"io"
 	"net/http"
 	"strings"
@@ -64,6 +65,11 @@ type Deps struct {
 	// BundleLimits are the orchestrator's bounds of a bundle; an upload
 	// body is read no further than such a bundle can be.
 	BundleLimits bundle.Limits
+	// Agents authorizes the agent endpoints (package agent), which serve
+	// AgentBinary and drain through Drainer; nil serves none of them.
+	Agents      AgentOrchestrator
+	AgentBinary string
+	Drainer     Drainer
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -87,6 +93,9 @@ type handler struct {
 	limits      Limits
 	// bundleLimits bound uploads (see Deps.BundleLimits).
 	bundleLimits bundle.Limits
+	agents       AgentOrchestrator
+	agentBinary  string
+	drainer      Drainer
 	mux          *http.ServeMux
 	// serve is mux, bounded to limits.MaxConcurrent requests at once.
 	serve http.Handler
@@ -95,7 +104,8 @@ type handler struct {
 // NewHandler returns the API's HTTP handler.
 func NewHandler(d Deps) http.Handler {
 	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
-		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux()}
+		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux(),
+		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -113,6 +123,12 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("POST /v1/bundles/missing", h.authed(h.missingBundles))
 	mux.Handle("PUT /v1/bundles/{id}", h.authed(h.putBundle))
 	mux.HandleFunc("GET /v1/bundles/{file}", h.getBundle)
+	if h.agents != nil {
+		mux.HandleFunc("GET "+agent.Path, h.getAgent)
+		if h.drainer != nil {
+			mux.HandleFunc("POST "+agent.DrainPath, h.drainAgent)
+		}
+	}
 	mux.Handle("POST /v1/deploy", h.authed(h.deploy))
 	mux.Handle("POST /v1/plan", h.authed(h.plan))
 	mux.Handle("GET /v1/apps", h.authed(h.apps))

@@ -32,8 +32,8 @@ type NATSConfig struct {
 	// port chosen once and kept in Dir).
 	Dir, Listen string
 	// WorkerBinary is the caravan binary workers start as, a path on
-	// Nomad's clients (default: this server's own executable when it is
-	// caravan, else "caravan" on the PATH).
+	// Nomad's clients; empty: the agent binary this server serves, fetched
+	// into each task as an artifact (package agent).
 	WorkerBinary string
 	// AckWait and MaxAttempts: each warm function's lease and retry limit
 	// (zero: queue.DefaultAckWait, queue.DefaultMaxAttempts).
@@ -48,11 +48,6 @@ func DefaultNATSDir() string { return filepath.Join(filepath.Dir(DefaultBundleDi
 // first when there is no URL. It returns what workers need to reach it.
 func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embedded, router.Worker, error) {
 	w := router.Worker{Binary: cfg.WorkerBinary, AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
-	if w.Binary == "" {
-		if self, err := os.Executable(); err == nil && strings.HasPrefix(filepath.Base(self), "caravan") {
-			w.Binary = self
-		}
-	}
 	qc := queue.Config{URL: cfg.URL, Token: cfg.Token, CredsFile: cfg.CredsFile, CAFile: cfg.CAFile,
 		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, Name: "caravan server"}
 	var emb *queue.Embedded

@@ -134,6 +134,9 @@ type Config struct {
 	// NATS is where warm calls queue (default: a NATS server embedded in
 	// this one).
 	NATS NATSConfig
+	// AgentBinary is the caravan binary served to tasks (package agent);
+	// empty: this process's executable.
+	AgentBinary string
 }
 
 // DefaultBundleGC is how often caravan server collects unreferenced
@@ -285,6 +288,12 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	agentBinary := cfg.AgentBinary
+	if agentBinary == "" {
+		if agentBinary, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("agent binary: %w (set --agent-binary)", err)
+		}
+	}
 	gc := cfg.BundleGC
 	if gc == 0 {
 		gc = DefaultBundleGC
@@ -303,7 +312,7 @@ func New(cfg Config) (_ *Server, err error) {
 		scaler:   &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
-		BundleLimits: cfg.BundleLimits})
+		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
 	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -492,6 +492,7 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 	sc := Scaling{
 		MinContainers: 1, ScaledownWindow: DefaultScaledownWindow,
 		MaxInputs: DefaultMaxInputs, QueueMax: DefaultQueueMax, QueueTimeout: DefaultQueueTimeout,
+		DrainTimeout: DefaultDrainTimeout,
 	}
 	if fn.MinContainers != nil {
 		switch n := *fn.MinContainers; {
@@ -553,6 +554,14 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 		} else {
 			sc.ScaledownWindow = d
 			needsRoom(fn.ScaledownWindowRange, "scaledown_window")
+		}
+	}
+	if fn.DrainTimeout != "" && needsWeb(fn.DrainTimeoutRange, "drain_timeout") {
+		if d, ok := boundedDuration(fn.DrainTimeout); !ok {
+			diags = append(diags, diagBadDuration(fn.DrainTimeoutRange, "drain_timeout", fn.DrainTimeout))
+		} else {
+			sc.DrainTimeout = d
+			needsRoom(fn.DrainTimeoutRange, "drain_timeout")
 		}
 	}
 	if c := fn.Concurrency; c != nil && fn.Callable && c.TargetInputs == nil {

@@ -30,20 +30,21 @@ func TestScalingDefaults(t *testing.T) {
 	}{
 		{"nothing set", webScaleSpec(""), spec.Scaling{
 			MinContainers: 1, MaxContainers: 1, ScaledownWindow: time.Minute,
-			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute}, false},
+			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute, DrainTimeout: 20 * time.Second}, false},
 		{"scale to zero", webScaleSpec("min_containers = 0"), spec.Scaling{
 			MinContainers: 0, MaxContainers: 1, ScaledownWindow: time.Minute,
-			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute}, true},
+			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute, DrainTimeout: 20 * time.Second}, true},
 		{"min only", webScaleSpec("min_containers = 3"), spec.Scaling{
 			MinContainers: 3, MaxContainers: 3, ScaledownWindow: time.Minute,
-			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute}, false},
+			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute, DrainTimeout: 20 * time.Second}, false},
 		{"target defaults to max_inputs", webScaleSpec("concurrency {\n      max_inputs = 8\n    }"), spec.Scaling{
 			MinContainers: 1, MaxContainers: 1, ScaledownWindow: time.Minute,
-			MaxInputs: 8, TargetInputs: 8, QueueMax: 1000, QueueTimeout: time.Minute}, false},
+			MaxInputs: 8, TargetInputs: 8, QueueMax: 1000, QueueTimeout: time.Minute, DrainTimeout: 20 * time.Second}, false},
 		{"everything", webScaleSpec(`min_containers    = 0
     max_containers    = 10
     buffer_containers = 2
     scaledown_window  = "5m"
+    drain_timeout     = "45s"
     concurrency {
       max_inputs    = 20
       target_inputs = 15
@@ -53,10 +54,10 @@ func TestScalingDefaults(t *testing.T) {
       timeout      = "2m"
     }`), spec.Scaling{
 			MinContainers: 0, MaxContainers: 10, BufferContainers: 2, ScaledownWindow: 5 * time.Minute,
-			MaxInputs: 20, TargetInputs: 15, QueueMax: 50, QueueTimeout: 2 * time.Minute}, true},
+			MaxInputs: 20, TargetInputs: 15, QueueMax: 50, QueueTimeout: 2 * time.Minute, DrainTimeout: 45 * time.Second}, true},
 		{"a worker gets the defaults", scaleSpec("min_containers = 2\n    max_containers = 4"), spec.Scaling{
 			MinContainers: 2, MaxContainers: 4, ScaledownWindow: time.Minute,
-			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute}, true},
+			MaxInputs: 1, TargetInputs: 1, QueueMax: 1000, QueueTimeout: time.Minute, DrainTimeout: 20 * time.Second}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +108,9 @@ var scalingBadCases = []badCase{
 	{name: "buffer above max", src: webScaleSpec("max_containers = 3\n    buffer_containers = 4"), summary: "buffer_containers above max_containers", line: 6, col: 25},
 	{name: "scaledown_window not a duration", src: webScaleSpec("max_containers = 3\n    scaledown_window = \"soon\""), summary: "Invalid scaledown_window", line: 6, col: 24},
 	{name: "scaledown_window too short", src: webScaleSpec("max_containers = 3\n    scaledown_window = \"500ms\""), summary: "Invalid scaledown_window", line: 6, col: 24},
+	{name: "drain_timeout without room", src: webScaleSpec(`drain_timeout = "30s"`), summary: "max_containers needed to scale", line: 5, col: 21},
+	{name: "drain_timeout not a duration", src: webScaleSpec("max_containers = 3\n    drain_timeout = \"long\""), summary: "Invalid drain_timeout", line: 6, col: 21},
+	{name: "drain_timeout too long", src: webScaleSpec("max_containers = 3\n    drain_timeout = \"2h\""), summary: "Invalid drain_timeout", line: 6, col: 21},
 	{name: "scaledown_window too long", src: webScaleSpec("max_containers = 3\n    scaledown_window = \"2h\""), summary: "Invalid scaledown_window", line: 6, col: 24},
 	{name: "max_inputs zero", src: webScaleSpec("concurrency {\n      max_inputs = 0\n    }"), summary: "Invalid max_inputs", line: 6, col: 20},
 	{name: "max_inputs negative", src: webScaleSpec("concurrency {\n      max_inputs = -2\n    }"), summary: "Invalid max_inputs", line: 6, col: 20},

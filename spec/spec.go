@@ -164,6 +164,16 @@ type Function struct {
 	// "60s", as Modal's). Scaling up is immediate.
 	ScaledownWindow      string    `hcl:"scaledown_window,optional"`
 	ScaledownWindowRange hcl.Range `hcl:"scaledown_window,attr_value_range"`
+	// DrainTimeout bounds how long a container of an autoscaled web
+	// function that is stopping (scaled down, or replaced by a deploy)
+	// keeps serving the requests it has, after caravan's proxies stop
+	// giving it new ones: a duration from "1s" to "1h" (default "20s").
+	// Its process gets the stop signal once they are done, or when this
+	// passes. Nomad gives the process 10 s more to exit (the task's
+	// kill_timeout is drain_timeout + 10s), capped by the Nomad client's
+	// max_kill_timeout (default 30s): raise that past 30s of drain.
+	DrainTimeout      string    `hcl:"drain_timeout,optional"`
+	DrainTimeoutRange hcl.Range `hcl:"drain_timeout,attr_value_range"`
 
 	// Concurrency (optional block) lets one container of a web function
 	// take several requests at once (Modal's @modal.concurrent).
@@ -381,6 +391,7 @@ type Scaling struct {
 	TargetInputs     int
 	QueueMax         int
 	QueueTimeout     time.Duration
+	DrainTimeout     time.Duration
 }
 
 // Autoscaled reports whether the function's container count may change
@@ -393,6 +404,9 @@ const (
 	DefaultMaxInputs       = 1
 	DefaultQueueMax        = 1000
 	DefaultQueueTimeout    = 60 * time.Second
+	// DefaultDrainTimeout with the 10 s a process gets to exit fits
+	// Nomad's default max_kill_timeout (30 s).
+	DefaultDrainTimeout = 20 * time.Second
 )
 
 // GPURequest is a decoded `gpu` attribute.

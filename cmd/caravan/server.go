@@ -58,9 +58,10 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "nats-key", Usage: "client key PEM `FILE` for --nats-url"},
 			&cli.StringFlag{Name: "nats-dir", Usage: "`DIR` of the embedded NATS's JetStream files and token (default: $XDG_DATA_HOME/caravan/nats)"},
 			&cli.StringFlag{Name: "nats-listen", Usage: "`ADDR` the embedded NATS listens on (default: 127.0.0.1, a port chosen once and kept in --nats-dir)"},
-			&cli.StringFlag{Name: "worker-binary", Usage: "`PATH` of the caravan binary on Nomad's clients that warm functions' workers run (default: this one)"},
+			&cli.StringFlag{Name: "worker-binary", Usage: "`PATH` of the caravan binary on Nomad's clients that warm functions' workers run (default: --agent-binary, fetched into each worker's task)"},
 			&cli.DurationFlag{Name: "call-ack-wait", Value: 30 * time.Second, Usage: "how long a worker holds an input without a heartbeat before it goes to another"},
 			&cli.IntFlag{Name: "call-max-attempts", Value: 3, Usage: "deliveries of an input before its call fails as dead-lettered"},
+			&cli.StringFlag{Name: "agent-binary", Usage: "caravan binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions); it must run on the Nomad clients' OS and architecture (default: this executable)"},
 		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
@@ -91,6 +92,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 					WorkerToken: c.String("nats-worker-token"), CAFile: c.String("nats-ca"), CertFile: c.String("nats-cert"), KeyFile: c.String("nats-key"),
 					Dir: c.String("nats-dir"), Listen: c.String("nats-listen"), WorkerBinary: c.String("worker-binary"),
 					AckWait: c.Duration("call-ack-wait"), MaxAttempts: c.Int("call-max-attempts")},
+				AgentBinary: c.String("agent-binary"),
 			})
 			if err != nil {
 				return err

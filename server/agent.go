@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/caravanhq/caravan/agent"
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/orchestrator"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// The agent endpoints answer tasks, not users: no token, the URL's
+// signature and the asking allocation instead (orchestrator.OpenAgent).
+
+// AgentOrchestrator authorizes the agent endpoints.
+type AgentOrchestrator interface {
+	OpenAgent(ctx context.Context, job, alloc, sig string) (*nomad.Allocation, error)
+}
+
+var _ AgentOrchestrator = (*orchestrator.Orchestrator)(nil)
+
+// Drainer drains an allocation's containers at every proxy (ProxyDrainer).
+type Drainer interface {
+	DrainAlloc(ctx context.Context, alloc string, wait time.Duration) (DrainAnswer, error)
+}
+
+// DrainAnswer is the answer of POST /v1/agent/drain.
+type DrainAnswer = agent.DrainAnswer
+
+// MaxAgentDrain bounds the wait of one drain request.
+const MaxAgentDrain = 10 * time.Minute
+
+// getAgent serves the caravan binary (h.agentBinary) to a Nomad
+// client's artifact fetch, as a one-file tar stream.
+func (h *handler) getAgent(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if _, err := h.agents.OpenAgent(r.Context(), q.Get("job"), q.Get("alloc"), q.Get("sig")); err != nil {
+		h.log.Warn("agent fetch refused", "job", q.Get("job"), "alloc", q.Get("alloc"), "remote", r.RemoteAddr, "error", err)
+		h.fail(w, err)
+		return
+	}
+	st, err := os.Stat(h.agentBinary)
+	if err != nil {
+		h.fail(w, api.Errorf(api.CodeUnavailable, "this server cannot serve its agent binary: %v", err))
+		return
+	}
+	h.holdFor(w, BundleTransfer, BundleTransfer)
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.FormatInt(agent.TarSize(st.Size()), 10))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if err := agent.WriteTar(w, h.agentBinary); err != nil {
+		h.log.Warn("agent fetch cut short", "alloc", q.Get("alloc"), "error", err)
+		return
+	}
+	h.log.Debug("agent served", "job", q.Get("job"), "alloc", q.Get("alloc"))
+}
+
+// drainAgent drains the asking allocation at every proxy: they give it
+// no new request, and the answer comes once it serves none (or after
+// ?wait, default 30 s).
+func (h *handler) drainAgent(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	wait := 30 * time.Second
+	if s := q.Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > MaxAgentDrain {
+			h.fail(w, api.Errorf(api.CodeBadRequest, "wait is a duration from 0s to %s, not %q", MaxAgentDrain, s))
+			return
+		}
+		wait = d
+	}
+	a, err := h.agents.OpenAgent(r.Context(), q.Get("job"), q.Get("alloc"), q.Get("sig"))
+	if err != nil {
+		h.log.Warn("agent drain refused", "job", q.Get("job"), "alloc", q.Get("alloc"), "remote", r.RemoteAddr, "error", err)
+		h.fail(w, err)
+		return
+	}
+	h.holdFor(w, wait, wait)
+	start := time.Now()
+	ans, err := h.drainer.DrainAlloc(r.Context(), a.ID, wait)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	h.log.Info("allocation drained", "job", a.JobID, "alloc", a.ID, "in_flight", ans.InFlight, "proxies", ans.Proxies, "failed", ans.Failed, "took", time.Since(start))
+	writeJSON(w, http.StatusOK, ans)
+}
