@@ -21,6 +21,8 @@ import (
 type Calls interface {
 	Ensure(ctx context.Context, f queue.Func, cfg queue.FuncConfig) error
 	Submit(ctx context.Context, f queue.Func, id string, input []byte, spawned bool) error
+	// SubmitAll queues inputs[i] as call id(i), unspawned, many at once.
+	SubmitAll(ctx context.Context, f queue.Func, id func(int) string, inputs [][]byte) error
 	// Watch announces the end of call id (or of every item of a map,
 	// with Watch(id, true)). Make it before Submit.
 	Watch(id string, mapped bool) (CallWatch, error)
@@ -368,14 +370,11 @@ func (o *Orchestrator) Map(ctx context.Context, caller Caller, req MapRequest, e
 	// hold the first results.
 	subErr := make(chan error, 1)
 	go func() {
-		for i, p := range payloads {
-			if err := o.calls.Submit(ctx, f, fmt.Sprintf("%s.%d", mapID, i), p, false); err != nil {
-				subErr <- fmt.Errorf("queueing input %d: %w", i, err)
-				cancel()
-				return
-			}
+		err := o.calls.SubmitAll(ctx, f, func(i int) string { return fmt.Sprintf("%s.%d", mapID, i) }, payloads)
+		if err != nil {
+			cancel()
 		}
-		subErr <- nil
+		subErr <- err
 	}()
 	for i := range payloads {
 		rec, err := w.Next(ctx, fmt.Sprintf("%s.%d", mapID, i))

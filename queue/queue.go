@@ -243,6 +243,44 @@ func (q *Queue) Submit(ctx context.Context, f Func, id string, input []byte, spa
 	return nil
 }
 
+// SubmitAll queues inputs[i] for f as call id(i), each unspawned (a map's
+// items), with up to a few thousand publishes in flight rather than one
+// at a time. It returns once JetStream has acknowledged them all, or the
+// first error.
+func (q *Queue) SubmitAll(ctx context.Context, f Func, id func(int) string, inputs [][]byte) error {
+	var futures []jetstream.PubAckFuture
+	for i, input := range inputs {
+		if len(input) > InlineLimit {
+			if err := q.Submit(ctx, f, id(i), input, false); err != nil {
+				return err
+			}
+			continue
+		}
+		msg := nats.NewMsg(f.Subject())
+		msg.Header.Set(hdrCall, id(i))
+		msg.Header.Set(nats.MsgIdHdr, id(i))
+		msg.Data = input
+		fut, err := q.js.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("queueing input %d: %w", i, err)
+		}
+		futures = append(futures, fut)
+	}
+	select {
+	case <-q.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for i, fut := range futures {
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			return fmt.Errorf("queueing input %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // TooLargeError is an input over MaxInput.
 type TooLargeError struct{ Size, Limit int }
 

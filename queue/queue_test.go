@@ -297,14 +297,18 @@ func TestMapOrder(t *testing.T) {
 	}
 	defer w.Stop()
 	const n = 300
+	inputs := make([][]byte, n)
 	for i := range n {
-		if err := q.Submit(ctx, fn, fmt.Sprintf("%s.%d", mapID, i), []byte(fmt.Sprint(i)), false); err != nil {
-			t.Fatal(err)
-		}
+		inputs[i] = []byte(fmt.Sprint(i))
+	}
+	// One large input among them goes through the object store.
+	inputs[7] = []byte(`"` + strings.Repeat("7", InlineLimit) + `"`)
+	if err := q.SubmitAll(ctx, fn, func(i int) string { return fmt.Sprintf("%s.%d", mapID, i) }, inputs); err != nil {
+		t.Fatal(err)
 	}
 	for i := range n {
 		rec, err := w.Next(ctx, fmt.Sprintf("%s.%d", mapID, i))
-		if err != nil || rec.Result.Output != fmt.Sprint(i) {
+		if err != nil || rec.Result.Output != string(inputs[i]) {
 			t.Fatalf("item %d: %+v %v", i, rec, err)
 		}
 	}
