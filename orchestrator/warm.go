@@ -399,9 +399,10 @@ func (o *Orchestrator) Map(ctx context.Context, caller Caller, req MapRequest, e
 }
 
 // workersDown decides from the allocations of a function's workers job
-// whether none can take inputs: every allocation is over (failed, lost or
-// complete) and none replaces it. why is the last failure's message. No
-// allocations at all is not yet down (Nomad may still be placing them).
+// whether none can take inputs: none is pending or running, and one Nomad
+// means to run has ended (failed, lost, complete). why is the latest such
+// one's failure. No allocations at all, or only stopped ones, is not down
+// (Nomad may still be placing them).
 func workersDown(stubs []*nomad.AllocationListStub) (down bool, why string) {
 	if len(stubs) == 0 {
 		return false, ""
@@ -412,16 +413,17 @@ func workersDown(stubs []*nomad.AllocationListStub) (down bool, why string) {
 		case nomad.AllocClientStatusPending, nomad.AllocClientStatusRunning:
 			return false, ""
 		}
-		if s.DesiredStatus == nomad.AllocDesiredStatusRun && s.ClientStatus == nomad.AllocClientStatusComplete {
+		// Only an allocation Nomad means to run tells of a failure; those
+		// it stopped (a redeploy's old ones) are being replaced.
+		if s.DesiredStatus != nomad.AllocDesiredStatusRun {
 			continue
 		}
 		if newest == nil || s.ModifyTime > newest.ModifyTime {
 			newest = s
 		}
 	}
-	why = "every worker's allocation has stopped"
 	if newest == nil {
-		return true, why
+		return false, ""
 	}
 	why = fmt.Sprintf("its workers are %s (allocation %s)", newest.ClientStatus, newest.ID)
 	for task, st := range newest.TaskStates {

@@ -167,7 +167,8 @@ func TestWorkersDown(t *testing.T) {
 		{"one running", []*nomad.AllocationListStub{failed, {ClientStatus: "running"}}, false, ""},
 		{"one pending", []*nomad.AllocationListStub{old, {ClientStatus: "pending"}}, false, ""},
 		{"all failed", []*nomad.AllocationListStub{old, failed}, true, "task echo: Exceeded allowed attempts 2 in interval 5m0s (allocation a1)"},
-		{"all stopped", []*nomad.AllocationListStub{old}, true, "its workers are complete (allocation a0)"},
+		{"only stopped ones: replaced", []*nomad.AllocationListStub{old}, false, ""},
+		{"lost", []*nomad.AllocationListStub{old, {ID: "a2", ClientStatus: "lost", DesiredStatus: "run"}}, true, "its workers are lost (allocation a2)"},
 	} {
 		down, why := workersDown(tt.stubs)
 		if down != tt.down || !strings.Contains(why, tt.reason) {
