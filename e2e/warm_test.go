@@ -240,3 +240,50 @@ func waitFile(t *testing.T, ctx context.Context, path string) {
 		}
 	}
 }
+
+// TestWarmFromZero: a warm callable with min_containers = 0 deploys no
+// worker; its first call waits for the autoscaler to start one (scaled on
+// the queue's depth) and is answered; idle past its scaledown_window, it
+// is back at zero.
+func TestWarmFromZero(t *testing.T) {
+	const app = "e2e--warmzero"
+	id := jobs.CallableID(app, "echo")
+	purge(t, app)
+	purge(t, id)
+	web := nodeServer("warmzero", "up\n", false)
+	deploy(t, "warmzero.hcl", strings.TrimSuffix(web, "}\n")+`  function "echo" {
+    command          = "sh"
+    args             = ["-c", "cat \"$CARAVAN_INPUT\""]
+    callable         = true
+    min_containers   = 0
+    max_containers   = 2
+    scaledown_window = "3s"
+  }
+}
+`, api.DeployBody{})
+	count := func() int {
+		j, _, err := env.nomad.Jobs().Info(id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *j.TaskGroups[0].Count
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("deployed with %d workers, want 0", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	began := time.Now()
+	r, err := env.client.Call(ctx, "warmzero", "echo", api.ChangeBody{}, []byte(`"cold"`), 2*time.Minute)
+	if err != nil || r.Output != `"cold"` {
+		t.Fatalf("the first call at zero: %+v %v", r, err)
+	}
+	t.Logf("a call at zero answered in %s (its worker's cold start included)", time.Since(began))
+	for count() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("still %d workers long after the scaledown window", count())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

@@ -56,7 +56,7 @@ func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.C
 func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
 	id := CallableID(appJobID, fn.Name)
 	t := task(fn, id, cfg)
-	count, maxInputs := fn.Workers()
+	count, most, maxInputs, window := fn.Workers()
 	w := cfg.Worker
 	bin := w.Binary
 	if bin == "" {
@@ -97,11 +97,24 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 		}},
 	}
 	job.Meta[MetaWorkers] = "true"
+	// How the autoscaler scales the workers on the queue's depth (it
+	// reads them from the job: no other record).
+	job.Meta[MetaMinWorkers] = strconv.Itoa(count)
+	job.Meta[MetaMaxWorkers] = strconv.Itoa(most)
+	job.Meta[MetaWorkerInputs] = strconv.Itoa(maxInputs)
+	job.Meta[MetaScaledownWindow] = window.String()
 	return withHash(job)
 }
 
-// MetaWorkers marks the job of a warm callable function's workers.
-const MetaWorkers = "caravan.workers"
+// MetaWorkers marks the job of a warm callable function's workers; the
+// others of its meta say how they scale (spec.Function.Workers).
+const (
+	MetaWorkers         = "caravan.workers"
+	MetaMinWorkers      = "caravan.min_containers"
+	MetaMaxWorkers      = "caravan.max_containers"
+	MetaWorkerInputs    = "caravan.max_inputs"
+	MetaScaledownWindow = "caravan.scaledown_window"
+)
 
 // isolatedJob renders a callable function as a parameterized batch job: it
 // stays registered with the app and runs only when dispatched, once per

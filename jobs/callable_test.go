@@ -89,6 +89,18 @@ func TestRenderWorkers(t *testing.T) {
 	if task.Env[jobs.EnvNATSURL] != "nats://127.0.0.1:4222" || task.Env[jobs.EnvNATSToken] != "s3cret" {
 		t.Errorf("worker env %v", task.Env)
 	}
+	if cj.Meta[jobs.MetaMinWorkers] != "3" || cj.Meta[jobs.MetaMaxWorkers] != "3" || cj.Meta[jobs.MetaWorkerInputs] != "4" || cj.Meta[jobs.MetaScaledownWindow] != "1m0s" {
+		t.Errorf("scaling meta %v", cj.Meta)
+	}
+	// From zero: no worker until the first input.
+	zero := callableAppWith(t, `"sum.js"`, "min_containers = 0\n    max_containers = 5\n    scaledown_window = \"10s\"")
+	r0, err := jobs.Render(zero, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z := r0.Callable[0]; *z.TaskGroups[0].Count != 0 || z.Meta[jobs.MetaMaxWorkers] != "5" || z.Meta[jobs.MetaScaledownWindow] != "10s" {
+		t.Errorf("from zero: count %d, meta %v", *z.TaskGroups[0].Count, z.Meta)
+	}
 }
 
 // TestRenderCallable checks the shape of an isolated callable's job:

@@ -171,15 +171,16 @@ func (p *Policy) Check(app *spec.App) (*Rules, []Violation) {
 // long-running function's max_containers (its min_containers, at least
 // 1, when that is more or max_containers is unset), and one for each
 // scheduled function (Nomad runs one run at a time). A warm callable
-// function counts its workers (min_containers); an isolated one counts
+// function counts its most workers (max_containers, else min_containers,
+// at least 1); an isolated one counts
 // one, though each call runs a container of its own: its calls are not
 // bounded by the policy.
 func Containers(app *spec.App) int {
 	n := 0
 	for _, fn := range app.Functions {
 		if fn.Warm() {
-			workers, _ := fn.Workers()
-			n += workers
+			_, most, _, _ := fn.Workers()
+			n += most
 			continue
 		}
 		if !fn.LongRunning() {

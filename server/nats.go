@@ -4,15 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/autoscaler"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/queue"
 	"github.com/caravanhq/caravan/router"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // NATSConfig says where warm calls queue: an external NATS (URL), or a
@@ -123,4 +129,53 @@ func keptListen(path, listen string) (string, error) {
 		return "", err
 	}
 	return addr, nil
+}
+
+// workerQueues is the autoscaler's view of warm callables: their workers'
+// jobs in Nomad (whose meta says how they scale) and their queues' depth.
+type workerQueues struct {
+	nomad *nomad.Client
+	queue *queue.Queue
+}
+
+var _ autoscaler.Queues = workerQueues{}
+
+// Functions lists the workers' jobs whose count can change
+// (max_containers above min_containers); Service is the job's ID.
+func (w workerQueues) Functions(ctx context.Context) ([]autoscaler.Function, error) {
+	stubs, _, err := w.nomad.Jobs().List((&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("nomad: the workers' jobs: %w", err)
+	}
+	var out []autoscaler.Function
+	for _, s := range stubs {
+		if s.Stop || s.ParentID != "" || s.Meta[jobs.MetaWorkers] != "true" {
+			continue
+		}
+		if fn, ok := workerFunction(s.ID, s.Meta); ok {
+			out = append(out, fn)
+		}
+	}
+	return out, nil
+}
+
+// workerFunction reads how the workers' job id scales from its meta.
+func workerFunction(id string, meta map[string]string) (autoscaler.Function, bool) {
+	lo, err1 := strconv.Atoi(meta[jobs.MetaMinWorkers])
+	hi, err2 := strconv.Atoi(meta[jobs.MetaMaxWorkers])
+	per, err3 := strconv.Atoi(meta[jobs.MetaWorkerInputs])
+	window, err4 := time.ParseDuration(meta[jobs.MetaScaledownWindow])
+	fn := meta[jobs.MetaFunction]
+	if errors.Join(err1, err2, err3, err4) != nil || fn == "" || hi <= lo || !strings.HasSuffix(id, jobs.CallSeparator+fn) {
+		return autoscaler.Function{}, false
+	}
+	return autoscaler.Function{Service: id, Job: id, Group: fn,
+		Config: autoscale.Config{MinContainers: lo, MaxContainers: hi, TargetInputs: per, ScaledownWindow: window}}, true
+}
+
+// Depth is how many inputs of the workers' function wait or run.
+func (w workerQueues) Depth(ctx context.Context, fn autoscaler.Function) (int, error) {
+	appJob := strings.TrimSuffix(fn.Job, jobs.CallSeparator+fn.Group)
+	// The stream's name needs no workspace: Depth reads it by name.
+	return w.queue.Depth(ctx, queue.Func{AppJobID: appJob, Name: fn.Group})
 }

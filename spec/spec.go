@@ -470,18 +470,27 @@ func (f *Function) LongRunning() bool { return !f.Scheduled() && !f.Callable }
 // the queue rather than a container per call.
 func (f *Function) Warm() bool { return f.Callable && !f.Isolated && f.TaskDriver() != DriverDocker }
 
-// Workers is how many workers a warm callable function runs
-// (min_containers, default 1), and how many inputs each takes at once
-// (concurrency { max_inputs }, default 1).
-func (f *Function) Workers() (count, maxInputs int) {
-	count, maxInputs = 1, 1
-	if f.MinContainers != nil && *f.MinContainers > 0 {
-		count = *f.MinContainers
+// Workers is how a warm callable function's workers scale: from
+// min_containers (default 1; 0 scales from zero on its first input) to
+// max_containers (default min_containers, at least 1) on its queue's
+// depth, maxInputs each at once (concurrency { max_inputs }, default 1),
+// down after scaledown_window (default 1m) with less to do.
+func (f *Function) Workers() (minCount, maxCount, maxInputs int, window time.Duration) {
+	minCount, maxInputs, window = 1, 1, DefaultScaledownWindow
+	if f.MinContainers != nil && *f.MinContainers >= 0 {
+		minCount = *f.MinContainers
+	}
+	maxCount = max(minCount, 1)
+	if f.MaxContainers != nil && *f.MaxContainers > maxCount {
+		maxCount = *f.MaxContainers
 	}
 	if c := f.Concurrency; c != nil && c.MaxInputs != nil && *c.MaxInputs > 0 {
 		maxInputs = *c.MaxInputs
 	}
-	return count, maxInputs
+	if d, err := time.ParseDuration(f.ScaledownWindow); err == nil && d >= MinScalingDuration && d <= MaxScalingDuration {
+		window = d
+	}
+	return minCount, maxCount, maxInputs, window
 }
 
 // Count is the number of containers to run now: min_containers, at least 1.
