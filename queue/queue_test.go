@@ -404,3 +404,30 @@ func TestRestartInFlight(t *testing.T) {
 		t.Fatalf("a call in flight across a restart: %+v %v", rec, err)
 	}
 }
+
+// TestStopGivesInputsBack: a worker stopped with an input still running
+// after its grace gives the input back; another worker answers it.
+func TestStopGivesInputsBack(t *testing.T) {
+	e, _ := testNATS(t, "")
+	q := connect(t, e.URL())
+	ctx := deadline(t)
+	started := make(chan struct{})
+	stop := startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(ctx context.Context, _ string, _ []byte) *api.CallResult {
+		close(started)
+		<-ctx.Done()
+		return &api.CallResult{Output: "stopped"}
+	})
+	id := NewID()
+	if err := q.Submit(ctx, fn, id, []byte(`1`), true); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	stop() // grace 1s (startWorker), then the run ends
+	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(context.Context, string, []byte) *api.CallResult {
+		return &api.CallResult{Output: "second"}
+	})
+	rec, err := q.Wait(ctx, id)
+	if err != nil || rec.State != Done || rec.Result.Output != "second" || rec.Attempts != 2 {
+		t.Fatalf("an input given back at stop: %+v %v", rec, err)
+	}
+}

@@ -92,11 +92,9 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	select {
 	case <-done:
 	case <-time.After(grace):
-		w.mu.Lock()
-		for _, cancel := range w.running {
-			cancel()
-		}
-		w.mu.Unlock()
+		// Past the grace the runs end, and their inputs go back to the
+		// queue for another worker (not cancelled calls).
+		cancelRuns()
 		<-done
 	}
 	return nil
