@@ -208,9 +208,6 @@ func resultOf(rec *queue.Record) *CallResult {
 	return res
 }
 
-// SpawnRequest queues a call without waiting for it.
-type SpawnRequest = CallRequest
-
 // Spawn queues one call of a warm function and returns its ID at once.
 func (o *Orchestrator) Spawn(ctx context.Context, caller Caller, req CallRequest) (*api.CallStatus, error) {
 	f, isolated, err := o.callable(ctx, caller, req.AppRef, req.Function)

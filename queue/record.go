@@ -35,5 +35,5 @@ type Record struct {
 	OutputRef string `json:"output_ref,omitempty"`
 }
 
-// Finished says whether the call has its final state.
+// Final says whether the call has its final state.
 func (r *Record) Final() bool { return r.State == Done || r.State == Cancelled || r.State == Failed }
