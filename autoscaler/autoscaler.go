@@ -72,7 +72,7 @@ type Scaler struct {
 	// queues' depth (each input in a queue counts as a request in
 	// flight).
 	Queues Queues
-	Log     hclog.Logger
+	Log    hclog.Logger
 	// Interval between rounds (default 1 s); a cold start at a proxy
 	// starts one at once.
 	Interval time.Duration
