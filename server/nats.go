@@ -143,7 +143,7 @@ var _ autoscaler.Queues = workerQueues{}
 // Functions lists the workers' jobs whose count can change
 // (max_containers above min_containers); Service is the job's ID.
 func (w workerQueues) Functions(ctx context.Context) ([]autoscaler.Function, error) {
-	stubs, _, err := w.nomad.Jobs().List((&nomad.QueryOptions{}).WithContext(ctx))
+	stubs, _, err := w.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}}, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("nomad: the workers' jobs: %w", err)
 	}
