@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/router"
@@ -94,6 +95,16 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 			Name:  ptr(fn.Name),
 			Count: ptr(count),
 			Tasks: []*api.Task{t},
+			// A worker is healthy once its task runs: a deployment (a
+			// deploy's, or the one an autoscaler's scale-up opens, which
+			// blocks the next scale) ends as soon as the workers start.
+			Update: &api.UpdateStrategy{
+				HealthCheck:      ptr("task_states"),
+				MinHealthyTime:   ptr(time.Duration(0)),
+				HealthyDeadline:  ptr(2 * time.Minute),
+				ProgressDeadline: ptr(time.Duration(0)),
+				MaxParallel:      ptr(max(count, 1)),
+			},
 		}},
 	}
 	job.Meta[MetaWorkers] = "true"
