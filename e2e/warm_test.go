@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -284,6 +286,84 @@ func TestWarmFromZero(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("still %d workers long after the scaledown window", count())
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// TestWarmServerKilled: the caravan server that took calls is killed
+// (SIGKILL) while they run; they finish, and another server of the
+// cluster (sharing the NATS) reads their results. The sync call in flight
+// through it fails at its client (its connection is gone).
+func TestWarmServerKilled(t *testing.T) {
+	const app = "e2e--warmkill"
+	id := jobs.CallableID(app, "slow")
+	purge(t, app)
+	purge(t, id)
+	web := nodeServer("warmkill", "up\n", false)
+	deploy(t, "warmkill.hcl", strings.TrimSuffix(web, "}\n")+`  function "slow" {
+    command  = "sh"
+    args     = ["-c", "sleep 3; cat \"$CARAVAN_INPUT\""]
+    callable = true
+    concurrency {
+      max_inputs = 4
+    }
+  }
+}
+`, api.DeployBody{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// The worker is up once a call is answered.
+	if _, err := env.client.Call(ctx, "warmkill", "slow", api.ChangeBody{}, []byte(`"warm"`), 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	logPath := filepath.Join(env.stack.StateDir, "logs", "caravan-server-warmkill.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(caravanBinary(t), append([]string{"server", "--log-level", "debug"}, serverFlags(listen)...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	doomed := &api.Client{Addr: "http://" + listen, Token: env.client.Token}
+	eventually(t, 30*time.Second, "the doomed server answers", func() error { return doomed.Health(context.Background()) })
+
+	var spawned []string
+	for i := range 3 {
+		st, err := doomed.Spawn(ctx, "warmkill", "slow", api.ChangeBody{}, []byte(strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spawned = append(spawned, st.ID)
+	}
+	syncErr := make(chan error, 1)
+	go func() {
+		_, err := doomed.Call(ctx, "warmkill", "slow", api.ChangeBody{}, []byte(`"sync"`), time.Minute)
+		syncErr <- err
+	}()
+	// The spawned calls are queued or running (3s each) when the server
+	// dies; the sync call is cut before or after it was queued.
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if err := <-syncErr; err == nil {
+		t.Fatal("the sync call through the killed server returned a result")
+	}
+	for i, id := range spawned {
+		st, err := env.client.CallGet(ctx, id, time.Minute)
+		if err != nil || st.State != queue.Done || st.Result.Output != strconv.Itoa(i) {
+			t.Fatalf("spawned call %d after its server died: %+v %v", i, st, err)
 		}
 	}
 }
