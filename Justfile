@@ -53,4 +53,5 @@ golden:
 
 # Speed figures from real runs on a real local stack (prints them and how they were measured).
 bench: servers
+    go test -tags bench -count=1 -run 'TestBench' -v ./queue/ 2>&1 | grep -vE '^(=== |--- PASS|PASS$|ok )'
     go test -tags bench -count=1 -run 'TestBench|TestZeroFailedRequestsAcrossRollingRedeploys' -v -timeout 30m ./e2e/ 2>&1 | grep -vE '^(=== |--- PASS|PASS$)'

@@ -188,6 +188,72 @@ func (c *Client) Call(ctx context.Context, app, function string, ref ChangeBody,
 		"/v1/apps/"+url.PathEscape(app)+"/functions/"+url.PathEscape(function)+"/call?"+q.Encode(), input, &res)
 }
 
+// Spawn queues one call of a warm callable function and returns its ID
+// at once; CallGet reads it later.
+func (c *Client) Spawn(ctx context.Context, app, function string, ref ChangeBody, input []byte) (*CallStatus, error) {
+	q := refQuery(ref)
+	q.Set("spawn", "true")
+	if input == nil {
+		input = []byte{}
+	}
+	var st CallStatus
+	return &st, c.doBody(ctx, http.MethodPost,
+		"/v1/apps/"+url.PathEscape(app)+"/functions/"+url.PathEscape(function)+"/call?"+q.Encode(), input, &st)
+}
+
+// CallGet reads a spawned call; with wait > 0 it waits up to that long
+// for the call to end first. A call past its 7 days is a not_found
+// *APIError saying it expired.
+func (c *Client) CallGet(ctx context.Context, id string, wait time.Duration) (*CallStatus, error) {
+	path := "/v1/calls/" + url.PathEscape(id)
+	if wait > 0 {
+		path += "?wait=" + url.QueryEscape(wait.String())
+	}
+	var st CallStatus
+	return &st, c.do(ctx, http.MethodGet, path, nil, &st)
+}
+
+// CallCancel cancels a spawned call: queued, it never runs; running, its
+// process is stopped. A finished call stays as it was.
+func (c *Client) CallCancel(ctx context.Context, id string) (*CallStatus, error) {
+	var st CallStatus
+	return &st, c.do(ctx, http.MethodPost, "/v1/calls/"+url.PathEscape(id)+"/cancel", nil, &st)
+}
+
+// Map calls a warm function once per line of inputs (JSON lines) and
+// hands each result to each, in input order, as they come.
+func (c *Client) Map(ctx context.Context, app, function string, ref ChangeBody, inputs io.Reader, timeout time.Duration, each func(MapItem) error) error {
+	q := refQuery(ref)
+	if timeout > 0 {
+		q.Set("timeout", timeout.String())
+	}
+	resp, err := c.sendReader(ctx, http.MethodPost,
+		"/v1/apps/"+url.PathEscape(app)+"/functions/"+url.PathEscape(function)+"/map?"+q.Encode(), inputs, "application/x-ndjson")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			MapItem
+			MapError *APIError `json:"map_error"`
+		}
+		if err := dec.Decode(&line); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("reading the map's results: %w", err)
+		}
+		// A map that fails after its first results ends with the reason.
+		if line.MapError != nil {
+			return line.MapError
+		}
+		if err := each(line.MapItem); err != nil {
+			return err
+		}
+	}
+}
+
 // Stop purges an app.
 func (c *Client) Stop(ctx context.Context, app string, body ChangeBody) (*AppRecord, error) {
 	var rec AppRecord

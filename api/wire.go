@@ -391,6 +391,11 @@ type RunResult struct {
 // CallResult is what a call returned.
 type CallResult struct {
 	Function string `json:"function"`
+	// CallID names a warm call (its record is readable for 7 days:
+	// `caravan call get ID`); Attempts is how many deliveries its input
+	// took (more than 1 after a worker was lost mid-input).
+	CallID   string `json:"call_id,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
 	// JobID is the Nomad job the call dispatched (a child of the
 	// function's parameterized job); AllocID the allocation that ran it.
 	JobID   string `json:"job_id"`
@@ -408,6 +413,28 @@ type CallResult struct {
 	Error string `json:"error,omitempty"`
 	// Duration is from the call to its result.
 	Duration time.Duration `json:"duration"`
+}
+
+// CallStatus is a warm call as `caravan call get` reads it.
+type CallStatus struct {
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	// AppJob is the app's Nomad job ID.
+	AppJob string `json:"app_job"`
+	// State is queued (waiting for or running in a worker), done,
+	// cancelled, or failed (no answer from the function: dead-lettered).
+	State    string    `json:"state"`
+	Created  time.Time `json:"created"`
+	Finished time.Time `json:"finished,omitzero"`
+	// Result is the answer once done (or why there is none once failed).
+	Result *CallResult `json:"result,omitempty"`
+}
+
+// MapItem is one line of a map's streamed answer: the result of input
+// Index (counted from 0), in input order.
+type MapItem struct {
+	Index int `json:"index"`
+	*CallResult
 }
 
 // TokenKind is what a credential opens; each check accepts only its own

@@ -61,10 +61,23 @@ type Backend interface {
 // The autoscaler decides again at its next tick, and scales then.
 var ErrDeploymentActive = errors.New("job scaling blocked due to active deployment")
 
+// Queues are the functions that answer from a queue (warm callables),
+// whose load is their queue's depth rather than a proxy's report.
+type Queues interface {
+	// Functions lists them (Service names each one's queue).
+	Functions(ctx context.Context) ([]Function, error)
+	// Depth is how many inputs of fn wait or run.
+	Depth(ctx context.Context, fn Function) (int, error)
+}
+
 // Scaler decides and scales; Tick is one round, Run the loop.
 type Scaler struct {
 	Backend Backend
-	Log     hclog.Logger
+	// Queues, when set, adds the warm callables, scaled on their
+	// queues' depth (each input in a queue counts as a request in
+	// flight).
+	Queues Queues
+	Log    hclog.Logger
 	// Interval between rounds (default 1 s); a cold start at a proxy
 	// starts one at once.
 	Interval time.Duration
@@ -96,6 +109,26 @@ func (s *Scaler) Tick(ctx context.Context) (map[string]autoscale.Decision, error
 		s.windows, s.last = map[string]*autoscale.Window{}, map[string]string{}
 	}
 	samples, reported := s.sample(ctx, now)
+	queued := map[string]bool{}
+	if s.Queues != nil {
+		qfns, err := s.Queues.Functions(ctx)
+		if err != nil {
+			s.log().Warn("listing the queued functions", "error", err)
+		}
+		for _, fn := range qfns {
+			n, err := s.Queues.Depth(ctx, fn)
+			if err != nil {
+				s.log().Debug("reading a queue's depth", "function", fn.Service, "error", err)
+				continue
+			}
+			if samples == nil {
+				samples = map[string]autoscale.Sample{}
+			}
+			samples[fn.Service] = autoscale.Sample{At: now, InFlight: n}
+			queued[fn.Service] = true
+			fns = append(fns, fn)
+		}
+	}
 	changed := map[string]autoscale.Decision{}
 	seen := map[string]bool{}
 	for _, fn := range fns {
@@ -105,7 +138,7 @@ func (s *Scaler) Tick(ctx context.Context) (map[string]autoscale.Decision, error
 			w = &autoscale.Window{}
 			s.windows[fn.Service] = w
 		}
-		if reported {
+		if reported || queued[fn.Service] {
 			// A proxy that knows nothing of the function reports no load
 			// for it: zero, which is what it holds.
 			smp := samples[fn.Service]

@@ -127,3 +127,51 @@ func TestTickForgetsGoneFunctions(t *testing.T) {
 		t.Errorf("kept the window of a function without a record")
 	}
 }
+
+type fakeQueues struct {
+	fns   []Function
+	depth map[string]int
+}
+
+func (q *fakeQueues) Functions(context.Context) ([]Function, error) { return q.fns, nil }
+func (q *fakeQueues) Depth(_ context.Context, fn Function) (int, error) {
+	return q.depth[fn.Service], nil
+}
+
+// TestQueueDepth: a warm callable scales on its queue's depth, from zero
+// at its first input, with or without proxies reporting, and back to
+// zero after its scaledown window idle.
+func TestQueueDepth(t *testing.T) {
+	now := time.Unix(1000, 0)
+	fn := Function{Service: "dev--calc--call--sum", Job: "dev--calc--call--sum", Group: "sum",
+		Config: autoscale.Config{MinContainers: 0, MaxContainers: 3, TargetInputs: 2, ScaledownWindow: 5 * time.Second}}
+	f := &fake{counts: map[string]int{fn.Job + "/" + fn.Group: 0}, proxies: map[string]*proxy.Report{}}
+	q := &fakeQueues{fns: []Function{fn}, depth: map[string]int{}}
+	s := &Scaler{Backend: f, Queues: q, Now: func() time.Time { return now }}
+	tick := func(depth int) int {
+		t.Helper()
+		q.depth[fn.Service] = depth
+		if _, err := s.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+		return f.counts[fn.Job+"/"+fn.Group]
+	}
+	if n := tick(0); n != 0 {
+		t.Fatalf("idle at zero: %d workers", n)
+	}
+	if n := tick(1); n != 1 {
+		t.Fatalf("a first input: %d workers, want 1 (its cold start)", n)
+	}
+	if n := tick(5); n != 3 {
+		t.Fatalf("5 inputs at 2 a worker: %d workers, want the max 3", n)
+	}
+	for i := range 4 {
+		if n := tick(0); n != 3 {
+			t.Fatalf("idle %ds, inside the window: %d workers", i+1, n)
+		}
+	}
+	if n := tick(0); n != 0 {
+		t.Fatalf("idle past the window: %d workers, want 0", n)
+	}
+}

@@ -26,11 +26,13 @@ func TestBenchCall(t *testing.T) {
     command  = "node"
     args     = ["-e", "process.stdout.write(require('fs').readFileSync(process.env.CARAVAN_INPUT))"]
     callable = true
+    isolated = true
   }
   function "fail" {
     command  = "node"
     args     = ["-e", "process.exit(3)"]
     callable = true
+    isolated = true
   }
 }
 `, api.DeployBody{})

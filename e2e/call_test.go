@@ -18,9 +18,9 @@ import (
 	"github.com/caravanhq/caravan/orchestrator"
 )
 
-// callSpec is an app with a web function and two callables: "echo" prints
-// its input and its size, "fail" (left out without withFail) complains on
-// stderr and exits 7.
+// callSpec is an app with a web function and two isolated callables (a
+// parameterized job per call): "echo" prints its input and its size,
+// "fail" (left out without withFail) complains on stderr and exits 7.
 func callSpec(withFail bool) string {
 	echo := strconv.Quote(`const raw = require("fs").readFileSync(process.env.CARAVAN_INPUT, "utf8");
 console.log(JSON.stringify({got: JSON.parse(raw), bytes: raw.length}));`)
@@ -31,6 +31,7 @@ console.log(JSON.stringify({got: JSON.parse(raw), bytes: raw.length}));`)
     command  = "node"
     args     = ["-e", "console.log('partial'); console.error('boom'); process.exit(7)"]
     callable = true
+    isolated = true
   }`
 	}
 	web := nodeServer("callme", "up\n", false)
@@ -38,6 +39,7 @@ console.log(JSON.stringify({got: JSON.parse(raw), bytes: raw.length}));`)
     command  = "node"
     args     = ["-e", %s]
     callable = true
+    isolated = true
   }%s
 }
 `, echo, fail)

@@ -203,7 +203,9 @@ func serverFlags(listen string) []string {
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
 		"--bundle-url", clusterBundleURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
-		"--bundle-dir", bundleDir()}
+		"--bundle-dir", bundleDir(),
+		// The cluster's NATS: the first server's.
+		"--nats-url", env.server.Worker().NATSURL, "--nats-token", env.server.Worker().Token}
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the
@@ -236,6 +238,9 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	s := env.stack
 	logf, err := os.Create(filepath.Join(s.StateDir, "logs", name+".log"))
 	if err != nil {
+		return nil, err
+	}
+	if _, err := buildCaravan(); err != nil {
 		return nil, err
 	}
 	// What `caravan dev up` gives its server: the defaults (devstack's tests
@@ -274,6 +279,16 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	// fetching it, to measure what the fetch costs a cold start.
 	if os.Getenv("CARAVAN_E2E_AGENT_COMMAND") != "" {
 		cfg.Router.AgentCommand = caravanBin.path
+	}
+	// The first server embeds the stack's NATS; the others use it, as
+	// servers of a cluster share an external one. Workers start as the
+	// agent binary (the CLI built for the tests, fetched as an artifact),
+	// and hold an input 3s without a heartbeat (a killed worker's input is
+	// redelivered that soon).
+	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), AckWait: warmAckWait}
+	if env.server != nil {
+		w := env.server.Worker()
+		cfg.NATS.URL, cfg.NATS.Token = w.NATSURL, w.Token
 	}
 	if change != nil {
 		change(&cfg)

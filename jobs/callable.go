@@ -1,6 +1,9 @@
 package jobs
 
 import (
+	"strconv"
+	"time"
+
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/nomad/api"
@@ -28,12 +31,102 @@ const (
 // DispatchPayloadSizeLimit (16 KiB, uncompressed).
 const PayloadLimit = 16 * 1024
 
-// callableJob renders a callable function as a parameterized batch job: it
+// Environment of a warm callable's workers: how they reach NATS.
+const (
+	EnvNATSURL   = "CARAVAN_NATS_URL"
+	EnvNATSToken = "CARAVAN_NATS_TOKEN"
+)
+
+// callableJob renders a callable function: a warm one (spec.Function.Warm)
+// as workers (workerJob), an isolated one as a parameterized job
+// (isolatedJob).
+func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
+	if fn.Warm() {
+		return workerJob(app, fn, appJobID, cfg)
+	}
+	return isolatedJob(app, fn, appJobID, cfg)
+}
+
+// workerJob renders a warm callable function as a service job of workers
+// (min_containers of them): each runs `caravan worker`, which takes the
+// function's inputs from its queue, max_inputs at a time, and runs the
+// function's command once per input. The job's ID is the same
+// CallableID an isolated function's has, so switching between them
+// replaces one with the other.
+func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
+	id := CallableID(appJobID, fn.Name)
+	t := task(fn, id, cfg)
+	count, most, maxInputs, window := fn.Workers()
+	w := cfg.Worker
+	bin := agentEntrypoint(t, id, cfg)
+	args := []string{"worker", "--workspace", app.Workspace, "--app-job", appJobID, "--function", fn.Name,
+		"--max-inputs", strconv.Itoa(maxInputs)}
+	if w.AckWait > 0 {
+		args = append(args, "--ack-wait", w.AckWait.String())
+	}
+	if w.MaxAttempts > 0 {
+		args = append(args, "--max-attempts", strconv.Itoa(w.MaxAttempts))
+	}
+	args = append(args, "--", t.Config["command"].(string))
+	if a, ok := t.Config["args"].([]string); ok {
+		args = append(args, a...)
+	}
+	t.Config["command"] = bin
+	t.Config["args"] = args
+	if w.NATSURL != "" {
+		t.Env[EnvNATSURL] = w.NATSURL
+	}
+	if w.Token != "" {
+		t.Env[EnvNATSToken] = w.Token
+	}
+	job := &api.Job{
+		ID:          ptr(id),
+		Name:        ptr(id),
+		Type:        ptr(api.JobTypeService),
+		Datacenters: []string{"*"},
+		Meta:        ownerMeta(app, fn),
+		TaskGroups: []*api.TaskGroup{{
+			Name:  ptr(fn.Name),
+			Count: ptr(count),
+			Tasks: []*api.Task{t},
+			// A worker is healthy once its task runs: a deployment (a
+			// deploy's, or the one an autoscaler's scale-up opens, which
+			// blocks the next scale) ends as soon as the workers start.
+			Update: &api.UpdateStrategy{
+				HealthCheck:      ptr("task_states"),
+				MinHealthyTime:   ptr(time.Duration(0)),
+				HealthyDeadline:  ptr(2 * time.Minute),
+				ProgressDeadline: ptr(time.Duration(0)),
+				MaxParallel:      ptr(max(count, 1)),
+			},
+		}},
+	}
+	job.Meta[MetaWorkers] = "true"
+	// How the autoscaler scales the workers on the queue's depth (it
+	// reads them from the job: no other record).
+	job.Meta[MetaMinWorkers] = strconv.Itoa(count)
+	job.Meta[MetaMaxWorkers] = strconv.Itoa(most)
+	job.Meta[MetaWorkerInputs] = strconv.Itoa(maxInputs)
+	job.Meta[MetaScaledownWindow] = window.String()
+	return withHash(job)
+}
+
+// MetaWorkers marks the job of a warm callable function's workers; the
+// others of its meta say how they scale (spec.Function.Workers).
+const (
+	MetaWorkers         = "caravan.workers"
+	MetaMinWorkers      = "caravan.min_containers"
+	MetaMaxWorkers      = "caravan.max_containers"
+	MetaWorkerInputs    = "caravan.max_inputs"
+	MetaScaledownWindow = "caravan.scaledown_window"
+)
+
+// isolatedJob renders a callable function as a parameterized batch job: it
 // stays registered with the app and runs only when dispatched, once per
 // call, with the input as payload in $CARAVAN_INPUT. A call that fails is
 // neither restarted nor rescheduled: its exit code is the answer. Its meta
 // carries the hash of the job until the app's hash replaces it.
-func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
+func isolatedJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
 	job := runOnceJob(app, fn, CallableID(appJobID, fn.Name), cfg)
 	t := job.TaskGroups[0].Tasks[0]
 	t.DispatchPayload = &api.DispatchPayloadConfig{File: InputFile}

@@ -1,6 +1,10 @@
 package jobs_test
 
 import (
+	"slices"
+	"time"
+
+	"github.com/caravanhq/caravan/router"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,6 +38,10 @@ func TestRenderCallableGolden(t *testing.T) {
 }
 
 func callableApp(t *testing.T, args string) *spec.App {
+	return callableAppWith(t, args, "")
+}
+
+func callableAppWith(t *testing.T, args, extra string) *spec.App {
 	t.Helper()
 	app, diags := spec.Parse([]byte(`app "calc" {
   workspace = "dev"
@@ -45,6 +53,7 @@ func callableApp(t *testing.T, args string) *spec.App {
     command  = "node"
     args     = [`+args+`]
     callable = true
+    `+extra+`
   }
 }
 `), "calc.hcl")
@@ -54,11 +63,52 @@ func callableApp(t *testing.T, args string) *spec.App {
 	return app
 }
 
-// TestRenderCallable checks the shape of a callable's job: parameterized,
-// the payload in $CARAVAN_INPUT, no retries, owned by the app, and not a
-// task group of the app's service job.
+// TestRenderWorkers: a warm callable is a service job of workers, each
+// `caravan worker` around the function's command, min_containers of them,
+// max_inputs each, with the queue's address and credential.
+func TestRenderWorkers(t *testing.T) {
+	app := callableAppWith(t, `"sum.js"`, "min_containers = 3\n    concurrency {\n      max_inputs = 4\n    }")
+	cfg := testConfig
+	cfg.AgentCommand = "/opt/caravan"
+	cfg.Worker = router.Worker{NATSURL: "nats://127.0.0.1:4222", Token: "s3cret", AckWait: 5 * time.Second}
+	r, err := jobs.Render(app, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj := r.Callable[0]
+	if *cj.ID != "dev--calc--call--sum" || *cj.Type != "service" || cj.ParameterizedJob != nil || cj.Meta[jobs.MetaWorkers] != "true" {
+		t.Fatalf("worker job %s of type %s, meta %v", *cj.ID, *cj.Type, cj.Meta)
+	}
+	if n := *cj.TaskGroups[0].Count; n != 3 {
+		t.Errorf("%d workers, want min_containers 3", n)
+	}
+	task := cj.TaskGroups[0].Tasks[0]
+	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "4", "--ack-wait", "5s", "--", "node", "sum.js"}
+	if task.Config["command"] != "/opt/caravan" || !slices.Equal(task.Config["args"].([]string), want) {
+		t.Errorf("worker runs %v %v", task.Config["command"], task.Config["args"])
+	}
+	if task.Env[jobs.EnvNATSURL] != "nats://127.0.0.1:4222" || task.Env[jobs.EnvNATSToken] != "s3cret" {
+		t.Errorf("worker env %v", task.Env)
+	}
+	if cj.Meta[jobs.MetaMinWorkers] != "3" || cj.Meta[jobs.MetaMaxWorkers] != "3" || cj.Meta[jobs.MetaWorkerInputs] != "4" || cj.Meta[jobs.MetaScaledownWindow] != "1m0s" {
+		t.Errorf("scaling meta %v", cj.Meta)
+	}
+	// From zero: no worker until the first input.
+	zero := callableAppWith(t, `"sum.js"`, "min_containers = 0\n    max_containers = 5\n    scaledown_window = \"10s\"")
+	r0, err := jobs.Render(zero, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z := r0.Callable[0]; *z.TaskGroups[0].Count != 0 || z.Meta[jobs.MetaMaxWorkers] != "5" || z.Meta[jobs.MetaScaledownWindow] != "10s" {
+		t.Errorf("from zero: count %d, meta %v", *z.TaskGroups[0].Count, z.Meta)
+	}
+}
+
+// TestRenderCallable checks the shape of an isolated callable's job:
+// parameterized, the payload in $CARAVAN_INPUT, no retries, owned by the
+// app, and not a task group of the app's service job.
 func TestRenderCallable(t *testing.T) {
-	r := render(t, callableApp(t, `"sum.js"`))
+	r := render(t, callableAppWith(t, `"sum.js"`, "isolated = true"))
 	if len(r.Job.TaskGroups) != 1 || *r.Job.TaskGroups[0].Name != "web" {
 		t.Fatalf("the app's job has groups %v, want only web", r.Job.TaskGroups)
 	}
@@ -87,7 +137,7 @@ func TestRenderCallable(t *testing.T) {
 
 	// Changing only the callable changes the app's hash; the same spec
 	// renders the same hash.
-	if again := render(t, callableApp(t, `"sum.js"`)); again.SpecHash != r.SpecHash {
+	if again := render(t, callableAppWith(t, `"sum.js"`, "isolated = true")); again.SpecHash != r.SpecHash {
 		t.Errorf("same spec, hashes %s and %s", r.SpecHash, again.SpecHash)
 	}
 	if changed := render(t, callableApp(t, `"sum2.js"`)); changed.SpecHash == r.SpecHash {

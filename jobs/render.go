@@ -473,15 +473,21 @@ const ChildKillTimeout = 10 * time.Second
 func supervise(t *api.Task, grace time.Duration, jobID string, cfg router.Config) {
 	command, _ := t.Config["command"].(string)
 	args, _ := t.Config["args"].([]string)
-	t.Config["command"] = agent.Binary
-	if cfg.AgentCommand != "" {
-		t.Config["command"] = cfg.AgentCommand
-	} else {
-		t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, jobID))
-	}
+	t.Config["command"] = agentEntrypoint(t, jobID, cfg)
 	t.Config["args"] = append([]string{"task", "--grace", grace.String(), "--fallback", cfg.Drain().String(), "--", command}, args...)
 	t.Env[agent.EnvDrainURL] = agent.DrainURL(cfg.BundleURL, jobID)
 	t.KillTimeout = ptr(grace + ChildKillTimeout)
+}
+
+// agentEntrypoint is the caravan binary t starts as: cfg.AgentCommand, a
+// path on Nomad's clients, or else the one caravan server serves, which
+// it adds to t's artifacts (package agent).
+func agentEntrypoint(t *api.Task, jobID string, cfg router.Config) string {
+	if cfg.AgentCommand != "" {
+		return cfg.AgentCommand
+	}
+	t.Artifacts = append(t.Artifacts, agent.Artifact(cfg.BundleURL, jobID))
+	return agent.Binary
 }
 
 // gpuDevice asks Nomad for g.Count GPUs of one of g.Models. A model matches

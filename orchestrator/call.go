@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/caravanhq/caravan/api"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -47,15 +46,21 @@ type CallRequest struct {
 // CallResult is api.CallResult: the orchestrator returns wire types as they are.
 type CallResult = api.CallResult
 
-// InputTooLargeError is a call input over the limit of what Nomad
-// dispatches. Nothing was dispatched.
+// InputTooLargeError is a call input over the limit: of what Nomad
+// dispatches for an isolated function, of the queue's for a warm one
+// (Warm). Nothing was queued or dispatched.
 type InputTooLargeError struct {
 	Size, Limit int
+	Warm        bool
 }
 
 func (e *InputTooLargeError) Error() string {
-	return fmt.Sprintf("the input is %d bytes, over the limit of %d bytes (%d KiB) a call takes (Nomad's dispatch payload limit): "+
-		"pass a reference to the data instead, such as a URL or a file path the function can read", e.Size, e.Limit, e.Limit/1024)
+	if e.Warm {
+		return fmt.Sprintf("the input is %d bytes, over the limit of %d bytes (%d MiB) a call takes: "+
+			"pass a reference to the data instead, such as a URL the function can read", e.Size, e.Limit, e.Limit>>20)
+	}
+	return fmt.Sprintf("the input is %d bytes, over the limit of %d bytes (%d KiB) an isolated function's call takes (Nomad's dispatch payload limit): "+
+		"pass a reference to the data instead, such as a URL or a file path the function can read, or deploy the function without isolated = true (16 MiB)", e.Size, e.Limit, e.Limit/1024)
 }
 
 // CheckInput checks a call's input without calling anything: at most
@@ -88,26 +93,19 @@ func (o *Orchestrator) Call(ctx context.Context, caller Caller, req CallRequest)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	rec, err := o.resolve(ctx, caller, req.AppRef)
+	f, isolated, err := o.callable(ctx, caller, req.AppRef, req.Function)
 	if err != nil {
 		return nil, err
 	}
-	if rec.LiveVersion == 0 {
-		return nil, &NotFoundError{App: rec.App, Why: "it has no live version"}
-	}
-	stubs, err := o.ownedStubs(ctx, rec.JobID, callableKind)
-	if err != nil {
-		return nil, err
-	}
-	if !slices.ContainsFunc(stubs, func(s *nomad.JobListStub) bool { return s.Meta[jobs.MetaFunction] == req.Function }) {
-		return nil, &NotFoundError{App: rec.App, Why: fmt.Sprintf("it has no callable function %q live (%s)", req.Function, callables(stubs))}
+	if !isolated {
+		return o.callWarm(ctx, f, req.Input, timeout, began)
 	}
 	payload, err := CheckInput(req.Input)
 	if err != nil {
 		return nil, err
 	}
 
-	id := jobs.CallableID(rec.JobID, req.Function)
+	id := jobs.CallableID(f.AppJobID, req.Function)
 	dispatched, evalID, err := o.nomad.Dispatch(ctx, id, map[string]string{jobs.MetaCaller: caller.Name}, payload)
 	if err != nil {
 		return nil, fmt.Errorf("dispatching %s: %w", id, err)

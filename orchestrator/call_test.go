@@ -20,7 +20,8 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// calc has a web function, a scheduled one and a callable one.
+// calc has a web function, a scheduled one and a callable one, isolated
+// (a parameterized job per call; warm_test.go has the warm ones).
 const calc = `app "calc" {
   workspace = "dev"
   function "web" {
@@ -34,6 +35,7 @@ const calc = `app "calc" {
   function "sum" {
     command  = "node"
     callable = true
+    isolated = true
   }
 }
 `

@@ -31,12 +31,12 @@ func (n *Namespaces) Ensure(ctx context.Context, c *nomad.Client, ns, workspace 
 	_, _, err := c.Namespaces().Info(ns, q(ctx, "", 0))
 	switch {
 	case err == nil:
-	case statusOf(err) == http.StatusNotFound && !n.Create:
+	case httpStatusOf(err) == http.StatusNotFound && !n.Create:
 		return &NamespaceMissingError{Namespace: ns, Workspace: workspace}
-	case statusOf(err) == http.StatusNotFound:
+	case httpStatusOf(err) == http.StatusNotFound:
 		_, err := c.Namespaces().Register(&nomad.Namespace{Name: ns, Description: "caravan workspace " + workspace,
 			Meta: map[string]string{jobs.MetaWorkspace: workspace}}, w(ctx, ""))
-		if err != nil && statusOf(err) == http.StatusForbidden {
+		if err != nil && httpStatusOf(err) == http.StatusForbidden {
 			return fmt.Errorf("creating Nomad namespace %s for workspace %q: %w; creating a namespace takes a management token: "+
 				"create it with `nomad namespace apply -description \"caravan workspace %s\" %s`, or give caravan server a management token",
 				ns, workspace, err, workspace, ns)
@@ -53,7 +53,7 @@ func (n *Namespaces) Ensure(ctx context.Context, c *nomad.Client, ns, workspace 
 }
 
 // statusOf is the HTTP status of a Nomad API error; 0 for another error.
-func statusOf(err error) int {
+func httpStatusOf(err error) int {
 	var re nomad.UnexpectedResponseError
 	if errors.As(err, &re) {
 		return re.StatusCode()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/queue"
 	"maps"
 	"slices"
 	"strings"
@@ -62,6 +63,11 @@ type Config struct {
 	// stored; empty: the system's temporary directory.
 	BundleSpool string
 	Logger      hclog.Logger
+	// Calls is the queue of warm calls (QueueCalls{Queue: q}); nil: calls
+	// of warm functions fail, isolated ones dispatch as before.
+	Calls Calls
+	// CallsFunc configures each warm function's stream and consumer.
+	CallsFunc queue.FuncConfig
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -83,6 +89,10 @@ type Orchestrator struct {
 	bundleKeyCache atomicKey
 	// uploads counts the bundles stored.
 	uploads atomic.Int64
+
+	calls     Calls
+	callsFunc queue.FuncConfig
+	warm      warmCache
 }
 
 // New returns an Orchestrator, or an error naming what cfg lacks.
@@ -115,7 +125,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	if pol == nil {
 		pol = policy.Default()
 	}
-	return &Orchestrator{nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
+	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
 		dns: dns, policy: pol, log: log, bundles: cfg.Bundles, bundleLimits: cfg.BundleLimits, bundleSpool: cfg.BundleSpool}, nil
 }
 

@@ -81,7 +81,7 @@ var (
 	periodicKind = ownedKind{what: "periodic", separator: jobs.CronSeparator,
 		is: func(s *nomad.JobListStub) bool { return s.Periodic }}
 	callableKind = ownedKind{what: "parameterized", separator: jobs.CallSeparator,
-		is: func(s *nomad.JobListStub) bool { return s.ParameterizedJob }}
+		is: func(s *nomad.JobListStub) bool { return s.ParameterizedJob || s.Meta[jobs.MetaWorkers] == "true" }}
 )
 
 // runningHashes maps every function Nomad runs for app job current (nil:

@@ -170,12 +170,19 @@ func (p *Policy) Check(app *spec.App) (*Rules, []Violation) {
 // Containers is what an app counts against max_app_containers: each
 // long-running function's max_containers (its min_containers, at least
 // 1, when that is more or max_containers is unset), and one for each
-// scheduled function (Nomad runs one run at a time). A callable function
-// counts one, though each call runs a container of its own: calls are not
+// scheduled function (Nomad runs one run at a time). A warm callable
+// function counts its most workers (max_containers, else min_containers,
+// at least 1); an isolated one counts
+// one, though each call runs a container of its own: its calls are not
 // bounded by the policy.
 func Containers(app *spec.App) int {
 	n := 0
 	for _, fn := range app.Functions {
+		if fn.Warm() {
+			_, most, _, _ := fn.Workers()
+			n += most
+			continue
+		}
 		if !fn.LongRunning() {
 			n++
 			continue

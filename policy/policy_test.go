@@ -137,6 +137,12 @@ func TestCheckCountsTheAppsContainers(t *testing.T) {
   function "sum" {
     command  = "x"
     callable = true
+    isolated = true
+  }
+  function "warm" {
+    command        = "x"
+    callable       = true
+    min_containers = 3
   }
 }
 `
@@ -144,13 +150,13 @@ func TestCheckCountsTheAppsContainers(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	if n := Containers(a); n != 7 {
-		t.Fatalf("Containers = %d, want 7 (4 web, 1 worker, 1 scheduled, 1 callable)", n)
+	if n := Containers(a); n != 10 {
+		t.Fatalf("Containers = %d, want 10 (4 web, 1 worker, 1 scheduled, 1 isolated callable, 3 warm workers)", n)
 	}
 	_, vs := p.Check(a)
 	if len(vs) != 1 || vs[0].Limit != "max_app_containers" || vs[0].Function != "" ||
-		!strings.Contains(vs[0].Why, "7 containers") || !strings.Contains(vs[0].Why, "max_app_containers = 6") {
-		t.Fatalf("violations %v, want the app's 7 containers over 6", vs)
+		!strings.Contains(vs[0].Why, "10 containers") || !strings.Contains(vs[0].Why, "max_app_containers = 6") {
+		t.Fatalf("violations %v, want the app's 10 containers over 6", vs)
 	}
 }
 

@@ -65,6 +65,21 @@ type Config struct {
 	// from BundleURL) at every start, which costs a cold start the
 	// download (~0.2 s in the local stack for a 67 MB binary).
 	AgentCommand string
+	// Worker is how warm callable functions' workers reach the queue. Not
+	// a routing setting (nor recorded as one: its token is a secret).
+	Worker Worker `json:"-"`
+}
+
+// Worker says how a callable function's workers reach the NATS they take
+// inputs from (they start as the caravan agent: see AgentCommand).
+type Worker struct {
+	NATSURL string
+	// Token is the NATS credential the workers present.
+	Token string
+	// AckWait and MaxAttempts are the functions' lease and retry limit
+	// (zero: the queue's defaults).
+	AckWait     time.Duration
+	MaxAttempts int
 }
 
 // DefaultProxyService is the Traefik service of caravan's proxies that

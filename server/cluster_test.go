@@ -129,6 +129,9 @@ func TestServersAgreeOnRouteSettings(t *testing.T) {
 func TestEveryRouteSettingIsCompared(t *testing.T) {
 	typ := reflect.TypeOf(router.Config{})
 	for i := range typ.NumField() {
+		if typ.Field(i).Tag.Get("json") == "-" {
+			continue // not recorded: no route setting (router.Config.Worker)
+		}
 		var c router.Config
 		f := reflect.ValueOf(&c).Elem().Field(i)
 		switch f.Kind() {

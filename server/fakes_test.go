@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/bundle"
@@ -232,6 +233,40 @@ func (f *fakeOrch) Run(ctx context.Context, c api.Caller, ref api.AppRef, functi
 		return nil, err
 	}
 	return &api.RunResult{Function: function, Status: "succeeded"}, nil
+}
+
+func (f *fakeOrch) Spawn(_ context.Context, c api.Caller, req orchestrator.CallRequest) (*api.CallStatus, error) {
+	f.call = req
+	if err := f.record("Spawn", c); err != nil {
+		return nil, err
+	}
+	return &api.CallStatus{ID: "c0123456789abcdef", Function: req.Function, State: "queued"}, nil
+}
+
+func (f *fakeOrch) CallGet(_ context.Context, c api.Caller, id string, wait time.Duration) (*api.CallStatus, error) {
+	if err := f.record("CallGet", c); err != nil {
+		return nil, err
+	}
+	return &api.CallStatus{ID: id, State: "done", Result: &api.CallResult{Output: wait.String()}}, nil
+}
+
+func (f *fakeOrch) CallCancel(_ context.Context, c api.Caller, id string) (*api.CallStatus, error) {
+	if err := f.record("CallCancel", c); err != nil {
+		return nil, err
+	}
+	return &api.CallStatus{ID: id, State: "cancelled"}, nil
+}
+
+func (f *fakeOrch) Map(_ context.Context, c api.Caller, req orchestrator.MapRequest, each func(api.MapItem) error) error {
+	if err := f.record("Map", c); err != nil {
+		return err
+	}
+	for i, in := range req.Inputs {
+		if err := each(api.MapItem{Index: i, CallResult: &api.CallResult{Output: string(in)}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *fakeOrch) Call(_ context.Context, c api.Caller, req orchestrator.CallRequest) (*api.CallResult, error) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +13,8 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/bundle"
-	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/queue"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 	"github.com/hashicorp/go-hclog"
@@ -35,6 +36,10 @@ type Orchestrator interface {
 	Stop(ctx context.Context, caller api.Caller, ref api.AppRef) (*api.AppRecord, error)
 	Run(ctx context.Context, caller api.Caller, ref api.AppRef, function string) (*api.RunResult, error)
 	Call(ctx context.Context, caller api.Caller, req orchestrator.CallRequest) (*api.CallResult, error)
+	Spawn(ctx context.Context, caller api.Caller, req orchestrator.CallRequest) (*api.CallStatus, error)
+	CallGet(ctx context.Context, caller api.Caller, id string, wait time.Duration) (*api.CallStatus, error)
+	CallCancel(ctx context.Context, caller api.Caller, id string) (*api.CallStatus, error)
+	Map(ctx context.Context, caller api.Caller, req orchestrator.MapRequest, each func(api.MapItem) error) error
 	Domains(ctx context.Context, caller api.Caller) ([]api.DomainBinding, error)
 	VerifyDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
 	AssignDomain(ctx context.Context, caller api.Caller, workspace, domain string) (*api.DomainBinding, error)
@@ -141,6 +146,9 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("POST /v1/apps/{app}/stop", h.authed(h.stop))
 	mux.Handle("POST /v1/apps/{app}/run", h.authed(h.run))
 	mux.Handle("POST /v1/apps/{app}/functions/{fn}/call", h.authed(h.call))
+	mux.Handle("POST /v1/apps/{app}/functions/{fn}/map", h.authed(h.mapCalls))
+	mux.Handle("GET /v1/calls/{id}", h.authed(h.callGet))
+	mux.Handle("POST /v1/calls/{id}/cancel", h.authed(h.callCancel))
 	h.serve = h.bounded(h.limits.MaxConcurrent, mux)
 	return h
 }
@@ -481,36 +489,124 @@ func autoscaled(apps []api.AppSummary) bool {
 	return false
 }
 
-// maxCallBody bounds what the server reads of a call's input; the
-// orchestrator refuses anything over its 16 KiB limit, this only keeps a
-// huge body from being read at all.
-const maxCallBody = 1 << 20
+// maxCallBody bounds what the server reads of a call's input: the
+// queue's limit (an isolated function's, 16 KiB, is the orchestrator's to
+// check).
+const maxCallBody = queue.MaxInput
+
+// maxMapBody bounds a map's body, its inputs as JSON lines.
+const maxMapBody = 64 << 20
 
 // call runs a callable function: POST /v1/apps/{app}/functions/{fn}/call,
-// the body being the input.
+// the body being the input; with ?spawn=true it answers the queued call's
+// ID at once.
 func (h *handler) call(w http.ResponseWriter, r *http.Request, caller api.Caller) {
 	timeout, err := parseTimeout(r.URL.Query().Get("timeout"))
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	input, err := io.ReadAll(io.LimitReader(r.Body, maxCallBody+1))
-	if err != nil {
-		h.fail(w, api.Errorf(api.CodeBadRequest, "reading the input: %s", err))
+	input, ok := h.readInput(w, r, maxCallBody)
+	if !ok {
 		return
 	}
-	if len(input) > maxCallBody {
+	req := orchestrator.CallRequest{AppRef: queryRef(r), Function: r.PathValue("fn"), Input: input, Timeout: timeout}
+	if r.URL.Query().Get("spawn") == "true" {
+		st, err := h.orch.Spawn(r.Context(), caller, req)
+		h.answer(w, st, err)
+		return
+	}
+	h.holdFor(w, timeout, orchestrator.DefaultCallTimeout)
+	res, err := h.orch.Call(r.Context(), caller, req)
+	h.answer(w, res, err)
+}
+
+// readInput reads a body of at most limit bytes, else answers 413.
+func (h *handler) readInput(w http.ResponseWriter, r *http.Request, limit int) ([]byte, bool) {
+	input, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err != nil {
+		h.fail(w, api.Errorf(api.CodeBadRequest, "reading the input: %s", err))
+		return nil, false
+	}
+	if len(input) > limit {
 		size := len(input)
 		if r.ContentLength > int64(size) {
 			size = int(r.ContentLength)
 		}
-		h.fail(w, &orchestrator.InputTooLargeError{Size: size, Limit: jobs.PayloadLimit})
+		if limit == maxMapBody {
+			h.fail(w, api.Errorf(api.CodeInputTooLarge, "the map's inputs are %d bytes or more, over the %d MiB a map reads: split them", size, limit>>20))
+		} else {
+			h.fail(w, &orchestrator.InputTooLargeError{Size: size, Limit: limit, Warm: true})
+		}
+		return nil, false
+	}
+	return input, true
+}
+
+// mapCalls runs a callable function once per input: POST
+// /v1/apps/{app}/functions/{fn}/map, the body JSON lines (one input a
+// line), the answer api.MapItem lines in input order, streamed.
+func (h *handler) mapCalls(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	timeout, err := parseTimeout(r.URL.Query().Get("timeout"))
+	if err != nil {
+		h.fail(w, err)
 		return
 	}
+	body, ok := h.readInput(w, r, maxMapBody)
+	if !ok {
+		return
+	}
+	var inputs [][]byte
+	for line := range bytes.Lines(body) {
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			inputs = append(inputs, line)
+		}
+	}
 	h.holdFor(w, timeout, orchestrator.DefaultCallTimeout)
-	res, err := h.orch.Call(r.Context(), caller, orchestrator.CallRequest{AppRef: queryRef(r), Function: r.PathValue("fn"),
-		Input: input, Timeout: timeout})
-	h.answer(w, res, err)
+	rc := http.NewResponseController(w)
+	sw := &streamWriter{rc: rc, w: w, timeout: h.limits.WriteTimeout}
+	enc := json.NewEncoder(sw)
+	err = h.orch.Map(r.Context(), caller, orchestrator.MapRequest{AppRef: queryRef(r), Function: r.PathValue("fn"), Inputs: inputs, Timeout: timeout},
+		func(item api.MapItem) error {
+			if !sw.wrote {
+				w.Header().Set("Content-Type", "application/x-ndjson")
+			}
+			if err := enc.Encode(item); err != nil {
+				return err
+			}
+			sw.Flush()
+			return nil
+		})
+	switch {
+	case err != nil && !sw.wrote:
+		h.fail(w, err)
+	case err != nil:
+		// Mid-stream: the last line says why the rest is missing.
+		_ = enc.Encode(map[string]*api.APIError{"map_error": toAPIError(err)})
+	}
+}
+
+// callGet reads a warm call: GET /v1/calls/{id}?wait=DURATION.
+func (h *handler) callGet(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	wait, err := parseTimeout(r.URL.Query().Get("wait"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if wait > 0 {
+		h.holdFor(w, wait, wait)
+	}
+	st, err := h.orch.CallGet(r.Context(), caller, r.PathValue("id"), wait)
+	h.answer(w, st, err)
+}
+
+// callCancel cancels a warm call: POST /v1/calls/{id}/cancel.
+func (h *handler) callCancel(w http.ResponseWriter, r *http.Request, caller api.Caller) {
+	st, err := h.orch.CallCancel(r.Context(), caller, r.PathValue("id"))
+	if err == nil {
+		h.log.Info("call cancelled", "call", st.ID, "by", caller.Name, "by_id", caller.TokenID)
+	}
+	h.answer(w, st, err)
 }
 
 // answer writes v, or err when there is one.

@@ -34,7 +34,7 @@ func startWired(t *testing.T) *api.Client {
 	nomadSrv := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(nomadSrv.Close)
 	s, err := New(Config{Listen: "127.0.0.1:0", NomadAddr: nomadSrv.URL, ConsulAddr: consulSrv.URL,
-		Router: router.DefaultConfig, Logger: hclog.NewNullLogger()})
+		Router: router.DefaultConfig, Logger: hclog.NewNullLogger(), NATS: NATSConfig{Dir: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}

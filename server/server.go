@@ -30,12 +30,16 @@
 //	POST /v1/apps/{app}/abort       api.ChangeBody -> api.DeployResult (a canary is removed)
 //	POST /v1/apps/{app}/stop        api.ChangeBody -> api.AppRecord
 //	POST /v1/apps/{app}/run         api.RunBody -> api.RunResult (a scheduled function, now)
-//	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout= ; the body is the
-//	                                input (JSON, at most 16 KiB) -> api.CallResult
+//	POST /v1/apps/{app}/functions/{fn}/call  ?workspace=&environment=&serve=&timeout=&spawn= ; the body is the
+//	                                input (JSON, at most 16 MiB; 16 KiB isolated) -> api.CallResult (spawn=true: api.CallStatus at once)
+//	POST /v1/apps/{app}/functions/{fn}/map   ?workspace=&environment=&serve=&timeout= ; the body is JSON lines,
+//	                                one input each -> api.MapItem lines in input order, streamed
+//	GET  /v1/calls/{id}             ?wait= -> api.CallStatus (404 once expired, after 7 days)
+//	POST /v1/calls/{id}/cancel      -> api.CallStatus
 //
 // A spec is at most 256 KiB (spec.MaxSize: a Consul KV value holds 512 KiB,
 // and a version record holds the spec), its deploy or plan body 576 KiB,
-// the other JSON bodies 64 KiB, a call's body 1 MiB; past that the answer
+// the other JSON bodies 64 KiB, a call's body 16 MiB, a map's 64 MiB; past that the answer
 // is 413 input_too_large, which says the limit. A JSON body with a field
 // its endpoint does not know, or anything after it, is 400 bad_request.
 // Connections have timeouts, and at most Limits.MaxConcurrent requests are
@@ -59,7 +63,7 @@
 //	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
 //	canary_pending   409  a canary awaits promote or abort
 //	bundle_missing   409  a deploy or rollback names a bundle the server does not store
-//	input_too_large  413  a call input over 16 KiB, a body over its bound
+//	input_too_large  413  a call input over 16 MiB (16 KiB isolated), a body over its bound
 //	rollout_failed   422  the version did not become healthy; function, alloc_id, version
 //	internal         500  anything else (logged)
 //	unavailable      503  Consul cannot be reached to check the token, or a change lost its app's lock; retry
@@ -82,6 +86,7 @@ import (
 	"github.com/caravanhq/caravan/clientcfg"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
+	"github.com/caravanhq/caravan/queue"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -137,6 +142,10 @@ type Config struct {
 	// (those stored at least that long ago); 0: DefaultBundleGC, negative:
 	// never.
 	BundleGC time.Duration
+
+	// NATS is where warm calls queue (default: a NATS server embedded in
+	// this one).
+	NATS NATSConfig
 	// AgentBinary is the caravan binary served to tasks (package agent);
 	// empty: this process's executable.
 	AgentBinary string
@@ -179,6 +188,11 @@ type Server struct {
 	scaler *autoscaler.Scaler
 	// kvRoot is Traefik's KV root, where the proxies' service goes.
 	kvRoot string
+	// queue carries warm calls; nats is the embedded NATS, when there is
+	// one; worker is how workers reach the queue.
+	queue  *queue.Queue
+	nats   *queue.Embedded
+	worker router.Worker
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -265,6 +279,19 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := agreeRouter(ctx, kv, cfg.Router, "caravan server "+ln.Addr().String()+" on "+host, time.Now()); err != nil {
 		return nil, err
 	}
+	q, emb, worker, err := startQueue(ctx, cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			q.Close()
+			if emb != nil {
+				emb.Shutdown()
+			}
+		}
+	}()
+	cfg.Router.Worker = worker
 	var prober orchestrator.Prober
 	if cfg.ProxyAddr != "" {
 		prober = &orchestrator.HTTPSProber{Addr: cfg.ProxyAddr, Roots: roots,
@@ -277,7 +304,8 @@ func New(cfg Config) (_ *Server, err error) {
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc, Namespaces: &orchestrator.Namespaces{Create: cfg.CreateNamespaces}}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
-		Bundles: store, BundleLimits: cfg.BundleLimits})
+		Bundles: store, BundleLimits: cfg.BundleLimits,
+		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts}})
 	if err != nil {
 		return nil, err
 	}
@@ -300,9 +328,12 @@ func New(cfg Config) (_ *Server, err error) {
 		consul:   cc,
 		nomad:    nc,
 		kvRoot:   cfg.Router.KVRoot,
+		queue:    q,
+		nats:     emb,
+		worker:   worker,
 	}
 	clients := &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}
-	s.scaler = &autoscaler.Scaler{Backend: clients, Log: log.Named("autoscaler")}
+	s.scaler = &autoscaler.Scaler{Backend: clients, Queues: workerQueues{nomad: nc, queue: q}, Log: log.Named("autoscaler")}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
 		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}, Loads: clients})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
@@ -389,8 +420,17 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Shutdown stops serving, letting requests in flight finish until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
-	return s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.queue.Close()
+	if s.nats != nil {
+		s.nats.Shutdown()
+	}
+	return err
 }
+
+// Worker is how workers reach this server's queue: its NATS URL and
+// credential, and the binary they start as.
+func (s *Server) Worker() router.Worker { return s.worker }
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler { return s.handler }

@@ -120,7 +120,7 @@ func TestServerWiring(t *testing.T) {
 	nomadSrv := httptest.NewServer(http.NotFoundHandler())
 	defer nomadSrv.Close()
 	s, err := New(Config{Listen: "127.0.0.1:0", NomadAddr: nomadSrv.URL, ConsulAddr: consulSrv.URL,
-		ProxyAddr: "127.0.0.1:1", Router: router.DefaultConfig, Logger: hclog.NewNullLogger()})
+		ProxyAddr: "127.0.0.1:1", Router: router.DefaultConfig, Logger: hclog.NewNullLogger(), NATS: NATSConfig{Dir: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,13 +185,14 @@ func TestNewRefusesAnotherClustersRouteSettings(t *testing.T) {
 	cfg := func(authURL string) Config {
 		rc := router.DefaultConfig
 		rc.AuthURL = authURL
-		return Config{Listen: "127.0.0.1:0", NomadAddr: "http://127.0.0.1:1", ConsulAddr: consulSrv.URL, Router: rc, Logger: hclog.NewNullLogger()}
+		return Config{Listen: "127.0.0.1:0", NomadAddr: "http://127.0.0.1:1", ConsulAddr: consulSrv.URL, Router: rc, Logger: hclog.NewNullLogger(),
+			NATS: NATSConfig{Dir: t.TempDir()}}
 	}
 	a, err := New(cfg(""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.ln.Close()
+	defer a.Shutdown(context.Background())
 	_, err = New(cfg(""))
 	var mm *RouterMismatchError
 	if !errors.As(err, &mm) || len(mm.Settings) != 1 || mm.Settings[0].Flag != "--auth-url" ||
@@ -202,5 +203,5 @@ func TestNewRefusesAnotherClustersRouteSettings(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a second server with the first's --auth-url: %v", err)
 	}
-	b.ln.Close()
+	b.Shutdown(context.Background())
 }

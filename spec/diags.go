@@ -297,3 +297,8 @@ func diagBadFilesPattern(rng hcl.Range, p, why string) *hcl.Diagnostic {
 	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid files pattern", Subject: rng.Ptr(),
 		Detail: fmt.Sprintf("%q: %s. Patterns take .gitignore's syntax, relative to the spec's directory: \"src/**\", \"*.py\", \"/build\".", p, why)}
 }
+
+func diagIsolatedNotCallable(rng hcl.Range, fn string) *hcl.Diagnostic {
+	return diagError(rng, "Isolated on a function that is not callable",
+		fmt.Sprintf("Function %q has isolated = true, which runs each call in a container of its own; it applies to callable functions only. Add callable = true, or remove isolated.", fn))
+}

@@ -279,6 +279,9 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 	if fn.Scheduled() && fn.Web != nil {
 		diags = append(diags, diagWebOnScheduled(fn.Web.DefRange, fn.Name))
 	}
+	if fn.Isolated && !fn.Callable {
+		diags = append(diags, diagIsolatedNotCallable(fn.IsolatedRange, fn.Name))
+	}
 	if fn.Callable {
 		if fn.Web != nil {
 			diags = append(diags, diagWebOnCallable(fn.Web.DefRange, fn.Name))
@@ -497,7 +500,7 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 			diags = append(diags, diagOutOfRange(fn.MinContainersRange, "min_containers", n, 0, 1000))
 		case n == 0:
 			sc.MinContainers = 0
-			if fn.Web == nil || !fn.LongRunning() {
+			if (fn.Web == nil || !fn.LongRunning()) && !fn.Warm() {
 				diags = append(diags, diagScaleToZero(fn.MinContainersRange, "caravan scales a function by the web requests it serves, and this one serves none"))
 			}
 		default:
@@ -518,6 +521,9 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 	}
 
 	web := fn.Web != nil && fn.LongRunning()
+	// A warm callable scales on its queue's depth: its workers take
+	// min_containers, max_containers and scaledown_window too.
+	warm := fn.Warm()
 	// needsWeb reports a setting on a function the proxy never sees.
 	needsWeb := func(rng hcl.Range, what string) bool {
 		if !web {
@@ -545,7 +551,7 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 			}
 		}
 	}
-	if fn.ScaledownWindow != "" && needsWeb(fn.ScaledownWindowRange, "scaledown_window") {
+	if fn.ScaledownWindow != "" && (warm || needsWeb(fn.ScaledownWindowRange, "scaledown_window")) {
 		if d, ok := boundedDuration(fn.ScaledownWindow); !ok {
 			diags = append(diags, diagBadDuration(fn.ScaledownWindowRange, "scaledown_window", fn.ScaledownWindow))
 		} else {
@@ -561,7 +567,15 @@ func validateScaling(fn *Function) hcl.Diagnostics {
 			needsRoom(fn.DrainTimeoutRange, "drain_timeout")
 		}
 	}
-	if c := fn.Concurrency; c != nil && needsWeb(c.DefRange, "A concurrency block") {
+	if c := fn.Concurrency; c != nil && fn.Callable && c.TargetInputs == nil {
+		if c.MaxInputs != nil {
+			if n := *c.MaxInputs; n < 1 || n > 1000 {
+				diags = append(diags, diagOutOfRange(c.MaxInputsRange, "max_inputs", n, 1, 1000))
+			} else {
+				sc.MaxInputs = n
+			}
+		}
+	} else if c != nil && needsWeb(c.DefRange, "A concurrency block") {
 		if c.MaxInputs != nil {
 			if n := *c.MaxInputs; n < 1 || n > 1000 {
 				diags = append(diags, diagOutOfRange(c.MaxInputsRange, "max_inputs", n, 1, 1000))

@@ -196,18 +196,25 @@ type Function struct {
 	// Web (optional block) makes the function a web endpoint.
 	Web *Web `hcl:"web,block"`
 
-	// Callable makes the function one that runs on demand, once per call
+	// Callable makes the function one that answers calls
 	// (`caravan call APP FUNCTION --data JSON`, POST
-	// /v1/apps/{app}/functions/{fn}/call), instead of running all the time.
-	// It is deployed as a Nomad parameterized batch job that stays
-	// registered with the app; each call dispatches it with the input as
-	// payload. The process reads its input, a JSON document of at most
-	// 16 KiB (Nomad's dispatch payload limit; `null` when the call sends
-	// none), from the file named by $CARAVAN_INPUT; what it prints on
-	// stdout is the call's output, its exit code the call's. A callable
-	// function has no web block, schedule or period. Default false: a
-	// function without web, schedule or callable is a long-running worker.
-	Callable      bool      `hcl:"callable,optional"`
+	// /v1/apps/{app}/functions/{fn}/call) instead of serving traffic. It
+	// is deployed as a group of warm workers (min_containers of them,
+	// default 1) that take inputs from the function's NATS JetStream
+	// queue, max_inputs at a time each (concurrency block), and run the
+	// command once per input: the process reads its input, a JSON
+	// document (`null` when the call sends none), from the file named by
+	// $CARAVAN_INPUT; what it prints on stdout is the call's output, its
+	// exit code the call's. A callable function has no web block, schedule
+	// or period. Default false: a function without web, schedule or
+	// callable is a long-running worker.
+	Callable bool `hcl:"callable,optional"`
+	// Isolated (with callable) runs each call in a container of its own,
+	// a Nomad parameterized job dispatched per call, as before the
+	// queue: a second or so per call and at most 16 KiB of input (Nomad's
+	// dispatch payload limit). docker callables are always isolated.
+	Isolated      bool      `hcl:"isolated,optional"`
+	IsolatedRange hcl.Range `hcl:"isolated,attr_value_range"`
 	CallableRange hcl.Range `hcl:"callable,attr_value_range"`
 
 	// Files (optional block) chooses the files of this function's bundle,
@@ -334,7 +341,9 @@ type Web struct {
 }
 
 // Concurrency is the `concurrency { ... }` block of a web function, Modal's
-// @modal.concurrent: how many requests one container takes at once.
+// @modal.concurrent: how many requests one container takes at once. On a
+// callable function only max_inputs applies: how many inputs one worker
+// runs at once.
 type Concurrency struct {
 	// MaxInputs is the most requests one container is given at once
 	// (default 1, at most 1000); a WebSocket counts as one for as long as
@@ -456,6 +465,33 @@ func (f *Function) Scheduled() bool { return f.Schedule != "" || f.Period != "" 
 // LongRunning reports whether the function runs all the time, in the app's
 // service job: it is neither scheduled nor callable.
 func (f *Function) LongRunning() bool { return !f.Scheduled() && !f.Callable }
+
+// Warm says whether a callable function is served by warm workers from
+// the queue rather than a container per call.
+func (f *Function) Warm() bool { return f.Callable && !f.Isolated && f.TaskDriver() != DriverDocker }
+
+// Workers is how a warm callable function's workers scale: from
+// min_containers (default 1; 0 scales from zero on its first input) to
+// max_containers (default min_containers, at least 1) on its queue's
+// depth, maxInputs each at once (concurrency { max_inputs }, default 1),
+// down after scaledown_window (default 1m) with less to do.
+func (f *Function) Workers() (minCount, maxCount, maxInputs int, window time.Duration) {
+	minCount, maxInputs, window = 1, 1, DefaultScaledownWindow
+	if f.MinContainers != nil && *f.MinContainers >= 0 {
+		minCount = *f.MinContainers
+	}
+	maxCount = max(minCount, 1)
+	if f.MaxContainers != nil && *f.MaxContainers > maxCount {
+		maxCount = *f.MaxContainers
+	}
+	if c := f.Concurrency; c != nil && c.MaxInputs != nil && *c.MaxInputs > 0 {
+		maxInputs = *c.MaxInputs
+	}
+	if d, err := time.ParseDuration(f.ScaledownWindow); err == nil && d >= MinScalingDuration && d <= MaxScalingDuration {
+		window = d
+	}
+	return minCount, maxCount, maxInputs, window
+}
 
 // Count is the number of containers to run now: min_containers, at least 1.
 func (f *Function) Count() int {

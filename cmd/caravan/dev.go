@@ -157,6 +157,7 @@ func devUp(c *cli.Context) error {
 		"--dns-resolver", stack.ChallDNSAddr(),
 		"--policy", policyPath,
 		"--bundle-dir", filepath.Join(state, "bundles"),
+		"--nats-dir", filepath.Join(state, "nats"),
 	}, nil, cl.Health)
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	out := []string{args[0]}
 	rest := args[1:]
 	flags, cmds := app.Flags, app.Commands
+	var cur *cli.Command
 	for hasCommands(cmds) {
 		// A group: its own flags, then the name of one of its commands.
 		i := 0
@@ -53,13 +54,18 @@ func flagsFirst(app *cli.App, args []string) []string {
 			return out
 		}
 		cmd := findCommand(cmds, rest[0])
+		if cmd == nil && cur != nil && cur.Action != nil {
+			// A command with subcommands of its own (call, call get):
+			// what is not one of them is its arguments.
+			break
+		}
 		if cmd == nil || cmd.Name == "help" || cmd.SkipFlagParsing {
 			// A mistyped name (urfave/cli says so), urfave/cli's help, or
 			// a command that reads its arguments raw.
 			return append(out, rest...)
 		}
 		out, rest = append(out, rest[0]), rest[1:]
-		flags, cmds = cmd.Flags, cmd.Subcommands
+		flags, cmds, cur = cmd.Flags, cmd.Subcommands, cmd
 	}
 	// A command: its flags wherever they are, then "--" and its arguments.
 	var given, positional []string

@@ -76,7 +76,7 @@ func parseForm(t *testing.T, app *cli.App, text string) readmeForm {
 		f.path, cmds, words = append(f.path, words[0]), c.Subcommands, words[1:]
 	}
 	cmd := leaf(app, f.path)
-	if cmd == nil || len(cmd.Subcommands) > 0 {
+	if cmd == nil || (len(cmd.Subcommands) > 0 && cmd.Action == nil) {
 		t.Fatalf("README form %q names no command", text)
 	}
 	for i := 0; i < len(words); i++ {
@@ -214,9 +214,14 @@ func TestREADMEForms(t *testing.T) {
 		for _, c := range cmds {
 			if len(c.Subcommands) > 0 {
 				record(prefix+c.Name+" ", c.Subcommands)
-				continue
+				if c.Action == nil {
+					continue
+				}
 			}
-			leaves = append(leaves, prefix+c.Name)
+			if c.Name != "worker" {
+				// caravan worker is what a task runs, in no table.
+				leaves = append(leaves, prefix+c.Name)
+			}
 			c.Action = func(ctx *cli.Context) error {
 				got = parsed{args: ctx.Args().Slice(), flags: map[string]any{}}
 				for _, name := range ctx.FlagNames() {

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/queue"
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+)
+
+// workerCommand is what a warm callable function's task runs (jobs
+// renders it): it serves the function's queue until Nomad stops it.
+func workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "worker",
+		Hidden:    true,
+		Usage:     "Serve a callable function's queue: run COMMAND once per input (a warm function's task runs this)",
+		ArgsUsage: "-- COMMAND [ARGS...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "nats-url", EnvVars: []string{jobs.EnvNATSURL}, Required: true},
+			&cli.StringFlag{Name: "nats-token", EnvVars: []string{jobs.EnvNATSToken}},
+			&cli.StringFlag{Name: "workspace", Required: true},
+			&cli.StringFlag{Name: "app-job", Required: true},
+			&cli.StringFlag{Name: "function", Required: true},
+			&cli.IntFlag{Name: "max-inputs", Value: 1},
+			&cli.DurationFlag{Name: "ack-wait"},
+			&cli.IntFlag{Name: "max-attempts"},
+			&cli.DurationFlag{Name: "grace", Value: 8 * time.Second, Usage: "how long inputs in flight may finish once stopped"},
+			&cli.StringFlag{Name: "log-level", Value: "info"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return cli.Exit("worker needs the function's command after --", 1)
+			}
+			log := hclog.New(&hclog.LoggerOptions{Name: "caravan-worker", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			q, err := queue.Connect(cctx, queue.Config{URL: c.String("nats-url"), Token: c.String("nats-token"), Name: "caravan worker " + c.String("function")})
+			cancel()
+			if err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			defer q.Close()
+			f := queue.Func{Workspace: c.String("workspace"), AppJobID: c.String("app-job"), Name: c.String("function")}
+			// Inputs' files go in the task's own directory (NOMAD_TASK_DIR;
+			// exec's chroot may have no /tmp).
+			cmd := &queue.Command{Path: c.Args().First(), Args: c.Args().Tail(), Dir: os.Getenv("NOMAD_TASK_DIR")}
+			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log,
+				Config: queue.FuncConfig{AckWait: c.Duration("ack-wait"), MaxAttempts: c.Int("max-attempts")}}
+			log.Info("serving", "function", f.String(), "max_inputs", w.MaxInputs, "command", cmd.Path)
+			if err := w.Serve(ctx, c.Duration("grace")); err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			log.Info("stopped")
+			return nil
+		},
+	}
+}

@@ -1,0 +1,95 @@
+// Package queue owns caravan's warm function calls on NATS JetStream: one
+// work-queue stream per callable function, a durable pull consumer its
+// workers share, call records (and results) in a KV bucket kept 7 days,
+// and payloads over InlineLimit in an object store. Queue is what caravan
+// server uses; Worker is what `caravan worker` runs in a task. Embedded
+// runs a NATS server in caravan server's own process.
+package queue
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Limits and retention.
+const (
+	// InlineLimit is the largest payload (an input, a result record)
+	// carried in a message or KV value; past it the payload goes to the
+	// object store and the message carries its name.
+	InlineLimit = 256 << 10
+	// MaxInput is the largest call input.
+	MaxInput = 16 << 20
+	// MaxMessage is the embedded server's max_payload: an inline payload
+	// and its headers fit with room to spare.
+	MaxMessage = 1 << 20
+	// Retention is how long a call's record and result are readable.
+	Retention = 7 * 24 * time.Hour
+	// DefaultAckWait is how long a worker holds an input without a
+	// heartbeat before JetStream gives it to another; workers heartbeat
+	// every third of it.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxAttempts is how many times an input is delivered before it
+	// is dead-lettered: its call fails with ErrDeadLetter's reason.
+	DefaultMaxAttempts = 3
+)
+
+// Buckets and subjects.
+const (
+	ResultsBucket = "caravan-calls"
+	InputsBucket  = "caravan-inputs"
+	OutputsBucket = "caravan-outputs"
+	// ConsumerName is the durable pull consumer of every function's stream.
+	ConsumerName = "workers"
+	subjectCalls = "caravan.calls"
+	subjectDone  = "caravan.done"
+	subjectStop  = "caravan.cancel"
+
+	hdrCall     = "Caravan-Call"
+	hdrInputRef = "Caravan-Input-Ref"
+	hdrSpawned  = "Caravan-Spawned"
+)
+
+// Func names one callable function of one deployed app.
+type Func struct {
+	Workspace string
+	// AppJobID is the app's Nomad job ID (it carries the environment).
+	AppJobID string
+	Name     string
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// Check says whether f's parts can be part of a stream name and subject.
+func (f Func) Check() error {
+	for _, p := range []struct{ what, v string }{{"workspace", f.Workspace}, {"app job", f.AppJobID}, {"function", f.Name}} {
+		if !nameRE.MatchString(p.v) {
+			return fmt.Errorf("queue: %s %q is not letters, digits, - and _", p.what, p.v)
+		}
+	}
+	return nil
+}
+
+// Stream is the name of f's work-queue stream.
+func (f Func) Stream() string { return "CALLS_" + f.AppJobID + "_" + f.Name }
+
+// Subject is the subject f's inputs are published on:
+// caravan.calls.<workspace>.<app job>.<function>.
+func (f Func) Subject() string {
+	return strings.Join([]string{subjectCalls, f.Workspace, f.AppJobID, f.Name}, ".")
+}
+
+func (f Func) String() string { return f.AppJobID + "/" + f.Name }
+
+// doneSubject carries the record of call id when it is finished.
+func doneSubject(id string) string { return subjectDone + "." + id }
+
+// stopSubject asks the worker running call id to stop it.
+func stopSubject(id string) string { return subjectStop + "." + id }
+
+var idRE = regexp.MustCompile(`^[a-zA-Z0-9]{8,40}(\.[0-9]{1,7})?$`)
+
+// ValidID says whether id can be a call ID (a spawn's, or a map item's
+// "<map>.<index>").
+func ValidID(id string) bool { return idRE.MatchString(id) }

@@ -1,0 +1,198 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Runner answers one input. ctx ends when the call is cancelled or the
+// worker stops; the runner then ends the run (and returns what it has).
+type Runner func(ctx context.Context, id string, input []byte) *api.CallResult
+
+// Worker takes inputs of one function and answers them with Run, at most
+// MaxInputs at once.
+type Worker struct {
+	Q         *Queue
+	Func      Func
+	Config    FuncConfig
+	MaxInputs int
+	Run       Runner
+	Log       hclog.Logger
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+}
+
+// Serve takes inputs until ctx ends, then waits for the inputs it runs to
+// finish, giving back (Nak) those that have not after grace.
+func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
+	cfg := w.Config.withDefaults()
+	if w.Log == nil {
+		w.Log = hclog.NewNullLogger()
+	}
+	if err := w.Q.Ensure(ctx, w.Func, cfg); err != nil {
+		return err
+	}
+	cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
+	if err != nil {
+		return fmt.Errorf("consumer of %s: %w", w.Func, err)
+	}
+	w.running = map[string]context.CancelFunc{}
+	stop, err := w.Q.nc.Subscribe(subjectStop+".>", func(m *nats.Msg) {
+		id := m.Subject[len(subjectStop)+1:]
+		w.mu.Lock()
+		cancel := w.running[id]
+		w.mu.Unlock()
+		if cancel != nil {
+			w.Log.Info("cancelled", "call", id)
+			cancel()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer stop.Unsubscribe()
+	// runCtx outlives ctx by grace: inputs in flight may finish.
+	runCtx, cancelRuns := context.WithCancel(context.Background())
+	defer cancelRuns()
+	slots := max(w.MaxInputs, 1)
+	var wg sync.WaitGroup
+	for range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				msg, err := cons.Next(jetstream.FetchContext(ctx))
+				if err != nil {
+					if ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+						w.Log.Warn("pull", "error", err)
+						select {
+						case <-ctx.Done():
+						case <-time.After(250 * time.Millisecond):
+						}
+					}
+					continue
+				}
+				w.handle(runCtx, msg, cfg)
+			}
+		}()
+	}
+	<-ctx.Done()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		// Past the grace the runs end, and their inputs go back to the
+		// queue for another worker (not cancelled calls).
+		cancelRuns()
+		<-done
+	}
+	return nil
+}
+
+// handle runs one delivery to its end: a result stored and the input
+// acked, or the input given back.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) {
+	id := msg.Headers().Get(hdrCall)
+	meta, err := msg.Metadata()
+	if err != nil || !ValidID(id) {
+		w.Log.Error("an input without a call ID: dropped", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	attempt := int(meta.NumDelivered)
+	spawned := msg.Headers().Get(hdrSpawned) != ""
+	rec := &Record{ID: id, Workspace: w.Func.Workspace, AppJobID: w.Func.AppJobID, Function: w.Func.Name, Attempts: attempt, Created: meta.Timestamp.UTC()}
+	// A redelivery may follow a worker that stored the result and died
+	// before its ack; a spawned call may have been cancelled while queued.
+	if attempt > 1 || spawned {
+		if have, err := w.Q.Get(ctx, id); err == nil && have.Final() {
+			_ = msg.Ack()
+			return
+		}
+	}
+	if attempt > cfg.MaxAttempts {
+		rec.State, rec.Finished = Failed, time.Now().UTC()
+		rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1,
+			Error: fmt.Sprintf("the input was delivered %d times and no worker finished it (each was lost mid-input, e.g. its container was killed): dead-lettered", cfg.MaxAttempts)}
+		w.store(ctx, msg, rec, false)
+		return
+	}
+	input := msg.Data()
+	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
+		input, err = w.Q.inputs.GetBytes(ctx, ref)
+		if err != nil {
+			rec.State, rec.Finished = Failed, time.Now().UTC()
+			rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1, Error: "the input could not be read: " + err.Error()}
+			w.store(ctx, msg, rec, spawned)
+			return
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	w.mu.Lock()
+	w.running[id] = cancel
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.running, id)
+		w.mu.Unlock()
+		cancel()
+	}()
+	// Heartbeats extend the lease while the input runs.
+	beat := time.NewTicker(cfg.AckWait / 3)
+	defer beat.Stop()
+	resc := make(chan *api.CallResult, 1)
+	began := time.Now()
+	go func() { resc <- w.Run(runCtx, id, input) }()
+	var res *api.CallResult
+	for res == nil {
+		select {
+		case res = <-resc:
+		case <-beat.C:
+			_ = msg.InProgress()
+		}
+	}
+	if ctx.Err() != nil && runCtx.Err() != nil {
+		// The worker is stopping: another takes the input now.
+		_ = msg.Nak()
+		return
+	}
+	res.Function = w.Func.Name
+	res.Duration = time.Since(began)
+	rec.State, rec.Finished, rec.Result = Done, time.Now().UTC(), res
+	if runCtx.Err() != nil {
+		rec.State = Cancelled
+	}
+	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
+		defer func() { _ = w.Q.inputs.Delete(context.Background(), ref) }()
+	}
+	w.store(ctx, msg, rec, spawned)
+}
+
+// store finishes rec, then acks msg. A spawned call cancelled meanwhile
+// keeps its cancelled record.
+func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record, spawned bool) {
+	if spawned {
+		if have, err := w.Q.Get(ctx, rec.ID); err == nil && have.State == Cancelled {
+			_ = msg.Ack()
+			return
+		}
+	}
+	if err := w.Q.finish(ctx, rec); err != nil {
+		w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+	w.Log.Debug("answered", "call", rec.ID, "state", rec.State, "attempt", strconv.Itoa(rec.Attempts))
+}

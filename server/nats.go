@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/autoscaler"
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/queue"
+	"github.com/caravanhq/caravan/router"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// NATSConfig says where warm calls queue: an external NATS (URL), or a
+// NATS server embedded in caravan server (no URL).
+type NATSConfig struct {
+	// URL of an external NATS with JetStream ("nats://10.0.0.5:4222");
+	// empty embeds one.
+	URL string
+	// Token or CredsFile authenticates caravan server to an external NATS;
+	// CAFile, CertFile and KeyFile are its TLS settings.
+	Token, CredsFile, CAFile, CertFile, KeyFile string
+	// WorkerToken is what workers present to an external NATS (default
+	// Token).
+	WorkerToken string
+	// Dir keeps the embedded server's files and its token (default
+	// DefaultNATSDir()); Listen is its host:port (default: 127.0.0.1 on a
+	// port chosen once and kept in Dir).
+	Dir, Listen string
+	// AckWait and MaxAttempts: each warm function's lease and retry limit
+	// (zero: queue.DefaultAckWait, queue.DefaultMaxAttempts).
+	AckWait     time.Duration
+	MaxAttempts int
+}
+
+// DefaultNATSDir is $XDG_DATA_HOME/caravan/nats (~/.local/share/...).
+func DefaultNATSDir() string { return filepath.Join(filepath.Dir(DefaultBundleDir()), "nats") }
+
+// startQueue connects to the queue cfg names, starting the embedded NATS
+// first when there is no URL. It returns what workers need to reach it.
+func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embedded, router.Worker, error) {
+	w := router.Worker{AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
+	qc := queue.Config{URL: cfg.URL, Token: cfg.Token, CredsFile: cfg.CredsFile, CAFile: cfg.CAFile,
+		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, Name: "caravan server"}
+	var emb *queue.Embedded
+	if cfg.URL == "" {
+		dir := cfg.Dir
+		if dir == "" {
+			dir = DefaultNATSDir()
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, w, fmt.Errorf("NATS directory: %w", err)
+		}
+		token, err := keptSecret(filepath.Join(dir, "token"))
+		if err != nil {
+			return nil, nil, w, err
+		}
+		listen, err := keptListen(filepath.Join(dir, "listen"), cfg.Listen)
+		if err != nil {
+			return nil, nil, w, err
+		}
+		emb, err = queue.StartEmbedded(queue.EmbeddedConfig{Dir: filepath.Join(dir, "jetstream"), Listen: listen, Token: token})
+		if err != nil {
+			return nil, nil, w, err
+		}
+		qc.URL, qc.Token = emb.URL(), token
+	}
+	w.NATSURL, w.Token = qc.URL, qc.Token
+	if cfg.WorkerToken != "" {
+		w.Token = cfg.WorkerToken
+	}
+	q, err := queue.Connect(ctx, qc)
+	if err != nil {
+		if emb != nil {
+			emb.Shutdown()
+		}
+		return nil, nil, w, err
+	}
+	return q, emb, w, nil
+}
+
+// keptSecret reads the secret in path, making one the first time.
+func keptSecret(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the NATS token: %w", err)
+	}
+	return s, nil
+}
+
+// keptListen is the embedded NATS's address: listen when given, else the
+// one kept in path, else 127.0.0.1 on a free port, kept there so that a
+// restarted server listens where its workers look.
+func keptListen(path, listen string) (string, error) {
+	if listen != "" {
+		return listen, nil
+	}
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if err := os.WriteFile(path, []byte(addr+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return addr, nil
+}
+
+// workerQueues is the autoscaler's view of warm callables: their workers'
+// jobs in Nomad (whose meta says how they scale) and their queues' depth.
+type workerQueues struct {
+	nomad *nomad.Client
+	queue *queue.Queue
+}
+
+var _ autoscaler.Queues = workerQueues{}
+
+// Functions lists the workers' jobs whose count can change
+// (max_containers above min_containers); Service is the job's ID.
+func (w workerQueues) Functions(ctx context.Context) ([]autoscaler.Function, error) {
+	// Every namespace the token may read ("*"); a workspace's jobs are the
+	// ones in its own (jobs.NamespaceOfJob).
+	stubs, _, err := w.nomad.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}}, (&nomad.QueryOptions{Namespace: "*"}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("nomad: the workers' jobs: %w", err)
+	}
+	var out []autoscaler.Function
+	for _, s := range stubs {
+		if s.Stop || s.ParentID != "" || s.Meta[jobs.MetaWorkers] != "true" || s.Namespace != jobs.NamespaceOfJob(s.ID) {
+			continue
+		}
+		if fn, ok := workerFunction(s.ID, s.Meta); ok {
+			out = append(out, fn)
+		}
+	}
+	return out, nil
+}
+
+// workerFunction reads how the workers' job id scales from its meta.
+func workerFunction(id string, meta map[string]string) (autoscaler.Function, bool) {
+	lo, err1 := strconv.Atoi(meta[jobs.MetaMinWorkers])
+	hi, err2 := strconv.Atoi(meta[jobs.MetaMaxWorkers])
+	per, err3 := strconv.Atoi(meta[jobs.MetaWorkerInputs])
+	window, err4 := time.ParseDuration(meta[jobs.MetaScaledownWindow])
+	fn := meta[jobs.MetaFunction]
+	if errors.Join(err1, err2, err3, err4) != nil || fn == "" || hi <= lo || !strings.HasSuffix(id, jobs.CallSeparator+fn) {
+		return autoscaler.Function{}, false
+	}
+	return autoscaler.Function{Service: id, Job: id, Group: fn,
+		Config: autoscale.Config{MinContainers: lo, MaxContainers: hi, TargetInputs: per, ScaledownWindow: window}}, true
+}
+
+// Depth is how many inputs of the workers' function wait or run.
+func (w workerQueues) Depth(ctx context.Context, fn autoscaler.Function) (int, error) {
+	appJob := strings.TrimSuffix(fn.Job, jobs.CallSeparator+fn.Group)
+	// The stream's name needs no workspace: Depth reads it by name.
+	return w.queue.Depth(ctx, queue.Func{AppJobID: appJob, Name: fn.Group})
+}
