@@ -202,7 +202,15 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		store = &bundlestore.Local{Dir: dir}
 	}
-	nc, err := nomad.NewClient(&nomad.Config{Address: cfg.NomadAddr})
+	// The Nomad client starts from the official defaults, so NOMAD_TOKEN,
+	// NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY and NOMAD_TLS_SERVER_NAME work as
+	// for the nomad CLI (the Consul client below does the same for
+	// CONSUL_HTTP_TOKEN(_FILE) and CONSUL_CACERT by itself).
+	ncfg := nomad.DefaultConfig()
+	if cfg.NomadAddr != "" {
+		ncfg.Address = cfg.NomadAddr
+	}
+	nc, err := nomad.NewClient(ncfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad client: %w", err)
 	}
