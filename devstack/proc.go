@@ -20,6 +20,9 @@ type Proc struct {
 	Args []string `json:"args"`
 	// Env is what the stack added to the environment (never secrets).
 	Env []string `json:"env,omitempty"`
+	// EnvFiles are variables whose values are read from files when it
+	// starts (tokens: the files are mode 0600, their contents never here).
+	EnvFiles map[string]string `json:"env_files,omitempty"`
 	Log string   `json:"log"`
 	// Addr is where it serves, for `caravan dev status`.
 	Addr string `json:"addr"`
@@ -33,6 +36,20 @@ type Proc struct {
 // start runs args as a detached process (its own process group, so it
 // outlives `caravan dev up`) with output to logs/<name>.log.
 func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
+	return startWith(stateDir, name, addr, args, env, nil)
+}
+
+// startWith is start with envFiles (name -> file) added to the
+// environment, each variable set to its file's contents.
+func startWith(stateDir, name, addr string, args, env []string, envFiles map[string]string) (*Proc, error) {
+	secrets := make([]string, 0, len(envFiles))
+	for k, path := range envFiles {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		secrets = append(secrets, k+"="+strings.TrimSpace(string(b)))
+	}
 	logPath := filepath.Join(stateDir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -44,13 +61,13 @@ func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
 	defer logf.Close()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = stateDir
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), env...), secrets...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, Log: logPath, Addr: addr, exited: make(chan error, 1)}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, EnvFiles: envFiles, Log: logPath, Addr: addr, exited: make(chan error, 1)}
 	p.StartTicks, _ = startTicks(p.PID)
 	go func() { p.exited <- cmd.Wait() }()
 	return p, nil
@@ -115,6 +132,26 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 	if anyAliveAfter(tree, 5*time.Second) {
 		return fmt.Errorf("%s (pid %d) did not stop", p.Name, p.PID)
+	}
+	return nil
+}
+
+// Kill ends p and every process below it at once with SIGKILL, as a
+// machine that loses power: nothing gets to clean up (a Nomad client's
+// tasks die with it and nobody deregisters them).
+func (p *Proc) Kill() error {
+	if !p.Alive() {
+		return nil
+	}
+	tree := append([]int{p.PID}, descendants(p.PID)...)
+	_ = syscall.Kill(-p.PID, syscall.SIGSTOP) // its process group: nothing forks meanwhile
+	tree = append(tree, descendants(p.PID)...)
+	for _, pid := range tree {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+	if anyAliveAfter(tree, 5*time.Second) {
+		return fmt.Errorf("%s (pid %d) did not die", p.Name, p.PID)
 	}
 	return nil
 }
