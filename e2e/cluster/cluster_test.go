@@ -134,7 +134,7 @@ func TestClusterTenancy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := &api.Client{Addr: env.servers[1].Addr, Token: nt.Secret}
+	other := &api.Client{Addr: env.servers[1].Addr, Token: nt.Token}
 	apps, err := other.Apps(ctx)
 	if err != nil {
 		t.Fatal(err)
