@@ -7,9 +7,11 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/clientcfg"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
 )
@@ -107,5 +109,37 @@ func TestConsulDiscovery(t *testing.T) {
 	delete(fc.kv, proxy.SettingsKVPrefix+"fn")
 	if snap, _, err = d.Watch(context.Background(), "fn", 42); err != nil || snap.Settings != nil || snap.Known {
 		t.Errorf("no instance, no record: settings %+v, known %v, %v; want an unknown function", snap.Settings, snap.Known, err)
+	}
+}
+
+// A client built by clientcfg (caravan proxy's) sends its ACL token on
+// every blocking query and settings read.
+func TestConsulDiscoveryCarriesTheToken(t *testing.T) {
+	fc := &fakeConsul{index: 7, kv: map[string]string{}}
+	var tokens []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tokens = append(tokens, r.URL.Path+" "+r.Header.Get("X-Consul-Token"))
+		fc.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("CONSUL_HTTP_TOKEN", "proxy-secret")
+	client, err := clientcfg.Consul{Addr: srv.Listener.Addr().String()}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &proxy.Consul{Client: client, WaitTime: time.Second}
+	if _, _, err := d.Watch(context.Background(), "fn", 3); err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens) == 0 {
+		t.Fatal("no request reached Consul")
+	}
+	for _, tok := range tokens {
+		if !strings.HasSuffix(tok, " proxy-secret") {
+			t.Errorf("a request without the token: %s", tok)
+		}
+	}
+	if len(fc.queries) != 1 || !strings.HasPrefix(fc.queries[0], "3 ") {
+		t.Errorf("health queries %q, want one blocking at index 3", fc.queries)
 	}
 }

@@ -79,18 +79,24 @@ import (
 	"github.com/caravanhq/caravan/autoscaler"
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
+	"github.com/caravanhq/caravan/clientcfg"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
-	nomad "github.com/hashicorp/nomad/api"
 )
 
 // Config wires a Server.
 type Config struct {
 	// Listen is the address to serve on, e.g. "127.0.0.1:7474".
-	Listen     string
+	Listen string
+	// Nomad and Consul say how to reach them: the official clients'
+	// defaults (NOMAD_ADDR, NOMAD_TOKEN, CONSUL_HTTP_ADDR, ... from the
+	// environment) under these fields (see package clientcfg).
+	Nomad  clientcfg.Nomad
+	Consul clientcfg.Consul
+	// NomadAddr and ConsulAddr, when set, are Nomad.Addr and Consul.Addr.
 	NomadAddr  string
 	ConsulAddr string
 	Router     router.Config
@@ -202,22 +208,22 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		store = &bundlestore.Local{Dir: dir}
 	}
-	// The Nomad client starts from the official defaults, so NOMAD_TOKEN,
-	// NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY and NOMAD_TLS_SERVER_NAME work as
-	// for the nomad CLI (the Consul client below does the same for
-	// CONSUL_HTTP_TOKEN(_FILE) and CONSUL_CACERT by itself).
-	ncfg := nomad.DefaultConfig()
 	if cfg.NomadAddr != "" {
-		ncfg.Address = cfg.NomadAddr
+		cfg.Nomad.Addr = cfg.NomadAddr
 	}
-	nc, err := nomad.NewClient(ncfg)
+	if cfg.ConsulAddr != "" {
+		cfg.Consul.Addr = cfg.ConsulAddr
+	}
+	nc, err := cfg.Nomad.Client()
 	if err != nil {
-		return nil, fmt.Errorf("nomad client: %w", err)
+		return nil, err
 	}
-	cc, err := consul.NewClient(&consul.Config{Address: cfg.ConsulAddr})
+	cc, err := cfg.Consul.Client()
 	if err != nil {
-		return nil, fmt.Errorf("consul client: %w", err)
+		return nil, err
 	}
+	log.Info("nomad", cfg.Nomad.Describe()...)
+	log.Info("consul", cfg.Consul.Describe()...)
 	var roots *x509.CertPool
 	if cfg.RootCAFile != "" {
 		pem, err := os.ReadFile(cfg.RootCAFile)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/proxy"
-	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 )
@@ -28,20 +27,21 @@ first label of Host under --domain.
 The admin address serves GET /v1/load (each function's requests in flight and queued,
 for the autoscaler), POST and DELETE /v1/drain, /metrics (Prometheus) and /healthz.
 Keep it off the network callers reach.`,
-		Flags: []cli.Flag{
+		Flags: append(consulFlags(),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7480", Usage: "`ADDR` of the data plane, where Traefik sends requests"},
 			&cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:7481", Usage: "`ADDR` of the load report, drains, metrics and health"},
-			&cli.StringFlag{Name: "consul-addr", Value: "127.0.0.1:8500", EnvVars: []string{"CONSUL_HTTP_ADDR"}},
 			&cli.StringFlag{Name: "domain", Usage: "parent `DOMAIN` of the hostnames routed by Host (default: any host's first label)"},
 			&cli.BoolFlag{Name: "register", Usage: "register in the local Consul agent as service " + proxy.ServiceName + ", health-checked on the admin address (on Nomad, the job's service block does this instead)"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
-		},
+		),
 		Action: func(c *cli.Context) error {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan-proxy", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
-			cc, err := consul.NewClient(&consul.Config{Address: c.String("consul-addr")})
+			ccfg := consulConfig(c)
+			cc, err := ccfg.Client()
 			if err != nil {
-				return err
+				return cli.Exit(err.Error(), 1)
 			}
+			log.Info("consul", ccfg.Describe()...)
 			s := proxy.NewServer(proxy.ServerConfig{
 				Listen: c.String("listen"), AdminListen: c.String("admin-listen"),
 				Proxy: proxy.Config{Discovery: &proxy.Consul{Client: cc}, Domain: c.String("domain"), Logger: log},

@@ -31,10 +31,8 @@ Requests need a bearer token (stored hashed in Consul KV; 'caravan dev up' makes
 its limits on CPU, memory, GPUs and containers (README, "Security model").
 Without one, no workspace may use raw_exec; exec and docker are allowed with
 generous limits. A policy file with errors is printed with its lines, exit 1.`,
-		Flags: append(routerFlags(),
+		Flags: append(append(append(routerFlags(), nomadFlags()...), consulFlags()...),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7474", Usage: "`ADDR` to serve the API on"},
-			&cli.StringFlag{Name: "nomad-addr", Value: "http://127.0.0.1:4646", EnvVars: []string{"NOMAD_ADDR"}},
-			&cli.StringFlag{Name: "consul-addr", Value: "127.0.0.1:8500", EnvVars: []string{"CONSUL_HTTP_ADDR"}},
 			&cli.StringFlag{Name: "proxy-addr", Usage: "Traefik's HTTPS `ADDR`; deploys wait until web functions answer there"},
 			&cli.StringFlag{Name: "root-ca", Usage: "PEM `FILE` that verifies the proxy's certificates"},
 			&cli.StringFlag{Name: "traefik-api", Usage: "`URL` of Traefik's API; traffic splits count as applied when Traefik serves them (default: wait a fixed 1.5s)"},
@@ -71,7 +69,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 				return err
 			}
 			s, err := server.New(server.Config{
-				Listen: c.String("listen"), NomadAddr: c.String("nomad-addr"), ConsulAddr: c.String("consul-addr"),
+				Listen: c.String("listen"), Nomad: nomadConfig(c), Consul: consulConfig(c),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
 				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
 				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,

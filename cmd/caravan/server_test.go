@@ -43,3 +43,19 @@ workspace "*" {
 		t.Errorf("a missing policy file: %v", err)
 	}
 }
+
+// caravan server and caravan proxy refuse a token file they cannot read,
+// naming the flag's file, before they serve anything.
+func TestClientFlagsRefuseAMissingTokenFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-token")
+	for _, args := range [][]string{
+		{"server", "--listen", "127.0.0.1:0", "--nomad-token-file", missing},
+		{"server", "--listen", "127.0.0.1:0", "--consul-token-file", missing},
+		{"proxy", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--consul-token-file", missing},
+	} {
+		_, errOut, err := runCLI(t, args...)
+		if err == nil || !strings.Contains(errOut+err.Error(), "reading the token file "+missing) {
+			t.Errorf("caravan %s: %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+	}
+}
