@@ -20,9 +20,6 @@ type Proc struct {
 	Args []string `json:"args"`
 	// Env is what the stack added to the environment (never secrets).
 	Env []string `json:"env,omitempty"`
-	// EnvFiles are variables whose values are read from files when it
-	// starts (tokens: the files are mode 0600, their contents never here).
-	EnvFiles map[string]string `json:"env_files,omitempty"`
 	Log string   `json:"log"`
 	// Addr is where it serves, for `caravan dev status`.
 	Addr string `json:"addr"`
@@ -36,20 +33,6 @@ type Proc struct {
 // start runs args as a detached process (its own process group, so it
 // outlives `caravan dev up`) with output to logs/<name>.log.
 func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
-	return startWith(stateDir, name, addr, args, env, nil)
-}
-
-// startWith is start with envFiles (name -> file) added to the
-// environment, each variable set to its file's contents.
-func startWith(stateDir, name, addr string, args, env []string, envFiles map[string]string) (*Proc, error) {
-	secrets := make([]string, 0, len(envFiles))
-	for k, path := range envFiles {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("starting %s: %w", name, err)
-		}
-		secrets = append(secrets, k+"="+strings.TrimSpace(string(b)))
-	}
 	logPath := filepath.Join(stateDir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -61,16 +44,33 @@ func startWith(stateDir, name, addr string, args, env []string, envFiles map[str
 	defer logf.Close()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = stateDir
-	cmd.Env = append(append(os.Environ(), env...), secrets...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	closeInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, EnvFiles: envFiles, Log: logPath, Addr: addr, exited: make(chan error, 1)}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Args: args, Env: env, Log: logPath, Addr: addr, exited: make(chan error, 1)}
 	p.StartTicks, _ = startTicks(p.PID)
 	go func() { p.exited <- cmd.Wait() }()
 	return p, nil
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec
+// (Go opens its own so already; these are the ones this process
+// inherited), so the stack's processes, which outlive the process that
+// starts them, hold none of them. `flock /tmp/caravan-e2e.lock go test`
+// hands its lock to the test binary that way: without this, a stack that
+// a killed run left behind kept the lock, and every later run waited on
+// it forever (its reaping, in the next Up, never came).
+func closeInheritedOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // Exited reports whether the process has ended, with a tail of its log.

@@ -2,8 +2,10 @@ package devstack
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,3 +117,29 @@ func TestConfigsPointAtEachOther(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// A descriptor this process inherited (a flock lock, say) does not reach
+// the stack's processes, which outlive it.
+func TestStartLeavesInheritedDescriptorsBehind(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := syscall.Open(filepath.Join(dir, "lock"), syscall.O_CREAT|syscall.O_RDWR, 0o600) // no O_CLOEXEC: as inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	p, err := start(dir, "fds", "", []string{"/bin/sh", "-c", "ls -l /proc/$$/fd"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Exited() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(p.Log)
+	if strings.Contains(string(b), filepath.Join(dir, "lock")) {
+		t.Fatalf("the started process holds the inherited descriptor:\n%s", b)
+	}
+	if !strings.Contains(string(b), "fds.log") {
+		t.Fatalf("listing of its descriptors missing:\n%s", b)
+	}
+}
