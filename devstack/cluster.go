@@ -24,6 +24,9 @@ type Cluster struct {
 	// themselves are never in stack.json.
 	NomadTokenFile  string `json:"nomad_token_file"`
 	ConsulTokenFile string `json:"consul_token_file"`
+	// Tokens names the parts ("nomad/caravan-server", "consul/traefik")
+	// that have a token of their own policy (see TokenFile).
+	Tokens map[string]bool `json:"tokens,omitempty"`
 }
 
 // Node is one agent of the cluster.

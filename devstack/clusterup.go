@@ -237,20 +237,19 @@ func (s *Stack) consulEnv() []string {
 	if s.Cluster == nil {
 		return nil
 	}
-	return []string{"CONSUL_HTTP_TOKEN_FILE=" + s.Cluster.ConsulTokenFile}
+	return []string{"CONSUL_HTTP_TOKEN_FILE=" + s.Cluster.TokenFile("consul", "caravan-proxy")}
 }
 
-// ServerEnv is the environment of a process that drives the cluster with
-// its management tokens, as the nomad and consul CLIs read them: env is
-// safe to record, envFiles are read when the process starts (see
-// StartProcessWith). Both are empty for a single stack.
-func (s *Stack) ServerEnv() (env []string, envFiles map[string]string) {
+// ServerFlags are the flags of a caravan server on the cluster: the CA
+// that verifies Nomad and the files of its tokens (of deploy/acl's
+// policies when the stack made them). None for a single stack.
+func (s *Stack) ServerFlags() []string {
 	c := s.Cluster
 	if c == nil {
-		return nil, nil
+		return nil
 	}
-	return []string{"NOMAD_CACERT=" + c.CACert(), "CONSUL_HTTP_TOKEN_FILE=" + c.ConsulTokenFile},
-		map[string]string{"NOMAD_TOKEN": c.NomadTokenFile}
+	return []string{"--nomad-ca-cert", c.CACert(), "--nomad-token-file", c.TokenFile("nomad", "caravan-server"),
+		"--consul-token-file", c.TokenFile("consul", "caravan-server")}
 }
 
 // Kill kills the stack's process name and everything below it at once

@@ -38,6 +38,10 @@ type Options struct {
 	// Registry is where stacks record themselves so a later Up can stop
 	// what an interrupted run left (default DefaultRegistryDir()).
 	Registry string
+	// ACLDir holds the policies of deploy/acl; a cluster stack makes
+	// caravan server, the proxies and Traefik tokens of them (empty: the
+	// management tokens).
+	ACLDir string
 	// Cluster runs three Consul servers, three Nomad servers and two
 	// Nomad clients with ACLs and TLS instead of one agent of each (see
 	// Cluster).
@@ -258,6 +262,20 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 			if err := s.upCluster(ctx, out, bins); err != nil {
 				return nil, err
 			}
+			if opts.ACLDir != "" {
+				fmt.Fprintf(out, "==> making tokens of the policies in %s\n", opts.ACLDir)
+				if err := s.makeTokens(ctx, opts.ACLDir); err != nil {
+					return nil, err
+				}
+				// Traefik reads Consul with a token of its own policy.
+				tok, err := readToken(s.Cluster.TokenFile("consul", "traefik"))
+				if err != nil {
+					return nil, err
+				}
+				if err := os.WriteFile(filepath.Join(s.StateDir, "traefik", "traefik.yml"), []byte(traefikConfig(ports, s.StateDir, tok)), 0o600); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		case st.name == "cluster", s.Cluster != nil && (st.name == "consul" || st.name == "nomad"):
 			continue
@@ -281,13 +299,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 // StartProcess starts another process as part of the stack (caravan server)
 // and waits until ready succeeds.
 func (s *Stack) StartProcess(ctx context.Context, name, address string, args, env []string, ready func(context.Context) error) error {
-	return s.StartProcessWith(ctx, name, address, args, env, nil, ready)
-}
-
-// StartProcessWith is StartProcess with variables read from files
-// (tokens; see Proc.EnvFiles).
-func (s *Stack) StartProcessWith(ctx context.Context, name, address string, args, env []string, envFiles map[string]string, ready func(context.Context) error) error {
-	p, err := startWith(s.StateDir, name, address, args, env, envFiles)
+	p, err := start(s.StateDir, name, address, args, env)
 	if err != nil {
 		return err
 	}
@@ -312,7 +324,7 @@ func (s *Stack) Restart(ctx context.Context, name string) error {
 		if err := p.Stop(15 * time.Second); err != nil {
 			return err
 		}
-		np, err := startWith(s.StateDir, p.Name, p.Addr, p.Args, p.Env, p.EnvFiles)
+		np, err := start(s.StateDir, p.Name, p.Addr, p.Args, p.Env)
 		if err != nil {
 			return err
 		}

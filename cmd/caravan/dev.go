@@ -103,6 +103,7 @@ func devUp(c *cli.Context) error {
 	}
 	stack, err := devstack.Up(c.Context, devstack.Options{
 		Cluster:     cluster,
+		ACLDir:      filepath.Join(filepath.Dir(tools), "deploy", "acl"),
 		Caravan:     self,
 		FakeGPUs:    gpus,
 		StateDir:    state,
@@ -240,7 +241,6 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 		l.Close()
 		nomads = append(nomads, "https://127.0.0.1:"+strconv.Itoa(cl.NomadServers[1].HTTP))
 	}
-	env, envFiles := stack.ServerEnv()
 	for i, listen := range listens {
 		name := "caravan-server"
 		if stack.Cluster != nil {
@@ -248,7 +248,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 		}
 		fmt.Fprintf(out, "==> starting %s on %s\n", name, listen)
 		cl := &api.Client{Addr: "http://" + listen, Token: token}
-		err := stack.StartProcessWith(c.Context, name, listen, []string{self, "server",
+		err := stack.StartProcess(c.Context, name, listen, append([]string{self, "server",
 			"--listen", listen,
 			"--nomad-addr", nomads[i], "--consul-addr", stack.ConsulAddr(),
 			"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
@@ -257,7 +257,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			"--dns-resolver", stack.ChallDNSAddr(),
 			"--policy", policyPath,
 			"--bundle-dir", filepath.Join(stack.StateDir, "bundles"),
-		}, env, envFiles, cl.Health)
+		}, stack.ServerFlags()...), nil, cl.Health)
 		if err != nil {
 			return err
 		}
@@ -342,6 +342,7 @@ func devStatus(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "export NOMAD_CACERT=%s NOMAD_TOKEN=$(cat %s) CONSUL_HTTP_TOKEN_FILE=%s\n", cl.CACert(), cl.NomadTokenFile, cl.ConsulTokenFile)
 		fmt.Fprintf(c.App.Writer, "A cluster: %d Consul servers, %d Nomad servers, %d Nomad clients; ACLs on (the files above hold management tokens), Nomad TLS with the CA above.\n",
 			len(cl.ConsulServers), len(cl.NomadServers), len(cl.NomadClients))
+		fmt.Fprintf(c.App.Writer, "caravan server's tokens (of deploy/acl's policies): %s, %s\n", cl.TokenFile("nomad", "caravan-server"), cl.TokenFile("consul", "caravan-server"))
 	}
 	fmt.Fprintf(c.App.Writer, "HTTPS on %s for *.%s; Pebble's root: %s\n", stack.HTTPSAddr(), stack.Domain, stack.PebbleRootPath())
 	return nil

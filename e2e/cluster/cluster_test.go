@@ -184,7 +184,7 @@ agent { policy = "read" }`}
 		t.Fatal(err)
 	}
 	cl, err := startCaravan(ctx, "caravan-server-read-only", freeAddr(), strings.TrimPrefix(env.client.Addr, "http://"), 2,
-		map[string]string{"NOMAD_TOKEN": file})
+		file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,3 +110,161 @@ func restartClient(t *testing.T, name string) {
 		return nil
 	})
 }
+
+// TestClusterNomadLeaderKilled: the Nomad leader is killed (SIGKILL, its
+// whole tree) and a deploy started right after, through a caravan server
+// on a surviving Nomad server, succeeds once the other two elect a new
+// leader. It prints how long the deploy took.
+func TestClusterNomadLeaderKilled(t *testing.T) {
+	c := env.stack.Cluster
+	leader, err := env.nomad.Status().Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := -1
+	for i, n := range c.NomadServers {
+		if leader == addr(n.RPC) {
+			li = i
+		}
+	}
+	if li < 0 {
+		t.Fatalf("leader %s is none of the stack's Nomad servers", leader)
+	}
+	// caravan server i drives Nomad server i: deploy through one whose
+	// Nomad survives, and watch Nomad through it too.
+	via := 0
+	if li == 0 {
+		via = 1
+	}
+	nc, err := env.stack.NomadClient("https://" + addr(c.NomadServers[via].HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const job = "e2e--afterleader"
+	t.Cleanup(func() { nc.Jobs().Deregister(job, true, nil) })
+	purge(t, job)
+
+	name := c.NomadServers[li].Name
+	killed := time.Now()
+	if err := env.stack.Kill(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { restartServer(t, li) })
+	res := deploy(t, env.servers[via], "afterleader.hcl", nodeServer("afterleader", "new leader\n", 1), api.DeployBody{})
+	answers(t, res.Functions[0].URL, "new leader\n")
+	newLeader, _ := nc.Status().Leader()
+	t.Logf("Nomad leader %s killed; a deploy through caravan-server-%d started at once took %s (version %d), answering %s after the kill; new leader %s",
+		name, via, res.Duration.Round(time.Millisecond), res.Version, time.Since(killed).Round(time.Millisecond), newLeader)
+}
+
+// restartServer starts Nomad server i again with its data directory and
+// waits until it is back in the raft configuration with a leader.
+func restartServer(t *testing.T, i int) {
+	c := env.stack.Cluster
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := env.stack.Restart(ctx, c.NomadServers[i].Name); err != nil {
+		t.Logf("restarting %s: %v", c.NomadServers[i].Name, err)
+		return
+	}
+	nc, err := env.stack.NomadClient("https://" + addr(c.NomadServers[i].HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, c.NomadServers[i].Name+" has a leader again", func() error {
+		l, err := nc.Status().Leader()
+		if err != nil || l == "" {
+			return fmt.Errorf("leader %q: %v", l, err)
+		}
+		return nil
+	})
+}
+
+// TestClusterConsulLeaderKilled: under load, Consul's leader is killed;
+// the routes keep serving (Traefik keeps its last configuration while
+// Consul elects a new leader, then reads the new one). The leader is
+// first moved off consul-0, the agent Traefik, the proxies and the tests
+// talk to: this fault is the leader's, not the local agent's.
+func TestClusterConsulLeaderKilled(t *testing.T) {
+	c := env.stack.Cluster
+	const job = "e2e--consulfault"
+	purge(t, job)
+	res := deploy(t, env.client, "consulfault.hcl", nodeServer("consulfault", "steady\n", 2), api.DeployBody{})
+	url := res.Functions[0].URL
+	answers(t, url, "steady\n")
+
+	leaderIndex := func() (int, error) {
+		l, err := env.consul.Status().Leader()
+		if err != nil {
+			return -1, err
+		}
+		for i, n := range c.ConsulServers {
+			if l == addr(n.RPC) {
+				return i, nil
+			}
+		}
+		return -1, fmt.Errorf("leader %q is none of the stack's", l)
+	}
+	var li int
+	eventually(t, time.Minute, "Consul's leader is not consul-0", func() error {
+		var err error
+		if li, err = leaderIndex(); err != nil {
+			return err
+		}
+		if li == 0 {
+			env.consul.Operator().RaftLeaderTransfer("", nil)
+			return fmt.Errorf("consul-0 leads; transferring")
+		}
+		return nil
+	})
+
+	stop := make(chan struct{})
+	l := runLoad(context.Background(), url+"/", 50, stop)
+	eventually(t, time.Minute, "100 requests before the fault", func() error {
+		if n := l.sent.Load(); n < 100 {
+			return fmt.Errorf("%d sent", n)
+		}
+		return nil
+	})
+	name := c.ConsulServers[li].Name
+	killed := time.Now()
+	if err := env.stack.Kill(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := env.stack.Restart(ctx, name); err != nil {
+			t.Logf("restarting %s: %v", name, err)
+		}
+	})
+	var elected time.Duration
+	eventually(t, time.Minute, "Consul elects a new leader", func() error {
+		i, err := leaderIndex()
+		if err != nil {
+			return err
+		}
+		if i == li {
+			return fmt.Errorf("%s still leads", name)
+		}
+		elected = time.Since(killed)
+		return nil
+	})
+	// A few more seconds of traffic on the new leader.
+	sentAtElection := l.sent.Load()
+	eventually(t, time.Minute, "250 more requests", func() error {
+		if n := l.sent.Load(); n < sentAtElection+250 {
+			return fmt.Errorf("%d sent", n-sentAtElection)
+		}
+		return nil
+	})
+	close(stop)
+	<-l.done
+	t.Logf("Consul leader %s killed under load: %d requests, %d failed (first: %v); new leader after %s",
+		name, l.sent.Load(), l.failed.Load(), l.firstErrors, elected.Round(time.Millisecond))
+	if l.failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed with Consul's leader gone", l.failed.Load(), l.sent.Load())
+	}
+}
+
+func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }

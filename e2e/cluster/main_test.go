@@ -79,6 +79,7 @@ func run(m *testing.M) int {
 	}
 	stack, err := devstack.Up(ctx, devstack.Options{
 		Cluster:     true,
+		ACLDir:      filepath.Join(filepath.Dir(tools), "deploy", "acl"),
 		Caravan:     env.bin,
 		StateDir:    state,
 		RandomPorts: true,
@@ -149,8 +150,7 @@ func setup(ctx context.Context) error {
 	first := freeAddr()
 	for i, listen := range []string{first, freeAddr()} {
 		name := fmt.Sprintf("caravan-server-%d", i)
-		_, files := s.ServerEnv()
-		cl, err := startCaravan(ctx, name, listen, first, i, files)
+		cl, err := startCaravan(ctx, name, listen, first, i, s.Cluster.TokenFile("nomad", "caravan-server"))
 		if err != nil {
 			return err
 		}
@@ -175,14 +175,13 @@ workspace "*" {
 func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl") }
 
 // startCaravan starts `caravan server` named name on listen, talking to
-// Nomad server nomadIndex with the environment the official clients read
-// (envFiles: NOMAD_TOKEN from a file, so stack.json never holds it). Every
-// server renders the first's (at first) forwardAuth and bundle addresses.
-func startCaravan(ctx context.Context, name, listen, first string, nomadIndex int, envFiles map[string]string) (*api.Client, error) {
+// Nomad server nomadIndex with the Nomad token in nomadToken (a file) and
+// the stack's flags (its CA, its Consul token of deploy/acl's policy).
+// Every server renders the first's forwardAuth and bundle addresses.
+func startCaravan(ctx context.Context, name, listen, first string, nomadIndex int, nomadToken string) (*api.Client, error) {
 	s := env.stack
-	vars, _ := s.ServerEnv()
 	cl := &api.Client{Addr: "http://" + listen}
-	err := s.StartProcessWith(ctx, name, listen, []string{env.bin, "server", "--log-level", "debug",
+	err := s.StartProcess(ctx, name, listen, append(append([]string{env.bin, "server", "--log-level", "debug"}, s.ServerFlags()...),
 		"--listen", listen,
 		"--nomad-addr", "https://127.0.0.1:" + strconv.Itoa(s.Cluster.NomadServers[nomadIndex].HTTP),
 		"--consul-addr", s.ConsulAddr(),
@@ -191,7 +190,7 @@ func startCaravan(ctx context.Context, name, listen, first string, nomadIndex in
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--traefik-api", s.TraefikAPI(),
 		"--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", filepath.Join(s.StateDir, "bundles"),
-	}, vars, envFiles, cl.Health)
+		"--nomad-token-file", nomadToken), nil, cl.Health)
 	return cl, err
 }
 
