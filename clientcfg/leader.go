@@ -2,6 +2,7 @@ package clientcfg
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -49,7 +50,7 @@ func (t *leaderRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		resp.Body = io.NopCloser(bytes.NewReader(body))
-		if !noLeader(string(body)) || time.Now().Add(backoff).After(deadline) {
+		if !noLeader(readable(resp.Header, body)) || time.Now().Add(backoff).After(deadline) {
 			return resp, nil
 		}
 		select {
@@ -59,6 +60,20 @@ func (t *leaderRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// readable is body as text: Nomad's client asks for gzip itself, so its
+// answers come compressed (and are returned so).
+func readable(h http.Header, body []byte) string {
+	if h.Get("Content-Encoding") != "gzip" {
+		return string(body)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(zr, 64<<10))
+	return string(b)
 }
 
 func noLeader(body string) bool {

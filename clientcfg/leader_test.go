@@ -1,6 +1,7 @@
 package clientcfg
 
 import (
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -66,5 +67,30 @@ func TestLeaderRetryGivesUp(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 500 || string(b) != "No cluster leader\n" {
 		t.Fatalf("%d %q", resp.StatusCode, b)
+	}
+}
+
+// Nomad's client asks for gzip, so Nomad's "no leader" answers come
+// compressed; they are still recognised, and returned as they came.
+func TestLeaderRetryReadsGzip(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.WriteHeader(500)
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, "rpc error: failed to get conn: dial tcp 127.0.0.1:1: connect: connection refused")
+			zw.Close()
+			return
+		}
+		w.Write([]byte(`{"ID":"x"}`))
+	}))
+	defer srv.Close()
+	c, err := Nomad{Addr: srv.URL}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Jobs().Info("x", nil); err != nil || calls.Load() != 2 {
+		t.Fatalf("Info: %v after %d calls, want success after 2", err, calls.Load())
 	}
 }
