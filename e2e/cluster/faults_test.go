@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -268,3 +269,74 @@ func TestClusterConsulLeaderKilled(t *testing.T) {
 }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// TestClusterServerKilledMidRollout: caravan-server-1 is killed (SIGKILL)
+// in the middle of a rolling deploy it drives, its new containers still
+// starting; caravan-server-0 takes the app's lock once the dead server's
+// session expires, follows Nomad's deployment to the end and records the
+// version live, and the app serves it. It prints how long that took.
+func TestClusterServerKilledMidRollout(t *testing.T) {
+	const app, job = "handover", "e2e--handover"
+	purge(t, job)
+	first := deploy(t, env.servers[0], "handover.hcl", nodeServer(app, "v1\n", 1), api.DeployBody{})
+	url := first.Functions[0].URL
+	answers(t, url, "v1\n")
+
+	go func() {
+		// Its answer never comes: the server dies first.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		env.servers[1].DeployBody(ctx, api.DeployBody{Filename: "handover.hcl", Strategy: "rolling",
+			// Its container listens only after 8s: the rollout is still
+			// under way when the server driving it dies.
+			Spec: nodeServerAfter(app, "v2\n", 1, 8*time.Second)})
+	}()
+	history := func() (*api.History, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return env.client.History(ctx, app, api.ChangeBody{Workspace: "e2e"})
+	}
+	eventually(t, time.Minute, "version 2 pending", func() error {
+		h, err := history()
+		if err != nil {
+			return err
+		}
+		for _, v := range h.Versions {
+			if v.Version == 2 && v.Status == api.StatusPending {
+				return nil
+			}
+		}
+		return fmt.Errorf("versions %+v", h.Versions)
+	})
+	killed := time.Now()
+	if err := env.stack.Kill("caravan-server-1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := env.stack.Restart(ctx, "caravan-server-1"); err != nil {
+			t.Logf("restarting caravan-server-1: %v", err)
+			return
+		}
+		eventually(t, time.Minute, "caravan-server-1 serves again", func() error { return env.servers[1].Health(ctx) })
+	})
+	eventually(t, 3*time.Minute, "caravan-server-0 settles version 2 live", func() error {
+		h, err := history()
+		if err != nil {
+			return err
+		}
+		if h.App.LiveVersion != 2 {
+			var st []string
+			for _, v := range h.Versions {
+				st = append(st, fmt.Sprintf("v%d %s", v.Version, v.Status))
+			}
+			return fmt.Errorf("live version %d; %s", h.App.LiveVersion, strings.Join(st, ", "))
+		}
+		return nil
+	})
+	settled := time.Since(killed)
+	answers(t, url, "v2\n")
+	t.Logf("caravan-server-1 killed mid-rollout; caravan-server-0 recorded version 2 live %s after the kill (the dead server's lock session expires first)",
+		settled.Round(time.Millisecond))
+}

@@ -285,7 +285,13 @@ func answers(t *testing.T, url, body string) {
 // nodeServer is a spec of one web function of containers Node.js
 // servers answering body.
 func nodeServer(app, body string, containers int) string {
-	js := fmt.Sprintf(`require("http").createServer((q, s) => s.end(%s)).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(body))
+	return nodeServerAfter(app, body, containers, 0)
+}
+
+// nodeServerAfter is nodeServer whose servers listen only after delay.
+func nodeServerAfter(app, body string, containers int, delay time.Duration) string {
+	js := fmt.Sprintf(`const srv = require("http").createServer((q, s) => s.end(%s)); setTimeout(() => srv.listen(process.env.PORT, process.env.HOST), %d);`,
+		strconv.Quote(body), delay.Milliseconds())
 	return fmt.Sprintf(`app %q {
   workspace = "e2e"
   function "web" {
