@@ -339,4 +339,3 @@ func waitForAll(ctx context.Context, timeout time.Duration, procs []*Proc, ready
 		}
 	}
 }
-

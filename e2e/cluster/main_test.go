@@ -183,7 +183,7 @@ func startCaravan(ctx context.Context, name, listen, first string, nomadIndex in
 	cl := &api.Client{Addr: "http://" + listen}
 	err := s.StartProcess(ctx, name, listen, append(append([]string{env.bin, "server", "--log-level", "debug"}, s.ServerFlags()...),
 		"--listen", listen,
-		"--nomad-addr", "https://127.0.0.1:" + strconv.Itoa(s.Cluster.NomadServers[nomadIndex].HTTP),
+		"--nomad-addr", "https://127.0.0.1:"+strconv.Itoa(s.Cluster.NomadServers[nomadIndex].HTTP),
 		"--consul-addr", s.ConsulAddr(),
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
 		"--auth-url", router.AuthURL(first), "--bundle-url", router.BundleURL(first),
