@@ -29,7 +29,7 @@ up: servers
 up-cluster: servers
     bin/caravan dev up --cluster
 
-# The e2e tests that run on the cluster stack (package e2e/cluster, its own stack; about a minute and a half).
+# The e2e tests that run on the cluster stack (package e2e/cluster, its own stack; about 2.5 minutes).
 test-cluster: servers
     go test -count=1 -timeout 15m -v ./e2e/cluster/
 
