@@ -42,7 +42,9 @@ const (
 	CodeDomainUnverified ErrorCode = "domain_unverified"
 	// CodeConflict: the app is not in a state that allows the change (no
 	// live version to roll over, a version that never went live), or its
-	// record changed underneath the request; retrying may succeed (409).
+	// record changed underneath the request; retrying may succeed; or its
+	// workspace has no Nomad namespace and the server may not create one
+	// (409).
 	CodeConflict ErrorCode = "conflict"
 	// CodeCanaryPending: a change refused while a canary awaits promotion
 	// or abort (409).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -88,7 +89,7 @@ func (c *Clients) WatchLoad(ctx context.Context, admin string, index uint64, wai
 
 // Count is the group's desired count in Nomad's scale status.
 func (c *Clients) Count(ctx context.Context, job, group string) (int, bool, error) {
-	st, _, err := c.Nomad.Jobs().ScaleStatus(job, (&nomad.QueryOptions{}).WithContext(ctx))
+	st, _, err := c.Nomad.Jobs().ScaleStatus(job, (&nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)}).WithContext(ctx))
 	if err != nil {
 		var ue nomad.UnexpectedResponseError
 		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
@@ -108,7 +109,8 @@ func (c *Clients) Count(ctx context.Context, job, group string) (int, bool, erro
 
 // Scale asks Nomad for n containers of group.
 func (c *Clients) Scale(ctx context.Context, job, group string, n int, reason string) error {
-	_, _, err := c.Nomad.Jobs().Scale(job, group, &n, "caravan autoscaler: "+reason, false, nil, (&nomad.WriteOptions{}).WithContext(ctx))
+	_, _, err := c.Nomad.Jobs().Scale(job, group, &n, "caravan autoscaler: "+reason, false, nil,
+		(&nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(job)}).WithContext(ctx))
 	if err != nil && blockedByDeployment(err) {
 		return fmt.Errorf("%w: %v", ErrDeploymentActive, err)
 	}

@@ -108,23 +108,6 @@ func TestNomadConfigs(t *testing.T) {
 	}
 }
 
-func TestDefaultNamespaceRules(t *testing.T) {
-	cases := []struct{ in, wantAdded string }{
-		{"namespace \"caravan-*\" {\n  capabilities = [\"read-job\"]\n}\n\nnode {\n  policy = \"read\"\n}\n",
-			"namespace \"default\" {\n  capabilities = [\"read-job\"]\n}"},
-		{"node {\n  policy = \"read\"\n}\n", ""},
-	}
-	for _, tc := range cases {
-		got := defaultNamespaceRules(tc.in)
-		if !strings.HasPrefix(got, tc.in) {
-			t.Errorf("rules %q lost their original text: %q", tc.in, got)
-		}
-		if added := strings.TrimPrefix(got, tc.in); (tc.wantAdded == "") != (added == "") || !strings.Contains(added, tc.wantAdded) {
-			t.Errorf("added %q, want %q", added, tc.wantAdded)
-		}
-	}
-}
-
 // Without tokens of their own, the parts use the management tokens.
 func TestTokenFileFallsBackToManagement(t *testing.T) {
 	c := testLayout()

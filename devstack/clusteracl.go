@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -37,23 +36,6 @@ func (c *Cluster) TokenFile(system, part string) string {
 	return c.ConsulTokenFile
 }
 
-// defaultNamespaceRules is rules with its namespace "caravan-*" blocks
-// also granted in Nomad's default namespace, where caravan registers
-// every app until workspaces are Nomad namespaces.
-func defaultNamespaceRules(rules string) string {
-	i := strings.Index(rules, `namespace "caravan-*" {`)
-	if i < 0 {
-		return rules
-	}
-	end := strings.Index(rules[i:], "\n}")
-	if end < 0 {
-		return rules
-	}
-	block := rules[i : i+end+2]
-	return rules + "\n# devstack: the same in the default namespace, where caravan registers apps today.\n" +
-		strings.Replace(block, `namespace "caravan-*"`, `namespace "default"`, 1) + "\n"
-}
-
 // makeTokens applies the policies of dir and makes a token of each,
 // recording which parts have one in c.Tokens.
 func (s *Stack) makeTokens(ctx context.Context, dir string) error {
@@ -78,7 +60,7 @@ func (s *Stack) makeTokens(ctx context.Context, dir string) error {
 		var secret string
 		switch p.system {
 		case "nomad":
-			pol := &nomad.ACLPolicy{Name: p.name, Description: "devstack, from " + p.file, Rules: defaultNamespaceRules(string(b))}
+			pol := &nomad.ACLPolicy{Name: p.name, Description: "devstack, from " + p.file, Rules: string(b)}
 			if _, err := nc.ACLPolicies().Upsert(pol, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
 				return fmt.Errorf("applying %s in Nomad: %w", p.file, err)
 			}
@@ -106,4 +88,20 @@ func (s *Stack) makeTokens(ctx context.Context, dir string) error {
 		}
 	}
 	return s.save()
+}
+
+// CreateNamespaces creates Nomad namespaces (caravan-<workspace>) with the
+// management token: caravan server's own token, of deploy/acl's policy,
+// may not (creating a namespace takes a management token in Nomad).
+func (s *Stack) CreateNamespaces(ctx context.Context, names ...string) error {
+	nc, err := s.NomadClient(s.NomadAddr())
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := nc.Namespaces().Register(&nomad.Namespace{Name: n, Description: "devstack"}, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+			return fmt.Errorf("creating Nomad namespace %s: %w", n, err)
+		}
+	}
+	return nil
 }

@@ -57,7 +57,7 @@ func autoscaleSpec(app string, maxInputs int, window string) string {
 // of its allocations run.
 func groupCount(t *testing.T, job string) (desired, running int) {
 	t.Helper()
-	st, _, err := env.nomad.Jobs().ScaleStatus(job, nil)
+	st, _, err := env.nomad.Jobs().ScaleStatus(job, nsq(job))
 	if err != nil {
 		t.Fatalf("scale status of %s: %v", job, err)
 	}

@@ -73,7 +73,7 @@ func packUploadDeploy(t *testing.T, dir, app string) (*api.DeployResult, bool) {
 // its "Downloading Artifacts" event to the task's next event.
 func fetchTime(t *testing.T, job string) time.Duration {
 	t.Helper()
-	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nsq(job))
 	if err != nil || len(allocs) == 0 {
 		t.Fatalf("allocations of %s: %v", job, err)
 	}

@@ -84,7 +84,7 @@ func TestBenchCall(t *testing.T) {
 // dispatch (the dispatched job's submit time), how long after that Nomad
 // marked its task dead, and when that was.
 func callSplit(r *orchestrator.CallResult, task string) (exited, dead time.Duration, deadAt time.Time, err error) {
-	job, _, err := env.nomad.Jobs().Info(r.JobID, nil)
+	job, _, err := env.nomad.Jobs().Info(r.JobID, nsq(r.JobID))
 	if err != nil {
 		return 0, 0, time.Time{}, err
 	}

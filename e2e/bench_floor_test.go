@@ -34,10 +34,11 @@ func registerDirect(t *testing.T, src string) time.Duration {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ensureNamespace(t, app.Workspace)
 	if _, _, err := env.nomad.Jobs().Register(r.Job, nil); err != nil {
 		t.Fatalf("registering %s: %v", *r.Job.ID, err)
 	}
-	defer env.nomad.Jobs().Deregister(*r.Job.ID, true, nil)
+	defer env.nomad.Jobs().Deregister(*r.Job.ID, true, nsw(*r.Job.ID))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -106,7 +106,7 @@ func settled(t *testing.T, id string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		dep, _, err := env.nomad.Jobs().LatestDeployment(id, nil)
+		dep, _, err := env.nomad.Jobs().LatestDeployment(id, nsq(id))
 		if err == nil && dep != nil && dep.Status == "successful" {
 			return
 		}

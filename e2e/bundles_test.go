@@ -322,7 +322,7 @@ func TestBundleOnASecondClient(t *testing.T) {
 		}
 		return nil
 	})
-	allocs, _, err := env.nomad.Jobs().Allocations("e2e--elsewhere", false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations("e2e--elsewhere", false, nsq("e2e--elsewhere"))
 	if err != nil || len(allocs) != 1 || allocs[0].NodeID != second {
 		t.Fatalf("allocations %v, %v; want one on the second client %s", allocs, err, second)
 	}
@@ -336,7 +336,7 @@ func TestBundledCallsAndRuns(t *testing.T) {
 	purge(t, "e2e--jobs")
 	for _, id := range []string{"e2e--jobs--call--echo", "e2e--jobs--cron--tick"} {
 		id := id
-		t.Cleanup(func() { env.nomad.Jobs().Deregister(id, true, nil) })
+		t.Cleanup(func() { env.nomad.Jobs().Deregister(id, true, nsw(id)) })
 	}
 	dir, _ := bundledApp(t, "jobs")
 	out := filepath.Join(t.TempDir(), "ticked")

@@ -46,7 +46,7 @@ console.log(JSON.stringify({got: JSON.parse(raw), bytes: raw.length}));`)
 // dispatched counts the calls a callable's job has dispatched.
 func dispatched(t *testing.T, jobID string) int {
 	t.Helper()
-	stubs, _, err := env.nomad.Jobs().PrefixList(jobID + "/dispatch-")
+	stubs, _, err := env.nomad.Jobs().List(nsPrefix(jobID + "/dispatch-"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func dispatched(t *testing.T, jobID string) int {
 
 func modifyIndex(t *testing.T, jobID string) uint64 {
 	t.Helper()
-	j, _, err := env.nomad.Jobs().Info(jobID, nil)
+	j, _, err := env.nomad.Jobs().Info(jobID, nsq(jobID))
 	if err != nil {
 		t.Fatalf("job %s: %v", jobID, err)
 	}
@@ -80,7 +80,7 @@ func TestCall(t *testing.T) {
 		}
 	}
 	for _, id := range []string{echoID, failID} {
-		j, _, err := env.nomad.Jobs().Info(id, nil)
+		j, _, err := env.nomad.Jobs().Info(id, nsq(id))
 		if err != nil || j.ParameterizedJob == nil || *j.Type != "batch" || j.Meta["caravan.version"] != "1" {
 			t.Fatalf("callable job %s: %+v %v", id, j, err)
 		}
@@ -209,7 +209,7 @@ func TestCall(t *testing.T) {
 	if strings.Join(listed, ",") != "echo" {
 		t.Fatalf("callables in the app list: %v, want echo", listed)
 	}
-	if _, _, err := env.nomad.Jobs().Info(failID, nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info(failID, nsq(failID)); err == nil {
 		t.Fatalf("%s survived a deploy without it", failID)
 	}
 	if r, err := call("echo", "1"); err != nil || r.ExitCode != 0 {
@@ -220,7 +220,7 @@ func TestCall(t *testing.T) {
 	if _, err := env.client.Rollback(ctx, "callme", api.ChangeBody{Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if j, _, err := env.nomad.Jobs().Info(failID, nil); err != nil || j.Meta["caravan.version"] != "3" {
+	if j, _, err := env.nomad.Jobs().Info(failID, nsq(failID)); err != nil || j.Meta["caravan.version"] != "3" {
 		t.Fatalf("after the rollback, %s: %v %v; want it back at version 3", failID, j, err)
 	}
 	if r, err := call("fail", ""); err != nil || r.ExitCode != 7 {
@@ -231,7 +231,7 @@ func TestCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{echoID, failID} {
-		if _, _, err := env.nomad.Jobs().Info(id, nil); err == nil {
+		if _, _, err := env.nomad.Jobs().Info(id, nsq(id)); err == nil {
 			t.Fatalf("%s survived stop", id)
 		}
 	}

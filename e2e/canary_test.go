@@ -103,7 +103,7 @@ func hasEvent(v *orchestrator.VersionRecord, prefix string) bool {
 // version (job meta, through the job version) is any.
 func runningAllocs(t *testing.T, jobID string) int {
 	t.Helper()
-	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nsq(jobID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/server"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // TestDeployHello deploys examples/hello.hcl and reaches it over HTTPS
@@ -40,6 +41,19 @@ func TestDeployHello(t *testing.T) {
 	status, body, err := get(t, url)
 	if err != nil || status != http.StatusOK || body != "hello from caravan\n" {
 		t.Fatalf("GET %s = %d %q %v, want 200 %q", url, status, body, err, "hello from caravan\n")
+	}
+
+	// The job is in its workspace's Nomad namespace (which caravan server
+	// created: --create-namespaces), and not in the default one.
+	ns, _, err := env.nomad.Namespaces().Info("caravan-dev", nil)
+	if err != nil || ns.Meta["caravan.workspace"] != "dev" {
+		t.Errorf("namespace caravan-dev = %+v (%v), want one with meta caravan.workspace = dev", ns, err)
+	}
+	if job, _, err := env.nomad.Jobs().Info("dev--hello", &nomad.QueryOptions{Namespace: "caravan-dev"}); err != nil || *job.Namespace != "caravan-dev" {
+		t.Errorf("job dev--hello in namespace caravan-dev: %v", err)
+	}
+	if _, _, err := env.nomad.Jobs().Info("dev--hello", &nomad.QueryOptions{Namespace: "default"}); err == nil {
+		t.Error("job dev--hello is in the default namespace too")
 	}
 
 	// The service is registered in Consul with its health check passing.
@@ -75,7 +89,7 @@ func TestRedeployUnchangedIsNoop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first deploy: %v", err)
 	}
-	before, _, err := env.nomad.Jobs().Info(first.JobID, nil)
+	before, _, err := env.nomad.Jobs().Info(first.JobID, nsq(first.JobID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +105,7 @@ func TestRedeployUnchangedIsNoop(t *testing.T) {
 			t.Errorf("function %s: change %q, want unchanged", f.Name, f.Change)
 		}
 	}
-	after, _, err := env.nomad.Jobs().Info(first.JobID, nil)
+	after, _, err := env.nomad.Jobs().Info(first.JobID, nsq(first.JobID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +156,7 @@ func TestBrokenSpecChangesNothing(t *testing.T) {
 	if !lines[5] || !lines[7] {
 		t.Fatalf("diagnostics %+v, want errors on lines 5 (min_containers) and 7 (port)", apiErr.Diagnostics)
 	}
-	job, _, err := env.nomad.Jobs().Info(res.JobID, nil)
+	job, _, err := env.nomad.Jobs().Info(res.JobID, nsq(res.JobID))
 	if err != nil || *job.Version != 0 {
 		t.Fatalf("Nomad job version after broken deploy = %v (%v), want 0", job.Version, err)
 	}
@@ -210,7 +224,7 @@ func TestAPIRequiresToken(t *testing.T) {
 			t.Errorf("%s token listing apps: %v, want 401", name, err)
 		}
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--unauth", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--unauth", nsq("e2e--unauth")); err == nil {
 		t.Fatal("an unauthenticated deploy registered a job")
 	}
 }

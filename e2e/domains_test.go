@@ -66,7 +66,7 @@ func TestCustomDomainVerification(t *testing.T) {
 	if !strings.Contains(apiErr.Message, record) || !ok || !strings.HasPrefix(value, "caravan-verify=") {
 		t.Fatalf("the error %q does not say which TXT record to create (%s) and its value", apiErr.Message, record)
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--proved", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--proved", nsq("e2e--proved")); err == nil {
 		t.Fatal("a refused deploy registered a job")
 	}
 

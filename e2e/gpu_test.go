@@ -49,7 +49,7 @@ func TestGPUsOnNomadsScheduler(t *testing.T) {
 			t.Fatalf("gpu = %s: %v; want a refusal naming infer and %q", gpu, err, missing)
 		}
 		t.Logf("gpu = %s refused: %s", gpu, apiErr.Message)
-		if job, _, err := env.nomad.Jobs().Info("e2e--gpuno", nil); err != nil || *job.Version != 0 {
+		if job, _, err := env.nomad.Jobs().Info("e2e--gpuno", nsq("e2e--gpuno")); err != nil || *job.Version != 0 {
 			t.Fatalf("the refused version reached Nomad: job version %v (%v)", job.Version, err)
 		}
 		// The running version keeps answering with its reservation.

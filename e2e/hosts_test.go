@@ -40,7 +40,7 @@ func TestHostnameClaims(t *testing.T) {
 			t.Fatalf("%s: %v, want 409 naming app claima", name, err)
 		}
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--claimb", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--claimb", nsq("e2e--claimb")); err == nil {
 		t.Fatal("a refused deploy registered a job")
 	}
 	answers(t, a.Functions[0].URL, "a\n")

@@ -26,7 +26,7 @@ func history(t *testing.T, app string) *orchestrator.History {
 
 func allocIDs(t *testing.T, jobID string) map[string]bool {
 	t.Helper()
-	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nsq(jobID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	if _, _, err := env.nomad.Jobs().Info(job, nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info(job, nsq(job)); err == nil {
 		t.Error("the Nomad job still exists after stop")
 	}
 	apps, _ := env.client.Apps(ctx)
@@ -161,7 +161,7 @@ func TestRollbackBeyondNomadsHistory(t *testing.T) {
 		res := deploy(t, "deep.hcl", nodeServer(app, fmt.Sprintf("v%d\n", i), false), api.DeployBody{})
 		url = res.Functions[0].URL
 	}
-	versions, _, _, err := env.nomad.Jobs().Versions(job, false, nil)
+	versions, _, _, err := env.nomad.Jobs().Versions(job, false, nsq(job))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func twoWeb(app, bodyA, bodyB, deployBlock string) string {
 // runningByGroup maps each task group of job to its running allocations.
 func runningByGroup(t *testing.T, jobID string) map[string][]string {
 	t.Helper()
-	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(jobID, false, nsq(jobID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
@@ -198,7 +199,7 @@ func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl"
 // address included.
 func serverFlags(listen string) []string {
 	s := env.stack
-	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(),
+	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(), "--create-namespaces",
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
 		"--bundle-url", clusterBundleURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
@@ -251,10 +252,12 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		Listen:     "127.0.0.1:0",
 		NomadAddr:  s.NomadAddr(),
 		ConsulAddr: s.ConsulAddr(),
-		Router:     rc,
-		ProxyAddr:  s.HTTPSAddr(),
-		RootCAFile: s.PebbleRootPath(),
-		TraefikAPI: s.TraefikAPI(),
+		// The -dev agent has no ACLs: any token may create namespaces.
+		CreateNamespaces: true,
+		Router:           rc,
+		ProxyAddr:        s.HTTPSAddr(),
+		RootCAFile:       s.PebbleRootPath(),
+		TraefikAPI:       s.TraefikAPI(),
 		// Custom domains are proved in pebble-challtestsrv's DNS.
 		DNSResolver: s.ChallDNSAddr(),
 		Policy:      pol,
@@ -389,7 +392,7 @@ func nodeServer(app, body string, crash bool) string {
 // purge removes an app's job and its records when the test ends.
 func purge(t *testing.T, jobID string) {
 	t.Cleanup(func() {
-		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nil); err != nil {
+		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nsw(jobID)); err != nil {
 			t.Logf("purging %s: %v", jobID, err)
 		}
 		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
@@ -466,4 +469,29 @@ func proxyClientFromPEM(t *testing.T, addr string, pem []byte) *http.Client {
 		t.Fatal("no certificate in PEM")
 	}
 	return orchestrator.ProxyClient(addr, pool)
+}
+
+// nsq and nsw are options in the Nomad namespace of job (or of a prefix
+// of caravan's job IDs): its workspace's, where caravan registers it.
+func nsq(job string) *nomad.QueryOptions {
+	return &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)}
+}
+
+func nsw(job string) *nomad.WriteOptions {
+	return &nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(job)}
+}
+
+// nsPrefix lists the jobs whose IDs start with prefix, in its namespace.
+func nsPrefix(prefix string) *nomad.QueryOptions {
+	return &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(prefix), Prefix: prefix}
+}
+
+// ensureNamespace creates the Nomad namespace of workspace (an upsert:
+// one that exists stays as it is), for jobs a test registers or validates
+// without caravan server.
+func ensureNamespace(t testing.TB, workspace string) {
+	t.Helper()
+	if _, err := env.nomad.Namespaces().Register(&nomad.Namespace{Name: jobs.Namespace(workspace)}, nil); err != nil {
+		t.Fatalf("creating namespace %s: %v", jobs.Namespace(workspace), err)
+	}
 }

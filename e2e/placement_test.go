@@ -31,7 +31,7 @@ func TestUnplaceableVersionKeepsOldServing(t *testing.T) {
 	answers(t, first.Functions[0].URL, "cpu\n")
 	// Refused before anything changed: Nomad's plan said no, so the job was
 	// never registered.
-	if job, _, err := env.nomad.Jobs().Info("e2e--nogpu", nil); err != nil || *job.Version != 0 {
+	if job, _, err := env.nomad.Jobs().Info("e2e--nogpu", nsq("e2e--nogpu")); err != nil || *job.Version != 0 {
 		t.Fatalf("Nomad job after the refused version: %v (%v), want version 0", job.Version, err)
 	}
 	if h := history(t, "nogpu"); len(h.Versions) != 2 || h.Versions[1].Status != "failed" || h.App.LiveVersion != 1 {

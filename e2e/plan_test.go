@@ -32,7 +32,7 @@ func TestPlan(t *testing.T) {
 		!strings.Contains(out, "+ hostname "+host) || strings.Contains(out, "New certificates") {
 		t.Fatalf("plan of a new app (exit %d):\n%s", code, out)
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--planned", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--planned", nsq("e2e--planned")); err == nil {
 		t.Fatal("plan registered a job")
 	}
 
@@ -56,7 +56,7 @@ func TestPlan(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `function "web" cannot be placed: no node has 3 nvidia/gpu of model H100`) {
 		t.Fatalf("plan needing GPUs (exit %d):\n%s", code, out)
 	}
-	job, _, err := env.nomad.Jobs().Info("e2e--planned", nil)
+	job, _, err := env.nomad.Jobs().Info("e2e--planned", nsq("e2e--planned"))
 	if err != nil || *job.Version != 0 {
 		t.Fatalf("after plans, the Nomad job is at version %v (%v), want 0", job.Version, err)
 	}

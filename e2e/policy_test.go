@@ -34,7 +34,7 @@ func TestPolicyRefusesRawExec(t *testing.T) {
 			t.Errorf("deploy to sandbox (exit %d) does not say %s:\n%s", code, want, out)
 		}
 	}
-	if _, _, err := env.nomad.Jobs().Info("sandbox--fenced", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("sandbox--fenced", nsq("sandbox--fenced")); err == nil {
 		t.Error("the refused app's job is registered in Nomad")
 	}
 	if kvs, _, err := env.consul.KV().List("caravan/apps/sandbox--fenced/", nil); err != nil || len(kvs) > 0 {

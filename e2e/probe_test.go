@@ -45,7 +45,7 @@ func TestUnreachableVersionIsReverted(t *testing.T) {
 	purge(t, "e2e--halfway")
 	first := deploy(t, "halfway.hcl", healthApp("halfway", "v1\n", 200, false), api.DeployBody{})
 	groupHash := func() string {
-		job, _, err := env.nomad.Jobs().Info("e2e--halfway", nil)
+		job, _, err := env.nomad.Jobs().Info("e2e--halfway", nsq("e2e--halfway"))
 		if err != nil {
 			t.Fatal(err)
 		}

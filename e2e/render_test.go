@@ -41,6 +41,8 @@ func TestRenderedJobsPassNomadValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Nomad validates a job's namespace too.
+			ensureNamespace(t, app.Workspace)
 			periodic += len(r.Periodic)
 			callable += len(r.Callable)
 			for _, job := range append(append([]*api.Job{r.Job}, r.Periodic...), r.Callable...) {

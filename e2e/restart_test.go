@@ -48,7 +48,7 @@ func TestServerRestartMidRolloutResumes(t *testing.T) {
 	go doomed.Deploy(context.Background(), "phoenix.hcl", []byte(src), 0)
 
 	eventually(t, 30*time.Second, "the rollout is under way in Nomad", func() error {
-		dep, _, err := env.nomad.Jobs().LatestDeployment(job, nil)
+		dep, _, err := env.nomad.Jobs().LatestDeployment(job, nsq(job))
 		if err != nil || dep == nil {
 			return fmt.Errorf("no deployment yet (%v)", err)
 		}

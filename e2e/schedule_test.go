@@ -55,7 +55,7 @@ func TestScheduledFunctions(t *testing.T) {
 		t.Fatalf("schedules in the deploy result: %v", schedules)
 	}
 	for _, id := range []string{job + "--cron--tick", job + "--cron--broken"} {
-		pj, _, err := env.nomad.Jobs().Info(id, nil)
+		pj, _, err := env.nomad.Jobs().Info(id, nsq(id))
 		if err != nil || pj.Periodic == nil || !*pj.Periodic.Enabled || pj.Meta["caravan.version"] != "1" {
 			t.Fatalf("periodic job %s: %+v %v", id, pj, err)
 		}
@@ -101,7 +101,7 @@ func TestScheduledFunctions(t *testing.T) {
 	i := strings.Index(both, `  function "broken"`)
 	deploy(t, "sched.hcl", both[:i]+"}\n", api.DeployBody{})
 	eventually(t, 30*time.Second, "broken's periodic job is gone", func() error {
-		if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nil); err == nil && (pj.Stop == nil || !*pj.Stop) {
+		if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nsq(job+"--cron--broken")); err == nil && (pj.Stop == nil || !*pj.Stop) {
 			return fmt.Errorf("still registered")
 		}
 		return nil
@@ -109,7 +109,7 @@ func TestScheduledFunctions(t *testing.T) {
 	if _, err := env.client.Rollback(ctx, "sched", api.ChangeBody{Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nil); err != nil || pj.Meta["caravan.version"] != "3" {
+	if pj, _, err := env.nomad.Jobs().Info(job+"--cron--broken", nsq(job+"--cron--broken")); err != nil || pj.Meta["caravan.version"] != "3" {
 		t.Fatalf("after rollback, broken's periodic job: %v %v, want it back at version 3", pj, err)
 	}
 
@@ -117,7 +117,7 @@ func TestScheduledFunctions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{job + "--cron--tick", job + "--cron--broken"} {
-		if _, _, err := env.nomad.Jobs().Info(id, nil); err == nil {
+		if _, _, err := env.nomad.Jobs().Info(id, nsq(id)); err == nil {
 			t.Errorf("periodic job %s survived stop", id)
 		}
 	}

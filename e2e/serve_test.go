@@ -92,7 +92,7 @@ func TestServe(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("serve did not exit after Ctrl-C:\n%s", out.String())
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--served--dev", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--served--dev", nsq("e2e--served--dev")); err == nil {
 		t.Error("the serve copy's job survived Ctrl-C")
 	}
 	eventually(t, 30*time.Second, devURL+" answers 404 after Ctrl-C", func() error {

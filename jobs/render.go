@@ -136,6 +136,7 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 	job := &api.Job{
 		ID:          ptr(id),
 		Name:        ptr(id),
+		Namespace:   ptr(Namespace(app.Workspace)),
 		Type:        ptr(api.JobTypeService),
 		Datacenters: []string{"*"},
 		Meta: map[string]string{
@@ -249,6 +250,7 @@ func runOnceJob(app *spec.App, fn *spec.Function, id string, cfg router.Config) 
 	return &api.Job{
 		ID:          ptr(id),
 		Name:        ptr(id),
+		Namespace:   ptr(Namespace(app.Workspace)),
 		Type:        ptr(api.JobTypeBatch),
 		Datacenters: []string{"*"},
 		Meta:        ownerMeta(app, fn),

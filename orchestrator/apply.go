@@ -351,6 +351,11 @@ func (o *Orchestrator) prepare(ctx context.Context, caller Caller, c change) (*j
 	if err := o.allowed(c.app); err != nil {
 		return nil, err
 	}
+	// Only then is Nomad asked for the workspace's namespace (or to
+	// create it): before a version is numbered or a hostname claimed.
+	if err := o.nomad.Namespace(ctx, c.app.Workspace); err != nil {
+		return nil, err
+	}
 	return o.render(ctx, c.app)
 }
 

@@ -16,6 +16,10 @@ import (
 
 // Nomad is what the orchestrator asks of Nomad.
 type Nomad interface {
+	// Namespace makes sure the Nomad namespace of workspace's jobs
+	// (jobs.Namespace) exists, creating it if the client may; a
+	// *NamespaceMissingError when it does not and may not.
+	Namespace(ctx context.Context, workspace string) error
 	// Job returns the job with id, nil when there is none.
 	Job(ctx context.Context, id string) (*nomad.Job, error)
 	// Plan runs the scheduler on job without changing anything.

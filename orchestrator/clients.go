@@ -12,26 +12,36 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/jobs"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
 // NomadClient adapts the official Nomad client to Nomad. This file is
-// the orchestrator's only use of it.
+// the orchestrator's only use of it. Each call about a job is made in the
+// job's namespace, jobs.NamespaceOfJob of its ID (its workspace's,
+// caravan-<workspace>); calls by allocation, deployment or evaluation ID
+// need none (Nomad finds those by ID and checks the ACL of their own
+// namespace).
 type NomadClient struct {
 	Client *nomad.Client
+	// Namespaces answers Namespace: whether a workspace's namespace
+	// exists, and whether to create it; nil assumes every one exists.
+	Namespaces *Namespaces
 }
 
 var _ Nomad = NomadClient{}
 
-func q(ctx context.Context, waitIndex uint64) *nomad.QueryOptions {
-	return (&nomad.QueryOptions{WaitIndex: waitIndex}).WithContext(ctx)
+func q(ctx context.Context, ns string, waitIndex uint64) *nomad.QueryOptions {
+	return (&nomad.QueryOptions{Namespace: ns, WaitIndex: waitIndex}).WithContext(ctx)
 }
 
-func w(ctx context.Context) *nomad.WriteOptions { return (&nomad.WriteOptions{}).WithContext(ctx) }
+func w(ctx context.Context, ns string) *nomad.WriteOptions {
+	return (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)
+}
 
 func (n NomadClient) Job(ctx context.Context, id string) (*nomad.Job, error) {
-	job, _, err := n.Client.Jobs().Info(id, q(ctx, 0))
+	job, _, err := n.Client.Jobs().Info(id, q(ctx, jobs.NamespaceOfJob(id), 0))
 	if err != nil {
 		var re nomad.UnexpectedResponseError
 		if errors.As(err, &re) && re.StatusCode() == 404 {
@@ -42,8 +52,24 @@ func (n NomadClient) Job(ctx context.Context, id string) (*nomad.Job, error) {
 	return job, nil
 }
 
+func (n NomadClient) Namespace(ctx context.Context, workspace string) error {
+	if n.Namespaces == nil {
+		return nil
+	}
+	return n.Namespaces.Ensure(ctx, n.Client, jobs.Namespace(workspace), workspace)
+}
+
+// jobNamespace is the namespace job goes in: the one it names, else its
+// ID's.
+func jobNamespace(job *nomad.Job) string {
+	if job.Namespace != nil && *job.Namespace != "" {
+		return *job.Namespace
+	}
+	return jobs.NamespaceOfJob(*job.ID)
+}
+
 func (n NomadClient) Plan(ctx context.Context, job *nomad.Job, diff bool) (*nomad.JobPlanResponse, error) {
-	plan, _, err := n.Client.Jobs().PlanOpts(job, &nomad.PlanOptions{Diff: diff}, w(ctx))
+	plan, _, err := n.Client.Jobs().PlanOpts(job, &nomad.PlanOptions{Diff: diff}, w(ctx, jobNamespace(job)))
 	return plan, err
 }
 
@@ -52,7 +78,7 @@ func (n NomadClient) Register(ctx context.Context, job *nomad.Job, modifyIndex u
 	if modifyIndex > 0 {
 		opts.EnforceIndex, opts.ModifyIndex = true, modifyIndex
 	}
-	reg, _, err := n.Client.Jobs().RegisterOpts(job, opts, w(ctx))
+	reg, _, err := n.Client.Jobs().RegisterOpts(job, opts, w(ctx, jobNamespace(job)))
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +86,7 @@ func (n NomadClient) Register(ctx context.Context, job *nomad.Job, modifyIndex u
 }
 
 func (n NomadClient) Revert(ctx context.Context, id string, version uint64) (string, error) {
-	reg, _, err := n.Client.Jobs().Revert(id, version, nil, w(ctx), "", "")
+	reg, _, err := n.Client.Jobs().Revert(id, version, nil, w(ctx, jobs.NamespaceOfJob(id)), "", "")
 	if err != nil {
 		return "", err
 	}
@@ -68,24 +94,24 @@ func (n NomadClient) Revert(ctx context.Context, id string, version uint64) (str
 }
 
 func (n NomadClient) Deregister(ctx context.Context, id string, purge bool) (string, error) {
-	evalID, _, err := n.Client.Jobs().Deregister(id, purge, w(ctx))
+	evalID, _, err := n.Client.Jobs().Deregister(id, purge, w(ctx, jobs.NamespaceOfJob(id)))
 	return evalID, err
 }
 
 func (n NomadClient) Jobs(ctx context.Context, prefix string) ([]*nomad.JobListStub, error) {
-	qo := q(ctx, 0)
+	qo := q(ctx, jobs.NamespaceOfJob(prefix), 0)
 	qo.Prefix = prefix
 	stubs, _, err := n.Client.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}}, qo)
 	return stubs, err
 }
 
 func (n NomadClient) Summary(ctx context.Context, id string) (*nomad.JobSummary, error) {
-	s, _, err := n.Client.Jobs().Summary(id, q(ctx, 0))
+	s, _, err := n.Client.Jobs().Summary(id, q(ctx, jobs.NamespaceOfJob(id), 0))
 	return s, err
 }
 
 func (n NomadClient) JobAllocations(ctx context.Context, id string, waitIndex uint64) ([]*nomad.AllocationListStub, uint64, error) {
-	allocs, meta, err := n.Client.Jobs().Allocations(id, false, q(ctx, waitIndex))
+	allocs, meta, err := n.Client.Jobs().Allocations(id, false, q(ctx, jobs.NamespaceOfJob(id), waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -93,17 +119,17 @@ func (n NomadClient) JobAllocations(ctx context.Context, id string, waitIndex ui
 }
 
 func (n NomadClient) Allocation(ctx context.Context, id string) (*nomad.Allocation, error) {
-	a, _, err := n.Client.Allocations().Info(id, q(ctx, 0))
+	a, _, err := n.Client.Allocations().Info(id, q(ctx, "", 0))
 	return a, err
 }
 
 func (n NomadClient) LatestDeployment(ctx context.Context, jobID string) (*nomad.Deployment, error) {
-	dep, _, err := n.Client.Jobs().LatestDeployment(jobID, q(ctx, 0))
+	dep, _, err := n.Client.Jobs().LatestDeployment(jobID, q(ctx, jobs.NamespaceOfJob(jobID), 0))
 	return dep, err
 }
 
 func (n NomadClient) Deployment(ctx context.Context, id string, waitIndex uint64) (*nomad.Deployment, uint64, error) {
-	dep, meta, err := n.Client.Deployments().Info(id, q(ctx, waitIndex))
+	dep, meta, err := n.Client.Deployments().Info(id, q(ctx, "", waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -111,7 +137,7 @@ func (n NomadClient) Deployment(ctx context.Context, id string, waitIndex uint64
 }
 
 func (n NomadClient) DeploymentAllocations(ctx context.Context, id string, waitIndex uint64) ([]*nomad.AllocationListStub, uint64, error) {
-	allocs, meta, err := n.Client.Deployments().Allocations(id, q(ctx, waitIndex))
+	allocs, meta, err := n.Client.Deployments().Allocations(id, q(ctx, "", waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -119,17 +145,17 @@ func (n NomadClient) DeploymentAllocations(ctx context.Context, id string, waitI
 }
 
 func (n NomadClient) FailDeployment(ctx context.Context, id string) error {
-	_, _, err := n.Client.Deployments().Fail(id, w(ctx))
+	_, _, err := n.Client.Deployments().Fail(id, w(ctx, ""))
 	return err
 }
 
 func (n NomadClient) PromoteDeployment(ctx context.Context, id string) error {
-	_, _, err := n.Client.Deployments().PromoteAll(id, w(ctx))
+	_, _, err := n.Client.Deployments().PromoteAll(id, w(ctx, ""))
 	return err
 }
 
 func (n NomadClient) Evaluation(ctx context.Context, id string, waitIndex uint64) (*nomad.Evaluation, uint64, error) {
-	eval, meta, err := n.Client.Evaluations().Info(id, q(ctx, waitIndex))
+	eval, meta, err := n.Client.Evaluations().Info(id, q(ctx, "", waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -137,12 +163,12 @@ func (n NomadClient) Evaluation(ctx context.Context, id string, waitIndex uint64
 }
 
 func (n NomadClient) ForcePeriodic(ctx context.Context, id string) (string, error) {
-	evalID, _, err := n.Client.Jobs().PeriodicForce(id, w(ctx))
+	evalID, _, err := n.Client.Jobs().PeriodicForce(id, w(ctx, jobs.NamespaceOfJob(id)))
 	return evalID, err
 }
 
 func (n NomadClient) Dispatch(ctx context.Context, id string, meta map[string]string, payload []byte) (string, string, error) {
-	d, _, err := n.Client.Jobs().Dispatch(id, meta, payload, "", w(ctx))
+	d, _, err := n.Client.Jobs().Dispatch(id, meta, payload, "", w(ctx, jobs.NamespaceOfJob(id)))
 	if err != nil {
 		return "", "", err
 	}
@@ -150,13 +176,13 @@ func (n NomadClient) Dispatch(ctx context.Context, id string, meta map[string]st
 }
 
 func (n NomadClient) ReadFile(ctx context.Context, alloc *nomad.Allocation, path string, limit int64) (io.ReadCloser, error) {
-	return n.Client.AllocFS().ReadAt(alloc, path, 0, limit, q(ctx, 0))
+	return n.Client.AllocFS().ReadAt(alloc, path, 0, limit, q(ctx, alloc.Namespace, 0))
 }
 
 func (n NomadClient) FollowLogs(ctx context.Context, alloc *nomad.Allocation, task, stream string) (<-chan *nomad.StreamFrame, <-chan error) {
 	cancel := make(chan struct{})
 	go func() { <-ctx.Done(); close(cancel) }()
-	return n.Client.AllocFS().Logs(alloc, true, task, stream, nomad.OriginStart, 0, cancel, q(ctx, 0))
+	return n.Client.AllocFS().Logs(alloc, true, task, stream, nomad.OriginStart, 0, cancel, q(ctx, alloc.Namespace, 0))
 }
 
 // ConsulClient adapts the official Consul client to Consul.

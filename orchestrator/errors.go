@@ -270,7 +270,23 @@ type UnavailableError struct {
 
 func (e *UnavailableError) Error() string { return e.Why }
 
+// NamespaceMissingError is a workspace whose Nomad namespace does not
+// exist, on a server that may not create it (--create-namespaces off).
+// Nothing was registered.
+type NamespaceMissingError struct {
+	Namespace, Workspace string
+}
+
+func (e *NamespaceMissingError) Error() string {
+	return fmt.Sprintf("Nomad has no namespace %s for workspace %q, and this caravan server does not create namespaces: "+
+		"create it with `nomad namespace apply -description \"caravan workspace %s\" %s` (or run caravan server with "+
+		"--create-namespaces and a Nomad management token)", e.Namespace, e.Workspace, e.Workspace, e.Namespace)
+}
+
 func (e *UnavailableError) ErrorCode() api.ErrorCode { return api.CodeUnavailable }
+func (e *NamespaceMissingError) ErrorCode() api.ErrorCode {
+	return api.CodeConflict
+}
 func (e *TransitionError) ErrorCode() api.ErrorCode  { return api.CodeConflict }
 func (e *DiagnosticsError) ErrorCode() api.ErrorCode { return api.CodeInvalidSpec }
 func (e *OwnershipError) ErrorCode() api.ErrorCode   { return api.CodeOwnership }

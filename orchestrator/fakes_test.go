@@ -76,6 +76,10 @@ type fakeNomad struct {
 	planFailed map[string]*nomad.AllocationMetric
 	// registerErr fails every Register.
 	registerErr error
+	// namespaceErr is what Namespace answers; namespaces the workspaces
+	// it was asked about.
+	namespaceErr error
+	namespaces   []string
 	// onRegister shapes the deployment of a registered service job (nil:
 	// successful at once); it runs with the lock held.
 	onRegister func(job *nomad.Job, dep *nomad.Deployment)
@@ -130,6 +134,13 @@ func (f *fakeNomad) newEval(jobID string) string {
 	f.evals[id] = &nomad.Evaluation{ID: id, JobID: jobID, Status: nomad.EvalStatusComplete,
 		FailedTGAllocs: f.planFailed, ModifyIndex: f.bump()}
 	return id
+}
+
+func (f *fakeNomad) Namespace(ctx context.Context, workspace string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.namespaces = append(f.namespaces, workspace)
+	return f.namespaceErr
 }
 
 func (f *fakeNomad) Job(ctx context.Context, id string) (*nomad.Job, error) {

@@ -29,10 +29,20 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	}
 	app, diags := c.app, c.diags
 	rendered, err := o.prepare(ctx, caller, c)
-	// A refusal by the policy is a problem: the plan goes on to show the
-	// rest of what the deploy would meet.
+	// A refusal by the policy, or a workspace without its Nomad namespace,
+	// is a problem: the plan goes on to show the rest of what the deploy
+	// would meet (without Nomad's plan, when there is no namespace to
+	// plan in).
 	var denied *PolicyError
+	var missing *NamespaceMissingError
 	if errors.As(err, &denied) {
+		// prepare stopped before the namespace.
+		err = o.nomad.Namespace(ctx, app.Workspace)
+	}
+	if errors.As(err, &missing) {
+		err = nil
+	}
+	if err == nil && (denied != nil || missing != nil) {
 		rendered, err = o.render(ctx, app)
 	}
 	if err != nil {
@@ -47,6 +57,9 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	res := &PlanResult{Workspace: app.Workspace, App: app.Name, JobID: id, LiveVersion: rec.LiveVersion, Warnings: toWire(diags)}
 	if denied != nil {
 		res.Problems = append(res.Problems, denied.Error())
+	}
+	if missing != nil {
+		res.Problems = append(res.Problems, missing.Error())
 	}
 	old, err := o.runningHashes(ctx, current)
 	if err != nil {
@@ -66,6 +79,9 @@ func (o *Orchestrator) Plan(ctx context.Context, caller Caller, req DeployReques
 	}
 	res.Changed, res.Version = true, p.Version.Version
 	stamp(job, p.Record.Rollovers)
+	if missing != nil {
+		return res, nil
+	}
 
 	plan, err := o.nomad.Plan(ctx, job, true)
 	if err != nil {

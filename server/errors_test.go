@@ -53,6 +53,7 @@ var orchestratorErrors = []struct {
 	{&orchestrator.BundleAccessError{Why: "the signature does not match"}, api.CodeUnauthorized},
 	{&orchestrator.TransitionError{Version: 2, From: api.StatusAborted, To: api.StatusLive}, api.CodeConflict},
 	{&orchestrator.UnavailableError{Why: "lost the app's lock"}, api.CodeUnavailable},
+	{&orchestrator.NamespaceMissingError{Namespace: "caravan-acme", Workspace: "acme"}, api.CodeConflict},
 	{&orchestrator.PolicyError{Policy: `workspace "*" (built-in)`, Workspace: "evil", App: "demo", Violations: []policy.Violation{
 		{Function: "web", Limit: "drivers", Why: `driver "raw_exec" is not allowed (drivers = ["exec", "docker"])`}}}, api.CodePolicyDenied},
 }

@@ -53,7 +53,7 @@
 //	forbidden        403  the token may not act on that workspace
 //	policy_denied    403  the server's policy does not let the workspace run it (a driver, a limit)
 //	not_found        404  no such app, version, function or token in the token's sight
-//	conflict         409  the app's state does not allow it now, or its record changed underneath
+//	conflict         409  the app's state does not allow it now, or its record changed underneath, or its workspace has no Nomad namespace
 //	ownership        409  a Nomad job of that name that caravan does not own
 //	host_taken       409  a hostname another app serves
 //	domain_unverified 409 a custom domain its workspace has not proved it controls; the TXT record to create
@@ -85,6 +85,7 @@ import (
 	"github.com/caravanhq/caravan/router"
 	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // Config wires a Server.
@@ -96,6 +97,11 @@ type Config struct {
 	// environment) under these fields (see package clientcfg).
 	Nomad  clientcfg.Nomad
 	Consul clientcfg.Consul
+	// CreateNamespaces creates a workspace's Nomad namespace
+	// (caravan-<workspace>) at its first deploy or plan; Nomad lets only
+	// a management token do it. Off, a workspace whose namespace does not
+	// exist is refused (409 conflict) with the command that creates it.
+	CreateNamespaces bool
 	// NomadAddr and ConsulAddr, when set, are Nomad.Addr and Consul.Addr.
 	NomadAddr  string
 	ConsulAddr string
@@ -166,6 +172,7 @@ type Server struct {
 	// scaler is the autoscaler, active in one server of the cluster at a
 	// time (autoscaler.RunLeader).
 	consul *consul.Client
+	nomad  *nomad.Client
 	scaler *autoscaler.Scaler
 	// kvRoot is Traefik's KV root, where the proxies' service goes.
 	kvRoot string
@@ -264,7 +271,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.TraefikAPI != "" {
 		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
 	}
-	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc}, Consul: orchestrator.ConsulClient{Client: cc},
+	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc, Namespaces: &orchestrator.Namespaces{Create: cfg.CreateNamespaces}}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
 		Bundles: store, BundleLimits: cfg.BundleLimits})
@@ -282,6 +289,7 @@ func New(cfg Config) (_ *Server, err error) {
 		ln:       ln,
 		bundleGC: gc,
 		consul:   cc,
+		nomad:    nc,
 		kvRoot:   cfg.Router.KVRoot,
 		scaler:   &autoscaler.Scaler{Backend: &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}, Log: log.Named("autoscaler")},
 	}
@@ -315,6 +323,7 @@ func (s *Server) Start() error {
 		go s.publishProxies(s.kvRoot)
 	}
 	go s.publishWildcard()
+	go s.warnLegacyJobs()
 	go s.resumeLoop(ResumeInterval)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
@@ -241,6 +242,16 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 		l.Close()
 		nomads = append(nomads, "https://127.0.0.1:"+strconv.Itoa(cl.NomadServers[1].HTTP))
 	}
+	// A cluster's caravan servers hold tokens that may not create Nomad
+	// namespaces: the stack makes the dev workspace's with its management
+	// token. The single stack's server creates them itself.
+	nsFlags := []string{"--create-namespaces"}
+	if stack.Cluster != nil {
+		nsFlags = nil
+		if err := stack.CreateNamespaces(c.Context, jobs.Namespace("dev")); err != nil {
+			return err
+		}
+	}
 	for i, listen := range listens {
 		name := "caravan-server"
 		if stack.Cluster != nil {
@@ -257,7 +268,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			"--dns-resolver", stack.ChallDNSAddr(),
 			"--policy", policyPath,
 			"--bundle-dir", filepath.Join(stack.StateDir, "bundles"),
-		}, stack.ServerFlags()...), nil, cl.Health)
+		}, append(nsFlags, stack.ServerFlags()...)...), nil, cl.Health)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,7 @@ Without one, no workspace may use raw_exec; exec and docker are allowed with
 generous limits. A policy file with errors is printed with its lines, exit 1.`,
 		Flags: append(append(append(routerFlags(), nomadFlags()...), consulFlags()...),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7474", Usage: "`ADDR` to serve the API on"},
+			&cli.BoolFlag{Name: "create-namespaces", Usage: "create a workspace's Nomad namespace (caravan-WORKSPACE) at its first deploy; needs a Nomad management token (default: the namespace must exist)"},
 			&cli.StringFlag{Name: "proxy-addr", Usage: "Traefik's HTTPS `ADDR`; deploys wait until web functions answer there"},
 			&cli.StringFlag{Name: "root-ca", Usage: "PEM `FILE` that verifies the proxy's certificates"},
 			&cli.StringFlag{Name: "traefik-api", Usage: "`URL` of Traefik's API; traffic splits count as applied when Traefik serves them (default: wait a fixed 1.5s)"},
@@ -69,7 +70,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 				return err
 			}
 			s, err := server.New(server.Config{
-				Listen: c.String("listen"), Nomad: nomadConfig(c), Consul: consulConfig(c),
+				Listen: c.String("listen"), Nomad: nomadConfig(c), Consul: consulConfig(c), CreateNamespaces: c.Bool("create-namespaces"),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
 				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
 				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,

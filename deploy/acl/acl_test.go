@@ -22,8 +22,10 @@ import (
 var nomadCalls = map[string]string{
 	"Job": "read-job", "Summary": "read-job", "JobAllocations": "read-job", "LatestDeployment": "read-job",
 	"Allocation": "read-job", "Deployment": "read-job", "DeploymentAllocations": "read-job", "Evaluation": "read-job",
-	"Jobs":   "list-jobs",
-	"Plan":   "submit-job", "Register": "submit-job", "Revert": "submit-job", "Deregister": "submit-job",
+	"Jobs": "list-jobs",
+	// Namespaces().Info: Nomad answers a token with any capability in it.
+	"Namespace": "read-job",
+	"Plan":      "submit-job", "Register": "submit-job", "Revert": "submit-job", "Deregister": "submit-job",
 	"FailDeployment": "submit-job", "PromoteDeployment": "submit-job", "ForcePeriodic": "submit-job",
 	"Dispatch":   "dispatch-job",
 	"ReadFile":   "read-fs",

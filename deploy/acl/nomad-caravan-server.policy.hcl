@@ -23,6 +23,10 @@
 #   AllocFS().Logs (caravan app logs, serve)              read-logs
 #   Namespaces().Info (does the workspace's exist?)       any capability in it
 #
+# Not granted on purpose: Jobs().ListOptions in namespace default, which
+# caravan server tries once at start to name jobs from before workspaces
+# had namespaces (README); refused, it logs that at debug level and goes on.
+#
 # AllocFS first looks the allocation's node up (Nodes().Info) to reach
 # its client directly: node read. Without it the request goes through the
 # servers, slower but working.

@@ -116,7 +116,7 @@ func TestClusterBundleOnSecondClient(t *testing.T) {
 		}
 		return nil
 	})
-	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(job, false, inNamespace(job))
 	if err != nil || len(allocs) != 1 || allocs[0].NodeID != second {
 		t.Fatalf("allocations %v, %v; want one on the second client %s", allocs, err, second)
 	}
@@ -196,7 +196,7 @@ agent { policy = "read" }`}
 	if err == nil || !strings.Contains(err.Error(), "Permission denied") {
 		t.Fatalf("deploy with a read-only Nomad token: %v, want Nomad's permission denied", err)
 	}
-	if _, _, err := env.nomad.Jobs().Info("e2e--denied", nil); err == nil {
+	if _, _, err := env.nomad.Jobs().Info("e2e--denied", inNamespace("e2e--denied")); err == nil {
 		t.Fatal("the job was registered anyway")
 	}
 }

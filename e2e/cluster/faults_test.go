@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/jobs"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // TestClusterLostClient: under load, a Nomad client is lost: its agent
@@ -142,7 +144,7 @@ func TestClusterNomadLeaderKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	const job = "e2e--afterleader"
-	t.Cleanup(func() { nc.Jobs().Deregister(job, true, nil) })
+	t.Cleanup(func() { nc.Jobs().Deregister(job, true, &nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(job)}) })
 	purge(t, job)
 
 	name := c.NomadServers[li].Name

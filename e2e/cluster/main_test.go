@@ -30,6 +30,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
@@ -141,6 +142,12 @@ func setup(ctx context.Context) error {
 		return err
 	}
 	if err := os.WriteFile(policyPath(), []byte(clusterPolicy), 0o644); err != nil {
+		return err
+	}
+	// caravan server's token (deploy/acl's policy) may not create
+	// namespaces: the tests' workspace's exists beforehand, as an
+	// operator would make it.
+	if err := s.CreateNamespaces(ctx, jobs.Namespace("e2e")); err != nil {
 		return err
 	}
 	token, err := (&server.Tokens{KV: server.ConsulKV{KV: env.consul.KV()}}).Create("e2e", "*")
@@ -323,7 +330,7 @@ func deploy(t *testing.T, cl *api.Client, name, src string, body api.DeployBody)
 // purge removes an app's job and records when the test ends.
 func purge(t *testing.T, jobID string) {
 	t.Cleanup(func() {
-		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nil); err != nil {
+		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, &nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(jobID)}); err != nil {
 			t.Logf("purging %s: %v", jobID, err)
 		}
 		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
@@ -338,9 +345,14 @@ func purge(t *testing.T, jobID string) {
 	})
 }
 
+// inNamespace queries job's Nomad namespace (its workspace's).
+func inNamespace(job string) *nomad.QueryOptions {
+	return &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)}
+}
+
 // placement maps each running allocation of job to its node's name.
 func placement(job string) (map[string]string, error) {
-	allocs, _, err := env.nomad.Jobs().Allocations(job, false, nil)
+	allocs, _, err := env.nomad.Jobs().Allocations(job, false, inNamespace(job))
 	if err != nil {
 		return nil, err
 	}

@@ -26,12 +26,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caravanhq/caravan/clientcfg"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/router"
-	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/hcl/v2"
-	nomad "github.com/hashicorp/nomad/api"
 )
 
 func main() {
@@ -46,11 +45,11 @@ func main() {
 }
 
 func run(path string) error {
-	nc, err := nomad.NewClient(nomad.DefaultConfig()) // NOMAD_ADDR
+	nc, err := clientcfg.Nomad{}.Client() // NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...
 	if err != nil {
 		return err
 	}
-	cc, err := consul.NewClient(consul.DefaultConfig()) // CONSUL_HTTP_ADDR
+	cc, err := clientcfg.Consul{}.Client() // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...
 	if err != nil {
 		return err
 	}
@@ -72,7 +71,9 @@ func run(path string) error {
 	}
 
 	o, err := orchestrator.New(orchestrator.Config{
-		Nomad:  orchestrator.NomadClient{Client: nc},
+		// Create makes the workspace's namespace if missing (a management
+		// token, or a Nomad without ACLs, may).
+		Nomad:  orchestrator.NomadClient{Client: nc, Namespaces: &orchestrator.Namespaces{Create: true}},
 		Consul: orchestrator.ConsulClient{Client: cc},
 		Store:  &orchestrator.ConsulStore{Client: cc},
 		Router: routes,
