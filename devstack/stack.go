@@ -360,6 +360,9 @@ func (s *Stack) Down() error {
 		}
 	}
 	s.Procs = nil
+	if err := unmountUnder(s.StateDir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.save(); err != nil {
 		errs = append(errs, err)
 	}
