@@ -25,6 +25,14 @@ seaweedfs:
 up: servers
     bin/caravan dev up
 
+# The same with a cluster behind it: 3 Consul servers, 3 Nomad servers, 2 Nomad clients, ACLs and TLS, two caravan servers.
+up-cluster: servers
+    bin/caravan dev up --cluster
+
+# The e2e tests that run on the cluster stack (package e2e/cluster, its own stack; about 2.5 minutes).
+test-cluster: servers
+    go test -count=1 -timeout 15m -v ./e2e/cluster/
+
 # Stop exactly what `just up` started.
 down: build
     bin/caravan dev down

@@ -90,6 +90,12 @@ func (n Nomad) Client() (*nomad.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reads wait out a leader election (see LeaderWait).
+	if !strings.HasPrefix(cfg.Address, "unix://") {
+		if cfg.HttpClient, err = leaderRetryClient(cfg); err != nil {
+			return nil, &Error{Client: "nomad", Msg: err.Error()}
+		}
+	}
 	c, err := nomad.NewClient(cfg)
 	if err != nil {
 		// Its errors name files and addresses, never the token.

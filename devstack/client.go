@@ -90,7 +90,7 @@ func (s *Stack) StartClient(ctx context.Context, name string) (string, error) {
 	if err := os.WriteFile(path, []byte(clientConfig(s.Ports, name, dir, ports[0], ports[1], ports[2])), 0o644); err != nil {
 		return "", err
 	}
-	c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr()})
+	c, err := s.NomadClient(s.NomadAddr())
 	if err != nil {
 		return "", err
 	}

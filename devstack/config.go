@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 )
 
 // Ports are every port a stack listens on, all on 127.0.0.1.
@@ -148,7 +149,13 @@ req.end(body);
 `, p.ChallMgmt)
 }
 
-func traefikConfig(p Ports, stateDir string) string {
+// traefikConfig is Traefik's static configuration; consulToken, when set,
+// is the ACL token both Consul providers present.
+func traefikConfig(p Ports, stateDir, consulToken string) string {
+	token := ""
+	if consulToken != "" {
+		token = fmt.Sprintf("\n    token: %q", consulToken)
+	}
 	return fmt.Sprintf(`# Written by caravan dev up.
 entryPoints:
   web:
@@ -185,7 +192,7 @@ providers:
   providersThrottleDuration: 200ms
   consulCatalog:
     endpoint:
-      address: "127.0.0.1:%d"
+      address: "127.0.0.1:%d"%s
     exposedByDefault: false
     watch: true
     stale: false
@@ -193,7 +200,7 @@ providers:
   # publishes under traefik/ in Consul KV.
   consul:
     rootKey: traefik
-    endpoints: ["127.0.0.1:%d"]
+    endpoints: ["127.0.0.1:%d"]%s
 
 certificatesResolvers:
   %s:
@@ -213,7 +220,7 @@ certificatesResolvers:
         propagation:
           # challtestsrv is Pebble's only DNS: nothing to propagate.
           disableChecks: true
-`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, p.ConsulHTTP, CertResolver,
+`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, strings.ReplaceAll(token, "\n    ", "\n      "), p.ConsulHTTP, token, CertResolver,
 		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble,
 		DNSCertResolver, filepath.Join(stateDir, "traefik", "acme-dns.json"), p.Pebble, p.ChallDNS)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,7 @@ func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	closeInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
@@ -55,6 +57,22 @@ func start(stateDir, name, addr string, args, env []string) (*Proc, error) {
 	p.StartTicks, _ = startTicks(p.PID)
 	go func() { p.exited <- cmd.Wait() }()
 	return p, nil
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec
+// (Go opens its own so already; these are the ones this process
+// inherited), so the stack's processes, which outlive the process that
+// starts them, hold none of them. `flock /tmp/caravan-e2e.lock go test`
+// hands its lock to the test binary that way: without this, a stack that
+// a killed run left behind kept the lock, and every later run waited on
+// it forever (its reaping, in the next Up, never came).
+func closeInheritedOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // Exited reports whether the process has ended, with a tail of its log.
@@ -116,6 +134,26 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 	if anyAliveAfter(tree, 5*time.Second) {
 		return fmt.Errorf("%s (pid %d) did not stop", p.Name, p.PID)
+	}
+	return nil
+}
+
+// Kill ends p and every process below it at once with SIGKILL, as a
+// machine that loses power: nothing gets to clean up (a Nomad client's
+// tasks die with it and nobody deregisters them).
+func (p *Proc) Kill() error {
+	if !p.Alive() {
+		return nil
+	}
+	tree := append([]int{p.PID}, descendants(p.PID)...)
+	_ = syscall.Kill(-p.PID, syscall.SIGSTOP) // its process group: nothing forks meanwhile
+	tree = append(tree, descendants(p.PID)...)
+	for _, pid := range tree {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+	if anyAliveAfter(tree, 5*time.Second) {
+		return fmt.Errorf("%s (pid %d) did not die", p.Name, p.PID)
 	}
 	return nil
 }
@@ -197,6 +235,31 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// unmountUnder unmounts whatever is mounted below dir, deepest first:
+// the secrets/ and private/ tmpfs a Nomad client mounts in each task's
+// directory stay mounted when the client stops (its allocations are meant
+// to outlive it), and the state directory could not be removed.
+func unmountUnder(dir string) error {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			points = append(points, f[1])
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	var errs []error
+	for _, p := range points {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 var errNotUp = errors.New("no local stack is running")

@@ -117,7 +117,7 @@ func TestRandomPortsAreDistinct(t *testing.T) {
 
 func TestConfigsPointAtEachOther(t *testing.T) {
 	p, _ := pickPorts(true)
-	tr := traefikConfig(p, "/state")
+	tr := traefikConfig(p, "/state", "")
 	for _, want := range []string{addr(p.ConsulHTTP), addr(p.TraefikWebsecure), "exposedByDefault: false", "watch: true",
 		"https://" + addr(p.Pebble) + "/dir", "tlsChallenge"} {
 		if !strings.Contains(tr, want) {
@@ -146,3 +146,29 @@ func TestConfigsPointAtEachOther(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// A descriptor this process inherited (a flock lock, say) does not reach
+// the stack's processes, which outlive it.
+func TestStartLeavesInheritedDescriptorsBehind(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := syscall.Open(filepath.Join(dir, "lock"), syscall.O_CREAT|syscall.O_RDWR, 0o600) // no O_CLOEXEC: as inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	p, err := start(dir, "fds", "", []string{"/bin/sh", "-c", "ls -l /proc/$$/fd"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Exited() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(p.Log)
+	if strings.Contains(string(b), filepath.Join(dir, "lock")) {
+		t.Fatalf("the started process holds the inherited descriptor:\n%s", b)
+	}
+	if !strings.Contains(string(b), "fds.log") {
+		t.Fatalf("listing of its descriptors missing:\n%s", b)
+	}
+}

@@ -38,6 +38,14 @@ type Options struct {
 	// Registry is where stacks record themselves so a later Up can stop
 	// what an interrupted run left (default DefaultRegistryDir()).
 	Registry string
+	// ACLDir holds the policies of deploy/acl; a cluster stack makes
+	// caravan server, the proxies and Traefik tokens of them (empty: the
+	// management tokens).
+	ACLDir string
+	// Cluster runs three Consul servers, three Nomad servers and two
+	// Nomad clients with ACLs and TLS instead of one agent of each (see
+	// Cluster).
+	Cluster bool
 }
 
 // Stack is a running local stack; Up writes it to <state>/stack.json.
@@ -47,6 +55,8 @@ type Stack struct {
 	Ports    Ports     `json:"ports"`
 	Procs    []*Proc   `json:"procs"`
 	FakeGPUs *FakeGPUs `json:"fake_gpus,omitempty"`
+	// Cluster is set for a cluster stack (Options.Cluster).
+	Cluster *Cluster `json:"cluster,omitempty"`
 
 	// ID names the stack's record in Registry.
 	ID       string `json:"id,omitempty"`
@@ -149,6 +159,22 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s := &Stack{StateDir: opts.StateDir, Domain: opts.Domain, Ports: ports, FakeGPUs: opts.FakeGPUs}
+	if opts.Cluster {
+		if opts.FakeGPUs != nil {
+			return nil, errors.New("a cluster stack has no fake GPUs: drop one of the two options")
+		}
+		extra, err := freePortsBesides(clusterPortCount, ports)
+		if err != nil {
+			return nil, err
+		}
+		s.Cluster = clusterLayout(s.StateDir, extra)
+		// Where one address is asked for (Traefik, the proxies, NomadAddr),
+		// the first of each kind stands for the cluster.
+		c0, n0 := s.Cluster.ConsulServers[0], s.Cluster.NomadServers[0]
+		s.Ports.ConsulHTTP, s.Ports.ConsulServer, s.Ports.ConsulSerfLAN, s.Ports.ConsulSerfWAN = c0.HTTP, c0.RPC, c0.Serf, c0.SerfWAN
+		s.Ports.NomadHTTP, s.Ports.NomadRPC, s.Ports.NomadSerf = n0.HTTP, n0.RPC, n0.Serf
+		ports = s.Ports
+	}
 	// Recorded before anything starts, so a run killed mid-way is reaped too.
 	if err := s.register(opts.Registry); err != nil {
 		return nil, err
@@ -177,24 +203,34 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := writePebbleTLS(pdir); err != nil {
 		return nil, fmt.Errorf("making Pebble's certificate: %w", err)
 	}
+	consulToken := ""
+	if s.Cluster != nil {
+		if consulToken, err = s.prepareCluster(); err != nil {
+			return nil, err
+		}
+	}
 	files := map[string]string{
-		"consul.json":               consulConfig(ports),
-		"nomad.hcl":                 nomadConfig(ports, s.StateDir, opts.FakeGPUs),
-		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir),
+		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir, consulToken),
 		"pebble/pebble-config.json": pebbleConfig(ports, s.StateDir),
 		"traefik/dns01-hook":        dns01Hook(ports),
 	}
+	if s.Cluster == nil {
+		files["consul.json"] = consulConfig(ports)
+		files["nomad.hcl"] = nomadConfig(ports, s.StateDir, opts.FakeGPUs)
+	}
 	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(s.StateDir, name), []byte(body), 0o755); err != nil {
+		// traefik.yml of a cluster holds a Consul token.
+		if err := os.WriteFile(filepath.Join(s.StateDir, name), []byte(body), 0o700); err != nil {
 			return nil, err
 		}
 	}
 
-	steps := []struct {
+	type step struct {
 		name, addr string
 		args, env  []string
 		ready      func(context.Context) error
-	}{
+	}
+	steps := []step{
 		{"challtestsrv", addr(ports.ChallMgmt), []string{chall,
 			"-management", addr(ports.ChallMgmt), "-dns01", addr(ports.ChallDNS),
 			"-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", "", "-defaultIPv4", "127.0.0.1"},
@@ -206,6 +242,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 			"-config-file", filepath.Join(s.StateDir, "consul.json")}, nil, s.consulReady},
 		{"nomad", addr(ports.NomadHTTP), []string{bins["nomad"], "agent", "-dev",
 			"-config", filepath.Join(s.StateDir, "nomad.hcl")}, nil, s.nomadReady},
+		{"cluster", "", nil, nil, nil},
 		{"traefik", addr(ports.TraefikWebsecure), []string{bins["traefik"],
 			"--configFile=" + filepath.Join(s.StateDir, "traefik", "traefik.yml")},
 			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem"),
@@ -214,16 +251,35 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if opts.Caravan != "" {
 		for i, pp := range [][2]int{{ports.Proxy0, ports.Proxy0Admin}, {ports.Proxy1, ports.Proxy1Admin}} {
 			data, admin := addr(pp[0]), addr(pp[1])
-			steps = append(steps, struct {
-				name, addr string
-				args, env  []string
-				ready      func(context.Context) error
-			}{fmt.Sprintf("caravan-proxy-%d", i), data, []string{opts.Caravan, "proxy",
+			steps = append(steps, step{fmt.Sprintf("caravan-proxy-%d", i), data, []string{opts.Caravan, "proxy",
 				"--listen", data, "--admin-listen", admin, "--consul-addr", addr(ports.ConsulHTTP),
-				"--domain", opts.Domain, "--register"}, nil, func(ctx context.Context) error { return s.proxyReady(ctx, data) }})
+				"--domain", opts.Domain, "--register"}, s.consulEnv(), func(ctx context.Context) error { return s.proxyReady(ctx, data) }})
 		}
 	}
 	for _, st := range steps {
+		switch {
+		case st.name == "cluster" && s.Cluster != nil:
+			if err := s.upCluster(ctx, out, bins); err != nil {
+				return nil, err
+			}
+			if opts.ACLDir != "" {
+				fmt.Fprintf(out, "==> making tokens of the policies in %s\n", opts.ACLDir)
+				if err := s.makeTokens(ctx, opts.ACLDir); err != nil {
+					return nil, err
+				}
+				// Traefik reads Consul with a token of its own policy.
+				tok, err := readToken(s.Cluster.TokenFile("consul", "traefik"))
+				if err != nil {
+					return nil, err
+				}
+				if err := os.WriteFile(filepath.Join(s.StateDir, "traefik", "traefik.yml"), []byte(traefikConfig(ports, s.StateDir, tok)), 0o600); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		case st.name == "cluster", s.Cluster != nil && (st.name == "consul" || st.name == "nomad"):
+			continue
+		}
 		fmt.Fprintf(out, "==> starting %s on %s\n", st.name, st.addr)
 		p, err := start(s.StateDir, st.name, st.addr, st.args, st.env)
 		if err != nil {
@@ -304,6 +360,9 @@ func (s *Stack) Down() error {
 		}
 	}
 	s.Procs = nil
+	if err := unmountUnder(s.StateDir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.save(); err != nil {
 		errs = append(errs, err)
 	}
@@ -317,7 +376,12 @@ func (s *Stack) Down() error {
 }
 
 // Addresses of the stack's services.
-func (s *Stack) NomadAddr() string  { return "http://" + addr(s.Ports.NomadHTTP) }
+func (s *Stack) NomadAddr() string {
+	if s.Cluster != nil {
+		return "https://" + addr(s.Ports.NomadHTTP)
+	}
+	return "http://" + addr(s.Ports.NomadHTTP)
+}
 func (s *Stack) ConsulAddr() string { return addr(s.Ports.ConsulHTTP) }
 func (s *Stack) CaravanAddr() string {
 	return "http://" + addr(s.Ports.Caravan)
@@ -378,7 +442,7 @@ func (s *Stack) pebbleReady(ctx context.Context) error {
 }
 
 func (s *Stack) consulReady(ctx context.Context) error {
-	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr()})
+	c, err := s.ConsulClient(s.ConsulAddr())
 	if err != nil {
 		return err
 	}
@@ -393,7 +457,7 @@ func (s *Stack) consulReady(ctx context.Context) error {
 }
 
 func (s *Stack) nomadReady(ctx context.Context) error {
-	c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr()})
+	c, err := s.NomadClient(s.NomadAddr())
 	if err != nil {
 		return err
 	}
@@ -433,7 +497,7 @@ func (s *Stack) ProxyAdmins() []string {
 // proxyReady is ready once the proxy on data passes its check in Consul:
 // Traefik routes to it from then on.
 func (s *Stack) proxyReady(ctx context.Context, data string) error {
-	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr()})
+	c, err := s.ConsulClient(s.ConsulAddr())
 	if err != nil {
 		return err
 	}

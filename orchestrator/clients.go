@@ -36,6 +36,14 @@ func q(ctx context.Context, ns string, waitIndex uint64) *nomad.QueryOptions {
 	return (&nomad.QueryOptions{Namespace: ns, WaitIndex: waitIndex}).WithContext(ctx)
 }
 
+// byID is the namespace of a read by allocation, deployment or
+// evaluation ID, which names no job: all of them ("*"). Nomad first checks
+// the request's namespace (the default one, for none named: a token of
+// deploy/acl's policy may not read there, and such a read is refused)
+// and then the object's own, so "*" asks for no more than a read in the
+// object's namespace; writes by ID are checked against the object's alone.
+const byID = nomad.AllNamespacesNamespace
+
 func w(ctx context.Context, ns string) *nomad.WriteOptions {
 	return (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)
 }
@@ -119,7 +127,7 @@ func (n NomadClient) JobAllocations(ctx context.Context, id string, waitIndex ui
 }
 
 func (n NomadClient) Allocation(ctx context.Context, id string) (*nomad.Allocation, error) {
-	a, _, err := n.Client.Allocations().Info(id, q(ctx, "", 0))
+	a, _, err := n.Client.Allocations().Info(id, q(ctx, byID, 0))
 	return a, err
 }
 
@@ -129,7 +137,7 @@ func (n NomadClient) LatestDeployment(ctx context.Context, jobID string) (*nomad
 }
 
 func (n NomadClient) Deployment(ctx context.Context, id string, waitIndex uint64) (*nomad.Deployment, uint64, error) {
-	dep, meta, err := n.Client.Deployments().Info(id, q(ctx, "", waitIndex))
+	dep, meta, err := n.Client.Deployments().Info(id, q(ctx, byID, waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -137,7 +145,7 @@ func (n NomadClient) Deployment(ctx context.Context, id string, waitIndex uint64
 }
 
 func (n NomadClient) DeploymentAllocations(ctx context.Context, id string, waitIndex uint64) ([]*nomad.AllocationListStub, uint64, error) {
-	allocs, meta, err := n.Client.Deployments().Allocations(id, q(ctx, "", waitIndex))
+	allocs, meta, err := n.Client.Deployments().Allocations(id, q(ctx, byID, waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -155,7 +163,7 @@ func (n NomadClient) PromoteDeployment(ctx context.Context, id string) error {
 }
 
 func (n NomadClient) Evaluation(ctx context.Context, id string, waitIndex uint64) (*nomad.Evaluation, uint64, error) {
-	eval, meta, err := n.Client.Evaluations().Info(id, q(ctx, "", waitIndex))
+	eval, meta, err := n.Client.Evaluations().Info(id, q(ctx, byID, waitIndex))
 	if err != nil {
 		return nil, 0, err
 	}

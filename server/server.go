@@ -346,7 +346,7 @@ func New(cfg Config) (_ *Server, err error) {
 func (s *Server) Tokens() *Tokens { return s.tokens }
 
 // Start listens and serves in the background, resumes any rollout a
-// previous server left unfinished, and publishes the router of the
+// previous server (or another beside it) left unfinished, and publishes the router of the
 // platform's wildcard certificate.
 func (s *Server) Start() error {
 	s.log.Info("serving", "addr", s.ln.Addr().String())
@@ -365,12 +365,32 @@ func (s *Server) Start() error {
 	}
 	go s.publishWildcard()
 	go s.warnLegacyJobs()
-	go func() {
+	go s.resumeLoop(ResumeInterval)
+	return nil
+}
+
+// ResumeInterval is how often a server looks for rollouts another left
+// pending.
+const ResumeInterval = 5 * time.Second
+
+// resumeLoop resumes the rollouts a server left pending, at start (one
+// that stopped before this one started) and every interval after (one of
+// the servers beside this one that died mid-rollout: once its lock's
+// session expires, this server takes the lock and follows Nomad's
+// deployment to the end). A rollout a live server runs holds its app's
+// lock all along: Resume waits for it, then finds the version settled and
+// leaves it (orchestrator.Resume re-reads it under the lock).
+func (s *Server) resumeLoop(interval time.Duration) {
+	for {
 		if err := s.orch.Resume(s.ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Error("resuming interrupted rollouts", "error", err)
 		}
-	}()
-	return nil
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }
 
 // publishWildcard publishes the router of the platform's wildcard

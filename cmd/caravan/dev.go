@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -14,9 +15,10 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
-	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
 )
@@ -41,6 +43,7 @@ docker only.`,
 					&cli.StringFlag{Name: "domain", Value: "caravan.localhost", Usage: "parent `DOMAIN` of generated hostnames"},
 					&cli.BoolFlag{Name: "random-ports", Usage: "use free ports for everything instead of the usual ones (for a second stack)"},
 					&cli.StringFlag{Name: "fake-gpus", Usage: "give the Nomad client test GPUs through caravan's fake device plugin, e.g. \"H100:2\""},
+					&cli.BoolFlag{Name: "cluster", Usage: "run 3 Consul servers, 3 Nomad servers and 2 Nomad clients with ACLs and TLS, and two caravan servers, instead of one agent of each (README, \"The cluster stack\")"},
 					&cli.IntFlag{Name: "clients", Value: 1, Usage: "how many Nomad clients to run, each with its own data directory (the first is the dev agent's); code reaches them all as bundles"},
 				},
 				Action: devUp,
@@ -95,7 +98,13 @@ func devUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	cluster := c.Bool("cluster")
+	if cluster && c.IsSet("clients") {
+		return cli.Exit("--cluster runs two Nomad clients of its own: drop --clients", 1)
+	}
 	stack, err := devstack.Up(c.Context, devstack.Options{
+		Cluster:     cluster,
+		ACLDir:      filepath.Join(filepath.Dir(tools), "deploy", "acl"),
 		Caravan:     self,
 		FakeGPUs:    gpus,
 		StateDir:    state,
@@ -125,7 +134,7 @@ func devUp(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetching Pebble's root: %w", err)
 	}
-	cc, err := consul.NewClient(&consul.Config{Address: stack.ConsulAddr()})
+	cc, err := stack.ConsulClient(stack.ConsulAddr())
 	if err != nil {
 		return err
 	}
@@ -148,18 +157,7 @@ func devUp(c *cli.Context) error {
 	}
 
 	cl := &api.Client{Addr: stack.CaravanAddr(), Token: token}
-	fmt.Fprintf(out, "==> starting caravan server on %s\n", strings.TrimPrefix(stack.CaravanAddr(), "http://"))
-	err = stack.StartProcess(c.Context, "caravan-server", strings.TrimPrefix(stack.CaravanAddr(), "http://"), []string{self, "server",
-		"--listen", strings.TrimPrefix(stack.CaravanAddr(), "http://"),
-		"--nomad-addr", stack.NomadAddr(), "--consul-addr", stack.ConsulAddr(), "--create-namespaces",
-		"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
-		"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
-		"--dns-resolver", stack.ChallDNSAddr(),
-		"--policy", policyPath,
-		"--bundle-dir", filepath.Join(state, "bundles"),
-		"--nats-dir", filepath.Join(state, "nats"),
-	}, nil, cl.Health)
-	if err != nil {
+	if err := startServers(c, stack, self, policyPath, token); err != nil {
 		return err
 	}
 	// caravan server asked Traefik for the wildcard certificate when it
@@ -224,6 +222,69 @@ func devUp(c *cli.Context) error {
 	}
 	ok = true
 	fmt.Fprintf(c.App.Writer, "\nThe stack runs in the background: 'caravan dev status' shows it, 'caravan dev down' stops it.\n")
+	return nil
+}
+
+// startServers starts the stack's caravan server, or for a cluster two,
+// the second on a free port and another Nomad server; both render the
+// first's forwardAuth and bundle addresses, as the servers of one cluster
+// must (server.RouterMismatchError).
+// natsFlags are the NATS flags of the stack's i-th caravan server: the
+// first embeds the stack's NATS, the others use it, as the servers of a
+// cluster share one.
+func natsFlags(state string, i int) []string {
+	dir := filepath.Join(state, "nats")
+	if i == 0 {
+		return []string{"--nats-dir", dir}
+	}
+	listen, _ := os.ReadFile(filepath.Join(dir, "listen"))
+	return []string{"--nats-url", "nats://" + strings.TrimSpace(string(listen)), "--nats-token-file", filepath.Join(dir, "token")}
+}
+
+func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token string) error {
+	out := c.App.ErrWriter
+	first := strings.TrimPrefix(stack.CaravanAddr(), "http://")
+	listens, nomads := []string{first}, []string{stack.NomadAddr()}
+	if cl := stack.Cluster; cl != nil {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		listens = append(listens, l.Addr().String())
+		l.Close()
+		nomads = append(nomads, "https://127.0.0.1:"+strconv.Itoa(cl.NomadServers[1].HTTP))
+	}
+	// A cluster's caravan servers hold tokens that may not create Nomad
+	// namespaces: the stack makes the dev workspace's with its management
+	// token. The single stack's server creates them itself.
+	nsFlags := []string{"--create-namespaces"}
+	if stack.Cluster != nil {
+		nsFlags = nil
+		if err := stack.CreateNamespaces(c.Context, jobs.Namespace("dev")); err != nil {
+			return err
+		}
+	}
+	for i, listen := range listens {
+		name := "caravan-server"
+		if stack.Cluster != nil {
+			name = fmt.Sprintf("caravan-server-%d", i)
+		}
+		fmt.Fprintf(out, "==> starting %s on %s\n", name, listen)
+		cl := &api.Client{Addr: "http://" + listen, Token: token}
+		err := stack.StartProcess(c.Context, name, listen, append([]string{self, "server",
+			"--listen", listen,
+			"--nomad-addr", nomads[i], "--consul-addr", stack.ConsulAddr(),
+			"--domain", stack.Domain, "--https-port", strconv.Itoa(stack.Ports.TraefikWebsecure),
+			"--auth-url", router.AuthURL(first), "--bundle-url", router.BundleURL(first),
+			"--proxy-addr", stack.HTTPSAddr(), "--root-ca", stack.PebbleRootPath(), "--traefik-api", stack.TraefikAPI(),
+			"--dns-resolver", stack.ChallDNSAddr(),
+			"--policy", policyPath,
+			"--bundle-dir", filepath.Join(stack.StateDir, "bundles"),
+		}, append(append(nsFlags, natsFlags(stack.StateDir, i)...), stack.ServerFlags()...)...), nil, cl.Health)
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -299,6 +360,13 @@ func devStatus(c *cli.Context) error {
 		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "\nexport NOMAD_ADDR=%s CONSUL_HTTP_ADDR=%s CARAVAN_ADDR=%s\n", stack.NomadAddr(), stack.ConsulAddr(), stack.CaravanAddr())
+	if cl := stack.Cluster; cl != nil {
+		// Paths, never the tokens: they are read from their files.
+		fmt.Fprintf(c.App.Writer, "export NOMAD_CACERT=%s NOMAD_TOKEN=$(cat %s) CONSUL_HTTP_TOKEN_FILE=%s\n", cl.CACert(), cl.NomadTokenFile, cl.ConsulTokenFile)
+		fmt.Fprintf(c.App.Writer, "A cluster: %d Consul servers, %d Nomad servers, %d Nomad clients; ACLs on (the files above hold management tokens), Nomad TLS with the CA above.\n",
+			len(cl.ConsulServers), len(cl.NomadServers), len(cl.NomadClients))
+		fmt.Fprintf(c.App.Writer, "caravan server's tokens (of deploy/acl's policies): %s, %s\n", cl.TokenFile("nomad", "caravan-server"), cl.TokenFile("consul", "caravan-server"))
+	}
 	fmt.Fprintf(c.App.Writer, "HTTPS on %s for *.%s; Pebble's root: %s\n", stack.HTTPSAddr(), stack.Domain, stack.PebbleRootPath())
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"os/signal"
 	"syscall"
 	"time"
@@ -50,6 +51,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.BoolFlag{Name: "bundle-s3-insecure", Usage: "speak plain HTTP to the S3 store"},
 			&cli.StringFlag{Name: "nats-url", EnvVars: []string{"CARAVAN_NATS_URL"}, Usage: "an external NATS with JetStream at `URL` for warm calls (default: one embedded in this server)"},
 			&cli.StringFlag{Name: "nats-token", EnvVars: []string{"CARAVAN_NATS_TOKEN"}, Usage: "`TOKEN` this server presents to --nats-url"},
+			&cli.StringFlag{Name: "nats-token-file", Usage: "`FILE` holding the token this server presents to --nats-url (read once at start)"},
 			&cli.StringFlag{Name: "nats-creds", Usage: "NATS credentials `FILE` (.creds) this server presents to --nats-url"},
 			&cli.StringFlag{Name: "nats-worker-token", EnvVars: []string{"CARAVAN_NATS_WORKER_TOKEN"}, Usage: "`TOKEN` workers present to --nats-url (default --nats-token)"},
 			&cli.StringFlag{Name: "nats-ca", Usage: "PEM `FILE` that verifies --nats-url's TLS certificate"},
@@ -81,12 +83,16 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			if err != nil {
 				return err
 			}
+			natsToken, err := secretFlag(c, "nats-token", "nats-token-file")
+			if err != nil {
+				return err
+			}
 			s, err := server.New(server.Config{
 				Listen: c.String("listen"), Nomad: nomadConfig(c), Consul: consulConfig(c), CreateNamespaces: c.Bool("create-namespaces"),
 				Router: rc, ProxyAddr: c.String("proxy-addr"), RootCAFile: c.String("root-ca"), TraefikAPI: c.String("traefik-api"),
 				DNSResolver: c.String("dns-resolver"), Policy: pol, Logger: log,
 				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,
-				NATS: server.NATSConfig{URL: c.String("nats-url"), Token: c.String("nats-token"), CredsFile: c.String("nats-creds"),
+				NATS: server.NATSConfig{URL: c.String("nats-url"), Token: natsToken, CredsFile: c.String("nats-creds"),
 					WorkerToken: c.String("nats-worker-token"), CAFile: c.String("nats-ca"), CertFile: c.String("nats-cert"), KeyFile: c.String("nats-key"),
 					Dir: c.String("nats-dir"), Listen: c.String("nats-listen"),
 					AckWait: c.Duration("call-ack-wait"), MaxAttempts: c.Int("call-max-attempts")},
@@ -158,4 +164,21 @@ func bundleStoreFlags(c *cli.Context) (bundlestore.Store, error) {
 		return nil, cli.Exit(err.Error(), 1)
 	}
 	return s, nil
+}
+
+// secretFlag is the secret in flag name, or else in the file flag file
+// names (read once; surrounding space trimmed).
+func secretFlag(c *cli.Context, name, file string) (string, error) {
+	path := c.String(file)
+	if path == "" {
+		return c.String(name), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", file, err)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("--%s: %s is empty", file, path)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
