@@ -280,6 +280,9 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			"--dns-resolver", stack.ChallDNSAddr(),
 			"--policy", policyPath,
 			"--bundle-dir", filepath.Join(stack.StateDir, "bundles"),
+			// The stack's Nomad clients are this machine: its tasks run
+			// this binary in place instead of fetching it at every start.
+			"--agent-command", self,
 		}, append(append(nsFlags, natsFlags(stack.StateDir, i)...), stack.ServerFlags()...)...), nil, cl.Health)
 		if err != nil {
 			return err
