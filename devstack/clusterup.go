@@ -252,6 +252,20 @@ func (s *Stack) ServerFlags() []string {
 		"--consul-token-file", c.TokenFile("consul", "caravan-server")}
 }
 
+// NATSFlags are the NATS flags of one of the stack's caravan servers: the
+// first (embed) keeps the stack's NATS in its state directory, the others
+// use that one, as the servers of a cluster share theirs. The others'
+// start once the first answers (its address and token are in the
+// directory by then).
+func (s *Stack) NATSFlags(embed bool) []string {
+	dir := filepath.Join(s.StateDir, "nats")
+	if embed {
+		return []string{"--nats-dir", dir}
+	}
+	listen, _ := os.ReadFile(filepath.Join(dir, "listen"))
+	return []string{"--nats-url", "nats://" + strings.TrimSpace(string(listen)), "--nats-token-file", filepath.Join(dir, "token")}
+}
+
 // Kill kills the stack's process name and everything below it at once
 // (see Proc.Kill); it stays in the stack, dead, so Down still reaps what
 // is left.

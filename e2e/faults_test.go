@@ -444,7 +444,12 @@ func TestServerDownUnderLoad(t *testing.T) {
 
 	// A server returns on the same address (its routes' forwardAuth and
 	// the suite's client point there).
-	srv, err := startServerWith("caravan-server-returned", func(c *server.Config) { c.Listen = addr })
+	// It embeds the stack's NATS again (the one gone with the server it
+	// replaces: same directory, so the same address and token).
+	srv, err := startServerWith("caravan-server-returned", func(c *server.Config) {
+		c.Listen = addr
+		c.NATS = server.NATSConfig{Dir: filepath.Join(env.stack.StateDir, "nats"), AckWait: warmAckWait}
+	})
 	if err != nil {
 		t.Fatalf("starting a server again on %s: %v", addr, err)
 	}

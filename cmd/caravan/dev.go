@@ -229,18 +229,6 @@ func devUp(c *cli.Context) error {
 // the second on a free port and another Nomad server; both render the
 // first's forwardAuth and bundle addresses, as the servers of one cluster
 // must (server.RouterMismatchError).
-// natsFlags are the NATS flags of the stack's i-th caravan server: the
-// first embeds the stack's NATS, the others use it, as the servers of a
-// cluster share one.
-func natsFlags(state string, i int) []string {
-	dir := filepath.Join(state, "nats")
-	if i == 0 {
-		return []string{"--nats-dir", dir}
-	}
-	listen, _ := os.ReadFile(filepath.Join(dir, "listen"))
-	return []string{"--nats-url", "nats://" + strings.TrimSpace(string(listen)), "--nats-token-file", filepath.Join(dir, "token")}
-}
-
 func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token string) error {
 	out := c.App.ErrWriter
 	first := strings.TrimPrefix(stack.CaravanAddr(), "http://")
@@ -283,7 +271,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			// The stack's Nomad clients are this machine: its tasks run
 			// this binary in place instead of fetching it at every start.
 			"--agent-command", self,
-		}, append(append(nsFlags, natsFlags(stack.StateDir, i)...), stack.ServerFlags()...)...), nil, cl.Health)
+		}, append(append(nsFlags, stack.NATSFlags(i == 0)...), stack.ServerFlags()...)...), nil, cl.Health)
 		if err != nil {
 			return err
 		}
