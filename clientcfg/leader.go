@@ -21,7 +21,7 @@ const LeaderWait = 30 * time.Second
 
 // noLeaderMarks are the texts of Nomad's 500s while it has no leader to
 // forward to.
-var noLeaderMarks = []string{"No cluster leader", "failed to get conn", "rpc error: EOF", "leadership lost"}
+var noLeaderMarks = []string{"No cluster leader", "failed to get conn", "rpc error: EOF", "session shutdown", "leadership lost"}
 
 // leaderRetry is the Nomad client's transport: it sends a GET again while
 // the answer says the cluster has no reachable leader, for up to wait.

@@ -68,7 +68,7 @@ func TestWarmCall(t *testing.T) {
 		purge(t, id)
 	}
 	deploy(t, "warm.hcl", warmSpec("warm"), api.DeployBody{})
-	j, _, err := env.nomad.Jobs().Info(jobs.CallableID(app, "echo"), nil)
+	j, _, err := env.nomad.Jobs().Info(jobs.CallableID(app, "echo"), nsq(jobs.CallableID(app, "echo")))
 	if err != nil || *j.Type != "service" || j.ParameterizedJob != nil || *j.TaskGroups[0].Count != 3 {
 		t.Fatalf("echo's workers: %+v %v", j, err)
 	}
@@ -201,7 +201,7 @@ func TestWarmCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFile(t, ctx, marker)
-		allocs, _, err := env.nomad.Jobs().Allocations(jobs.CallableID(app, "slow"), false, nil)
+		allocs, _, err := env.nomad.Jobs().Allocations(jobs.CallableID(app, "slow"), false, nsq(jobs.CallableID(app, "slow")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func TestWarmFromZero(t *testing.T) {
 }
 `, api.DeployBody{})
 	count := func() int {
-		j, _, err := env.nomad.Jobs().Info(id, nil)
+		j, _, err := env.nomad.Jobs().Info(id, nsq(id))
 		if err != nil {
 			t.Fatal(err)
 		}

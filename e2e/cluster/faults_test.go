@@ -310,6 +310,23 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 		}
 		return fmt.Errorf("versions %+v", h.Versions)
 	})
+	// ... and registered in Nomad: a version still waiting for Nomad's
+	// verdict on the live one (awaitVerdict) was never submitted, and a
+	// resumed rollout of it fails instead.
+	nc, err := env.stack.NomadClient("https://" + addr(env.stack.Cluster.NomadServers[0].HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "version 2 registered in Nomad", func() error {
+		j, _, err := nc.Jobs().Info(job, &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)})
+		if err != nil {
+			return err
+		}
+		if j.Meta[jobs.MetaVersion] != "2" {
+			return fmt.Errorf("Nomad's job is version %q", j.Meta[jobs.MetaVersion])
+		}
+		return nil
+	})
 	killed := time.Now()
 	if err := env.stack.Kill("caravan-server-1"); err != nil {
 		t.Fatal(err)
