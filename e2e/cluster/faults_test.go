@@ -283,6 +283,15 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	first := deploy(t, env.servers[0], "handover.hcl", nodeServer(app, "v1\n", 1), api.DeployBody{})
 	url := first.Functions[0].URL
 	answers(t, url, "v1\n")
+	nc, err := env.stack.NomadClient("https://" + addr(env.stack.Cluster.NomadServers[0].HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j1, _, err := nc.Jobs().Info(job, &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1Hash := j1.Meta[jobs.MetaSpecHash]
 
 	go func() {
 		// Its answer never comes: the server dies first.
@@ -313,17 +322,13 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	// ... and registered in Nomad: a version still waiting for Nomad's
 	// verdict on the live one (awaitVerdict) was never submitted, and a
 	// resumed rollout of it fails instead.
-	nc, err := env.stack.NomadClient("https://" + addr(env.stack.Cluster.NomadServers[0].HTTP))
-	if err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, time.Minute, "version 2 registered in Nomad", func() error {
 		j, _, err := nc.Jobs().Info(job, &nomad.QueryOptions{Namespace: jobs.NamespaceOfJob(job)})
 		if err != nil {
 			return err
 		}
-		if j.Meta[jobs.MetaVersion] != "2" {
-			return fmt.Errorf("Nomad's job is version %q", j.Meta[jobs.MetaVersion])
+		if j.Meta[jobs.MetaSpecHash] == v1Hash {
+			return fmt.Errorf("Nomad's job is still version 1's (spec hash %s)", v1Hash)
 		}
 		return nil
 	})
