@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,16 +40,16 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	if w.Log == nil {
 		w.Log = hclog.NewNullLogger()
 	}
-	if err := w.Q.Ensure(ctx, w.Func, cfg); err != nil {
+	// caravan server makes the stream and consumer (Ensure) when it
+	// deploys the function or takes its first call; a worker may not.
+	cons, err := w.consumer(ctx)
+	if err != nil {
 		return err
 	}
-	cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
-	if err != nil {
-		return fmt.Errorf("consumer of %s: %w", w.Func, err)
-	}
 	w.running = map[string]context.CancelFunc{}
-	stop, err := w.Q.nc.Subscribe(subjectStop+".>", func(m *nats.Msg) {
-		id := m.Subject[len(subjectStop)+1:]
+	prefix := stopSubject(w.Func, "")
+	stop, err := w.Q.nc.Subscribe(stopSubject(w.Func, "*"), func(m *nats.Msg) {
+		id := strings.TrimPrefix(m.Subject, prefix)
 		w.mu.Lock()
 		cancel := w.running[id]
 		w.mu.Unlock()
@@ -100,6 +101,24 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	return nil
 }
 
+// consumer waits until the function's consumer exists and returns it.
+func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	for {
+		cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
+		if err == nil {
+			return cons, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			w.Log.Warn("consumer", "function", w.Func.String(), "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("consumer of %s: %w", w.Func, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // handle runs one delivery to its end: a result stored and the input
 // acked, or the input given back.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) {
@@ -116,7 +135,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	// A redelivery may follow a worker that stored the result and died
 	// before its ack; a spawned call may have been cancelled while queued.
 	if attempt > 1 || spawned {
-		if have, err := w.Q.Get(ctx, id); err == nil && have.Final() {
+		if final(w.Q.callState(ctx, w.Func, id)) {
 			_ = msg.Ack()
 			return
 		}
@@ -130,7 +149,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	}
 	input := msg.Data()
 	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
-		input, err = w.Q.inputs.GetBytes(ctx, ref)
+		var inputs jetstream.ObjectStore
+		inputs, err = w.Q.objectStore(ctx, w.Func.InputsBucket(), false)
+		if err == nil {
+			input, err = inputs.GetBytes(ctx, ref)
+		}
 		if err != nil {
 			rec.State, rec.Finished = Failed, time.Now().UTC()
 			rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1, Error: "the input could not be read: " + err.Error()}
@@ -174,21 +197,19 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		rec.State = Cancelled
 	}
 	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
-		defer func() { _ = w.Q.inputs.Delete(context.Background(), ref) }()
+		defer func() {
+			if inputs, err := w.Q.objectStore(context.Background(), w.Func.InputsBucket(), false); err == nil {
+				_ = inputs.Delete(context.Background(), ref)
+			}
+		}()
 	}
 	w.store(ctx, msg, rec, spawned)
 }
 
-// store finishes rec, then acks msg. A spawned call cancelled meanwhile
-// keeps its cancelled record.
+// store has caravan server store rec (ServeResults, which keeps a
+// spawned call cancelled meanwhile cancelled), then acks msg.
 func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record, spawned bool) {
-	if spawned {
-		if have, err := w.Q.Get(ctx, rec.ID); err == nil && have.State == Cancelled {
-			_ = msg.Ack()
-			return
-		}
-	}
-	if err := w.Q.finish(ctx, rec); err != nil {
+	if err := w.Q.sendResult(ctx, w.Func, rec); err != nil {
 		w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
