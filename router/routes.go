@@ -68,10 +68,7 @@ type Config struct {
 // binary caravan server serves, fetched into the task) and the NATS they
 // take inputs from.
 type Worker struct {
-	Binary  string
-	NATSURL string
-	// Token is the NATS credential the workers present.
-	Token string
+	Binary string
 	// AckWait and MaxAttempts are the functions' lease and retry limit
 	// (zero: the queue's defaults).
 	AckWait     time.Duration

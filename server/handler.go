@@ -70,6 +70,9 @@ type Deps struct {
 	Agents      AgentOrchestrator
 	AgentBinary string
 	Drainer     Drainer
+	// NATSWorkers mints warm functions' workers' NATS credentials (GET
+	// agent.NATSPath); nil serves none.
+	NATSWorkers WorkerCredentials
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -96,6 +99,7 @@ type handler struct {
 	agents       AgentOrchestrator
 	agentBinary  string
 	drainer      Drainer
+	natsWorkers  WorkerCredentials
 	mux          *http.ServeMux
 	// serve is mux, bounded to limits.MaxConcurrent requests at once.
 	serve http.Handler
@@ -105,7 +109,7 @@ type handler struct {
 func NewHandler(d Deps) http.Handler {
 	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
 		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux(),
-		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer}
+		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer, natsWorkers: d.NATSWorkers}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -127,6 +131,9 @@ func NewHandler(d Deps) http.Handler {
 		mux.HandleFunc("GET "+agent.Path, h.getAgent)
 		if h.drainer != nil {
 			mux.HandleFunc("POST "+agent.DrainPath, h.drainAgent)
+		}
+		if h.natsWorkers != nil {
+			mux.HandleFunc("GET "+agent.NATSPath, h.natsAgent)
 		}
 	}
 	mux.Handle("POST /v1/deploy", h.authed(h.deploy))
