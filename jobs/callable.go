@@ -32,7 +32,6 @@ const (
 // DispatchPayloadSizeLimit (16 KiB, uncompressed).
 const PayloadLimit = 16 * 1024
 
-
 // callableJob renders a callable function: a warm one (spec.Function.Warm)
 // as workers (workerJob), an isolated one as a parameterized job
 // (isolatedJob).
