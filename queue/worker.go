@@ -144,7 +144,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		rec.State, rec.Finished = Failed, time.Now().UTC()
 		rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1,
 			Error: fmt.Sprintf("the input was delivered %d times and no worker finished it (each was lost mid-input, e.g. its container was killed): dead-lettered", cfg.MaxAttempts)}
-		w.store(ctx, msg, rec, false)
+		w.store(ctx, msg, rec)
 		return
 	}
 	input := msg.Data()
@@ -157,7 +157,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		if err != nil {
 			rec.State, rec.Finished = Failed, time.Now().UTC()
 			rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1, Error: "the input could not be read: " + err.Error()}
-			w.store(ctx, msg, rec, spawned)
+			w.store(ctx, msg, rec)
 			return
 		}
 	}
@@ -203,12 +203,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 			}
 		}()
 	}
-	w.store(ctx, msg, rec, spawned)
+	w.store(ctx, msg, rec)
 }
 
 // store has caravan server store rec (ServeResults, which keeps a
 // spawned call cancelled meanwhile cancelled), then acks msg.
-func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record, spawned bool) {
+func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record) {
 	if err := w.Q.sendResult(ctx, w.Func, rec); err != nil {
 		w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
 		_ = msg.NakWithDelay(time.Second)
