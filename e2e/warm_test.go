@@ -180,7 +180,7 @@ func TestWarmCall(t *testing.T) {
 		if _, err := call("echo", `{"n": `); !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(apiErr.Message, "not valid JSON") {
 			t.Fatalf("broken JSON: %v; want 400", err)
 		}
-		if _, err := call("nope", "{}"); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "echo, fail, size, slow") {
+		if _, err := call("nope", "{}"); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "echo, env, fail, size, slow") {
 			t.Fatalf("unknown function: %v; want 404 listing the callable functions", err)
 		}
 		big := make([]byte, queue.MaxInput+1)
