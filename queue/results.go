@@ -131,9 +131,16 @@ func (q *Queue) sendResult(ctx context.Context, f Func, rec *Record) error {
 		return fmt.Errorf("asking caravan server to store the result of call %s: %w", rec.ID, err)
 	}
 	if s := string(reply.Data); s != replyOK {
-		return fmt.Errorf("caravan server did not store the result of call %s: %s", rec.ID, strings.TrimSpace(s))
+		return &RefusedError{ID: rec.ID, Why: strings.TrimSpace(s)}
 	}
 	return nil
+}
+
+// RefusedError is caravan server's answer to a result it did not store.
+type RefusedError struct{ ID, Why string }
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("caravan server did not store the result of call %s: %s", e.ID, e.Why)
 }
 
 // callState asks caravan server for the state of f's call id: "" when

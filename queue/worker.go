@@ -208,12 +208,31 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 
 // store has caravan server store rec (ServeResults, which keeps a
 // spawned call cancelled meanwhile cancelled), then acks msg.
+// While no caravan server answers (one restarting) it asks again for a
+// while, holding the input's lease, before it gives the input back.
 func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record) {
-	if err := w.Q.sendResult(ctx, w.Func, rec); err != nil {
-		w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	lease := w.Config.withDefaults().AckWait
+	var err error
+	for range 10 {
+		_ = msg.InProgress()
+		rctx, cancel := context.WithTimeout(ctx, lease/2)
+		err = w.Q.sendResult(rctx, w.Func, rec)
+		cancel()
+		var refused *RefusedError
+		if err == nil {
+			_ = msg.Ack()
+			w.Log.Debug("answered", "call", rec.ID, "state", rec.State, "attempt", strconv.Itoa(rec.Attempts))
+			return
+		}
+		if ctx.Err() != nil || errors.As(err, &refused) {
+			break
+		}
+		w.Log.Warn("storing a result; asking again", "call", rec.ID, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(lease/3, 2*time.Second)):
+		}
 	}
-	_ = msg.Ack()
-	w.Log.Debug("answered", "call", rec.ID, "state", rec.State, "attempt", strconv.Itoa(rec.Attempts))
+	w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
+	_ = msg.NakWithDelay(time.Second)
 }
