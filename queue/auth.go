@@ -22,7 +22,7 @@ import (
 // write its own outputs, ask caravan server to store its results and
 // whether a call is already final, hear its own cancellations. Call
 // records (the KV bucket) are out of its reach: caravan server writes
-// them for it (ServeResults).
+// them for it (results.go).
 
 // Grant is what a worker's credential allows: the calls of one function,
 // for one allocation.

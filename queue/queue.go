@@ -89,7 +89,7 @@ func (c FuncConfig) withDefaults() FuncConfig {
 
 // Connect connects caravan server to NATS, makes sure the call records'
 // bucket exists, and answers workers' requests to store their results
-// (ServeResults).
+// (serveResults, results.go).
 func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 	nc, err := dial(cfg)
 	if err != nil {
@@ -106,8 +106,9 @@ func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-// ConnectWorker connects a worker of f with its credential (cfg.Token,
-// minted for it: Grant). It touches no bucket until it needs one.
+// ConnectWorker connects a worker with its credential (cfg.Token, minted
+// for its function: Grant; cfg.InboxPrefix the grant's). It makes
+// nothing and touches no bucket until it needs one.
 func ConnectWorker(cfg Config) (*Queue, error) {
 	nc, err := dial(cfg)
 	if err != nil {
@@ -160,7 +161,7 @@ func open(ctx context.Context, nc *nats.Conn) (*Queue, error) {
 	return q, nil
 }
 
-// objects is the object store bucket, made first when create (caravan
+// objectStore is the object store bucket, made first when create (caravan
 // server's Ensure), else bound as it is (a worker may not make one).
 func (q *Queue) objectStore(ctx context.Context, bucket string, create bool) (jetstream.ObjectStore, error) {
 	q.mu.Lock()
