@@ -43,7 +43,7 @@ const (
 	subjectCalls = "caravan.calls"
 	subjectDone  = "caravan.done"
 	subjectStop  = "caravan.cancel"
-	// Workers ask caravan server (ServeResults) to store a result, and
+	// Workers ask caravan server (results.go) to store a result, and
 	// whether a call is already final, on subjects of their function.
 	subjectResults = "caravan.results"
 	subjectStatus  = "caravan.status"

@@ -206,7 +206,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	w.store(ctx, msg, rec)
 }
 
-// store has caravan server store rec (ServeResults, which keeps a
+// store has caravan server store rec (results.go, which keeps a
 // spawned call cancelled meanwhile cancelled), then acks msg.
 // While no caravan server answers (one restarting) it asks again for a
 // while, holding the input's lease, before it gives the input back.
