@@ -52,6 +52,8 @@ type NATSAnswer struct {
 	// InboxPrefix is the connection's inbox prefix, when its credential
 	// allows replies on that prefix only.
 	InboxPrefix string `json:"inbox_prefix,omitempty"`
+	// InputKey checks the function's inputs' signatures (queue.InputKey).
+	InputKey string `json:"input_key,omitempty"`
 }
 
 // signedEnv are the task environment variables holding agent URLs.

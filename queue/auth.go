@@ -73,6 +73,25 @@ func ParseGrant(key, cred string) (Grant, bool) {
 	return g, true
 }
 
+// InputKey is the key caravan server signs f's inputs with, and f's
+// workers check them with: within one NATS account a worker can have
+// JetStream deliver its own messages on any subject (a pull request's
+// reply subject is not subject to permissions), another function's input
+// subject too; such an input carries no valid signature of that function.
+func InputKey(admin string, f Func) string {
+	m := hmac.New(sha256.New, []byte(admin))
+	m.Write([]byte("caravan input key\n" + f.part()))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// inputSig signs input (or the object ref it is in) of call id.
+func inputSig(key, id string, input []byte, ref string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(id + "\n" + ref + "\n"))
+	m.Write(input)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
 // InboxPrefix is the inbox prefix of g's connection: its replies come
 // there and nowhere another worker may listen.
 func (g Grant) InboxPrefix() string { return "_INBOX_" + g.Alloc }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -211,5 +212,52 @@ func TestWorkerIsolation(t *testing.T) {
 	raw, _ := json.Marshal(got)
 	if strings.Contains(string(raw), "forged") {
 		t.Fatalf("B's record changed: %s", raw)
+	}
+}
+
+// TestInputInjection: a worker of A can have JetStream deliver A's own
+// input on B's input subject (its pull request's reply subject), and B's
+// stream takes it; B's worker does not run it, for it carries no
+// signature of B's.
+func TestInputInjection(t *testing.T) {
+	e, _ := testNATS(t, "")
+	q := connect(t, e.URL())
+	ctx := deadline(t)
+	a := Func{Workspace: "wsa", AppJobID: "wsa--app", Name: "echo"}
+	b := Func{Workspace: "wsb", AppJobID: "wsb--app", Name: "echo"}
+	for _, f := range []Func{a, b} {
+		if err := q.Ensure(ctx, f, FuncConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Submit(ctx, a, NewID(), []byte(`"rm -rf"`), false); err != nil {
+		t.Fatal(err)
+	}
+	v := workerWithViolations(t, e.URL(), a)
+	if err := v.q.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+a.Stream()+"."+ConsumerName, b.Subject(), []byte(`{"batch":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n == 0; {
+		if ctx.Err() != nil {
+			t.Fatal("A's input never reached B's stream: the test shows nothing")
+		}
+		n, _ = q.Depth(ctx, b)
+		time.Sleep(20 * time.Millisecond)
+	}
+	ran := make(chan string, 1)
+	w := &Worker{Q: connectWorkerOf(t, e.URL(), b), Func: b, MaxInputs: 1, InputKey: InputKey(testToken, b),
+		Run: func(_ context.Context, _ string, in []byte) *api.CallResult { ran <- string(in); return &api.CallResult{} }}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = w.Serve(wctx, time.Second) }()
+	for n := 1; n > 0; {
+		select {
+		case in := <-ran:
+			t.Fatalf("B's worker ran A's injected input %s", in)
+		case <-ctx.Done():
+			t.Fatal("B's worker never dropped the injected input")
+		case <-time.After(20 * time.Millisecond):
+		}
+		n, _ = q.Depth(ctx, b)
 	}
 }

@@ -53,6 +53,9 @@ const (
 	hdrCall     = "Caravan-Call"
 	hdrInputRef = "Caravan-Input-Ref"
 	hdrSpawned  = "Caravan-Spawned"
+	// hdrSig signs an input for its function (InputKey): a message that
+	// reaches a function's stream any other way is not run.
+	hdrSig = "Caravan-Sig"
 )
 
 // Func names one callable function of one deployed app.

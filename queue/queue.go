@@ -69,6 +69,16 @@ type Queue struct {
 	ensured map[Func]FuncConfig
 	// objects are the functions' object stores by bucket, as bound.
 	objects map[string]jetstream.ObjectStore
+	// admin is the token inputs are signed under (InputKey); empty signs
+	// none.
+	admin string
+}
+
+// sign adds its signature to msg, an input of f.
+func (q *Queue) sign(f Func, msg *nats.Msg) {
+	if q.admin != "" {
+		msg.Header.Set(hdrSig, inputSig(InputKey(q.admin, f), msg.Header.Get(hdrCall), msg.Data, msg.Header.Get(hdrInputRef)))
+	}
 }
 
 // FuncConfig is how a function's stream and consumer behave.
@@ -97,6 +107,7 @@ func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 	}
 	q, err := open(ctx, nc)
 	if err == nil {
+		q.admin = cfg.Token
 		err = q.serveResults()
 	}
 	if err != nil {
@@ -298,6 +309,7 @@ func (q *Queue) Submit(ctx context.Context, f Func, id string, input []byte, spa
 	} else {
 		msg.Data = input
 	}
+	q.sign(f, msg)
 	if _, err := q.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("queueing call %s: %w", id, err)
 	}
@@ -321,6 +333,7 @@ func (q *Queue) SubmitAll(ctx context.Context, f Func, id func(int) string, inpu
 		msg.Header.Set(hdrCall, id(i))
 		msg.Header.Set(nats.MsgIdHdr, id(i))
 		msg.Data = input
+		q.sign(f, msg)
 		fut, err := q.js.PublishMsgAsync(msg)
 		if err != nil {
 			return fmt.Errorf("queueing input %d: %w", i, err)

@@ -81,7 +81,7 @@ func startWorker(t *testing.T, q *Queue, cfg FuncConfig, slots int, run Runner) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	w := &Worker{Q: q, Func: fn, Config: cfg, MaxInputs: slots, Run: run}
+	w := &Worker{Q: q, Func: fn, Config: cfg, MaxInputs: slots, Run: run, InputKey: InputKey(testToken, fn)}
 	go func() { defer close(done); _ = w.Serve(ctx, time.Second) }()
 	stopped := false
 	stop = func() {

@@ -30,6 +30,9 @@ const (
 func (q *Queue) serveResults() error {
 	sem := make(chan struct{}, resultsAtOnce)
 	if _, err := q.nc.QueueSubscribe(subjectResults+".>", serversGroup, func(m *nats.Msg) {
+		if !inbox(m.Reply) {
+			return
+		}
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
@@ -45,6 +48,9 @@ func (q *Queue) serveResults() error {
 		return err
 	}
 	_, err := q.nc.QueueSubscribe(subjectStatus+".>", serversGroup, func(m *nats.Msg) {
+		if !inbox(m.Reply) {
+			return
+		}
 		f, ok := funcOf(subjectStatus, m.Subject)
 		id := string(m.Data)
 		state := ""
@@ -156,3 +162,8 @@ func (q *Queue) callState(ctx context.Context, f Func, id string) string {
 }
 
 func final(state string) bool { return state == Done || state == Cancelled || state == Failed }
+
+// inbox says whether reply is an inbox. caravan server answers only
+// there: its answers, published with every permission, must not land on
+// a subject a worker names (another function's inputs, say).
+func inbox(reply string) bool { return strings.HasPrefix(reply, "_INBOX") }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"strconv"
@@ -28,6 +29,9 @@ type Worker struct {
 	MaxInputs int
 	Run       Runner
 	Log       hclog.Logger
+	// InputKey, when set, is the function's InputKey: an input without
+	// its signature is dropped, not run.
+	InputKey string
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -126,6 +130,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	meta, err := msg.Metadata()
 	if err != nil || !ValidID(id) {
 		w.Log.Error("an input without a call ID: dropped", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	if w.InputKey != "" && !hmac.Equal([]byte(msg.Headers().Get(hdrSig)), []byte(inputSig(w.InputKey, id, msg.Data(), msg.Headers().Get(hdrInputRef)))) {
+		w.Log.Error("an input not signed for this function: dropped", "call", id)
 		_ = msg.Term()
 		return
 	}

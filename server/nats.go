@@ -70,7 +70,11 @@ type NATSWorkers struct {
 // Credential is the NATS URL and credential of worker g.
 func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
 	if n.Token != "" {
-		return agent.NATSAnswer{URL: n.URL, Token: n.Token}, nil
+		ans := agent.NATSAnswer{URL: n.URL, Token: n.Token}
+		if n.Key != "" {
+			ans.InputKey = queue.InputKey(n.Key, g.Func)
+		}
+		return ans, nil
 	}
 	if n.Key == "" {
 		return agent.NATSAnswer{}, api.Errorf(api.CodeUnavailable, "this server has no NATS token to mint workers' credentials under: give --nats-token, or --nats-worker-token")
@@ -79,7 +83,7 @@ func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
 	if err != nil {
 		return agent.NATSAnswer{}, err
 	}
-	return agent.NATSAnswer{URL: n.URL, Token: cred, InboxPrefix: g.InboxPrefix()}, nil
+	return agent.NATSAnswer{URL: n.URL, Token: cred, InboxPrefix: g.InboxPrefix(), InputKey: queue.InputKey(n.Key, g.Func)}, nil
 }
 
 // startQueue connects to the queue cfg names, starting the embedded NATS

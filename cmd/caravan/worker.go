@@ -65,7 +65,7 @@ func workerCommand() *cli.Command {
 			// Inputs' files go in the task's own directory (NOMAD_TASK_DIR;
 			// exec's chroot may have no /tmp).
 			cmd := &queue.Command{Path: c.Args().First(), Args: c.Args().Tail(), Dir: os.Getenv("NOMAD_TASK_DIR")}
-			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log,
+			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log, InputKey: nc.InputKey,
 				Config: queue.FuncConfig{AckWait: c.Duration("ack-wait"), MaxAttempts: c.Int("max-attempts")}}
 			log.Info("serving", "function", f.String(), "max_inputs", w.MaxInputs, "command", cmd.Path)
 			if err := w.Serve(ctx, c.Duration("grace")); err != nil {
