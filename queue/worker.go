@@ -105,8 +105,10 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	return nil
 }
 
-// consumer waits until the function's consumer exists and returns it.
+// consumer waits until the function's consumer exists and returns it,
+// looking every 50 ms at first, then less often (up to 1s).
 func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	wait := 50 * time.Millisecond
 	for {
 		cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
 		if err == nil {
@@ -118,8 +120,9 @@ func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("consumer of %s: %w", w.Func, err)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(wait*3/2, time.Second)
 	}
 }
 
