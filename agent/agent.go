@@ -36,6 +36,29 @@ const Path = "/v1/agent/caravan.tar"
 // allocation at every proxy (see Supervisor).
 const DrainPath = "/v1/agent/drain"
 
+// NATSPath is where a warm function's worker asks caravan server for its
+// NATS URL and credential (NATSAnswer): minted for its function and
+// allocation at the worker's start, never written into the job.
+const NATSPath = "/v1/agent/nats"
+
+// EnvNATSURL is the worker task's environment variable holding its
+// (signed) NATSPath URL.
+const EnvNATSURL = "CARAVAN_AGENT_NATS_URL"
+
+// NATSAnswer is the answer of GET NATSPath: how the worker reaches NATS.
+type NATSAnswer struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+	// InboxPrefix is the connection's inbox prefix, when its credential
+	// allows replies on that prefix only.
+	InboxPrefix string `json:"inbox_prefix,omitempty"`
+	// InputKey checks the function's inputs' signatures (queue.InputKey).
+	InputKey string `json:"input_key,omitempty"`
+}
+
+// signedEnv are the task environment variables holding agent URLs.
+var signedEnv = []string{EnvDrainURL, EnvNATSURL}
+
 // Dir is where the artifact unpacks (NOMAD_TASK_DIR: local/, /local
 // inside exec's chroot), and Binary the executable there.
 const (
@@ -68,8 +91,14 @@ func Artifact(base, jobID string) *api.TaskArtifact {
 }
 
 // DrainURL is the drain URL of the allocations of job jobID, unsigned.
-func DrainURL(base, jobID string) string {
-	return strings.TrimSuffix(base, "/") + DrainPath + "?" + url.Values{"job": {jobID}}.Encode() + "&alloc=" + AllocPlaceholder
+func DrainURL(base, jobID string) string { return agentURL(base, DrainPath, jobID) }
+
+// NATSURL is the NATS credential URL of the allocations of job jobID,
+// unsigned.
+func NATSURL(base, jobID string) string { return agentURL(base, NATSPath, jobID) }
+
+func agentURL(base, path, jobID string) string {
+	return strings.TrimSuffix(base, "/") + path + "?" + url.Values{"job": {jobID}}.Encode() + "&alloc=" + AllocPlaceholder
 }
 
 // Signature signs the agent URLs of job's allocations: an HMAC-SHA256
@@ -93,9 +122,11 @@ func Sign(key []byte, js ...*api.Job) {
 						*a.GetterSource += "&sig=" + Signature(key, job)
 					}
 				}
-				if v, ok := t.Env[EnvDrainURL]; ok && !strings.Contains(v, "&sig=") {
-					if u, err := url.Parse(v); err == nil {
-						t.Env[EnvDrainURL] = v + "&sig=" + Signature(key, u.Query().Get("job"))
+				for _, k := range signedEnv {
+					if v, ok := t.Env[k]; ok && !strings.Contains(v, "&sig=") {
+						if u, err := url.Parse(v); err == nil {
+							t.Env[k] = v + "&sig=" + Signature(key, u.Query().Get("job"))
+						}
 					}
 				}
 			}
@@ -116,7 +147,9 @@ func JobOf(a *api.TaskArtifact) (job string, ok bool) {
 	return u.Query().Get("job"), true
 }
 
-// Fetches reports whether task group tg fetches the agent for job.
+// Fetches reports whether task group tg fetches the agent for job, or
+// asks for its NATS credential (a worker that runs a caravan binary
+// already on the client: --agent-command).
 func Fetches(tg *api.TaskGroup, job string) bool {
 	if tg == nil {
 		return false
@@ -126,6 +159,9 @@ func Fetches(tg *api.TaskGroup, job string) bool {
 			if j, ok := JobOf(a); ok && j == job {
 				return true
 			}
+		}
+		if u, err := url.Parse(t.Env[EnvNATSURL]); err == nil && u.Path == NATSPath && u.Query().Get("job") == job {
+			return true
 		}
 	}
 	return false

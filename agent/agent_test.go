@@ -79,3 +79,20 @@ func TestWriteTar(t *testing.T) {
 		t.Errorf("more than one file: %v", err)
 	}
 }
+
+// TestNATSURLSigned: a worker's NATS credential URL in its env is signed
+// like the drain URL, and counts as using the agent (an --agent-command
+// worker fetches no artifact).
+func TestNATSURLSigned(t *testing.T) {
+	id, name := "dev--calc--call--sum", "sum"
+	tg := &api.TaskGroup{Name: &name, Tasks: []*api.Task{{Env: map[string]string{EnvNATSURL: NATSURL("http://s:1/", id)}}}}
+	j := &api.Job{ID: &id, TaskGroups: []*api.TaskGroup{tg}}
+	Sign([]byte("k"), j)
+	want := "http://s:1" + NATSPath + "?job=" + id + "&alloc=" + AllocPlaceholder + "&sig=" + Signature([]byte("k"), id)
+	if got := tg.Tasks[0].Env[EnvNATSURL]; got != want {
+		t.Errorf("signed %q, want %q", got, want)
+	}
+	if !Fetches(tg, id) || Fetches(tg, "dev--other") {
+		t.Error("Fetches by the NATS URL")
+	}
+}

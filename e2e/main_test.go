@@ -199,13 +199,14 @@ func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl"
 // address included.
 func serverFlags(listen string) []string {
 	s := env.stack
+	natsURL, natsToken := env.server.NATS()
 	return []string{"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(), "--create-namespaces",
 		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure), "--auth-url", clusterAuthURL(),
 		"--bundle-url", clusterBundleURL(),
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", bundleDir(),
 		// The cluster's NATS: the first server's.
-		"--nats-url", env.server.Worker().NATSURL, "--nats-token", env.server.Worker().Token}
+		"--nats-url", natsURL, "--nats-token", natsToken}
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the
@@ -287,8 +288,7 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	// redelivered that soon).
 	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), AckWait: warmAckWait}
 	if env.server != nil {
-		w := env.server.Worker()
-		cfg.NATS.URL, cfg.NATS.Token = w.NATSURL, w.Token
+		cfg.NATS.URL, cfg.NATS.Token = env.server.NATS()
 	}
 	if change != nil {
 		change(&cfg)

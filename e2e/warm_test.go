@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/queue"
@@ -26,7 +28,8 @@ const warmAckWait = 3 * time.Second
 // warmSpec is an app with a web function and warm callables: "echo"
 // prints its input (3 workers, 2 inputs each), "fail" complains and exits
 // 7, "size" prints its input's size, "slow" touches the file its input
-// names, sleeps 4s and prints "done" (1 worker).
+// names, sleeps 4s and prints "done" (1 worker), "env" prints its
+// environment.
 func warmSpec(app string) string {
 	web := nodeServer(app, "up\n", false)
 	return strings.TrimSuffix(web, "}\n") + `  function "echo" {
@@ -53,6 +56,10 @@ func warmSpec(app string) string {
     args     = ["-c", "touch \"$(tr -d '\"' < \"$CARAVAN_INPUT\")\"; sleep 4; echo done"]
     callable = true
   }
+  function "env" {
+    command  = "env"
+    callable = true
+  }
 }
 `
 }
@@ -64,7 +71,7 @@ func warmSpec(app string) string {
 // redelivered and answered once.
 func TestWarmCall(t *testing.T) {
 	const app = "e2e--warm"
-	for _, id := range []string{app, jobs.CallableID(app, "echo"), jobs.CallableID(app, "fail"), jobs.CallableID(app, "size"), jobs.CallableID(app, "slow")} {
+	for _, id := range []string{app, jobs.CallableID(app, "echo"), jobs.CallableID(app, "fail"), jobs.CallableID(app, "size"), jobs.CallableID(app, "slow"), jobs.CallableID(app, "env")} {
 		purge(t, id)
 	}
 	deploy(t, "warm.hcl", warmSpec("warm"), api.DeployBody{})
@@ -93,6 +100,30 @@ func TestWarmCall(t *testing.T) {
 		out, code := runCLI(t, "call", "warm", "fail")
 		if code != 7 || !strings.Contains(out, "partial") || !strings.Contains(out, "boom") {
 			t.Fatalf("caravan call warm fail: exit %d, %q", code, out)
+		}
+	})
+
+	t.Run("no NATS credential in the job or the task", func(t *testing.T) {
+		_, admin := env.server.NATS()
+		for _, fn := range []string{"echo", "env"} {
+			j, _, err := env.nomad.Jobs().Info(jobs.CallableID(app, fn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(j)
+			if strings.Contains(string(b), admin) || strings.Contains(string(b), "nats://") || strings.Contains(string(b), "CARAVAN_NATS") {
+				t.Errorf("%s's workers' job carries a NATS address or credential", fn)
+			}
+			if u := j.TaskGroups[0].Tasks[0].Env[agent.EnvNATSURL]; !strings.Contains(u, agent.NATSPath) || !strings.Contains(u, "&sig=") {
+				t.Errorf("%s's workers' job: NATS credential URL %q", fn, u)
+			}
+		}
+		r, err := call("env", "")
+		if err != nil || r.ExitCode != 0 || !strings.Contains(r.Output, "CARAVAN_INPUT=") {
+			t.Fatalf("call env: %+v %v", r, err)
+		}
+		if strings.Contains(r.Output, admin) || strings.Contains(r.Output, "nats://") || strings.Contains(r.Output, "NATS") {
+			t.Errorf("the function's process sees NATS: %s", r.Output)
 		}
 	})
 
@@ -149,7 +180,7 @@ func TestWarmCall(t *testing.T) {
 		if _, err := call("echo", `{"n": `); !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(apiErr.Message, "not valid JSON") {
 			t.Fatalf("broken JSON: %v; want 400", err)
 		}
-		if _, err := call("nope", "{}"); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "echo, fail, size, slow") {
+		if _, err := call("nope", "{}"); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "echo, env, fail, size, slow") {
 			t.Fatalf("unknown function: %v; want 404 listing the callable functions", err)
 		}
 		big := make([]byte, queue.MaxInput+1)

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/caravanhq/caravan/agent"
 	"strconv"
 	"time"
 
@@ -30,12 +31,6 @@ const (
 // PayloadLimit is the largest call input Nomad dispatches: its
 // DispatchPayloadSizeLimit (16 KiB, uncompressed).
 const PayloadLimit = 16 * 1024
-
-// Environment of a warm callable's workers: how they reach NATS.
-const (
-	EnvNATSURL   = "CARAVAN_NATS_URL"
-	EnvNATSToken = "CARAVAN_NATS_TOKEN"
-)
 
 // callableJob renders a callable function: a warm one (spec.Function.Warm)
 // as workers (workerJob), an isolated one as a parameterized job
@@ -73,12 +68,9 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 	}
 	t.Config["command"] = bin
 	t.Config["args"] = args
-	if w.NATSURL != "" {
-		t.Env[EnvNATSURL] = w.NATSURL
-	}
-	if w.Token != "" {
-		t.Env[EnvNATSToken] = w.Token
-	}
+	// No NATS credential in the job: the worker asks caravan server for
+	// one, minted for this function and its allocation, at its start.
+	t.Env[agent.EnvNATSURL] = agent.NATSURL(cfg.BundleURL, id)
 	job := &api.Job{
 		ID:          ptr(id),
 		Name:        ptr(id),

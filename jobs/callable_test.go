@@ -1,15 +1,15 @@
 package jobs_test
 
 import (
-	"slices"
-	"time"
-
-	"github.com/caravanhq/caravan/router"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
 )
 
@@ -65,12 +65,13 @@ func callableAppWith(t *testing.T, args, extra string) *spec.App {
 
 // TestRenderWorkers: a warm callable is a service job of workers, each
 // `caravan worker` around the function's command, min_containers of them,
-// max_inputs each, with the queue's address and credential.
+// max_inputs each, with the signed URL of their NATS credential and no
+// credential itself.
 func TestRenderWorkers(t *testing.T) {
 	app := callableAppWith(t, `"sum.js"`, "min_containers = 3\n    concurrency {\n      max_inputs = 4\n    }")
 	cfg := testConfig
 	cfg.AgentCommand = "/opt/caravan"
-	cfg.Worker = router.Worker{NATSURL: "nats://127.0.0.1:4222", Token: "s3cret", AckWait: 5 * time.Second}
+	cfg.Worker = router.Worker{AckWait: 5 * time.Second}
 	r, err := jobs.Render(app, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,8 +88,14 @@ func TestRenderWorkers(t *testing.T) {
 	if task.Config["command"] != "/opt/caravan" || !slices.Equal(task.Config["args"].([]string), want) {
 		t.Errorf("worker runs %v %v", task.Config["command"], task.Config["args"])
 	}
-	if task.Env[jobs.EnvNATSURL] != "nats://127.0.0.1:4222" || task.Env[jobs.EnvNATSToken] != "s3cret" {
-		t.Errorf("worker env %v", task.Env)
+	agent.Sign([]byte("k"), cj)
+	if u := task.Env[agent.EnvNATSURL]; !strings.HasPrefix(u, testConfig.BundleURL+agent.NATSPath+"?job=dev--calc--call--sum&alloc=${NOMAD_ALLOC_ID}&sig=") {
+		t.Errorf("worker's NATS URL %q", u)
+	}
+	for k, v := range task.Env {
+		if strings.Contains(strings.ToLower(k), "token") || strings.Contains(v, "nats://") {
+			t.Errorf("worker env carries %s=%s", k, v)
+		}
 	}
 	if cj.Meta[jobs.MetaMinWorkers] != "3" || cj.Meta[jobs.MetaMaxWorkers] != "3" || cj.Meta[jobs.MetaWorkerInputs] != "4" || cj.Meta[jobs.MetaScaledownWindow] != "1m0s" {
 		t.Errorf("scaling meta %v", cj.Meta)

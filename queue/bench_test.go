@@ -73,7 +73,7 @@ func TestBenchQueueMap(t *testing.T) {
 	d := time.Since(began)
 	fmt.Printf("%-44s %8.0f inputs/s  (%d inputs in %s)\n    %s\n", "the queue's own map throughput", float64(n)/d.Seconds(), n, d.Round(time.Millisecond),
 		"SubmitAll then results in order, through an in-process NATS to 4 in-process workers of 4 slots whose runner forks nothing: "+
-			"each input a JetStream publish, a pull, a KV put, an announcement and an ack")
+			"each input a JetStream publish, a pull, the result's request to caravan server's side (a KV create, an announcement, the reply) and an ack")
 }
 
 // TestBenchQueueCall prints the queue's own share of a warm call's round
@@ -126,5 +126,5 @@ func TestBenchQueueCall(t *testing.T) {
 	slices.Sort(took)
 	fmt.Printf("%-44s p50 %8s  p99 %8s  max %8s  (%d calls)\n    %s\n", "the queue's own call round trip",
 		took[n/2].Round(10*time.Microsecond), took[n*99/100].Round(10*time.Microsecond), took[n-1].Round(10*time.Microsecond), n,
-		"Watch, Submit (a KV record and a JetStream publish), a worker's pull, a KV read, the result's KV put and announcement, in-process, no fork, no HTTP")
+		"Watch, Submit (a KV record and a JetStream publish), a worker's pull, a state request, the result's request to caravan server's side (a KV update, the announcement, the reply), in-process, no fork, no HTTP")
 }

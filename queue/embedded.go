@@ -18,8 +18,9 @@ type EmbeddedConfig struct {
 	Dir string
 	// Listen is host:port to listen on; empty is 127.0.0.1 on a free port.
 	Listen string
-	// Token is the secret every client (caravan server, the workers)
-	// presents; required.
+	// Token is caravan server's secret (every subject); workers present
+	// credentials minted under it (Mint), which reach their own function
+	// only (Authenticator). Required.
 	Token string
 }
 
@@ -50,15 +51,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 	}
 	opts := &server.Options{
-		ServerName:    "caravan",
-		Host:          host,
-		Port:          port,
-		JetStream:     true,
-		StoreDir:      cfg.Dir,
-		Authorization: cfg.Token,
-		MaxPayload:    MaxMessage,
-		NoSigs:        true,
-		NoLog:         true,
+		ServerName:                 "caravan",
+		Host:                       host,
+		Port:                       port,
+		JetStream:                  true,
+		StoreDir:                   cfg.Dir,
+		CustomClientAuthentication: Authenticator{Token: cfg.Token},
+		MaxPayload:                 MaxMessage,
+		NoSigs:                     true,
+		NoLog:                      true,
 		// HTTP monitoring, clustering and leaf nodes stay off.
 	}
 	srv, err := server.NewServer(opts)

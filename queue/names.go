@@ -38,17 +38,24 @@ const (
 // Buckets and subjects.
 const (
 	ResultsBucket = "caravan-calls"
-	InputsBucket  = "caravan-inputs"
-	OutputsBucket = "caravan-outputs"
 	// ConsumerName is the durable pull consumer of every function's stream.
 	ConsumerName = "workers"
 	subjectCalls = "caravan.calls"
 	subjectDone  = "caravan.done"
 	subjectStop  = "caravan.cancel"
+	// Workers ask caravan server (results.go) to store a result, and
+	// whether a call is already final, on subjects of their function.
+	subjectResults = "caravan.results"
+	subjectStatus  = "caravan.status"
+	// serversGroup is the queue group of caravan servers answering them.
+	serversGroup = "caravan-servers"
 
 	hdrCall     = "Caravan-Call"
 	hdrInputRef = "Caravan-Input-Ref"
 	hdrSpawned  = "Caravan-Spawned"
+	// hdrSig signs an input for its function (InputKey): a message that
+	// reaches a function's stream any other way is not run.
+	hdrSig = "Caravan-Sig"
 )
 
 // Func names one callable function of one deployed app.
@@ -85,8 +92,34 @@ func (f Func) String() string { return f.AppJobID + "/" + f.Name }
 // doneSubject carries the record of call id when it is finished.
 func doneSubject(id string) string { return subjectDone + "." + id }
 
-// stopSubject asks the worker running call id to stop it.
-func stopSubject(id string) string { return subjectStop + "." + id }
+// InputsBucket is the object store of f's inputs over InlineLimit, and
+// OutputsBucket of its results over it: one per function, so a worker's
+// credential reaches its own (WorkerPermissions) and no other's.
+func (f Func) InputsBucket() string  { return "in_" + f.AppJobID + "_" + f.Name }
+func (f Func) OutputsBucket() string { return "out_" + f.AppJobID + "_" + f.Name }
+
+// part is f as subject tokens: <workspace>.<app job>.<function>.
+func (f Func) part() string { return f.Workspace + "." + f.AppJobID + "." + f.Name }
+
+// funcOf reads the Func of a subject prefix + "." + f.part().
+func funcOf(prefix, subject string) (Func, bool) {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
+	if !ok {
+		return Func{}, false
+	}
+	p := strings.Split(rest, ".")
+	if len(p) != 3 {
+		return Func{}, false
+	}
+	f := Func{Workspace: p[0], AppJobID: p[1], Name: p[2]}
+	return f, f.Check() == nil
+}
+
+func resultsSubject(f Func) string { return subjectResults + "." + f.part() }
+func statusSubject(f Func) string  { return subjectStatus + "." + f.part() }
+
+// stopSubject asks the worker of f running call id to stop it.
+func stopSubject(f Func, id string) string { return subjectStop + "." + f.part() + "." + id }
 
 var idRE = regexp.MustCompile(`^[a-zA-Z0-9]{8,40}(\.[0-9]{1,7})?$`)
 

@@ -25,6 +25,9 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// Name is the connection's name as NATS monitoring shows it.
 	Name string
+	// InboxPrefix replaces _INBOX for the connection's replies: a worker's
+	// credential lets it listen on its own prefix only (Grant).
+	InboxPrefix string
 }
 
 // ErrNotFound is a call ID with no record, and ErrExpired one whose
@@ -56,14 +59,26 @@ func IDTime(id string) (time.Time, bool) {
 
 // Queue is caravan's view of JetStream: calls in, results out.
 type Queue struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	nc *nats.Conn
+	js jetstream.JetStream
+	// results is nil on a worker's connection (ConnectWorker): caravan
+	// server stores results for it.
 	results jetstream.KeyValue
-	inputs  jetstream.ObjectStore
-	outputs jetstream.ObjectStore
 
 	mu      sync.Mutex
 	ensured map[Func]FuncConfig
+	// objects are the functions' object stores by bucket, as bound.
+	objects map[string]jetstream.ObjectStore
+	// admin is the token inputs are signed under (InputKey); empty signs
+	// none.
+	admin string
+}
+
+// sign adds its signature to msg, an input of f.
+func (q *Queue) sign(f Func, msg *nats.Msg) {
+	if q.admin != "" {
+		msg.Header.Set(hdrSig, inputSig(InputKey(q.admin, f), msg.Header.Get(hdrCall), msg.Data, msg.Header.Get(hdrInputRef)))
+	}
 }
 
 // FuncConfig is how a function's stream and consumer behave.
@@ -82,8 +97,43 @@ func (c FuncConfig) withDefaults() FuncConfig {
 	return c
 }
 
-// Connect connects to NATS and makes sure the buckets exist.
+// Connect connects caravan server to NATS, makes sure the call records'
+// bucket exists, and answers workers' requests to store their results
+// (serveResults, results.go).
 func Connect(ctx context.Context, cfg Config) (*Queue, error) {
+	nc, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	q, err := open(ctx, nc)
+	if err == nil {
+		q.admin = cfg.Token
+		err = q.serveResults()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// ConnectWorker connects a worker with its credential (cfg.Token, minted
+// for its function: Grant; cfg.InboxPrefix the grant's). It makes
+// nothing and touches no bucket until it needs one.
+func ConnectWorker(cfg Config) (*Queue, error) {
+	nc, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}, objects: map[string]jetstream.ObjectStore{}}, nil
+}
+
+func dial(cfg Config) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
@@ -97,16 +147,14 @@ func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
 		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
 	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", cfg.URL, err)
 	}
-	q, err := open(ctx, nc)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return q, nil
+	return nc, nil
 }
 
 func open(ctx context.Context, nc *nats.Conn) (*Queue, error) {
@@ -114,24 +162,39 @@ func open(ctx context.Context, nc *nats.Conn) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}}
+	q := &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}, objects: map[string]jetstream.ObjectStore{}}
 	q.results, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: ResultsBucket, Description: "caravan calls: records and results", TTL: Retention,
 		Storage: jetstream.FileStorage, History: 1, MaxValueSize: InlineLimit + 64<<10})
 	if err != nil {
 		return nil, fmt.Errorf("JetStream KV %s: %w", ResultsBucket, err)
 	}
-	for _, b := range []struct {
-		name string
-		to   *jetstream.ObjectStore
-	}{{InputsBucket, &q.inputs}, {OutputsBucket, &q.outputs}} {
-		*b.to, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket: b.name, TTL: Retention, Storage: jetstream.FileStorage})
-		if err != nil {
-			return nil, fmt.Errorf("JetStream object store %s: %w", b.name, err)
-		}
-	}
 	return q, nil
+}
+
+// objectStore is the object store bucket, made first when create (caravan
+// server's Ensure), else bound as it is (a worker may not make one).
+func (q *Queue) objectStore(ctx context.Context, bucket string, create bool) (jetstream.ObjectStore, error) {
+	q.mu.Lock()
+	o := q.objects[bucket]
+	q.mu.Unlock()
+	if o != nil && !create {
+		return o, nil
+	}
+	var err error
+	if create {
+		o, err = q.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: bucket, TTL: Retention, Storage: jetstream.FileStorage})
+	} else {
+		o, err = q.js.ObjectStore(ctx, bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("JetStream object store %s: %w", bucket, err)
+	}
+	q.mu.Lock()
+	q.objects[bucket] = o
+	q.mu.Unlock()
+	return o, nil
 }
 
 // Close drains the connection.
@@ -168,6 +231,11 @@ func (q *Queue) Ensure(ctx context.Context, f Func, cfg FuncConfig) error {
 	if err != nil {
 		return fmt.Errorf("JetStream consumer %s/%s: %w", f.Stream(), ConsumerName, err)
 	}
+	for _, b := range []string{f.InputsBucket(), f.OutputsBucket()} {
+		if _, err := q.objectStore(ctx, b, true); err != nil {
+			return err
+		}
+	}
 	q.mu.Lock()
 	q.ensured[f] = cfg
 	q.mu.Unlock()
@@ -175,7 +243,7 @@ func (q *Queue) Ensure(ctx context.Context, f Func, cfg FuncConfig) error {
 }
 
 // Remove deletes f's stream with the inputs still in it (the records of
-// finished calls stay until they expire).
+// finished calls, and their object stores, stay until they expire).
 func (q *Queue) Remove(ctx context.Context, f Func) error {
 	q.mu.Lock()
 	delete(q.ensured, f)
@@ -230,13 +298,18 @@ func (q *Queue) Submit(ctx context.Context, f Func, id string, input []byte, spa
 		msg.Header.Set(hdrSpawned, "1")
 	}
 	if len(input) > InlineLimit {
-		if _, err := q.inputs.PutBytes(ctx, id, input); err != nil {
+		inputs, err := q.objectStore(ctx, f.InputsBucket(), false)
+		if err != nil {
+			return err
+		}
+		if _, err := inputs.PutBytes(ctx, id, input); err != nil {
 			return fmt.Errorf("storing the input of call %s: %w", id, err)
 		}
 		msg.Header.Set(hdrInputRef, id)
 	} else {
 		msg.Data = input
 	}
+	q.sign(f, msg)
 	if _, err := q.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("queueing call %s: %w", id, err)
 	}
@@ -260,6 +333,7 @@ func (q *Queue) SubmitAll(ctx context.Context, f Func, id func(int) string, inpu
 		msg.Header.Set(hdrCall, id(i))
 		msg.Header.Set(nats.MsgIdHdr, id(i))
 		msg.Data = input
+		q.sign(f, msg)
 		fut, err := q.js.PublishMsgAsync(msg)
 		if err != nil {
 			return fmt.Errorf("queueing input %d: %w", i, err)
@@ -310,7 +384,11 @@ func (q *Queue) decode(ctx context.Context, b []byte) (*Record, error) {
 	if rec.OutputRef == "" {
 		return &rec, nil
 	}
-	full, err := q.outputs.GetBytes(ctx, rec.OutputRef)
+	outputs, err := q.objectStore(ctx, rec.fn().OutputsBucket(), false)
+	if err != nil {
+		return nil, err
+	}
+	full, err := outputs.GetBytes(ctx, rec.OutputRef)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, ErrNotFound
 	}
@@ -324,22 +402,10 @@ func (q *Queue) decode(ctx context.Context, b []byte) (*Record, error) {
 	return &whole, nil
 }
 
-// finish stores rec (final) and announces it on its done subject: the
-// record itself when it is small, else a nudge to read it.
-func (q *Queue) finish(ctx context.Context, rec *Record) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	stored := b
-	if len(b) > InlineLimit {
-		if _, err := q.outputs.PutBytes(ctx, rec.ID, b); err != nil {
-			return fmt.Errorf("storing the result of call %s: %w", rec.ID, err)
-		}
-		stub := *rec
-		stub.Result, stub.OutputRef = nil, rec.ID
-		stored, _ = json.Marshal(stub)
-	}
+// finish stores stored, the record (final) rec as its KV entry holds it
+// (a stub naming its whole form in the outputs bucket when large), and
+// announces it on its done subject.
+func (q *Queue) finish(ctx context.Context, rec *Record, stored []byte) error {
 	if _, err := q.results.Put(ctx, rec.ID, stored); err != nil {
 		return fmt.Errorf("storing the result of call %s: %w", rec.ID, err)
 	}
@@ -442,11 +508,11 @@ func (q *Queue) Cancel(ctx context.Context, id string) (*Record, error) {
 		if _, err := q.results.Update(ctx, id, b, e.Revision()); err != nil {
 			continue // changed underneath (finished?): look again
 		}
-		_ = q.nc.Publish(stopSubject(id), nil)
+		_ = q.nc.Publish(stopSubject(rec.fn(), id), nil)
 		_ = q.nc.Publish(doneSubject(id), b)
 		return rec, nil
 	}
 }
 
 // StopSync stops the run of a sync call whose caller left.
-func (q *Queue) StopSync(id string) { _ = q.nc.Publish(stopSubject(id), nil) }
+func (q *Queue) StopSync(f Func, id string) { _ = q.nc.Publish(stopSubject(f, id), nil) }

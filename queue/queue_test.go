@@ -44,6 +44,36 @@ func connect(t *testing.T, url string) *Queue {
 	return q
 }
 
+// connectWorker connects as a worker of fn does, with a credential
+// minted for it, after making fn's stream as caravan server would when
+// it does not exist yet.
+func connectWorker(t *testing.T, url string) *Queue {
+	t.Helper()
+	return connectWorkerOf(t, url, fn)
+}
+
+func connectWorkerOf(t *testing.T, url string, f Func) *Queue {
+	t.Helper()
+	admin := connect(t, url)
+	ctx := deadline(t)
+	if _, err := admin.js.Stream(ctx, f.Stream()); err != nil {
+		if err := admin.Ensure(ctx, f, FuncConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := Grant{Func: f, Alloc: "alloc-" + f.Name}
+	cred, err := Mint(testToken, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ConnectWorker(Config{URL: url, Token: cred, InboxPrefix: g.InboxPrefix(), Name: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.nc.Close() })
+	return q
+}
+
 var fn = Func{Workspace: "ws", AppJobID: "ws--app", Name: "echo"}
 
 // startWorker serves fn with run until the test ends (or stop is called).
@@ -51,7 +81,7 @@ func startWorker(t *testing.T, q *Queue, cfg FuncConfig, slots int, run Runner) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	w := &Worker{Q: q, Func: fn, Config: cfg, MaxInputs: slots, Run: run}
+	w := &Worker{Q: q, Func: fn, Config: cfg, MaxInputs: slots, Run: run, InputKey: InputKey(testToken, fn)}
 	go func() { defer close(done); _ = w.Serve(ctx, time.Second) }()
 	stopped := false
 	stop = func() {
@@ -97,7 +127,7 @@ func TestCommandCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := &Command{Path: "sh", Args: []string{"-c", `cat "$CARAVAN_INPUT"; echo oops >&2; exit 3`}}
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, cmd.Run)
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, cmd.Run)
 	rec := call(t, q, []byte(`{"a":1}`))
 	if rec.State != Done || rec.Result.Output != `{"a":1}` || rec.Result.Stderr != "oops\n" || rec.Result.ExitCode != 3 || rec.Attempts != 1 {
 		t.Fatalf("record %+v result %+v", rec, rec.Result)
@@ -113,7 +143,7 @@ func TestLargePayloads(t *testing.T) {
 	e, _ := testNATS(t, "")
 	q := connect(t, e.URL())
 	cmd := &Command{Path: "sh", Args: []string{"-c", `cat "$CARAVAN_INPUT"`}}
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, cmd.Run)
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, cmd.Run)
 	input := []byte(`"` + strings.Repeat("x", 1<<20) + `"`)
 	rec := call(t, q, input)
 	if rec.Result.Output != string(input) {
@@ -156,7 +186,7 @@ func TestSpawnGetCancel(t *testing.T) {
 	}
 	var ran sync.Map
 	cmd := &Command{Path: "sh", Args: []string{"-c", `cat "$CARAVAN_INPUT"; [ "$(cat "$CARAVAN_INPUT")" = 2 ] && sleep 30; true`}}
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 2, func(ctx context.Context, id string, in []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 2, func(ctx context.Context, id string, in []byte) *api.CallResult {
 		ran.Store(id, true)
 		return cmd.Run(ctx, id, in)
 	})
@@ -213,7 +243,7 @@ func TestRedelivery(t *testing.T) {
 	if err := q.Ensure(ctx, fn, cfg); err != nil {
 		t.Fatal(err)
 	}
-	dying := connect(t, e.URL())
+	dying := connectWorker(t, e.URL())
 	started := make(chan struct{})
 	startWorker(t, dying, cfg, 1, func(ctx context.Context, id string, in []byte) *api.CallResult {
 		close(started)
@@ -227,7 +257,7 @@ func TestRedelivery(t *testing.T) {
 	}
 	<-started
 	var runs atomic.Int32
-	startWorker(t, connect(t, e.URL()), cfg, 1, func(ctx context.Context, id string, in []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), cfg, 1, func(ctx context.Context, id string, in []byte) *api.CallResult {
 		runs.Add(1)
 		return &api.CallResult{Output: "second"}
 	})
@@ -255,7 +285,7 @@ func TestDeadLetter(t *testing.T) {
 	// Two workers die mid-input, one after the other; the third delivery
 	// goes to a live one, which dead-letters it without running it.
 	for i := range 2 {
-		dying := connect(t, e.URL())
+		dying := connectWorker(t, e.URL())
 		started := make(chan struct{})
 		startWorker(t, dying, cfg, 1, func(ctx context.Context, id string, in []byte) *api.CallResult {
 			close(started)
@@ -269,7 +299,7 @@ func TestDeadLetter(t *testing.T) {
 			t.Fatalf("delivery %d never came", i+1)
 		}
 	}
-	startWorker(t, connect(t, e.URL()), cfg, 1, func(context.Context, string, []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), cfg, 1, func(context.Context, string, []byte) *api.CallResult {
 		t.Error("a dead-lettered input ran")
 		return &api.CallResult{}
 	})
@@ -286,7 +316,7 @@ func TestMapOrder(t *testing.T) {
 	q := connect(t, e.URL())
 	ctx := deadline(t)
 	for range 3 {
-		startWorker(t, connect(t, e.URL()), FuncConfig{}, 2, func(_ context.Context, _ string, in []byte) *api.CallResult {
+		startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 2, func(_ context.Context, _ string, in []byte) *api.CallResult {
 			return &api.CallResult{Output: string(in)}
 		})
 	}
@@ -320,7 +350,7 @@ func TestRestart(t *testing.T) {
 	e, dir := testNATS(t, "")
 	q := connect(t, e.URL())
 	ctx := deadline(t)
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
 		return &api.CallResult{Output: string(in)}
 	})
 	done := call(t, q, []byte(`"before"`))
@@ -339,7 +369,7 @@ func TestRestart(t *testing.T) {
 	e2.Shutdown()
 	e3, _ := testNATS(t, dir)
 	q3 := connect(t, e3.URL())
-	startWorker(t, connect(t, e3.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e3.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
 		return &api.CallResult{Output: string(bytes.ToUpper(in))}
 	})
 	if rec, err := q3.Wait(ctx, queued); err != nil || rec.Result.Output != `"QUEUED"` {
@@ -384,7 +414,7 @@ func TestRestartInFlight(t *testing.T) {
 	q := connect(t, e.URL())
 	running := make(chan struct{})
 	release := make(chan struct{})
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, func(_ context.Context, _ string, in []byte) *api.CallResult {
 		close(running)
 		<-release
 		return &api.CallResult{Output: "after " + string(in)}
@@ -412,7 +442,7 @@ func TestStopGivesInputsBack(t *testing.T) {
 	q := connect(t, e.URL())
 	ctx := deadline(t)
 	started := make(chan struct{})
-	stop := startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(ctx context.Context, _ string, _ []byte) *api.CallResult {
+	stop := startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, func(ctx context.Context, _ string, _ []byte) *api.CallResult {
 		close(started)
 		<-ctx.Done()
 		return &api.CallResult{Output: "stopped"}
@@ -423,7 +453,7 @@ func TestStopGivesInputsBack(t *testing.T) {
 	}
 	<-started
 	stop() // grace 1s (startWorker), then the run ends
-	startWorker(t, connect(t, e.URL()), FuncConfig{}, 1, func(context.Context, string, []byte) *api.CallResult {
+	startWorker(t, connectWorker(t, e.URL()), FuncConfig{}, 1, func(context.Context, string, []byte) *api.CallResult {
 		return &api.CallResult{Output: "second"}
 	})
 	rec, err := q.Wait(ctx, id)

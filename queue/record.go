@@ -37,3 +37,8 @@ type Record struct {
 
 // Final says whether the call has its final state.
 func (r *Record) Final() bool { return r.State == Done || r.State == Cancelled || r.State == Failed }
+
+// fn is the function rec is a call of.
+func (r *Record) fn() Func {
+	return Func{Workspace: r.Workspace, AppJobID: r.AppJobID, Name: r.Function}
+}

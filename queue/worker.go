@@ -2,9 +2,11 @@ package queue
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,9 @@ type Worker struct {
 	MaxInputs int
 	Run       Runner
 	Log       hclog.Logger
+	// InputKey, when set, is the function's InputKey: an input without
+	// its signature is dropped, not run.
+	InputKey string
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -39,16 +44,16 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	if w.Log == nil {
 		w.Log = hclog.NewNullLogger()
 	}
-	if err := w.Q.Ensure(ctx, w.Func, cfg); err != nil {
+	// caravan server makes the stream and consumer (Ensure) when it
+	// deploys the function or takes its first call; a worker may not.
+	cons, err := w.consumer(ctx)
+	if err != nil {
 		return err
 	}
-	cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
-	if err != nil {
-		return fmt.Errorf("consumer of %s: %w", w.Func, err)
-	}
 	w.running = map[string]context.CancelFunc{}
-	stop, err := w.Q.nc.Subscribe(subjectStop+".>", func(m *nats.Msg) {
-		id := m.Subject[len(subjectStop)+1:]
+	prefix := stopSubject(w.Func, "")
+	stop, err := w.Q.nc.Subscribe(stopSubject(w.Func, "*"), func(m *nats.Msg) {
+		id := strings.TrimPrefix(m.Subject, prefix)
 		w.mu.Lock()
 		cancel := w.running[id]
 		w.mu.Unlock()
@@ -100,6 +105,27 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 	return nil
 }
 
+// consumer waits until the function's consumer exists and returns it,
+// looking every 50 ms at first, then less often (up to 1s).
+func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	wait := 50 * time.Millisecond
+	for {
+		cons, err := w.Q.js.Consumer(ctx, w.Func.Stream(), ConsumerName)
+		if err == nil {
+			return cons, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			w.Log.Warn("consumer", "function", w.Func.String(), "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("consumer of %s: %w", w.Func, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*3/2, time.Second)
+	}
+}
+
 // handle runs one delivery to its end: a result stored and the input
 // acked, or the input given back.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) {
@@ -110,13 +136,18 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		_ = msg.Term()
 		return
 	}
+	if w.InputKey != "" && !hmac.Equal([]byte(msg.Headers().Get(hdrSig)), []byte(inputSig(w.InputKey, id, msg.Data(), msg.Headers().Get(hdrInputRef)))) {
+		w.Log.Error("an input not signed for this function: dropped", "call", id)
+		_ = msg.Term()
+		return
+	}
 	attempt := int(meta.NumDelivered)
 	spawned := msg.Headers().Get(hdrSpawned) != ""
 	rec := &Record{ID: id, Workspace: w.Func.Workspace, AppJobID: w.Func.AppJobID, Function: w.Func.Name, Attempts: attempt, Created: meta.Timestamp.UTC()}
 	// A redelivery may follow a worker that stored the result and died
 	// before its ack; a spawned call may have been cancelled while queued.
 	if attempt > 1 || spawned {
-		if have, err := w.Q.Get(ctx, id); err == nil && have.Final() {
+		if final(w.Q.callState(ctx, w.Func, id)) {
 			_ = msg.Ack()
 			return
 		}
@@ -125,16 +156,20 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		rec.State, rec.Finished = Failed, time.Now().UTC()
 		rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1,
 			Error: fmt.Sprintf("the input was delivered %d times and no worker finished it (each was lost mid-input, e.g. its container was killed): dead-lettered", cfg.MaxAttempts)}
-		w.store(ctx, msg, rec, false)
+		w.store(ctx, msg, rec)
 		return
 	}
 	input := msg.Data()
 	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
-		input, err = w.Q.inputs.GetBytes(ctx, ref)
+		var inputs jetstream.ObjectStore
+		inputs, err = w.Q.objectStore(ctx, w.Func.InputsBucket(), false)
+		if err == nil {
+			input, err = inputs.GetBytes(ctx, ref)
+		}
 		if err != nil {
 			rec.State, rec.Finished = Failed, time.Now().UTC()
 			rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1, Error: "the input could not be read: " + err.Error()}
-			w.store(ctx, msg, rec, spawned)
+			w.store(ctx, msg, rec)
 			return
 		}
 	}
@@ -174,25 +209,42 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		rec.State = Cancelled
 	}
 	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
-		defer func() { _ = w.Q.inputs.Delete(context.Background(), ref) }()
+		defer func() {
+			if inputs, err := w.Q.objectStore(context.Background(), w.Func.InputsBucket(), false); err == nil {
+				_ = inputs.Delete(context.Background(), ref)
+			}
+		}()
 	}
-	w.store(ctx, msg, rec, spawned)
+	w.store(ctx, msg, rec)
 }
 
-// store finishes rec, then acks msg. A spawned call cancelled meanwhile
-// keeps its cancelled record.
-func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record, spawned bool) {
-	if spawned {
-		if have, err := w.Q.Get(ctx, rec.ID); err == nil && have.State == Cancelled {
+// store has caravan server store rec (results.go, which keeps a
+// spawned call cancelled meanwhile cancelled), then acks msg.
+// While no caravan server answers (one restarting) it asks again for a
+// while, holding the input's lease, before it gives the input back.
+func (w *Worker) store(ctx context.Context, msg jetstream.Msg, rec *Record) {
+	lease := w.Config.withDefaults().AckWait
+	var err error
+	for range 10 {
+		_ = msg.InProgress()
+		rctx, cancel := context.WithTimeout(ctx, lease/2)
+		err = w.Q.sendResult(rctx, w.Func, rec)
+		cancel()
+		var refused *RefusedError
+		if err == nil {
 			_ = msg.Ack()
+			w.Log.Debug("answered", "call", rec.ID, "state", rec.State, "attempt", strconv.Itoa(rec.Attempts))
 			return
 		}
+		if ctx.Err() != nil || errors.As(err, &refused) {
+			break
+		}
+		w.Log.Warn("storing a result; asking again", "call", rec.ID, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(lease/3, 2*time.Second)):
+		}
 	}
-	if err := w.Q.finish(ctx, rec); err != nil {
-		w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	_ = msg.Ack()
-	w.Log.Debug("answered", "call", rec.ID, "state", rec.State, "attempt", strconv.Itoa(rec.Attempts))
+	w.Log.Error("storing a result; the input goes back", "call", rec.ID, "error", err)
+	_ = msg.NakWithDelay(time.Second)
 }

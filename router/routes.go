@@ -73,9 +73,6 @@ type Config struct {
 // Worker says how a callable function's workers reach the NATS they take
 // inputs from (they start as the caravan agent: see AgentCommand).
 type Worker struct {
-	NATSURL string
-	// Token is the NATS credential the workers present.
-	Token string
 	// AckWait and MaxAttempts are the functions' lease and retry limit
 	// (zero: the queue's defaults).
 	AckWait     time.Duration

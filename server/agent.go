@@ -2,14 +2,18 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/queue"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -92,4 +96,56 @@ func (h *handler) drainAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("allocation drained", "job", a.JobID, "alloc", a.ID, "in_flight", ans.InFlight, "proxies", ans.Proxies, "failed", ans.Failed, "took", time.Since(start))
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// WorkerCredentials mints the NATS credential of a warm function's
+// worker (NATSWorkers).
+type WorkerCredentials interface {
+	Credential(g queue.Grant) (agent.NATSAnswer, error)
+}
+
+var _ WorkerCredentials = NATSWorkers{}
+
+// natsAgent answers a warm function's worker at its start with its NATS
+// URL and a credential for its function and allocation (queue.Grant):
+// the job carries no credential, only this URL, signed for the job and
+// answered to a live allocation of it.
+func (h *handler) natsAgent(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	a, err := h.agents.OpenAgent(r.Context(), q.Get("job"), q.Get("alloc"), q.Get("sig"))
+	if err != nil {
+		h.log.Warn("agent NATS credential refused", "job", q.Get("job"), "alloc", q.Get("alloc"), "remote", r.RemoteAddr, "error", err)
+		h.fail(w, err)
+		return
+	}
+	g, err := workerGrant(a)
+	if err != nil {
+		h.log.Warn("agent NATS credential refused", "job", a.JobID, "alloc", a.ID, "error", err)
+		h.fail(w, err)
+		return
+	}
+	ans, err := h.natsWorkers.Credential(g)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	h.log.Debug("agent NATS credential", "function", g.Func.String(), "alloc", a.ID)
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// workerGrant is what allocation a of a warm function's workers' job may
+// do on NATS: its function's calls. The job's meta (which caravan
+// renders, not the app's spec) names the workspace and function.
+func workerGrant(a *nomad.Allocation) (queue.Grant, error) {
+	if a.Job == nil || a.Job.ID == nil || a.Job.Meta[jobs.MetaWorkers] != "true" {
+		return queue.Grant{}, &orchestrator.AgentAccessError{Why: fmt.Sprintf("allocation %s is not a warm function's worker", a.ID)}
+	}
+	fn, ws := a.Job.Meta[jobs.MetaFunction], a.Job.Meta[jobs.MetaWorkspace]
+	appJob, ok := strings.CutSuffix(*a.Job.ID, jobs.CallSeparator+fn)
+	g := queue.Grant{Func: queue.Func{Workspace: ws, AppJobID: appJob, Name: fn}, Alloc: a.ID}
+	if !ok || fn == "" || g.Func.Check() != nil {
+		return queue.Grant{}, &orchestrator.AgentAccessError{Why: fmt.Sprintf("job %s names no function of its workers", *a.Job.ID)}
+	}
+	return g, nil
 }

@@ -73,6 +73,9 @@ type Deps struct {
 	// Loads reads the caravan proxies' load for the app list's autoscaled
 	// functions; nil lists them without.
 	Loads LoadReader
+	// NATSWorkers mints warm functions' workers' NATS credentials (GET
+	// agent.NATSPath); nil serves none.
+	NATSWorkers WorkerCredentials
 }
 
 // Request body bounds. A body over its bound answers 413 input_too_large,
@@ -100,6 +103,7 @@ type handler struct {
 	agentBinary  string
 	drainer      Drainer
 	loads        LoadReader
+	natsWorkers  WorkerCredentials
 	mux          *http.ServeMux
 	// serve is mux, bounded to limits.MaxConcurrent requests at once.
 	serve http.Handler
@@ -109,7 +113,7 @@ type handler struct {
 func NewHandler(d Deps) http.Handler {
 	h := &handler{orch: d.Orchestrator, tokens: d.Tokens, log: d.Logger, probeSecret: d.ProbeSecret,
 		limits: d.Limits.withDefaults(), bundleLimits: d.BundleLimits, mux: http.NewServeMux(),
-		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer, loads: d.Loads}
+		agents: d.Agents, agentBinary: d.AgentBinary, drainer: d.Drainer, loads: d.Loads, natsWorkers: d.NATSWorkers}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
@@ -131,6 +135,9 @@ func NewHandler(d Deps) http.Handler {
 		mux.HandleFunc("GET "+agent.Path, h.getAgent)
 		if h.drainer != nil {
 			mux.HandleFunc("POST "+agent.DrainPath, h.drainAgent)
+		}
+		if h.natsWorkers != nil {
+			mux.HandleFunc("GET "+agent.NATSPath, h.natsAgent)
 		}
 	}
 	mux.Handle("POST /v1/deploy", h.authed(h.deploy))

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/autoscale"
 	"github.com/caravanhq/caravan/autoscaler"
 	"github.com/caravanhq/caravan/jobs"
@@ -30,8 +32,11 @@ type NATSConfig struct {
 	// Token or CredsFile authenticates caravan server to an external NATS;
 	// CAFile, CertFile and KeyFile are its TLS settings.
 	Token, CredsFile, CAFile, CertFile, KeyFile string
-	// WorkerToken is what workers present to an external NATS (default
-	// Token).
+	// WorkerToken, when set, is what every worker presents to an external
+	// NATS (the operator's credential for them, with the permissions the
+	// operator gave it); unset, workers get credentials minted under Token
+	// for their function (queue.Grant), which only a NATS that checks
+	// them does: the embedded one (another caravan server's, too).
 	WorkerToken string
 	// Dir keeps the embedded server's files and its token (default
 	// DefaultNATSDir()); Listen is its host:port (default: 127.0.0.1 on a
@@ -46,9 +51,40 @@ type NATSConfig struct {
 // DefaultNATSDir is $XDG_DATA_HOME/caravan/nats (~/.local/share/...).
 func DefaultNATSDir() string { return filepath.Join(filepath.Dir(DefaultBundleDir()), "nats") }
 
+// NATSWorkers mints what a warm function's worker presents to NATS
+// (GET agent.NATSPath).
+type NATSWorkers struct {
+	// URL is the NATS URL workers connect to.
+	URL string
+	// Key is the admin token credentials are minted under.
+	Key string
+	// Token, when set, is every worker's credential instead (an external
+	// NATS's, --nats-worker-token).
+	Token string
+}
+
+// Credential is the NATS URL and credential of worker g.
+func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
+	if n.Token != "" {
+		ans := agent.NATSAnswer{URL: n.URL, Token: n.Token}
+		if n.Key != "" {
+			ans.InputKey = queue.InputKey(n.Key, g.Func)
+		}
+		return ans, nil
+	}
+	if n.Key == "" {
+		return agent.NATSAnswer{}, api.Errorf(api.CodeUnavailable, "this server has no NATS token to mint workers' credentials under: give --nats-token, or --nats-worker-token")
+	}
+	cred, err := queue.Mint(n.Key, g)
+	if err != nil {
+		return agent.NATSAnswer{}, err
+	}
+	return agent.NATSAnswer{URL: n.URL, Token: cred, InboxPrefix: g.InboxPrefix(), InputKey: queue.InputKey(n.Key, g.Func)}, nil
+}
+
 // startQueue connects to the queue cfg names, starting the embedded NATS
 // first when there is no URL. It returns what workers need to reach it.
-func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embedded, router.Worker, error) {
+func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embedded, router.Worker, NATSWorkers, error) {
 	w := router.Worker{AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
 	qc := queue.Config{URL: cfg.URL, Token: cfg.Token, CredsFile: cfg.CredsFile, CAFile: cfg.CAFile,
 		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, Name: "caravan server"}
@@ -59,34 +95,31 @@ func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embed
 			dir = DefaultNATSDir()
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, w, fmt.Errorf("NATS directory: %w", err)
+			return nil, nil, w, NATSWorkers{}, fmt.Errorf("NATS directory: %w", err)
 		}
 		token, err := keptSecret(filepath.Join(dir, "token"))
 		if err != nil {
-			return nil, nil, w, err
+			return nil, nil, w, NATSWorkers{}, err
 		}
 		listen, err := keptListen(filepath.Join(dir, "listen"), cfg.Listen)
 		if err != nil {
-			return nil, nil, w, err
+			return nil, nil, w, NATSWorkers{}, err
 		}
 		emb, err = queue.StartEmbedded(queue.EmbeddedConfig{Dir: filepath.Join(dir, "jetstream"), Listen: listen, Token: token})
 		if err != nil {
-			return nil, nil, w, err
+			return nil, nil, w, NATSWorkers{}, err
 		}
 		qc.URL, qc.Token = emb.URL(), token
 	}
-	w.NATSURL, w.Token = qc.URL, qc.Token
-	if cfg.WorkerToken != "" {
-		w.Token = cfg.WorkerToken
-	}
+	nw := NATSWorkers{URL: qc.URL, Key: qc.Token, Token: cfg.WorkerToken}
 	q, err := queue.Connect(ctx, qc)
 	if err != nil {
 		if emb != nil {
 			emb.Shutdown()
 		}
-		return nil, nil, w, err
+		return nil, nil, w, NATSWorkers{}, err
 	}
-	return q, emb, w, nil
+	return q, emb, w, nw, nil
 }
 
 // keptSecret reads the secret in path, making one the first time.

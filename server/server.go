@@ -193,6 +193,7 @@ type Server struct {
 	queue  *queue.Queue
 	nats   *queue.Embedded
 	worker router.Worker
+	natsW  NATSWorkers
 }
 
 // New wires a Server from cfg and opens its listener; Start serves it.
@@ -279,7 +280,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := agreeRouter(ctx, kv, cfg.Router, "caravan server "+ln.Addr().String()+" on "+host, time.Now()); err != nil {
 		return nil, err
 	}
-	q, emb, worker, err := startQueue(ctx, cfg.NATS)
+	q, emb, worker, natsWorkers, err := startQueue(ctx, cfg.NATS)
 	if err != nil {
 		return nil, err
 	}
@@ -331,11 +332,13 @@ func New(cfg Config) (_ *Server, err error) {
 		queue:    q,
 		nats:     emb,
 		worker:   worker,
+		natsW:    natsWorkers,
 	}
 	clients := &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}
 	s.scaler = &autoscaler.Scaler{Backend: clients, Queues: workerQueues{nomad: nc, queue: q}, Log: log.Named("autoscaler")}
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
-		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}, Loads: clients})
+		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}, Loads: clients,
+		NATSWorkers: natsWorkers})
 	s.http = &http.Server{Addr: cfg.Listen, Handler: s.handler}
 	cfg.Limits.Apply(s.http)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -448,9 +451,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Worker is how workers reach this server's queue: its NATS URL and
-// credential, and the binary they start as.
+// Worker is how workers start: the binary, their lease and retry limit.
 func (s *Server) Worker() router.Worker { return s.worker }
+
+// NATS is this server's NATS URL and admin token (another caravan
+// server of the cluster may use them as --nats-url, --nats-token).
+func (s *Server) NATS() (url, token string) { return s.natsW.URL, s.natsW.Key }
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler { return s.handler }

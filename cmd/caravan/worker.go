@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/queue"
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
@@ -22,8 +22,9 @@ func workerCommand() *cli.Command {
 		Usage:     "Serve a callable function's queue: run COMMAND once per input (a warm function's task runs this)",
 		ArgsUsage: "-- COMMAND [ARGS...]",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "nats-url", EnvVars: []string{jobs.EnvNATSURL}, Required: true},
-			&cli.StringFlag{Name: "nats-token", EnvVars: []string{jobs.EnvNATSToken}},
+			&cli.StringFlag{Name: "agent-nats-url", EnvVars: []string{agent.EnvNATSURL}, Usage: "caravan server's signed `URL` of this worker's NATS credential (the job renders it)"},
+			&cli.StringFlag{Name: "nats-url", Usage: "connect to this NATS `URL` instead, with --nats-token (by hand)"},
+			&cli.StringFlag{Name: "nats-token", Usage: "the NATS credential with --nats-url"},
 			&cli.StringFlag{Name: "workspace", Required: true},
 			&cli.StringFlag{Name: "app-job", Required: true},
 			&cli.StringFlag{Name: "function", Required: true},
@@ -40,9 +41,22 @@ func workerCommand() *cli.Command {
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan-worker", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			q, err := queue.Connect(cctx, queue.Config{URL: c.String("nats-url"), Token: c.String("nats-token"), Name: "caravan worker " + c.String("function")})
-			cancel()
+			nc := agent.NATSAnswer{URL: c.String("nats-url"), Token: c.String("nats-token")}
+			if u := c.String("agent-nats-url"); u != "" && nc.URL == "" {
+				// The user's command does not get the URL.
+				_ = os.Unsetenv(agent.EnvNATSURL)
+				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				var err error
+				nc, err = agent.FetchNATS(cctx, u, nil)
+				cancel()
+				if err != nil {
+					return cli.Exit(err.Error(), 1)
+				}
+			}
+			if nc.URL == "" {
+				return cli.Exit("worker needs $"+agent.EnvNATSURL+" (or --nats-url and --nats-token)", 1)
+			}
+			q, err := queue.ConnectWorker(queue.Config{URL: nc.URL, Token: nc.Token, InboxPrefix: nc.InboxPrefix, Name: "caravan worker " + c.String("function")})
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
@@ -51,7 +65,7 @@ func workerCommand() *cli.Command {
 			// Inputs' files go in the task's own directory (NOMAD_TASK_DIR;
 			// exec's chroot may have no /tmp).
 			cmd := &queue.Command{Path: c.Args().First(), Args: c.Args().Tail(), Dir: os.Getenv("NOMAD_TASK_DIR")}
-			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log,
+			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log, InputKey: nc.InputKey,
 				Config: queue.FuncConfig{AckWait: c.Duration("ack-wait"), MaxAttempts: c.Int("max-attempts")}}
 			log.Info("serving", "function", f.String(), "max_inputs", w.MaxInputs, "command", cmd.Path)
 			if err := w.Serve(ctx, c.Duration("grace")); err != nil {
