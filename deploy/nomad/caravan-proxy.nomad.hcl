@@ -123,14 +123,14 @@ job "caravan-proxy" {
         env         = true
         change_mode = "restart"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/caravan-proxy" }}{{ if .consul_ca_pem }}CONSUL_CACERT={{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/caravan-proxy" }}{{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}CONSUL_CACERT={{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem{{ end }}{{ end }}{{ end }}
         EOT
       }
       template {
         destination = "${NOMAD_SECRETS_DIR}/consul-ca.pem"
         change_mode = "restart"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/caravan-proxy" }}{{ if .consul_ca_pem }}{{ .consul_ca_pem }}{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/caravan-proxy" }}{{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
         EOT
       }
 

@@ -14,7 +14,7 @@
 #     nomad_token=@nomad-server.token consul_token=@consul-server.token \
 #     nats_token=@nats.token \
 #     [nomad_ca_pem=@nomad-ca.pem] [consul_ca_pem=@consul-ca.pem] \
-#     [aws_access_key_id=... aws_secret_access_key=...]
+#     [AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...]
 #   nomad job run -var-file caravan.vars.hcl caravan-server.nomad.hcl
 #
 # The tokens are of deploy/acl's caravan-server policies.
@@ -229,24 +229,25 @@ job "caravan-server" {
       template {
         destination = "${NOMAD_SECRETS_DIR}/nomad-ca.pem"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/caravan-server" }}{{ if .nomad_ca_pem }}{{ .nomad_ca_pem }}{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/caravan-server" }}{{- range $k, $v := . }}{{ if eq $k "nomad_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
         EOT
       }
       template {
         destination = "${NOMAD_SECRETS_DIR}/consul-ca.pem"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/caravan-server" }}{{ if .consul_ca_pem }}{{ .consul_ca_pem }}{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/caravan-server" }}{{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
         EOT
       }
-      # The CAs only when the Variable has them; S3 credentials likewise.
+      # The CAs only when the Variable has them, and its items named like
+      # environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY for S3).
       template {
         destination = "${NOMAD_SECRETS_DIR}/caravan.env"
         env         = true
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/caravan-server" }}
-          {{- if .nomad_ca_pem }}NOMAD_CACERT={{ env "NOMAD_SECRETS_DIR" }}/nomad-ca.pem{{ "\n" }}{{ end }}
-          {{- if .consul_ca_pem }}CONSUL_CACERT={{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem{{ "\n" }}{{ end }}
-          {{- if .aws_access_key_id }}AWS_ACCESS_KEY_ID={{ .aws_access_key_id }}{{ "\n" }}AWS_SECRET_ACCESS_KEY={{ .aws_secret_access_key }}{{ "\n" }}{{ end }}
+          {{- range $k, $v := . }}{{ if eq $k "nomad_ca_pem" }}NOMAD_CACERT={{ env "NOMAD_SECRETS_DIR" }}/nomad-ca.pem{{ "\n" }}{{ end }}{{ end }}
+          {{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}CONSUL_CACERT={{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem{{ "\n" }}{{ end }}{{ end }}
+          {{- range $k, $v := . }}{{ if $k | regexMatch "^[A-Z][A-Z0-9_]*$" }}{{ $k }}={{ $v }}{{ "\n" }}{{ end }}{{ end }}
           {{- end }}
         EOT
       }

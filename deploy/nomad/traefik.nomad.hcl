@@ -179,10 +179,10 @@ job "traefik" {
                 address: "${var.consul_addr}"
           {{- with nomadVar "nomad/jobs/traefik" }}
                 token: "{{ .consul_token }}"
-          {{- if .consul_ca_pem }}
+          {{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}
                 tls:
                   ca: /secrets/consul-ca.pem
-          {{- end }}{{ end }}
+          {{- end }}{{ end }}{{ end }}
               exposedByDefault: false
               watch: true
               stale: false
@@ -191,10 +191,10 @@ job "traefik" {
               endpoints: ["${var.consul_addr}"]
           {{- with nomadVar "nomad/jobs/traefik" }}
               token: "{{ .consul_token }}"
-          {{- if .consul_ca_pem }}
+          {{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}
               tls:
                 ca: /secrets/consul-ca.pem
-          {{- end }}{{ end }}
+          {{- end }}{{ end }}{{ end }}
           certificatesResolvers:
             caravan:
               acme:
@@ -214,7 +214,7 @@ job "traefik" {
       template {
         destination = "secrets/consul-ca.pem"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/traefik" }}{{ if .consul_ca_pem }}{{ .consul_ca_pem }}{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/traefik" }}{{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
         EOT
       }
       # The DNS provider's credentials: the Variable's items named like
@@ -224,7 +224,7 @@ job "traefik" {
         env         = true
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/traefik" }}{{ range $k, $v := . }}{{ if $k | regexMatch "^[A-Z][A-Z0-9_]*$" }}{{ $k }}={{ $v }}
-          {{ end }}{{ end }}{{ end }}
+          {{- end }}{{ end }}{{ end }}
         EOT
       }
 

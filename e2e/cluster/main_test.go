@@ -188,7 +188,7 @@ func policyPath() string { return filepath.Join(env.stack.StateDir, "policy.hcl"
 func startCaravan(ctx context.Context, name, listen, first string, nomadIndex int, nomadToken string) (*api.Client, error) {
 	s := env.stack
 	cl := &api.Client{Addr: "http://" + listen}
-	err := s.StartProcess(ctx, name, listen, append(append([]string{env.bin, "server", "--log-level", "debug"}, s.ServerFlags()...),
+	err := s.StartProcess(ctx, name, listen, append(append(append([]string{env.bin, "server", "--log-level", "debug"}, s.ServerFlags()...),
 		"--listen", listen,
 		"--nomad-addr", "https://127.0.0.1:"+strconv.Itoa(s.Cluster.NomadServers[nomadIndex].HTTP),
 		"--consul-addr", s.ConsulAddr(),
@@ -197,8 +197,21 @@ func startCaravan(ctx context.Context, name, listen, first string, nomadIndex in
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--traefik-api", s.TraefikAPI(),
 		"--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", filepath.Join(s.StateDir, "bundles"),
-		"--nomad-token-file", nomadToken), nil, cl.Health)
+		"--nomad-token-file", nomadToken), natsFlags(nomadIndex)...), nil, cl.Health)
 	return cl, err
+}
+
+// natsFlags are the NATS flags of the i-th caravan server, as `caravan
+// dev up --cluster` gives them: the first embeds the stack's NATS (in the
+// stack's state, not the user's data directory), the others use it, as
+// the servers of a cluster share one.
+func natsFlags(i int) []string {
+	dir := filepath.Join(env.stack.StateDir, "nats")
+	if i == 0 {
+		return []string{"--nats-dir", dir}
+	}
+	listen, _ := os.ReadFile(filepath.Join(dir, "listen"))
+	return []string{"--nats-url", "nats://" + strings.TrimSpace(string(listen)), "--nats-token-file", filepath.Join(dir, "token")}
 }
 
 func freeAddr() string {
