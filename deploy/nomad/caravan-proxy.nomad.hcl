@@ -11,7 +11,7 @@
 #
 #   nomad var put -namespace caravan-system nomad/jobs/caravan-proxy \
 #     consul_token=@consul-proxy.token [consul_ca_pem=@consul-ca.pem]
-#   nomad job run -var-file caravan.vars.hcl caravan-proxy.nomad.hcl
+#   nomad job run -var-file VARS.hcl caravan-proxy.nomad.hcl
 
 variable "namespace" {
   type        = string

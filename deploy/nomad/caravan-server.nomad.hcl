@@ -15,7 +15,7 @@
 #     nats_token=@nats.token \
 #     [nomad_ca_pem=@nomad-ca.pem] [consul_ca_pem=@consul-ca.pem] \
 #     [AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...]
-#   nomad job run -var-file caravan.vars.hcl caravan-server.nomad.hcl
+#   nomad job run -var-file VARS.hcl caravan-server.nomad.hcl
 #
 # The tokens are of deploy/acl's caravan-server policies.
 

@@ -5,7 +5,7 @@
 # nomad/jobs/caravan-server as nats_token):
 #
 #   nomad var put -namespace caravan-system nomad/jobs/nats token=@nats.token
-#   nomad job run -var-file caravan.vars.hcl nats.nomad.hcl
+#   nomad job run -var-file VARS.hcl nats.nomad.hcl
 #
 # caravan server's --nats-url is then nats://<this client>:4222 (or
 # nats.service.consul:4222 through Consul DNS).

@@ -25,7 +25,7 @@
 #
 #   nomad var put -namespace caravan-system nomad/jobs/traefik \
 #     consul_token=@consul-traefik.token CF_DNS_API_TOKEN=...
-#   nomad job run -var-file caravan.vars.hcl traefik.nomad.hcl
+#   nomad job run -var-file VARS.hcl traefik.nomad.hcl
 
 variable "namespace" {
   type    = string
