@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -230,4 +231,103 @@ func logTasks(t *testing.T, job, task string) {
 		cancel()
 		t.Logf("stderr of %s %s:\n%s", a.ID[:8], task, out)
 	}
+}
+
+// TestClusterSelfHostedServer: deploy/nomad/caravan-server.nomad.hcl runs
+// on the cluster (one instance: the stack's clients share 127.0.0.1, so
+// two would want the same static port), its Nomad and Consul tokens of
+// deploy/acl's policies, Nomad's CA and the NATS token read from its
+// Nomad Variable; an app deployed through it answers over HTTPS. It
+// shares the stack's servers' address (caravan_url), NATS and bundle
+// directory, as the servers of one cluster must.
+func TestClusterSelfHostedServer(t *testing.T) {
+	ctx := context.Background()
+	s := env.stack
+	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	natsDir := filepath.Join(s.StateDir, "nats")
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-server",
+		Items: map[string]string{
+			"nomad_token":  read(s.Cluster.TokenFile("nomad", "caravan-server")),
+			"consul_token": read(s.Cluster.TokenFile("consul", "caravan-server")),
+			"nats_token":   read(filepath.Join(natsDir, "token")),
+			"nomad_ca_pem": read(s.Cluster.CACert()),
+		}}, w); err != nil {
+		t.Fatal(err)
+	}
+	listen := freeAddr()
+	_, port, _ := strings.Cut(listen, ":")
+	vars := fmt.Sprintf(`driver = "raw_exec"
+caravan_command = %q
+count = 1
+port = %s
+caravan_url = %q
+nomad_addr = "https://127.0.0.1:%d"
+consul_addr = %q
+domain = %q
+https_port = %d
+traefik_api = %q
+nats_url = "nats://%s"
+bundle_dir = %q
+workspace_policy = %q
+`, env.bin, port, env.servers[0].Addr, s.Cluster.NomadServers[2].HTTP, s.ConsulAddr(), s.Domain, s.Ports.TraefikWebsecure,
+		s.TraefikAPI(), read(filepath.Join(natsDir, "listen")), filepath.Join(s.StateDir, "bundles"), clusterPolicy)
+	job := parseJob(t, "caravan-server.nomad.hcl", vars)
+	began := time.Now()
+	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTasks(t, *job.ID, "server")
+		}
+		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
+			t.Logf("purging %s: %v", *job.ID, err)
+		}
+		if _, err := env.nomad.Variables().Delete("nomad/jobs/caravan-server", w); err != nil {
+			t.Logf("deleting its Variable: %v", err)
+		}
+	})
+	// It listens on its allocation's address (the client's fingerprinted
+	// IP, as Nomad gives static ports), which the test reads from Nomad.
+	cl := &api.Client{Token: env.client.Token}
+	eventually(t, 2*time.Minute, "caravan server of the job answering /v1/health", func() error {
+		if cl.Addr == "" {
+			allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			for _, a := range allocs {
+				full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
+				if err != nil {
+					return err
+				}
+				for _, n := range full.AllocatedResources.Shared.Networks {
+					cl.Addr = "http://" + n.IP + ":" + port
+				}
+			}
+			if cl.Addr == "" {
+				return fmt.Errorf("no allocation of %s has an address yet", *job.ID)
+			}
+		}
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return cl.Health(hctx)
+	})
+	t.Logf("caravan server of the job healthy %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	const job2 = "e2e--selfhosted"
+	purge(t, job2)
+	res := deploy(t, cl, "selfhosted.hcl", nodeServer("selfhosted", "through the job\n", 1), api.DeployBody{})
+	t.Logf("deployed through the job's server: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
+	answers(t, res.Functions[0].URL, "through the job\n")
 }
