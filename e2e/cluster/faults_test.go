@@ -291,7 +291,7 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1Hash := j1.Meta[jobs.MetaSpecHash]
+	v1Version := *j1.Version
 
 	go func() {
 		// Its answer never comes: the server dies first.
@@ -327,8 +327,8 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if j.Meta[jobs.MetaSpecHash] == v1Hash {
-			return fmt.Errorf("Nomad's job is still version 1's (spec hash %s)", v1Hash)
+		if *j.Version == v1Version {
+			return fmt.Errorf("Nomad's job is still at version 1's (Nomad version %d)", v1Version)
 		}
 		return nil
 	})

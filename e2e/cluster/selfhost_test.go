@@ -1,0 +1,333 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/proxy"
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// systemNamespace is the Nomad namespace of caravan's own jobs
+// (deploy/nomad's default).
+const systemNamespace = "caravan-system"
+
+// jobFile reads one of deploy/nomad's job files.
+func jobFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nomad", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// parseJob parses a job file as `nomad job run -var-file` would, with
+// vars as the variables file's content, by the cluster's own parser.
+func parseJob(t *testing.T, name, vars string) *nomad.Job {
+	t.Helper()
+	job, err := env.nomad.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: jobFile(t, name), Variables: vars, Canonicalize: true})
+	if err != nil {
+		t.Fatalf("parsing deploy/nomad/%s: %v", name, err)
+	}
+	return job
+}
+
+// proxyVars are the variables of caravan-proxy.nomad.hcl on this cluster:
+// raw_exec and the caravan binary the tests built, already on the clients.
+func proxyVars() string {
+	return fmt.Sprintf("driver = \"raw_exec\"\ncaravan_command = %q\nconsul_addr = %q\ndomain = %q\n",
+		env.bin, env.stack.ConsulAddr(), env.stack.Domain)
+}
+
+// TestClusterJobFilesPlan: every job file of deploy/nomad parses with its
+// variables filled in and plans on the cluster. The jobs needing docker
+// (Traefik, NATS) cannot be placed on this cluster's raw_exec clients:
+// their plans say so, and nothing else.
+func TestClusterJobFilesPlan(t *testing.T) {
+	ctx := context.Background()
+	if err := env.stack.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"caravan-proxy.nomad.hcl": proxyVars(),
+		"caravan-server.nomad.hcl": fmt.Sprintf("driver = \"raw_exec\"\ncaravan_command = %q\ncaravan_url = \"http://caravan.example.com:7474\"\n"+
+			"domain = %q\nnats_url = \"nats://nats.example.com:4222\"\nbundle_s3_endpoint = \"s3.example.com\"\nbundle_s3_bucket = \"bundles\"\n"+
+			"workspace_policy = \"workspace \\\"*\\\" {\\n  drivers = [\\\"exec\\\"]\\n}\\n\"\n", env.bin, env.stack.Domain),
+		"traefik.nomad.hcl": "acme_email = \"ops@example.com\"\ndns_provider = \"cloudflare\"\n",
+		"nats.nomad.hcl":    "",
+	}
+	needsDocker := map[string]bool{"traefik.nomad.hcl": true, "nats.nomad.hcl": true}
+	for name, vars := range files {
+		t.Run(name, func(t *testing.T) {
+			job := parseJob(t, name, vars)
+			if *job.Namespace != systemNamespace {
+				t.Errorf("namespace %q, want %q", *job.Namespace, systemNamespace)
+			}
+			plan, _, err := env.nomad.Jobs().Plan(job, false, &nomad.WriteOptions{Namespace: systemNamespace})
+			if err != nil {
+				t.Fatalf("planning %s: %v", name, err)
+			}
+			for group, failed := range plan.FailedTGAllocs {
+				if !needsDocker[name] {
+					t.Errorf("group %s cannot be placed: %+v", group, failed)
+					continue
+				}
+				if failed.ConstraintFiltered["missing drivers"] == 0 {
+					t.Errorf("group %s cannot be placed, not for want of docker: %+v", group, failed.ConstraintFiltered)
+				}
+			}
+			t.Logf("%s: %s, %d groups, plan: %d placement failures", name, *job.ID, len(job.TaskGroups), len(plan.FailedTGAllocs))
+		})
+	}
+}
+
+// TestClusterSelfHosted: deploy/nomad/caravan-proxy.nomad.hcl runs on the
+// cluster as a system job, its Consul token (deploy/acl's caravan-proxy
+// policy) read from its Nomad Variable; Nomad registers one caravan-proxy
+// per client in Consul, each passes its check and answers its load
+// report on the admin address its meta names.
+func TestClusterSelfHosted(t *testing.T) {
+	ctx := context.Background()
+	s := env.stack
+	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	token, err := os.ReadFile(s.Cluster.TokenFile("consul", "caravan-proxy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Cluster.Tokens["consul/caravan-proxy"] {
+		t.Fatal("the stack made no caravan-proxy token of deploy/acl's policy")
+	}
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-proxy",
+		Items: map[string]string{"consul_token": strings.TrimSpace(string(token))}}, w); err != nil {
+		t.Fatal(err)
+	}
+	job := parseJob(t, "caravan-proxy.nomad.hcl", proxyVars())
+	began := time.Now()
+	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
+			t.Logf("purging %s: %v", *job.ID, err)
+		}
+		if _, err := env.nomad.Variables().Delete("nomad/jobs/caravan-proxy", w); err != nil {
+			t.Logf("deleting its Variable: %v", err)
+		}
+	})
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTasks(t, *job.ID, "proxy")
+		}
+	})
+
+	// The job's instances in Consul: those whose admin address is one of
+	// its allocations' (the stack's own proxies are caravan-proxy too).
+	var admins []string
+	eventually(t, 2*time.Minute, "caravan-proxy of the job passing in Consul on both clients", func() error {
+		allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
+		if err != nil {
+			return err
+		}
+		mine := map[string]bool{}
+		for _, a := range allocs {
+			if a.ClientStatus != "running" {
+				continue
+			}
+			full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			for _, n := range full.AllocatedResources.Shared.Networks {
+				for _, p := range n.DynamicPorts {
+					if p.Label == "admin" {
+						mine[fmt.Sprintf("http://%s:%d", n.IP, p.Value)] = true
+					}
+				}
+			}
+		}
+		entries, _, err := env.consul.Health().Service(proxy.ServiceName, "", true, &consul.QueryOptions{})
+		if err != nil {
+			return err
+		}
+		admins = admins[:0]
+		for _, e := range entries {
+			if a := e.Service.Meta[proxy.MetaAdmin]; mine[a] {
+				admins = append(admins, a)
+			}
+		}
+		if len(mine) != len(env.nodes) || len(admins) != len(env.nodes) {
+			return fmt.Errorf("%d allocations running, %d of them passing in Consul; want %d", len(mine), len(admins), len(env.nodes))
+		}
+		return nil
+	})
+	t.Logf("caravan-proxy on %d clients, passing in Consul %s after the job's registration", len(admins), time.Since(began).Round(100*time.Millisecond))
+	for _, a := range admins {
+		resp, err := http.Get(a + proxy.LoadPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var report proxy.Report
+		err = json.NewDecoder(resp.Body).Decode(&report)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil {
+			t.Errorf("GET %s%s: %d, %v", a, proxy.LoadPath, resp.StatusCode, err)
+		}
+	}
+}
+
+// logTasks logs the last stderr of task in each allocation of job (in
+// caravan's own namespace), for a failed test.
+func logTasks(t *testing.T, job, task string) {
+	allocs, _, err := env.nomad.Jobs().Allocations(job, true, &nomad.QueryOptions{Namespace: systemNamespace})
+	if err != nil {
+		t.Logf("allocations of %s: %v", job, err)
+		return
+	}
+	for _, a := range allocs {
+		full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
+		if err != nil {
+			t.Logf("allocation %s: %v", a.ID, err)
+			continue
+		}
+		if ts := full.TaskStates[task]; ts != nil {
+			for _, e := range ts.Events {
+				t.Logf("%s %s: %s %s %s", a.ID[:8], task, e.Type, e.DisplayMessage, e.DriverError)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		frames, errs := env.nomad.AllocFS().Logs(full, false, task, "stderr", "end", 4096, ctx.Done(), &nomad.QueryOptions{Namespace: systemNamespace})
+		var out []byte
+	read:
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					break read
+				}
+				out = append(out, f.Data...)
+			case err := <-errs:
+				if err != nil {
+					t.Logf("stderr of %s: %v", a.ID[:8], err)
+				}
+				break read
+			case <-ctx.Done():
+				break read
+			}
+		}
+		cancel()
+		t.Logf("stderr of %s %s:\n%s", a.ID[:8], task, out)
+	}
+}
+
+// TestClusterSelfHostedServer: deploy/nomad/caravan-server.nomad.hcl runs
+// on the cluster (one instance: the stack's clients share 127.0.0.1, so
+// two would want the same static port), its Nomad and Consul tokens of
+// deploy/acl's policies, Nomad's CA and the NATS token read from its
+// Nomad Variable; an app deployed through it answers over HTTPS. It
+// shares the stack's servers' address (caravan_url), NATS and bundle
+// directory, as the servers of one cluster must.
+func TestClusterSelfHostedServer(t *testing.T) {
+	ctx := context.Background()
+	s := env.stack
+	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	natsDir := filepath.Join(s.StateDir, "nats")
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-server",
+		Items: map[string]string{
+			"nomad_token":  read(s.Cluster.TokenFile("nomad", "caravan-server")),
+			"consul_token": read(s.Cluster.TokenFile("consul", "caravan-server")),
+			"nats_token":   read(filepath.Join(natsDir, "token")),
+			"nomad_ca_pem": read(s.Cluster.CACert()),
+		}}, w); err != nil {
+		t.Fatal(err)
+	}
+	listen := freeAddr()
+	_, port, _ := strings.Cut(listen, ":")
+	vars := fmt.Sprintf(`driver = "raw_exec"
+caravan_command = %q
+count = 1
+port = %s
+caravan_url = %q
+nomad_addr = "https://127.0.0.1:%d"
+consul_addr = %q
+domain = %q
+https_port = %d
+traefik_api = %q
+nats_url = "nats://%s"
+bundle_dir = %q
+workspace_policy = %q
+`, env.bin, port, env.servers[0].Addr, s.Cluster.NomadServers[2].HTTP, s.ConsulAddr(), s.Domain, s.Ports.TraefikWebsecure,
+		s.TraefikAPI(), read(filepath.Join(natsDir, "listen")), filepath.Join(s.StateDir, "bundles"), clusterPolicy)
+	job := parseJob(t, "caravan-server.nomad.hcl", vars)
+	began := time.Now()
+	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTasks(t, *job.ID, "server")
+		}
+		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
+			t.Logf("purging %s: %v", *job.ID, err)
+		}
+		if _, err := env.nomad.Variables().Delete("nomad/jobs/caravan-server", w); err != nil {
+			t.Logf("deleting its Variable: %v", err)
+		}
+	})
+	// It listens on its allocation's address (the client's fingerprinted
+	// IP, as Nomad gives static ports), which the test reads from Nomad.
+	cl := &api.Client{Token: env.client.Token}
+	eventually(t, 2*time.Minute, "caravan server of the job answering /v1/health", func() error {
+		if cl.Addr == "" {
+			allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			for _, a := range allocs {
+				full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
+				if err != nil {
+					return err
+				}
+				for _, n := range full.AllocatedResources.Shared.Networks {
+					cl.Addr = "http://" + n.IP + ":" + port
+				}
+			}
+			if cl.Addr == "" {
+				return fmt.Errorf("no allocation of %s has an address yet", *job.ID)
+			}
+		}
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return cl.Health(hctx)
+	})
+	t.Logf("caravan server of the job healthy %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	const job2 = "e2e--selfhosted"
+	purge(t, job2)
+	res := deploy(t, cl, "selfhosted.hcl", nodeServer("selfhosted", "through the job\n", 1), api.DeployBody{})
+	t.Logf("deployed through the job's server: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
+	answers(t, res.Functions[0].URL, "through the job\n")
+}
