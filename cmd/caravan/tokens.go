@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/server"
 	"github.com/urfave/cli/v2"
 )
 
@@ -44,6 +45,41 @@ and stored only hashed.`,
 			},
 			listCommand("token", "List the tokens and endpoint keys of your workspace (never their secrets)", ""),
 			revokeCommand("token"),
+			bootstrapCommand(),
+		},
+	}
+}
+
+// bootstrapCommand makes a cluster's first API token: straight in Consul
+// KV, where caravan server keeps its tokens (hashed), so it needs Consul
+// access with write on caravan/ and no caravan token.
+func bootstrapCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "bootstrap",
+		UsageText: "caravan token bootstrap --name N [--workspace W]",
+		Usage:     "Make a cluster's first API token in Consul (an operator's step; needs Consul access, not a caravan token)",
+		Description: `caravan server keeps its tokens, hashed, in Consul KV under caravan/tokens/.
+The first token of a cluster cannot come from the API (every call needs one), so
+an operator with Consul access (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... or the
+--consul-* flags) makes it here. --workspace "*" (the default) makes an operator's
+token of every workspace; name one to make a tenant's first token.`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "name", Required: true, Usage: "who or what uses the token (recorded in app history)"},
+			&cli.StringFlag{Name: "workspace", Value: "*", Usage: "the token's `WORKSPACE` (\"*\": every workspace)"},
+		}, consulFlags()...),
+		Action: func(c *cli.Context) error {
+			cc, err := consulConfig(c).Client()
+			if err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			nt, err := (&server.Tokens{KV: server.ConsulKV{KV: cc.KV()}}).CreateToken(c.Context, api.TokenAPI, c.String("name"), c.String("workspace"), api.Caller{Name: "bootstrap", Workspace: "*"})
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("making the token in Consul: %v", err), 1)
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "✓ Created API token %q (id %s) for workspace %s. The secret is shown only now.\n\n", nt.Name, nt.ID, nt.Workspace)
+			fmt.Fprintf(w, "For the CLI and API:\n  export CARAVAN_TOKEN=%s\n", nt.Token)
+			return nil
 		},
 	}
 }
