@@ -224,12 +224,12 @@ func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
 	}
 	answersVersion(t, base+"/slow?ms=0", "v3")
 	close(stop)
-	<-l.done
+	<-l.Done
 	elapsed := time.Since(began)
-	sent, failed := l.sent.Load(), l.failed.Load()
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests in %s (%.0f/s), %d failed", sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), failed)
 	if failed != 0 {
-		t.Fatalf("%d of %d requests failed across 2 recreate deploys; first: %v", failed, sent, l.firstErrors)
+		t.Fatalf("%d of %d requests failed across 2 recreate deploys; first: %v", failed, sent, l.FirstErrors())
 	}
 }
 

@@ -263,7 +263,7 @@ func TestProxyKilledUnderLoad(t *testing.T) {
 	})
 	victim, other := fmt.Sprintf("caravan-proxy-%d", killedIdx), admins[1-killedIdx]
 	t.Cleanup(func() { restartProxy(t, victim) })
-	failedBefore, sentBefore := l.failed.Load(), l.sent.Load()
+	failedBefore, sentBefore := l.Failed.Load(), l.Sent.Load()
 	// What it holds right before the kill.
 	if n, err := proxyHeld(admins[killedIdx], service); err == nil {
 		heldAtKill = n
@@ -276,19 +276,19 @@ func TestProxyKilledUnderLoad(t *testing.T) {
 		return err
 	})
 	switched := time.Now()
-	sentAtSwitch := l.sent.Load()
-	failedAtSwitch := l.failed.Load()
+	sentAtSwitch := l.Sent.Load()
+	failedAtSwitch := l.Failed.Load()
 	// Ten more seconds of load, through the other proxy alone: none may fail.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
-	<-l.done
-	sent, failed := l.sent.Load(), l.failed.Load()
+	<-l.Done
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests (%d before the kill), %d failed: %d before the kill, %d from the kill until the other proxy carried the load (%s), %d after; the killed proxy held %d; first errors: %v",
 		sent, sentBefore, failed, failedBefore, failedAtSwitch-failedBefore, switched.Sub(killed).Round(time.Millisecond),
-		failed-failedAtSwitch, heldAtKill, l.firstErrors)
+		failed-failedAtSwitch, heldAtKill, l.FirstErrors())
 	if failedBefore != 0 {
 		t.Errorf("%d requests failed before the kill", failedBefore)
 	}
