@@ -149,25 +149,7 @@ func nomadServerConfig(c *Cluster, n Node, consulHTTP int, consulToken string) s
 			join = append(join, fmt.Sprintf("%q", addr(o.Serf)))
 		}
 	}
-	return fmt.Sprintf(`# Written by caravan dev up --cluster.
-name      = %q
-data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-
-server {
+	return nomadAgentHead("caravan dev up --cluster", n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf) + fmt.Sprintf(`server {
   enabled                = true
   bootstrap_expect       = %d
   heartbeat_grace        = "5s"
@@ -194,7 +176,7 @@ consul {
   client_auto_join = false
 }
 
-%s`, n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf, len(c.NomadServers), strings.Join(join, ", "),
+%s`, len(c.NomadServers), strings.Join(join, ", "),
 		consulHTTP, consulToken, nomadTLS(c, "nomad-server"))
 }
 
@@ -207,25 +189,7 @@ func nomadClientConfig(c *Cluster, n Node, consulHTTP int, consulToken string) s
 	for _, o := range c.NomadServers {
 		servers = append(servers, fmt.Sprintf("%q", addr(o.RPC)))
 	}
-	return fmt.Sprintf(`# Written by caravan dev up --cluster.
-name      = %q
-data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-
-server {
+	return nomadAgentHead("caravan dev up --cluster", n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf) + fmt.Sprintf(`server {
   enabled = false
 }
 
@@ -258,6 +222,6 @@ plugin "raw_exec" {
   }
 }
 
-%s`, n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf, strings.Join(servers, ", "),
+%s`, strings.Join(servers, ", "),
 		filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort, consulHTTP, consulToken, nomadTLS(c, "nomad-client"))
 }
