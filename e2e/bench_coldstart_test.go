@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
-	"github.com/caravanhq/caravan/proxy"
 )
 
 // listenJS reports when it listened: /listened answers "<unix ms at
@@ -30,8 +29,7 @@ require("http").createServer((q, s) => {
 func TestBenchColdStart(t *testing.T) {
 	const app, job, service = "coldbench", "e2e--coldbench", "e2e--coldbench-web"
 	const runs = 5
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	src := fmt.Sprintf(`app %q {
   workspace = "e2e"
   function "web" {

@@ -65,8 +65,7 @@ func publishDirect(t *testing.T, host, addr string, middlewares []string) {
 // speed.
 func TestBenchWarmPath(t *testing.T) {
 	const app, job, service = "warmbench", "e2e--warmbench", "e2e--warmbench-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	// max_inputs above the bench's 16 clients: the proxy never queues;
 	// no rate limit: the bench is about the proxy.
 	src := fmt.Sprintf(`app %q {
@@ -241,8 +240,7 @@ require("http").createServer((q, s) => {
 func TestBenchReaction(t *testing.T) {
 	const app, job, service = "reactbench", "e2e--reactbench", "e2e--reactbench-web"
 	const runs = 3
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	src := fmt.Sprintf(`app %q {
   workspace = "e2e"
   function "web" {

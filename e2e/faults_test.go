@@ -135,8 +135,7 @@ func awaitLoad(t *testing.T, service string, inFlight, queued int) {
 // list` (API and CLI) shows the containers and the queue meanwhile.
 func TestQueueAtMaxContainers(t *testing.T) {
 	const app, job, service = "queued", "e2e--queued", "e2e--queued-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	// A long window: the container stays while the test runs.
 	res := deploy(t, "queued.hcl", faultSpec(app, 1, 2, "5m", "    queue {\n      max_requests = 3\n      timeout      = \"3s\"\n    }"), api.DeployBody{})
 	url := res.Functions[0].URL
@@ -232,8 +231,7 @@ func checkAppList(t *testing.T, app, want string) {
 // tried again (router.ProxyRetryAttempts) until it reaches the other.
 func TestProxyKilledUnderLoad(t *testing.T) {
 	const app, job, service = "proxykill", "e2e--proxykill", "e2e--proxykill-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "proxykill.hcl", faultSpec(app, 2, 8, "5m", ""), api.DeployBody{})
 	url := res.Functions[0].URL
 	if a := fetch(url+"/slow?ms=0", time.Minute); a.status != 200 {
@@ -380,8 +378,7 @@ func restartProxy(t *testing.T, name string) {
 // then to zero after it stops. No request fails throughout.
 func TestServerDownUnderLoad(t *testing.T) {
 	const app, job, service = "serverdown", "e2e--serverdown", "e2e--serverdown-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	url := deploy(t, "serverdown.hcl", faultSpec(app, 3, 1, "3s", ""), api.DeployBody{}).Functions[0].URL + "/slow?ms=200"
 
 	var ok, failed atomic.Int64
@@ -489,8 +486,7 @@ func TestServerDownUnderLoad(t *testing.T) {
 // restarted one), never sent to the dead one.
 func TestContainerDiesMidRequest(t *testing.T) {
 	const app, job, service = "diemid", "e2e--diemid", "e2e--diemid-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	url := deploy(t, "diemid.hcl", faultSpec(app, 2, 1, "5m", ""), api.DeployBody{}).Functions[0].URL
 	// Two at once, until two containers pass their checks.
 	eventually(t, 2*time.Minute, "two containers", func() error {
@@ -532,8 +528,7 @@ func TestContainerDiesMidRequest(t *testing.T) {
 // one GPU.
 func TestGPUFunctionFromZero(t *testing.T) {
 	const app, job, service = "gpuzero", "e2e--gpuzero", "e2e--gpuzero-infer"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	src := strings.Replace(gpuApp(app, `"H100"`), "    web {}", "    min_containers   = 0\n    max_containers   = 1\n    scaledown_window = \"5m\"\n    web {}", 1)
 	res := deploy(t, "gpuzero.hcl", src, api.DeployBody{})
 	st, _, err := env.nomad.Jobs().ScaleStatus(job, nsq(job))

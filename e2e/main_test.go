@@ -27,6 +27,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
+	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -381,6 +382,14 @@ func nodeServer(app, body string, crash bool) string {
 
 // purge removes an app's job and its records when the test ends.
 func purge(t *testing.T, jobID string) { e2ekit.Purge(t, env.nomad, env.consul, jobID) }
+
+// purgeWithSettings is purge that also deletes the proxy settings of the
+// app's function service (Consul's name, e2e--<app>-web), for a test
+// that set them.
+func purgeWithSettings(t *testing.T, jobID, service string) {
+	purge(t, jobID)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+}
 
 // deploy deploys src as app file name and fails the test on error.
 func deploy(t *testing.T, name, src string, body api.DeployBody) *orchestrator.DeployResult {
