@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,27 +259,8 @@ func TestBenchReaction(t *testing.T) {
 `, app, strconv.Quote(reactionJS))
 	url := deploy(t, "reactbench.hcl", src, api.DeployBody{}).Functions[0].URL + "/slow?ms=100"
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	client := func(stop <-chan struct{}, wg *sync.WaitGroup) {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if a := fetch(url, time.Minute); a.status != 200 {
-				failed.Add(1)
-				mu.Lock()
-				errs = append(errs, a.String())
-				mu.Unlock()
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
+	loop := &closedLoop{url: url}
+	client := loop.client
 	count := func(want int) func() error {
 		return func() error {
 			if d, r := groupCount(t, job); d != want || r != want {
@@ -358,11 +338,11 @@ func TestBenchReaction(t *testing.T) {
 	fmt.Printf("%-44s %s\n", "step → new container's first request", fmtDurations(reactions))
 	fmt.Printf("%-44s %s  (goal ≤ 2s)\n", "  minus its own start (process → listen)", fmtDurations(overheads))
 	fmt.Println("    the container reports (unix ms) its process start, its listen and its first request; the step is when the second client starts; 3 runs, back to one container between them")
-	fmt.Printf("%-44s %d of %d  (goal 0)\n", "failed requests across ramps and scale-downs", failed.Load(), failed.Load()+ok.Load())
+	fmt.Printf("%-44s %d of %d  (goal 0)\n", "failed requests across ramps and scale-downs", loop.failed.Load(), loop.failed.Load()+loop.ok.Load())
 	fmt.Printf("    two clients sending GET /slow?ms=100 back to back through Traefik → caravan proxy: 1 → 2 → 1 containers %d times (scaledown_window 3s), then 1 → 0\n", runs)
-	mu.Lock()
-	for _, e := range errs[:min(len(errs), 10)] {
+	loop.mu.Lock()
+	for _, e := range loop.errs[:min(len(loop.errs), 10)] {
 		t.Errorf("a request failed: %s", e)
 	}
-	mu.Unlock()
+	loop.mu.Unlock()
 }

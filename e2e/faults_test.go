@@ -89,6 +89,36 @@ func fetch(url string, d time.Duration) answer {
 	return answer{status: resp.StatusCode, body: readAll(resp), header: resp.Header}
 }
 
+// closedLoop counts what clients sending GETs of url one after another
+// (each waits for its answer, up to a minute, before the next) got: the
+// 200s and the rest, whose answers it keeps.
+type closedLoop struct {
+	url        string
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+}
+
+// client sends GETs until stop is closed, then calls wg.Done.
+func (c *closedLoop) client(stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if a := fetch(c.url, time.Minute); a.status != 200 {
+			c.failed.Add(1)
+			c.mu.Lock()
+			c.errs = append(c.errs, a.String())
+			c.mu.Unlock()
+		} else {
+			c.ok.Add(1)
+		}
+	}
+}
+
 // fetchAsync starts fetch and returns where its answer arrives.
 func fetchAsync(url string, d time.Duration) <-chan answer {
 	ch := make(chan answer, 1)
@@ -381,27 +411,8 @@ func TestServerDownUnderLoad(t *testing.T) {
 	purgeWithSettings(t, job, service)
 	url := deploy(t, "serverdown.hcl", faultSpec(app, 3, 1, "3s", ""), api.DeployBody{}).Functions[0].URL + "/slow?ms=200"
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	client := func(stop <-chan struct{}, wg *sync.WaitGroup) {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if a := fetch(url, time.Minute); a.status != 200 {
-				failed.Add(1)
-				mu.Lock()
-				errs = append(errs, a.String())
-				mu.Unlock()
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
+	loop := &closedLoop{url: url}
+	client := loop.client
 	count := func(desired, running int) func() error {
 		return func() error {
 			if d, r := groupCount(t, job); d != desired || r != running {
@@ -436,8 +447,8 @@ func TestServerDownUnderLoad(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	okDown := ok.Load()
-	t.Logf("server down for %s: %d requests answered, %d failed", time.Since(down).Round(time.Millisecond), okDown, failed.Load())
+	okDown := loop.ok.Load()
+	t.Logf("server down for %s: %d requests answered, %d failed", time.Since(down).Round(time.Millisecond), okDown, loop.failed.Load())
 
 	// A server returns on the same address (its routes' forwardAuth and
 	// the suite's client point there).
@@ -471,12 +482,12 @@ func TestServerDownUnderLoad(t *testing.T) {
 	close(stopBase)
 	base.Wait()
 	eventually(t, 2*time.Minute, "the function scales to zero", count(0, 0))
-	t.Logf("%d requests answered 200, %d failed", ok.Load(), failed.Load())
-	mu.Lock()
-	for _, e := range errs[:min(len(errs), 10)] {
+	t.Logf("%d requests answered 200, %d failed", loop.ok.Load(), loop.failed.Load())
+	loop.mu.Lock()
+	for _, e := range loop.errs[:min(len(loop.errs), 10)] {
 		t.Errorf("a request failed: %s", e)
 	}
-	mu.Unlock()
+	loop.mu.Unlock()
 }
 
 // TestContainerDiesMidRequest runs a function on two containers, one
