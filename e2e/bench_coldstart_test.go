@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,23 +29,7 @@ func TestBenchColdStart(t *testing.T) {
 	const app, job, service = "coldbench", "e2e--coldbench", "e2e--coldbench-web"
 	const runs = 5
 	purgeWithSettings(t, job, service)
-	src := fmt.Sprintf(`app %q {
-  workspace = "e2e"
-  function "web" {
-    command = "node"
-    args    = ["-e", %s]
-    resources {
-      memory = 64
-    }
-    min_containers   = 0
-    max_containers   = 1
-    scaledown_window = "2s"
-    web {
-      health_path = "/healthz"
-    }
-  }
-}
-`, app, strconv.Quote(listenJS))
+	src := scaleFromZeroSpec(app, listenJS, 1, "2s")
 	url := deploy(t, "coldbench.hcl", src, api.DeployBody{}).Functions[0].URL
 	var totals, overheads, afterListen []time.Duration
 	for i := range runs {

@@ -240,23 +240,7 @@ func TestBenchReaction(t *testing.T) {
 	const app, job, service = "reactbench", "e2e--reactbench", "e2e--reactbench-web"
 	const runs = 3
 	purgeWithSettings(t, job, service)
-	src := fmt.Sprintf(`app %q {
-  workspace = "e2e"
-  function "web" {
-    command = "node"
-    args    = ["-e", %s]
-    resources {
-      memory = 64
-    }
-    min_containers   = 0
-    max_containers   = 2
-    scaledown_window = "3s"
-    web {
-      health_path = "/healthz"
-    }
-  }
-}
-`, app, strconv.Quote(reactionJS))
+	src := scaleFromZeroSpec(app, reactionJS, 2, "3s")
 	url := deploy(t, "reactbench.hcl", src, api.DeployBody{}).Functions[0].URL + "/slow?ms=100"
 
 	loop := &closedLoop{url: url}
