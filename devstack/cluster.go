@@ -165,19 +165,7 @@ client {
   enabled = false
 }
 
-acl {
-  enabled = true
-}
-
-consul {
-  address          = "127.0.0.1:%d"
-  token            = %q
-  server_auto_join = false
-  client_auto_join = false
-}
-
-%s`, len(c.NomadServers), strings.Join(join, ", "),
-		consulHTTP, consulToken, nomadTLS(c, "nomad-server"))
+`, len(c.NomadServers), strings.Join(join, ", ")) + clusterACLAndConsul(consulHTTP, consulToken) + nomadTLS(c, "nomad-server")
 }
 
 // nomadClientConfig is the configuration of Nomad client n: its own data
@@ -205,7 +193,22 @@ client {
   }
 }
 
-acl {
+`, strings.Join(servers, ", "), filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort) +
+		clusterACLAndConsul(consulHTTP, consulToken) + `plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+
+` + nomadTLS(c, "nomad-client")
+}
+
+// clusterACLAndConsul are the blocks every Nomad agent of the cluster
+// has: ACLs on, and the Consul agent at consulHTTP reached with
+// consulToken, joining by no Consul discovery (the servers join by
+// address).
+func clusterACLAndConsul(consulHTTP int, consulToken string) string {
+	return fmt.Sprintf(`acl {
   enabled = true
 }
 
@@ -216,12 +219,5 @@ consul {
   client_auto_join = false
 }
 
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-
-%s`, strings.Join(servers, ", "),
-		filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort, consulHTTP, consulToken, nomadTLS(c, "nomad-client"))
+`, consulHTTP, consulToken)
 }
