@@ -17,25 +17,7 @@ import (
 // own cgroup parent (two clients on one host must not share Nomad's
 // cgroup tree), and free ports.
 func clientConfig(p Ports, name, dir string, http, rpc, serf int) string {
-	return fmt.Sprintf(`# Written by devstack.StartClient.
-name      = %q
-data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-
-server {
+	return nomadAgentHead("devstack.StartClient", name, filepath.Join(dir, "data"), http, rpc, serf) + fmt.Sprintf(`server {
   enabled = false
 }
 
@@ -58,7 +40,7 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-`, name, filepath.Join(dir, "data"), http, rpc, serf, p.NomadRPC, filepath.Join(dir, "alloc"), name+".slice", p.ConsulHTTP)
+`, p.NomadRPC, filepath.Join(dir, "alloc"), name+".slice", p.ConsulHTTP)
 }
 
 // ClientDir is where the extra client name keeps its data and

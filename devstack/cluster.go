@@ -149,25 +149,7 @@ func nomadServerConfig(c *Cluster, n Node, consulHTTP int, consulToken string) s
 			join = append(join, fmt.Sprintf("%q", addr(o.Serf)))
 		}
 	}
-	return fmt.Sprintf(`# Written by caravan dev up --cluster.
-name      = %q
-data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-
-server {
+	return nomadAgentHead("caravan dev up --cluster", n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf) + fmt.Sprintf(`server {
   enabled                = true
   bootstrap_expect       = %d
   heartbeat_grace        = "5s"
@@ -183,19 +165,7 @@ client {
   enabled = false
 }
 
-acl {
-  enabled = true
-}
-
-consul {
-  address          = "127.0.0.1:%d"
-  token            = %q
-  server_auto_join = false
-  client_auto_join = false
-}
-
-%s`, n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf, len(c.NomadServers), strings.Join(join, ", "),
-		consulHTTP, consulToken, nomadTLS(c, "nomad-server"))
+`, len(c.NomadServers), strings.Join(join, ", ")) + clusterACLAndConsul(consulHTTP, consulToken) + nomadTLS(c, "nomad-server")
 }
 
 // nomadClientConfig is the configuration of Nomad client n: its own data
@@ -207,25 +177,7 @@ func nomadClientConfig(c *Cluster, n Node, consulHTTP int, consulToken string) s
 	for _, o := range c.NomadServers {
 		servers = append(servers, fmt.Sprintf("%q", addr(o.RPC)))
 	}
-	return fmt.Sprintf(`# Written by caravan dev up --cluster.
-name      = %q
-data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-
-server {
+	return nomadAgentHead("caravan dev up --cluster", n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf) + fmt.Sprintf(`server {
   enabled = false
 }
 
@@ -241,7 +193,22 @@ client {
   }
 }
 
-acl {
+`, strings.Join(servers, ", "), filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort) +
+		clusterACLAndConsul(consulHTTP, consulToken) + `plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+
+` + nomadTLS(c, "nomad-client")
+}
+
+// clusterACLAndConsul are the blocks every Nomad agent of the cluster
+// has: ACLs on, and the Consul agent at consulHTTP reached with
+// consulToken, joining by no Consul discovery (the servers join by
+// address).
+func clusterACLAndConsul(consulHTTP int, consulToken string) string {
+	return fmt.Sprintf(`acl {
   enabled = true
 }
 
@@ -252,12 +219,5 @@ consul {
   client_auto_join = false
 }
 
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-
-%s`, n.Name, filepath.Join(n.Dir, "data"), n.HTTP, n.RPC, n.Serf, strings.Join(servers, ", "),
-		filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort, consulHTTP, consulToken, nomadTLS(c, "nomad-client"))
+`, consulHTTP, consulToken)
 }

@@ -1,9 +1,6 @@
 package devstack
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -42,37 +39,16 @@ func writeClusterTLS(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "caravan dev cluster CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
+	ca, err := newThrowawayCA("caravan dev cluster CA", now, now.AddDate(1, 0, 0))
 	if err != nil {
 		return err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER, 0o644); err != nil {
+	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.der, 0o644); err != nil {
 		return err
 	}
 	for i, c := range clusterCerts {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		leaf := &x509.Certificate{
+		der, keyDER, err := ca.sign(&x509.Certificate{
 			SerialNumber: big.NewInt(int64(i + 2)),
 			Subject:      pkix.Name{CommonName: c.names[0]},
 			DNSNames:     c.names,
@@ -81,12 +57,7 @@ func writeClusterTLS(dir string) error {
 			NotAfter:     now.AddDate(1, 0, 0),
 			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 			ExtKeyUsage:  c.usage,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
+		})
 		if err != nil {
 			return err
 		}

@@ -72,22 +72,17 @@ type FakeGPUs struct {
 	Count int
 }
 
-func nomadConfig(p Ports, stateDir string, gpus *FakeGPUs) string {
-	plugin := ""
-	if gpus != nil {
-		plugin = fmt.Sprintf(`
-plugin_dir = %q
-
-plugin %q {
-  config {
-    model = %q
-    count = %d
-  }
-}
-`, filepath.Join(stateDir, "nomad", "plugins"), FakeGPUPlugin.Name, gpus.Model, gpus.Count)
+// nomadAgentHead is the start every Nomad agent's configuration of the
+// stacks shares: who wrote it, the agent's name and data directory (left
+// out when name is empty: the single-agent stack runs nomad agent -dev),
+// and its HTTP, RPC and Serf ports on and advertised at 127.0.0.1.
+func nomadAgentHead(writer, name, dataDir string, http, rpc, serf int) string {
+	named := ""
+	if name != "" {
+		named = fmt.Sprintf("name      = %q\ndata_dir  = %q\n", name, dataDir)
 	}
-	return fmt.Sprintf(`# Written by caravan dev up.
-bind_addr = "127.0.0.1"
+	return fmt.Sprintf(`# Written by %s.
+%sbind_addr = "127.0.0.1"
 log_level = "INFO"
 
 ports {
@@ -102,7 +97,24 @@ advertise {
   serf = "127.0.0.1"
 }
 
-consul {
+`, writer, named, http, rpc, serf)
+}
+
+func nomadConfig(p Ports, stateDir string, gpus *FakeGPUs) string {
+	plugin := ""
+	if gpus != nil {
+		plugin = fmt.Sprintf(`
+plugin_dir = %q
+
+plugin %q {
+  config {
+    model = %q
+    count = %d
+  }
+}
+`, filepath.Join(stateDir, "nomad", "plugins"), FakeGPUPlugin.Name, gpus.Model, gpus.Count)
+	}
+	return nomadAgentHead("caravan dev up", "", "", p.NomadHTTP, p.NomadRPC, p.NomadSerf) + fmt.Sprintf(`consul {
   address = "127.0.0.1:%d"
 }
 
@@ -120,7 +132,7 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-%s`, p.NomadHTTP, p.NomadRPC, p.NomadSerf, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"), plugin)
+%s`, p.ConsulHTTP, filepath.Join(stateDir, "nomad", "alloc"), plugin)
 }
 
 // CertResolver is the name of the stack's ACME resolver in Traefik

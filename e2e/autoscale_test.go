@@ -72,8 +72,7 @@ func groupCount(t *testing.T, job string) (desired, running int) {
 // and the next request starts it again.
 func TestAutoscaleFromZero(t *testing.T) {
 	const app, job, service = "scale", "e2e--scale", "e2e--scale-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 
 	res := deploy(t, "scale.hcl", autoscaleSpec(app, 2, "4s"), api.DeployBody{})
 	url := res.Functions[0].URL
@@ -229,8 +228,7 @@ func checkStats(t *testing.T, job string) error {
 // ever serves two at once, and the function ends at zero.
 func TestAutoscaleRamp(t *testing.T) {
 	const app, job, service = "ramp", "e2e--ramp", "e2e--ramp-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "ramp.hcl", autoscaleSpec(app, 1, "3s"), api.DeployBody{})
 	url := res.Functions[0].URL + "/slow?ms=200"
 

@@ -5,13 +5,11 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
-	"github.com/caravanhq/caravan/proxy"
 )
 
 // listenJS reports when it listened: /listened answers "<unix ms at
@@ -30,25 +28,8 @@ require("http").createServer((q, s) => {
 func TestBenchColdStart(t *testing.T) {
 	const app, job, service = "coldbench", "e2e--coldbench", "e2e--coldbench-web"
 	const runs = 5
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
-	src := fmt.Sprintf(`app %q {
-  workspace = "e2e"
-  function "web" {
-    command = "node"
-    args    = ["-e", %s]
-    resources {
-      memory = 64
-    }
-    min_containers   = 0
-    max_containers   = 1
-    scaledown_window = "2s"
-    web {
-      health_path = "/healthz"
-    }
-  }
-}
-`, app, strconv.Quote(listenJS))
+	purgeWithSettings(t, job, service)
+	src := scaleFromZeroSpec(app, listenJS, 1, "2s")
 	url := deploy(t, "coldbench.hcl", src, api.DeployBody{}).Functions[0].URL
 	var totals, overheads, afterListen []time.Duration
 	for i := range runs {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,27 @@ func settled(t *testing.T, id string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// scaleFromZeroSpec is the spec of app's web function for the benches of
+// scaling: node running js, from zero containers up to most, back down
+// after window idle, healthy once /healthz answers.
+func scaleFromZeroSpec(app, js string, most int, window string) string {
+	return fmt.Sprintf(`app %q {
+  workspace = "e2e"
+  function "web" {
+    command = "node"
+    args    = ["-e", %s]
+    resources {
+      memory = 64
+    }
+    min_containers   = 0
+    max_containers   = %d
+    scaledown_window = %q
+    web {
+      health_path = "/healthz"
+    }
+  }
+}
+`, app, strconv.Quote(js), most, window)
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,8 +64,7 @@ func publishDirect(t *testing.T, host, addr string, middlewares []string) {
 // speed.
 func TestBenchWarmPath(t *testing.T) {
 	const app, job, service = "warmbench", "e2e--warmbench", "e2e--warmbench-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	// max_inputs above the bench's 16 clients: the proxy never queues;
 	// no rate limit: the bench is about the proxy.
 	src := fmt.Sprintf(`app %q {
@@ -241,48 +239,12 @@ require("http").createServer((q, s) => {
 func TestBenchReaction(t *testing.T) {
 	const app, job, service = "reactbench", "e2e--reactbench", "e2e--reactbench-web"
 	const runs = 3
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
-	src := fmt.Sprintf(`app %q {
-  workspace = "e2e"
-  function "web" {
-    command = "node"
-    args    = ["-e", %s]
-    resources {
-      memory = 64
-    }
-    min_containers   = 0
-    max_containers   = 2
-    scaledown_window = "3s"
-    web {
-      health_path = "/healthz"
-    }
-  }
-}
-`, app, strconv.Quote(reactionJS))
+	purgeWithSettings(t, job, service)
+	src := scaleFromZeroSpec(app, reactionJS, 2, "3s")
 	url := deploy(t, "reactbench.hcl", src, api.DeployBody{}).Functions[0].URL + "/slow?ms=100"
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	client := func(stop <-chan struct{}, wg *sync.WaitGroup) {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if a := fetch(url, time.Minute); a.status != 200 {
-				failed.Add(1)
-				mu.Lock()
-				errs = append(errs, a.String())
-				mu.Unlock()
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
+	loop := &closedLoop{url: url}
+	client := loop.client
 	count := func(want int) func() error {
 		return func() error {
 			if d, r := groupCount(t, job); d != want || r != want {
@@ -360,11 +322,11 @@ func TestBenchReaction(t *testing.T) {
 	fmt.Printf("%-44s %s\n", "step → new container's first request", fmtDurations(reactions))
 	fmt.Printf("%-44s %s  (goal ≤ 2s)\n", "  minus its own start (process → listen)", fmtDurations(overheads))
 	fmt.Println("    the container reports (unix ms) its process start, its listen and its first request; the step is when the second client starts; 3 runs, back to one container between them")
-	fmt.Printf("%-44s %d of %d  (goal 0)\n", "failed requests across ramps and scale-downs", failed.Load(), failed.Load()+ok.Load())
+	fmt.Printf("%-44s %d of %d  (goal 0)\n", "failed requests across ramps and scale-downs", loop.failed.Load(), loop.failed.Load()+loop.ok.Load())
 	fmt.Printf("    two clients sending GET /slow?ms=100 back to back through Traefik → caravan proxy: 1 → 2 → 1 containers %d times (scaledown_window 3s), then 1 → 0\n", runs)
-	mu.Lock()
-	for _, e := range errs[:min(len(errs), 10)] {
+	loop.mu.Lock()
+	for _, e := range loop.errs[:min(len(loop.errs), 10)] {
 		t.Errorf("a request failed: %s", e)
 	}
-	mu.Unlock()
+	loop.mu.Unlock()
 }

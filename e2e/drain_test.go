@@ -109,8 +109,7 @@ func (l *longRequests) check(t *testing.T, what string) {
 // proxies before it stops, and every request answers 200.
 func TestDrainRollingKeepsLongRequests(t *testing.T) {
 	const app, job, service = "drainroll", "e2e--drainroll", "e2e--drainroll-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "drainroll.hcl", drainSpec(app, "v1", 1, 3, 40, "60s"), api.DeployBody{})
 	url := res.Functions[0].URL + "/slow?ms=5000"
 	drainsBefore := drainedLines(t)
@@ -210,8 +209,7 @@ func inFlight(t *testing.T, service string) int {
 // version is up, and none fails.
 func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
 	const app, job, service = "drainre", "e2e--drainre", "e2e--drainre-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "drainre.hcl", drainSpec(app, "v1", 1, 2, 8, "60s"), api.DeployBody{})
 	base := res.Functions[0].URL
 
@@ -224,12 +222,12 @@ func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
 	}
 	answersVersion(t, base+"/slow?ms=0", "v3")
 	close(stop)
-	<-l.done
+	<-l.Done
 	elapsed := time.Since(began)
-	sent, failed := l.sent.Load(), l.failed.Load()
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests in %s (%.0f/s), %d failed", sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), failed)
 	if failed != 0 {
-		t.Fatalf("%d of %d requests failed across 2 recreate deploys; first: %v", failed, sent, l.firstErrors)
+		t.Fatalf("%d of %d requests failed across 2 recreate deploys; first: %v", failed, sent, l.FirstErrors())
 	}
 }
 
@@ -240,8 +238,7 @@ func TestDrainRecreateUnderSteadyLoad(t *testing.T) {
 // the request is done, and the request answers 200.
 func TestDrainScaleDownFinishesLongRequest(t *testing.T) {
 	const app, job, service = "drainscale", "e2e--drainscale", "e2e--drainscale-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "drainscale.hcl", drainSpec(app, "v1", 1, 2, 1, "5s"), api.DeployBody{})
 	base := res.Functions[0].URL
 

@@ -89,6 +89,36 @@ func fetch(url string, d time.Duration) answer {
 	return answer{status: resp.StatusCode, body: readAll(resp), header: resp.Header}
 }
 
+// closedLoop counts what clients sending GETs of url one after another
+// (each waits for its answer, up to a minute, before the next) got: the
+// 200s and the rest, whose answers it keeps.
+type closedLoop struct {
+	url        string
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+}
+
+// client sends GETs until stop is closed, then calls wg.Done.
+func (c *closedLoop) client(stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if a := fetch(c.url, time.Minute); a.status != 200 {
+			c.failed.Add(1)
+			c.mu.Lock()
+			c.errs = append(c.errs, a.String())
+			c.mu.Unlock()
+		} else {
+			c.ok.Add(1)
+		}
+	}
+}
+
 // fetchAsync starts fetch and returns where its answer arrives.
 func fetchAsync(url string, d time.Duration) <-chan answer {
 	ch := make(chan answer, 1)
@@ -135,8 +165,7 @@ func awaitLoad(t *testing.T, service string, inFlight, queued int) {
 // list` (API and CLI) shows the containers and the queue meanwhile.
 func TestQueueAtMaxContainers(t *testing.T) {
 	const app, job, service = "queued", "e2e--queued", "e2e--queued-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	// A long window: the container stays while the test runs.
 	res := deploy(t, "queued.hcl", faultSpec(app, 1, 2, "5m", "    queue {\n      max_requests = 3\n      timeout      = \"3s\"\n    }"), api.DeployBody{})
 	url := res.Functions[0].URL
@@ -232,8 +261,7 @@ func checkAppList(t *testing.T, app, want string) {
 // tried again (router.ProxyRetryAttempts) until it reaches the other.
 func TestProxyKilledUnderLoad(t *testing.T) {
 	const app, job, service = "proxykill", "e2e--proxykill", "e2e--proxykill-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	res := deploy(t, "proxykill.hcl", faultSpec(app, 2, 8, "5m", ""), api.DeployBody{})
 	url := res.Functions[0].URL
 	if a := fetch(url+"/slow?ms=0", time.Minute); a.status != 200 {
@@ -263,7 +291,7 @@ func TestProxyKilledUnderLoad(t *testing.T) {
 	})
 	victim, other := fmt.Sprintf("caravan-proxy-%d", killedIdx), admins[1-killedIdx]
 	t.Cleanup(func() { restartProxy(t, victim) })
-	failedBefore, sentBefore := l.failed.Load(), l.sent.Load()
+	failedBefore, sentBefore := l.Failed.Load(), l.Sent.Load()
 	// What it holds right before the kill.
 	if n, err := proxyHeld(admins[killedIdx], service); err == nil {
 		heldAtKill = n
@@ -276,19 +304,19 @@ func TestProxyKilledUnderLoad(t *testing.T) {
 		return err
 	})
 	switched := time.Now()
-	sentAtSwitch := l.sent.Load()
-	failedAtSwitch := l.failed.Load()
+	sentAtSwitch := l.Sent.Load()
+	failedAtSwitch := l.Failed.Load()
 	// Ten more seconds of load, through the other proxy alone: none may fail.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
-	<-l.done
-	sent, failed := l.sent.Load(), l.failed.Load()
+	<-l.Done
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests (%d before the kill), %d failed: %d before the kill, %d from the kill until the other proxy carried the load (%s), %d after; the killed proxy held %d; first errors: %v",
 		sent, sentBefore, failed, failedBefore, failedAtSwitch-failedBefore, switched.Sub(killed).Round(time.Millisecond),
-		failed-failedAtSwitch, heldAtKill, l.firstErrors)
+		failed-failedAtSwitch, heldAtKill, l.FirstErrors())
 	if failedBefore != 0 {
 		t.Errorf("%d requests failed before the kill", failedBefore)
 	}
@@ -380,31 +408,11 @@ func restartProxy(t *testing.T, name string) {
 // then to zero after it stops. No request fails throughout.
 func TestServerDownUnderLoad(t *testing.T) {
 	const app, job, service = "serverdown", "e2e--serverdown", "e2e--serverdown-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	url := deploy(t, "serverdown.hcl", faultSpec(app, 3, 1, "3s", ""), api.DeployBody{}).Functions[0].URL + "/slow?ms=200"
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	client := func(stop <-chan struct{}, wg *sync.WaitGroup) {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if a := fetch(url, time.Minute); a.status != 200 {
-				failed.Add(1)
-				mu.Lock()
-				errs = append(errs, a.String())
-				mu.Unlock()
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
+	loop := &closedLoop{url: url}
+	client := loop.client
 	count := func(desired, running int) func() error {
 		return func() error {
 			if d, r := groupCount(t, job); d != desired || r != running {
@@ -439,8 +447,8 @@ func TestServerDownUnderLoad(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	okDown := ok.Load()
-	t.Logf("server down for %s: %d requests answered, %d failed", time.Since(down).Round(time.Millisecond), okDown, failed.Load())
+	okDown := loop.ok.Load()
+	t.Logf("server down for %s: %d requests answered, %d failed", time.Since(down).Round(time.Millisecond), okDown, loop.failed.Load())
 
 	// A server returns on the same address (its routes' forwardAuth and
 	// the suite's client point there).
@@ -474,12 +482,12 @@ func TestServerDownUnderLoad(t *testing.T) {
 	close(stopBase)
 	base.Wait()
 	eventually(t, 2*time.Minute, "the function scales to zero", count(0, 0))
-	t.Logf("%d requests answered 200, %d failed", ok.Load(), failed.Load())
-	mu.Lock()
-	for _, e := range errs[:min(len(errs), 10)] {
+	t.Logf("%d requests answered 200, %d failed", loop.ok.Load(), loop.failed.Load())
+	loop.mu.Lock()
+	for _, e := range loop.errs[:min(len(loop.errs), 10)] {
 		t.Errorf("a request failed: %s", e)
 	}
-	mu.Unlock()
+	loop.mu.Unlock()
 }
 
 // TestContainerDiesMidRequest runs a function on two containers, one
@@ -489,8 +497,7 @@ func TestServerDownUnderLoad(t *testing.T) {
 // restarted one), never sent to the dead one.
 func TestContainerDiesMidRequest(t *testing.T) {
 	const app, job, service = "diemid", "e2e--diemid", "e2e--diemid-web"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	url := deploy(t, "diemid.hcl", faultSpec(app, 2, 1, "5m", ""), api.DeployBody{}).Functions[0].URL
 	// Two at once, until two containers pass their checks.
 	eventually(t, 2*time.Minute, "two containers", func() error {
@@ -532,8 +539,7 @@ func TestContainerDiesMidRequest(t *testing.T) {
 // one GPU.
 func TestGPUFunctionFromZero(t *testing.T) {
 	const app, job, service = "gpuzero", "e2e--gpuzero", "e2e--gpuzero-infer"
-	purge(t, job)
-	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
+	purgeWithSettings(t, job, service)
 	src := strings.Replace(gpuApp(app, `"H100"`), "    web {}", "    min_containers   = 0\n    max_containers   = 1\n    scaledown_window = \"5m\"\n    web {}", 1)
 	res := deploy(t, "gpuzero.hcl", src, api.DeployBody{})
 	st, _, err := env.nomad.Jobs().ScaleStatus(job, nsq(job))

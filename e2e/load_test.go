@@ -4,87 +4,18 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
 )
 
-// load sends GETs to url through Traefik at a steady rate until stop is
-// closed (or a hard bound of 10 minutes and 200,000 requests passes), and
-// counts the failures: any transport error or non-200 answer.
-type load struct {
-	sent, failed atomic.Int64
-	mu           sync.Mutex
-	firstErrors  []string
-	// done is closed once every request has finished.
-	done chan struct{}
-}
-
-func runLoad(ctx context.Context, url string, perSecond int, stop <-chan struct{}) *load {
-	l := &load{done: make(chan struct{})}
-	const workers = 8
-	tick := time.NewTicker(time.Second / time.Duration(perSecond))
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	jobs := make(chan struct{}, perSecond)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range jobs {
-				l.one(ctx, url)
-			}
-		}()
-	}
-	go func() {
-		defer cancel()
-		defer tick.Stop()
-		defer func() { close(jobs); wg.Wait(); close(l.done) }()
-		for l.sent.Load() < 200_000 {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				select {
-				case jobs <- struct{}{}:
-				default: // workers saturated: count it, do not queue
-					l.fail("generator: all workers busy")
-					l.sent.Add(1)
-				}
-			}
-		}
-	}()
-	return l
-}
-
-func (l *load) one(ctx context.Context, url string) {
-	l.sent.Add(1)
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, _ := newGet(rctx, url)
-	resp, err := env.https.Do(req)
-	if err != nil {
-		l.fail(err.Error())
-		return
-	}
-	drain(resp)
-	if resp.StatusCode != 200 {
-		l.fail(fmt.Sprintf("status %d", resp.StatusCode))
-	}
-}
-
-func (l *load) fail(msg string) {
-	l.failed.Add(1)
-	l.mu.Lock()
-	if len(l.firstErrors) < 5 {
-		l.firstErrors = append(l.firstErrors, msg)
-	}
-	l.mu.Unlock()
+// runLoad sends GETs to url through Traefik at a steady rate until stop
+// is closed (or a hard bound of 10 minutes and 200,000 requests passes),
+// and counts the failures: any transport error or non-200 answer.
+func runLoad(ctx context.Context, url string, perSecond int, stop <-chan struct{}) *e2ekit.Load {
+	return e2ekit.RunLoad(ctx, env.https, url, perSecond, 200_000, stop)
 }
 
 // TestZeroFailedRequestsAcrossRollingRedeploys sends at least 100 requests
@@ -110,15 +41,15 @@ func TestZeroFailedRequestsAcrossRollingRedeploys(t *testing.T) {
 	t.Logf("rollback: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
 	answers(t, url, "v4\n")
 	close(stop)
-	<-l.done
+	<-l.Done
 	elapsed := time.Since(began)
-	sent, failed := l.sent.Load(), l.failed.Load()
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests in %s (%.0f/s), %d failed", sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), failed)
 	if rate := float64(sent) / elapsed.Seconds(); rate < 100 {
 		t.Errorf("sent %.0f requests a second, want at least 100", rate)
 	}
 	if failed != 0 {
-		t.Fatalf("%d of %d requests failed across 5 rolling redeploys and a rollback; first: %v", failed, sent, l.firstErrors)
+		t.Fatalf("%d of %d requests failed across 5 rolling redeploys and a rollback; first: %v", failed, sent, l.FirstErrors())
 	}
 }
 
@@ -135,9 +66,9 @@ func TestZeroFailedRequestsAcrossRouteChanges(t *testing.T) {
 		deploy(t, "morph.hcl", strings.Replace(nodeServer("morph", "b\n", false), "web {}", web, 1), api.DeployBody{})
 	}
 	close(stop)
-	<-l.done
-	t.Logf("load: %d requests across 3 route-changing redeploys, %d failed", l.sent.Load(), l.failed.Load())
-	if l.failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed; first: %v", l.failed.Load(), l.sent.Load(), l.firstErrors)
+	<-l.Done
+	t.Logf("load: %d requests across 3 route-changing redeploys, %d failed", l.Sent.Load(), l.Failed.Load())
+	if l.Failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed; first: %v", l.Failed.Load(), l.Sent.Load(), l.FirstErrors())
 	}
 }

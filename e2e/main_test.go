@@ -5,10 +5,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,9 +23,11 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
+	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -343,53 +343,20 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 // runCLIAt runs the CLI against the server at addr.
 func runCLIAt(t *testing.T, addr string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, caravanBinary(t), args...)
-	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+addr, "CARAVAN_TOKEN="+env.client.Token)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	return out.String(), 0
+	return e2ekit.RunCLI(t, caravanBinary(t), addr, env.client.Token, args...)
 }
 
 // get fetches url through Traefik and returns the status and body.
 func get(t *testing.T, url string) (int, string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := env.https.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return e2ekit.Get(env.https, url)
 }
 
 // eventually polls cond every 200ms until it returns nil or the deadline
 // passes, then fails the test with the last error.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		if last = cond(); last == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	e2ekit.Eventually(t, timeout, what, cond)
 }
 
 // nodeServer is a spec of one web function running a Node.js server that
@@ -414,28 +381,14 @@ func nodeServer(app, body string, crash bool) string {
 }
 
 // purge removes an app's job and its records when the test ends.
-func purge(t *testing.T, jobID string) {
-	t.Cleanup(func() {
-		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, nsw(jobID)); err != nil {
-			t.Logf("purging %s: %v", jobID, err)
-		}
-		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
-			t.Logf("deleting records of %s: %v", jobID, err)
-		}
-		// Traffic splits a canary or blue-green test left behind.
-		splits, _, _ := env.consul.KV().Keys("traefik/", "", nil)
-		for _, k := range splits {
-			if strings.Contains(k, "/"+jobID+"-") {
-				env.consul.KV().Delete(k, nil)
-			}
-		}
-		claims, _, _ := env.consul.KV().List("caravan/hosts/", nil)
-		for _, c := range claims {
-			if strings.Contains(string(c.Value), `"job_id":"`+jobID+`"`) {
-				env.consul.KV().Delete(c.Key, nil)
-			}
-		}
-	})
+func purge(t *testing.T, jobID string) { e2ekit.Purge(t, env.nomad, env.consul, jobID) }
+
+// purgeWithSettings is purge that also deletes the proxy settings of the
+// app's function service (Consul's name, e2e--<app>-web), for a test
+// that set them.
+func purgeWithSettings(t *testing.T, jobID, service string) {
+	purge(t, jobID)
+	t.Cleanup(func() { env.consul.KV().Delete(proxy.SettingsKVPrefix+service, nil) })
 }
 
 // deploy deploys src as app file name and fails the test on error.
@@ -454,16 +407,7 @@ func deploy(t *testing.T, name, src string, body api.DeployBody) *orchestrator.D
 // answers polls url until it answers 200 with body.
 func answers(t *testing.T, url, body string) {
 	t.Helper()
-	eventually(t, 30*time.Second, "GET "+url+" answers "+strconv.Quote(body), func() error {
-		status, got, err := get(t, url)
-		if err != nil {
-			return err
-		}
-		if status != 200 || got != body {
-			return fmt.Errorf("%d %q", status, got)
-		}
-		return nil
-	})
+	e2ekit.Answers(t, env.https, 30*time.Second, url, body)
 }
 
 func specFile(t *testing.T, name, src string) (string, []byte) {

@@ -58,12 +58,12 @@ func TestClusterRollingUnderLoad(t *testing.T) {
 	}
 	answers(t, url, "v3\n")
 	close(stop)
-	<-l.done
+	<-l.Done
 	elapsed := time.Since(began)
-	sent, failed := l.sent.Load(), l.failed.Load()
+	sent, failed := l.Sent.Load(), l.Failed.Load()
 	t.Logf("load: %d requests in %s (%.0f/s), %d failed", sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), failed)
 	if failed != 0 {
-		t.Fatalf("%d of %d requests failed across 3 rolling redeploys; first: %v", failed, sent, l.firstErrors)
+		t.Fatalf("%d of %d requests failed across 3 rolling redeploys; first: %v", failed, sent, l.FirstErrors())
 	}
 }
 

@@ -35,15 +35,15 @@ func TestClusterLostClient(t *testing.T) {
 		default:
 			close(stop)
 		}
-		<-l.done
+		<-l.Done
 	}()
 	eventually(t, time.Minute, "100 requests before the fault", func() error {
-		if n := l.sent.Load(); n < 100 {
+		if n := l.Sent.Load(); n < 100 {
 			return fmt.Errorf("%d sent", n)
 		}
 		return nil
 	})
-	sentBefore, failedBefore := l.sent.Load(), l.failed.Load()
+	sentBefore, failedBefore := l.Sent.Load(), l.Failed.Load()
 
 	lost := env.nodes["nomad-client-0"]
 	killed := time.Now()
@@ -76,20 +76,20 @@ func TestClusterLostClient(t *testing.T) {
 	replaced := time.Since(killed)
 	// Routes have followed once no request has failed for 5s.
 	eventually(t, time.Minute, "no failed request for 5s", func() error {
-		if last := l.lastFailure(); !last.IsZero() && time.Since(last) < 5*time.Second {
+		if last := l.LastFailure(); !last.IsZero() && time.Since(last) < 5*time.Second {
 			return fmt.Errorf("a request failed %s ago", time.Since(last).Round(time.Millisecond))
 		}
 		return nil
 	})
 	answers(t, url, "up\n")
 	close(stop)
-	<-l.done
+	<-l.Done
 	lastFail := "none failed"
-	if last := l.lastFailure(); last.After(killed) {
+	if last := l.LastFailure(); last.After(killed) {
 		lastFail = "the last failed " + last.Sub(killed).Round(time.Millisecond).String() + " after the kill"
 	}
 	t.Logf("lost client: %d requests at 50/s, %d before the kill (%d failed); %d failed after it (first: %v); %s; node down after %s, both containers on the other client after %s",
-		l.sent.Load(), sentBefore, failedBefore, l.failed.Load()-failedBefore, l.firstErrors, lastFail,
+		l.Sent.Load(), sentBefore, failedBefore, l.Failed.Load()-failedBefore, l.FirstErrors(), lastFail,
 		down.Round(time.Millisecond), replaced.Round(time.Millisecond))
 }
 
@@ -224,7 +224,7 @@ func TestClusterConsulLeaderKilled(t *testing.T) {
 	stop := make(chan struct{})
 	l := runLoad(context.Background(), url+"/", 50, stop)
 	eventually(t, time.Minute, "100 requests before the fault", func() error {
-		if n := l.sent.Load(); n < 100 {
+		if n := l.Sent.Load(); n < 100 {
 			return fmt.Errorf("%d sent", n)
 		}
 		return nil
@@ -254,19 +254,19 @@ func TestClusterConsulLeaderKilled(t *testing.T) {
 		return nil
 	})
 	// A few more seconds of traffic on the new leader.
-	sentAtElection := l.sent.Load()
+	sentAtElection := l.Sent.Load()
 	eventually(t, time.Minute, "250 more requests", func() error {
-		if n := l.sent.Load(); n < sentAtElection+250 {
+		if n := l.Sent.Load(); n < sentAtElection+250 {
 			return fmt.Errorf("%d sent", n-sentAtElection)
 		}
 		return nil
 	})
 	close(stop)
-	<-l.done
+	<-l.Done
 	t.Logf("Consul leader %s killed under load: %d requests, %d failed (first: %v); new leader after %s",
-		name, l.sent.Load(), l.failed.Load(), l.firstErrors, elected.Round(time.Millisecond))
-	if l.failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed with Consul's leader gone", l.failed.Load(), l.sent.Load())
+		name, l.Sent.Load(), l.Failed.Load(), l.FirstErrors(), elected.Round(time.Millisecond))
+	if l.Failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed with Consul's leader gone", l.Failed.Load(), l.Sent.Load())
 	}
 }
 

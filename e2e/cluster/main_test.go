@@ -10,12 +10,9 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,13 +20,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/router"
@@ -226,67 +223,23 @@ func buildCaravan() (string, error) {
 // runCLI runs the caravan CLI against the first server.
 func runCLI(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, env.bin, args...)
-	cmd.Env = append(os.Environ(), "CARAVAN_ADDR="+env.client.Addr, "CARAVAN_TOKEN="+env.client.Token)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	return out.String(), 0
+	return e2ekit.RunCLI(t, env.bin, env.client.Addr, env.client.Token, args...)
 }
 
 // get fetches url through Traefik.
-func get(url string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := env.https.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
+func get(url string) (int, string, error) { return e2ekit.Get(env.https, url) }
 
 // eventually polls cond every 200ms until it returns nil or the deadline
 // passes, then fails the test with the last error.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		if last = cond(); last == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	e2ekit.Eventually(t, timeout, what, cond)
 }
 
 // answers polls url until it answers 200 with body.
 func answers(t *testing.T, url, body string) {
 	t.Helper()
-	eventually(t, 60*time.Second, "GET "+url+" answers "+strconv.Quote(body), func() error {
-		status, got, err := get(url)
-		if err != nil {
-			return err
-		}
-		if status != 200 || got != body {
-			return fmt.Errorf("%d %q", status, got)
-		}
-		return nil
-	})
+	e2ekit.Answers(t, env.https, 60*time.Second, url, body)
 }
 
 // nodeServer is a spec of one web function of containers Node.js
@@ -328,22 +281,7 @@ func deploy(t *testing.T, cl *api.Client, name, src string, body api.DeployBody)
 }
 
 // purge removes an app's job and records when the test ends.
-func purge(t *testing.T, jobID string) {
-	t.Cleanup(func() {
-		if _, _, err := env.nomad.Jobs().Deregister(jobID, true, &nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(jobID)}); err != nil {
-			t.Logf("purging %s: %v", jobID, err)
-		}
-		if _, err := env.consul.KV().DeleteTree("caravan/apps/"+jobID+"/", nil); err != nil {
-			t.Logf("deleting records of %s: %v", jobID, err)
-		}
-		claims, _, _ := env.consul.KV().List("caravan/hosts/", nil)
-		for _, c := range claims {
-			if strings.Contains(string(c.Value), `"job_id":"`+jobID+`"`) {
-				env.consul.KV().Delete(c.Key, nil)
-			}
-		}
-	})
-}
+func purge(t *testing.T, jobID string) { e2ekit.Purge(t, env.nomad, env.consul, jobID) }
 
 // inNamespace queries job's Nomad namespace (its workspace's).
 func inNamespace(job string) *nomad.QueryOptions {
