@@ -20,8 +20,11 @@ import (
 const LeaderWait = 30 * time.Second
 
 // noLeaderMarks are the texts of Nomad's 500s while it has no leader to
-// forward to.
-var noLeaderMarks = []string{"No cluster leader", "failed to get conn", "rpc error: EOF", "session shutdown", "leadership lost"}
+// forward to. "rpc error:" is every failure of a server's forwarding RPC
+// to the leader (EOF, a session shut down, a broken pipe to the dead
+// leader, ...): a read that failed there never ran, so sending it again
+// is safe.
+var noLeaderMarks = []string{"No cluster leader", "failed to get conn", "rpc error:", "leadership lost"}
 
 // leaderRetry is the Nomad client's transport: it sends a GET again while
 // the answer says the cluster has no reachable leader, for up to wait.

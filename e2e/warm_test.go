@@ -106,7 +106,7 @@ func TestWarmCall(t *testing.T) {
 	t.Run("no NATS credential in the job or the task", func(t *testing.T) {
 		_, admin := env.server.NATS()
 		for _, fn := range []string{"echo", "env"} {
-			j, _, err := env.nomad.Jobs().Info(jobs.CallableID(app, fn), nil)
+			j, _, err := env.nomad.Jobs().Info(jobs.CallableID(app, fn), nsq(jobs.CallableID(app, fn)))
 			if err != nil {
 				t.Fatal(err)
 			}
