@@ -246,7 +246,10 @@ func TestInputInjection(t *testing.T) {
 	}
 	ran := make(chan string, 1)
 	w := &Worker{Q: connectWorkerOf(t, e.URL(), b), Func: b, MaxInputs: 1, InputKey: InputKey(testToken, b),
-		Run: func(_ context.Context, _ string, in []byte) *api.CallResult { ran <- string(in); return &api.CallResult{} }}
+		Run: func(_ context.Context, _ string, in []byte) *api.CallResult {
+			ran <- string(in)
+			return &api.CallResult{}
+		}}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _ = w.Serve(wctx, time.Second) }()
