@@ -12,12 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,20 +85,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.stack = stack
-	// Ctrl-C (or CI's SIGTERM) must not leave the stack running. A SIGTERM
-	// to `go test`'s process group ends the go command at once, and with it
-	// the pipe this binary writes its output to: the next write would kill
-	// this process by SIGPIPE before the stack is down. A stack left anyway
-	// (SIGKILL) is stopped by the next devstack.Up, from the registry.
-	signal.Ignore(syscall.SIGPIPE)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig := <-sigs
-		fmt.Fprintf(os.Stderr, "e2e: %v: stopping the stack\n", sig)
-		_ = stack.Down()
-		os.Exit(130)
-	}()
+	// Ctrl-C (or CI's SIGTERM) must not leave the stack running.
+	e2ekit.DownOnSignal("e2e", stack.Down)
 	code := func() int {
 		defer func() {
 			if err := stack.Down(); err != nil {

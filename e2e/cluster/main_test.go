@@ -17,10 +17,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,15 +87,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.stack = stack
-	signal.Ignore(syscall.SIGPIPE)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig := <-sigs
-		fmt.Fprintf(os.Stderr, "e2e/cluster: %v: stopping the stack\n", sig)
-		_ = stack.Down()
-		os.Exit(130)
-	}()
+	// Ctrl-C (or CI's SIGTERM) must not leave the stack running.
+	e2ekit.DownOnSignal("e2e/cluster", stack.Down)
 	code := func() int {
 		defer func() {
 			if err := stack.Down(); err != nil {
