@@ -45,7 +45,8 @@ func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.C
 // workerJob renders a warm callable function as a service job of workers
 // (min_containers of them): each runs `caravan worker`, which takes the
 // function's inputs from its queue, max_inputs at a time, and runs the
-// function's command once per input. The job's ID is the same
+// function's command once per input (or, with an enter block, passes
+// each input to the command it starts once). The job's ID is the same
 // CallableID an isolated function's has, so switching between them
 // replaces one with the other.
 func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Config) (*api.Job, error) {
@@ -61,6 +62,14 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 	}
 	if w.MaxAttempts > 0 {
 		args = append(args, "--max-attempts", strconv.Itoa(w.MaxAttempts))
+	}
+	var networks []*api.NetworkResource
+	if e := fn.Enter; e != nil {
+		// The process listens on a port Nomad picks, so workers sharing
+		// a client do not collide; ${port} names it as in a web function.
+		args = append(args, "--enter", "--port", spec.PortPlaceholder, "--ready-timeout", e.Ready.String())
+		networks = []*api.NetworkResource{{DynamicPorts: []api.Port{{Label: PortLabel}}}}
+		t.Env["PORT"] = spec.PortPlaceholder
 	}
 	args = append(args, "--", t.Config["command"].(string))
 	if a, ok := t.Config["args"].([]string); ok {
@@ -78,9 +87,10 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 		Datacenters: []string{"*"},
 		Meta:        ownerMeta(app, fn),
 		TaskGroups: []*api.TaskGroup{{
-			Name:  ptr(fn.Name),
-			Count: ptr(count),
-			Tasks: []*api.Task{t},
+			Name:     ptr(fn.Name),
+			Count:    ptr(count),
+			Tasks:    []*api.Task{t},
+			Networks: networks,
 			// A worker is healthy once its task runs: a deployment (a
 			// deploy's, or the one an autoscaler's scale-up opens, which
 			// blocks the next scale) ends as soon as the workers start.

@@ -151,3 +151,37 @@ func TestRenderCallable(t *testing.T) {
 		t.Error("changing the callable did not change the spec hash")
 	}
 }
+
+// TestRenderWorkersEnter: with an enter block the worker starts the
+// command once (--enter) on a port Nomad picks, which $PORT names.
+func TestRenderWorkersEnter(t *testing.T) {
+	app := callableAppWith(t, `"serve.js", "${port}"`, "enter {\n      ready_timeout = \"2m\"\n    }")
+	cfg := testConfig
+	cfg.AgentCommand = "/opt/caravan"
+	r, err := jobs.Render(app, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj := r.Callable[0]
+	tg := cj.TaskGroups[0]
+	task := tg.Tasks[0]
+	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "1",
+		"--enter", "--port", "${NOMAD_PORT_http}", "--ready-timeout", "2m0s", "--", "node", "serve.js", "${NOMAD_PORT_http}"}
+	if !slices.Equal(task.Config["args"].([]string), want) {
+		t.Errorf("worker runs %v", task.Config["args"])
+	}
+	if task.Env["PORT"] != "${NOMAD_PORT_http}" {
+		t.Errorf("PORT=%q", task.Env["PORT"])
+	}
+	if len(tg.Networks) != 1 || len(tg.Networks[0].DynamicPorts) != 1 || tg.Networks[0].DynamicPorts[0].Label != jobs.PortLabel {
+		t.Errorf("networks %+v", tg.Networks)
+	}
+	// Without it: no port.
+	plain, err := jobs.Render(callableApp(t, `"sum.js"`), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := plain.Callable[0].TaskGroups[0].Networks; n != nil {
+		t.Errorf("a worker without enter has networks %+v", n)
+	}
+}

@@ -18,6 +18,8 @@ import (
 
 // Runner answers one input. ctx ends when the call is cancelled or the
 // worker stops; the runner then ends the run (and returns what it has).
+// A nil result says the run was lost (the function's process died
+// mid-input): the input goes back to the queue, as when a worker dies.
 type Runner func(ctx context.Context, id string, input []byte) *api.CallResult
 
 // Worker takes inputs of one function and answers them with Run, at most
@@ -155,7 +157,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	if attempt > cfg.MaxAttempts {
 		rec.State, rec.Finished = Failed, time.Now().UTC()
 		rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1,
-			Error: fmt.Sprintf("the input was delivered %d times and no worker finished it (each was lost mid-input, e.g. its container was killed): dead-lettered", cfg.MaxAttempts)}
+			Error: fmt.Sprintf("the input was delivered %d times and no worker finished it (each was lost mid-input: its container was killed, or its function's process died): dead-lettered", cfg.MaxAttempts)}
 		w.store(ctx, msg, rec)
 		return
 	}
@@ -190,15 +192,23 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	began := time.Now()
 	go func() { resc <- w.Run(runCtx, id, input) }()
 	var res *api.CallResult
-	for res == nil {
+	for ran := false; !ran; {
 		select {
 		case res = <-resc:
+			ran = true
 		case <-beat.C:
 			_ = msg.InProgress()
 		}
 	}
 	if ctx.Err() != nil && runCtx.Err() != nil {
 		// The worker is stopping: another takes the input now.
+		_ = msg.Nak()
+		return
+	}
+	if res == nil {
+		// Lost mid-input: delivered again, to this worker or another,
+		// until MaxAttempts dead-letters it.
+		w.Log.Warn("the run was lost mid-input; the input goes back", "call", id, "attempt", attempt)
 		_ = msg.Nak()
 		return
 	}

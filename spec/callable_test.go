@@ -2,6 +2,7 @@ package spec_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/caravanhq/caravan/spec"
 )
@@ -49,5 +50,54 @@ func TestParseCallable(t *testing.T) {
 	if !echo.Callable || echo.LongRunning() || web.Callable || !web.LongRunning() {
 		t.Fatalf("echo callable %v long-running %v; web callable %v long-running %v",
 			echo.Callable, echo.LongRunning(), web.Callable, web.LongRunning())
+	}
+}
+
+func init() {
+	badCases = append(badCases,
+		badCase{name: "enter on a function that is not callable", src: `app "hello" {
+  workspace = "dev"
+  function "web" {
+    command = "server"
+    enter {}
+  }
+}
+`, summary: "Enter block on a function without warm workers", line: 5, col: 5, detail: "Add callable = true"},
+		badCase{name: "enter on an isolated callable", src: callableSpec("isolated = true\n    enter {}"), summary: "Enter block on a function without warm workers", line: 7, col: 5, detail: "Remove isolated = true"},
+		badCase{name: "enter on a docker callable", src: `app "hello" {
+  workspace = "dev"
+  function "echo" {
+    image    = "alpine"
+    callable = true
+    enter {}
+  }
+  function "web" {
+    command = "server"
+  }
+}
+`, summary: "Enter block on a function without warm workers", line: 6, col: 5, detail: "Use driver raw_exec or exec"},
+		badCase{name: "enter with a bad ready_timeout", src: callableSpec("enter {\n      ready_timeout = \"2h\"\n    }"), summary: "Invalid ready_timeout", line: 7, col: 23},
+		badCase{name: "enter with a ready_timeout not a duration", src: callableSpec("enter {\n      ready_timeout = \"soon\"\n    }"), summary: "Invalid ready_timeout", line: 7, col: 23},
+	)
+}
+
+// TestParseEnter: an enter block's ready_timeout is parsed once, with its
+// default when unset.
+func TestParseEnter(t *testing.T) {
+	for _, c := range []struct {
+		attrs string
+		want  time.Duration
+	}{
+		{"enter {}", spec.DefaultReadyTimeout},
+		{"enter {\n      ready_timeout = \"5m\"\n    }", 5 * time.Minute},
+	} {
+		app, diags := spec.Parse([]byte(callableSpec(c.attrs)), "test.hcl")
+		if diags.HasErrors() {
+			t.Fatal(formatDiags(diags))
+		}
+		echo := app.Functions[0]
+		if echo.Enter == nil || echo.Enter.Ready != c.want || !echo.Warm() {
+			t.Errorf("%s: enter %+v, want ready %s", c.attrs, echo.Enter, c.want)
+		}
 	}
 }

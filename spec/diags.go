@@ -302,3 +302,8 @@ func diagIsolatedNotCallable(rng hcl.Range, fn string) *hcl.Diagnostic {
 	return diagError(rng, "Isolated on a function that is not callable",
 		fmt.Sprintf("Function %q has isolated = true, which runs each call in a container of its own; it applies to callable functions only. Add callable = true, or remove isolated.", fn))
 }
+
+func diagEnterNotWarm(rng hcl.Range, fn, why, fix string) *hcl.Diagnostic {
+	return diagError(rng, "Enter block on a function without warm workers",
+		fmt.Sprintf("Function %q %s. An enter block starts the command once per warm worker and passes it each input; it applies to warm callable functions only. %s", fn, why, fix))
+}

@@ -282,6 +282,24 @@ func validateFunction(fn *Function) hcl.Diagnostics {
 	if fn.Isolated && !fn.Callable {
 		diags = append(diags, diagIsolatedNotCallable(fn.IsolatedRange, fn.Name))
 	}
+	if e := fn.Enter; e != nil {
+		switch {
+		case !fn.Callable:
+			diags = append(diags, diagEnterNotWarm(e.DefRange, fn.Name, "is not callable", "Add callable = true, or remove the enter block."))
+		case fn.Isolated:
+			diags = append(diags, diagEnterNotWarm(e.DefRange, fn.Name, "is isolated (isolated = true: a container per call)", "Remove isolated = true, or remove the enter block."))
+		case driver == DriverDocker:
+			diags = append(diags, diagEnterNotWarm(e.DefRange, fn.Name, "runs on docker, whose callables are isolated (a container per call)", "Use driver raw_exec or exec, or remove the enter block."))
+		}
+		e.Ready = DefaultReadyTimeout
+		if e.ReadyTimeout != "" {
+			if d, ok := boundedDuration(e.ReadyTimeout); ok {
+				e.Ready = d
+			} else {
+				diags = append(diags, diagBadDuration(e.ReadyTimeoutRange, "ready_timeout", e.ReadyTimeout))
+			}
+		}
+	}
 	if fn.Callable {
 		if fn.Web != nil {
 			diags = append(diags, diagWebOnCallable(fn.Web.DefRange, fn.Name))

@@ -216,6 +216,11 @@ type Function struct {
 	Isolated      bool      `hcl:"isolated,optional"`
 	IsolatedRange hcl.Range `hcl:"isolated,attr_value_range"`
 	CallableRange hcl.Range `hcl:"callable,attr_value_range"`
+	// Enter (optional block, warm callables only) makes the command a
+	// long-running process, started once per worker, that answers every
+	// input of that worker, as Modal's @enter loads a model once per
+	// container. See Enter.
+	Enter *Enter `hcl:"enter,block"`
 
 	// Files (optional block) chooses the files of this function's bundle,
 	// in place of the app's block. A docker function has a bundle only
@@ -339,6 +344,40 @@ type Web struct {
 
 	DefRange hcl.Range `hcl:",def_range"`
 }
+
+// Enter is the `enter { ... }` block of a warm callable function: its
+// command then starts once per worker, not once per input, and answers
+// inputs over HTTP. The process gets $PORT (and `${port}` in command,
+// args and env is replaced by it) and must listen on 127.0.0.1:$PORT; the
+// worker waits until it accepts a connection (at most ready_timeout),
+// then POSTs each input to it: `POST /` with the input JSON as the body
+// (`null` when the call sends none) and the call's ID in the
+// Caravan-Call-Id header, at most max_inputs at once (concurrency block).
+// The response body is the call's output; its exit code is the
+// Caravan-Exit-Code response header when set, else 0 for a 2xx status
+// and 1 for any other (with the status as the call's error). What the
+// process prints goes to the worker's log, not to a call's stderr. If the
+// process exits, the worker starts it again, and the inputs it held are
+// delivered again (at most max attempts in all, as when a worker dies
+// mid-input). A process that exits before it listens, or does not listen
+// within ready_timeout, fails the calls waiting for it with that reason.
+// A cancelled call's request is closed. When the worker stops, the
+// process gets SIGTERM once its inputs are done, and SIGKILL 5 s later.
+type Enter struct {
+	// ReadyTimeout bounds how long the process may take to listen after
+	// it starts (loading a model, say): a duration from "1s" to "1h"
+	// (default "60s").
+	ReadyTimeout      string    `hcl:"ready_timeout,optional"`
+	ReadyTimeoutRange hcl.Range `hcl:"ready_timeout,attr_value_range"`
+	// Ready is ReadyTimeout parsed, with its default; Load fills it.
+	// Not part of the HCL.
+	Ready time.Duration
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// DefaultReadyTimeout is an enter block's default ready_timeout.
+const DefaultReadyTimeout = 60 * time.Second
 
 // Concurrency is the `concurrency { ... }` block of a web function, Modal's
 // @modal.concurrent: how many requests one container takes at once. On a

@@ -32,6 +32,9 @@ func workerCommand() *cli.Command {
 			&cli.DurationFlag{Name: "ack-wait"},
 			&cli.IntFlag{Name: "max-attempts"},
 			&cli.DurationFlag{Name: "grace", Value: 8 * time.Second, Usage: "how long inputs in flight may finish once stopped"},
+			&cli.BoolFlag{Name: "enter", Usage: "start COMMAND once and POST each input to it on 127.0.0.1:$PORT (the function's enter block)"},
+			&cli.IntFlag{Name: "port", Usage: "with --enter: the `PORT` COMMAND listens on (0: a free one)"},
+			&cli.DurationFlag{Name: "ready-timeout", Value: queue.DefaultReadyTimeout, Usage: "with --enter: how long COMMAND may take to listen"},
 			&cli.StringFlag{Name: "log-level", Value: "info"},
 		},
 		Action: func(c *cli.Context) error {
@@ -67,8 +70,25 @@ func workerCommand() *cli.Command {
 			cmd := &queue.Command{Path: c.Args().First(), Args: c.Args().Tail(), Dir: os.Getenv("NOMAD_TASK_DIR")}
 			w := &queue.Worker{Q: q, Func: f, MaxInputs: c.Int("max-inputs"), Run: cmd.Run, Log: log, InputKey: nc.InputKey,
 				Config: queue.FuncConfig{AckWait: c.Duration("ack-wait"), MaxAttempts: c.Int("max-attempts")}}
-			log.Info("serving", "function", f.String(), "max_inputs", w.MaxInputs, "command", cmd.Path)
-			if err := w.Serve(ctx, c.Duration("grace")); err != nil {
+			supervised := make(chan struct{})
+			close(supervised)
+			stopProcess := func() {}
+			if c.Bool("enter") {
+				// One process for every input of this worker; it stops
+				// after the inputs in flight (Serve's grace).
+				p := &queue.Process{Path: cmd.Path, Args: cmd.Args, Port: c.Int("port"), ReadyTimeout: c.Duration("ready-timeout"),
+					MaxInputs: w.MaxInputs, Log: log.Named("process")}
+				pctx, cancel := context.WithCancel(context.Background())
+				supervised = make(chan struct{})
+				go func() { defer close(supervised); p.Supervise(pctx) }()
+				stopProcess = cancel
+				w.Run = p.Run
+			}
+			log.Info("serving", "function", f.String(), "max_inputs", w.MaxInputs, "command", cmd.Path, "enter", c.Bool("enter"))
+			err = w.Serve(ctx, c.Duration("grace"))
+			stopProcess()
+			<-supervised
+			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
 			log.Info("stopped")
