@@ -192,7 +192,17 @@ func serverFlags(listen string) []string {
 		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--dns-resolver", s.ChallDNSAddr(), "--policy", policyPath(),
 		"--bundle-dir", bundleDir(),
 		// The cluster's NATS: the first server's.
-		"--nats-url", natsURL, "--nats-token", natsToken}
+		"--nats-url", natsURL, "--nats-token-file", natsTokenFile(natsToken)}
+}
+
+// natsTokenFile writes token to a file of the stack's (mode 0600) and
+// names it: a token is no flag's value.
+func natsTokenFile(token string) string {
+	path := filepath.Join(env.stack.StateDir, "nats-admin.token")
+	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
+		panic(err)
+	}
+	return path
 }
 
 // clusterAuthURL is the forwardAuth address every caravan server of the

@@ -73,7 +73,7 @@ func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
 		return ans, nil
 	}
 	if n.Key == "" {
-		return agent.NATSAnswer{}, api.Errorf(api.CodeUnavailable, "this server has no NATS token to mint workers' credentials under: give --nats-token, or --nats-worker-token")
+		return agent.NATSAnswer{}, api.Errorf(api.CodeUnavailable, "this server has no NATS token to mint workers' credentials under: give it $CARAVAN_NATS_TOKEN or --nats-token-file, or --nats-worker-token")
 	}
 	cred, err := queue.Mint(n.Key, g)
 	if err != nil {

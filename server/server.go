@@ -455,7 +455,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Worker() router.Worker { return s.worker }
 
 // NATS is this server's NATS URL and admin token (another caravan
-// server of the cluster may use them as --nats-url, --nats-token).
+// server of the cluster may use them as --nats-url, --nats-token-file).
 func (s *Server) NATS() (url, token string) { return s.natsW.URL, s.natsW.Key }
 
 // Handler routes the API.

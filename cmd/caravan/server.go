@@ -50,10 +50,12 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "bundle-s3-region", Usage: "the bucket's `REGION` (default: ask the store)"},
 			&cli.BoolFlag{Name: "bundle-s3-insecure", Usage: "speak plain HTTP to the S3 store"},
 			&cli.StringFlag{Name: "nats-url", EnvVars: []string{"CARAVAN_NATS_URL"}, Usage: "an external NATS with JetStream at `URL` for warm calls (default: one embedded in this server)"},
-			&cli.StringFlag{Name: "nats-token", EnvVars: []string{"CARAVAN_NATS_TOKEN"}, Usage: "`TOKEN` this server presents to --nats-url"},
-			&cli.StringFlag{Name: "nats-token-file", Usage: "`FILE` holding the token this server presents to --nats-url (read once at start)"},
+			// The token's value is no flag (every process list shows flags):
+			// --nats-token is kept only to say so.
+			&cli.StringFlag{Name: "nats-token", Hidden: true},
+			&cli.StringFlag{Name: "nats-token-file", Usage: "`FILE` holding the token this server presents to --nats-url (read once at start; default: $" + envNATSToken + ")"},
 			&cli.StringFlag{Name: "nats-creds", Usage: "NATS credentials `FILE` (.creds) this server presents to --nats-url"},
-			&cli.StringFlag{Name: "nats-worker-token", EnvVars: []string{"CARAVAN_NATS_WORKER_TOKEN"}, Usage: "`TOKEN` every worker presents to an external --nats-url that does not check caravan's per-function credentials (default: credentials minted per function under --nats-token)"},
+			&cli.StringFlag{Name: "nats-worker-token", EnvVars: []string{"CARAVAN_NATS_WORKER_TOKEN"}, Usage: "`TOKEN` every worker presents to an external --nats-url that does not check caravan's per-function credentials (default: credentials minted per function under the server's NATS token)"},
 			&cli.StringFlag{Name: "nats-ca", Usage: "PEM `FILE` that verifies --nats-url's TLS certificate"},
 			&cli.StringFlag{Name: "nats-cert", Usage: "client certificate PEM `FILE` for --nats-url"},
 			&cli.StringFlag{Name: "nats-key", Usage: "client key PEM `FILE` for --nats-url"},
@@ -64,6 +66,9 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "agent-binary", Usage: "caravan binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions); it must run on the Nomad clients' OS and architecture (default: this executable)"},
 		),
 		Action: func(c *cli.Context) error {
+			if c.IsSet("nats-token") {
+				return cli.Exit("--nats-token TOKEN is gone: a token on the command line shows in every process list. Set $"+envNATSToken+", or put it in a file and pass --nats-token-file FILE", 1)
+			}
 			log := hclog.New(&hclog.LoggerOptions{Name: "caravan", Level: hclog.LevelFromString(c.String("log-level")), Output: c.App.ErrWriter})
 			pol, err := policyFlag(c)
 			if err != nil {
@@ -83,7 +88,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			if err != nil {
 				return err
 			}
-			natsToken, err := secretFlag(c, "nats-token", "nats-token-file")
+			natsToken, err := secretFlag(c, envNATSToken, "nats-token-file")
 			if err != nil {
 				return err
 			}
@@ -166,12 +171,16 @@ func bundleStoreFlags(c *cli.Context) (bundlestore.Store, error) {
 	return s, nil
 }
 
-// secretFlag is the secret in flag name, or else in the file flag file
-// names (read once; surrounding space trimmed).
-func secretFlag(c *cli.Context, name, file string) (string, error) {
+// envNATSToken holds the token caravan server presents to --nats-url,
+// unless --nats-token-file names a file that does.
+const envNATSToken = "CARAVAN_NATS_TOKEN"
+
+// secretFlag is the secret in the file flag file names (read once;
+// surrounding space trimmed), or else in the environment variable env.
+func secretFlag(c *cli.Context, env, file string) (string, error) {
 	path := c.String(file)
 	if path == "" {
-		return c.String(name), nil
+		return os.Getenv(env), nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

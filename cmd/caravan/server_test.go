@@ -59,3 +59,15 @@ func TestClientFlagsRefuseAMissingTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// caravan server refuses --nats-token TOKEN, the old form that put the
+// secret in the process list, saying where the token goes now.
+func TestServerRefusesNATSTokenFlag(t *testing.T) {
+	_, errOut, err := runCLI(t, "server", "--listen", "127.0.0.1:0", "--nats-token", "s3cret")
+	if err == nil || !strings.Contains(errOut+err.Error(), "--nats-token TOKEN is gone") || !strings.Contains(errOut+err.Error(), "CARAVAN_NATS_TOKEN") || !strings.Contains(errOut+err.Error(), "--nats-token-file") {
+		t.Fatalf("caravan server --nats-token: %v\n%s", err, errOut)
+	}
+	if strings.Contains(errOut+err.Error(), "s3cret") {
+		t.Error("the refusal prints the token")
+	}
+}
