@@ -79,7 +79,22 @@ func (f Func) Check() error {
 }
 
 // Stream is the name of f's work-queue stream.
-func (f Func) Stream() string { return "CALLS_" + f.AppJobID + "_" + f.Name }
+func (f Func) Stream() string { return "CALLS_" + f.joined() }
+
+// joined is f's app job ID and name in one token of [a-zA-Z0-9_-] that
+// no other pair gives: "<job>_<name>" when neither holds "_" (every
+// name caravan makes, as before), else each with "_" doubled, joined by
+// "_-" (so "a_b"+"c" is "a__b_-c" and "a"+"b_c" is "a_-b__c"). Read left
+// to right, "__" is a "_" and "_-" the join, so a token names one pair;
+// and a token of the first form has one "_", one of the second at least
+// three.
+func (f Func) joined() string {
+	if !strings.Contains(f.AppJobID, "_") && !strings.Contains(f.Name, "_") {
+		return f.AppJobID + "_" + f.Name
+	}
+	esc := func(s string) string { return strings.ReplaceAll(s, "_", "__") }
+	return esc(f.AppJobID) + "_-" + esc(f.Name)
+}
 
 // Subject is the subject f's inputs are published on:
 // caravan.calls.<workspace>.<app job>.<function>.
@@ -95,8 +110,8 @@ func doneSubject(id string) string { return subjectDone + "." + id }
 // InputsBucket is the object store of f's inputs over InlineLimit, and
 // OutputsBucket of its results over it: one per function, so a worker's
 // credential reaches its own (WorkerPermissions) and no other's.
-func (f Func) InputsBucket() string  { return "in_" + f.AppJobID + "_" + f.Name }
-func (f Func) OutputsBucket() string { return "out_" + f.AppJobID + "_" + f.Name }
+func (f Func) InputsBucket() string  { return "in_" + f.joined() }
+func (f Func) OutputsBucket() string { return "out_" + f.joined() }
 
 // part is f as subject tokens: <workspace>.<app job>.<function>.
 func (f Func) part() string { return f.Workspace + "." + f.AppJobID + "." + f.Name }
