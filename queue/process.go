@@ -263,6 +263,10 @@ func (p *Process) Run(ctx context.Context, id string, input []byte) *api.CallRes
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HdrCallID, id)
+	// An idempotency key makes the request replayable: net/http sends it
+	// again on a fresh connection when a kept-alive one the process had
+	// just closed fails before any answer (a race of idle timeouts).
+	req.Header.Set("Idempotency-Key", id)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -19,7 +19,7 @@ func workerCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "worker",
 		Hidden:    true,
-		Usage:     "Serve a callable function's queue: run COMMAND once per input (a warm function's task runs this)",
+		Usage:     "Serve a callable function's queue: run COMMAND once per input, or with --enter start it once and POST it each input (a warm function's task runs this)",
 		ArgsUsage: "-- COMMAND [ARGS...]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "agent-nats-url", EnvVars: []string{agent.EnvNATSURL}, Usage: "caravan server's signed `URL` of this worker's NATS credential (the job renders it)"},
