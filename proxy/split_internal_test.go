@@ -16,12 +16,12 @@ func TestParseSplit(t *testing.T) {
 		{"30;10.0.0.5:23001", split{weight: 30, next: map[string]bool{"10.0.0.5:23001": true}}},
 		{"100;10.0.0.5:23001, 10.0.0.6:23002", split{weight: 100, next: map[string]bool{"10.0.0.5:23001": true, "10.0.0.6:23002": true}}},
 		{"0;a:1", split{weight: 0, next: map[string]bool{"a:1": true}}},
-		{"30;", split{}},         // no containers: no split
-		{"30", split{}},          // no list
-		{"x;a:1", split{}},       // no weight
-		{"101;a:1", split{}},     // past 100
-		{"-1;a:1", split{}},      // below 0
-		{"Canary", split{}},      // only the exact word
+		{"30;", split{}},     // no containers: no split
+		{"30", split{}},      // no list
+		{"x;a:1", split{}},   // no weight
+		{"101;a:1", split{}}, // past 100
+		{"-1;a:1", split{}},  // below 0
+		{"Canary", split{}},  // only the exact word
 		{"50;a:1,,b:2", split{weight: 50, next: map[string]bool{"a:1": true, "b:2": true}}},
 	}
 	for _, tt := range tests {
@@ -74,7 +74,7 @@ func TestSetHas(t *testing.T) {
 		{set{kind: setNext, next: next}, "new:1", false, true}, // promoted: still new
 		{set{kind: setNext, next: next}, "old:1", false, false},
 		{set{kind: setRest, next: next}, "old:1", false, true},
-		{set{kind: setRest, next: next}, "new:1", false, false}, // promoted: never old
+		{set{kind: setRest, next: next}, "new:1", false, false},  // promoted: never old
 		{set{kind: setRest, next: next}, "other:1", true, false}, // a canary not in the split
 	}
 	for _, tt := range tests {
