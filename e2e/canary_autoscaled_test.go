@@ -89,10 +89,27 @@ func TestCanaryOfAutoscaledFunction(t *testing.T) {
 		t.Errorf("live version %d while the canary runs, want 1", h.App.LiveVersion)
 	}
 
-	// Promote under a bounded load: no request fails.
-	stop := sampleLoad(url, 4)
+	// Abort: everything back on v1, the canary gone.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	onlyBody(t, url, "v1")
+	eventually(t, 30*time.Second, "canary gone after abort", func() error {
+		if n := canaryInstances(t, service); n != 0 {
+			return fmt.Errorf("%d canary instances", n)
+		}
+		return nil
+	})
+
+	// A new canary, promoted under a bounded load: no request fails.
+	v2 = deploy(t, "finch.hcl", autoscaledRolloutSpec(app, "v2", canary), api.DeployBody{})
+	if v2.Canary == nil {
+		t.Fatalf("version %d is not a canary", v2.Version)
+	}
+	answers(t, preview, "v2")
+	stop := sampleLoad(url, 4)
 	res, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil {
 		stop()

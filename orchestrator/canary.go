@@ -605,6 +605,9 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 		case abortCanary:
 			log.Info("aborting canary", "caller", caller.Name, "why", vd.what)
 			rollErr = o.discard(rctx, rec.JobID, st.DeploymentID, st.Keys, routes, nil)
+			if err := o.restoreProxied(rctx, rec, v); err != nil {
+				rollErr = errors.Join(rollErr, err)
+			}
 		}
 	}
 	if errors.Is(context.Cause(held), ErrLockLost) {
@@ -799,4 +802,33 @@ func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool
 		}
 	}
 	return true
+}
+
+// restoreProxied publishes the live version's proxied routes and records
+// again in place of those aborted version v published at its deploy (see
+// publishProxied): its live containers serve on under their own settings.
+func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	if rec.LiveVersion == 0 {
+		return nil
+	}
+	newRoutes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return r.Proxied })
+	if err != nil || len(newRoutes) == 0 {
+		return err
+	}
+	live, err := o.version(ctx, rec, rec.LiveVersion)
+	if err != nil {
+		return err
+	}
+	app, err := storedApp(rec, live)
+	if err != nil {
+		return err
+	}
+	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, router.Routes(app, o.router))
+	if err != nil {
+		return err
+	}
+	if err := o.writeKV(ctx, publishOps(pairs, proxiedKeys(o.router.KVRoot, newRoutes))); err != nil {
+		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
+	}
+	return nil
 }
