@@ -104,11 +104,11 @@ func TestCanaryOfAutoscaledFunction(t *testing.T) {
 	})
 
 	// A new canary, promoted under a bounded load: no request fails.
-	v2 = deploy(t, "finch.hcl", autoscaledRolloutSpec(app, "v2", canary), api.DeployBody{})
-	if v2.Canary == nil {
-		t.Fatalf("version %d is not a canary", v2.Version)
+	v3 := deploy(t, "finch.hcl", autoscaledRolloutSpec(app, "v3", canary), api.DeployBody{})
+	if v3.Canary == nil {
+		t.Fatalf("version %d is not a canary", v3.Version)
 	}
-	answers(t, preview, "v2")
+	answers(t, preview, "v3")
 	stop := sampleLoad(url, 4)
 	res, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"})
 	if err != nil {
@@ -117,18 +117,18 @@ func TestCanaryOfAutoscaledFunction(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // load past the promotion's end
 	samples := stop()
-	failed, oldAfter, errs := switchStats(samples, "v1", "v2")
-	t.Logf("promotion under load: %d requests, %d failed, %d answered by v1 after v2 first did (promote %s)",
+	failed, oldAfter, errs := switchStats(samples, "v1", "v3")
+	t.Logf("promotion under load: %d requests, %d failed, %d answered by v1 after v3 first did (promote %s)",
 		len(samples), failed, oldAfter, res.Duration.Round(time.Millisecond))
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed across the promotion: %v", failed, len(samples), errs[:min(len(errs), 5)])
 	}
-	onlyBody(t, url, "v2")
-	if h := history(t, app); h.App.LiveVersion != v2.Version {
-		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v2.Version)
+	onlyBody(t, url, "v3")
+	if h := history(t, app); h.App.LiveVersion != v3.Version {
+		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v3.Version)
 	}
-	if v := versionRecord(t, app, v2.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
-		t.Errorf("version %d after promote: status %q, events %+v", v2.Version, v.Status, v.Events)
+	if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
+		t.Errorf("version %d after promote: status %q, events %+v", v3.Version, v.Status, v.Events)
 	}
 	eventually(t, 30*time.Second, "preview gone after promotion", func() error {
 		if status, _, _ := get(t, preview); status != 404 {
@@ -136,9 +136,12 @@ func TestCanaryOfAutoscaledFunction(t *testing.T) {
 		}
 		return nil
 	})
-	if n := canaryInstances(t, service); n != 0 {
-		t.Errorf("%d canary instances left after the promotion", n)
-	}
+	eventually(t, 30*time.Second, "no canary instance after the promotion", func() error {
+		if n := canaryInstances(t, service); n != 0 {
+			return fmt.Errorf("%d canary instances", n)
+		}
+		return nil
+	})
 }
 
 // An autoscaled function deployed blue-green switches in one step through
@@ -170,9 +173,12 @@ func TestBlueGreenOfAutoscaledFunction(t *testing.T) {
 	}
 	onlyBody(t, url, "green")
 	requireProxied(t, service)
-	if n := canaryInstances(t, service); n != 0 {
-		t.Errorf("%d canary instances left after the switch", n)
-	}
+	eventually(t, 30*time.Second, "no canary instance after the switch", func() error {
+		if n := canaryInstances(t, service); n != 0 {
+			return fmt.Errorf("%d canary instances", n)
+		}
+		return nil
+	})
 	// Still autoscaled: the count stays within [1, 3].
 	if d, _ := groupCount(t, job); d < 1 || d > 3 {
 		t.Errorf("%d containers desired after the switch, want 1 to 3", d)
