@@ -133,6 +133,9 @@ func serverURLs(instances []Instance) []string {
 func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int) ([]string, error) {
 	var keys []string
 	want := map[string]string{}
+	// A proxied split (router.Split) keeps its routers and their service
+	// from one weight to the next: what changes is its header.
+	headers := map[string]string{}
 	for _, r := range routes {
 		servers, err := o.canaryServers(ctx, r)
 		if err != nil {
@@ -144,6 +147,16 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 		cfg := router.Split{Route: r, Servers: servers, Weight: weight}.Config()
 		for name, rt := range cfg.HTTP.Routers {
 			want[name+"@"+kvProvider] = rt.Service
+		}
+		if r.Proxied {
+			for name, mw := range cfg.HTTP.Middlewares {
+				if mw.Headers == nil {
+					continue
+				}
+				if v, ok := mw.Headers.CustomRequestHeaders[router.HeaderSplit]; ok {
+					headers[name+"@"+kvProvider] = v
+				}
+			}
 		}
 		pairs, err := router.KV(o.router.KVRoot, cfg)
 		if err != nil {
@@ -158,7 +171,27 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 	}
 	slices.Sort(keys)
 	o.log.Info("traffic split published", "routes", len(routes), "weight", weight)
-	return keys, o.awaitRouters(ctx, want)
+	if err := o.awaitRouters(ctx, want); err != nil {
+		return keys, err
+	}
+	return keys, o.awaitSplitHeaders(ctx, headers)
+}
+
+// awaitSplitHeaders waits until Traefik's split middlewares of want set
+// router.HeaderSplit to the value want names (see awaitRouters).
+func (o *Orchestrator) awaitSplitHeaders(ctx context.Context, want map[string]string) error {
+	if len(want) == 0 || o.proxy == nil {
+		return nil // without a Proxy, awaitRouters waited SplitSettle
+	}
+	return observe(ctx, "the traffic split's weight", func(ctx context.Context) (bool, error) {
+		for name, v := range want {
+			got, err := o.proxy.RequestHeader(ctx, name, router.HeaderSplit)
+			if err != nil || got != v {
+				return false, err
+			}
+		}
+		return true, nil
+	})
 }
 
 // awaitRouters waits until the proxy routes each router of want (named

@@ -304,6 +304,19 @@ func (t TraefikAPI) Servers(ctx context.Context, service string) ([]string, erro
 	return urls, nil
 }
 
+func (t TraefikAPI) RequestHeader(ctx context.Context, middleware, header string) (string, error) {
+	var mw struct {
+		Headers *struct {
+			CustomRequestHeaders map[string]string `json:"customRequestHeaders"`
+		} `json:"headers"`
+	}
+	found, err := t.get(ctx, "/api/http/middlewares/"+url.PathEscape(middleware), &mw)
+	if err != nil || !found || mw.Headers == nil {
+		return "", err
+	}
+	return mw.Headers.CustomRequestHeaders[header], nil
+}
+
 // DNSResolver looks TXT records up at Server ("127.0.0.1:8053"), or
 // through the system's resolver when Server is empty.
 type DNSResolver struct {

@@ -939,6 +939,15 @@ func (p *fakeProxy) Servers(ctx context.Context, service string) ([]string, erro
 	return serverURLs(ins), err
 }
 
+func (p *fakeProxy) RequestHeader(ctx context.Context, middleware, header string) (string, error) {
+	if p.late() {
+		return "stale", nil
+	}
+	p.consul.mu.Lock()
+	defer p.consul.mu.Unlock()
+	return p.consul.kv[p.root+"/http/middlewares/"+unqualified(middleware)+"/headers/customRequestHeaders/"+header], nil
+}
+
 // fakeResolver answers TXT lookups from a table and counts them.
 type fakeResolver struct {
 	mu      sync.Mutex
