@@ -2,7 +2,10 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caravanhq/caravan/autoscale"
@@ -197,5 +200,56 @@ func TestCarryCountsOfSplitRollouts(t *testing.T) {
 		if keys := proxiedKeys("traefik", r.Routes); len(keys) != len(pairs) {
 			t.Errorf("%s: %d keys, %d pairs", c.deploy, len(keys), len(pairs))
 		}
+	}
+}
+
+// A deploy that the autoscaler's scaling beats to Nomad registers again
+// with the count as it is now; one whose job changed otherwise fails.
+func TestRegisterRetriesAfterTheAutoscalerScaled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version bool // the job's meta changed too, not only its count
+		wantErr bool
+	}{
+		{name: "a count changed", wantErr: false},
+		{name: "the version changed", version: true, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			h.mustDeploy([]byte(scaledSpec))
+			scaled := 0
+			h.nomad.beforeRegister = func(f *fakeNomad, job *nomad.Job) {
+				if scaled > 0 {
+					return
+				}
+				scaled++
+				j := copyJob(f.jobs[*job.ID])
+				for _, tg := range j.TaskGroups {
+					if *tg.Name == "web" {
+						tg.Count = ptr(3)
+					}
+				}
+				if tc.version {
+					j.Meta = maps.Clone(j.Meta)
+					j.Meta["caravan.other"] = "x"
+				}
+				idx := f.bump()
+				j.JobModifyIndex = &idx
+				f.jobs[*job.ID] = j
+			}
+			_, err := h.deploy([]byte(strings.Replace(scaledSpec, "max_containers = 4", "max_containers = 5", 1)))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("deploy: %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				if !errors.Is(err, ErrJobModified) && !strings.Contains(err.Error(), "conflicting job modify index") {
+					t.Errorf("deploy: %v, want the conflict", err)
+				}
+				return
+			}
+			if got := counts(h.nomad.jobs["dev--hello"])["web"]; got != 3 {
+				t.Errorf("web's count after the retried deploy = %d, want 3 (the autoscaler's)", got)
+			}
+		})
 	}
 }

@@ -88,6 +88,9 @@ func (n NomadClient) Register(ctx context.Context, job *nomad.Job, modifyIndex u
 	}
 	reg, _, err := n.Client.Jobs().RegisterOpts(job, opts, w(ctx, jobNamespace(job)))
 	if err != nil {
+		if jobModified(err) {
+			return "", fmt.Errorf("%w: %v", ErrJobModified, err)
+		}
 		return "", err
 	}
 	return reg.EvalID, nil
