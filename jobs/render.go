@@ -550,7 +550,13 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 		// Traefik reaches these containers through caravan's proxies
 		// only (the route is in Traefik's KV, see router.Proxied): no
 		// routing tags. The proxy reads the request path's settings here.
+		// Canaries (canary and blue-green: r.Preview) carry CanaryTag
+		// alone, by which the proxy keeps the live version's requests
+		// from them (see router.HeaderSplit).
 		tags, canaryTags = nil, nil
+		if r.Preview != nil {
+			canaryTags = []string{CanaryTag}
+		}
 		sc := fn.Scaling
 		maps.Copy(meta, proxy.Settings{MaxInputs: sc.MaxInputs, QueueMax: sc.QueueMax, QueueTimeout: sc.QueueTimeout, HealthPath: fn.Web.HealthCheckPath()}.Meta())
 		// The autoscaler reads these from the function's record (see
@@ -579,7 +585,7 @@ func service(app *spec.App, fn *spec.Function, r router.Route) (*api.Service, er
 }
 
 // CanaryTag marks the Consul registrations of canary containers.
-const CanaryTag = "caravan-canary"
+const CanaryTag = proxy.CanaryTag
 
 // update renders a deploy strategy as a group's update block.
 //

@@ -27,7 +27,7 @@ func TestDrainSupervisor(t *testing.T) {
 		{"autoscaled, caravan installed on the clients", `command = "node"` + "\n    " + autoscaled, "", true, 20 * time.Second, "/usr/local/bin/caravan"},
 		{"autoscaled docker", `image = "nginx"` + "\n    " + autoscaled, "", false, 0, ""},
 		{"a fixed count", `command = "node"` + "\n    min_containers = 2\n", "", false, 0, ""},
-		{"canary: not proxied", `command = "node"` + "\n    " + autoscaled, "canary", false, 0, ""},
+		{"canary: proxied too", `command = "node"` + "\n    " + autoscaled, "canary", true, 20 * time.Second, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			deploy := ""

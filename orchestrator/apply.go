@@ -301,7 +301,8 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		return nil, o.syncFunctions(ctx, r)
 	}
 	o.awaitVerdict(ctx, *job.ID, r.current)
-	if err := o.register(ctx, job, r.current, r.version, need); err != nil {
+	recount := func(now *nomad.Job) { carryCounts(job, now, r.app, r.rendered.Routes) }
+	if err := o.register(ctx, job, r.current, r.version, need, recount); err != nil {
 		return nil, err
 	}
 	dep, err := o.awaitingDeployment(ctx, *job.ID, r.version)
@@ -619,14 +620,42 @@ func (o *Orchestrator) revertTo(ctx context.Context, prev *nomad.Job, prevVersio
 	return re
 }
 
+// ErrJobModified: Nomad refused a registration because the job changed
+// since caravan read it (the check-and-set failed).
+var ErrJobModified = errors.New("the job changed since caravan read it")
+
+// jobModified reports Nomad's refusal of a check-and-set registration.
+// Nomad answers it as a plain HTTP error whose text is all that tells it
+// apart, so this one place reads the text.
+func jobModified(err error) bool {
+	return strings.Contains(err.Error(), "conflicting job modify index")
+}
+
+// registerAttempts bounds the registrations of one deploy that the
+// autoscaler's scaling beat (see register).
+const registerAttempts = 5
+
 // register submits job with check-and-set against the job caravan read and
-// watches its rollout.
-func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int, needs map[string]string) error {
+// watches its rollout. A registration refused because the job changed
+// since is tried again, with recount applied to the job as it is now, when
+// what changed is a count alone (the autoscaler scaled the job; the deploy
+// holds the app's lock, so nothing else registers it): the job's meta,
+// which names its caravan version, is as caravan read it.
+func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *nomad.Job, version int, needs map[string]string, recount func(now *nomad.Job)) error {
 	var index uint64
 	if current != nil {
 		index = *current.JobModifyIndex
 	}
 	evalID, err := o.nomad.Register(ctx, job, index)
+	for attempt := 1; errors.Is(err, ErrJobModified) && current != nil && recount != nil && attempt < registerAttempts; attempt++ {
+		now, rerr := o.currentJob(ctx, *job.ID)
+		if rerr != nil || now == nil || now.JobModifyIndex == nil || !maps.Equal(now.Meta, current.Meta) {
+			break
+		}
+		o.log.Debug("the job was scaled since it was read; registering again", "job", *job.ID, "attempt", attempt+1)
+		recount(now)
+		evalID, err = o.nomad.Register(ctx, job, *now.JobModifyIndex)
+	}
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
 	}

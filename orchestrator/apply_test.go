@@ -32,13 +32,19 @@ var testRouter = router.Config{Domain: "caravan.test", EntryPoint: "websecure", 
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessFor(t, testRouter)
+}
+
+// newHarnessFor is newHarness with routes rendered under rc.
+func newHarnessFor(t *testing.T, rc router.Config) *harness {
+	t.Helper()
 	h := &harness{t: t, nomad: newFakeNomad(), consul: newFakeConsul(), store: newMemStore(), prober: &fakeProber{fail: map[string]error{}}}
 	h.proxy = &fakeProxy{consul: h.consul, root: testRouter.KVRoot}
 	h.dns = &fakeResolver{txt: map[string][]string{}}
 	// Workspace dev's tests serve names under example.com: an operator
 	// assigned it.
 	h.store.domains["example.com"] = DomainBinding{Domain: "example.com", Workspace: "dev", Method: "assigned"}
-	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: testRouter, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns,
+	o, err := New(Config{Nomad: h.nomad, Consul: h.consul, Store: h.store, Router: rc, Prober: h.prober, Proxy: h.proxy, Resolver: h.dns,
 		Policy: mustPolicy(t, harnessPolicy), Bundles: &bundlestore.Local{Dir: t.TempDir()}, BundleSpool: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

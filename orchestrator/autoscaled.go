@@ -38,7 +38,7 @@ func proxiedKV(rootKey string, app *spec.App, jobID string, routes []router.Rout
 		if fn == nil || fn.Scaling == nil {
 			return nil, fmt.Errorf("proxied route %s has no function with scaling settings", r.Name)
 		}
-		pairs, err := r.KV(rootKey)
+		pairs, err := proxiedPairs(rootKey, r)
 		if err != nil {
 			return nil, err
 		}
@@ -59,7 +59,7 @@ func proxiedKeys(rootKey string, routes []router.Route) []string {
 		if !r.Proxied {
 			continue
 		}
-		pairs, err := r.KV(rootKey)
+		pairs, err := proxiedPairs(rootKey, r)
 		if err != nil {
 			continue
 		}
@@ -68,6 +68,23 @@ func proxiedKeys(rootKey string, routes []router.Route) []string {
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys)
+}
+
+// proxiedPairs are the KV pairs of proxied route r's routers and
+// middlewares, and of its preview's (canary and blue-green), which also
+// go through the proxies: a request for it finds no canary and is 404
+// until a rollout starts some.
+func proxiedPairs(rootKey string, r router.Route) (map[string]string, error) {
+	pairs, err := r.KV(rootKey)
+	if err != nil || r.Preview == nil || !r.Preview.Proxied {
+		return pairs, err
+	}
+	preview, err := r.Preview.KV(rootKey)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(pairs, preview)
+	return pairs, nil
 }
 
 // publishOps writes pairs (routers last) and then deletes the old keys
@@ -117,8 +134,14 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 	// routers by then, so its first request queues rather than 404s.
 	want := map[string]string{}
 	for _, rt := range r.rendered.Routes {
-		if rt.Proxied {
-			for name := range rt.Config.HTTP.Routers {
+		if !rt.Proxied {
+			continue
+		}
+		for _, x := range []*router.Route{&rt, rt.Preview} {
+			if x == nil || !x.Proxied {
+				continue
+			}
+			for name := range x.Config.HTTP.Routers {
 				want[name+"@"+kvProvider] = o.router.ProxyService
 			}
 		}
@@ -162,8 +185,15 @@ func carryCounts(job, current *nomad.Job, app *spec.App, routes []router.Route) 
 				continue
 			}
 			if u := tg.Update; u != nil {
-				if app.DeployStrategy() == spec.StrategyRolling {
+				switch app.DeployStrategy() {
+				case spec.StrategyRolling:
 					u.Canary, u.AutoPromote = ptr(n), ptr(n > 0)
+				case spec.StrategyBlueGreen:
+					// A full set beside the running one.
+					u.Canary = ptr(n)
+				case spec.StrategyCanary:
+					canaries, _, _ := app.CanarySettings()
+					u.Canary = ptr(min(canaries, n))
 				}
 				u.MaxParallel = ptr(max(n, 1))
 			}

@@ -2,7 +2,10 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caravanhq/caravan/autoscale"
@@ -139,5 +142,114 @@ func TestProxiedKV(t *testing.T) {
 	ops := publishOps(map[string]string{"a": "1"}, []string{"a", "b"})
 	if len(ops) != 2 || ops[1].Key != "b" || !ops[1].Delete {
 		t.Errorf("publishOps = %+v, want a set then b deleted", ops)
+	}
+}
+
+// A canary or blue-green rollout of an autoscaled function starts its
+// canaries beside the running count: blue-green a full set, canary the
+// spec's number, clamped to it; neither promotes on its own.
+func TestCarryCountsOfSplitRollouts(t *testing.T) {
+	cases := []struct {
+		deploy       string
+		running      int
+		wantCanaries int
+	}{
+		{"strategy = \"blue-green\"", 3, 3},
+		{"strategy = \"blue-green\"", 0, 0},
+		{"strategy = \"canary\"\n    canaries = 2", 3, 2},
+		{"strategy = \"canary\"\n    canaries = 2", 1, 1},
+		{"strategy = \"canary\"", 0, 0},
+	}
+	for _, c := range cases {
+		src := "app \"hello\" {\n  workspace = \"dev\"\n  deploy {\n    " + c.deploy + "\n  }\n" + scaledSpec[len("app \"hello\" {\n  workspace = \"dev\"\n"):]
+		app, diags := spec.Parse([]byte(src), "app.hcl")
+		if diags.HasErrors() {
+			t.Fatalf("%s\n%s", diags, src)
+		}
+		r, err := jobs.Render(app, router.DefaultConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Routes[0].Proxied || r.Routes[0].Preview == nil || !r.Routes[0].Preview.Proxied {
+			t.Fatalf("%s: the autoscaled route and its preview must be proxied", c.deploy)
+		}
+		current := &nomad.Job{Stop: ptr(false), TaskGroups: []*nomad.TaskGroup{{Name: ptr("web"), Count: ptr(c.running)}}}
+		carryCounts(r.Job, current, app, r.Routes)
+		for _, tg := range r.Job.TaskGroups {
+			if *tg.Name != "web" {
+				continue
+			}
+			if u := tg.Update; *tg.Count != c.running || *u.Canary != c.wantCanaries || *u.AutoPromote {
+				t.Errorf("%s at %d: count %d canary %d auto_promote %v, want count %d canary %d, no auto_promote",
+					c.deploy, c.running, *tg.Count, *u.Canary, *u.AutoPromote, c.running, c.wantCanaries)
+			}
+			// Canaries carry the canary tag alone: the proxy keeps the
+			// live version's requests from them.
+			if s := tg.Services[0]; len(s.Tags) != 0 || !slices.Equal(s.CanaryTags, []string{jobs.CanaryTag}) {
+				t.Errorf("%s: tags %v canary tags %v", c.deploy, s.Tags, s.CanaryTags)
+			}
+		}
+		// The preview's routers are published with the route's.
+		pairs, err := proxiedKV("traefik", app, "dev--hello", r.Routes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := r.Routes[0].Preview; pairs["traefik/http/routers/"+p.Router+"/service"] != router.DefaultProxyService {
+			t.Errorf("%s: the preview's router %s is not published", c.deploy, p.Router)
+		}
+		if keys := proxiedKeys("traefik", r.Routes); len(keys) != len(pairs) {
+			t.Errorf("%s: %d keys, %d pairs", c.deploy, len(keys), len(pairs))
+		}
+	}
+}
+
+// A deploy that the autoscaler's scaling beats to Nomad registers again
+// with the count as it is now; one whose job changed otherwise fails.
+func TestRegisterRetriesAfterTheAutoscalerScaled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version bool // the job's meta changed too, not only its count
+		wantErr bool
+	}{
+		{name: "a count changed", wantErr: false},
+		{name: "the version changed", version: true, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			h.mustDeploy([]byte(scaledSpec))
+			scaled := 0
+			h.nomad.beforeRegister = func(f *fakeNomad, job *nomad.Job) {
+				if scaled > 0 {
+					return
+				}
+				scaled++
+				j := copyJob(f.jobs[*job.ID])
+				for _, tg := range j.TaskGroups {
+					if *tg.Name == "web" {
+						tg.Count = ptr(3)
+					}
+				}
+				if tc.version {
+					j.Meta = maps.Clone(j.Meta)
+					j.Meta["caravan.other"] = "x"
+				}
+				idx := f.bump()
+				j.JobModifyIndex = &idx
+				f.jobs[*job.ID] = j
+			}
+			_, err := h.deploy([]byte(strings.Replace(scaledSpec, "max_containers = 4", "max_containers = 5", 1)))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("deploy: %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				if !errors.Is(err, ErrJobModified) && !strings.Contains(err.Error(), "conflicting job modify index") {
+					t.Errorf("deploy: %v, want the conflict", err)
+				}
+				return
+			}
+			if got := counts(h.nomad.jobs["dev--hello"])["web"]; got != 3 {
+				t.Errorf("web's count after the retried deploy = %d, want 3 (the autoscaler's)", got)
+			}
+		})
 	}
 }

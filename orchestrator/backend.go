@@ -109,6 +109,10 @@ type Proxy interface {
 	// Servers lists the URLs of the servers of load-balancer service
 	// (nil when Traefik has no such service): "web@consulcatalog".
 	Servers(ctx context.Context, service string) ([]string, error)
+	// RequestHeader is the value headers middleware sets request header
+	// to ("" when Traefik serves no such middleware or it sets none):
+	// "web-split@consul", "Caravan-Split".
+	RequestHeader(ctx context.Context, middleware, header string) (string, error)
 }
 
 // Resolver looks up the TXT records that prove control of a custom domain

@@ -133,6 +133,9 @@ func serverURLs(instances []Instance) []string {
 func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int) ([]string, error) {
 	var keys []string
 	want := map[string]string{}
+	// A proxied split (router.Split) keeps its routers and their service
+	// from one weight to the next: what changes is its header.
+	headers := map[string]string{}
 	for _, r := range routes {
 		servers, err := o.canaryServers(ctx, r)
 		if err != nil {
@@ -144,6 +147,16 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 		cfg := router.Split{Route: r, Servers: servers, Weight: weight}.Config()
 		for name, rt := range cfg.HTTP.Routers {
 			want[name+"@"+kvProvider] = rt.Service
+		}
+		if r.Proxied {
+			for name, mw := range cfg.HTTP.Middlewares {
+				if mw.Headers == nil {
+					continue
+				}
+				if v, ok := mw.Headers.CustomRequestHeaders[router.HeaderSplit]; ok {
+					headers[name+"@"+kvProvider] = v
+				}
+			}
 		}
 		pairs, err := router.KV(o.router.KVRoot, cfg)
 		if err != nil {
@@ -158,7 +171,27 @@ func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route,
 	}
 	slices.Sort(keys)
 	o.log.Info("traffic split published", "routes", len(routes), "weight", weight)
-	return keys, o.awaitRouters(ctx, want)
+	if err := o.awaitRouters(ctx, want); err != nil {
+		return keys, err
+	}
+	return keys, o.awaitSplitHeaders(ctx, headers)
+}
+
+// awaitSplitHeaders waits until Traefik's split middlewares of want set
+// router.HeaderSplit to the value want names (see awaitRouters).
+func (o *Orchestrator) awaitSplitHeaders(ctx context.Context, want map[string]string) error {
+	if len(want) == 0 || o.proxy == nil {
+		return nil // without a Proxy, awaitRouters waited SplitSettle
+	}
+	return observe(ctx, "the traffic split's weight", func(ctx context.Context) (bool, error) {
+		for name, v := range want {
+			got, err := o.proxy.RequestHeader(ctx, name, router.HeaderSplit)
+			if err != nil || got != v {
+				return false, err
+			}
+		}
+		return true, nil
+	})
 }
 
 // awaitRouters waits until the proxy routes each router of want (named
@@ -605,6 +638,9 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 		case abortCanary:
 			log.Info("aborting canary", "caller", caller.Name, "why", vd.what)
 			rollErr = o.discard(rctx, rec.JobID, st.DeploymentID, st.Keys, routes, nil)
+			if err := o.restoreProxied(rctx, rec, v); err != nil {
+				rollErr = errors.Join(rollErr, err)
+			}
 		}
 	}
 	if errors.Is(context.Cause(held), ErrLockLost) {
@@ -799,4 +835,33 @@ func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool
 		}
 	}
 	return true
+}
+
+// restoreProxied publishes the live version's proxied routes and records
+// again in place of those aborted version v published at its deploy (see
+// publishProxied): its live containers serve on under their own settings.
+func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	if rec.LiveVersion == 0 {
+		return nil
+	}
+	newRoutes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return r.Proxied })
+	if err != nil || len(newRoutes) == 0 {
+		return err
+	}
+	live, err := o.version(ctx, rec, rec.LiveVersion)
+	if err != nil {
+		return err
+	}
+	app, err := storedApp(rec, live)
+	if err != nil {
+		return err
+	}
+	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, router.Routes(app, o.router))
+	if err != nil {
+		return err
+	}
+	if err := o.writeKV(ctx, publishOps(pairs, proxiedKeys(o.router.KVRoot, newRoutes))); err != nil {
+		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
+	}
+	return nil
 }

@@ -88,6 +88,9 @@ func (n NomadClient) Register(ctx context.Context, job *nomad.Job, modifyIndex u
 	}
 	reg, _, err := n.Client.Jobs().RegisterOpts(job, opts, w(ctx, jobNamespace(job)))
 	if err != nil {
+		if jobModified(err) {
+			return "", fmt.Errorf("%w: %v", ErrJobModified, err)
+		}
 		return "", err
 	}
 	return reg.EvalID, nil
@@ -302,6 +305,19 @@ func (t TraefikAPI) Servers(ctx context.Context, service string) ([]string, erro
 		urls = append(urls, s.URL)
 	}
 	return urls, nil
+}
+
+func (t TraefikAPI) RequestHeader(ctx context.Context, middleware, header string) (string, error) {
+	var mw struct {
+		Headers *struct {
+			CustomRequestHeaders map[string]string `json:"customRequestHeaders"`
+		} `json:"headers"`
+	}
+	found, err := t.get(ctx, "/api/http/middlewares/"+url.PathEscape(middleware), &mw)
+	if err != nil || !found || mw.Headers == nil {
+		return "", err
+	}
+	return mw.Headers.CustomRequestHeaders[header], nil
 }
 
 // DNSResolver looks TXT records up at Server ("127.0.0.1:8053"), or

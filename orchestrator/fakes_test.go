@@ -76,6 +76,10 @@ type fakeNomad struct {
 	planFailed map[string]*nomad.AllocationMetric
 	// registerErr fails every Register.
 	registerErr error
+	// beforeRegister, when set, runs (with the lock held) before Register
+	// checks the modify index: a test scales the job there, as the
+	// autoscaler does.
+	beforeRegister func(f *fakeNomad, job *nomad.Job)
 	// namespaceErr is what Namespace answers; namespaces the workspaces
 	// it was asked about.
 	namespaceErr error
@@ -174,9 +178,12 @@ func (f *fakeNomad) Register(ctx context.Context, job *nomad.Job, modifyIndex ui
 	if f.registerErr != nil {
 		return "", f.registerErr
 	}
+	if f.beforeRegister != nil {
+		f.beforeRegister(f, job)
+	}
 	prev := f.jobs[*job.ID]
 	if modifyIndex > 0 && (prev == nil || *prev.JobModifyIndex != modifyIndex) {
-		return "", errors.New("Enforcing job modify index: job modify index does not match")
+		return "", fmt.Errorf("%w: Enforcing job modify index %d: job exists with conflicting job modify index: %d", ErrJobModified, modifyIndex, *prev.JobModifyIndex)
 	}
 	j := copyJob(job)
 	version := uint64(0)
@@ -937,6 +944,15 @@ func (p *fakeProxy) Servers(ctx context.Context, service string) ([]string, erro
 	}
 	ins, _, err := p.consul.Instances(ctx, unqualified(service), "", false, 0)
 	return serverURLs(ins), err
+}
+
+func (p *fakeProxy) RequestHeader(ctx context.Context, middleware, header string) (string, error) {
+	if p.late() {
+		return "stale", nil
+	}
+	p.consul.mu.Lock()
+	defer p.consul.mu.Unlock()
+	return p.consul.kv[p.root+"/http/middlewares/"+unqualified(middleware)+"/headers/customRequestHeaders/"+header], nil
 }
 
 // fakeResolver answers TXT lookups from a table and counts them.

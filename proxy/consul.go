@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,7 +64,8 @@ func (c *Consul) Watch(ctx context.Context, function string, index uint64) (Snap
 			addr = e.Node.Address
 		}
 		s, hasSettings := SettingsFromMeta(e.Service.Meta)
-		in := Instance{ID: e.Service.ID, Addr: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)), HealthPath: s.HealthPath}
+		in := Instance{ID: e.Service.ID, Addr: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)), HealthPath: s.HealthPath,
+			Canary: slices.Contains(e.Service.Tags, CanaryTag)}
 		if e.Checks.AggregatedStatus() != consul.HealthPassing {
 			snap.Starting++
 			snap.Pending = append(snap.Pending, in)

@@ -17,6 +17,9 @@ type Instance struct {
 	// "" when discovery does not know it (then the proxy waits for
 	// discovery).
 	HealthPath string
+	// Canary: it is a canary of a version not yet promoted (Consul tags
+	// it CanaryTag); only a split or the preview sends it requests.
+	Canary bool
 }
 
 // Settings are a function's request-path settings (spec.Scaling's

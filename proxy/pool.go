@@ -26,6 +26,8 @@ var (
 // instance is one container as the proxy counts it.
 type instance struct {
 	id, addr string
+	// canary: discovery tags it CanaryTag (see set).
+	canary   bool
 	inFlight int
 	// draining: Drain asked; no new requests.
 	draining bool
@@ -45,6 +47,11 @@ type waiter struct {
 	ch chan *instance
 	// elem is its place in the queue; nil once it left.
 	elem *list.Element
+	// set is which containers it may be given, once decided: a request
+	// that came before the first snapshot decides (sp) when it comes.
+	set     set
+	sp      split
+	decided bool
 }
 
 // pool is one function's containers and queue. Every method is safe for
@@ -72,6 +79,8 @@ type pool struct {
 	queue     list.List   // of *waiter, oldest first
 	// next rotates where pick starts, so equal loads share requests.
 	next int
+	// acc is the running remainder of a split's weight (see turn).
+	acc int
 	// wake is set while a timer will dispatch once an ejection ends.
 	wake *time.Timer
 
@@ -115,8 +124,9 @@ func (p *pool) usable(in *instance, now time.Time) bool {
 	return !in.draining && !in.gone && !now.Before(in.ejectedUntil) && in.inFlight < p.settings.MaxInputs
 }
 
-// pick is the least-loaded usable container, or nil. Called with mu held.
-func (p *pool) pick() *instance {
+// pick is the least-loaded usable container of s, or nil. Called with mu
+// held.
+func (p *pool) pick(s set) *instance {
 	n := len(p.instances)
 	if n == 0 {
 		return nil
@@ -126,7 +136,7 @@ func (p *pool) pick() *instance {
 	start := p.next % n
 	for i := range n {
 		in := p.instances[(start+i)%n]
-		if p.usable(in, now) && (best == nil || in.inFlight < best.inFlight) {
+		if s.has(in.addr, in.canary) && p.usable(in, now) && (best == nil || in.inFlight < best.inFlight) {
 			best = in
 		}
 	}
@@ -157,19 +167,73 @@ type acquired struct {
 	cold bool
 }
 
-// acquire gives the request a container with room: at once when no
-// request is queued before it and one has room, else once it is first in
-// the queue and one has. It fails with ErrNoFunction, ErrQueueFull,
-// ErrQueueTimeout or ctx's error. A request for a function no snapshot has
-// come for yet queues until one does.
-func (p *pool) acquire(ctx context.Context) (acquired, error) {
+// members counts the containers of s the pool lists or waits for.
+// Called with mu held.
+func (p *pool) members(s set) int {
+	n := 0
+	for _, in := range p.instances {
+		if !in.gone && s.has(in.addr, in.canary) {
+			n++
+		}
+	}
+	for _, c := range p.pending {
+		if s.has(c.Addr, c.Canary) {
+			n++
+		}
+	}
+	return n
+}
+
+// choose is the set of containers a request under sp goes to: the live
+// version's without a split; the canaries for the preview (ErrNoFunction
+// when there are none: the preview hostname has nothing to answer); under
+// a weighted split, the new containers for weight percent of requests and
+// the live ones for the rest, or the other side when the chosen one has no
+// container at all (as Traefik's failover does on the direct path).
+// Called with mu held.
+func (p *pool) choose(sp split) (set, error) {
+	switch {
+	case sp.canary:
+		s := set{kind: setCanary}
+		if p.members(s) == 0 {
+			return s, ErrNoFunction
+		}
+		return s, nil
+	case sp.next == nil:
+		return set{kind: setLive}, nil
+	}
+	chosen, other := set{kind: setNext, next: sp.next}, set{kind: setRest, next: sp.next}
+	if !turn(&p.acc, sp.weight) {
+		chosen, other = other, chosen
+	}
+	if p.members(chosen) == 0 && p.members(other) > 0 {
+		return other, nil
+	}
+	return chosen, nil
+}
+
+// acquire gives the request a container with room among those sp allows
+// (see choose): at once when no request is queued before it and one has
+// room, else once no request for the same containers is queued before it
+// and one has. It fails with ErrNoFunction, ErrQueueFull, ErrQueueTimeout
+// or ctx's error. A request for a function no snapshot has come for yet
+// queues until one does.
+func (p *pool) acquire(ctx context.Context, sp split) (acquired, error) {
 	p.mu.Lock()
 	if p.seen && !p.known {
 		p.mu.Unlock()
 		return acquired{}, ErrNoFunction
 	}
-	if p.queue.Len() == 0 {
-		if in := p.pick(); in != nil {
+	var s set
+	if p.seen {
+		var err error
+		if s, err = p.choose(sp); err != nil {
+			p.mu.Unlock()
+			return acquired{}, err
+		}
+	}
+	if p.seen && p.queue.Len() == 0 {
+		if in := p.pick(s); in != nil {
 			in.inFlight++
 			p.mu.Unlock()
 			return acquired{in: in}, nil
@@ -179,12 +243,14 @@ func (p *pool) acquire(ctx context.Context) (acquired, error) {
 		p.mu.Unlock()
 		return acquired{}, ErrQueueFull
 	}
-	w := &waiter{ch: make(chan *instance, 1)}
+	w := &waiter{ch: make(chan *instance, 1), set: s, sp: sp, decided: p.seen}
 	w.elem = p.queue.PushBack(w)
 	if p.queue.Len() == 1 && p.onQueue != nil {
 		p.onQueue() // the queue starts: the autoscaler should know now
 	}
 	cold := p.ready() == 0
+	// Those queued before it may wait for other containers than it.
+	p.dispatch()
 	timeout := p.settings.QueueTimeout
 	start := p.now()
 	p.mu.Unlock()
@@ -228,19 +294,36 @@ func (p *pool) leave(w *waiter) (in *instance, given bool) {
 	return <-w.ch, true
 }
 
-// dispatch gives containers with room to queued requests, oldest first.
-// Called with mu held.
+// dispatch gives containers with room to queued requests, oldest first
+// among those that may go to the same containers. Called with mu held.
 func (p *pool) dispatch() {
-	for p.queue.Len() > 0 {
-		in := p.pick()
-		if in == nil {
-			p.armWake()
-			return
+	held := false
+	for e := p.queue.Front(); e != nil; {
+		w := e.Value.(*waiter)
+		next := e.Next()
+		if !w.decided && p.seen {
+			s, err := p.choose(w.sp)
+			if err != nil {
+				p.queue.Remove(e)
+				w.elem = nil
+				w.ch <- nil // no such containers: 404
+				e = next
+				continue
+			}
+			w.set, w.decided = s, true
 		}
-		w := p.queue.Remove(p.queue.Front()).(*waiter)
-		w.elem = nil
-		in.inFlight++
-		w.ch <- in
+		if in := p.pick(w.set); w.decided && in != nil {
+			p.queue.Remove(e)
+			w.elem = nil
+			in.inFlight++
+			w.ch <- in
+		} else {
+			held = true
+		}
+		e = next
+	}
+	if held {
+		p.armWake()
 	}
 }
 
@@ -397,12 +480,15 @@ func (p *pool) list(ready []Instance) {
 		default:
 			in.gone = false
 		}
+		if ok {
+			in.canary = si.Canary // a promotion re-tags it
+		}
 		delete(listed, in.id)
 	}
 	// Those left are new, added in the given order.
 	for _, si := range ready {
 		if _, ok := listed[si.ID]; ok {
-			p.instances = append(p.instances, &instance{id: si.ID, addr: si.Addr})
+			p.instances = append(p.instances, &instance{id: si.ID, addr: si.Addr, canary: si.Canary})
 			delete(listed, si.ID)
 		}
 	}

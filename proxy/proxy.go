@@ -335,6 +335,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Set("X-Forwarded-Proto", "http")
 	}
 	pr.Out.Header.Del(HeaderFunction)
+	pr.Out.Header.Del(HeaderSplit)
 }
 
 // upstreamError answers a request its container failed: 502, unless the
@@ -375,7 +376,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.metrics.duration.WithLabelValues(name).Observe(p.cfg.Now().Sub(start).Seconds())
 	}()
 
-	got, err := pl.acquire(r.Context())
+	got, err := pl.acquire(r.Context(), parseSplit(r.Header.Get(HeaderSplit)))
 	if got.queued {
 		p.metrics.queuedTotal.WithLabelValues(name).Inc()
 		p.metrics.queueWait.WithLabelValues(name).Observe(got.waited.Seconds())

@@ -23,8 +23,9 @@ func TestProxied(t *testing.T) {
 		{name: "min 1 max 4", scaling: &spec.Scaling{MinContainers: 1, MaxContainers: 4}, cfg: router.DefaultConfig, want: true},
 		{name: "fixed count", scaling: fixed, cfg: router.DefaultConfig},
 		{name: "hand-built function (nil Scaling)", cfg: router.DefaultConfig},
-		{name: "canary keeps the direct path", strategy: spec.StrategyCanary, scaling: scaled, cfg: router.DefaultConfig},
-		{name: "blue-green keeps the direct path", strategy: spec.StrategyBlueGreen, scaling: scaled, cfg: router.DefaultConfig},
+		{name: "autoscaled canary", strategy: spec.StrategyCanary, scaling: scaled, cfg: router.DefaultConfig, want: true},
+		{name: "autoscaled blue-green", strategy: spec.StrategyBlueGreen, scaling: scaled, cfg: router.DefaultConfig, want: true},
+		{name: "fixed canary", strategy: spec.StrategyCanary, scaling: fixed, cfg: router.DefaultConfig},
 		{name: "no proxies configured", scaling: scaled, cfg: testConfig},
 		{name: "no web", scaling: scaled, noWeb: true, cfg: router.DefaultConfig},
 	}

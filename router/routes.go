@@ -95,22 +95,25 @@ const HeaderFunction = "Caravan-Function"
 
 // Proxied reports whether fn's requests go through caravan's proxies under
 // cfg: a web function whose count follows its load (min_containers 0, or
-// max_containers above min_containers), deployed rolling or recreate. Its
+// max_containers above min_containers), whatever its deploy strategy. Its
 // routers are published in Traefik's KV (they must outlive its last
 // container: at zero it has none) and send to cfg.ProxyService; its
-// containers carry no routing tags. Canary and blue-green rollouts keep
-// the direct path (their traffic splits name the containers' Traefik
-// service), at a fixed count.
+// containers carry no routing tags. A canary or blue-green rollout's
+// split and preview hostname go through the proxies too: the proxy
+// applies them (see HeaderSplit and Split).
 func Proxied(app *spec.App, fn *spec.Function, cfg Config) bool {
-	if cfg.ProxyService == "" || fn.Web == nil || fn.Scaling == nil || !fn.Scaling.Autoscaled() {
-		return false
-	}
-	switch app.DeployStrategy() {
-	case spec.StrategyCanary, spec.StrategyBlueGreen:
-		return false
-	}
-	return true
+	return cfg.ProxyService != "" && fn.Web != nil && fn.Scaling != nil && fn.Scaling.Autoscaled()
 }
+
+// HeaderSplit tells caravan's proxy which containers of a proxied
+// function a request may go to (proxy.HeaderSplit): absent, the live
+// version's; SplitCanary, the canaries (the preview hostname); or
+// "<weight>;<host:port>,…", a traffic split's (see Split). Every proxied
+// route sets or removes it, so no client chooses.
+const HeaderSplit = "Caravan-Split"
+
+// SplitCanary is HeaderSplit's value on a proxied preview route.
+const SplitCanary = "canary"
 
 // DefaultDrainDelay is the DrainDelay of a Config that sets none: enough
 // for a Traefik that throttles its providers to 200 ms or less.
@@ -369,17 +372,24 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		Services:    map[string]*dynamic.Service{name: svc},
 		Middlewares: map[string]*dynamic.Middleware{},
 	}}
-	if name == ServiceName(app, fn) && Proxied(app, fn, cfg) {
+	if Proxied(app, fn, cfg) {
 		// The proxies' service stands in for the containers': the
-		// proxy finds them in Consul by the name this header carries.
+		// proxy finds them in Consul by the name this header carries
+		// (the preview's too: canaries register as the function's
+		// service), and picks among them by HeaderSplit: the live
+		// ones, or on the preview hostname the canaries.
 		r.Proxied = true
 		r.Config.HTTP.Services = map[string]*dynamic.Service{}
 		for _, rt := range routers {
 			rt.Service = cfg.ProxyService
 		}
+		split := ""
+		if name != ServiceName(app, fn) {
+			split = SplitCanary
+		}
 		mw := name + "-function"
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Headers: &dynamic.Headers{
-			CustomRequestHeaders: map[string]string{HeaderFunction: name},
+			CustomRequestHeaders: map[string]string{HeaderFunction: ServiceName(app, fn), HeaderSplit: split},
 		}}
 		use(mw)
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	ptypes "github.com/traefik/paerser/types"
@@ -25,6 +26,15 @@ import (
 // whose service vanished would drop requests. Traefik checks each address
 // on the route's health path and stops sending to one that fails; once none
 // passes, a failover service sends their share to the live version.
+//
+// A proxied route's split (an autoscaled function: Route.Proxied) sends
+// every request to caravan's proxies, as the route does, and lets the proxy
+// split them: its routers add a middleware that sets HeaderSplit to the
+// weight and the new containers' addresses, and the proxy gives exactly
+// Weight of every 100 requests to those containers and the rest to the live
+// ones (see proxy.HeaderSplit). The proxy knows the containers from Consul,
+// so nothing is health-checked here; a split whose new containers all left
+// Consul sends their share to the live ones, as the failover does.
 type Split struct {
 	// Route is the new version's route: the rule, TLS and middlewares
 	// the split router uses.
@@ -92,6 +102,9 @@ func (s Split) Config() *dynamic.Configuration {
 		rt.Priority += SplitPriority
 		routers = append(routers, rt)
 	}
+	if r.Proxied {
+		return s.proxiedConfig(routers, routerMap)
+	}
 
 	passHost := true
 	next := &dynamic.Service{LoadBalancer: &dynamic.ServersLoadBalancer{
@@ -128,6 +141,31 @@ func (s Split) Config() *dynamic.Configuration {
 	}}
 }
 
+// proxiedConfig is Config for a proxied route: its routers, with the
+// split's header last (after the function's middleware, which removes any
+// HeaderSplit), still sending to the proxies. The route's own middlewares
+// are in Traefik's KV already (published with the route), so the split
+// adds only its own.
+func (s Split) proxiedConfig(routers []*dynamic.Router, routerMap map[string]*dynamic.Router) *dynamic.Configuration {
+	r := s.Route
+	addrs := make([]string, 0, len(s.Servers))
+	for _, u := range s.Servers {
+		addrs = append(addrs, strings.TrimPrefix(u, "http://"))
+	}
+	slices.Sort(addrs)
+	mw := splitName(r)
+	for _, rt := range routers {
+		rt.Middlewares = append(rt.Middlewares, mw)
+	}
+	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
+		Routers:  routerMap,
+		Services: map[string]*dynamic.Service{},
+		Middlewares: map[string]*dynamic.Middleware{mw: {Headers: &dynamic.Headers{
+			CustomRequestHeaders: map[string]string{HeaderSplit: strconv.Itoa(s.Weight) + ";" + strings.Join(addrs, ",")},
+		}}},
+	}}
+}
+
 // SplitPrefixes are the KV key prefixes under rootKey that hold the
 // split of route r (and nothing else): removing them removes it.
 func SplitPrefixes(rootKey string, r Route) []string {
@@ -139,8 +177,13 @@ func SplitPrefixes(rootKey string, r Route) []string {
 		rootKey + "/http/services/" + nextName(r) + "/",
 		rootKey + "/http/services/" + failoverName(r) + "/",
 	}
-	for name := range r.Config.HTTP.Middlewares {
-		prefixes = append(prefixes, rootKey+"/http/middlewares/"+name+"/")
+	if r.Proxied {
+		// Its own middleware alone: the route's are the route's.
+		prefixes = append(prefixes, rootKey+"/http/middlewares/"+splitName(r)+"/")
+	} else {
+		for name := range r.Config.HTTP.Middlewares {
+			prefixes = append(prefixes, rootKey+"/http/middlewares/"+name+"/")
+		}
 	}
 	slices.Sort(prefixes)
 	return prefixes

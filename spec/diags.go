@@ -122,7 +122,7 @@ func diagMaxBelowMin(rng hcl.Range, max, min int) *hcl.Diagnostic {
 
 func diagScaleToZero(rng hcl.Range, why string) *hcl.Diagnostic {
 	return diagWarning(rng, "Scale to zero not yet supported",
-		fmt.Sprintf("min_containers = 0 runs one container here: %s. Only web functions deployed rolling or recreate scale with their traffic (through caravan's proxy).", why))
+		fmt.Sprintf("min_containers = 0 runs one container here: %s. Only web functions scale with their traffic (through caravan's proxy).", why))
 }
 
 func diagScalingNeedsWeb(rng hcl.Range, what, fn string) *hcl.Diagnostic {

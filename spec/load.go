@@ -168,10 +168,6 @@ func validate(app *App) hcl.Diagnostics {
 			seen[fn.Name] = fn
 		}
 		diags = append(diags, validateFunction(fn)...)
-		if s := app.DeployStrategy(); fn.Web != nil && fn.MinContainers != nil && *fn.MinContainers == 0 &&
-			(s == StrategyCanary || s == StrategyBlueGreen) {
-			diags = append(diags, diagScaleToZero(fn.MinContainersRange, "a "+s+" rollout splits traffic between containers, not through caravan's proxy"))
-		}
 		if fn.Web != nil {
 			type claim struct {
 				host string

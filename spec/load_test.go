@@ -113,6 +113,10 @@ app "files" {
 }
 `},
 		{"health_path with a query and escapes", webSpec(`health_path = "/health%20z/~a-b_c.d?full=1&x=%2F"`)},
+		// Canary and blue-green splits of an autoscaled function go
+		// through caravan's proxy: scaling to zero is no mistake.
+		{"scale to zero with a canary rollout", strings.Replace(webScaleSpec("min_containers = 0"), `workspace = "dev"`, "workspace = \"dev\"\n  deploy {\n    strategy = \"canary\"\n  }", 1)},
+		{"scale to zero with a blue-green rollout", strings.Replace(webScaleSpec("min_containers = 0\n    max_containers = 3"), `workspace = "dev"`, "workspace = \"dev\"\n  deploy {\n    strategy = \"blue-green\"\n  }", 1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

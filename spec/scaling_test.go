@@ -1,7 +1,6 @@
 package spec_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -123,7 +122,6 @@ var scalingBadCases = []badCase{
 	{name: "concurrency on a worker", src: scaleSpec("concurrency {\n      max_inputs = 2\n    }"), summary: "Autoscaling setting on a function without web", line: 5, col: 5},
 	{name: "buffer on a worker", src: scaleSpec("max_containers = 3\n    buffer_containers = 1"), summary: "Autoscaling setting on a function without web", line: 6, col: 25},
 	{name: "queue on a scheduled function", src: scheduleSpec("schedule = \"0 3 * * *\"\n    queue {}"), summary: "Autoscaling setting on a function without web", line: 6, col: 5},
-	{name: "scale to zero with a canary rollout warns", src: strings.Replace(webScaleSpec("min_containers = 0"), `workspace = "dev"`, "workspace = \"dev\"\n  deploy {\n    strategy = \"canary\"\n  }", 1), summary: "Scale to zero not yet supported", line: 8, col: 22, warning: true},
 }
 
 func TestParseBadScaling(t *testing.T) {
