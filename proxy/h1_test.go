@@ -122,25 +122,83 @@ func TestH1KeepsConnections(t *testing.T) {
 	}
 }
 
-func TestH1PassesOn(t *testing.T) {
+func TestH1Bodies(t *testing.T) {
 	b := newH1Backend(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s", r.Method, body)
 	})
 	h1, s := newTestH1(t)
-	if _, body := roundTrip(t, h1, http.MethodPost, b.URL, strings.NewReader("x")); body != "POST x" {
-		t.Errorf("POST with a body: %q", body)
+	big := strings.Repeat("x", 1<<20)
+	for i := range 6 {
+		body := []string{"x", big, ""}[i%3]
+		var rd io.Reader = strings.NewReader(body)
+		if i%3 == 2 {
+			rd = nil
+		}
+		if _, got := roundTrip(t, h1, http.MethodPost, b.URL, rd); got != "POST "+body {
+			t.Errorf("POST of %d bytes: %.20q", len(body), got)
+		}
 	}
-	if _, body := roundTrip(t, h1, http.MethodPost, b.URL, nil); body != "POST " {
-		t.Errorf("POST without one: %q", body)
+	// Chunked: a body of unknown length.
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("a"))
+		pw.Write([]byte("b"))
+		pw.Close()
+	}()
+	if _, got := roundTrip(t, h1, http.MethodPut, b.URL, pr); got != "PUT ab" {
+		t.Errorf("chunked PUT: %q", got)
+	}
+	if n := b.conns.Load(); n != 1 {
+		t.Errorf("%d connections for 7 sequential requests, want 1", n)
 	}
 	req, _ := http.NewRequest(http.MethodGet, b.URL, nil)
 	req.Header.Set("Upgrade", "websocket")
 	if res, err := h1.RoundTrip(req); err == nil {
 		res.Body.Close()
 	}
-	if n := s.n.Load(); n != 3 {
-		t.Errorf("%d requests passed on, want 3 (a body, not replayable, an Upgrade)", n)
+	req, _ = http.NewRequest(http.MethodPost, b.URL, strings.NewReader("x"))
+	req.Header.Set("Expect", "100-continue")
+	if res, err := h1.RoundTrip(req); err == nil {
+		res.Body.Close()
+	}
+	if n := s.n.Load(); n != 2 {
+		t.Errorf("%d requests passed on, want 2 (an Upgrade, an Expect)", n)
+	}
+}
+
+// TestH1EarlyAnswer: a container that answers before it read the body
+// gets its answer through; the connection is not kept.
+func TestH1EarlyAnswer(t *testing.T) {
+	b := newH1Backend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	h1, _ := newTestH1(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	pw2 := make(chan struct{})
+	go func() {
+		pw.Write([]byte("start"))
+		<-pw2 // the rest never comes while the answer is read
+	}()
+	defer close(pw2)
+	req, _ := http.NewRequest(http.MethodPost, b.URL, pr)
+	res, err := h1.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("early answer: %d", res.StatusCode)
+	}
+	if _, body := roundTrip(t, h1, http.MethodGet, b.URL, nil); body != "ok" {
+		t.Errorf("next: %q", body)
 	}
 }
 
@@ -161,6 +219,14 @@ func TestH1ClosedIdleConnection(t *testing.T) {
 		if n := b.reqs.Load() - before; n != 1 {
 			t.Errorf("checkAfter %s: the container got %d requests, want 1", check, n)
 		}
+	}
+	// A request that may not be sent twice checks its connection first.
+	h1.checkAfter = time.Hour
+	roundTrip(t, h1, http.MethodGet, b.URL, nil)
+	b.closeConns()
+	time.Sleep(10 * time.Millisecond)
+	if _, body := roundTrip(t, h1, http.MethodPost, b.URL, strings.NewReader("x")); body != "ok" {
+		t.Fatalf("a POST after the container closed its connection: %q", body)
 	}
 }
 
