@@ -36,7 +36,16 @@ func measure(client *http.Client, url string) (p50, p99 time.Duration, rps float
 	slices.Sort(lat)
 	p50, p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 
-	var n atomic.Int64
+	var n, failed atomic.Int64
+	var firstMu sync.Mutex
+	var first string
+	note := func(what string) {
+		if failed.Add(1) == 1 {
+			firstMu.Lock()
+			first = what
+			firstMu.Unlock()
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -49,17 +58,27 @@ func measure(client *http.Client, url string) (p50, p99 time.Duration, rps float
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 				resp, err := client.Do(req)
 				if err != nil {
+					if ctx.Err() == nil {
+						note(err.Error())
+					}
 					continue
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
 					n.Add(1)
+				} else {
+					note(resp.Status + " " + resp.Header.Get("Caravan-Error"))
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		// Not counted in the throughput; printed so that a path that
+		// fails is not taken for a slow one.
+		fmt.Printf("    %s: %d of %d concurrent requests failed or were not 200 (first: %s)\n", url, f, f+n.Load(), first)
+	}
 	return p50, p99, float64(n.Load()) / time.Since(began).Seconds()
 }
 

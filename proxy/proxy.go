@@ -148,7 +148,8 @@ func New(cfg Config) *Proxy {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = defaultTransport()
+		std := defaultTransport()
+		cfg.Transport = newH1Transport(std, std.DialContext)
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, pools: map[string]*watched{}, demandCh: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
