@@ -307,8 +307,7 @@ func Hash(job *api.Job) (string, error) {
 }
 
 // withoutRollout copies tg without what says how a version rolls out
-// rather than what runs: its update block, its services' canary tags and
-// its checks' initial status (see MarkFirstVersion).
+// rather than what runs: its update block and its services' canary tags.
 func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
 	g := *tg
 	g.Update = nil
@@ -319,11 +318,6 @@ func withoutRollout(tg *api.TaskGroup) *api.TaskGroup {
 	for i, s := range tg.Services {
 		c := *s
 		c.CanaryTags = nil
-		// How a first version's containers start (MarkFirstVersion).
-		c.Checks = slices.Clone(s.Checks)
-		for j := range c.Checks {
-			c.Checks[j].InitialStatus = ""
-		}
 		g.Services[i] = &c
 	}
 	return &g

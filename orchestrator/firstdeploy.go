@@ -19,14 +19,6 @@ import (
 // deployment turning successful, comes a moment later (its clients poll
 // Consul's checks every 500 ms and report in batches); it is followed in
 // the meantime only for a failure, which fails the deploy as before.
-//
-// A function whose containers start routable (jobs.MarkFirstVersion: its
-// check starts as "warning", which Traefik routes and Nomad does not call
-// healthy) does not wait for Consul's first run of its check, which comes
-// at a random moment within the check's interval: it is placed once its
-// containers run, are registered in Consul and are the servers of its
-// route in Traefik, and it serves once its health path answers 2xx there
-// (the probe), which is what the check asks of it.
 
 // errServing ends the watch of a new app's deployment once the app serves.
 var errServing = errors.New("the new app serves")
@@ -36,10 +28,6 @@ var errServing = errors.New("the new app serves")
 func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered, version int, needs map[string]string) error {
 	job := rendered.Job
 	id := *job.ID
-	routable := map[string]bool{}
-	for _, r := range jobs.MarkFirstVersion(rendered) {
-		routable[r.Name] = true
-	}
 	evalID, err := o.nomad.Register(ctx, job, 0)
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
@@ -61,7 +49,7 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 	deployed := make(chan error, 1) // Nomad's deployment ended (nil: successful)
 	go func() { deployed <- o.watchDeployment(wctx, id, *registered.Version, version) }()
 	placed := make(chan error, 1) // every container runs (and passes its checks)
-	go func() { placed <- o.awaitPlaced(wctx, rendered, routable) }()
+	go func() { placed <- o.awaitPlaced(wctx, rendered) }()
 	probed := make(chan error, 1) // every route answers through the proxy
 	go func() { probed <- o.probeRoutes(wctx, probeable(rendered), version, 0) }()
 
@@ -103,11 +91,10 @@ func (o *Orchestrator) firstFailure(ctx context.Context, deployed <-chan error, 
 
 // awaitPlaced waits until every group of rendered's job has its count of
 // running allocations and every web function its count of those passing
-// their checks in Consul (registered, for a route in routable: they start
-// routable), with Traefik (when caravan can see it) routing to them alone:
-// containers of a job purged a moment ago may still be registered under
-// the same names.
-func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered, routable map[string]bool) error {
+// their checks in Consul, with Traefik (when caravan can see it) routing
+// to them alone: containers of a job purged a moment ago may still be
+// registered under the same names.
+func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered) error {
 	want := groupCounts(rendered.Job)
 	allocs, err := o.awaitRunning(ctx, *rendered.Job.ID, want)
 	if err != nil {
@@ -116,7 +103,7 @@ func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered,
 	errs := make(chan error, len(rendered.Routes))
 	for _, r := range rendered.Routes {
 		go func() {
-			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs, !routable[r.Name])
+			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs)
 			// (Traefik sends an autoscaled function's requests to caravan's
 			// proxies, which know its containers from Consul themselves.)
 			if err == nil && o.proxy != nil && !r.Proxied {
@@ -169,12 +156,11 @@ func allRunning(allocs []*nomad.AllocationListStub, want map[string]int) ([]*nom
 }
 
 // awaitPassing waits until at least n instances of service that belong to
-// allocs pass their checks in Consul (are registered, if not passing), and
-// returns them.
-func (o *Orchestrator) awaitPassing(ctx context.Context, service string, n int, allocs []*nomad.AllocationListStub, passing bool) ([]Instance, error) {
+// allocs pass their checks in Consul, and returns them.
+func (o *Orchestrator) awaitPassing(ctx context.Context, service string, n int, allocs []*nomad.AllocationListStub) ([]Instance, error) {
 	var index uint64
 	for {
-		instances, last, err := o.consul.Instances(ctx, service, "", passing, index)
+		instances, last, err := o.consul.Instances(ctx, service, "", true, index)
 		if err != nil {
 			return nil, fmt.Errorf("waiting for %s's containers to pass their checks: %w", service, err)
 		}
