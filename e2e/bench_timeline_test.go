@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +90,11 @@ func TestBenchNewAppTimeline(t *testing.T) {
 			fmt.Println()
 		}
 		fmt.Printf("deploy returned at %d ms\n", seen["deploy returned"].Milliseconds())
+		for k, v := range seen {
+			if strings.Contains(k, "status ") {
+				fmt.Printf("  %s at %d ms\n", k, v.Milliseconds())
+			}
+		}
 		if _, err := env.client.Stop(context.Background(), app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +105,8 @@ func TestBenchNewAppTimeline(t *testing.T) {
 // verified TLS and Consul's passing check, calling mark once per step.
 func timeline(ctx context.Context, id string, r router.Route, mark func(string, time.Time)) {
 	admin := "http://127.0.0.1:" + strconv.Itoa(env.stack.Ports.TraefikAdmin)
-	var addr string
+	var addr, last string
+	var changes int
 	var answered, passing bool
 	for ctx.Err() == nil && (!answered || !passing) {
 		now := time.Now()
@@ -124,7 +131,13 @@ func timeline(ctx context.Context, id string, r router.Route, mark func(string, 
 			for _, e := range entries {
 				mark("Consul registered", now)
 				addr = net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port))
-				if e.Checks.AggregatedStatus() == "passing" {
+				st := e.Checks.AggregatedStatus()
+				if st != last {
+					mark(fmt.Sprintf("status %s#%d", st, changes), now)
+					changes++
+					last = st
+				}
+				if st == "passing" {
 					mark("Consul passing", now)
 					passing = true
 				}
