@@ -33,6 +33,11 @@ up-cluster: servers
 test-cluster: servers
     go test -count=1 -timeout 15m -v ./e2e/cluster/
 
+# The cluster's figures on the cluster stack (package e2e/cluster, tag bench; not part of `just test`):
+# deploy time of a new 3-function app, the faults under load, P6 (100 apps deployed at once).
+cluster-bench: servers
+    go test -tags bench -count=1 -run 'TestBench' -v -timeout 40m ./e2e/cluster/ 2>&1 | grep -vE '^(=== |--- PASS|PASS$)'
+
 # Stop exactly what `just up` started.
 down: build
     bin/caravan dev down

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -302,4 +303,61 @@ func newPKI(t *testing.T) pki {
 	pool.AddCert(ca)
 	return pki{pool: pool, server: server, caFile: writeFile(t, "ca.pem", pemOf("CERTIFICATE", caDER)),
 		certFile: writeFile(t, "cli.pem", pemOf("CERTIFICATE", cliDER)), keyFile: writeFile(t, "cli-key.pem", keyPEM(cliKey))}
+}
+
+// The cluster stack's proxies reach Consul as any Consul user does: an
+// https:// CONSUL_HTTP_ADDR (or an address flag and CONSUL_HTTP_SSL) and
+// the CA, client certificate and key from CONSUL_CACERT,
+// CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY. Without the CA the server is
+// not trusted; a plain http:// address does not reach it.
+func TestConsulTLSFromEnvironment(t *testing.T) {
+	clearEnv(t)
+	pki := newPKI(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) == 0 {
+			http.Error(w, "no client certificate", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`[{"Key":"caravan/x","Value":"aGk="}]`))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
+	srv.StartTLS()
+	defer srv.Close()
+	hostPort := "127.0.0.1:" + strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port)
+	get := func(c Consul) error {
+		cc, err := c.Client()
+		if err != nil {
+			return err
+		}
+		kv, _, err := cc.KV().Get("caravan/x", nil)
+		if err == nil && (kv == nil || string(kv.Value) != "hi") {
+			return errors.New("wrong answer")
+		}
+		return err
+	}
+
+	t.Setenv("CONSUL_HTTP_ADDR", "https://"+hostPort)
+	t.Setenv("CONSUL_TLS_SERVER_NAME", "server.global.nomad")
+	t.Setenv("CONSUL_CLIENT_CERT", pki.certFile)
+	t.Setenv("CONSUL_CLIENT_KEY", pki.keyFile)
+	if err := get(Consul{}); err == nil {
+		t.Error("without CONSUL_CACERT: the server's certificate was trusted")
+	}
+	t.Setenv("CONSUL_CACERT", pki.caFile)
+	if err := get(Consul{}); err != nil {
+		t.Errorf("https:// CONSUL_HTTP_ADDR with CONSUL_CACERT and a client certificate: %v", err)
+	}
+	if err := get(Consul{Addr: "http://" + hostPort}); err == nil {
+		t.Error("plain http:// to a TLS-only agent: no error")
+	}
+	if d := fmt.Sprintln(Consul{}.Describe()...); !strings.Contains(d, "tls true") || !strings.Contains(d, "client_cert true") {
+		t.Errorf("Describe: %s, want tls and a client certificate", d)
+	}
+	// An address flag without a scheme keeps CONSUL_HTTP_SSL's (the
+	// stack passes --consul-addr and the CA by the environment).
+	t.Setenv("CONSUL_HTTP_SSL", "true")
+	if err := get(Consul{Addr: hostPort}); err != nil {
+		t.Errorf("host:port with CONSUL_HTTP_SSL=true: %v", err)
+	}
 }

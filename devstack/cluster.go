@@ -11,14 +11,14 @@ import (
 // single stack's Traefik, Pebble and proxies: three Consul servers, three
 // Nomad servers and two Nomad clients, each its own process with its own
 // data directory, ports and node name, on 127.0.0.1. ACLs are on in both
-// (default deny); Nomad speaks mutual TLS between agents and HTTPS to its
-// users, with a CA the stack makes.
+// (default deny); Nomad and Consul speak mutual TLS between agents and
+// HTTPS (only) to their users, with a CA the stack makes.
 type Cluster struct {
 	ConsulServers []Node `json:"consul_servers"`
 	NomadServers  []Node `json:"nomad_servers"`
 	NomadClients  []Node `json:"nomad_clients"`
 	// TLSDir holds ca.pem and the agents' and users' certificates
-	// (nomad-server, nomad-client, cli; keys mode 0600).
+	// (nomad-server, nomad-client, consul-server, cli; keys mode 0600).
 	TLSDir string `json:"tls_dir"`
 	// The bootstrap (management) tokens' files, mode 0600: the tokens
 	// themselves are never in stack.json.
@@ -33,7 +33,8 @@ type Cluster struct {
 type Node struct {
 	Name string `json:"name"`
 	Dir  string `json:"dir"`
-	// HTTP, RPC (Consul: server), Serf LAN and (Consul) Serf WAN ports.
+	// HTTP (HTTPS: the cluster's agents serve no plain HTTP), RPC
+	// (Consul: server), Serf LAN and (Consul) Serf WAN ports.
 	HTTP    int `json:"http"`
 	RPC     int `json:"rpc"`
 	Serf    int `json:"serf"`
@@ -47,7 +48,8 @@ type Node struct {
 // CACert is the cluster CA's certificate (PEM file).
 func (c *Cluster) CACert() string { return filepath.Join(c.TLSDir, "ca.pem") }
 
-// CLICert and CLIKey are a client certificate for Nomad's API.
+// CLICert and CLIKey are a client certificate for Nomad's and Consul's
+// APIs (which verify none: the CA is all their users need).
 func (c *Cluster) CLICert() string { return filepath.Join(c.TLSDir, "cli.pem") }
 func (c *Cluster) CLIKey() string  { return filepath.Join(c.TLSDir, "cli-key.pem") }
 
@@ -88,6 +90,8 @@ const clusterPortCount = 3*4 + 3*3 + 2*3
 // three that elect a leader among themselves, ACLs on with default deny.
 // token is the initial management token, which the agent also uses as its
 // own (a local stack's shortcut; a production agent gets a node token).
+// It serves HTTPS only, on n.HTTP (users need the CA, no certificate),
+// and its server RPC is mutual TLS that checks server.dc1.consul.
 func consulServerConfig(c *Cluster, n Node, token string) string {
 	var join []string
 	for _, o := range c.ConsulServers {
@@ -107,7 +111,7 @@ func consulServerConfig(c *Cluster, n Node, token string) string {
 		"advertise_addr":   "127.0.0.1",
 		"log_level":        "WARN",
 		"ports": map[string]int{
-			"http": n.HTTP, "server": n.RPC, "serf_lan": n.Serf, "serf_wan": n.SerfWAN,
+			"http": -1, "https": n.HTTP, "server": n.RPC, "serf_lan": n.Serf, "serf_wan": n.SerfWAN,
 			"dns": -1, "grpc": -1, "grpc_tls": -1,
 		},
 		"acl": map[string]any{
@@ -116,6 +120,17 @@ func consulServerConfig(c *Cluster, n Node, token string) string {
 			"down_policy":              "extend-cache",
 			"enable_token_persistence": true,
 			"tokens":                   map[string]string{"initial_management": token, "agent": token},
+		},
+		"tls": map[string]any{
+			"defaults": map[string]any{
+				"ca_file":         c.CACert(),
+				"cert_file":       filepath.Join(c.TLSDir, "consul-server.pem"),
+				"key_file":        filepath.Join(c.TLSDir, "consul-server-key.pem"),
+				"verify_incoming": true,
+				"verify_outgoing": true,
+			},
+			"internal_rpc": map[string]any{"verify_server_hostname": true},
+			"https":        map[string]any{"verify_incoming": false},
 		},
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
@@ -165,7 +180,7 @@ client {
   enabled = false
 }
 
-`, len(c.NomadServers), strings.Join(join, ", ")) + clusterACLAndConsul(consulHTTP, consulToken) + nomadTLS(c, "nomad-server")
+`, len(c.NomadServers), strings.Join(join, ", ")) + clusterACLAndConsul(c, "nomad-server", consulHTTP, consulToken) + nomadTLS(c, "nomad-server")
 }
 
 // nomadClientConfig is the configuration of Nomad client n: its own data
@@ -194,7 +209,7 @@ client {
 }
 
 `, strings.Join(servers, ", "), filepath.Join(n.Dir, "alloc"), n.Name+".slice", n.MinPort, n.MaxPort) +
-		clusterACLAndConsul(consulHTTP, consulToken) + `plugin "raw_exec" {
+		clusterACLAndConsul(c, "nomad-client", consulHTTP, consulToken) + `plugin "raw_exec" {
   config {
     enabled = true
   }
@@ -204,10 +219,11 @@ client {
 }
 
 // clusterACLAndConsul are the blocks every Nomad agent of the cluster
-// has: ACLs on, and the Consul agent at consulHTTP reached with
-// consulToken, joining by no Consul discovery (the servers join by
-// address).
-func clusterACLAndConsul(consulHTTP int, consulToken string) string {
+// has: ACLs on, and the Consul agent at consulHTTP reached over HTTPS
+// (verified by the cluster's CA; the agent's certificate cert as its
+// client certificate) with consulToken, joining by no Consul discovery
+// (the servers join by address).
+func clusterACLAndConsul(c *Cluster, cert string, consulHTTP int, consulToken string) string {
 	return fmt.Sprintf(`acl {
   enabled = true
 }
@@ -215,9 +231,14 @@ func clusterACLAndConsul(consulHTTP int, consulToken string) string {
 consul {
   address          = "127.0.0.1:%d"
   token            = %q
+  ssl              = true
+  verify_ssl       = true
+  ca_file          = %q
+  cert_file        = %q
+  key_file         = %q
   server_auto_join = false
   client_auto_join = false
 }
 
-`, consulHTTP, consulToken)
+`, consulHTTP, consulToken, c.CACert(), filepath.Join(c.TLSDir, cert+".pem"), filepath.Join(c.TLSDir, cert+"-key.pem"))
 }

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,7 +56,8 @@ func TestClusterLayoutKeepsAgentsApart(t *testing.T) {
 }
 
 // Each Consul server expects three and joins the other two; ACLs deny
-// by default.
+// by default; it serves HTTPS only on its HTTP port, and its RPC is
+// mutual TLS that checks the servers' name.
 func TestConsulServerConfig(t *testing.T) {
 	c := testLayout()
 	var cfg struct {
@@ -67,6 +69,18 @@ func TestConsulServerConfig(t *testing.T) {
 			Enabled       bool   `json:"enabled"`
 			DefaultPolicy string `json:"default_policy"`
 		} `json:"acl"`
+		Ports map[string]int `json:"ports"`
+		TLS   struct {
+			Defaults struct {
+				CAFile         string `json:"ca_file"`
+				CertFile       string `json:"cert_file"`
+				VerifyIncoming bool   `json:"verify_incoming"`
+				VerifyOutgoing bool   `json:"verify_outgoing"`
+			} `json:"defaults"`
+			InternalRPC struct {
+				VerifyServerHostname bool `json:"verify_server_hostname"`
+			} `json:"internal_rpc"`
+		} `json:"tls"`
 	}
 	if err := json.Unmarshal([]byte(consulServerConfig(c, c.ConsulServers[1], "tok")), &cfg); err != nil {
 		t.Fatal(err)
@@ -75,6 +89,28 @@ func TestConsulServerConfig(t *testing.T) {
 	if cfg.NodeName != "consul-1" || !cfg.Server || cfg.BootstrapExpect != 3 || strings.Join(cfg.RetryJoin, ",") != strings.Join(want, ",") ||
 		!cfg.ACL.Enabled || cfg.ACL.DefaultPolicy != "deny" {
 		t.Errorf("config %+v, want consul-1, a server expecting 3, joining %v, ACLs deny by default", cfg, want)
+	}
+	n := c.ConsulServers[1]
+	if cfg.Ports["http"] != -1 || cfg.Ports["https"] != n.HTTP {
+		t.Errorf("ports %v, want http -1 (off) and https %d", cfg.Ports, n.HTTP)
+	}
+	d := cfg.TLS.Defaults
+	if d.CAFile != c.CACert() || d.CertFile != filepath.Join(c.TLSDir, "consul-server.pem") || !d.VerifyIncoming || !d.VerifyOutgoing ||
+		!cfg.TLS.InternalRPC.VerifyServerHostname {
+		t.Errorf("tls %+v, want the cluster's CA and consul-server certificate, verifying both ways and the server name", cfg.TLS)
+	}
+}
+
+// Every Nomad agent reaches Consul over HTTPS, verified by the cluster's
+// CA.
+func TestNomadConsulTLS(t *testing.T) {
+	c := testLayout()
+	for _, cfg := range []string{nomadServerConfig(c, c.NomadServers[0], 8501, "tok"), nomadClientConfig(c, c.NomadClients[0], 8501, "tok")} {
+		for _, want := range []string{`ssl              = true`, `verify_ssl       = true`, fmt.Sprintf(`ca_file          = %q`, c.CACert())} {
+			if !strings.Contains(cfg, want) {
+				t.Errorf("config lacks %s:\n%s", want, cfg)
+			}
+		}
 	}
 }
 

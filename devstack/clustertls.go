@@ -21,13 +21,17 @@ type clusterCert struct {
 	usage []x509.ExtKeyUsage
 }
 
-// clusterCerts are what the cluster's Nomad agents and its users present:
+// clusterCerts are what the cluster's Nomad and Consul agents and their
+// users present (Consul checks server.<datacenter>.consul when
+// verify_server_hostname is on):
 // every agent certificate also names localhost and 127.0.0.1, so an HTTPS
 // client that dials https://127.0.0.1:port verifies it with the CA alone.
 var clusterCerts = []clusterCert{
 	{"nomad-server", []string{"server.global.nomad", "localhost"},
 		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
 	{"nomad-client", []string{"client.global.nomad", "localhost"},
+		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+	{"consul-server", []string{"server.dc1.consul", "localhost"},
 		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
 	{"cli", []string{"cli.global.nomad"}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 }

@@ -73,7 +73,7 @@ func (s *Stack) upCluster(ctx context.Context, out io.Writer, bins map[string]st
 	// works (the leader has written it).
 	err = waitForAll(ctx, 90*time.Second, consuls, func(ctx context.Context) error {
 		for _, n := range c.ConsulServers {
-			cc, err := s.ConsulClient(addr(n.HTTP))
+			cc, err := s.ConsulClient("https://" + addr(n.HTTP))
 			if err != nil {
 				return err
 			}
@@ -217,7 +217,8 @@ func (s *Stack) NomadClient(address string) (*nomad.Client, error) {
 }
 
 // ConsulClient is a Consul API client for the agent at address
-// (host:port), with the management token when the stack is a cluster.
+// (host:port, or https://host:port), with the cluster's CA and management
+// token when the stack is a cluster (whose agents speak HTTPS only).
 func (s *Stack) ConsulClient(address string) (*consul.Client, error) {
 	cfg := &consul.Config{Address: address}
 	if c := s.Cluster; c != nil {
@@ -226,30 +227,42 @@ func (s *Stack) ConsulClient(address string) (*consul.Client, error) {
 			return nil, err
 		}
 		cfg.Token = tok
+		cfg.Scheme = "https"
+		cfg.TLSConfig = consul.TLSConfig{CAFile: c.CACert()}
 	}
 	return consul.NewClient(cfg)
 }
 
+// consulCA is the CA file that verifies the stack's Consul: none on a
+// single stack (plain HTTP).
+func (s *Stack) consulCA() string {
+	if s.Cluster == nil {
+		return ""
+	}
+	return s.Cluster.CACert()
+}
+
 // consulEnv is the environment of a stack process that talks to Consul
 // through the official client (the proxies): the token file's path, never
-// the token.
+// the token, and the CA that verifies the cluster's HTTPS.
 func (s *Stack) consulEnv() []string {
 	if s.Cluster == nil {
 		return nil
 	}
-	return []string{"CONSUL_HTTP_TOKEN_FILE=" + s.Cluster.TokenFile("consul", "caravan-proxy")}
+	return []string{"CONSUL_HTTP_TOKEN_FILE=" + s.Cluster.TokenFile("consul", "caravan-proxy"), "CONSUL_CACERT=" + s.Cluster.CACert()}
 }
 
 // ServerFlags are the flags of a caravan server on the cluster: the CA
-// that verifies Nomad and the files of its tokens (of deploy/acl's
-// policies when the stack made them). None for a single stack.
+// that verifies Nomad and Consul and the files of its tokens (of
+// deploy/acl's policies when the stack made them). None for a single
+// stack.
 func (s *Stack) ServerFlags() []string {
 	c := s.Cluster
 	if c == nil {
 		return nil
 	}
 	return []string{"--nomad-ca-cert", c.CACert(), "--nomad-token-file", c.TokenFile("nomad", "caravan-server"),
-		"--consul-token-file", c.TokenFile("consul", "caravan-server")}
+		"--consul-ca-cert", c.CACert(), "--consul-token-file", c.TokenFile("consul", "caravan-server")}
 }
 
 // NATSFlags are the NATS flags of one of the stack's caravan servers: the

@@ -162,11 +162,20 @@ req.end(body);
 }
 
 // traefikConfig is Traefik's static configuration; consulToken, when set,
-// is the ACL token both Consul providers present.
-func traefikConfig(p Ports, stateDir, consulToken string) string {
+// is the ACL token both Consul providers present, and consulCA, when set,
+// the CA that verifies Consul's HTTPS (a cluster's agents speak no plain
+// HTTP).
+func traefikConfig(p Ports, stateDir, consulToken, consulCA string) string {
 	token := ""
 	if consulToken != "" {
 		token = fmt.Sprintf("\n    token: %q", consulToken)
+	}
+	if consulCA != "" {
+		token += fmt.Sprintf("\n    tls:\n      ca: %q", consulCA)
+	}
+	catalog := strings.ReplaceAll(token, "\n    ", "\n      ")
+	if consulCA != "" {
+		catalog = "\n      scheme: https" + catalog
 	}
 	return fmt.Sprintf(`# Written by caravan dev up.
 entryPoints:
@@ -232,7 +241,7 @@ certificatesResolvers:
         propagation:
           # challtestsrv is Pebble's only DNS: nothing to propagate.
           disableChecks: true
-`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, strings.ReplaceAll(token, "\n    ", "\n      "), p.ConsulHTTP, token, CertResolver,
+`, p.TraefikWeb, p.TraefikWebsecure, p.TraefikAdmin, BodyLimitPlugin, bodyLimitModule, p.ConsulHTTP, catalog, p.ConsulHTTP, token, CertResolver,
 		filepath.Join(stateDir, "traefik", "acme.json"), p.Pebble,
 		DNSCertResolver, filepath.Join(stateDir, "traefik", "acme-dns.json"), p.Pebble, p.ChallDNS)
 }

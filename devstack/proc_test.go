@@ -117,7 +117,7 @@ func TestRandomPortsAreDistinct(t *testing.T) {
 
 func TestConfigsPointAtEachOther(t *testing.T) {
 	p, _ := pickPorts(true)
-	tr := traefikConfig(p, "/state", "")
+	tr := traefikConfig(p, "/state", "", "")
 	for _, want := range []string{addr(p.ConsulHTTP), addr(p.TraefikWebsecure), "exposedByDefault: false", "watch: true",
 		"https://" + addr(p.Pebble) + "/dir", "tlsChallenge"} {
 		if !strings.Contains(tr, want) {

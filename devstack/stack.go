@@ -210,7 +210,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 	files := map[string]string{
-		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir, consulToken),
+		"traefik/traefik.yml":       traefikConfig(ports, s.StateDir, consulToken, s.consulCA()),
 		"pebble/pebble-config.json": pebbleConfig(ports, s.StateDir),
 		"traefik/dns01-hook":        dns01Hook(ports),
 	}
@@ -252,7 +252,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		for i, pp := range [][2]int{{ports.Proxy0, ports.Proxy0Admin}, {ports.Proxy1, ports.Proxy1Admin}} {
 			data, admin := addr(pp[0]), addr(pp[1])
 			steps = append(steps, step{fmt.Sprintf("caravan-proxy-%d", i), data, []string{opts.Caravan, "proxy",
-				"--listen", data, "--admin-listen", admin, "--consul-addr", addr(ports.ConsulHTTP),
+				"--listen", data, "--admin-listen", admin, "--consul-addr", s.ConsulAddr(),
 				"--domain", opts.Domain, "--register"}, s.consulEnv(), func(ctx context.Context) error { return s.proxyReady(ctx, data) }})
 		}
 	}
@@ -272,7 +272,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 				if err != nil {
 					return nil, err
 				}
-				if err := os.WriteFile(filepath.Join(s.StateDir, "traefik", "traefik.yml"), []byte(traefikConfig(ports, s.StateDir, tok)), 0o600); err != nil {
+				if err := os.WriteFile(filepath.Join(s.StateDir, "traefik", "traefik.yml"), []byte(traefikConfig(ports, s.StateDir, tok, s.consulCA())), 0o600); err != nil {
 					return nil, err
 				}
 			}
@@ -382,7 +382,17 @@ func (s *Stack) NomadAddr() string {
 	}
 	return "http://" + addr(s.Ports.NomadHTTP)
 }
-func (s *Stack) ConsulAddr() string { return addr(s.Ports.ConsulHTTP) }
+
+// ConsulAddr is the Consul agent's address: host:port on a single stack,
+// https://host:port on a cluster, whose agents serve HTTPS only (verified
+// by Cluster.CACert).
+func (s *Stack) ConsulAddr() string {
+	if s.Cluster != nil {
+		return "https://" + addr(s.Ports.ConsulHTTP)
+	}
+	return addr(s.Ports.ConsulHTTP)
+}
+
 func (s *Stack) CaravanAddr() string {
 	return "http://" + addr(s.Ports.Caravan)
 }

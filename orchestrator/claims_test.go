@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // webApp is app name of workspace dev serving custom domains.
@@ -270,5 +271,33 @@ func TestVersionAndClaimsAreWrittenTogether(t *testing.T) {
 	}
 	if rec, _, _ := h.store.App(context.Background(), "dev--shop"); rec != nil {
 		t.Errorf("a write that failed handed out a version: %+v", rec)
+	}
+}
+
+// Commit's backoff after a moved claims revision grows from 10ms to a
+// 640ms cap, spread by the random factor between half and one and a half.
+func TestCommitBackoff(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		r    float64
+		want time.Duration
+	}{
+		{0, 0, 5 * time.Millisecond},
+		{0, 0.5, 10 * time.Millisecond},
+		{1, 0.5, 20 * time.Millisecond},
+		{6, 0.5, 640 * time.Millisecond},
+		{30, 0.5, 640 * time.Millisecond},
+		{30, 0.999, 959360 * time.Microsecond},
+	} {
+		if got := commitBackoff(c.n, c.r); got != c.want {
+			t.Errorf("commitBackoff(%d, %v) = %s, want %s", c.n, c.r, got, c.want)
+		}
+	}
+	var total time.Duration
+	for n := range commitAttempts - 1 {
+		total += commitBackoff(n, 0.5)
+	}
+	if total < 15*time.Second || total > 30*time.Second {
+		t.Errorf("%d attempts wait %s in all, want 15-30s", commitAttempts, total)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -352,10 +353,30 @@ func (s *ConsulStore) Commit(ctx context.Context, w Write) error {
 				return ErrConflict
 			}
 		}
-		if attempt == 10 {
+		if attempt == commitAttempts-1 {
 			return errors.Join(fmt.Errorf("writing %s: the hostname claims kept changing", w.Record.JobID), txnErrors(resp))
 		}
+		// Another deploy moved the claims revision first: wait a random
+		// while, growing, so many concurrent deploys (100 at once on the
+		// cluster bench) take turns instead of colliding again at once.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("writing %s: %w", w.Record.JobID, ctx.Err())
+		case <-time.After(commitBackoff(attempt, mrand.Float64())):
+		}
 	}
+}
+
+// commitAttempts is how many times Commit tries a transaction whose
+// claims revision moved (about 20 s of backoff in all).
+const commitAttempts = 40
+
+// commitBackoff is the wait after failed attempt n (from 0): 10ms
+// doubling up to 640ms, scaled by 0.5 + r (r in [0, 1)) so that
+// contenders spread out.
+func commitBackoff(n int, r float64) time.Duration {
+	base := 10 * time.Millisecond << min(n, 6)
+	return time.Duration(float64(base) * (0.5 + r))
 }
 
 // commitOps reads and builds the operations of w, and says which one

@@ -353,8 +353,8 @@ func devStatus(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "\nexport NOMAD_ADDR=%s CONSUL_HTTP_ADDR=%s CARAVAN_ADDR=%s\n", stack.NomadAddr(), stack.ConsulAddr(), stack.CaravanAddr())
 	if cl := stack.Cluster; cl != nil {
 		// Paths, never the tokens: they are read from their files.
-		fmt.Fprintf(c.App.Writer, "export NOMAD_CACERT=%s NOMAD_TOKEN=$(cat %s) CONSUL_HTTP_TOKEN_FILE=%s\n", cl.CACert(), cl.NomadTokenFile, cl.ConsulTokenFile)
-		fmt.Fprintf(c.App.Writer, "A cluster: %d Consul servers, %d Nomad servers, %d Nomad clients; ACLs on (the files above hold management tokens), Nomad TLS with the CA above.\n",
+		fmt.Fprintf(c.App.Writer, "export NOMAD_CACERT=%s NOMAD_TOKEN=$(cat %s) CONSUL_CACERT=%s CONSUL_HTTP_TOKEN_FILE=%s\n", cl.CACert(), cl.NomadTokenFile, cl.CACert(), cl.ConsulTokenFile)
+		fmt.Fprintf(c.App.Writer, "A cluster: %d Consul servers, %d Nomad servers, %d Nomad clients; ACLs on (the files above hold management tokens), Nomad and Consul TLS with the CA above.\n",
 			len(cl.ConsulServers), len(cl.NomadServers), len(cl.NomadClients))
 		fmt.Fprintf(c.App.Writer, "caravan server's tokens (of deploy/acl's policies): %s, %s\n", cl.TokenFile("nomad", "caravan-server"), cl.TokenFile("consul", "caravan-server"))
 	}

@@ -2,8 +2,12 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -198,5 +202,48 @@ agent { policy = "read" }`}
 	}
 	if _, _, err := env.nomad.Jobs().Info("e2e--denied", inNamespace("e2e--denied")); err == nil {
 		t.Fatal("the job was registered anyway")
+	}
+}
+
+// TestClusterConsulTLSOnly: every Consul server's HTTP port speaks HTTPS
+// only. A plain HTTP request gets no answer from Consul (Go's TLS server
+// turns it away with a 400, or the connection fails); the same request
+// over HTTPS, verified by the cluster's CA, gets one. Everything else in
+// these tests (caravan servers, proxies, Traefik, Nomad's service
+// registrations) reaches Consul that way.
+func TestClusterConsulTLSOnly(t *testing.T) {
+	c := env.stack.Cluster
+	pem, err := os.ReadFile(c.CACert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("the cluster's CA does not parse")
+	}
+	verified := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	for _, n := range c.ConsulServers {
+		hostPort := fmt.Sprintf("127.0.0.1:%d", n.HTTP)
+		if resp, err := plain.Get("http://" + hostPort + "/v1/status/leader"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("%s answered plain HTTP: %d %q", n.Name, resp.StatusCode, body)
+			} else {
+				t.Logf("%s turned plain HTTP away: %d %q", n.Name, resp.StatusCode, strings.TrimSpace(string(body)))
+			}
+		} else {
+			t.Logf("%s turned plain HTTP away: %v", n.Name, err)
+		}
+		resp, err := verified.Get("https://" + hostPort + "/v1/status/leader")
+		if err != nil {
+			t.Errorf("%s over HTTPS with the cluster's CA: %v", n.Name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s over HTTPS: status %d", n.Name, resp.StatusCode)
+		}
 	}
 }

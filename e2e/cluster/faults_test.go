@@ -332,6 +332,18 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 		}
 		return nil
 	})
+	// Bounded load on the app across the handover: its failures are
+	// printed, not asserted (the rolling tests assert none).
+	stop := make(chan struct{})
+	l := runLoad(context.Background(), url+"/", 50, stop)
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-l.Done
+	}()
 	killed := time.Now()
 	if err := env.stack.Kill("caravan-server-1"); err != nil {
 		t.Fatal(err)
@@ -361,6 +373,9 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	})
 	settled := time.Since(killed)
 	answers(t, url, "v2\n")
-	t.Logf("caravan-server-1 killed mid-rollout; caravan-server-0 recorded version 2 live %s after the kill (the dead server's lock session expires first)",
-		settled.Round(time.Millisecond))
+	close(stop)
+	<-l.Done
+	t.Logf("caravan-server-1 killed mid-rollout; caravan-server-0 recorded version 2 live %s after the kill (the dead server's lock session expires first); "+
+		"under 50/s load from the kill: %d requests, %d failed (first: %v)",
+		settled.Round(time.Millisecond), l.Sent.Load(), l.Failed.Load(), l.FirstErrors())
 }

@@ -1,10 +1,10 @@
 // Package cluster runs caravan's tests that matter on a cluster stack
 // (devstack.Options{Cluster: true}, what `caravan dev up --cluster`
 // starts): three Consul servers, three Nomad servers and two Nomad
-// clients, ACLs on in both, Nomad over TLS, and two caravan servers run
+// clients, ACLs on in both, Nomad and Consul over TLS, and two caravan servers run
 // as processes of the CLI built from this tree, which reach Nomad and
 // Consul through the standard environment (NOMAD_TOKEN, NOMAD_CACERT,
-// CONSUL_HTTP_TOKEN_FILE). Then faults under traffic: a Nomad client lost.
+// CONSUL_CACERT, CONSUL_HTTP_TOKEN_FILE). Then faults under traffic: a Nomad client lost.
 // It is a package of its own so `go test ./...` runs it beside the
 // single-agent e2e package.
 package cluster

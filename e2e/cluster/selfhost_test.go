@@ -106,12 +106,17 @@ func TestClusterSelfHosted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Consul speaks HTTPS only: the proxy verifies it by the cluster's CA.
+	ca, err := os.ReadFile(s.Cluster.CACert())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !s.Cluster.Tokens["consul/caravan-proxy"] {
 		t.Fatal("the stack made no caravan-proxy token of deploy/acl's policy")
 	}
 	w := &nomad.WriteOptions{Namespace: systemNamespace}
 	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-proxy",
-		Items: map[string]string{"consul_token": strings.TrimSpace(string(token))}}, w); err != nil {
+		Items: map[string]string{"consul_token": strings.TrimSpace(string(token)), "consul_ca_pem": string(ca)}}, w); err != nil {
 		t.Fatal(err)
 	}
 	job := parseJob(t, "caravan-proxy.nomad.hcl", proxyVars())
@@ -257,10 +262,11 @@ func TestClusterSelfHostedServer(t *testing.T) {
 	w := &nomad.WriteOptions{Namespace: systemNamespace}
 	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-server",
 		Items: map[string]string{
-			"nomad_token":  read(s.Cluster.TokenFile("nomad", "caravan-server")),
-			"consul_token": read(s.Cluster.TokenFile("consul", "caravan-server")),
-			"nats_token":   read(filepath.Join(natsDir, "token")),
-			"nomad_ca_pem": read(s.Cluster.CACert()),
+			"nomad_token":   read(s.Cluster.TokenFile("nomad", "caravan-server")),
+			"consul_token":  read(s.Cluster.TokenFile("consul", "caravan-server")),
+			"nats_token":    read(filepath.Join(natsDir, "token")),
+			"nomad_ca_pem":  read(s.Cluster.CACert()),
+			"consul_ca_pem": read(s.Cluster.CACert()),
 		}}, w); err != nil {
 		t.Fatal(err)
 	}
