@@ -162,15 +162,7 @@ func TestBlueGreenOfAutoscaledFunction(t *testing.T) {
 	if res.Canary != nil {
 		t.Fatal("a blue-green version must be live when deploy returns")
 	}
-	failed, blueAfter, errs := switchStats(samples, "blue", "green")
-	t.Logf("blue-green switch of an autoscaled function: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
-		len(samples), failed, blueAfter, res.Duration.Round(time.Millisecond))
-	if failed != 0 {
-		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
-	}
-	if blueAfter != 0 {
-		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
-	}
+	requireOneStepSwitch(t, "blue-green switch of an autoscaled function", samples, res.Duration)
 	onlyBody(t, url, "green")
 	requireProxied(t, service)
 	eventually(t, 30*time.Second, "no canary instance after the switch", func() error {

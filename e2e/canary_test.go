@@ -294,15 +294,7 @@ func TestBlueGreenSwitchesInOneStepWithoutFailures(t *testing.T) {
 		t.Fatal("a blue-green version must be live when deploy returns")
 	}
 
-	failed, blueAfter, errs := switchStats(samples, "blue", "green")
-	t.Logf("blue-green switch: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
-		len(samples), failed, blueAfter, res.Duration.Round(time.Millisecond))
-	if failed != 0 {
-		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
-	}
-	if blueAfter != 0 {
-		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
-	}
+	requireOneStepSwitch(t, "blue-green switch", samples, res.Duration)
 	if n := runningAllocs(t, job); n != 2 {
 		t.Errorf("%d running containers after the switch, want 2 (blue drained and stopped)", n)
 	}
@@ -358,6 +350,22 @@ func sampleLoad(url string, workers int) (stop func() []sample) {
 // switchStats counts failed samples, and those answered by the old body
 // though they started after the new body first answered (-1 when it never
 // did).
+// requireOneStepSwitch fails t unless every request across a blue/green
+// switch from "blue" to "green" answered, and none reached blue after
+// green first answered.
+func requireOneStepSwitch(t *testing.T, what string, samples []sample, took time.Duration) {
+	t.Helper()
+	failed, blueAfter, errs := switchStats(samples, "blue", "green")
+	t.Logf("%s: %d requests, %d failed, %d answered by blue after green first answered (deploy %s)",
+		what, len(samples), failed, blueAfter, took.Round(time.Millisecond))
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed across the switch: %v", failed, len(samples), errs[:min(len(errs), 5)])
+	}
+	if blueAfter != 0 {
+		t.Errorf("the switch was not one step: %d requests reached blue after green answered", blueAfter)
+	}
+}
+
 func switchStats(samples []sample, old, new string) (failed, oldAfter int, errs []string) {
 	var firstNew time.Time
 	for _, s := range samples {

@@ -362,6 +362,11 @@ func nodeServer(app, body string, crash bool) string {
 	if crash {
 		js = `process.exit(1);`
 	}
+	return nodeApp(app, js)
+}
+
+// nodeApp is a one-function web app that runs js under node.
+func nodeApp(app, js string) string {
 	return fmt.Sprintf(`app %q {
   workspace = "e2e"
   function "web" {

@@ -15,18 +15,7 @@ import (
 func lateListener(app, body string, delay time.Duration) string {
 	js := fmt.Sprintf(`const s = require("http").createServer((q, r) => r.end(%s)); setTimeout(() => s.listen(process.env.PORT, process.env.HOST), %d);`,
 		strconv.Quote(body), delay.Milliseconds())
-	return fmt.Sprintf(`app %q {
-  workspace = "e2e"
-  function "web" {
-    command = "node"
-    args    = ["-e", %s]
-    resources {
-      memory = 64
-    }
-    web {}
-  }
-}
-`, app, strconv.Quote(js))
+	return nodeApp(app, js)
 }
 
 // TestNewAppThatListensLate: a new app's deploy ends only once its URL
