@@ -42,6 +42,18 @@ func callableJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.C
 	return isolatedJob(app, fn, appJobID, cfg)
 }
 
+// How long a stopped worker's task takes at most, which its kill_timeout
+// covers so that Nomad's SIGKILL never cuts it short: WorkerGrace for the
+// inputs in flight to finish (`caravan worker --grace`), then, with an
+// enter block, EnterKillGrace for the process after its SIGTERM (the
+// worker's queue.Process default), and workerExitMargin for the worker's
+// own exit. Within Nomad's default max_kill_timeout (30 s).
+const (
+	WorkerGrace      = 8 * time.Second
+	EnterKillGrace   = 5 * time.Second
+	workerExitMargin = 2 * time.Second
+)
+
 // workerJob renders a warm callable function as a service job of workers
 // (min_containers of them): each runs `caravan worker`, which takes the
 // function's inputs from its queue, max_inputs at a time, and runs the
@@ -56,7 +68,8 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 	w := cfg.Worker
 	bin := agentEntrypoint(t, id, cfg)
 	args := []string{"worker", "--workspace", app.Workspace, "--app-job", appJobID, "--function", fn.Name,
-		"--max-inputs", strconv.Itoa(maxInputs)}
+		"--max-inputs", strconv.Itoa(maxInputs), "--grace", WorkerGrace.String()}
+	t.KillTimeout = ptr(WorkerGrace + workerExitMargin)
 	if w.AckWait > 0 {
 		args = append(args, "--ack-wait", w.AckWait.String())
 	}
@@ -68,6 +81,9 @@ func workerJob(app *spec.App, fn *spec.Function, appJobID string, cfg router.Con
 		// The process listens on a port Nomad picks, so workers sharing
 		// a client do not collide; ${port} names it as in a web function.
 		args = append(args, "--enter", "--port", spec.PortPlaceholder, "--ready-timeout", e.Ready.String())
+		// Its process gets SIGTERM once the inputs in flight are done,
+		// then EnterKillGrace before SIGKILL: all before Nomad's own kill.
+		t.KillTimeout = ptr(WorkerGrace + EnterKillGrace + workerExitMargin)
 		networks = []*api.NetworkResource{{DynamicPorts: []api.Port{{Label: PortLabel}}}}
 		t.Env["PORT"] = spec.PortPlaceholder
 	}

@@ -84,9 +84,12 @@ func TestRenderWorkers(t *testing.T) {
 		t.Errorf("%d workers, want min_containers 3", n)
 	}
 	task := cj.TaskGroups[0].Tasks[0]
-	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "4", "--ack-wait", "5s", "--", "node", "sum.js"}
+	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "4", "--grace", "8s", "--ack-wait", "5s", "--", "node", "sum.js"}
 	if task.Config["command"] != "/opt/caravan" || !slices.Equal(task.Config["args"].([]string), want) {
 		t.Errorf("worker runs %v %v", task.Config["command"], task.Config["args"])
+	}
+	if k := *task.KillTimeout; k <= jobs.WorkerGrace {
+		t.Errorf("kill_timeout %s: Nomad would SIGKILL the worker before its %s grace", k, jobs.WorkerGrace)
 	}
 	agent.Sign([]byte("k"), cj)
 	if u := task.Env[agent.EnvNATSURL]; !strings.HasPrefix(u, testConfig.BundleURL+agent.NATSPath+"?job=dev--calc--call--sum&alloc=${NOMAD_ALLOC_ID}&sig=") {
@@ -165,10 +168,15 @@ func TestRenderWorkersEnter(t *testing.T) {
 	cj := r.Callable[0]
 	tg := cj.TaskGroups[0]
 	task := tg.Tasks[0]
-	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "1",
+	want := []string{"worker", "--workspace", "dev", "--app-job", "dev--calc", "--function", "sum", "--max-inputs", "1", "--grace", "8s",
 		"--enter", "--port", "${NOMAD_PORT_http}", "--ready-timeout", "2m0s", "--", "node", "serve.js", "${NOMAD_PORT_http}"}
 	if !slices.Equal(task.Config["args"].([]string), want) {
 		t.Errorf("worker runs %v", task.Config["args"])
+	}
+	// Nomad's kill waits for the inputs in flight, then the process's
+	// own SIGTERM grace.
+	if k := *task.KillTimeout; k <= jobs.WorkerGrace+jobs.EnterKillGrace {
+		t.Errorf("kill_timeout %s: Nomad would SIGKILL the worker before its %s grace and its process's %s", k, jobs.WorkerGrace, jobs.EnterKillGrace)
 	}
 	if task.Env["PORT"] != "${NOMAD_PORT_http}" {
 		t.Errorf("PORT=%q", task.Env["PORT"])
