@@ -168,4 +168,21 @@ func TestHostClaimsInConsul(t *testing.T) {
 		t.Fatalf("commit of a name under another workspace's wildcard: %v", err)
 	}
 	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/other-e2e/", nil) })
+
+	// Many deploys of one server claiming at once (new apps: P6 of the
+	// cluster bench) all land: they take turns instead of moving the
+	// claims revision under each other until one gives up.
+	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/many-e2e/", nil) })
+	errs := make(chan error, 60)
+	for i := range cap(errs) {
+		go func() {
+			r := rec("txnm", fmt.Sprintf("app%d", i))
+			errs <- store.Commit(ctx, orchestrator.Write{Record: r, Versions: v1, Claim: []string{fmt.Sprintf("app%d.many-e2e.test", i)}})
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("one of %d concurrent claiming commits: %v", cap(errs), err)
+		}
+	}
 }

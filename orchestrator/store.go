@@ -145,9 +145,26 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 // wildcard. Every write that claims a name checks and bumps
 // hostnames-rev, so two claims that overlap without sharing a key (a
 // wildcard and a name under it) cannot both pass their reads: the second
-// write fails and reads again.
+// write fails and reads again. One store's writes that claim take turns
+// (claimTurn), so the deploys one server runs at once do not keep moving
+// the revision under each other; only other servers' claims can.
 type ConsulStore struct {
 	Client *consul.Client
+
+	turnOnce  sync.Once
+	claimTurn chan struct{} // holds a token while one of this store's claiming writes runs
+}
+
+// takeTurn waits for this store's turn to write claims, or for ctx; the
+// function it returns gives the turn back.
+func (s *ConsulStore) takeTurn(ctx context.Context) (func(), error) {
+	s.turnOnce.Do(func() { s.claimTurn = make(chan struct{}, 1) })
+	select {
+	case s.claimTurn <- struct{}{}:
+		return func() { <-s.claimTurn }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 var _ Store = (*ConsulStore)(nil)
@@ -332,6 +349,13 @@ const maxTxnOps = 64
 // the revision, a claim or the record moved meanwhile; a move of the first
 // two reads again.
 func (s *ConsulStore) Commit(ctx context.Context, w Write) error {
+	if len(w.Claim) > 0 {
+		done, err := s.takeTurn(ctx)
+		if err != nil {
+			return fmt.Errorf("writing %s: waiting for the hostname claims: %w", w.Record.JobID, err)
+		}
+		defer done()
+	}
 	for attempt := 0; ; attempt++ {
 		ops, recordOp, err := s.commitOps(ctx, w)
 		if err != nil {
