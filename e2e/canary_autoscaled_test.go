@@ -9,7 +9,6 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/jobs"
-	"github.com/caravanhq/caravan/orchestrator"
 )
 
 // autoscaledRolloutSpec is rolloutSpec's function autoscaled: from one
@@ -124,18 +123,7 @@ func TestCanaryOfAutoscaledFunction(t *testing.T) {
 		t.Errorf("%d of %d requests failed across the promotion: %v", failed, len(samples), errs[:min(len(errs), 5)])
 	}
 	onlyBody(t, url, "v3")
-	if h := history(t, app); h.App.LiveVersion != v3.Version {
-		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v3.Version)
-	}
-	if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
-		t.Errorf("version %d after promote: status %q, events %+v", v3.Version, v.Status, v.Events)
-	}
-	eventually(t, 30*time.Second, "preview gone after promotion", func() error {
-		if status, _, _ := get(t, preview); status != 404 {
-			return fmt.Errorf("preview answers %d, want 404", status)
-		}
-		return nil
-	})
+	requirePromoted(t, app, v3.Version, preview)
 	eventually(t, 30*time.Second, "no canary instance after the promotion", func() error {
 		if n := canaryInstances(t, service); n != 0 {
 			return fmt.Errorf("%d canary instances", n)

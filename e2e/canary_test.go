@@ -192,19 +192,7 @@ func TestCanarySplitAbortAndPromote(t *testing.T) {
 		}
 		return nil
 	})
-	h := history(t, app)
-	if h.App.LiveVersion != v3.Version {
-		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, v3.Version)
-	}
-	if v := versionRecord(t, app, v3.Version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
-		t.Errorf("version %d after promote: status %q, events %+v", v3.Version, v.Status, v.Events)
-	}
-	eventually(t, 30*time.Second, "preview gone after promotion", func() error {
-		if status, _, _ := get(t, preview); status != 404 {
-			return fmt.Errorf("preview answers %d, want 404", status)
-		}
-		return nil
-	})
+	requirePromoted(t, app, v3.Version, preview)
 }
 
 func TestCanaryPromotedAfterHealthyPeriod(t *testing.T) {
@@ -350,6 +338,24 @@ func sampleLoad(url string, workers int) (stop func() []sample) {
 // switchStats counts failed samples, and those answered by the old body
 // though they started after the new body first answered (-1 when it never
 // did).
+// requirePromoted fails t unless version is app's live version, recorded
+// as promoted, and its preview hostname answers 404 (soon).
+func requirePromoted(t *testing.T, app string, version int, preview string) {
+	t.Helper()
+	if h := history(t, app); h.App.LiveVersion != version {
+		t.Errorf("live version %d after promote, want %d", h.App.LiveVersion, version)
+	}
+	if v := versionRecord(t, app, version); v.Status != orchestrator.StatusLive || !hasEvent(v, "promoted") {
+		t.Errorf("version %d after promote: status %q, events %+v", version, v.Status, v.Events)
+	}
+	eventually(t, 30*time.Second, "preview gone after promotion", func() error {
+		if status, _, _ := get(t, preview); status != 404 {
+			return fmt.Errorf("preview answers %d, want 404", status)
+		}
+		return nil
+	})
+}
+
 // requireOneStepSwitch fails t unless every request across a blue/green
 // switch from "blue" to "green" answered, and none reached blue after
 // green first answered.

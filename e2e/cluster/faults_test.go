@@ -27,16 +27,7 @@ func TestClusterLostClient(t *testing.T) {
 		t.Fatalf("containers per client: %v (%v), want one on each", on, err)
 	}
 
-	stop := make(chan struct{})
-	l := runLoad(context.Background(), url+"/", 50, stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		<-l.Done
-	}()
+	l, stopLoad := loadUntilStopped(t, url)
 	eventually(t, time.Minute, "100 requests before the fault", func() error {
 		if n := l.Sent.Load(); n < 100 {
 			return fmt.Errorf("%d sent", n)
@@ -82,8 +73,7 @@ func TestClusterLostClient(t *testing.T) {
 		return nil
 	})
 	answers(t, url, "up\n")
-	close(stop)
-	<-l.Done
+	stopLoad()
 	lastFail := "none failed"
 	if last := l.LastFailure(); last.After(killed) {
 		lastFail = "the last failed " + last.Sub(killed).Round(time.Millisecond).String() + " after the kill"
@@ -334,16 +324,7 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	})
 	// Bounded load on the app across the handover: its failures are
 	// printed, not asserted (the rolling tests assert none).
-	stop := make(chan struct{})
-	l := runLoad(context.Background(), url+"/", 50, stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		<-l.Done
-	}()
+	l, stopLoad := loadUntilStopped(t, url)
 	killed := time.Now()
 	if err := env.stack.Kill("caravan-server-1"); err != nil {
 		t.Fatal(err)
@@ -373,8 +354,7 @@ func TestClusterServerKilledMidRollout(t *testing.T) {
 	})
 	settled := time.Since(killed)
 	answers(t, url, "v2\n")
-	close(stop)
-	<-l.Done
+	stopLoad()
 	t.Logf("caravan-server-1 killed mid-rollout; caravan-server-0 recorded version 2 live %s after the kill (the dead server's lock session expires first); "+
 		"under 50/s load from the kill: %d requests, %d failed (first: %v)",
 		settled.Round(time.Millisecond), l.Sent.Load(), l.Failed.Load(), l.FirstErrors())
