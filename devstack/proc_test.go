@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -170,5 +171,21 @@ func TestStartLeavesInheritedDescriptorsBehind(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "fds.log") {
 		t.Fatalf("listing of its descriptors missing:\n%s", b)
+	}
+}
+
+func TestPortTaken(t *testing.T) {
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{errors.New("nomad did not become healthy: nomad exited (exit status 1); last lines of nomad.log:\n==> Error starting agent: server setup failed: Failed to start RPC layer: listen tcp 127.0.0.1:36919: bind: address already in use"), true},
+		{errors.New("consul did not become healthy: timed out"), false},
+		{errors.New("nomad exited (exit status 1): invalid configuration"), false},
+	}
+	for _, c := range cases {
+		if got := portTaken(c.err); got != c.want {
+			t.Errorf("portTaken(%q) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -109,7 +110,31 @@ func (s *Stack) save() error {
 
 // Up installs what is missing and starts Pebble, Consul, Nomad and Traefik,
 // waiting until each is healthy. On failure it stops what it started.
-func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
+func Up(ctx context.Context, opts Options) (*Stack, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := up(ctx, opts)
+		if err == nil || !opts.RandomPorts || attempt == upAttempts || !portTaken(err) || ctx.Err() != nil {
+			return s, err
+		}
+		// A free port picked for one server was bound by another
+		// process (another stack starting) before that server bound it:
+		// everything this attempt started is down again; pick anew.
+		if opts.Out != nil {
+			fmt.Fprintf(opts.Out, "==> a port was taken before its server bound it; starting again on other ports (%d of %d)\n", attempt+1, upAttempts)
+		}
+	}
+}
+
+// upAttempts is how many times Up starts a stack on random ports whose
+// ports another process took meanwhile.
+const upAttempts = 3
+
+// portTaken says whether err is a server failing to bind its port.
+func portTaken(err error) bool {
+	return strings.Contains(err.Error(), "address already in use")
+}
+
+func up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	out := opts.Out
 	if out == nil {
 		out = io.Discard
