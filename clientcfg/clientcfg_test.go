@@ -210,23 +210,8 @@ func TestRefusedRequestKeepsTheTokenOut(t *testing.T) {
 func TestMutualTLS(t *testing.T) {
 	clearEnv(t)
 	pki := newPKI(t)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TLS.PeerCertificates) == 0 {
-			http.Error(w, "no client certificate", http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if strings.HasPrefix(r.URL.Path, "/v1/kv/") {
-			w.Write([]byte(`[{"Key":"caravan/x","Value":"aGk="}]`))
-			return
-		}
-		w.Write([]byte(`[]`))
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
-	srv.StartTLS()
-	defer srv.Close()
-	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	addr := "https://127.0.0.1:" + strconv.Itoa(port)
+	hostPort := mtlsServer(t, pki)
+	addr := "https://" + hostPort
 
 	nc, err := Nomad{Addr: addr, CACert: pki.caFile, ClientCert: pki.certFile, ClientKey: pki.keyFile, TLSServerName: "server.global.nomad"}.Client()
 	if err != nil {
@@ -313,18 +298,7 @@ func newPKI(t *testing.T) pki {
 func TestConsulTLSFromEnvironment(t *testing.T) {
 	clearEnv(t)
 	pki := newPKI(t)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TLS.PeerCertificates) == 0 {
-			http.Error(w, "no client certificate", http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`[{"Key":"caravan/x","Value":"aGk="}]`))
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
-	srv.StartTLS()
-	defer srv.Close()
-	hostPort := "127.0.0.1:" + strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port)
+	hostPort := mtlsServer(t, pki)
 	get := func(c Consul) error {
 		cc, err := c.Client()
 		if err != nil {
@@ -360,4 +334,27 @@ func TestConsulTLSFromEnvironment(t *testing.T) {
 	if err := get(Consul{Addr: hostPort}); err != nil {
 		t.Errorf("host:port with CONSUL_HTTP_SSL=true: %v", err)
 	}
+}
+
+// mtlsServer serves as a Nomad or Consul agent that requires a client
+// certificate of pki's CA would, for the KV read and the job list the
+// tests make; it returns its host:port.
+func mtlsServer(t *testing.T, pki pki) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) == 0 {
+			http.Error(w, "no client certificate", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+			w.Write([]byte(`[{"Key":"caravan/x","Value":"aGk="}]`))
+			return
+		}
+		w.Write([]byte(`[]`))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return "127.0.0.1:" + strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port)
 }
