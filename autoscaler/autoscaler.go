@@ -61,6 +61,12 @@ type Backend interface {
 // The autoscaler decides again at its next tick, and scales then.
 var ErrDeploymentActive = errors.New("job scaling blocked due to active deployment")
 
+// ErrJobChanging is a scale held back because a deploy is registering the
+// job (its new version's deployment has not started, or the job changed
+// since the autoscaler read it). The autoscaler decides again next tick,
+// by when Nomad's deployment refuses the scale for as long as it runs.
+var ErrJobChanging = errors.New("the job is being registered")
+
 // Queues are the functions that answer from a queue (warm callables),
 // whose load is their queue's depth rather than a proxy's report.
 type Queues interface {
@@ -178,6 +184,8 @@ func (s *Scaler) Tick(ctx context.Context) (map[string]autoscale.Decision, error
 			}
 		}
 		switch {
+		case errors.Is(err, ErrJobChanging):
+			s.log().Debug("scaling held: a deploy registers the job; deciding again next round", "function", fn.Service, "from", cur, "to", d.Desired, "reason", d.Reason, "why", err)
 		case errors.Is(err, ErrDeploymentActive):
 			s.log().Debug("scaling blocked by an active deployment; deciding again next round", "function", fn.Service, "from", cur, "to", d.Desired, "reason", d.Reason)
 		case err != nil:

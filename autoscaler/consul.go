@@ -107,15 +107,49 @@ func (c *Clients) Count(ctx context.Context, job, group string) (int, bool, erro
 	return g.Desired, true, nil
 }
 
-// Scale asks Nomad for n containers of group.
+// Scale asks Nomad for n containers of group, with check-and-set against
+// the job version it read: not while a deploy's registration waits for
+// its deployment (registrationPending), and not when the job changed
+// since (ErrJobChanging either way).
 func (c *Clients) Scale(ctx context.Context, job, group string, n int, reason string) error {
-	_, _, err := c.Nomad.Jobs().Scale(job, group, &n, "caravan autoscaler: "+reason, false, nil,
-		(&nomad.WriteOptions{Namespace: jobs.NamespaceOfJob(job)}).WithContext(ctx))
-	if err != nil && blockedByDeployment(err) {
+	ns := jobs.NamespaceOfJob(job)
+	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
+	versions, _, _, err := c.Nomad.Jobs().Versions(job, false, q)
+	if err != nil {
+		return fmt.Errorf("nomad: versions of %s: %w", job, err)
+	}
+	dep, _, err := c.Nomad.Jobs().LatestDeployment(job, q)
+	if err != nil {
+		return fmt.Errorf("nomad: deployment of %s: %w", job, err)
+	}
+	if why := registrationPending(versions, dep, time.Now()); why != "" {
+		return fmt.Errorf("%w: %s", ErrJobChanging, why)
+	}
+	var index uint64
+	for _, v := range versions {
+		if v != nil && v.JobModifyIndex != nil && *v.JobModifyIndex > index {
+			index = *v.JobModifyIndex
+		}
+	}
+	req := &nomad.ScalingRequest{
+		Count:          ptr(int64(n)),
+		Target:         map[string]string{"Job": job, "Group": group},
+		Message:        "caravan autoscaler: " + reason,
+		JobModifyIndex: index,
+	}
+	_, _, err = c.Nomad.Jobs().ScaleWithRequest(job, req, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx))
+	switch {
+	case err == nil:
+		return nil
+	case blockedByDeployment(err):
 		return fmt.Errorf("%w: %v", ErrDeploymentActive, err)
+	case strings.Contains(err.Error(), "conflicting job modify index"):
+		return fmt.Errorf("%w: it changed since it was read", ErrJobChanging)
 	}
 	return err
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // Settle: see Backend and settle.go.
 func (c *Clients) Settle(ctx context.Context, job, service string) (bool, string, error) {

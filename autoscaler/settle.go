@@ -3,7 +3,9 @@ package autoscaler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -115,4 +117,62 @@ func comparable(job *nomad.Job) ([]byte, error) {
 		}
 	}
 	return json.Marshal(m) // map keys sorted: same job, same bytes
+}
+
+// registrationPending decides whether a scale must wait because a deploy
+// registered the job's latest version and Nomad has not opened that
+// version's deployment yet: Nomad refuses a scale while a deployment runs,
+// but not in the moment between a registration and its evaluation, and a
+// scale then makes a version of its own that the deploy did not register
+// (it follows the wrong deployment, or none). versions are the job's
+// versions (any order), dep its latest deployment (nil: none), now the
+// clock. It returns "" (scale) or why not.
+//
+// No deployment is to come when the latest version differs from the
+// deployment's only in counts (it is a scale: a scale-down opens none)
+// or runs no container (Nomad opens none for a count of zero). A version
+// whose predecessor Nomad no longer keeps is waited for only within
+// registrationGrace of its submission.
+func registrationPending(versions []*nomad.Job, dep *nomad.Deployment, now time.Time) string {
+	var latest, deployed *nomad.Job
+	for _, v := range versions {
+		if v == nil || v.Version == nil {
+			continue
+		}
+		if latest == nil || *v.Version > *latest.Version {
+			latest = v
+		}
+		if dep != nil && *v.Version == dep.JobVersion {
+			deployed = v
+		}
+	}
+	switch {
+	case latest == nil:
+		return ""
+	case dep != nil && dep.JobVersion >= *latest.Version:
+		return ""
+	case totalCount(latest) == 0:
+		return ""
+	case deployed != nil && onlyCounts(deployed, latest):
+		return ""
+	case deployed == nil && (latest.SubmitTime == nil || now.Sub(time.Unix(0, *latest.SubmitTime)) > registrationGrace):
+		return ""
+	}
+	return fmt.Sprintf("version %d was registered and Nomad has not started its deployment yet", *latest.Version)
+}
+
+// registrationGrace bounds how long a version without a known predecessor
+// holds scaling back (see registrationPending): Nomad opens a deployment
+// within moments of a registration.
+const registrationGrace = 30 * time.Second
+
+// totalCount is the sum of job's group counts.
+func totalCount(job *nomad.Job) int {
+	n := 0
+	for _, tg := range job.TaskGroups {
+		if tg.Count != nil {
+			n += *tg.Count
+		}
+	}
+	return n
 }

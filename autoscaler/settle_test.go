@@ -10,8 +10,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-func ptr[T any](v T) *T { return &v }
-
 func version(n uint64, count int, meta string) *nomad.Job {
 	return &nomad.Job{ID: ptr("job"), Version: &n, SubmitTime: ptr(int64(n) * 1000),
 		Stable: ptr(n%2 == 0), JobModifyIndex: ptr(n * 10),
@@ -106,5 +104,38 @@ func TestTickSettlesAScalesDeployment(t *testing.T) {
 	}
 	if f.counts["job/web"] != 2 || s.again {
 		t.Fatalf("count %d, again %v; want 2 (blocked) and no hurry", f.counts["job/web"], s.again)
+	}
+}
+
+// A scale waits while a deploy's registered version has no deployment yet,
+// and only then.
+func TestRegistrationPending(t *testing.T) {
+	dep := func(v uint64) *nomad.Deployment { return &nomad.Deployment{ID: "d", JobVersion: v} }
+	now := time.Unix(0, 5000) // version n was submitted at n*1000 ns
+	for _, c := range []struct {
+		name     string
+		versions []*nomad.Job
+		dep      *nomad.Deployment
+		now      time.Time
+		wait     bool
+	}{
+		{"the latest version has its deployment", []*nomad.Job{version(2, 1, "h0"), version(3, 1, "h1")}, dep(3), now, false},
+		{"a deploy's version without a deployment yet", []*nomad.Job{version(2, 1, "h0"), version(3, 1, "h1")}, dep(2), now, true},
+		{"a scale-down since the deployment (it opens none)", []*nomad.Job{version(2, 2, "h0"), version(3, 1, "h0")}, dep(2), now, false},
+		{"a scale-down, then a deploy's version", []*nomad.Job{version(2, 2, "h0"), version(3, 1, "h0"), version(4, 1, "h1")}, dep(2), now, true},
+		{"a deploy's version at zero (Nomad opens none)", []*nomad.Job{version(2, 1, "h0"), version(3, 0, "h1")}, dep(2), now, false},
+		{"a new job, not evaluated yet", []*nomad.Job{version(0, 1, "h0")}, nil, now, true},
+		{"a new job at zero", []*nomad.Job{version(0, 0, "h0")}, nil, now, false},
+		{"a job without a deployment, long registered", []*nomad.Job{version(0, 1, "h0")}, nil, now.Add(time.Minute), false},
+		{"the deployment's version no longer kept, recent", []*nomad.Job{version(4, 1, "h1")}, dep(1), now, true},
+		{"the deployment's version no longer kept, long ago", []*nomad.Job{version(4, 1, "h1")}, dep(1), now.Add(time.Minute), false},
+		{"no versions", nil, nil, now, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			why := registrationPending(c.versions, c.dep, c.now)
+			if (why != "") != c.wait {
+				t.Errorf("registrationPending = %q, want waiting %v", why, c.wait)
+			}
+		})
 	}
 }
