@@ -17,13 +17,16 @@ import (
 )
 
 // drainJS answers /slow?ms=N after N ms with "done idx=<index>
-// v=<VERSION>"; /hold answers when the container itself gets /release.
+// v=<VERSION>"; /hold answers when the container itself gets /release,
+// which is answered first: a draining container stops as soon as its
+// proxied requests end, and the test's own /release, which no proxy
+// counts, must not be cut off by that (it was, once in a few runs).
 const drainJS = `const idx = process.env.NOMAD_ALLOC_INDEX, v = process.env.VERSION;
 const held = [];
 require("http").createServer((q, s) => {
   if (q.url === "/healthz") { s.end("ok"); return; }
   if (q.url === "/hold") { held.push(s); return; }
-  if (q.url === "/release") { while (held.length) held.shift().end("done held idx=" + idx + " v=" + v); s.end("released"); return; }
+  if (q.url === "/release") { s.end("released"); while (held.length) held.shift().end("done held idx=" + idx + " v=" + v); return; }
   const p = new URL(q.url, "http://x").searchParams;
   const ms = +(p.get("ms") || 0);
   setTimeout(() => s.end("done idx=" + idx + " v=" + v), ms);

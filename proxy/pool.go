@@ -578,6 +578,18 @@ func (p *pool) setDraining(id string, draining bool) bool {
 	return false
 }
 
+// inFlight is how many requests the container id serves (0: unknown).
+func (p *pool) inFlight(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, in := range p.instances {
+		if in.id == id {
+			return in.inFlight
+		}
+	}
+	return 0
+}
+
 // waitIdle waits until the container id has no request in flight (or is
 // unknown: forgotten, so idle), or ctx ends; it returns how many are in
 // flight then.

@@ -507,9 +507,14 @@ func (p *Proxy) Drain(ctx context.Context, function, id string) (int, error) {
 	w := p.pools[function]
 	p.mu.Unlock()
 	if w == nil || !w.setDraining(id, true) {
+		p.log.Info("drain of an unknown container", "function", function, "container", id)
 		return 0, ErrUnknown
 	}
-	return w.waitIdle(ctx, id), nil
+	start := p.cfg.Now()
+	before := w.inFlight(id)
+	n := w.waitIdle(ctx, id)
+	p.log.Info("drained", "function", function, "container", id, "in_flight_before", before, "in_flight", n, "took", p.cfg.Now().Sub(start))
+	return n, nil
 }
 
 // Undrain gives a drained container requests again (a scale-down called
