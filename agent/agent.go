@@ -54,6 +54,10 @@ type NATSAnswer struct {
 	InboxPrefix string `json:"inbox_prefix,omitempty"`
 	// InputKey checks the function's inputs' signatures (queue.InputKey).
 	InputKey string `json:"input_key,omitempty"`
+	// ExpiresIn is how many seconds from the answer the credential is
+	// valid (absent: it does not expire). The worker fetches a fresh one
+	// from the same URL before then, and reconnects with it.
+	ExpiresIn float64 `json:"expires_in,omitempty"`
 }
 
 // signedEnv are the task environment variables holding agent URLs.

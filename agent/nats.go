@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -39,6 +41,11 @@ func fetchNATS(ctx context.Context, u string, client *http.Client) (NATSAnswer, 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		// The error names the URL: not its signature.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactSig(ue.URL)
+		}
 		return NATSAnswer{}, err
 	}
 	defer resp.Body.Close()
@@ -51,7 +58,22 @@ func fetchNATS(ctx context.Context, u string, client *http.Client) (NATSAnswer, 
 	}
 	var ans NATSAnswer
 	if err := json.Unmarshal(body, &ans); err != nil || ans.URL == "" || ans.Token == "" {
-		return NATSAnswer{}, fmt.Errorf("an answer without a NATS URL and credential: %.200s", body)
+		// Not the body: it may hold a credential.
+		return NATSAnswer{}, fmt.Errorf("an answer without a NATS URL and credential (%d bytes)", len(body))
 	}
 	return ans, nil
+}
+
+// redactSig is agent URL u without its signature's value.
+func redactSig(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(an agent URL)"
+	}
+	q := p.Query()
+	if q.Has("sig") {
+		q.Set("sig", "REDACTED")
+		p.RawQuery = q.Encode()
+	}
+	return p.String()
 }

@@ -283,6 +283,17 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	// and hold an input 3s without a heartbeat (a killed worker's input is
 	// redelivered that soon).
 	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), AckWait: warmAckWait}
+	// CARAVAN_E2E_CREDENTIAL_LIFETIME=4s: the workers' credentials
+	// live that long (default 1h), so that the warm tests run across
+	// their renewals (no "NATS" in its name: TestWarmCall looks for that
+	// in a function's environment, which the stack passes on).
+	if v := os.Getenv("CARAVAN_E2E_CREDENTIAL_LIFETIME"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("CARAVAN_E2E_CREDENTIAL_LIFETIME: %w", err)
+		}
+		cfg.NATS.CredentialLifetime = d
+	}
 	if env.server != nil {
 		cfg.NATS.URL, cfg.NATS.Token = env.server.NATS()
 	}

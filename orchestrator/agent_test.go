@@ -27,7 +27,11 @@ func TestAllocMayUseAgent(t *testing.T) {
 		{"running", alloc("acme--shop", "running", job("acme--shop", true)), true},
 		{"pending", alloc("acme--shop", "pending", job("acme--shop", true)), true},
 		{"a dispatched run", alloc("acme--shop/dispatch-1", "running", job("acme--shop", true)), true},
+		// A stopped allocation gets nothing, a worker's NATS credential
+		// renewal neither: its credential dies with its lifetime.
 		{"stopped", alloc("acme--shop", "complete", job("acme--shop", true)), false},
+		{"failed", alloc("acme--shop", "failed", job("acme--shop", true)), false},
+		{"lost", alloc("acme--shop", "lost", job("acme--shop", true)), false},
 		{"another job", alloc("acme--other", "running", job("acme--other", true)), false},
 		{"a job sharing a prefix", alloc("acme--shopx", "running", job("acme--shop", true)), false},
 		{"no agent in its group", alloc("acme--shop", "running", job("acme--shop", false)), false},

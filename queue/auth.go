@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -23,6 +25,13 @@ import (
 // whether a call is already final, hear its own cancellations. Call
 // records (the KV bucket) are out of its reach: caravan server writes
 // them for it (results.go).
+//
+// A grant expires (Exp): the embedded server refuses it at connect once
+// expired, and closes a connection holding it when it expires
+// (server.User.ConnectionDeadline). A worker fetches a fresh one before
+// then, from the agent endpoint that gave it its first (Renewer), which
+// answers only a live allocation: a stopped allocation's credential dies
+// within one lifetime, and so does a leaked one.
 
 // Grant is what a worker's credential allows: the calls of one function,
 // for one allocation.
@@ -31,18 +40,51 @@ type Grant struct {
 	// Alloc is the Nomad allocation the credential was minted for; it
 	// names the connection's inbox prefix.
 	Alloc string `json:"alloc"`
+	// Exp is when the credential expires, in Unix seconds (JWT's exp):
+	// from that second on it is refused.
+	Exp int64 `json:"exp"`
 }
 
-const grantPrefix = "cw1."
+// DefaultCredentialLifetime is how long a worker's credential is valid
+// when caravan server's option does not say.
+const DefaultCredentialLifetime = time.Hour
 
-// Mint is g as a credential: "cw1.<grant, base64>.<HMAC-SHA256 under
-// key>". key is the admin token: whoever holds it may mint.
+// Expiry is the Exp of a grant minted at now for lifetime: now+lifetime
+// rounded up to the second, so the credential is valid at least lifetime.
+func Expiry(now time.Time, lifetime time.Duration) int64 {
+	return int64(math.Ceil(float64(now.Add(lifetime).UnixNano()) / 1e9))
+}
+
+// Expires is when g expires.
+func (g Grant) Expires() time.Time { return time.Unix(g.Exp, 0) }
+
+// Expired reports whether g is no longer valid at now. A grant without an
+// expiry is expired: none is minted.
+func (g Grant) Expired(now time.Time) bool { return g.Exp <= 0 || !now.Before(g.Expires()) }
+
+// Credentials of the format before grants expired ("cw1.") carry no Exp;
+// ParseGrant refuses them, as any other string that is not "cw2.".
+const grantPrefix = "cw2."
+
+// ErrBadCredential is a string that is no credential minted under the
+// key; ErrCredentialExpired one that was, and expired.
+var (
+	ErrBadCredential     = errors.New("queue: not a worker credential minted under this key")
+	ErrCredentialExpired = errors.New("queue: the worker credential expired")
+)
+
+// Mint is g as a credential: "cw2.<grant, base64>.<HMAC-SHA256 under
+// key>". key is the admin token: whoever holds it may mint. g.Exp is
+// required (Expiry).
 func Mint(key string, g Grant) (string, error) {
 	if err := g.Func.Check(); err != nil {
 		return "", err
 	}
 	if !nameRE.MatchString(g.Alloc) {
 		return "", errors.New("queue: allocation ID is not letters, digits, - and _")
+	}
+	if g.Exp <= 0 {
+		return "", errors.New("queue: a worker credential needs an expiry")
 	}
 	b, _ := json.Marshal(g)
 	body := base64.RawURLEncoding.EncodeToString(b)
@@ -55,22 +97,26 @@ func grantSig(key, body string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// ParseGrant checks a credential Mint made under key.
-func ParseGrant(key, cred string) (Grant, bool) {
+// ParseGrant checks a credential Mint made under key, and that it has
+// not expired at now: ErrBadCredential or ErrCredentialExpired if not.
+func ParseGrant(key, cred string, now time.Time) (Grant, error) {
 	rest, ok := strings.CutPrefix(cred, grantPrefix)
 	if !ok {
-		return Grant{}, false
+		return Grant{}, ErrBadCredential
 	}
 	body, sig, ok := strings.Cut(rest, ".")
 	if !ok || !hmac.Equal([]byte(sig), []byte(grantSig(key, body))) {
-		return Grant{}, false
+		return Grant{}, ErrBadCredential
 	}
 	b, err := base64.RawURLEncoding.DecodeString(body)
 	var g Grant
-	if err != nil || json.Unmarshal(b, &g) != nil || g.Func.Check() != nil || !nameRE.MatchString(g.Alloc) {
-		return Grant{}, false
+	if err != nil || json.Unmarshal(b, &g) != nil || g.Func.Check() != nil || !nameRE.MatchString(g.Alloc) || g.Exp <= 0 {
+		return Grant{}, ErrBadCredential
 	}
-	return g, true
+	if g.Expired(now) {
+		return Grant{}, ErrCredentialExpired
+	}
+	return g, nil
 }
 
 // InputKey is the key caravan server signs f's inputs with, and f's
@@ -128,12 +174,19 @@ func WorkerPermissions(g Grant) *server.Permissions {
 
 // Authenticator is the embedded server's check of a connection's token:
 // the admin token gets every subject, a worker credential minted under it
-// gets WorkerPermissions, anything else is refused. Credentials are
-// checked, not listed: minting one needs no restart.
-type Authenticator struct{ Token string }
+// gets WorkerPermissions until it expires (the server closes the
+// connection then), anything else is refused. Credentials are checked,
+// not listed: minting one needs no restart.
+type Authenticator struct {
+	Token string
+	// Now is the clock expiry is checked against (nil: time.Now).
+	Now func() time.Time
+}
 
 var _ server.Authentication = Authenticator{}
 
+// Check authenticates one connection (at its connect, each reconnect
+// too).
 func (a Authenticator) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
 	if o == nil || a.Token == "" {
@@ -143,10 +196,17 @@ func (a Authenticator) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: "caravan"})
 		return true
 	}
-	g, ok := ParseGrant(a.Token, o.Token)
-	if !ok {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	g, err := ParseGrant(a.Token, o.Token, now())
+	if err != nil {
 		return false
 	}
-	c.RegisterUser(&server.User{Username: "worker:" + g.Func.String() + ":" + g.Alloc, Permissions: WorkerPermissions(g)})
+	// The server closes the connection when the grant expires: a worker
+	// reconnects with the fresh credential it fetched meanwhile.
+	c.RegisterUser(&server.User{Username: "worker:" + g.Func.String() + ":" + g.Alloc, Permissions: WorkerPermissions(g),
+		ConnectionDeadline: g.Expires()})
 	return true
 }

@@ -2,46 +2,147 @@ package queue
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// now is the test clock of the grants' pure tests.
+var now = time.Unix(1_800_000_000, 0)
+
 func TestGrant(t *testing.T) {
-	g := Grant{Func: fn, Alloc: "0b8e-11"}
+	g := Grant{Func: fn, Alloc: "0b8e-11", Exp: now.Add(time.Hour).Unix()}
 	cred, err := Mint("k", g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := ParseGrant("k", cred); !ok || got != g {
-		t.Fatalf("ParseGrant = %+v %v", got, ok)
+	if got, err := ParseGrant("k", cred, now); err != nil || got != g {
+		t.Fatalf("ParseGrant = %+v %v", got, err)
 	}
 	body := strings.Split(cred, ".")[1]
-	other, _ := Mint("k", Grant{Func: Func{Workspace: "other", AppJobID: fn.AppJobID, Name: fn.Name}, Alloc: g.Alloc})
-	for name, c := range map[string]string{
-		"another key":   mustMint(t, "k2", g),
-		"no prefix":     strings.TrimPrefix(cred, grantPrefix),
-		"body swapped":  grantPrefix + strings.Split(other, ".")[1] + "." + strings.Split(cred, ".")[2],
-		"no signature":  grantPrefix + body,
-		"the admin one": "k",
+	other := mustMint(t, "k", Grant{Func: Func{Workspace: "other", AppJobID: fn.AppJobID, Name: fn.Name}, Alloc: g.Alloc, Exp: g.Exp})
+	later := mustMint(t, "k", Grant{Func: g.Func, Alloc: g.Alloc, Exp: g.Exp + 3600})
+	// The format before expiry: the same grant without exp, under cw1.
+	old, _ := json.Marshal(struct {
+		Func
+		Alloc string `json:"alloc"`
+	}{fn, g.Alloc})
+	oldBody := base64.RawURLEncoding.EncodeToString(old)
+	for _, tc := range []struct {
+		name, cred string
+		want       error
+	}{
+		{"another key", mustMint(t, "k2", g), ErrBadCredential},
+		{"no prefix", strings.TrimPrefix(cred, grantPrefix), ErrBadCredential},
+		{"body swapped", grantPrefix + strings.Split(other, ".")[1] + "." + strings.Split(cred, ".")[2], ErrBadCredential},
+		{"expiry extended", grantPrefix + strings.Split(later, ".")[1] + "." + strings.Split(cred, ".")[2], ErrBadCredential},
+		{"no signature", grantPrefix + body, ErrBadCredential},
+		{"the admin one", "k", ErrBadCredential},
+		{"the old format", "cw1." + oldBody + "." + grantSig("k", oldBody), ErrBadCredential},
+		{"the old format under the new prefix", grantPrefix + oldBody + "." + grantSig("k", oldBody), ErrBadCredential},
+		{"empty", "", ErrBadCredential},
 	} {
-		if _, ok := ParseGrant("k", c); ok {
-			t.Errorf("%s: accepted", name)
+		if _, err := ParseGrant("k", tc.cred, now); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
-	if _, err := Mint("k", Grant{Func: Func{Workspace: "a.b", AppJobID: "x", Name: "y"}, Alloc: "z"}); err == nil {
+	if _, err := Mint("k", Grant{Func: Func{Workspace: "a.b", AppJobID: "x", Name: "y"}, Alloc: "z", Exp: g.Exp}); err == nil {
 		t.Error("a workspace with a dot minted")
+	}
+	if _, err := Mint("k", Grant{Func: fn, Alloc: "z"}); err == nil {
+		t.Error("a grant without an expiry minted")
 	}
 }
 
+// TestGrantExpiry: a grant is good before its exp second and refused
+// from it on, through ParseGrant as through the embedded server's check.
+func TestGrantExpiry(t *testing.T) {
+	exp := now.Unix()
+	for _, tc := range []struct {
+		name string
+		exp  int64
+		at   time.Time
+		want error
+	}{
+		{"long before", exp, now.Add(-time.Hour), nil},
+		{"a nanosecond before", exp, now.Add(-time.Nanosecond), nil},
+		{"at exp", exp, now, ErrCredentialExpired},
+		{"after", exp, now.Add(time.Second), ErrCredentialExpired},
+		{"a day after", exp, now.Add(24 * time.Hour), ErrCredentialExpired},
+		{"no expiry", 0, now, ErrBadCredential},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := Grant{Func: fn, Alloc: "a1", Exp: tc.exp}
+			if got := g.Expired(tc.at); got != (tc.want != nil) {
+				t.Errorf("Expired = %v", got)
+			}
+			b, _ := json.Marshal(g)
+			body := base64.RawURLEncoding.EncodeToString(b)
+			cred := grantPrefix + body + "." + grantSig("k", body)
+			if _, err := ParseGrant("k", cred, tc.at); !errors.Is(err, tc.want) {
+				t.Errorf("ParseGrant: %v, want %v", err, tc.want)
+			}
+			c := &fakeClientAuth{token: cred}
+			if ok := (Authenticator{Token: "k", Now: func() time.Time { return tc.at }}).Check(c); ok != (tc.want == nil) {
+				t.Errorf("Check = %v", ok)
+			}
+			if tc.want == nil && (c.user == nil || !c.user.ConnectionDeadline.Equal(time.Unix(tc.exp, 0))) {
+				t.Errorf("registered %+v, want a deadline at exp", c.user)
+			}
+		})
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		at       time.Time
+		lifetime time.Duration
+		want     int64
+	}{
+		{now, time.Hour, now.Unix() + 3600},
+		{now.Add(time.Millisecond), time.Hour, now.Unix() + 3601},
+		{now.Add(999 * time.Millisecond), 2 * time.Second, now.Unix() + 3},
+		{now.Add(-time.Nanosecond), time.Second, now.Unix() + 1},
+	} {
+		if got := Expiry(tc.at, tc.lifetime); got != tc.want {
+			t.Errorf("Expiry(%s, %s) = %d, want %d", tc.at, tc.lifetime, got, tc.want)
+		}
+		if g := (Grant{Exp: Expiry(tc.at, tc.lifetime)}); g.Expired(tc.at.Add(tc.lifetime - time.Nanosecond)) {
+			t.Errorf("Expiry(%s, %s): valid less than its lifetime", tc.at, tc.lifetime)
+		}
+	}
+}
+
+// fakeClientAuth is a connection as the embedded server's check sees it.
+type fakeClientAuth struct {
+	token string
+	user  *server.User
+}
+
+func (c *fakeClientAuth) GetOpts() *server.ClientOpts                 { return &server.ClientOpts{Token: c.token} }
+func (c *fakeClientAuth) GetTLSConnectionState() *tls.ConnectionState { return nil }
+func (c *fakeClientAuth) RegisterUser(u *server.User)                 { c.user = u }
+func (c *fakeClientAuth) RemoteAddress() net.Addr                     { return nil }
+func (c *fakeClientAuth) GetNonce() []byte                            { return nil }
+func (c *fakeClientAuth) Kind() int                                   { return server.CLIENT }
+func (c *fakeClientAuth) GetID() uint64                               { return 1 }
+
 func mustMint(t *testing.T, key string, g Grant) string {
 	t.Helper()
+	if g.Exp == 0 {
+		g.Exp = Expiry(time.Now(), time.Hour)
+	}
 	c, err := Mint(key, g)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,9 @@ type Config struct {
 	// Token, or CredsFile (a NATS .creds file), authenticates.
 	Token     string
 	CredsFile string
+	// TokenFunc, when set instead of Token, gives the token at each
+	// (re)connect: a worker's current credential (Renewer.Token).
+	TokenFunc func() string
 	// CAFile verifies the server's TLS certificate; CertFile and KeyFile
 	// are a client certificate. All optional.
 	CAFile, CertFile, KeyFile string
@@ -120,8 +123,12 @@ func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 // ConnectWorker connects a worker with its credential (cfg.Token, minted
 // for its function: Grant; cfg.InboxPrefix the grant's). It makes
 // nothing and touches no bucket until it needs one.
+//
+// A worker's connection does not give up on a refused credential (one
+// that expired before its renewal came): it reconnects until the
+// credential it presents is good again, or it is closed.
 func ConnectWorker(cfg Config) (*Queue, error) {
-	nc, err := dial(cfg)
+	nc, err := dial(cfg, nats.IgnoreAuthErrorAbort())
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +140,11 @@ func ConnectWorker(cfg Config) (*Queue, error) {
 	return &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}, objects: map[string]jetstream.ObjectStore{}}, nil
 }
 
-func dial(cfg Config) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
-	if cfg.Token != "" {
+func dial(cfg Config, extra ...nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, extra...)
+	if cfg.TokenFunc != nil {
+		opts = append(opts, nats.TokenHandler(cfg.TokenFunc))
+	} else if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
 	}
 	if cfg.CredsFile != "" {
@@ -199,6 +208,13 @@ func (q *Queue) objectStore(ctx context.Context, bucket string, create bool) (je
 
 // Close drains the connection.
 func (q *Queue) Close() { _ = q.nc.Drain() }
+
+// Reconnect drops the connection and makes it again at once, with the
+// token Config.TokenFunc gives now: a worker does it after renewing its
+// credential, so that the server never closes it for the old one's
+// expiry. Subscriptions carry over and publishes meanwhile are buffered;
+// requests in flight fail (their callers ask again).
+func (q *Queue) Reconnect() error { return q.nc.ForceReconnect() }
 
 // Ensure makes f's stream and its workers' consumer exist as cfg says.
 // It remembers what it made: a second call with the same cfg costs nothing.

@@ -61,7 +61,7 @@ func connectWorkerOf(t *testing.T, url string, f Func) *Queue {
 			t.Fatal(err)
 		}
 	}
-	g := Grant{Func: f, Alloc: "alloc-" + f.Name}
+	g := Grant{Func: f, Alloc: "alloc-" + f.Name, Exp: Expiry(time.Now(), time.Hour)}
 	cred, err := Mint(testToken, g)
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,11 @@ type Worker struct {
 	running map[string]context.CancelFunc
 }
 
+// pullHeartbeat is how often the server tells a worker's waiting pull
+// that it still holds it: a pull lost with its connection (the server
+// dropped it in a reconnect's gap) is made again after two missed.
+const pullHeartbeat = 2 * time.Second
+
 // Serve takes inputs until ctx ends, then waits for the inputs it runs to
 // finish, giving back (Nak) those that have not after grace.
 func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
@@ -78,7 +83,13 @@ func (w *Worker) Serve(ctx context.Context, grace time.Duration) error {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				msg, err := cons.Next(jetstream.FetchContext(ctx))
+				msg, err := cons.Next(jetstream.FetchContext(ctx), jetstream.FetchHeartbeat(pullHeartbeat))
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					// The pull was lost with a connection (a reconnect,
+					// one with a renewed credential too): pull again.
+					w.Log.Debug("pull: no heartbeat; pulling again")
+					continue
+				}
 				if err != nil {
 					if ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 						w.Log.Warn("pull", "error", err)
@@ -163,11 +174,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 	}
 	input := msg.Data()
 	if ref := msg.Headers().Get(hdrInputRef); ref != "" {
-		var inputs jetstream.ObjectStore
-		inputs, err = w.Q.objectStore(ctx, w.Func.InputsBucket(), false)
-		if err == nil {
-			input, err = inputs.GetBytes(ctx, ref)
-		}
+		input, err = w.readInput(ctx, ref)
 		if err != nil {
 			rec.State, rec.Finished = Failed, time.Now().UTC()
 			rec.Result = &api.CallResult{Function: w.Func.Name, ExitCode: -1, Error: "the input could not be read: " + err.Error()}
@@ -226,6 +233,30 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, cfg FuncConfig) 
 		}()
 	}
 	w.store(ctx, msg, rec)
+}
+
+// readInput reads the input in object ref, asking again twice when it
+// fails: a reconnect (the worker's, with a renewed credential) cuts the
+// reads in flight.
+func (w *Worker) readInput(ctx context.Context, ref string) ([]byte, error) {
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		var inputs jetstream.ObjectStore
+		if inputs, err = w.Q.objectStore(ctx, w.Func.InputsBucket(), false); err == nil {
+			var b []byte
+			if b, err = inputs.GetBytes(ctx, ref); err == nil {
+				return b, nil
+			}
+		}
+	}
+	return nil, err
 }
 
 // store has caravan server store rec (results.go, which keeps a

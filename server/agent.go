@@ -107,9 +107,11 @@ type WorkerCredentials interface {
 var _ WorkerCredentials = NATSWorkers{}
 
 // natsAgent answers a warm function's worker at its start with its NATS
-// URL and a credential for its function and allocation (queue.Grant):
-// the job carries no credential, only this URL, signed for the job and
-// answered to a live allocation of it.
+// URL and a credential for its function and allocation (queue.Grant),
+// and again each time the worker renews it before it expires: the job
+// carries no credential, only this URL, signed for the job and answered
+// to a live allocation of it (pending or running: a stopped one's
+// credential is not renewed, and dies with its lifetime).
 func (h *handler) natsAgent(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	a, err := h.agents.OpenAgent(r.Context(), q.Get("job"), q.Get("alloc"), q.Get("sig"))
@@ -130,7 +132,7 @@ func (h *handler) natsAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	h.log.Debug("agent NATS credential", "function", g.Func.String(), "alloc", a.ID)
+	h.log.Debug("agent NATS credential", "function", g.Func.String(), "alloc", a.ID, "expires_in", ans.ExpiresIn)
 	writeJSON(w, http.StatusOK, ans)
 }
 

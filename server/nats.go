@@ -46,6 +46,10 @@ type NATSConfig struct {
 	// (zero: queue.DefaultAckWait, queue.DefaultMaxAttempts).
 	AckWait     time.Duration
 	MaxAttempts int
+	// CredentialLifetime is how long a minted worker credential is valid
+	// (zero: queue.DefaultCredentialLifetime); workers renew theirs at
+	// half of it.
+	CredentialLifetime time.Duration
 }
 
 // DefaultNATSDir is $XDG_DATA_HOME/caravan/nats (~/.local/share/...).
@@ -59,8 +63,13 @@ type NATSWorkers struct {
 	// Key is the admin token credentials are minted under.
 	Key string
 	// Token, when set, is every worker's credential instead (an external
-	// NATS's, --nats-worker-token).
+	// NATS's, --nats-worker-token); it does not expire.
 	Token string
+	// Lifetime is how long a minted credential is valid (zero:
+	// queue.DefaultCredentialLifetime).
+	Lifetime time.Duration
+	// Now is the clock credentials are minted by (nil: time.Now).
+	Now func() time.Time
 }
 
 // Credential is the NATS URL and credential of worker g.
@@ -75,11 +84,20 @@ func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
 	if n.Key == "" {
 		return agent.NATSAnswer{}, api.Errorf(api.CodeUnavailable, "this server has no NATS token to mint workers' credentials under: give it $CARAVAN_NATS_TOKEN or --nats-token-file, or --nats-worker-token")
 	}
+	now, lifetime := time.Now(), n.Lifetime
+	if n.Now != nil {
+		now = n.Now()
+	}
+	if lifetime <= 0 {
+		lifetime = queue.DefaultCredentialLifetime
+	}
+	g.Exp = queue.Expiry(now, lifetime)
 	cred, err := queue.Mint(n.Key, g)
 	if err != nil {
 		return agent.NATSAnswer{}, err
 	}
-	return agent.NATSAnswer{URL: n.URL, Token: cred, InboxPrefix: g.InboxPrefix(), InputKey: queue.InputKey(n.Key, g.Func)}, nil
+	return agent.NATSAnswer{URL: n.URL, Token: cred, InboxPrefix: g.InboxPrefix(), InputKey: queue.InputKey(n.Key, g.Func),
+		ExpiresIn: g.Expires().Sub(now).Seconds()}, nil
 }
 
 // startQueue connects to the queue cfg names, starting the embedded NATS
@@ -111,7 +129,7 @@ func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embed
 		}
 		qc.URL, qc.Token = emb.URL(), token
 	}
-	nw := NATSWorkers{URL: qc.URL, Key: qc.Token, Token: cfg.WorkerToken}
+	nw := NATSWorkers{URL: qc.URL, Key: qc.Token, Token: cfg.WorkerToken, Lifetime: cfg.CredentialLifetime}
 	q, err := queue.Connect(ctx, qc)
 	if err != nil {
 		if emb != nil {

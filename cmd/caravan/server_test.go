@@ -71,3 +71,13 @@ func TestServerRefusesNATSTokenFlag(t *testing.T) {
 		t.Error("the refusal prints the token")
 	}
 }
+
+// caravan server refuses a worker credential lifetime out of 2s to 24h.
+func TestServerRefusesABadCredentialLifetime(t *testing.T) {
+	for _, d := range []string{"1s", "0s", "48h"} {
+		_, errOut, err := runCLI(t, "server", "--listen", "127.0.0.1:0", "--nats-credential-lifetime", d)
+		if err == nil || !strings.Contains(errOut+err.Error(), "give 2s to 24h") {
+			t.Errorf("--nats-credential-lifetime %s: %v\n%s", d, err, errOut)
+		}
+	}
+}

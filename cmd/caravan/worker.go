@@ -45,7 +45,9 @@ func workerCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			nc := agent.NATSAnswer{URL: c.String("nats-url"), Token: c.String("nats-token")}
-			if u := c.String("agent-nats-url"); u != "" && nc.URL == "" {
+			u := c.String("agent-nats-url")
+			fetched := time.Now()
+			if u != "" && nc.URL == "" {
 				// The user's command does not get the URL.
 				_ = os.Unsetenv(agent.EnvNATSURL)
 				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -55,15 +57,39 @@ func workerCommand() *cli.Command {
 				if err != nil {
 					return cli.Exit(err.Error(), 1)
 				}
+			} else {
+				u = ""
 			}
 			if nc.URL == "" {
 				return cli.Exit("worker needs $"+agent.EnvNATSURL+" (or --nats-url and --nats-token)", 1)
 			}
-			q, err := queue.ConnectWorker(queue.Config{URL: nc.URL, Token: nc.Token, InboxPrefix: nc.InboxPrefix, Name: "caravan worker " + c.String("function")})
+			qc := queue.Config{URL: nc.URL, Token: nc.Token, InboxPrefix: nc.InboxPrefix, Name: "caravan worker " + c.String("function")}
+			var renew *queue.Renewer
+			if u != "" && nc.ExpiresIn > 0 {
+				// The credential expires: fetch fresh ones from the same
+				// URL, and reconnect with each.
+				renew = queue.NewRenewer(natsCredential(nc), fetched, func(ctx context.Context) (queue.Credential, error) {
+					return renewNATS(ctx, u, natsCredential(nc).ValidFor)
+				})
+				renew.Log = log
+				qc.Token, qc.TokenFunc = "", renew.Token
+			}
+			q, err := queue.ConnectWorker(qc)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
 			defer q.Close()
+			if renew != nil {
+				renew.Renewed = func() {
+					if err := q.Reconnect(); err != nil {
+						log.Warn("reconnecting with the renewed NATS credential", "error", err)
+					}
+				}
+				// Renewals go on while inputs in flight finish (the grace).
+				rctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go renew.Run(rctx)
+			}
 			f := queue.Func{Workspace: c.String("workspace"), AppJobID: c.String("app-job"), Name: c.String("function")}
 			// Inputs' files go in the task's own directory (NOMAD_TASK_DIR;
 			// exec's chroot may have no /tmp).
@@ -95,4 +121,22 @@ func workerCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// natsCredential is the credential in a and how long it is valid.
+func natsCredential(a agent.NATSAnswer) queue.Credential {
+	return queue.Credential{Token: a.Token, ValidFor: time.Duration(a.ExpiresIn * float64(time.Second))}
+}
+
+// renewNATS fetches a fresh credential from the agent URL u, trying for
+// up to a quarter of the lifetime validFor (1 s to 30 s) before the
+// Renewer tries again.
+func renewNATS(ctx context.Context, u string, validFor time.Duration) (queue.Credential, error) {
+	ctx, cancel := context.WithTimeout(ctx, min(max(validFor/4, time.Second), 30*time.Second))
+	defer cancel()
+	a, err := agent.FetchNATS(ctx, u, nil)
+	if err != nil {
+		return queue.Credential{}, err
+	}
+	return natsCredential(a), nil
 }
