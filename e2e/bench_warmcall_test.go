@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/jobs"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // percentile is the p-th percentile (0..100) of ds.
@@ -149,4 +151,119 @@ func benchEnterServer(echo bool) string {
 		answer = "s.end(b)"
 	}
 	return `require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c)); q.on("end", () => ` + answer + `); }).listen(process.env.PORT, "127.0.0.1");`
+}
+
+// TestBenchWarmCallAtZero prints a call to a callable function at zero
+// (`min_containers = 0`): the first input until its result, against the
+// worker's own start (Nomad's start of its task until the worker logs
+// that it serves, which is the caravan worker connecting to NATS with the
+// credential it fetched): what is left is caravan's and Nomad's share (the
+// autoscaler hearing the queue, the scale, the placement, the task's
+// setup). It asserts nothing about speed.
+func TestBenchWarmCallAtZero(t *testing.T) {
+	const app = "e2e--benchzero"
+	id := jobs.CallableID(app, "zero")
+	purge(t, app)
+	purge(t, id)
+	web := nodeServer("benchzero", "up\n", false)
+	deploy(t, "benchzero.hcl", strings.TrimSuffix(web, "}\n")+`  function "zero" {
+    command          = "sh"
+    args             = ["-c", "exec cat \"$CARAVAN_INPUT\""]
+    callable         = true
+    min_containers   = 0
+    max_containers   = 1
+    scaledown_window = "3s"
+  }
+}
+`, api.DeployBody{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const rounds = 5
+	var total, own, rest []time.Duration
+	for i := range rounds {
+		awaitNoWorker(t, ctx, id)
+		began := time.Now()
+		in := fmt.Sprintf(`{"round":%d}`, i)
+		r, err := env.client.Call(ctx, "benchzero", "zero", api.ChangeBody{}, []byte(in), 2*time.Minute)
+		if err != nil || r.Output != in {
+			t.Fatalf("call %d at zero: %+v %v", i, r, err)
+		}
+		took := time.Since(began)
+		// Nomad's servers hear of the task's start a moment after it
+		// served (the client batches its updates).
+		var start time.Duration
+		eventually(t, 30*time.Second, "the worker's start in Nomad and its log", func() (err error) {
+			start, err = workerStart(id)
+			return err
+		})
+		total, own, rest = append(total, took), append(own, start), append(rest, took-start)
+	}
+	fmt.Printf("%-44s p50 %8s  max %8s  (%d calls, each at zero)\n    %s\n", "a warm call at zero (cold), minus the worker's own start",
+		percentile(rest, 50).Round(time.Millisecond), slices.Max(rest).Round(time.Millisecond), rounds,
+		fmt.Sprintf("wall clock around api.Client.Call with no worker running (p50 %s), minus the worker's own start (p50 %s: Nomad's "+
+			"StartedAt of its task until its \"serving\" log line: the caravan worker fetching its NATS credential and connecting)",
+			percentile(total, 50).Round(time.Millisecond), percentile(own, 50).Round(time.Millisecond)))
+}
+
+// awaitNoWorker waits until the callable job id runs no worker (its
+// scaledown window passed and Nomad stopped them).
+func awaitNoWorker(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	for {
+		allocs, _, err := env.nomad.Jobs().Allocations(id, false, nsq(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(allocs, func(a *nomad.AllocationListStub) bool {
+			return a.ClientStatus == "running" || a.ClientStatus == "pending"
+		}) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("job %s still runs a worker", id)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// workerStart is the worker's own start in job id's running allocation:
+// its task's StartedAt until the worker's "serving" log line.
+func workerStart(id string) (time.Duration, error) {
+	allocs, _, err := env.nomad.Jobs().Allocations(id, false, nsq(id))
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range allocs {
+		if a.ClientStatus != "running" {
+			continue
+		}
+		alloc, _, err := env.nomad.Allocations().Info(a.ID, nil)
+		if err != nil {
+			return 0, err
+		}
+		for task, st := range alloc.TaskStates {
+			rc, err := env.nomad.AllocFS().Cat(alloc, "alloc/logs/"+task+".stderr.0", nil)
+			if err != nil {
+				return 0, err
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return 0, err
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if !strings.Contains(line, "caravan-worker: serving:") {
+					continue
+				}
+				at, err := time.Parse("2006-01-02T15:04:05.000Z0700", strings.Fields(line)[0])
+				if err != nil {
+					return 0, fmt.Errorf("the worker's log line %q: %w", line, err)
+				}
+				return at.Sub(st.StartedAt), nil
+			}
+			return 0, fmt.Errorf("allocation %s: no \"serving\" line in the worker's stderr:\n%s", a.ID, b)
+		}
+	}
+	return 0, fmt.Errorf("job %s runs no worker", id)
 }
