@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,16 +33,13 @@ const natsModule = "github.com/nats-io/nats-server/v2"
 // (`just nats-server` does the same) and kept there by version. The
 // second result says why there is none.
 func natsServerBinary() (string, string) {
-	version := ""
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == natsModule {
-				version = d.Version
-			}
-		}
-	}
-	if version == "" {
-		return "", "the test binary does not say which " + natsModule + " it was built with"
+	root := filepath.Join("..", "..")
+	list := exec.Command("go", "list", "-m", "-f", "{{.Version}}", natsModule)
+	list.Dir = root
+	out, err := list.Output()
+	version := strings.TrimSpace(string(out))
+	if err != nil || version == "" {
+		return "", fmt.Sprintf("go list -m %s: %v", natsModule, err)
 	}
 	path := filepath.Join(devstack.CacheDir(), "bin", "nats-server-"+version)
 	if _, err := os.Stat(path); err == nil {
@@ -55,7 +51,7 @@ func natsServerBinary() (string, string) {
 	// The packages are in the build cache already (the embedded NATS):
 	// this links the command, seconds.
 	cmd := exec.Command("go", "build", "-o", path+".tmp", natsModule)
-	cmd.Dir = filepath.Join("..", "..")
+	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Sprintf("building %s@%s: %v\n%s", natsModule, version, err, out)
 	}
@@ -132,10 +128,11 @@ type jsz struct {
 	} `json:"meta_cluster"`
 }
 
-// metaLeader is the JetStream meta leader every one of nodes agrees on,
-// with all three peers current, or an error saying what is missing.
+// metaLeader is the JetStream meta leader every one of nodes (nats-N,
+// N its index) agrees on, one of them, whose two followers are current;
+// or an error saying what is missing.
 func metaLeader(nodes []natsNode) (string, error) {
-	leader := ""
+	leader, led := "", false
 	for i, n := range nodes {
 		resp, err := http.Get(fmt.Sprintf("http://%s:%d/jsz", n.Host, n.MonitorPort))
 		if err != nil {
@@ -154,12 +151,24 @@ func metaLeader(nodes []natsNode) (string, error) {
 			return "", fmt.Errorf("nats-%d sees meta leader %s, another %s", i, z.Meta.Leader, leader)
 		}
 		leader = z.Meta.Leader
-		// The leader lists its followers; each must be current.
+		if leader != fmt.Sprintf("nats-%d", i) {
+			continue
+		}
+		// The leader knows whether its followers are current.
+		current := 0
 		for _, r := range z.Meta.Replicas {
 			if !r.Current {
-				return "", fmt.Errorf("nats-%d: peer %s not current", i, r.Name)
+				return "", fmt.Errorf("nats-%d, the leader: peer %s not current", i, r.Name)
 			}
+			current++
 		}
+		if current != 2 {
+			return "", fmt.Errorf("nats-%d, the leader: %d followers current, want 2", i, current)
+		}
+		led = true
+	}
+	if !led {
+		return "", fmt.Errorf("meta leader %s is none of the job's nodes", leader)
 	}
 	return leader, nil
 }
@@ -170,8 +179,9 @@ func metaLeader(nodes []natsNode) (string, error) {
 // their routes and elect a JetStream meta leader. A caravan server with
 // --nats-url (every node), --nats-worker-token and --nats-replicas 3
 // answers a warm call through it; then the node leading the call
-// records' bucket is stopped, and calls still answer, and a call spawned
-// before stays readable.
+// records' bucket is stopped (its group scaled to 0), and calls still
+// answer, a call spawned before stays readable, and a new one is spawned
+// and answered; the node comes back empty and catches up.
 //
 // The stack's own servers share the first's embedded NATS, and every
 // server of a cluster must render the same --bundle-url (where workers ask
@@ -237,6 +247,13 @@ func TestClusterNATSJob(t *testing.T) {
 	purge(t, jobs.CallableID(appJob, fn))
 	res := deploy(t, cl, "natsjob.hcl", fmt.Sprintf(`app %q {
   workspace = "e2e"
+  function "idle" {
+    command = "sleep"
+    args    = ["3600"]
+    resources {
+      memory = 16
+    }
+  }
   function %q {
     command        = "sh"
     args           = ["-c", "cat \"$CARAVAN_INPUT\""]
@@ -287,8 +304,16 @@ func TestClusterNATSJob(t *testing.T) {
 			victim = info.Cluster.Leader
 		}
 	}
-	stopped := stopNATSNode(t, *job.ID, victim)
-	t.Logf("stopped %s (allocation %s), the leader of %s", victim, stopped[:8], "KV_"+queue.ResultsBucket)
+	var down natsNode
+	for i, n := range nodes {
+		if fmt.Sprintf("nats-%d", i) == victim {
+			down = n
+		}
+	}
+	awaitDeployment(t, *job.ID)
+	t.Logf("the NATS job's deployment successful %s after its registration", time.Since(began).Round(100*time.Millisecond))
+	scaleNATSNode(t, *job.ID, victim, down, 0)
+	t.Logf("stopped %s (its group scaled to 0), the leader of %s", victim, "KV_"+queue.ResultsBucket)
 
 	// Calls answer through the two left; a failover may refuse the first
 	// tries (each is counted and logged), none may be lost once answered.
@@ -314,6 +339,34 @@ func TestClusterNATSJob(t *testing.T) {
 	}
 	if st, err := cl.CallGet(cctx, again.ID, time.Minute); err != nil || st.State != queue.Done || st.Result.Output != `"spawned after"` {
 		t.Fatalf("a call spawned with %s down: %+v %v", victim, st, err)
+	}
+
+	// The node comes back with no files (a new allocation's directory)
+	// and catches up from the two others.
+	back := time.Now()
+	scaleNATSNode(t, *job.ID, victim, down, 1)
+	eventually(t, time.Minute, victim+" back and current in the call records' bucket", func() error {
+		if _, err := metaLeader(nodes); err != nil {
+			return err
+		}
+		st, err := js.Stream(cctx, "KV_"+queue.ResultsBucket)
+		if err != nil {
+			return err
+		}
+		info := st.CachedInfo()
+		if info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			return fmt.Errorf("cluster %+v", info.Cluster)
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Offline {
+				return fmt.Errorf("replica %s: current %v, offline %v", r.Name, r.Current, r.Offline)
+			}
+		}
+		return nil
+	})
+	t.Logf("%s back and current %s after its restart", victim, time.Since(back).Round(100*time.Millisecond))
+	if st, err := cl.CallGet(cctx, spawned.ID, 0); err != nil || st.State != queue.Done || st.Result.Output != `"kept"` {
+		t.Fatalf("the call spawned first, with %s back: %+v %v", victim, st, err)
 	}
 }
 
@@ -372,37 +425,60 @@ func startNATSCaravan(t *testing.T, nodes []natsNode, token string) *api.Client 
 	return cl
 }
 
-// stopNATSNode stops the allocation of job whose group runs server name
-// (nats-N: group nats-N) and waits until it no longer runs; it returns the
-// allocation's ID.
-func stopNATSNode(t *testing.T, job, name string) string {
+// awaitDeployment waits until job's latest deployment is successful:
+// Nomad scales no group while one runs (its new allocations healthy in
+// Consul, /healthz, for update's min_healthy_time).
+func awaitDeployment(t *testing.T, job string) {
 	t.Helper()
-	q := &nomad.QueryOptions{Namespace: systemNamespace}
-	allocs, _, err := env.nomad.Jobs().Allocations(job, false, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var id string
-	for _, a := range allocs {
-		if a.TaskGroup == name && a.ClientStatus == "running" {
-			id = a.ID
-		}
-	}
-	if id == "" {
-		t.Fatalf("no running allocation of group %s", name)
-	}
-	if _, err := env.nomad.Allocations().Stop(&nomad.Allocation{ID: id, Namespace: systemNamespace}, q); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, time.Minute, "the stopped NATS node's allocation done", func() error {
-		a, _, err := env.nomad.Allocations().Info(id, q)
+	eventually(t, 2*time.Minute, job+"'s deployment successful", func() error {
+		d, _, err := env.nomad.Jobs().LatestDeployment(job, &nomad.QueryOptions{Namespace: systemNamespace})
 		if err != nil {
 			return err
 		}
-		if a.ClientStatus == "running" {
-			return fmt.Errorf("allocation %s still %s", id[:8], a.ClientStatus)
+		if d == nil || d.Status != "successful" {
+			return fmt.Errorf("deployment %+v", d)
 		}
 		return nil
 	})
-	return id
+}
+
+// scaleNATSNode sets the count of job's group of server name (nats-N:
+// group nats-N) to count, 0 stopping the node with nothing in its place,
+// and waits until the group runs count allocations and the node's
+// monitoring port answers (1) or refuses (0).
+func scaleNATSNode(t *testing.T, job, name string, node natsNode, count int) {
+	t.Helper()
+	awaitDeployment(t, job)
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	if _, _, err := env.nomad.Jobs().Scale(job, name, &count, "TestClusterNATSJob", false, nil, w); err != nil {
+		t.Fatal(err)
+	}
+	q := &nomad.QueryOptions{Namespace: systemNamespace}
+	monitor := fmt.Sprintf("http://%s:%d/healthz", node.Host, node.MonitorPort)
+	eventually(t, time.Minute, fmt.Sprintf("%s at %d allocations", name, count), func() error {
+		allocs, _, err := env.nomad.Jobs().Allocations(job, false, q)
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, a := range allocs {
+			if a.TaskGroup == name && a.ClientStatus == "running" {
+				running++
+			}
+		}
+		if running != count {
+			return fmt.Errorf("%d allocations of %s running", running, name)
+		}
+		resp, err := http.Get(monitor)
+		if err == nil {
+			resp.Body.Close()
+		}
+		switch {
+		case count == 0 && err == nil:
+			return fmt.Errorf("%s still answers", monitor)
+		case count > 0 && err != nil:
+			return err
+		}
+		return nil
+	})
 }
