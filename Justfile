@@ -21,6 +21,11 @@ servers: build
 seaweedfs:
     test -x ~/.cache/caravan/bin/weed-7506e5f91cd6 || (cd tools/weed && nice -n 19 go build -trimpath -o ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp github.com/seaweedfs/seaweedfs/weed && mv ~/.cache/caravan/bin/weed-7506e5f91cd6.tmp ~/.cache/caravan/bin/weed-7506e5f91cd6)
 
+# Build the nats-server go.mod pins once into ~/.cache/caravan/bin/nats-server-<version> (seconds; nothing when it is there):
+# e2e/cluster's TestClusterNATSJob runs deploy/nomad/nats.nomad.hcl's 3-node cluster with it (and builds it itself when missing).
+nats-server:
+    v=$(go list -m -f '{{{{.Version}}' github.com/nats-io/nats-server/v2); test -x ~/.cache/caravan/bin/nats-server-$v || (mkdir -p ~/.cache/caravan/bin && go build -o ~/.cache/caravan/bin/nats-server-$v.tmp github.com/nats-io/nats-server/v2 && mv ~/.cache/caravan/bin/nats-server-$v.tmp ~/.cache/caravan/bin/nats-server-$v)
+
 # Start Nomad, Consul, Traefik, Pebble and caravan server on 127.0.0.1 and deploy examples/hello.hcl.
 up: servers
     bin/caravan dev up
@@ -30,7 +35,7 @@ up-cluster: servers
     bin/caravan dev up --cluster
 
 # The e2e tests that run on the cluster stack (package e2e/cluster, its own stack; about 2.5 minutes).
-test-cluster: servers
+test-cluster: servers nats-server
     go test -count=1 -timeout 15m -v ./e2e/cluster/
 
 # The cluster's figures on the cluster stack (package e2e/cluster, tag bench; not part of `just test`):
@@ -52,7 +57,7 @@ unit:
     go test -count=1 $(go list ./... | grep -v /e2e)
 
 # Every test: unit, golden and end-to-end against a real stack on free ports.
-test: servers seaweedfs
+test: servers seaweedfs nats-server
     go vet ./...
     go test -count=1 -timeout 60m ./...
 

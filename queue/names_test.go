@@ -45,3 +45,19 @@ func TestNamesInjective(t *testing.T) {
 		}
 	}
 }
+
+// CheckReplicas: 1 to MaxReplicas of an external NATS, 1 of the embedded.
+func TestCheckReplicas(t *testing.T) {
+	for _, c := range []struct {
+		n        int
+		external bool
+		ok       bool
+	}{
+		{1, false, true}, {1, true, true}, {3, true, true}, {5, true, true},
+		{0, true, false}, {-1, false, false}, {6, true, false}, {3, false, false},
+	} {
+		if err := CheckReplicas(c.n, c.external); (err == nil) != c.ok {
+			t.Errorf("CheckReplicas(%d, external %v): %v, want ok %v", c.n, c.external, err, c.ok)
+		}
+	}
+}

@@ -31,6 +31,26 @@ type Config struct {
 	// InboxPrefix replaces _INBOX for the connection's replies: a worker's
 	// credential lets it listen on its own prefix only (Grant).
 	InboxPrefix string
+	// Replicas is how many JetStream servers of a cluster keep each
+	// stream, bucket and object store caravan server makes (0: 1). An
+	// external cluster of three needs 3 to lose a server and nothing
+	// stored (CheckReplicas).
+	Replicas int
+}
+
+// MaxReplicas is the most copies JetStream keeps of a stream.
+const MaxReplicas = 5
+
+// CheckReplicas says whether n copies can be asked of JetStream: 1 to
+// MaxReplicas, and 1 only of the embedded server (a cluster of one).
+func CheckReplicas(n int, external bool) error {
+	switch {
+	case n < 1 || n > MaxReplicas:
+		return fmt.Errorf("%d replicas: JetStream keeps 1 to %d copies of a stream", n, MaxReplicas)
+	case n > 1 && !external:
+		return fmt.Errorf("%d replicas: the embedded NATS is one server, which keeps 1; give --nats-url a JetStream cluster", n)
+	}
+	return nil
 }
 
 // ErrNotFound is a call ID with no record, and ErrExpired one whose
@@ -75,6 +95,8 @@ type Queue struct {
 	// admin is the token inputs are signed under (InputKey); empty signs
 	// none.
 	admin string
+	// replicas of what Ensure and Connect make (Config.Replicas).
+	replicas int
 }
 
 // sign adds its signature to msg, an input of f.
@@ -108,7 +130,7 @@ func Connect(ctx context.Context, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q, err := open(ctx, nc)
+	q, err := open(ctx, nc, max(cfg.Replicas, 1))
 	if err == nil {
 		q.admin = cfg.Token
 		err = q.serveResults()
@@ -166,15 +188,17 @@ func dial(cfg Config, extra ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func open(ctx context.Context, nc *nats.Conn) (*Queue, error) {
+// open makes sure the call records' bucket exists, kept by replicas
+// servers.
+func open(ctx context.Context, nc *nats.Conn, replicas int) (*Queue, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}, objects: map[string]jetstream.ObjectStore{}}
+	q := &Queue{nc: nc, js: js, ensured: map[Func]FuncConfig{}, objects: map[string]jetstream.ObjectStore{}, replicas: replicas}
 	q.results, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: ResultsBucket, Description: "caravan calls: records and results", TTL: Retention,
-		Storage: jetstream.FileStorage, History: 1, MaxValueSize: InlineLimit + 64<<10})
+		Storage: jetstream.FileStorage, History: 1, MaxValueSize: InlineLimit + 64<<10, Replicas: replicas})
 	if err != nil {
 		return nil, fmt.Errorf("JetStream KV %s: %w", ResultsBucket, err)
 	}
@@ -193,7 +217,7 @@ func (q *Queue) objectStore(ctx context.Context, bucket string, create bool) (je
 	var err error
 	if create {
 		o, err = q.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket: bucket, TTL: Retention, Storage: jetstream.FileStorage})
+			Bucket: bucket, TTL: Retention, Storage: jetstream.FileStorage, Replicas: q.replicas})
 	} else {
 		o, err = q.js.ObjectStore(ctx, bucket)
 	}
@@ -233,7 +257,7 @@ func (q *Queue) Ensure(ctx context.Context, f Func, cfg FuncConfig) error {
 		Name: f.Stream(), Description: "caravan: inputs of " + f.String(),
 		Subjects: []string{f.Subject()}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, MaxAge: Retention, MaxMsgSize: InlineLimit + 16<<10,
-		Duplicates: 2 * time.Minute,
+		Duplicates: 2 * time.Minute, Replicas: q.replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("JetStream stream %s: %w", f.Stream(), err)

@@ -42,6 +42,9 @@ type NATSConfig struct {
 	// DefaultNATSDir()); Listen is its host:port (default: 127.0.0.1 on a
 	// port chosen once and kept in Dir).
 	Dir, Listen string
+	// Replicas is how many servers of an external JetStream cluster keep
+	// each stream and bucket (0: 1; queue.CheckReplicas).
+	Replicas int
 	// AckWait and MaxAttempts: each warm function's lease and retry limit
 	// (zero: queue.DefaultAckWait, queue.DefaultMaxAttempts).
 	AckWait     time.Duration
@@ -104,8 +107,12 @@ func (n NATSWorkers) Credential(g queue.Grant) (agent.NATSAnswer, error) {
 // first when there is no URL. It returns what workers need to reach it.
 func startQueue(ctx context.Context, cfg NATSConfig) (*queue.Queue, *queue.Embedded, router.Worker, NATSWorkers, error) {
 	w := router.Worker{AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
+	replicas := max(cfg.Replicas, 1)
+	if err := queue.CheckReplicas(replicas, cfg.URL != ""); err != nil {
+		return nil, nil, w, NATSWorkers{}, err
+	}
 	qc := queue.Config{URL: cfg.URL, Token: cfg.Token, CredsFile: cfg.CredsFile, CAFile: cfg.CAFile,
-		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, Name: "caravan server"}
+		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, Name: "caravan server", Replicas: replicas}
 	var emb *queue.Embedded
 	if cfg.URL == "" {
 		dir := cfg.Dir

@@ -63,6 +63,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.StringFlag{Name: "nats-dir", Usage: "`DIR` of the embedded NATS's JetStream files and token (default: $XDG_DATA_HOME/caravan/nats)"},
 			&cli.StringFlag{Name: "nats-listen", Usage: "`ADDR` the embedded NATS listens on (default: 127.0.0.1, a port chosen once and kept in --nats-dir)"},
 			&cli.DurationFlag{Name: "nats-credential-lifetime", Value: queue.DefaultCredentialLifetime, Usage: "how long a worker's NATS credential minted by this server is valid (2s to 24h); workers renew theirs at half of it, and the embedded NATS closes a connection whose credential expired"},
+			&cli.IntFlag{Name: "nats-replicas", Value: 1, Usage: "how many servers of --nats-url's JetStream cluster keep each stream and bucket (1 to 5; 3 on a cluster of three survives losing one)"},
 			&cli.DurationFlag{Name: "call-ack-wait", Value: 30 * time.Second, Usage: "how long a worker holds an input without a heartbeat before it goes to another"},
 			&cli.IntFlag{Name: "call-max-attempts", Value: 3, Usage: "deliveries of an input before its call fails as dead-lettered"},
 			&cli.StringFlag{Name: "agent-binary", Usage: "caravan binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions); it must run on the Nomad clients' OS and architecture (default: this executable)"},
@@ -93,6 +94,9 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			if d := c.Duration("nats-credential-lifetime"); d < 2*time.Second || d > 24*time.Hour {
 				return cli.Exit(fmt.Sprintf("--nats-credential-lifetime %s: give 2s to 24h", d), 1)
 			}
+			if err := queue.CheckReplicas(c.Int("nats-replicas"), c.String("nats-url") != ""); err != nil {
+				return cli.Exit("--nats-replicas: "+err.Error(), 1)
+			}
 			natsToken, err := secretFlag(c, envNATSToken, "nats-token-file")
 			if err != nil {
 				return err
@@ -104,7 +108,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 				Bundles: store, BundleDir: c.String("bundle-dir"), BundleLimits: bundle.Limits{MaxSize: maxSize}, BundleGC: gc,
 				NATS: server.NATSConfig{URL: c.String("nats-url"), Token: natsToken, CredsFile: c.String("nats-creds"),
 					WorkerToken: c.String("nats-worker-token"), CAFile: c.String("nats-ca"), CertFile: c.String("nats-cert"), KeyFile: c.String("nats-key"),
-					Dir: c.String("nats-dir"), Listen: c.String("nats-listen"),
+					Dir: c.String("nats-dir"), Listen: c.String("nats-listen"), Replicas: c.Int("nats-replicas"),
 					AckWait: c.Duration("call-ack-wait"), MaxAttempts: c.Int("call-max-attempts"), CredentialLifetime: c.Duration("nats-credential-lifetime")},
 				AgentBinary: c.String("agent-binary"),
 			})

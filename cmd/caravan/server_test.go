@@ -81,3 +81,19 @@ func TestServerRefusesABadCredentialLifetime(t *testing.T) {
 		}
 	}
 }
+
+// caravan server refuses --nats-replicas outside 1 to 5, and above 1
+// without --nats-url (the embedded NATS is one server), before it
+// connects to anything.
+func TestServerNATSReplicasFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"--nats-replicas", "3"},
+		{"--nats-replicas", "0", "--nats-url", "nats://127.0.0.1:1"},
+		{"--nats-replicas", "6", "--nats-url", "nats://127.0.0.1:1"},
+	} {
+		_, errOut, err := runCLI(t, append([]string{"server", "--listen", "127.0.0.1:0"}, args...)...)
+		if err == nil || !strings.Contains(errOut+err.Error(), "--nats-replicas") {
+			t.Errorf("caravan server %v: %v\n%s; want a refusal naming --nats-replicas", args, err, errOut)
+		}
+	}
+}

@@ -51,8 +51,9 @@ func proxyVars() string {
 
 // TestClusterJobFilesPlan: every job file of deploy/nomad parses with its
 // variables filled in and plans on the cluster. The jobs needing docker
-// (Traefik, NATS) cannot be placed on this cluster's raw_exec clients:
-// their plans say so, and nothing else.
+// (Traefik, NATS by default) cannot be placed on this cluster's raw_exec
+// clients: their plans say so, and nothing else (NATS's raw_exec variant
+// runs in TestClusterNATSJob).
 func TestClusterJobFilesPlan(t *testing.T) {
 	ctx := context.Background()
 	if err := env.stack.CreateNamespaces(ctx, systemNamespace); err != nil {
@@ -64,7 +65,7 @@ func TestClusterJobFilesPlan(t *testing.T) {
 			"domain = %q\nnats_url = \"nats://nats.example.com:4222\"\nbundle_s3_endpoint = \"s3.example.com\"\nbundle_s3_bucket = \"bundles\"\n"+
 			"workspace_policy = \"workspace \\\"*\\\" {\\n  drivers = [\\\"exec\\\"]\\n}\\n\"\n", env.bin, env.stack.Domain),
 		"traefik.nomad.hcl": "acme_email = \"ops@example.com\"\ndns_provider = \"cloudflare\"\n",
-		"nats.nomad.hcl":    "",
+		"nats.nomad.hcl":    natsVars(natsNodes(t), ""),
 	}
 	needsDocker := map[string]bool{"traefik.nomad.hcl": true, "nats.nomad.hcl": true}
 	for name, vars := range files {
