@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
+	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -52,7 +55,8 @@ func proxyVars() string {
 // TestClusterJobFilesPlan: every job file of deploy/nomad parses with its
 // variables filled in and plans on the cluster. The jobs needing docker
 // (Traefik, NATS) cannot be placed on this cluster's raw_exec clients:
-// their plans say so, and nothing else.
+// their plans say so, and nothing else; Traefik's raw_exec variant
+// (a key "FILE VARIANT") plans on one client.
 func TestClusterJobFilesPlan(t *testing.T) {
 	ctx := context.Background()
 	if err := env.stack.CreateNamespaces(ctx, systemNamespace); err != nil {
@@ -66,10 +70,13 @@ func TestClusterJobFilesPlan(t *testing.T) {
 		"traefik.nomad.hcl": "acme_email = \"ops@example.com\"\ndns_provider = \"cloudflare\"\n",
 		"nats.nomad.hcl":    "",
 	}
+	// raw_exec on one client, as TestClusterSelfHostedTraefik runs it.
+	files["traefik.nomad.hcl raw_exec"] = traefikVars(t, "80", "443", "8081", onFirstClient())
 	needsDocker := map[string]bool{"traefik.nomad.hcl": true, "nats.nomad.hcl": true}
 	for name, vars := range files {
 		t.Run(name, func(t *testing.T) {
-			job := parseJob(t, name, vars)
+			file, _, _ := strings.Cut(name, " ")
+			job := parseJob(t, file, vars)
 			if *job.Namespace != systemNamespace {
 				t.Errorf("namespace %q, want %q", *job.Namespace, systemNamespace)
 			}
@@ -336,4 +343,153 @@ workspace_policy = %q
 	res := deploy(t, cl, "selfhosted.hcl", nodeServer("selfhosted", "through the job\n", 1), api.DeployBody{})
 	t.Logf("deployed through the job's server: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
 	answers(t, res.Functions[0].URL, "through the job\n")
+}
+
+// traefikVars are the variables of traefik.nomad.hcl on this cluster:
+// raw_exec and the stack's Traefik binary, the given ports (free ones:
+// the stack's Traefik holds its own), Pebble as the ACME CA and its
+// challenge DNS server answering the wildcard's DNS-01 through the
+// stack's exec hook, the plugin from this tree, and constraints
+// (HCL of a list of constraint objects).
+func traefikVars(t *testing.T, web, websecure, admin, constraints string) string {
+	t.Helper()
+	s := env.stack
+	plugin, err := filepath.Abs(filepath.Join("..", "..", "devstack", "plugin", "bodylimit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	traefik := s.Proc("traefik")
+	if traefik == nil {
+		t.Fatal("the stack runs no traefik")
+	}
+	return fmt.Sprintf(`driver = "raw_exec"
+traefik_command = %q
+web_port = %s
+websecure_port = %s
+admin_port = %s
+consul_addr = %q
+acme_email = "ops@caravan.localhost"
+acme_ca_server = "https://127.0.0.1:%d/dir"
+dns_provider = "exec"
+dns_resolvers = [%q]
+dns_propagation_checks = false
+bodylimit_plugin_source = %q
+constraints = %s
+`, traefik.Args[0], web, websecure, admin, s.ConsulAddr(), s.Ports.Pebble, s.ChallDNSAddr(), plugin, constraints)
+}
+
+// firstClient is the name of the stack's first Nomad client (by name).
+func firstClient() string {
+	var names []string
+	for name := range env.nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names[0]
+}
+
+// onFirstClient is traefik.nomad.hcl's constraints (HCL) that place it on
+// firstClient only.
+func onFirstClient() string {
+	return fmt.Sprintf(`[{attribute = "$${node.unique.name}", operator = "=", value = %q}]`, firstClient())
+}
+
+// TestClusterSelfHostedTraefik: deploy/nomad/traefik.nomad.hcl runs on
+// the cluster with raw_exec (the stack's Traefik binary), its Consul
+// token of deploy/acl's consul-traefik policy, Consul's CA, Pebble's CA
+// and the DNS-01 hook read from its Nomad Variable; it answers /ping,
+// gets the wildcard certificate from Pebble by DNS-01, and serves an app
+// deployed through the stack's caravan server over HTTPS with it.
+//
+// A system job places one Traefik on every client, and each binds the
+// same static ports; the stack's two clients share 127.0.0.1, so the
+// second would find them taken. The job is constrained to the first
+// client (the constraints variable, as an operator narrows the edge
+// clients): per-node ports would not be sound, since an edge's ports
+// are what *.domain and the ACME CA's TLS-ALPN-01 reach.
+func TestClusterSelfHostedTraefik(t *testing.T) {
+	ctx := context.Background()
+	s := env.stack
+	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if !s.Cluster.Tokens["consul/traefik"] {
+		t.Fatal("the stack made no traefik token of deploy/acl's policy")
+	}
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik",
+		Items: map[string]string{
+			"consul_token":  read(s.Cluster.TokenFile("consul", "traefik")),
+			"consul_ca_pem": read(s.Cluster.CACert()),
+			"acme_ca_pem":   read(filepath.Join(s.StateDir, "pebble", "ca.pem")),
+			"EXEC_PATH":     filepath.Join(s.StateDir, "traefik", "dns01-hook"),
+		}}, w); err != nil {
+		t.Fatal(err)
+	}
+	port := func() string { _, p, _ := strings.Cut(freeAddr(), ":"); return p }
+	web, websecure, admin := port(), port(), port()
+	job := parseJob(t, "traefik.nomad.hcl", traefikVars(t, web, websecure, admin, onFirstClient()))
+	began := time.Now()
+	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTasks(t, *job.ID, "traefik")
+		}
+		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
+			t.Logf("purging %s: %v", *job.ID, err)
+		}
+		if _, err := env.nomad.Variables().Delete("nomad/jobs/traefik", w); err != nil {
+			t.Logf("deleting its Variable: %v", err)
+		}
+	})
+
+	// Its ports are bound on its allocation's address (the client's
+	// fingerprinted IP), which the test reads from Nomad.
+	var ip string
+	eventually(t, 2*time.Minute, "Traefik of the job answering /ping", func() error {
+		if ip == "" {
+			allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			if len(allocs) != 1 {
+				return fmt.Errorf("%d allocations, want 1 (on %s only)", len(allocs), firstClient())
+			}
+			full, _, err := env.nomad.Allocations().Info(allocs[0].ID, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			for _, n := range full.AllocatedResources.Shared.Networks {
+				ip = n.IP
+			}
+			if ip == "" {
+				return fmt.Errorf("allocation %s has no address yet", allocs[0].ID)
+			}
+		}
+		status, _, err := e2ekit.Get(http.DefaultClient, "http://"+ip+":"+admin+"/ping")
+		if err == nil && status != 200 {
+			err = fmt.Errorf("status %d", status)
+		}
+		return err
+	})
+	t.Logf("Traefik of the job answering /ping %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	const app = "e2e--jobtraefik"
+	purge(t, app)
+	res := deploy(t, env.client, "jobtraefik.hcl", nodeServer("jobtraefik", "through the job's traefik\n", 1), api.DeployBody{})
+	t.Logf("deployed: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
+	// The app's hostname (its URL names the stack's HTTPS port) through
+	// the job's websecure entry point, trusting Pebble's root: the
+	// wildcard certificate the job's Traefik got by DNS-01.
+	e2ekit.Answers(t, orchestrator.ProxyClient(ip+":"+websecure, env.roots), 60*time.Second, res.Functions[0].URL, "through the job's traefik\n")
+	t.Logf("the app answered through the job's Traefik %s after its registration", time.Since(began).Round(100*time.Millisecond))
 }
