@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,7 +75,7 @@ func TestClusterJobFilesPlan(t *testing.T) {
 		"nats.nomad.hcl":    "",
 	}
 	// raw_exec on one client, as TestClusterSelfHostedTraefik runs it.
-	files["traefik.nomad.hcl raw_exec"] = traefikVars(t, "80", "443", "8081", onFirstClient())
+	files["traefik.nomad.hcl raw_exec"] = traefikVars(t, "80", "443", "8081", "https://example.com/bodylimit.tar.gz", onFirstClient())
 	needsDocker := map[string]bool{"traefik.nomad.hcl": true, "nats.nomad.hcl": true}
 	for name, vars := range files {
 		t.Run(name, func(t *testing.T) {
@@ -349,15 +353,11 @@ workspace_policy = %q
 // raw_exec and the stack's Traefik binary, the given ports (free ones:
 // the stack's Traefik holds its own), Pebble as the ACME CA and its
 // challenge DNS server answering the wildcard's DNS-01 through the
-// stack's exec hook, the plugin from this tree, and constraints
-// (HCL of a list of constraint objects).
-func traefikVars(t *testing.T, web, websecure, admin, constraints string) string {
+// stack's exec hook, the plugin's go-getter URL, and constraints (HCL
+// of a list of constraint objects).
+func traefikVars(t *testing.T, web, websecure, admin, plugin, constraints string) string {
 	t.Helper()
 	s := env.stack
-	plugin, err := filepath.Abs(filepath.Join("..", "..", "devstack", "plugin", "bodylimit"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	traefik := s.Proc("traefik")
 	if traefik == nil {
 		t.Fatal("the stack runs no traefik")
@@ -376,6 +376,45 @@ dns_propagation_checks = false
 bodylimit_plugin_source = %q
 constraints = %s
 `, traefik.Args[0], web, websecure, admin, s.ConsulAddr(), s.Ports.Pebble, s.ChallDNSAddr(), plugin, constraints)
+}
+
+// servePlugin serves this tree's body-limit plugin as a .tar.gz until
+// the test ends and returns its URL: Nomad's artifacts fetch no local
+// paths (its go-getter has no file getter), so the job fetches it over
+// HTTP, as it would a release's archive.
+func servePlugin(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("..", "..", "devstack", "plugin", "bodylimit")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: e.Name(), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(buf.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/bodylimit.tar.gz"
 }
 
 // firstClient is the name of the stack's first Nomad client (by name).
@@ -402,8 +441,8 @@ func onFirstClient() string {
 // deployed through the stack's caravan server over HTTPS with it.
 //
 // A system job places one Traefik on every client, and each binds the
-// same static ports; the stack's two clients share 127.0.0.1, so the
-// second would find them taken. The job is constrained to the first
+// same static ports; the stack's two clients are one host with one set
+// of addresses, so the second would find them taken. The job is constrained to the first
 // client (the constraints variable, as an operator narrows the edge
 // clients): per-node ports would not be sound, since an edge's ports
 // are what *.domain and the ACME CA's TLS-ALPN-01 reach.
@@ -435,7 +474,7 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 	}
 	port := func() string { _, p, _ := strings.Cut(freeAddr(), ":"); return p }
 	web, websecure, admin := port(), port(), port()
-	job := parseJob(t, "traefik.nomad.hcl", traefikVars(t, web, websecure, admin, onFirstClient()))
+	job := parseJob(t, "traefik.nomad.hcl", traefikVars(t, web, websecure, admin, servePlugin(t), onFirstClient()))
 	began := time.Now()
 	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
 		t.Fatal(err)
