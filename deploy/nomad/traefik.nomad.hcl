@@ -144,7 +144,7 @@ variable "acme_dir" {
 variable "bodylimit_plugin_source" {
   type        = string
   default     = "git::https://github.com/caravanhq/caravan.git//devstack/plugin/bodylimit"
-  description = "go-getter URL of caravan's body-limit plugin source (raw_exec may name a directory on the client: /path/to/bodylimit)"
+  description = "go-getter URL of caravan's body-limit plugin source (git, or an archive over HTTP(S): Nomad's artifacts fetch no local paths)"
 }
 
 locals {
