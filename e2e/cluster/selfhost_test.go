@@ -351,7 +351,9 @@ workspace_policy = %q
 
 // traefikVars are the variables of traefik.nomad.hcl on this cluster:
 // raw_exec and the stack's Traefik binary, the given ports (free ones:
-// the stack's Traefik holds its own), Pebble as the ACME CA and its
+// the stack's Traefik holds its own), Consul as host:port (Traefik's
+// Consul client takes no scheme there; consul_ca_pem makes it HTTPS),
+// Pebble as the ACME CA and its
 // challenge DNS server answering the wildcard's DNS-01 through the
 // stack's exec hook, the plugin's go-getter URL, and constraints (HCL
 // of a list of constraint objects).
@@ -375,7 +377,7 @@ dns_resolvers = [%q]
 dns_propagation_checks = false
 bodylimit_plugin_source = %q
 constraints = %s
-`, traefik.Args[0], web, websecure, admin, s.ConsulAddr(), s.Ports.Pebble, s.ChallDNSAddr(), plugin, constraints)
+`, traefik.Args[0], web, websecure, admin, fmt.Sprintf("127.0.0.1:%d", s.Ports.ConsulHTTP), s.Ports.Pebble, s.ChallDNSAddr(), plugin, constraints)
 }
 
 // servePlugin serves this tree's body-limit plugin as a .tar.gz until
@@ -415,6 +417,42 @@ func servePlugin(t *testing.T) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/bodylimit.tar.gz"
+}
+
+// logStdout logs the last stdout of task in each allocation of job (in
+// caravan's own namespace), where Traefik writes its log.
+func logStdout(t *testing.T, job, task string) {
+	allocs, _, err := env.nomad.Jobs().Allocations(job, true, &nomad.QueryOptions{Namespace: systemNamespace})
+	if err != nil {
+		t.Logf("allocations of %s: %v", job, err)
+		return
+	}
+	for _, a := range allocs {
+		full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
+		if err != nil {
+			t.Logf("allocation %s: %v", a.ID, err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		frames, errs := env.nomad.AllocFS().Logs(full, false, task, "stdout", "end", 8192, ctx.Done(), &nomad.QueryOptions{Namespace: systemNamespace})
+		var out []byte
+	read:
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					break read
+				}
+				out = append(out, f.Data...)
+			case <-errs:
+				break read
+			case <-ctx.Done():
+				break read
+			}
+		}
+		cancel()
+		t.Logf("stdout of %s %s:\n%s", a.ID[:8], task, out)
+	}
 }
 
 // firstClient is the name of the stack's first Nomad client (by name).
@@ -479,9 +517,15 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
 		t.Fatal(err)
 	}
+	var ip string
 	t.Cleanup(func() {
 		if t.Failed() {
 			logTasks(t, *job.ID, "traefik")
+			logStdout(t, *job.ID, "traefik")
+			if ip != "" {
+				_, routers, err := e2ekit.Get(http.DefaultClient, "http://"+ip+":"+admin+"/api/http/routers")
+				t.Logf("routers of the job's Traefik: %s %v", routers, err)
+			}
 		}
 		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
 			t.Logf("purging %s: %v", *job.ID, err)
@@ -493,7 +537,6 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 
 	// Its ports are bound on its allocation's address (the client's
 	// fingerprinted IP), which the test reads from Nomad.
-	var ip string
 	eventually(t, 2*time.Minute, "Traefik of the job answering /ping", func() error {
 		if ip == "" {
 			allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
