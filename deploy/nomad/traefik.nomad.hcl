@@ -85,7 +85,7 @@ variable "traefik_command" {
 variable "consul_addr" {
   type        = string
   default     = "127.0.0.1:8500"
-  description = "the local Consul agent as Traefik reaches it (host network)"
+  description = "the local Consul agent as Traefik reaches it (host network), host:port without a scheme: consul_ca_pem in the Variable makes it HTTPS"
 }
 
 variable "web_port" {

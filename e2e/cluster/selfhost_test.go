@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -428,30 +429,35 @@ func logStdout(t *testing.T, job, task string) {
 		return
 	}
 	for _, a := range allocs {
-		full, _, err := env.nomad.Allocations().Info(a.ID, &nomad.QueryOptions{Namespace: systemNamespace})
-		if err != nil {
-			t.Logf("allocation %s: %v", a.ID, err)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		frames, errs := env.nomad.AllocFS().Logs(full, false, task, "stdout", "end", 8192, ctx.Done(), &nomad.QueryOptions{Namespace: systemNamespace})
-		var out []byte
-	read:
-		for {
-			select {
-			case f, ok := <-frames:
-				if !ok {
-					break read
-				}
-				out = append(out, f.Data...)
-			case <-errs:
-				break read
-			case <-ctx.Done():
-				break read
+		out, err := stdoutOf(a.ID, task)
+		t.Logf("stdout of %s %s (%v):\n%s", a.ID[:8], task, err, out)
+	}
+}
+
+// stdoutOf is the last 8 KiB of task's stdout in allocation id (in
+// caravan's own namespace).
+func stdoutOf(id, task string) (string, error) {
+	q := &nomad.QueryOptions{Namespace: systemNamespace}
+	full, _, err := env.nomad.Allocations().Info(id, q)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	frames, errs := env.nomad.AllocFS().Logs(full, false, task, "stdout", "end", 8192, ctx.Done(), q)
+	var out []byte
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return string(out), nil
 			}
+			out = append(out, f.Data...)
+		case err := <-errs:
+			return string(out), err
+		case <-ctx.Done():
+			return string(out), nil
 		}
-		cancel()
-		t.Logf("stdout of %s %s:\n%s", a.ID[:8], task, out)
 	}
 }
 
@@ -476,7 +482,8 @@ func onFirstClient() string {
 // token of deploy/acl's consul-traefik policy, Consul's CA, Pebble's CA
 // and the DNS-01 hook read from its Nomad Variable; it answers /ping,
 // gets the wildcard certificate from Pebble by DNS-01, and serves an app
-// deployed through the stack's caravan server over HTTPS with it.
+// deployed through the stack's caravan server over HTTPS with it; with a
+// wrong Consul token it serves the app no more and logs why.
 //
 // A system job places one Traefik on every client, and each binds the
 // same static ports; the stack's two clients are one host with one set
@@ -501,13 +508,13 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 		t.Fatal("the stack made no traefik token of deploy/acl's policy")
 	}
 	w := &nomad.WriteOptions{Namespace: systemNamespace}
-	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik",
-		Items: map[string]string{
-			"consul_token":  read(s.Cluster.TokenFile("consul", "traefik")),
-			"consul_ca_pem": read(s.Cluster.CACert()),
-			"acme_ca_pem":   read(filepath.Join(s.StateDir, "pebble", "ca.pem")),
-			"EXEC_PATH":     filepath.Join(s.StateDir, "traefik", "dns01-hook"),
-		}}, w); err != nil {
+	items := map[string]string{
+		"consul_token":  read(s.Cluster.TokenFile("consul", "traefik")),
+		"consul_ca_pem": read(s.Cluster.CACert()),
+		"acme_ca_pem":   read(filepath.Join(s.StateDir, "pebble", "ca.pem")),
+		"EXEC_PATH":     filepath.Join(s.StateDir, "traefik", "dns01-hook"),
+	}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik", Items: items}, w); err != nil {
 		t.Fatal(err)
 	}
 	port := func() string { _, p, _ := strings.Cut(freeAddr(), ":"); return p }
@@ -517,7 +524,7 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
 		t.Fatal(err)
 	}
-	var ip string
+	var ip, alloc string
 	t.Cleanup(func() {
 		if t.Failed() {
 			logTasks(t, *job.ID, "traefik")
@@ -556,6 +563,7 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 			if ip == "" {
 				return fmt.Errorf("allocation %s has no address yet", allocs[0].ID)
 			}
+			alloc = allocs[0].ID
 		}
 		status, _, err := e2ekit.Get(http.DefaultClient, "http://"+ip+":"+admin+"/ping")
 		if err == nil && status != 200 {
@@ -572,6 +580,30 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 	// The app's hostname (its URL names the stack's HTTPS port) through
 	// the job's websecure entry point, trusting Pebble's root: the
 	// wildcard certificate the job's Traefik got by DNS-01.
-	e2ekit.Answers(t, orchestrator.ProxyClient(ip+":"+websecure, env.roots), 60*time.Second, res.Functions[0].URL, "through the job's traefik\n")
+	through := orchestrator.ProxyClient(ip+":"+websecure, env.roots)
+	e2ekit.Answers(t, through, 60*time.Second, res.Functions[0].URL, "through the job's traefik\n")
 	t.Logf("the app answered through the job's Traefik %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	// A wrong Consul token in the Variable: Nomad renders the
+	// configuration anew and restarts Traefik, which then routes nothing
+	// of Consul's and says why in its log. Its check (/ping) still
+	// passes: the log and the missing routes are what show it.
+	items["consul_token"] = "00000000-0000-4000-8000-000000000000"
+	if _, _, err := env.nomad.Variables().Update(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik", Items: items}, w); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the job's Traefik, with a wrong Consul token, routing nothing and logging Consul's refusal", func() error {
+		out, err := stdoutOf(alloc, "traefik")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "ACL not found") {
+			return errors.New("its log names no Consul ACL error yet")
+		}
+		status, _, err := e2ekit.Get(through, res.Functions[0].URL)
+		if err == nil && status != http.StatusNotFound {
+			err = fmt.Errorf("the app answers %d, want 404", status)
+		}
+		return err
+	})
 }
