@@ -7,10 +7,11 @@
 #              and consul KV under rootKey traefik (canary splits, the
 #              proxies' service, the wildcard certificate's router).
 #              No file provider: caravan writes nothing to files.
-#   entry      web (:80, redirects to https), websecure (:443, the
-#   points     routers' entry point, --entrypoint), traefik (the admin
-#              port: ping and the read-only API caravan server's
-#              --traefik-api watches; keep it off the public network)
+#   entry      web (web_port, :80, redirects to https), websecure
+#   points     (websecure_port, :443, the routers' entry point,
+#              --entrypoint), traefik (admin_port: ping and the
+#              read-only API caravan server's --traefik-api watches; keep
+#              it off the public network)
 #   resolvers  caravan (TLS-ALPN-01: custom domains, --cert-resolver)
 #              and caravan-dns (DNS-01: the *.domain wildcard,
 #              --dns-cert-resolver)
@@ -18,10 +19,20 @@
 #              --body-limit-plugin), a local plugin fetched from
 #              bodylimit_plugin_source
 #
+# driver is docker (the default: the traefik image, host network, the
+# ACME storage on the host volume acme_volume) or raw_exec (the
+# traefik_command binary already on the client, the ACME storage in
+# acme_dir). TLS-ALPN-01 answers on websecure_port: the ACME CA reaches
+# it on 443, so production keeps 443; constraints narrow the edge
+# clients beyond node_pool.
+#
 # Secrets come from the Nomad Variable nomad/jobs/traefik: consul_token
 # (deploy/acl/consul-traefik.policy.hcl), consul_ca_pem if Consul speaks
-# TLS, and the DNS provider's credentials as items named like lego's
-# environment variables (e.g. CF_DNS_API_TOKEN for cloudflare):
+# TLS (then Traefik reaches it over HTTPS), acme_ca_pem if the ACME CA's
+# directory has a certificate of a private root (lego's
+# LEGO_CA_CERTIFICATES), and the DNS provider's credentials as items
+# named like lego's environment variables (e.g. CF_DNS_API_TOKEN for
+# cloudflare, EXEC_PATH for exec):
 #
 #   nomad var put -namespace caravan-system nomad/jobs/traefik \
 #     consul_token=@consul-traefik.token CF_DNS_API_TOKEN=...
@@ -43,15 +54,48 @@ variable "node_pool" {
   description = "the edge clients *.domain resolves to"
 }
 
+variable "constraints" {
+  type = list(object({
+    attribute = string
+    operator  = string
+    value     = string
+  }))
+  default     = []
+  description = "more constraints on the edge clients, e.g. [{attribute = \"$${meta.edge}\", operator = \"=\", value = \"true\"}]"
+}
+
+variable "driver" {
+  type        = string
+  default     = "docker"
+  description = "docker (the traefik image) or raw_exec (traefik_command on the client)"
+}
+
 variable "traefik_version" {
-  type    = string
-  default = "3.6.12"
+  type        = string
+  default     = "3.6.12"
+  description = "the docker image's tag (docker)"
+}
+
+variable "traefik_command" {
+  type        = string
+  default     = "traefik"
+  description = "path of the Traefik binary on every edge client (raw_exec)"
 }
 
 variable "consul_addr" {
   type        = string
   default     = "127.0.0.1:8500"
-  description = "the local Consul agent as Traefik reaches it (host network)"
+  description = "the local Consul agent as Traefik reaches it (host network), host:port without a scheme: consul_ca_pem in the Variable makes it HTTPS"
+}
+
+variable "web_port" {
+  type    = number
+  default = 80
+}
+
+variable "websecure_port" {
+  type    = number
+  default = 443
 }
 
 variable "admin_port" {
@@ -70,19 +114,46 @@ variable "acme_ca_server" {
 
 variable "dns_provider" {
   type        = string
-  description = "lego DNS provider of the wildcard's DNS-01 challenge (cloudflare, route53, ...)"
+  description = "lego DNS provider of the wildcard's DNS-01 challenge (cloudflare, route53, exec, ...)"
+}
+
+variable "dns_resolvers" {
+  type        = list(string)
+  default     = []
+  description = "DNS servers (host:port) lego asks whether the challenge's TXT record is there; empty: the client's"
+}
+
+variable "dns_propagation_checks" {
+  type        = bool
+  default     = true
+  description = "false: lego asks the ACME CA to validate without checking the TXT record first"
 }
 
 variable "acme_volume" {
   type        = string
   default     = "traefik-acme"
-  description = "Nomad host volume on each edge client that keeps the ACME account and certificates"
+  description = "Nomad host volume on each edge client that keeps the ACME account and certificates (docker)"
+}
+
+variable "acme_dir" {
+  type        = string
+  default     = ""
+  description = "directory on each edge client that keeps the ACME account and certificates (raw_exec); empty: the task's local/, lost with the allocation"
 }
 
 variable "bodylimit_plugin_source" {
   type        = string
   default     = "git::https://github.com/caravanhq/caravan.git//devstack/plugin/bodylimit"
-  description = "go-getter URL of caravan's body-limit plugin source"
+  description = "go-getter URL of caravan's body-limit plugin source (git, or an archive over HTTP(S): Nomad's artifacts fetch no local paths)"
+}
+
+locals {
+  docker = var.driver == "docker"
+  # Traefik loads local plugins from plugins-local/ in its working
+  # directory: / in the image (bind-mounted from local/), the task's
+  # directory under raw_exec.
+  plugins_dir = local.docker ? "local/plugins-local" : "plugins-local"
+  acme_dir    = local.docker ? "/data" : (var.acme_dir == "" ? "{{ env \"NOMAD_TASK_DIR\" }}" : var.acme_dir)
 }
 
 job "traefik" {
@@ -91,22 +162,35 @@ job "traefik" {
   node_pool   = var.node_pool
   type        = "system"
 
+  dynamic "constraint" {
+    for_each = var.constraints
+    content {
+      attribute = constraint.value.attribute
+      operator  = constraint.value.operator
+      value     = constraint.value.value
+    }
+  }
+
   group "traefik" {
     network {
       port "web" {
-        static = 80
+        static = var.web_port
       }
       port "websecure" {
-        static = 443
+        static = var.websecure_port
       }
       port "admin" {
         static = var.admin_port
       }
     }
 
-    volume "acme" {
-      type   = "host"
-      source = var.acme_volume
+    dynamic "volume" {
+      for_each = local.docker ? [var.acme_volume] : []
+      labels   = ["acme"]
+      content {
+        type   = "host"
+        source = volume.value
+      }
     }
 
     service {
@@ -122,27 +206,40 @@ job "traefik" {
     }
 
     task "traefik" {
-      driver = "docker"
+      driver = var.driver
 
-      config {
-        image        = "traefik:v${var.traefik_version}"
-        network_mode = "host"
-        args         = ["--configFile=/secrets/traefik.yml"]
-        mount {
-          type   = "bind"
-          source = "local/plugins-local"
-          target = "/plugins-local"
+      dynamic "config" {
+        for_each = local.docker ? [1] : []
+        content {
+          image        = "traefik:v${var.traefik_version}"
+          network_mode = "host"
+          args         = ["--configFile=/secrets/traefik.yml"]
+          mount {
+            type   = "bind"
+            source = "local/plugins-local"
+            target = "/plugins-local"
+          }
+        }
+      }
+      dynamic "config" {
+        for_each = local.docker ? [] : [var.traefik_command]
+        content {
+          command = config.value
+          args    = ["--configFile=${NOMAD_SECRETS_DIR}/traefik.yml"]
         }
       }
 
-      volume_mount {
-        volume      = "acme"
-        destination = "/data"
+      dynamic "volume_mount" {
+        for_each = local.docker ? ["acme"] : []
+        content {
+          volume      = volume_mount.value
+          destination = "/data"
+        }
       }
 
       artifact {
         source      = var.bodylimit_plugin_source
-        destination = "local/plugins-local/src/github.com/caravanhq/bodylimit"
+        destination = "${local.plugins_dir}/src/github.com/caravanhq/bodylimit"
       }
 
       # The static configuration; it holds the Consul token, so it is
@@ -153,14 +250,14 @@ job "traefik" {
         data        = <<-EOT
           entryPoints:
             web:
-              address: ":80"
+              address: ":${var.web_port}"
               http:
                 redirections:
                   entryPoint:
                     to: websecure
                     scheme: https
             websecure:
-              address: ":443"
+              address: ":${var.websecure_port}"
             traefik:
               address: "{{ env "NOMAD_IP_admin" }}:${var.admin_port}"
           ping:
@@ -180,8 +277,9 @@ job "traefik" {
           {{- with nomadVar "nomad/jobs/traefik" }}
                 token: "{{ .consul_token }}"
           {{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}
+                scheme: https
                 tls:
-                  ca: /secrets/consul-ca.pem
+                  ca: {{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem
           {{- end }}{{ end }}{{ end }}
               exposedByDefault: false
               watch: true
@@ -193,22 +291,25 @@ job "traefik" {
               token: "{{ .consul_token }}"
           {{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}
               tls:
-                ca: /secrets/consul-ca.pem
+                ca: {{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem
           {{- end }}{{ end }}{{ end }}
           certificatesResolvers:
             caravan:
               acme:
                 email: "${var.acme_email}"
-                storage: /data/acme.json
+                storage: ${local.acme_dir}/acme.json
                 caServer: "${var.acme_ca_server}"
                 tlsChallenge: {}
             caravan-dns:
               acme:
                 email: "${var.acme_email}"
-                storage: /data/acme-dns.json
+                storage: ${local.acme_dir}/acme-dns.json
                 caServer: "${var.acme_ca_server}"
                 dnsChallenge:
                   provider: ${var.dns_provider}
+                  resolvers: ${jsonencode(var.dns_resolvers)}
+                  propagation:
+                    disableChecks: ${!var.dns_propagation_checks}
         EOT
       }
       template {
@@ -217,14 +318,23 @@ job "traefik" {
           {{- with nomadVar "nomad/jobs/traefik" }}{{- range $k, $v := . }}{{ if eq $k "consul_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
         EOT
       }
-      # The DNS provider's credentials: the Variable's items named like
+      template {
+        destination = "secrets/acme-ca.pem"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/traefik" }}{{- range $k, $v := . }}{{ if eq $k "acme_ca_pem" }}{{ $v }}{{ end }}{{ end }}{{ end }}
+        EOT
+      }
+      # The ACME CA's root when the Variable has one, and the DNS
+      # provider's credentials: the Variable's items named like
       # environment variables.
       template {
         destination = "secrets/dns.env"
         env         = true
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/traefik" }}{{ range $k, $v := . }}{{ if $k | regexMatch "^[A-Z][A-Z0-9_]*$" }}{{ $k }}={{ $v }}
-          {{- end }}{{ end }}{{ end }}
+          {{- with nomadVar "nomad/jobs/traefik" }}
+          {{- range $k, $v := . }}{{ if eq $k "acme_ca_pem" }}LEGO_CA_CERTIFICATES={{ env "NOMAD_SECRETS_DIR" }}/acme-ca.pem{{ "\n" }}{{ end }}{{ end }}
+          {{- range $k, $v := . }}{{ if $k | regexMatch "^[A-Z][A-Z0-9_]*$" }}{{ $k }}={{ $v }}{{ "\n" }}{{ end }}{{ end }}
+          {{- end }}
         EOT
       }
 

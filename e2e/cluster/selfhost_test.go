@@ -1,17 +1,25 @@
 package cluster
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
+	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -52,8 +60,9 @@ func proxyVars() string {
 // TestClusterJobFilesPlan: every job file of deploy/nomad parses with its
 // variables filled in and plans on the cluster. The jobs needing docker
 // (Traefik, NATS by default) cannot be placed on this cluster's raw_exec
-// clients: their plans say so, and nothing else (NATS's raw_exec variant
-// runs in TestClusterNATSJob).
+// clients: their plans say so, and nothing else; Traefik's raw_exec variant
+// (a key "FILE VARIANT") plans on one client (NATS's raw_exec variant runs
+// in TestClusterNATSJob).
 func TestClusterJobFilesPlan(t *testing.T) {
 	ctx := context.Background()
 	if err := env.stack.CreateNamespaces(ctx, systemNamespace); err != nil {
@@ -67,10 +76,13 @@ func TestClusterJobFilesPlan(t *testing.T) {
 		"traefik.nomad.hcl": "acme_email = \"ops@example.com\"\ndns_provider = \"cloudflare\"\n",
 		"nats.nomad.hcl":    natsVars(natsNodes(t), ""),
 	}
+	// raw_exec on one client, as TestClusterSelfHostedTraefik runs it.
+	files["traefik.nomad.hcl raw_exec"] = traefikVars(t, "80", "443", "8081", "https://example.com/bodylimit.tar.gz", onFirstClient())
 	needsDocker := map[string]bool{"traefik.nomad.hcl": true, "nats.nomad.hcl": true}
 	for name, vars := range files {
 		t.Run(name, func(t *testing.T) {
-			job := parseJob(t, name, vars)
+			file, _, _ := strings.Cut(name, " ")
+			job := parseJob(t, file, vars)
 			if *job.Namespace != systemNamespace {
 				t.Errorf("namespace %q, want %q", *job.Namespace, systemNamespace)
 			}
@@ -337,4 +349,262 @@ workspace_policy = %q
 	res := deploy(t, cl, "selfhosted.hcl", nodeServer("selfhosted", "through the job\n", 1), api.DeployBody{})
 	t.Logf("deployed through the job's server: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
 	answers(t, res.Functions[0].URL, "through the job\n")
+}
+
+// traefikVars are the variables of traefik.nomad.hcl on this cluster:
+// raw_exec and the stack's Traefik binary, the given ports (free ones:
+// the stack's Traefik holds its own), Consul as host:port (Traefik's
+// Consul client takes no scheme there; consul_ca_pem makes it HTTPS),
+// Pebble as the ACME CA and its
+// challenge DNS server answering the wildcard's DNS-01 through the
+// stack's exec hook, the plugin's go-getter URL, and constraints (HCL
+// of a list of constraint objects).
+func traefikVars(t *testing.T, web, websecure, admin, plugin, constraints string) string {
+	t.Helper()
+	s := env.stack
+	traefik := s.Proc("traefik")
+	if traefik == nil {
+		t.Fatal("the stack runs no traefik")
+	}
+	return fmt.Sprintf(`driver = "raw_exec"
+traefik_command = %q
+web_port = %s
+websecure_port = %s
+admin_port = %s
+consul_addr = %q
+acme_email = "ops@caravan.localhost"
+acme_ca_server = "https://127.0.0.1:%d/dir"
+dns_provider = "exec"
+dns_resolvers = [%q]
+dns_propagation_checks = false
+bodylimit_plugin_source = %q
+constraints = %s
+`, traefik.Args[0], web, websecure, admin, fmt.Sprintf("127.0.0.1:%d", s.Ports.ConsulHTTP), s.Ports.Pebble, s.ChallDNSAddr(), plugin, constraints)
+}
+
+// servePlugin serves this tree's body-limit plugin as a .tar.gz until
+// the test ends and returns its URL: Nomad's artifacts fetch no local
+// paths (its go-getter has no file getter), so the job fetches it over
+// HTTP, as it would a release's archive.
+func servePlugin(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("..", "..", "devstack", "plugin", "bodylimit")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: e.Name(), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(buf.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/bodylimit.tar.gz"
+}
+
+// logStdout logs the last stdout of task in each allocation of job (in
+// caravan's own namespace), where Traefik writes its log.
+func logStdout(t *testing.T, job, task string) {
+	allocs, _, err := env.nomad.Jobs().Allocations(job, true, &nomad.QueryOptions{Namespace: systemNamespace})
+	if err != nil {
+		t.Logf("allocations of %s: %v", job, err)
+		return
+	}
+	for _, a := range allocs {
+		out, err := stdoutOf(a.ID, task)
+		t.Logf("stdout of %s %s (%v):\n%s", a.ID[:8], task, err, out)
+	}
+}
+
+// stdoutOf is the last 8 KiB of task's stdout in allocation id (in
+// caravan's own namespace).
+func stdoutOf(id, task string) (string, error) {
+	q := &nomad.QueryOptions{Namespace: systemNamespace}
+	full, _, err := env.nomad.Allocations().Info(id, q)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	frames, errs := env.nomad.AllocFS().Logs(full, false, task, "stdout", "end", 8192, ctx.Done(), q)
+	var out []byte
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return string(out), nil
+			}
+			out = append(out, f.Data...)
+		case err := <-errs:
+			return string(out), err
+		case <-ctx.Done():
+			return string(out), nil
+		}
+	}
+}
+
+// firstClient is the name of the stack's first Nomad client (by name).
+func firstClient() string {
+	var names []string
+	for name := range env.nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names[0]
+}
+
+// onFirstClient is traefik.nomad.hcl's constraints (HCL) that place it on
+// firstClient only.
+func onFirstClient() string {
+	return fmt.Sprintf(`[{attribute = "$${node.unique.name}", operator = "=", value = %q}]`, firstClient())
+}
+
+// TestClusterSelfHostedTraefik: deploy/nomad/traefik.nomad.hcl runs on
+// the cluster with raw_exec (the stack's Traefik binary), its Consul
+// token of deploy/acl's consul-traefik policy, Consul's CA, Pebble's CA
+// and the DNS-01 hook read from its Nomad Variable; it answers /ping,
+// gets the wildcard certificate from Pebble by DNS-01, and serves an app
+// deployed through the stack's caravan server over HTTPS with it; with a
+// wrong Consul token it serves the app no more and logs why.
+//
+// A system job places one Traefik on every client, and each binds the
+// same static ports; the stack's two clients are one host with one set
+// of addresses, so the second would find them taken. The job is constrained to the first
+// client (the constraints variable, as an operator narrows the edge
+// clients): per-node ports would not be sound, since an edge's ports
+// are what *.domain and the ACME CA's TLS-ALPN-01 reach.
+func TestClusterSelfHostedTraefik(t *testing.T) {
+	ctx := context.Background()
+	s := env.stack
+	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if !s.Cluster.Tokens["consul/traefik"] {
+		t.Fatal("the stack made no traefik token of deploy/acl's policy")
+	}
+	w := &nomad.WriteOptions{Namespace: systemNamespace}
+	items := map[string]string{
+		"consul_token":  read(s.Cluster.TokenFile("consul", "traefik")),
+		"consul_ca_pem": read(s.Cluster.CACert()),
+		"acme_ca_pem":   read(filepath.Join(s.StateDir, "pebble", "ca.pem")),
+		"EXEC_PATH":     filepath.Join(s.StateDir, "traefik", "dns01-hook"),
+	}
+	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik", Items: items}, w); err != nil {
+		t.Fatal(err)
+	}
+	port := func() string { _, p, _ := strings.Cut(freeAddr(), ":"); return p }
+	web, websecure, admin := port(), port(), port()
+	job := parseJob(t, "traefik.nomad.hcl", traefikVars(t, web, websecure, admin, servePlugin(t), onFirstClient()))
+	began := time.Now()
+	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
+		t.Fatal(err)
+	}
+	var ip, alloc string
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTasks(t, *job.ID, "traefik")
+			logStdout(t, *job.ID, "traefik")
+			if ip != "" {
+				_, routers, err := e2ekit.Get(http.DefaultClient, "http://"+ip+":"+admin+"/api/http/routers")
+				t.Logf("routers of the job's Traefik: %s %v", routers, err)
+			}
+		}
+		if _, _, err := env.nomad.Jobs().Deregister(*job.ID, true, w); err != nil {
+			t.Logf("purging %s: %v", *job.ID, err)
+		}
+		if _, err := env.nomad.Variables().Delete("nomad/jobs/traefik", w); err != nil {
+			t.Logf("deleting its Variable: %v", err)
+		}
+	})
+
+	// Its ports are bound on its allocation's address (the client's
+	// fingerprinted IP), which the test reads from Nomad.
+	eventually(t, 2*time.Minute, "Traefik of the job answering /ping", func() error {
+		if ip == "" {
+			allocs, _, err := env.nomad.Jobs().Allocations(*job.ID, false, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			if len(allocs) != 1 {
+				return fmt.Errorf("%d allocations, want 1 (on %s only)", len(allocs), firstClient())
+			}
+			full, _, err := env.nomad.Allocations().Info(allocs[0].ID, &nomad.QueryOptions{Namespace: systemNamespace})
+			if err != nil {
+				return err
+			}
+			for _, n := range full.AllocatedResources.Shared.Networks {
+				ip = n.IP
+			}
+			if ip == "" {
+				return fmt.Errorf("allocation %s has no address yet", allocs[0].ID)
+			}
+			alloc = allocs[0].ID
+		}
+		status, _, err := e2ekit.Get(http.DefaultClient, "http://"+ip+":"+admin+"/ping")
+		if err == nil && status != 200 {
+			err = fmt.Errorf("status %d", status)
+		}
+		return err
+	})
+	t.Logf("Traefik of the job answering /ping %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	const app = "e2e--jobtraefik"
+	purge(t, app)
+	res := deploy(t, env.client, "jobtraefik.hcl", nodeServer("jobtraefik", "through the job's traefik\n", 1), api.DeployBody{})
+	t.Logf("deployed: version %d in %s", res.Version, res.Duration.Round(time.Millisecond))
+	// The app's hostname (its URL names the stack's HTTPS port) through
+	// the job's websecure entry point, trusting Pebble's root: the
+	// wildcard certificate the job's Traefik got by DNS-01.
+	through := orchestrator.ProxyClient(ip+":"+websecure, env.roots)
+	e2ekit.Answers(t, through, 60*time.Second, res.Functions[0].URL, "through the job's traefik\n")
+	t.Logf("the app answered through the job's Traefik %s after its registration", time.Since(began).Round(100*time.Millisecond))
+
+	// A wrong Consul token in the Variable: Nomad renders the
+	// configuration anew and restarts Traefik, which then routes nothing
+	// of Consul's and says why in its log. Its check (/ping) still
+	// passes: the log and the missing routes are what show it.
+	items["consul_token"] = "00000000-0000-4000-8000-000000000000"
+	if _, _, err := env.nomad.Variables().Update(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik", Items: items}, w); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the job's Traefik, with a wrong Consul token, routing nothing and logging Consul's refusal", func() error {
+		out, err := stdoutOf(alloc, "traefik")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "ACL not found") {
+			return errors.New("its log names no Consul ACL error yet")
+		}
+		status, _, err := e2ekit.Get(through, res.Functions[0].URL)
+		if err == nil && status != http.StatusNotFound {
+			err = fmt.Errorf("the app answers %d, want 404", status)
+		}
+		return err
+	})
 }
