@@ -29,22 +29,7 @@ func TestWorkerEnter(t *testing.T) {
 		t.Skip("no node to run the function's process")
 	}
 	const token = "test-secret"
-	e, err := queue.StartEmbedded(queue.EmbeddedConfig{Dir: t.TempDir(), Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	q, err := queue.Connect(ctx, queue.Config{URL: e.URL(), Token: token, Name: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	f := queue.Func{Workspace: "ws", AppJobID: "ws--app", Name: "model"}
-	if err := q.Ensure(ctx, f, queue.FuncConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	e, q, f, ctx := workerQueue(t, token, "model", 30*time.Second)
 	starts := filepath.Join(t.TempDir(), "starts")
 	t.Setenv("STARTS", starts)
 	js := `require("fs").appendFileSync(process.env.STARTS, process.pid + "\n");
@@ -103,22 +88,7 @@ require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c
 // (nor the URL's signature) even at debug.
 func TestWorkerRenews(t *testing.T) {
 	const token = "test-secret"
-	e, err := queue.StartEmbedded(queue.EmbeddedConfig{Dir: t.TempDir(), Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	q, err := queue.Connect(ctx, queue.Config{URL: e.URL(), Token: token, Name: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	f := queue.Func{Workspace: "ws", AppJobID: "ws--app", Name: "echo"}
-	if err := q.Ensure(ctx, f, queue.FuncConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	e, q, f, ctx := workerQueue(t, token, "echo", 60*time.Second)
 	const lifetime = 2 * time.Second
 	nw := server.NATSWorkers{URL: e.URL(), Key: token, Lifetime: lifetime}
 	var mu sync.Mutex
@@ -207,4 +177,28 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// workerQueue starts an in-process NATS with admin token, connects to it
+// as caravan server does and makes the queue of function name; it all
+// ends with the test, the context after timeout.
+func workerQueue(t *testing.T, token, name string, timeout time.Duration) (*queue.Embedded, *queue.Queue, queue.Func, context.Context) {
+	t.Helper()
+	e, err := queue.StartEmbedded(queue.EmbeddedConfig{Dir: t.TempDir(), Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	q, err := queue.Connect(ctx, queue.Config{URL: e.URL(), Token: token, Name: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	f := queue.Func{Workspace: "ws", AppJobID: "ws--app", Name: name}
+	if err := q.Ensure(ctx, f, queue.FuncConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return e, q, f, ctx
 }

@@ -264,22 +264,15 @@ func TestClusterSelfHostedServer(t *testing.T) {
 	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
 		t.Fatal(err)
 	}
-	read := func(path string) string {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
 	natsDir := filepath.Join(s.StateDir, "nats")
 	w := &nomad.WriteOptions{Namespace: systemNamespace}
 	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/caravan-server",
 		Items: map[string]string{
-			"nomad_token":   read(s.Cluster.TokenFile("nomad", "caravan-server")),
-			"consul_token":  read(s.Cluster.TokenFile("consul", "caravan-server")),
-			"nats_token":    read(filepath.Join(natsDir, "token")),
-			"nomad_ca_pem":  read(s.Cluster.CACert()),
-			"consul_ca_pem": read(s.Cluster.CACert()),
+			"nomad_token":   readTrimmed(t, s.Cluster.TokenFile("nomad", "caravan-server")),
+			"consul_token":  readTrimmed(t, s.Cluster.TokenFile("consul", "caravan-server")),
+			"nats_token":    readTrimmed(t, filepath.Join(natsDir, "token")),
+			"nomad_ca_pem":  readTrimmed(t, s.Cluster.CACert()),
+			"consul_ca_pem": readTrimmed(t, s.Cluster.CACert()),
 		}}, w); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +292,7 @@ nats_url = "nats://%s"
 bundle_dir = %q
 workspace_policy = %q
 `, env.bin, port, env.servers[0].Addr, s.Cluster.NomadServers[2].HTTP, s.ConsulAddr(), s.Domain, s.Ports.TraefikWebsecure,
-		s.TraefikAPI(), read(filepath.Join(natsDir, "listen")), filepath.Join(s.StateDir, "bundles"), clusterPolicy)
+		s.TraefikAPI(), readTrimmed(t, filepath.Join(natsDir, "listen")), filepath.Join(s.StateDir, "bundles"), clusterPolicy)
 	job := parseJob(t, "caravan-server.nomad.hcl", vars)
 	began := time.Now()
 	if _, _, err := env.nomad.Jobs().Register(job, w); err != nil {
@@ -498,21 +491,14 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 	if err := s.CreateNamespaces(ctx, systemNamespace); err != nil {
 		t.Fatal(err)
 	}
-	read := func(path string) string {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
 	if !s.Cluster.Tokens["consul/traefik"] {
 		t.Fatal("the stack made no traefik token of deploy/acl's policy")
 	}
 	w := &nomad.WriteOptions{Namespace: systemNamespace}
 	items := map[string]string{
-		"consul_token":  read(s.Cluster.TokenFile("consul", "traefik")),
-		"consul_ca_pem": read(s.Cluster.CACert()),
-		"acme_ca_pem":   read(filepath.Join(s.StateDir, "pebble", "ca.pem")),
+		"consul_token":  readTrimmed(t, s.Cluster.TokenFile("consul", "traefik")),
+		"consul_ca_pem": readTrimmed(t, s.Cluster.CACert()),
+		"acme_ca_pem":   readTrimmed(t, filepath.Join(s.StateDir, "pebble", "ca.pem")),
 		"EXEC_PATH":     filepath.Join(s.StateDir, "traefik", "dns01-hook"),
 	}
 	if _, _, err := env.nomad.Variables().Create(&nomad.Variable{Namespace: systemNamespace, Path: "nomad/jobs/traefik", Items: items}, w); err != nil {
@@ -607,4 +593,15 @@ func TestClusterSelfHostedTraefik(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// readTrimmed is the file at path without surrounding space (a token, a
+// PEM, an address the stack wrote).
+func readTrimmed(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
