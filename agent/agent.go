@@ -20,10 +20,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/nomad/api"
@@ -192,9 +190,10 @@ func Uses(tg *api.TaskGroup, job string) bool {
 }
 
 // WriteTar writes the binary at path as a tar stream of one executable
-// file, FileName.
+// file, FileName: an ELF executable without what only debuggers read
+// (strip.go), ServedSize bytes.
 func WriteTar(w io.Writer, path string) error {
-	f, err := os.Open(path)
+	f, img, err := openImage(path)
 	if err != nil {
 		return err
 	}
@@ -203,14 +202,14 @@ func WriteTar(w io.Writer, path string) error {
 	if err != nil {
 		return err
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("agent binary %s is not a regular file", path)
-	}
 	tw := tar.NewWriter(w)
-	if err := tw.WriteHeader(&tar.Header{Name: FileName, Mode: 0o755, Size: st.Size(), ModTime: st.ModTime(), Typeflag: tar.TypeReg}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: FileName, Mode: 0o755, Size: img.size, ModTime: st.ModTime(), Typeflag: tar.TypeReg}); err != nil {
 		return err
 	}
-	if _, err := io.CopyN(tw, f, st.Size()); err != nil {
+	if _, err := tw.Write(img.header); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, io.NewSectionReader(f, int64(len(img.header)), img.size-int64(len(img.header)))); err != nil {
 		return err
 	}
 	return tw.Close()

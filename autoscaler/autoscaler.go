@@ -296,8 +296,12 @@ func (s *Scaler) watch(ctx context.Context, watchers map[string]context.CancelFu
 		wctx, cancel := context.WithCancel(ctx)
 		watchers[a] = cancel
 		go func() {
+			// From index 0: a proxy whose queues never started holds
+			// the first poll until one does, and that start (the first
+			// cold start it sees) wakes the loop like any later one. A
+			// proxy whose index is past 0 answers at once: one round
+			// early, which is harmless.
 			var index uint64
-			first := true
 			for wctx.Err() == nil {
 				r, err := s.Backend.WatchLoad(wctx, a, index, 30*time.Second)
 				if err != nil {
@@ -307,13 +311,13 @@ func (s *Scaler) watch(ctx context.Context, watchers map[string]context.CancelFu
 					}
 					continue
 				}
-				if r.Index > index && !first {
+				if r.Index > index {
 					select {
 					case wake <- struct{}{}:
 					default:
 					}
 				}
-				index, first = r.Index, false
+				index = r.Index
 			}
 		}()
 	}

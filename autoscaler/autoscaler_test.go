@@ -175,3 +175,87 @@ func TestQueueDepth(t *testing.T) {
 		t.Fatalf("idle past the window: %d workers, want 0", n)
 	}
 }
+
+// demandFake is fake whose one proxy's load report long-polls as a real
+// proxy's does (WatchLoad holds while its index is the proxy's), and
+// whose scales are sent on scaled.
+type demandFake struct {
+	*fake
+	// demand takes the report a held poll answers, which becomes the
+	// proxy's.
+	demand chan *proxy.Report
+	scaled chan int
+}
+
+func (f *demandFake) WatchLoad(ctx context.Context, a string, index uint64, _ time.Duration) (proxy.Report, error) {
+	f.mu.Lock()
+	cur := f.proxies[a].Index
+	f.mu.Unlock()
+	if cur == index {
+		select {
+		case r := <-f.demand:
+			f.mu.Lock()
+			f.proxies[a] = r
+			f.mu.Unlock()
+			cur = r.Index
+		case <-ctx.Done():
+			return proxy.Report{}, ctx.Err()
+		}
+	}
+	return proxy.Report{Index: cur}, nil
+}
+
+func (f *demandFake) Proxies(context.Context) ([]string, error) { return []string{"a"}, nil }
+
+func (f *demandFake) Scale(_ context.Context, job, group string, n int, _ string) error {
+	f.mu.Lock()
+	f.counts[job+"/"+group] = n
+	f.mu.Unlock()
+	f.scaled <- n
+	return nil
+}
+
+func (f *demandFake) Count(_ context.Context, job, group string) (int, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.counts[job+"/"+group]
+	return n, ok, nil
+}
+
+// TestRunWakesOnTheFirstQueue: the first queue a proxy starts after the
+// autoscaler began watching it (the first cold start since caravan server
+// started) scales at once, not at the next round.
+func TestRunWakesOnTheFirstQueue(t *testing.T) {
+	cfg := autoscale.Config{MinContainers: 0, MaxContainers: 4, TargetInputs: 1, ScaledownWindow: time.Hour}
+	f := &demandFake{
+		fake: &fake{
+			fns:     []Function{{Service: "svc", Job: "job", Group: "web", Config: cfg}},
+			proxies: map[string]*proxy.Report{"a": load("svc", 0, 0)},
+			counts:  map[string]int{"job/web": 0},
+		},
+		demand: make(chan *proxy.Report),
+		scaled: make(chan int, 10),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Scaler{Backend: f, Interval: time.Hour} // no round but the first, unless woken
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	// A request queues at the proxy (its index moves from 0 to 1) while
+	// the watcher's first poll waits.
+	select {
+	case f.demand <- &proxy.Report{Index: 1, Functions: []proxy.FunctionLoad{{Function: "svc", Queued: 1}}}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the autoscaler never polled the proxy's load")
+	}
+	select {
+	case n := <-f.scaled:
+		if n != 1 {
+			t.Errorf("scaled to %d, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first queue at the proxy did not wake the autoscaler")
+	}
+	cancel()
+	<-done
+}

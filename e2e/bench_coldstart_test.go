@@ -3,13 +3,18 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // listenJS reports when it listened: /listened answers "<unix ms at
@@ -23,8 +28,8 @@ require("http").createServer((q, s) => {
 // TestBenchColdStart prints what a cold start costs beyond the
 // container's own start (`just bench`, issue 13's figure): request at zero
 // → 200, minus the container's own time to listen (process start to
-// listen, as it reports), and from its listen to the 200. It asserts
-// nothing about speed.
+// listen, as it reports), and from its listen to the 200; and each run's
+// timeline (coldTimeline). It asserts nothing about speed.
 func TestBenchColdStart(t *testing.T) {
 	const app, job, service = "coldbench", "e2e--coldbench", "e2e--coldbench-web"
 	const runs = 5
@@ -44,9 +49,12 @@ func TestBenchColdStart(t *testing.T) {
 			}
 			return nil
 		})
+		wctx, stopWatch := context.WithCancel(context.Background())
+		seen := watchConsul(wctx, service)
 		began := time.Now()
 		status, body, err := getWithin(t, url+"/", time.Minute)
 		answered := time.Now()
+		stopWatch()
 		if err != nil || status != http.StatusOK || body != "ok" {
 			t.Fatalf("run %d: request at zero: %d %q %v", i, status, body, err)
 		}
@@ -60,9 +68,131 @@ func TestBenchColdStart(t *testing.T) {
 		totals, overheads, afterListen = append(totals, total), append(overheads, total-own), append(afterListen, after)
 		t.Logf("run %d: 200 after %s; the container listened %s after its process started; listen → 200 %s",
 			i, total.Round(time.Millisecond), own, after.Round(time.Millisecond))
+		listened := time.UnixMilli(atMS)
+		steps := append(seen(), step{"node process started (its own uptime)", listened.Add(-own)},
+			step{"node listening", listened}, step{"200 at the client", answered})
+		t.Logf("run %d timeline (ms after the request was sent):\n%s", i, coldTimeline(t, job, began, steps))
 	}
 	t.Logf("BENCH cold start (%d runs): request at zero → 200 %s; minus the container's own time to listen: %s (goal ≤ 250ms); its listen → 200: %s",
 		runs, fmtDurations(totals), fmtDurations(overheads), fmtDurations(afterListen))
+}
+
+// step is one moment of a cold start.
+type step struct {
+	what string
+	at   time.Time
+}
+
+// watchConsul follows service's instances in Consul with blocking queries
+// (as the proxies do) until ctx ends; the function it returns lists when
+// an instance was first seen and first passing.
+func watchConsul(ctx context.Context, service string) func() []step {
+	var mu sync.Mutex
+	var out []step
+	marked := map[string]bool{}
+	mark := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !marked[what] {
+			marked[what] = true
+			out = append(out, step{what, time.Now()})
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var index uint64
+		for ctx.Err() == nil {
+			q := (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx)
+			entries, meta, err := env.consul.Health().Service(service, "", false, q)
+			if err != nil {
+				continue
+			}
+			index = meta.LastIndex
+			for _, e := range entries {
+				mark("Consul: instance registered (blocking query)")
+				if e.Checks.AggregatedStatus() == consul.HealthPassing {
+					mark("Consul: check passing (blocking query)")
+				}
+			}
+		}
+	}()
+	return func() []step {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return out
+	}
+}
+
+// coldTimeline is the cold start of job's web group that began at began,
+// in Nomad's own timestamps (the scaling event, its evaluation, the
+// allocation, its task's events) and the steps given, sorted, one line
+// each in ms after began.
+func coldTimeline(t *testing.T, job string, began time.Time, steps []step) string {
+	t.Helper()
+	st, _, err := env.nomad.Jobs().ScaleStatus(job, nsq(job))
+	if err != nil {
+		t.Fatalf("scale status of %s: %v", job, err)
+	}
+	for _, e := range st.TaskGroups["web"].Events {
+		at := time.Unix(0, int64(e.Time))
+		if at.Before(began) || e.Count == nil || *e.Count == 0 {
+			continue
+		}
+		steps = append(steps, step{"Nomad: scaling event (" + e.Message + ")", at})
+		if e.EvalID != nil {
+			if ev, _, err := env.nomad.Evaluations().Info(*e.EvalID, nsq(job)); err == nil {
+				steps = append(steps, step{"Nomad: its evaluation created", time.Unix(0, ev.CreateTime)},
+					step{"Nomad: its evaluation " + ev.Status, time.Unix(0, ev.ModifyTime)})
+			}
+		}
+	}
+	var placed []*nomad.Allocation
+	// The client tells the servers its task's events in batches: wait
+	// for the Started one.
+	eventually(t, 10*time.Second, "the new allocation's Started event at the servers", func() error {
+		allocs, _, err := env.nomad.Jobs().Allocations(job, true, nsq(job))
+		if err != nil {
+			return err
+		}
+		placed = nil
+		for _, stub := range allocs {
+			if time.Unix(0, stub.CreateTime).Before(began) {
+				continue
+			}
+			a, _, err := env.nomad.Allocations().Info(stub.ID, nsq(job))
+			if err != nil {
+				return err
+			}
+			if a.TaskStates["web"] == nil || a.TaskStates["web"].StartedAt.IsZero() {
+				return fmt.Errorf("allocation %s not started at the servers yet", a.ID)
+			}
+			placed = append(placed, a)
+		}
+		return nil
+	})
+	for _, a := range placed {
+		steps = append(steps, step{"Nomad: allocation placed " + a.ID[:8], time.Unix(0, a.CreateTime)})
+		for task, ts := range a.TaskStates {
+			for _, e := range ts.Events {
+				what := "Nomad task " + task + ": " + e.Type
+				if e.DisplayMessage != "" {
+					what += " (" + e.DisplayMessage + ")"
+				}
+				steps = append(steps, step{what, time.Unix(0, e.Time)})
+			}
+		}
+	}
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at.Before(steps[j].at) })
+	var b strings.Builder
+	for _, s := range steps {
+		if s.at.After(began.Add(time.Minute)) {
+			continue // the task's later events (none before its 200 is late)
+		}
+		fmt.Fprintf(&b, "  %6d  %s\n", s.at.Sub(began).Milliseconds(), s.what)
+	}
+	return b.String()
 }
 
 func fmtDurations(ds []time.Duration) string {

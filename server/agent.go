@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +46,7 @@ func (h *handler) getAgent(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	st, err := os.Stat(h.agentBinary)
+	size, err := agent.ServedSize(h.agentBinary)
 	if err != nil {
 		h.fail(w, api.Errorf(api.CodeUnavailable, "this server cannot serve its agent binary: %v", err))
 		return
@@ -55,7 +54,7 @@ func (h *handler) getAgent(w http.ResponseWriter, r *http.Request) {
 	h.holdFor(w, BundleTransfer, BundleTransfer)
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Length", strconv.FormatInt(agent.TarSize(st.Size()), 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(agent.TarSize(size), 10))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
