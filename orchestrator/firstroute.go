@@ -48,6 +48,10 @@ const FirstRouteSessionTTL = 10 * time.Second
 // even if Traefik has not taken the function's route from Consul.
 const FirstRouteLimit = time.Minute
 
+// txnMaxOps is how many operations Consul takes in one transaction (its
+// default txn_max_req_len aside).
+const txnMaxOps = 128
+
 // firstProbeEvery is how often a new container is probed directly.
 const firstProbeEvery = 20 * time.Millisecond
 
@@ -141,7 +145,7 @@ func (f *firstRoutes) publish(ctx context.Context, fn string) error {
 		ops = append(ops, KVOp{Key: k, Value: []byte(pairs[k]), Session: session})
 	}
 	// One transaction: Traefik never reads half a route.
-	if len(ops) > kvChunk {
+	if len(ops) > txnMaxOps {
 		return fmt.Errorf("first route of %s: %d keys, more than one transaction holds", r.Name, len(ops))
 	}
 	f.mu.Lock()
