@@ -60,7 +60,7 @@ func TestNewAppThatListensLate(t *testing.T) {
 // from Consul's KV and from Traefik, once Traefik serves the route from
 // Consul's catalog, which still answers; and its session with it.
 func TestNewAppFirstRouteHandsOver(t *testing.T) {
-	const app, id = "firstroute", "e2e--firstroute"
+	const app, id = "handover", "e2e--handover"
 	purge(t, id)
 	service := id + "-web"
 	root := router.DefaultConfig.KVRoot
@@ -72,7 +72,7 @@ func TestNewAppFirstRouteHandsOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range keys {
-				if strings.Contains(k, service) && strings.Contains(k, router.FirstSuffix) {
+				if strings.Contains(k, "/"+service) && strings.Contains(k, router.FirstSuffix+"/") {
 					out = append(out, k)
 				}
 			}
@@ -92,7 +92,7 @@ func TestNewAppFirstRouteHandsOver(t *testing.T) {
 		}
 		seen <- was
 	}()
-	res := deploy(t, "firstroute.hcl", lateListener(app, "v1\n", time.Second), api.DeployBody{})
+	res := deploy(t, "handover.hcl", lateListener(app, "v1\n", time.Second), api.DeployBody{})
 	url := res.Functions[0].URL
 	if status, body, err := get(t, url+"/"); err != nil || status != 200 || body != "v1\n" {
 		t.Fatalf("right after the deploy returned, GET %s: %d %q %v", url, status, body, err)
@@ -147,7 +147,7 @@ func traefikFirstRouters(t *testing.T, service string) []string {
 	}
 	var out []string
 	for _, r := range routers {
-		if strings.HasPrefix(r.Name, service) && strings.Contains(r.Name, router.FirstSuffix) {
+		if strings.HasPrefix(r.Name, service) && strings.HasSuffix(r.Name, router.FirstSuffix+"@consul") {
 			out = append(out, r.Name)
 		}
 	}

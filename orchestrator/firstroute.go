@@ -160,6 +160,7 @@ func (f *firstRoutes) publish(ctx context.Context, fn string) error {
 	}
 	f.published[fn] = server
 	close(f.written[fn])
+	f.o.log.Debug("first route published", "job", f.jobID, "function", fn, "server", server.url)
 	return nil
 }
 
@@ -240,10 +241,12 @@ func (f *firstRoutes) handOver(ctx context.Context) {
 		r := f.routes[fn]
 		for !f.o.catalogServes(ctx, r, s.url) {
 			if sleep(ctx, observeEvery) != nil {
+				f.o.log.Debug("first routes end before Traefik serves their routes from Consul", "job", f.jobID, "reason", context.Cause(ctx))
 				return
 			}
 		}
 	}
+	f.o.log.Debug("first routes handed over to Consul's", "job", f.jobID)
 }
 
 // catalogServes reports whether Traefik serves r from its containers' tags
