@@ -274,7 +274,7 @@ func (o *Orchestrator) awaitStopped(ctx context.Context, jobID string, published
 		}
 		for _, s := range published {
 			i := slices.IndexFunc(allocs, func(a *nomad.AllocationListStub) bool { return a.ID == s.allocID })
-			if i < 0 || !isRunning(allocs[i]) {
+			if i < 0 || !isStarting(allocs[i]) {
 				return
 			}
 		}
@@ -282,13 +282,18 @@ func (o *Orchestrator) awaitStopped(ctx context.Context, jobID string, published
 	}
 }
 
-// isRunning reports whether a runs and is meant to.
-func isRunning(a *nomad.AllocationListStub) bool {
-	return a.ClientStatus == nomad.AllocClientStatusRunning && a.DesiredStatus == nomad.AllocDesiredStatusRun
+// isStarting reports whether a is meant to run and runs or is about to:
+// its ports are its own from its placement on (the scheduler allots them),
+// so whatever answers on them is its container, even before its client
+// has reported it running (up to a few hundred milliseconds later).
+func isStarting(a *nomad.AllocationListStub) bool {
+	return a.DesiredStatus == nomad.AllocDesiredStatusRun &&
+		(a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending)
 }
 
-// firstContainer waits for a running allocation of group fn of job jobID
-// whose container answers healthPath 2xx at the address Nomad gave it.
+// firstContainer waits for an allocation of group fn of job jobID, placed
+// and not stopped (see isStarting), whose container answers healthPath 2xx
+// at the address Nomad gave it.
 func (o *Orchestrator) firstContainer(ctx context.Context, jobID, fn, healthPath string) (firstServer, error) {
 	if healthPath == "" {
 		healthPath = "/"
@@ -304,7 +309,7 @@ func (o *Orchestrator) firstContainer(ctx context.Context, jobID, fn, healthPath
 			return firstServer{}, err
 		}
 		for _, a := range allocs {
-			if a.TaskGroup != fn || !isRunning(a) {
+			if a.TaskGroup != fn || !isStarting(a) {
 				continue
 			}
 			if _, ok := addrs[a.ID]; !ok {
@@ -324,6 +329,9 @@ func (o *Orchestrator) firstContainer(ctx context.Context, jobID, fn, healthPath
 		}
 		index = last
 	}
+	// (An allocation placed later, or one that stops meanwhile, is not
+	// followed: the handover ends a first route whose container stops, and
+	// a container that never answers leaves its function to Consul.)
 	for {
 		for _, id := range slices.Sorted(maps.Keys(addrs)) {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, addrs[id]+healthPath, nil)

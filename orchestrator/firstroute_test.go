@@ -173,3 +173,23 @@ func TestAllocURL(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstRouteOfAContainerNomadHasNotCalledRunning: a container that
+// answers on its allocation's port gets its first route before its client
+// reports it running.
+func TestFirstRouteOfAContainerNomadHasNotCalledRunning(t *testing.T) {
+	h, container := firstHarness(t, http.StatusOK)
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(container, "http://"))
+	p, _ := strconv.Atoi(port)
+	h.nomad.mu.Lock()
+	a := h.nomad.addAlloc("dev--shop", "web", "", nomad.AllocClientStatusPending)
+	a.AllocatedResources = &nomad.AllocatedResources{Shared: nomad.AllocatedSharedResources{
+		Ports: []nomad.PortMapping{{Label: "http", Value: p, HostIP: host}}}}
+	h.nomad.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := h.o.firstContainer(ctx, "dev--shop", "web", "/")
+	if err != nil || got.url != container || got.allocID != a.ID {
+		t.Fatalf("firstContainer = %+v, %v; want %s of %s", got, err, container, a.ID)
+	}
+}
