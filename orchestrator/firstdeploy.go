@@ -14,7 +14,8 @@ import (
 
 // A new app protects no previous version, so its deploy ends as soon as
 // the work is done: Nomad has placed every function's containers, they run
-// (and a web function's pass their checks in Consul), and every route
+// (and a web function's pass their checks in Consul, or one answered
+// caravan's own probe and has its first route: see firstroute.go), and every route
 // answers through the proxy over verified TLS. Nomad's own verdict, the
 // deployment turning successful, comes a moment later (its clients poll
 // Consul's checks every 500 ms and report in batches); it is followed in
