@@ -24,8 +24,9 @@ import (
 // of a function's way to its first answer happens, from the moment the
 // deploy is sent: Nomad's allocation running and its task's Started event
 // (Nomad's own timestamp), the process accepting TCP connections, Consul's
-// registration and first passing check, the route's service with a server
-// in Traefik's API, the first 200 over verified TLS, and the deploy's
+// registration and first passing check, the first route's service (see
+// orchestrator/firstroute.go) and the route's with a server in Traefik's
+// API, the first 200 over verified TLS, and the deploy's
 // return. Everything but the task event is polled every 10 ms, so each
 // time is late by up to that much.
 func TestBenchNewAppTimeline(t *testing.T) {
@@ -71,7 +72,7 @@ func TestBenchNewAppTimeline(t *testing.T) {
 		cancel()
 
 		fmt.Printf("\nnew-app timeline, run %d (ms after the deploy was sent; polled every 10 ms):\n", i+1)
-		steps := []string{"alloc running", "task started (Nomad event)", "process listening", "Consul registered", "Consul passing", "Traefik server", "first 200 over TLS"}
+		steps := []string{"alloc running", "task started (Nomad event)", "process listening", "Consul registered", "Consul passing", "first route in Traefik", "Traefik server", "first 200 over TLS"}
 		fmt.Printf("%-8s", "")
 		for _, s := range steps {
 			fmt.Printf(" | %s", s)
@@ -149,16 +150,18 @@ func timeline(ctx context.Context, id string, r router.Route, mark func(string, 
 				mark("process listening", now)
 			}
 		}
-		if resp, err := http.Get(admin + "/api/http/services/" + router.StableService(r)); err == nil {
-			var svc struct {
-				LoadBalancer *struct {
-					Servers []json.RawMessage `json:"servers"`
-				} `json:"loadBalancer"`
+		for step, service := range map[string]string{"Traefik server": router.StableService(r), "first route in Traefik": router.FirstService(r) + "@consul"} {
+			if resp, err := http.Get(admin + "/api/http/services/" + service); err == nil {
+				var svc struct {
+					LoadBalancer *struct {
+						Servers []json.RawMessage `json:"servers"`
+					} `json:"loadBalancer"`
+				}
+				if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&svc) == nil && svc.LoadBalancer != nil && len(svc.LoadBalancer.Servers) > 0 {
+					mark(step, now)
+				}
+				resp.Body.Close()
 			}
-			if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&svc) == nil && svc.LoadBalancer != nil && len(svc.LoadBalancer.Servers) > 0 {
-				mark("Traefik server", now)
-			}
-			resp.Body.Close()
 		}
 		if !answered {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/", nil)

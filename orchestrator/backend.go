@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"io"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -97,6 +98,24 @@ type KVOp struct {
 	Key    string
 	Value  []byte
 	Delete bool
+	// Session, when set, writes Key held by that session (see Sessions):
+	// Consul deletes it when the session ends. A write under a session
+	// that has ended fails.
+	Session string
+}
+
+// Sessions are Consul sessions whose end deletes the keys written under
+// them (KVOp.Session). Consul ends a session that is destroyed, or not
+// renewed within its TTL, whatever becomes of the caravan server that
+// created it.
+type Sessions interface {
+	// CreateSession starts a session that lapses unless renewed within
+	// ttl (Consul's minimum is 10 s; it may take up to twice that).
+	CreateSession(ctx context.Context, ttl time.Duration) (string, error)
+	// RenewSession restarts session id's TTL.
+	RenewSession(ctx context.Context, id string) error
+	// DestroySession ends session id, deleting its keys.
+	DestroySession(ctx context.Context, id string) error
 }
 
 // Proxy is what the orchestrator asks of the proxy's own API (Traefik's),

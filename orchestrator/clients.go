@@ -223,6 +223,9 @@ func (c ConsulClient) WriteKV(ctx context.Context, ops []KVOp) error {
 	var txn consul.TxnOps
 	for _, op := range ops {
 		kv := &consul.KVTxnOp{Verb: consul.KVSet, Key: op.Key, Value: op.Value}
+		if op.Session != "" {
+			kv = &consul.KVTxnOp{Verb: consul.KVLock, Key: op.Key, Value: op.Value, Session: op.Session}
+		}
 		if op.Delete {
 			kv = &consul.KVTxnOp{Verb: consul.KVDelete, Key: op.Key}
 		}
@@ -236,6 +239,31 @@ func (c ConsulClient) WriteKV(ctx context.Context, ops []KVOp) error {
 		return txnErrors(resp)
 	}
 	return nil
+}
+
+var _ Sessions = ConsulClient{}
+
+func (c ConsulClient) CreateSession(ctx context.Context, ttl time.Duration) (string, error) {
+	id, _, err := c.Client.Session().Create(&consul.SessionEntry{
+		Name:      "caravan first routes",
+		TTL:       ttl.String(),
+		Behavior:  consul.SessionBehaviorDelete,
+		LockDelay: time.Nanosecond, // its keys are never taken again
+	}, (&consul.WriteOptions{}).WithContext(ctx))
+	return id, err
+}
+
+func (c ConsulClient) RenewSession(ctx context.Context, id string) error {
+	s, _, err := c.Client.Session().Renew(id, (&consul.WriteOptions{}).WithContext(ctx))
+	if err == nil && s == nil {
+		err = fmt.Errorf("Consul session %s has ended", id)
+	}
+	return err
+}
+
+func (c ConsulClient) DestroySession(ctx context.Context, id string) error {
+	_, err := c.Client.Session().Destroy(id, (&consul.WriteOptions{}).WithContext(ctx))
+	return err
 }
 
 func (c ConsulClient) DeleteKVTree(ctx context.Context, prefix string) error {

@@ -520,6 +520,10 @@ type fakeConsul struct {
 	kv       map[string]string
 	txns     int
 	writeErr error
+	// sessions are the live sessions; held the keys each holds.
+	sessions map[string]bool
+	held     map[string]string // key → session
+	seqID    int
 }
 
 type fakeInstance struct {
@@ -531,7 +535,7 @@ type fakeInstance struct {
 var _ Consul = (*fakeConsul)(nil)
 
 func newFakeConsul() *fakeConsul {
-	return &fakeConsul{services: map[string][]fakeInstance{}, kv: map[string]string{}}
+	return &fakeConsul{services: map[string][]fakeInstance{}, kv: map[string]string{}, sessions: map[string]bool{}, held: map[string]string{}}
 }
 
 // register adds an instance of service, waking blocked queries.
@@ -574,15 +578,77 @@ func (c *fakeConsul) WriteKV(ctx context.Context, ops []KVOp) error {
 	if len(ops) > 128 {
 		return errors.New("too many operations in one transaction")
 	}
+	for _, op := range ops {
+		if op.Session != "" && !c.sessions[op.Session] {
+			return fmt.Errorf("invalid session %q", op.Session)
+		}
+	}
 	c.txns++
 	for _, op := range ops {
 		if op.Delete {
 			delete(c.kv, op.Key)
+			delete(c.held, op.Key)
 		} else {
 			c.kv[op.Key] = string(op.Value)
+			if op.Session != "" {
+				c.held[op.Key] = op.Session
+			}
 		}
 	}
 	return nil
+}
+
+var _ Sessions = (*fakeConsul)(nil)
+
+func (c *fakeConsul) CreateSession(ctx context.Context, ttl time.Duration) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seqID++
+	id := fmt.Sprintf("session-%d", c.seqID)
+	c.sessions[id] = true
+	return id, nil
+}
+
+func (c *fakeConsul) RenewSession(ctx context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.sessions[id] {
+		return fmt.Errorf("session %s has ended", id)
+	}
+	return nil
+}
+
+// DestroySession ends session id and deletes its keys, as a session of
+// behavior delete does.
+func (c *fakeConsul) DestroySession(ctx context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sessions, id)
+	for k, s := range c.held {
+		if s == id {
+			delete(c.kv, k)
+			delete(c.held, k)
+		}
+	}
+	return nil
+}
+
+// liveSessions counts the sessions not ended.
+func (c *fakeConsul) liveSessions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions)
+}
+
+// setPassing sets whether service's instances pass their checks, waking
+// blocked queries.
+func (c *fakeConsul) setPassing(service string, passing bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.services[service] {
+		c.services[service][i].passing = passing
+	}
+	c.bump()
 }
 
 func (c *fakeConsul) DeleteKVTree(ctx context.Context, prefix string) error {
@@ -912,6 +978,10 @@ type fakeProxy struct {
 	mu     sync.Mutex
 	lag    int
 	asked  int
+	// passingOnly lists only passing instances as a service's servers,
+	// as Traefik's consulCatalog provider does (by default every
+	// registered one).
+	passingOnly bool
 }
 
 var _ Proxy = (*fakeProxy)(nil)
@@ -942,7 +1012,7 @@ func (p *fakeProxy) Servers(ctx context.Context, service string) ([]string, erro
 	if p.late() {
 		return []string{"http://stale:1"}, nil
 	}
-	ins, _, err := p.consul.Instances(ctx, unqualified(service), "", false, 0)
+	ins, _, err := p.consul.Instances(ctx, unqualified(service), "", p.passingOnly, 0)
 	return serverURLs(ins), err
 }
 

@@ -14,7 +14,8 @@ import (
 
 // A new app protects no previous version, so its deploy ends as soon as
 // the work is done: Nomad has placed every function's containers, they run
-// (and a web function's pass their checks in Consul), and every route
+// (and a web function's pass their checks in Consul, or one answered
+// caravan's own probe and has its first route: see firstroute.go), and every route
 // answers through the proxy over verified TLS. Nomad's own verdict, the
 // deployment turning successful, comes a moment later (its clients poll
 // Consul's checks every 500 ms and report in batches); it is followed in
@@ -46,13 +47,32 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 
 	wctx, stop := context.WithCancelCause(ctx)
 	defer stop(errServing)
+	first := o.newFirstRoutes(rendered)
+	if first != nil {
+		go first.run(wctx)
+	}
 	deployed := make(chan error, 1) // Nomad's deployment ended (nil: successful)
 	go func() { deployed <- o.watchDeployment(wctx, id, *registered.Version, version) }()
-	placed := make(chan error, 1) // every container runs (and passes its checks)
-	go func() { placed <- o.awaitPlaced(wctx, rendered) }()
+	placed := make(chan error, 1) // every container runs (and passes its checks, or has its first route)
+	go func() { placed <- o.awaitPlaced(wctx, rendered, first) }()
 	probed := make(chan error, 1) // every route answers through the proxy
 	go func() { probed <- o.probeRoutes(wctx, probeable(rendered), version, 0) }()
 
+	err = o.awaitServing(ctx, deployed, placed, probed)
+	if err != nil {
+		// Nothing of a failed deploy serves: no first route either.
+		stop(err)
+		return errors.Join(err, first.end(ctx))
+	}
+	// The first routes serve until Traefik takes the routes from Consul.
+	go first.handOver(ctx)
+	return nil
+}
+
+// awaitServing waits until the new app is healthy (Nomad's deployment
+// succeeded or every container is placed) and answers through the proxy,
+// or one of them fails.
+func (o *Orchestrator) awaitServing(ctx context.Context, deployed, placed, probed chan error) error {
 	healthy, answers := false, false
 	for !healthy || !answers {
 		select {
@@ -93,8 +113,10 @@ func (o *Orchestrator) firstFailure(ctx context.Context, deployed <-chan error, 
 // running allocations and every web function its count of those passing
 // their checks in Consul, with Traefik (when caravan can see it) routing
 // to them alone: containers of a job purged a moment ago may still be
-// registered under the same names.
-func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered) error {
+// registered under the same names. A function whose first route (of
+// first) is written counts as placed from then on: its container answered
+// caravan's own probe of its health path.
+func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered, first *firstRoutes) error {
 	want := groupCounts(rendered.Job)
 	allocs, err := o.awaitRunning(ctx, *rendered.Job.ID, want)
 	if err != nil {
@@ -102,6 +124,7 @@ func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered)
 	}
 	errs := make(chan error, len(rendered.Routes))
 	for _, r := range rendered.Routes {
+		checked := make(chan error, 1)
 		go func() {
 			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs)
 			// (Traefik sends an autoscaled function's requests to caravan's
@@ -109,7 +132,15 @@ func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered)
 			if err == nil && o.proxy != nil && !r.Proxied {
 				err = o.awaitServers(ctx, r, serverURLs(instances))
 			}
-			errs <- err
+			checked <- err
+		}()
+		go func() {
+			select {
+			case err := <-checked:
+				errs <- err
+			case <-first.writtenFor(r.Function):
+				errs <- nil
+			}
 		}()
 	}
 	for range rendered.Routes {

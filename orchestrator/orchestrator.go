@@ -68,6 +68,10 @@ type Config struct {
 	Calls Calls
 	// CallsFunc configures each warm function's stream and consumer.
 	CallsFunc queue.FuncConfig
+	// Sessions, with Proxy, let a new app's deploy publish first routes
+	// (see firstroute.go): ConsulClient{Client: c}. nil: a new app takes
+	// traffic once Consul's first check passes.
+	Sessions Sessions
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -81,6 +85,8 @@ type Orchestrator struct {
 	dns    Resolver
 	policy *policy.Policy
 	log    hclog.Logger
+	// sessions hold first routes (nil: none).
+	sessions Sessions
 
 	bundles      bundlestore.Store
 	bundleLimits bundle.Limits
@@ -125,7 +131,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	if pol == nil {
 		pol = policy.Default()
 	}
-	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy,
+	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, sessions: cfg.Sessions,
 		dns: dns, policy: pol, log: log, bundles: cfg.Bundles, bundleLimits: cfg.BundleLimits, bundleSpool: cfg.BundleSpool}, nil
 }
 

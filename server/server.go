@@ -303,7 +303,7 @@ func New(cfg Config) (_ *Server, err error) {
 		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc, Namespaces: &orchestrator.Namespaces{Create: cfg.CreateNamespaces}}, Consul: orchestrator.ConsulClient{Client: cc},
-		Router: cfg.Router, Prober: prober, Proxy: proxy, Store: &orchestrator.ConsulStore{Client: cc},
+		Router: cfg.Router, Prober: prober, Proxy: proxy, Sessions: orchestrator.ConsulClient{Client: cc}, Store: &orchestrator.ConsulStore{Client: cc},
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
 		Bundles: store, BundleLimits: cfg.BundleLimits,
 		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts}})

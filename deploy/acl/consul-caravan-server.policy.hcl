@@ -13,9 +13,11 @@
 #   KV().List caravan/proxy/functions/ (autoscaler)       (the same prefix)
 #   Txn(), KV().DeleteTree under traefik/ (Traefik's KV   key_prefix "traefik/" write
 #     provider: canary splits, the proxies' service,      (the root is --traefik-kv-root;
-#     the wildcard certificate's router)                   change it with it)
+#     the wildcard certificate's router, a new app's      change it with it)
+#     first routes: txn lock ops under their session)
 #   LockOpts: a session per app change (caravan/apps/<job>/lock) and for the
-#     active autoscaler (caravan/autoscaler/leader):      session_prefix "" write
+#     active autoscaler (caravan/autoscaler/leader), and  session_prefix "" write
+#     one per new app's deploy holding its first routes:
 #     Session().Create on the local agent's node, Renew, Destroy; KV acquire
 #     and release, blocking KV Get
 #   Health().Service: instances of each function's service and of
