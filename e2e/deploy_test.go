@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"testing"
@@ -56,11 +57,16 @@ func TestDeployHello(t *testing.T) {
 		t.Error("job dev--hello is in the default namespace too")
 	}
 
-	// The service is registered in Consul with its health check passing.
-	entries, _, err := env.consul.Health().Service("dev--hello-web", "", true, nil)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("passing Consul instances of dev--hello-web = %d (%v), want 1", len(entries), err)
-	}
+	// The service is registered in Consul, its health check passing soon
+	// (a new app's deploy may return on caravan's own probe of the
+	// container, its first route, before Consul's first check).
+	eventually(t, 30*time.Second, "one passing Consul instance of dev--hello-web", func() error {
+		entries, _, err := env.consul.Health().Service("dev--hello-web", "", true, nil)
+		if err != nil || len(entries) != 1 {
+			return fmt.Errorf("%d passing (%v)", len(entries), err)
+		}
+		return nil
+	})
 
 	// The app is listed with its URL.
 	apps, err := env.client.Apps(ctx)
