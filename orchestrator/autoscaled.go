@@ -132,8 +132,18 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 	}
 	// A deploy of a function at zero returns at once: Traefik serves its
 	// routers by then, so its first request queues rather than 404s.
+	if err := o.awaitRouters(ctx, proxiedRouters(r.rendered.Routes, o.router.ProxyService)); err != nil {
+		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
+	}
+	return nil
+}
+
+// proxiedRouters maps the routers (named with their provider) of the
+// proxied routes among routes, and of their previews, to service, the
+// proxies' (see awaitRouters).
+func proxiedRouters(routes []router.Route, service string) map[string]string {
 	want := map[string]string{}
-	for _, rt := range r.rendered.Routes {
+	for _, rt := range routes {
 		if !rt.Proxied {
 			continue
 		}
@@ -142,14 +152,11 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 				continue
 			}
 			for name := range x.Config.HTTP.Routers {
-				want[name+"@"+kvProvider] = o.router.ProxyService
+				want[name+"@"+kvProvider] = service
 			}
 		}
 	}
-	if err := o.awaitRouters(ctx, want); err != nil {
-		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
-	}
-	return nil
+	return want
 }
 
 // unpublishProxied removes what routes' versions published.

@@ -845,8 +845,20 @@ func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *Ve
 		return nil
 	}
 	newRoutes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return r.Proxied })
-	if err != nil || len(newRoutes) == 0 {
+	if err != nil {
 		return err
+	}
+	return o.restoreLiveProxied(ctx, rec, newRoutes)
+}
+
+// restoreLiveProxied publishes the live version of rec's proxied routes
+// and records in place of newRoutes, those a version that does not go
+// live published at its deploy (see publishProxied), and waits until
+// Traefik serves them: a discarded canary hands its requests back to the
+// live containers, under the live version's routers and settings.
+func (o *Orchestrator) restoreLiveProxied(ctx context.Context, rec *AppRecord, newRoutes []router.Route) error {
+	if rec.LiveVersion == 0 || !slices.ContainsFunc(newRoutes, func(r router.Route) bool { return r.Proxied }) {
+		return nil
 	}
 	live, err := o.version(ctx, rec, rec.LiveVersion)
 	if err != nil {
@@ -856,11 +868,15 @@ func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *Ve
 	if err != nil {
 		return err
 	}
-	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, router.Routes(app, o.router))
+	liveRoutes := router.Routes(app, o.router)
+	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, liveRoutes)
 	if err != nil {
 		return err
 	}
 	if err := o.writeKV(ctx, publishOps(pairs, proxiedKeys(o.router.KVRoot, newRoutes))); err != nil {
+		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
+	}
+	if err := o.awaitRouters(ctx, proxiedRouters(liveRoutes, o.router.ProxyService)); err != nil {
 		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
 	}
 	return nil

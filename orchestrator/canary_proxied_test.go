@@ -2,7 +2,9 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +116,53 @@ func TestAbortOfAnAutoscaledCanaryKeepsTheLiveRoute(t *testing.T) {
 	}
 	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:aborted"}) {
 		t.Errorf("history = %v", got)
+	}
+}
+
+func TestDiscardedCanaryOfAnAutoscaledFunctionLeavesTheLiveRoute(t *testing.T) {
+	for _, tc := range []struct {
+		name, strategy string
+		fail           func(h *harness)
+	}{
+		// Before any split: the preview's probe fails.
+		{"preview never answers", "canary", func(h *harness) { h.prober.fail["web"] = errors.New("status 404") }},
+		// After the split sent every request to the new set.
+		{"Nomad refuses the switch", "blue-green", func(h *harness) { h.nomad.promoteErr = errors.New("no such deployment") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			h.mustDeploy(scaledBirdsSpec(tc.strategy, "v1"))
+			for i := range 2 {
+				h.consul.register(birdsService, fakeInstance{Instance: Instance{ID: fmt.Sprintf("_nomad-task-old%d", i), Address: "127.0.0.1", Port: 10000 + i}, passing: true})
+			}
+			h.canaryNomad()
+			live := h.routeKeys()
+			liveKV := h.consul.snapshot(live)
+			// The new version's route has other settings: its deploy
+			// published other routers and middlewares.
+			v2 := strings.Replace(string(scaledBirdsSpec(tc.strategy, "v2")), "web {}", "web {\n      rate_limit = 5\n    }", 1)
+			tc.fail(h)
+			var re *RolloutError
+			if _, err := h.deploy([]byte(v2)); !errors.As(err, &re) {
+				t.Fatalf("deploy: err = %v, want *RolloutError", err)
+			}
+			if got := h.splitHeader(); got != "" {
+				t.Errorf("split header after the discard = %q, want none", got)
+			}
+			for _, k := range h.consul.keys() {
+				if strings.Contains(k, "-split") {
+					t.Errorf("split key %s left after the discard", k)
+				}
+			}
+			if got := h.routeKeys(); !slices.Equal(got, live) {
+				t.Errorf("route keys after the discard:\n%v\nwant the live version's\n%v", got, live)
+			}
+			if got := h.consul.snapshot(live); !maps.Equal(got, liveKV) {
+				t.Errorf("route values after the discard:\n%v\nwant the live version's\n%v", got, liveKV)
+			}
+			if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:failed"}) {
+				t.Errorf("history = %v", got)
+			}
+		})
 	}
 }
