@@ -263,6 +263,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		log.Warn("rollout failed", "version", vrec.Version, "error", rollErr)
 		return nil, rollErr
 	}
+	// Counts carried over (see carryCounts): a function at zero had
+	// nothing to split.
+	res.Warnings = append(res.Warnings, toWire(idleSplits(app, rendered.Job, current, rendered.Routes))...)
 	res.Duration = time.Since(began)
 	log.Info("live", "version", vrec.Version, "duration", res.Duration)
 	return res, nil

@@ -166,3 +166,47 @@ func TestDiscardedCanaryOfAnAutoscaledFunctionLeavesTheLiveRoute(t *testing.T) {
 		})
 	}
 }
+
+// zeroBirdsSpec is birdsSpec autoscaled from zero.
+func zeroBirdsSpec(strategy, arg string) []byte {
+	return []byte(strings.Replace(string(birdsSpec(strategy, arg)), "min_containers = 2", "min_containers = 0\n    max_containers = 4", 1))
+}
+
+func TestSplitDeployOfAFunctionAtZeroGoesLive(t *testing.T) {
+	for _, tc := range []struct {
+		strategy string
+		warned   bool
+	}{
+		{"canary", true},
+		{"blue-green", true},
+		{"rolling", false},
+	} {
+		t.Run(tc.strategy, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			if res := h.mustDeploy(zeroBirdsSpec(tc.strategy, "v1")); len(res.Warnings) != 0 {
+				t.Errorf("first deploy warned %+v: nothing ran before it", res.Warnings)
+			}
+			live := h.routeKeys()
+			res := h.mustDeploy(zeroBirdsSpec(tc.strategy, "v2"))
+			if res.Canary != nil {
+				t.Fatalf("canary = %+v, want none at zero", res.Canary)
+			}
+			warned := slices.ContainsFunc(res.Warnings, func(d Diagnostic) bool { return strings.Contains(d.Summary, "at zero") })
+			if warned != tc.warned {
+				t.Errorf("warnings = %+v, want the at-zero warning: %v", res.Warnings, tc.warned)
+			}
+			if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
+				t.Errorf("history = %v", got)
+			}
+			if got := h.splitHeader(); got != "" {
+				t.Errorf("split header = %q, want none", got)
+			}
+			if got := h.routeKeys(); !slices.Equal(got, live) {
+				t.Errorf("route keys:\n%v\nwant\n%v", got, live)
+			}
+			if job := h.nomad.jobs["dev--birds"]; *job.TaskGroups[0].Count != 0 || *job.TaskGroups[0].Update.Canary != 0 {
+				t.Errorf("registered count %d, canaries %d; want 0 and 0", *job.TaskGroups[0].Count, *job.TaskGroups[0].Update.Canary)
+			}
+		})
+	}
+}
