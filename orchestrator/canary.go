@@ -386,7 +386,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // record; blue-green switches all traffic and promotes at once (nil state).
 // Whatever fails before Nomad promotes leaves the live version serving: the
 // split is removed and the deployment failed, so auto_revert stops the new
-// containers.
+// containers (and rollout puts the live version's proxied routes back:
+// see restoreAfter).
 func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered *jobs.Rendered, version int, dep *nomad.Deployment) (*CanaryState, error) {
 	jobID := *rendered.Job.ID
 	routes := splitRoutes(rendered, dep)
