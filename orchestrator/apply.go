@@ -246,6 +246,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 			// Unrecorded, nobody would settle it: take it back.
 			routes, _ := o.storedSplitRoutes(rec, vrec, canary)
 			err = o.discard(fctx, rec.JobID, canary.DeploymentID, canary.Keys, routes, err)
+			err = o.restoreAfter(fctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version}, err)
 			if ferr := o.finish(fctx, rec.JobID, vrec, err); ferr != nil {
 				log.Error("recording the outcome", "version", vrec.Version, "error", ferr)
 			}
@@ -262,6 +263,9 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		log.Warn("rollout failed", "version", vrec.Version, "error", rollErr)
 		return nil, rollErr
 	}
+	// Counts carried over (see carryCounts): a function at zero had
+	// nothing to split.
+	res.Warnings = append(res.Warnings, toWire(idleSplits(app, rendered.Job, current, rendered.Routes))...)
 	res.Duration = time.Since(began)
 	log.Info("live", "version", vrec.Version, "duration", res.Duration)
 	return res, nil
@@ -313,8 +317,13 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		// Canaries (or a blue-green set) are up beside the live version;
 		// on failure they are discarded and it serves on.
 		st, err := o.startCanary(ctx, r.app, r.rendered, r.version, dep)
-		if err != nil || st != nil {
-			return st, err
+		if err != nil {
+			// Discarded: the live containers serve, and their routes must
+			// be the live version's again.
+			return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
+		}
+		if st != nil {
+			return st, nil
 		}
 		// Blue-green: switched and promoted; it goes on as any version.
 	}
@@ -325,6 +334,18 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		return nil, o.revertTo(context.WithoutCancel(ctx), r.current, r.rec.LiveVersion, err)
 	}
 	return nil, o.syncFunctions(ctx, r)
+}
+
+// restoreAfter puts the live version's proxied routes back in place of
+// those r published (see restoreLiveProxied) after r's canaries were
+// discarded for cause, and returns cause (joined with what went wrong
+// restoring them).
+func (o *Orchestrator) restoreAfter(ctx context.Context, r release, cause error) error {
+	if err := o.restoreLiveProxied(ctx, r.rec, r.rendered.Routes); err != nil {
+		o.log.Warn("restoring the live version's proxied routes", "job", *r.rendered.Job.ID, "error", err)
+		return errors.Join(cause, err)
+	}
+	return cause
 }
 
 // syncFunctions brings r's scheduled and callable functions to its

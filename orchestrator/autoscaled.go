@@ -12,6 +12,7 @@ import (
 	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -132,8 +133,18 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 	}
 	// A deploy of a function at zero returns at once: Traefik serves its
 	// routers by then, so its first request queues rather than 404s.
+	if err := o.awaitRouters(ctx, proxiedRouters(r.rendered.Routes, o.router.ProxyService)); err != nil {
+		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
+	}
+	return nil
+}
+
+// proxiedRouters maps the routers (named with their provider) of the
+// proxied routes among routes, and of their previews, to service, the
+// proxies' (see awaitRouters).
+func proxiedRouters(routes []router.Route, service string) map[string]string {
 	want := map[string]string{}
-	for _, rt := range r.rendered.Routes {
+	for _, rt := range routes {
 		if !rt.Proxied {
 			continue
 		}
@@ -142,14 +153,11 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 				continue
 			}
 			for name := range x.Config.HTTP.Routers {
-				want[name+"@"+kvProvider] = o.router.ProxyService
+				want[name+"@"+kvProvider] = service
 			}
 		}
 	}
-	if err := o.awaitRouters(ctx, want); err != nil {
-		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
-	}
-	return nil
+	return want
 }
 
 // unpublishProxied removes what routes' versions published.
@@ -200,6 +208,31 @@ func carryCounts(job, current *nomad.Job, app *spec.App, routes []router.Route) 
 			tg.Count = ptr(n)
 		}
 	}
+}
+
+// idleSplits are the diagnostics of a canary or blue-green version whose
+// proxied functions run no container when it is deployed (job's counts
+// are carried over, see carryCounts; current is the job that ran before,
+// nil for none): with nothing to split, Nomad places no canary of them and
+// the version is live at once, its first request starting it, as a
+// rolling deploy at zero does.
+func idleSplits(app *spec.App, job, current *nomad.Job, routes []router.Route) hcl.Diagnostics {
+	if current == nil || stopped(current) || app.DeployStrategy() == spec.StrategyRolling {
+		return nil
+	}
+	counts := groupCounts(job)
+	var diags hcl.Diagnostics
+	for _, r := range routes {
+		fn := functionNamed(app, r.Function)
+		if !r.Proxied || fn == nil || counts[r.Function] != 0 {
+			continue
+		}
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Subject: fn.DefRange.Ptr(),
+			Summary: fmt.Sprintf("Function %q is at zero: nothing to split", fn.Name),
+			Detail: fmt.Sprintf("It runs no container, so the %s deploy has no canary of it: this version serves it at once, "+
+				"and its next request starts the new version's first container.", app.DeployStrategy())})
+	}
+	return diags
 }
 
 // groupCounts maps each task group of job to its count.

@@ -386,7 +386,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // record; blue-green switches all traffic and promotes at once (nil state).
 // Whatever fails before Nomad promotes leaves the live version serving: the
 // split is removed and the deployment failed, so auto_revert stops the new
-// containers.
+// containers (and rollout puts the live version's proxied routes back:
+// see restoreAfter).
 func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered *jobs.Rendered, version int, dep *nomad.Deployment) (*CanaryState, error) {
 	jobID := *rendered.Job.ID
 	routes := splitRoutes(rendered, dep)
@@ -845,8 +846,20 @@ func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *Ve
 		return nil
 	}
 	newRoutes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return r.Proxied })
-	if err != nil || len(newRoutes) == 0 {
+	if err != nil {
 		return err
+	}
+	return o.restoreLiveProxied(ctx, rec, newRoutes)
+}
+
+// restoreLiveProxied publishes the live version of rec's proxied routes
+// and records in place of newRoutes, those a version that does not go
+// live published at its deploy (see publishProxied), and waits until
+// Traefik serves them: a discarded canary hands its requests back to the
+// live containers, under the live version's routers and settings.
+func (o *Orchestrator) restoreLiveProxied(ctx context.Context, rec *AppRecord, newRoutes []router.Route) error {
+	if rec.LiveVersion == 0 || !slices.ContainsFunc(newRoutes, func(r router.Route) bool { return r.Proxied }) {
+		return nil
 	}
 	live, err := o.version(ctx, rec, rec.LiveVersion)
 	if err != nil {
@@ -856,11 +869,15 @@ func (o *Orchestrator) restoreProxied(ctx context.Context, rec *AppRecord, v *Ve
 	if err != nil {
 		return err
 	}
-	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, router.Routes(app, o.router))
+	liveRoutes := router.Routes(app, o.router)
+	pairs, err := proxiedKV(o.router.KVRoot, app, rec.JobID, liveRoutes)
 	if err != nil {
 		return err
 	}
 	if err := o.writeKV(ctx, publishOps(pairs, proxiedKeys(o.router.KVRoot, newRoutes))); err != nil {
+		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
+	}
+	if err := o.awaitRouters(ctx, proxiedRouters(liveRoutes, o.router.ProxyService)); err != nil {
 		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
 	}
 	return nil

@@ -2,7 +2,9 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +116,97 @@ func TestAbortOfAnAutoscaledCanaryKeepsTheLiveRoute(t *testing.T) {
 	}
 	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:aborted"}) {
 		t.Errorf("history = %v", got)
+	}
+}
+
+func TestDiscardedCanaryOfAnAutoscaledFunctionLeavesTheLiveRoute(t *testing.T) {
+	for _, tc := range []struct {
+		name, strategy string
+		fail           func(h *harness)
+	}{
+		// Before any split: the preview's probe fails.
+		{"preview never answers", "canary", func(h *harness) { h.prober.fail["web"] = errors.New("status 404") }},
+		// After the split sent every request to the new set.
+		{"Nomad refuses the switch", "blue-green", func(h *harness) { h.nomad.promoteErr = errors.New("no such deployment") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			h.mustDeploy(scaledBirdsSpec(tc.strategy, "v1"))
+			for i := range 2 {
+				h.consul.register(birdsService, fakeInstance{Instance: Instance{ID: fmt.Sprintf("_nomad-task-old%d", i), Address: "127.0.0.1", Port: 10000 + i}, passing: true})
+			}
+			h.canaryNomad()
+			live := h.routeKeys()
+			liveKV := h.consul.snapshot(live)
+			// The new version's route has other settings: its deploy
+			// published other routers and middlewares.
+			v2 := strings.Replace(string(scaledBirdsSpec(tc.strategy, "v2")), "web {}", "web {\n      rate_limit = 5\n    }", 1)
+			tc.fail(h)
+			var re *RolloutError
+			if _, err := h.deploy([]byte(v2)); !errors.As(err, &re) {
+				t.Fatalf("deploy: err = %v, want *RolloutError", err)
+			}
+			if got := h.splitHeader(); got != "" {
+				t.Errorf("split header after the discard = %q, want none", got)
+			}
+			for _, k := range h.consul.keys() {
+				if strings.Contains(k, "-split") {
+					t.Errorf("split key %s left after the discard", k)
+				}
+			}
+			if got := h.routeKeys(); !slices.Equal(got, live) {
+				t.Errorf("route keys after the discard:\n%v\nwant the live version's\n%v", got, live)
+			}
+			if got := h.consul.snapshot(live); !maps.Equal(got, liveKV) {
+				t.Errorf("route values after the discard:\n%v\nwant the live version's\n%v", got, liveKV)
+			}
+			if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:failed"}) {
+				t.Errorf("history = %v", got)
+			}
+		})
+	}
+}
+
+// zeroBirdsSpec is birdsSpec autoscaled from zero.
+func zeroBirdsSpec(strategy, arg string) []byte {
+	return []byte(strings.Replace(string(birdsSpec(strategy, arg)), "min_containers = 2", "min_containers = 0\n    max_containers = 4", 1))
+}
+
+func TestSplitDeployOfAFunctionAtZeroGoesLive(t *testing.T) {
+	for _, tc := range []struct {
+		strategy string
+		warned   bool
+	}{
+		{"canary", true},
+		{"blue-green", true},
+		{"rolling", false},
+	} {
+		t.Run(tc.strategy, func(t *testing.T) {
+			h := newHarnessFor(t, proxiedRouter)
+			if res := h.mustDeploy(zeroBirdsSpec(tc.strategy, "v1")); len(res.Warnings) != 0 {
+				t.Errorf("first deploy warned %+v: nothing ran before it", res.Warnings)
+			}
+			live := h.routeKeys()
+			res := h.mustDeploy(zeroBirdsSpec(tc.strategy, "v2"))
+			if res.Canary != nil {
+				t.Fatalf("canary = %+v, want none at zero", res.Canary)
+			}
+			warned := slices.ContainsFunc(res.Warnings, func(d Diagnostic) bool { return strings.Contains(d.Summary, "at zero") })
+			if warned != tc.warned {
+				t.Errorf("warnings = %+v, want the at-zero warning: %v", res.Warnings, tc.warned)
+			}
+			if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
+				t.Errorf("history = %v", got)
+			}
+			if got := h.splitHeader(); got != "" {
+				t.Errorf("split header = %q, want none", got)
+			}
+			if got := h.routeKeys(); !slices.Equal(got, live) {
+				t.Errorf("route keys:\n%v\nwant\n%v", got, live)
+			}
+			if job := h.nomad.jobs["dev--birds"]; *job.TaskGroups[0].Count != 0 || *job.TaskGroups[0].Update.Canary != 0 {
+				t.Errorf("registered count %d, canaries %d; want 0 and 0", *job.TaskGroups[0].Count, *job.TaskGroups[0].Update.Canary)
+			}
+		})
 	}
 }

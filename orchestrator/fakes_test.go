@@ -92,6 +92,8 @@ type fakeNomad struct {
 	onPlaced func(allocs []*nomad.Allocation)
 	// onPromote shapes a promoted deployment (nil: successful at once).
 	onPromote func(dep *nomad.Deployment)
+	// promoteErr fails every PromoteDeployment.
+	promoteErr error
 	// runCall sets a dispatched call's allocation up: its task state and
 	// output files (nil: exit 0, no output).
 	runCall func(f *fakeNomad, alloc *nomad.Allocation, payload []byte)
@@ -422,6 +424,9 @@ func (f *fakeNomad) PromoteDeployment(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("promote %s", id)
+	if f.promoteErr != nil {
+		return f.promoteErr
+	}
 	d := f.deps[id]
 	for _, g := range d.TaskGroups {
 		g.Promoted = true
@@ -671,6 +676,19 @@ func (c *fakeConsul) keys() []string {
 		out = append(out, k)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// snapshot copies the values of keys that Consul KV holds.
+func (c *fakeConsul) snapshot(keys []string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]string{}
+	for _, k := range keys {
+		if v, ok := c.kv[k]; ok {
+			out[k] = v
+		}
+	}
 	return out
 }
 
