@@ -8,9 +8,10 @@ export GOFLAGS := "-buildvcs=false"
 default:
     @just --list
 
-# Build the caravan CLI into bin/caravan.
+# Build the caravan CLI into bin/caravan, and beside it bin/caravan-agent, the small binary caravan server serves to tasks.
 build:
     go build -o bin/caravan ./cmd/caravan
+    go build -o bin/caravan-agent ./cmd/caravan-agent
 
 # Build pinned Nomad, Consul and Traefik once into ~/.cache/caravan/bin and install pebble.
 servers: build

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/e2e/e2ekit"
@@ -267,19 +268,21 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 		// Every server of the stack shares one bundle directory, as
 		// servers of a cluster share their S3 bucket.
 		BundleDir: bundleDir(),
-		// This process is the test binary: tasks get the CLI built from
-		// this tree.
-		AgentBinary: caravanBin.path,
+		// This process is the test binary: tasks get the agent binary
+		// built from this tree (beside the CLI, as `just build` and a
+		// release put it).
+		AgentBinary: caravanBin.agent,
 	}
-	// CARAVAN_E2E_AGENT_COMMAND=1: the tasks run that CLI in place (as
-	// on clients with caravan installed, --agent-command) instead of
-	// fetching it, to measure what the fetch costs a cold start.
+	// CARAVAN_E2E_AGENT_COMMAND=1: the tasks run that agent binary in
+	// place (as on clients with caravan-agent installed,
+	// --agent-command) instead of fetching it, to measure what the fetch
+	// costs a cold start.
 	if os.Getenv("CARAVAN_E2E_AGENT_COMMAND") != "" {
-		cfg.Router.AgentCommand = caravanBin.path
+		cfg.Router.AgentCommand = caravanBin.agent
 	}
 	// The first server embeds the stack's NATS; the others use it, as
 	// servers of a cluster share an external one. Workers start as the
-	// agent binary (the CLI built for the tests, fetched as an artifact),
+	// agent binary (built for the tests, fetched as an artifact),
 	// and hold an input 3s without a heartbeat (a killed worker's input is
 	// redelivered that soon).
 	cfg.NATS = server.NATSConfig{Dir: filepath.Join(s.StateDir, "nats"), AckWait: warmAckWait}
@@ -308,9 +311,10 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 }
 
 var caravanBin struct {
-	once sync.Once
-	path string
-	err  error
+	once  sync.Once
+	path  string
+	agent string // cmd/caravan-agent, beside path
+	err   error
 }
 
 // caravanBinary builds the caravan CLI once per test run.
@@ -323,7 +327,8 @@ func caravanBinary(t *testing.T) string {
 	return path
 }
 
-// buildCaravan builds the caravan CLI once per test run.
+// buildCaravan builds the caravan CLI, and the agent binary beside it,
+// once per test run.
 func buildCaravan() (string, error) {
 	caravanBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "caravan-bin-")
@@ -332,9 +337,12 @@ func buildCaravan() (string, error) {
 			return
 		}
 		caravanBin.path = filepath.Join(dir, "caravan")
-		out, err := exec.Command("go", "build", "-o", caravanBin.path, "../cmd/caravan").CombinedOutput()
-		if err != nil {
-			caravanBin.err = fmt.Errorf("building caravan: %v\n%s", err, out)
+		caravanBin.agent = filepath.Join(dir, agent.BinaryName)
+		for _, b := range []struct{ path, pkg string }{{caravanBin.path, "../cmd/caravan"}, {caravanBin.agent, "../cmd/caravan-agent"}} {
+			if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+				caravanBin.err = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+				return
+			}
 		}
 	})
 	return caravanBin.path, caravanBin.err

@@ -59,12 +59,14 @@ type Config struct {
 	// functions send their requests (see Proxied). Empty routes every
 	// function straight to its containers, autoscaled or not.
 	ProxyService string
-	// AgentCommand is the caravan binary's path on the Nomad clients, for
-	// the tasks that run caravan inside (package agent): with it they run
-	// that binary; without, they fetch caravan server's own (an artifact
-	// from BundleURL) at every start, which costs a cold start the
-	// download (about 0.2 s in the local stack for the 61.6 MB served of an
-	// 87.5 MB binary: e2e TestBenchColdStart).
+	// AgentCommand is the agent binary's path on the Nomad clients
+	// (caravan-agent, or caravan: both have `task` and `worker`), for the
+	// tasks that run caravan inside (package agent): with it they run that
+	// binary; without, they fetch caravan server's --agent-binary (an
+	// artifact from BundleURL) at every start, which costs a cold start the
+	// download (113–150 ms in the local stack for the 11.8 MB served of
+	// caravan-agent, 189–239 ms for caravan's 61.6 MB: e2e
+	// TestBenchColdStart).
 	AgentCommand string
 	// Worker is how warm callable functions' workers reach the queue. Not
 	// a routing setting (nor recorded as one: its token is a secret).

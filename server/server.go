@@ -80,6 +80,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/autoscaler"
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
@@ -147,7 +148,8 @@ type Config struct {
 	// this one).
 	NATS NATSConfig
 	// AgentBinary is the caravan binary served to tasks (package agent);
-	// empty: this process's executable.
+	// empty: agent.BinaryName beside this process's executable, else the
+	// executable itself (agent.LocateBinary).
 	AgentBinary string
 }
 
@@ -312,10 +314,17 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	agentBinary := cfg.AgentBinary
 	if agentBinary == "" {
-		if agentBinary, err = os.Executable(); err != nil {
+		exe, err := os.Executable()
+		if err != nil {
 			return nil, fmt.Errorf("agent binary: %w (set --agent-binary)", err)
 		}
+		var beside bool
+		if agentBinary, beside = agent.LocateBinary(exe); !beside {
+			log.Info("no "+agent.BinaryName+" beside this executable: tasks fetch this one, which is larger (slower cold starts); ship "+
+				agent.BinaryName+" beside caravan or set --agent-binary", "agent_binary", agentBinary)
+		}
 	}
+	log.Info("agent binary", "path", agentBinary)
 	gc := cfg.BundleGC
 	if gc == 0 {
 		gc = DefaultBundleGC

@@ -8,6 +8,7 @@ import (
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/internal/taskcmd"
 	"github.com/urfave/cli/v2"
 )
 
@@ -47,9 +48,9 @@ Start a local stack with 'caravan dev up', then 'caravan deploy app.hcl'.`,
 			keyCommand(),
 			serverCommand(),
 			proxyCommand(),
-			taskCommand(),
+			taskcmd.Task(),
 			devCommand(),
-			workerCommand(),
+			taskcmd.Worker(),
 		},
 	}}
 }

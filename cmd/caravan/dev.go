@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/jobs"
@@ -252,6 +253,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			return err
 		}
 	}
+	agentCommand, _ := agent.LocateBinary(self)
 	for i, listen := range listens {
 		name := "caravan-server"
 		if stack.Cluster != nil {
@@ -269,8 +271,10 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			"--policy", policyPath,
 			"--bundle-dir", filepath.Join(stack.StateDir, "bundles"),
 			// The stack's Nomad clients are this machine: its tasks run
-			// this binary in place instead of fetching it at every start.
-			"--agent-command", self,
+			// the agent binary beside this one (`just build`'s
+			// bin/caravan-agent), else this binary, in place instead of
+			// fetching it at every start.
+			"--agent-command", agentCommand,
 		}, append(append(nsFlags, stack.NATSFlags(i == 0)...), stack.ServerFlags()...)...), nil, cl.Health)
 		if err != nil {
 			return err

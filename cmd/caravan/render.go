@@ -24,7 +24,7 @@ func routerFlags() []cli.Flag {
 			"propagation plus Traefik's providersThrottleDuration)"},
 		&cli.StringFlag{Name: "proxy-service", Value: d.ProxyService, Usage: "Traefik `SERVICE` of caravan's proxies, where autoscaled web functions are routed " +
 			"(\"\": every function straight to its containers, at a fixed count)"},
-		&cli.StringFlag{Name: "agent-command", Usage: "`PATH` of the caravan binary on the Nomad clients, which the tasks of autoscaled web functions run " +
+		&cli.StringFlag{Name: "agent-command", Usage: "`PATH` of the caravan (or caravan-agent) binary on the Nomad clients, which the tasks of autoscaled web functions run " +
 			"(the drain supervisor); default: each task fetches caravan server's --agent-binary at its start"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},
 		&cli.StringFlag{Name: "auth-url", Usage: "`URL` Traefik's forwardAuth calls for requires_proxy_auth endpoints (default: caravan server's " +

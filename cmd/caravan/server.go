@@ -66,7 +66,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.IntFlag{Name: "nats-replicas", Value: 1, Usage: "how many servers of --nats-url's JetStream cluster keep each stream and bucket (1 to 5; 3 on a cluster of three survives losing one)"},
 			&cli.DurationFlag{Name: "call-ack-wait", Value: 30 * time.Second, Usage: "how long a worker holds an input without a heartbeat before it goes to another"},
 			&cli.IntFlag{Name: "call-max-attempts", Value: 3, Usage: "deliveries of an input before its call fails as dead-lettered"},
-			&cli.StringFlag{Name: "agent-binary", Usage: "caravan binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions); it must run on the Nomad clients' OS and architecture (default: this executable)"},
+			&cli.StringFlag{Name: "agent-binary", Usage: "binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions, warm workers): caravan-agent or caravan, which both have the task and worker commands; it must run on the Nomad clients' OS and architecture (default: caravan-agent beside this executable, else this executable)"},
 		),
 		Action: func(c *cli.Context) error {
 			if c.IsSet("nats-token") {

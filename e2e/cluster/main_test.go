@@ -198,15 +198,19 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-// buildCaravan builds the caravan CLI for the stack's proxies and servers.
+// buildCaravan builds the caravan CLI for the stack's proxies and
+// servers, and beside it the agent binary the servers serve to tasks (by
+// default: agent.LocateBinary).
 func buildCaravan() (string, error) {
 	dir, err := os.MkdirTemp("", "caravan-bin-")
 	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, "caravan")
-	if out, err := exec.Command("go", "build", "-o", path, "../../cmd/caravan").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building caravan: %v\n%s", err, out)
+	for _, b := range []struct{ path, pkg string }{{path, "../../cmd/caravan"}, {filepath.Join(dir, "caravan-agent"), "../../cmd/caravan-agent"}} {
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+		}
 	}
 	return path, nil
 }

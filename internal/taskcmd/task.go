@@ -1,4 +1,4 @@
-package main
+package taskcmd
 
 import (
 	"fmt"
@@ -14,9 +14,9 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// taskCommand is the entrypoint caravan renders for the tasks of
+// Task is the entrypoint caravan renders for the tasks of
 // autoscaled web functions (package agent): not for people.
-func taskCommand() *cli.Command {
+func Task() *cli.Command {
 	return &cli.Command{
 		Name:      "task",
 		Hidden:    true,

@@ -1,4 +1,4 @@
-package main
+package taskcmd
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// workerCommand is what a warm callable function's task runs (jobs
+// Worker is what a warm callable function's task runs (jobs
 // renders it): it serves the function's queue until Nomad stops it.
-func workerCommand() *cli.Command {
+func Worker() *cli.Command {
 	return &cli.Command{
 		Name:      "worker",
 		Hidden:    true,
