@@ -9,8 +9,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -18,21 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func main() {
-	err := newApp(os.Stdout, os.Stderr).Run(os.Args)
-	if err == nil {
-		return
-	}
-	code := 1
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		code = ec.ExitCode()
-	}
-	if msg := err.Error(); msg != "" {
-		fmt.Fprintln(os.Stderr, "Error:", msg)
-	}
-	os.Exit(code)
-}
+func main() { taskcmd.Main(newApp(os.Stdout, os.Stderr), os.Args) }
 
 // newApp builds the agent's CLI; tests run it with buffers.
 func newApp(stdout, stderr io.Writer) *cli.App {

@@ -5,27 +5,9 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
 
-	"github.com/urfave/cli/v2"
+	"github.com/caravanhq/caravan/internal/taskcmd"
 )
 
-func main() {
-	err := newApp(os.Stdout, os.Stderr).Run(os.Args)
-	if err == nil {
-		return
-	}
-	code := 1
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		code = ec.ExitCode()
-	}
-	// Commands that already printed what went wrong (diagnostics) exit
-	// with an empty message.
-	if msg := err.Error(); msg != "" {
-		fmt.Fprintln(os.Stderr, "Error:", msg)
-	}
-	os.Exit(code)
-}
+func main() { taskcmd.Main(newApp(os.Stdout, os.Stderr), os.Args) }
