@@ -95,6 +95,38 @@ type Scaler struct {
 	// again asks Run for another round soon: a deployment was settled,
 	// and Nomad takes the next scale once it has ended it.
 	again bool
+	// wakeCh wakes Run for a round at once (Wake, the proxies' queue
+	// watchers); made on first use (wakes, under wakeMu).
+	wakeMu sync.Mutex
+	wakeCh chan struct{}
+}
+
+// wakes is the channel that wakes Run.
+func (s *Scaler) wakes() chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if s.wakeCh == nil {
+		s.wakeCh = make(chan struct{}, 1)
+	}
+	return s.wakeCh
+}
+
+// fresh is a Scaler with s's configuration and wake channel, and no state
+// of its rounds (RunLeader's, for each time it becomes the leader).
+func (s *Scaler) fresh() *Scaler {
+	return &Scaler{Backend: s.Backend, Queues: s.Queues, Log: s.Log, Interval: s.Interval, Now: s.Now, wakeCh: s.wakes()}
+}
+
+// Wake asks Run for a round now rather than at the next tick: caravan
+// server calls it when it queues a warm call, so a callable at zero starts
+// its workers at once, as a proxy's queue starting does for a web
+// function. It never blocks; on a server whose autoscaler is not the
+// active one it does nothing but an early round later.
+func (s *Scaler) Wake() {
+	select {
+	case s.wakes() <- struct{}{}:
+	default:
+	}
 }
 
 // AgainAfter is how soon Run decides again after settling a deployment.
@@ -251,7 +283,7 @@ func (s *Scaler) Run(ctx context.Context) {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	wake := make(chan struct{}, 1)
+	wake := s.wakes()
 	watchers := map[string]context.CancelFunc{}
 	defer func() {
 		for _, cancel := range watchers {

@@ -259,3 +259,60 @@ func TestRunWakesOnTheFirstQueue(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// lockedQueues is fakeQueues safe for Run's goroutine.
+type lockedQueues struct {
+	mu sync.Mutex
+	fakeQueues
+	// read gets a value at each Depth (buffered; dropped when full).
+	read chan struct{}
+}
+
+func (q *lockedQueues) Functions(ctx context.Context) ([]Function, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.fakeQueues.Functions(ctx)
+}
+
+func (q *lockedQueues) Depth(ctx context.Context, fn Function) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	select {
+	case q.read <- struct{}{}:
+	default:
+	}
+	return q.fakeQueues.Depth(ctx, fn)
+}
+
+// TestWakeScalesAQueueAtOnce: a call queued for a callable at zero
+// (Wake) scales it at once, not at the next round.
+func TestWakeScalesAQueueAtOnce(t *testing.T) {
+	fn := Function{Service: "dev--calc--call--sum", Job: "dev--calc--call--sum", Group: "sum",
+		Config: autoscale.Config{MinContainers: 0, MaxContainers: 3, TargetInputs: 1, ScaledownWindow: time.Hour}}
+	f := &demandFake{
+		fake:   &fake{counts: map[string]int{fn.Job + "/" + fn.Group: 0}, proxies: map[string]*proxy.Report{"a": load(fn.Service, 0, 0)}},
+		demand: make(chan *proxy.Report),
+		scaled: make(chan int, 10),
+	}
+	q := &lockedQueues{fakeQueues: fakeQueues{fns: []Function{fn}, depth: map[string]int{}}, read: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Scaler{Backend: f, Queues: q, Interval: time.Hour} // no round but the first, unless woken
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	<-q.read // the first round read an empty queue
+	q.mu.Lock()
+	q.depth[fn.Service] = 1
+	q.mu.Unlock()
+	s.Wake()
+	select {
+	case n := <-f.scaled:
+		if n != 1 {
+			t.Errorf("scaled to %d, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a queued call did not wake the autoscaler")
+	}
+	cancel()
+	<-done
+}

@@ -223,9 +223,9 @@ func RunLeader(ctx context.Context, cc *consul.Client, s *Scaler, log hclog.Logg
 					cancel()
 				}()
 				// A fresh Scaler's windows: nothing scales down before a
-				// whole window has been watched by this leader.
-				run := *s
-				run.Run(rctx)
+				// whole window has been watched by this leader. It wakes
+				// on s's Wake.
+				s.fresh().Run(rctx)
 				cancel()
 				_ = lock.Unlock()
 				if ctx.Err() == nil {

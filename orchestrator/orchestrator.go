@@ -68,6 +68,10 @@ type Config struct {
 	Calls Calls
 	// CallsFunc configures each warm function's stream and consumer.
 	CallsFunc queue.FuncConfig
+	// CallQueued, when set, is called after each warm call is queued
+	// (autoscaler.Scaler.Wake: a callable at zero starts its workers at
+	// once rather than at the autoscaler's next round). It must not block.
+	CallQueued func()
 	// Sessions, with Proxy, let a new app's deploy publish first routes
 	// (see firstroute.go): ConsulClient{Client: c}. nil: a new app takes
 	// traffic once Consul's first check passes.
@@ -96,9 +100,11 @@ type Orchestrator struct {
 	// uploads counts the bundles stored.
 	uploads atomic.Int64
 
-	calls     Calls
-	callsFunc queue.FuncConfig
-	warm      warmCache
+	calls Calls
+	// callQueued: Config.CallQueued.
+	callQueued func()
+	callsFunc  queue.FuncConfig
+	warm       warmCache
 }
 
 // New returns an Orchestrator, or an error naming what cfg lacks.
@@ -131,7 +137,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	if pol == nil {
 		pol = policy.Default()
 	}
-	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, sessions: cfg.Sessions,
+	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, callQueued: cfg.CallQueued, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, sessions: cfg.Sessions,
 		dns: dns, policy: pol, log: log, bundles: cfg.Bundles, bundleLimits: cfg.BundleLimits, bundleSpool: cfg.BundleSpool}, nil
 }
 

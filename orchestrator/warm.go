@@ -152,6 +152,9 @@ func (o *Orchestrator) submit(ctx context.Context, f queue.Func, input []byte, w
 		}
 		return "", nil, err
 	}
+	if o.callQueued != nil {
+		o.callQueued()
+	}
 	return id, w, nil
 }
 
@@ -370,6 +373,8 @@ func (o *Orchestrator) Map(ctx context.Context, caller Caller, req MapRequest, e
 		err := o.calls.SubmitAll(ctx, f, func(i int) string { return fmt.Sprintf("%s.%d", mapID, i) }, payloads)
 		if err != nil {
 			cancel()
+		} else if o.callQueued != nil {
+			o.callQueued() // (the autoscaler's rounds saw the first ones meanwhile)
 		}
 		subErr <- err
 	}()

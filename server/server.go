@@ -304,11 +304,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.TraefikAPI != "" {
 		proxy = orchestrator.TraefikAPI{Addr: cfg.TraefikAPI}
 	}
+	clients := &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}
+	scaler := &autoscaler.Scaler{Backend: clients, Queues: workerQueues{nomad: nc, queue: q}, Log: log.Named("autoscaler")}
 	orch, err := orchestrator.New(orchestrator.Config{Nomad: orchestrator.NomadClient{Client: nc, Namespaces: &orchestrator.Namespaces{Create: cfg.CreateNamespaces}}, Consul: orchestrator.ConsulClient{Client: cc},
 		Router: cfg.Router, Prober: prober, Proxy: proxy, Sessions: orchestrator.ConsulClient{Client: cc}, Store: &orchestrator.ConsulStore{Client: cc},
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
 		Bundles: store, BundleLimits: cfg.BundleLimits,
-		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts}})
+		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts},
+		CallQueued: scaler.Wake})
 	if err != nil {
 		return nil, err
 	}
@@ -343,8 +346,7 @@ func New(cfg Config) (_ *Server, err error) {
 		worker:   worker,
 		natsW:    natsWorkers,
 	}
-	clients := &autoscaler.Clients{Consul: cc, Nomad: nc, Log: log.Named("autoscaler")}
-	s.scaler = &autoscaler.Scaler{Backend: clients, Queues: workerQueues{nomad: nc, queue: q}, Log: log.Named("autoscaler")}
+	s.scaler = scaler
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
 		BundleLimits: cfg.BundleLimits, Agents: orch, AgentBinary: agentBinary, Drainer: &ProxyDrainer{Consul: cc}, Loads: clients,
 		NATSWorkers: natsWorkers})
