@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -67,15 +68,7 @@ require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c
 	if len(pids) != 1 {
 		t.Fatalf("the process started %d times for 5 inputs, want once", len(pids))
 	}
-	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("worker: %v\n%s", err, errb.String())
-		}
-	case <-ctx.Done():
-		t.Fatal("the worker did not stop")
-	}
+	stopWorker(ctx, t, stop, done, &errb)
 	// The process is gone with its worker.
 	if err := exec.Command("kill", "-0", pids[0]).Run(); err == nil {
 		t.Errorf("the function's process %s outlived its worker", pids[0])
@@ -136,15 +129,7 @@ func TestWorkerRenews(t *testing.T) {
 			t.Fatalf("input %d at %s: %+v %v\n%s", i, time.Since(start), rec, err, errb.String())
 		}
 	}
-	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("worker: %v\n%s", err, errb.String())
-		}
-	case <-ctx.Done():
-		t.Fatal("the worker did not stop")
-	}
+	stopWorker(ctx, t, stop, done, &errb)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(minted) < 4 {
@@ -201,4 +186,19 @@ func workerQueue(t *testing.T, token, name string, timeout time.Duration) (*queu
 		t.Fatal(err)
 	}
 	return e, q, f, ctx
+}
+
+// stopWorker stops the worker (stop) and waits until it returned (done)
+// without an error, its stderr shown if not.
+func stopWorker(ctx context.Context, t *testing.T, stop func(), done <-chan error, stderr fmt.Stringer) {
+	t.Helper()
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker: %v\n%s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("the worker did not stop")
+	}
 }
