@@ -79,8 +79,9 @@ type pool struct {
 	queue     list.List   // of *waiter, oldest first
 	// next rotates where pick starts, so equal loads share requests.
 	next int
-	// acc is the running remainder of a split's weight (see turn).
-	acc int
+	// acc is the running remainder of a split's weight (see turn);
+	// facc that of a split to another function (see turnTo).
+	acc, facc int
 	// wake is set while a timer will dispatch once an ejection ends.
 	wake *time.Timer
 
@@ -210,6 +211,14 @@ func (p *pool) choose(sp split) (set, error) {
 		return other, nil
 	}
 	return chosen, nil
+}
+
+// turnTo reports whether the next request of a split at weight percent
+// to another function goes there (see turn).
+func (p *pool) turnTo(weight int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return turn(&p.facc, weight)
 }
 
 // acquire gives the request a container with room among those sp allows

@@ -377,7 +377,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.metrics.duration.WithLabelValues(name).Observe(p.cfg.Now().Sub(start).Seconds())
 	}()
 
-	got, err := pl.acquire(r.Context(), parseSplit(r.Header.Get(HeaderSplit)))
+	sp := parseSplit(r.Header.Get(HeaderSplit))
+	if sp.function != "" {
+		// A split to another function: its share goes to that
+		// function's pool (which queues it through that function's cold
+		// start), the rest to this one's live containers.
+		to, fn := pl.turnTo(sp.weight), sp.function
+		sp = split{}
+		if to {
+			name = fn
+			if pl = p.pool(name); pl == nil {
+				fail(w, http.StatusNotFound, ErrorNoFunction, "no such function")
+				return
+			}
+		}
+	}
+	got, err := pl.acquire(r.Context(), sp)
 	if got.queued {
 		p.metrics.queuedTotal.WithLabelValues(name).Inc()
 		p.metrics.queueWait.WithLabelValues(name).Observe(got.waited.Seconds())

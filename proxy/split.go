@@ -16,6 +16,11 @@ import (
 //	<weight>;<addr>,<addr>…  weight percent of requests to the containers
 //	                         at those addresses (host:port), the rest to
 //	                         the live ones that are not among them
+//	<weight>;function=<name> weight percent of requests to another
+//	                         function, <name> (a canary version deployed
+//	                         while the function was at zero runs as a
+//	                         function of its own, scaled from zero on its
+//	                         own traffic), the rest to the live containers
 //
 // The split names the new containers by address, not by CanaryTag: Nomad
 // re-tags them when it promotes them, and from then until the old ones
@@ -39,6 +44,18 @@ type split struct {
 	// weight percent of the requests.
 	next   map[string]bool
 	weight int
+	// function, when set, is the function that gets weight percent of
+	// the requests (next is then nil).
+	function string
+}
+
+// splitFunctionPrefix begins the list of a split to another function.
+const splitFunctionPrefix = "function="
+
+// SplitFunctionHeader renders HeaderSplit's value for weight percent to
+// function, another function's containers.
+func SplitFunctionHeader(weight int, function string) string {
+	return strconv.Itoa(weight) + ";" + splitFunctionPrefix + function
 }
 
 // SplitHeader renders HeaderSplit's value for weight percent to the
@@ -61,6 +78,12 @@ func parseSplit(v string) split {
 	weight, err := strconv.Atoi(w)
 	if !ok || err != nil || weight < 0 || weight > 100 {
 		return split{}
+	}
+	if fn, ok := strings.CutPrefix(strings.TrimSpace(list), splitFunctionPrefix); ok {
+		if !nameRE.MatchString(fn) {
+			return split{}
+		}
+		return split{function: fn, weight: weight}
 	}
 	next := map[string]bool{}
 	for _, a := range strings.Split(list, ",") {

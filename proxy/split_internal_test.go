@@ -23,12 +23,19 @@ func TestParseSplit(t *testing.T) {
 		{"-1;a:1", split{}},  // below 0
 		{"Canary", split{}},  // only the exact word
 		{"50;a:1,,b:2", split{weight: 50, next: map[string]bool{"a:1": true, "b:2": true}}},
+		{"10;function=fn--canary", split{weight: 10, function: "fn--canary"}},
+		{"100;function=ws--app-web--canary", split{weight: 100, function: "ws--app-web--canary"}},
+		{"10;function=", split{}},        // no function
+		{"10;function=Bad_Name", split{}}, // not a function's name
 	}
 	for _, tt := range tests {
 		got := parseSplit(tt.in)
-		if got.canary != tt.want.canary || got.weight != tt.want.weight || !maps.Equal(got.next, tt.want.next) {
+		if got.canary != tt.want.canary || got.function != tt.want.function || got.weight != tt.want.weight || !maps.Equal(got.next, tt.want.next) {
 			t.Errorf("parseSplit(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
+	}
+	if got := parseSplit(SplitFunctionHeader(25, "fn--canary")); got.weight != 25 || got.function != "fn--canary" {
+		t.Errorf("parseSplit(SplitFunctionHeader(25, fn--canary)) = %+v", got)
 	}
 	if got := parseSplit(SplitHeader(25, []string{"a:1", "b:2"})); got.weight != 25 || len(got.next) != 2 {
 		t.Errorf("parseSplit(SplitHeader(25, a:1 b:2)) = %+v", got)

@@ -130,3 +130,60 @@ func TestSplitFallsBackOnlyWhenEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A split to another function (a canary version that runs as a function
+// of its own) gives exactly its weight of the requests to that function's
+// containers, counted as that function's load; at zero they queue there
+// until its first container appears, while the rest go on to the live one.
+func TestSplitToAnotherFunction(t *testing.T) {
+	disc := newFakeDiscovery()
+	live := newBackend(t, "live", nil)
+	disc.Set("fn", &proxy.Settings{MaxInputs: 4}, live.instance())
+	disc.Set("fn--canary", &proxy.Settings{MaxInputs: 4})
+	p, srv := newProxy(t, disc)
+	eventually(t, "the live container known", func() bool {
+		_, b := getSplit(t, srv.URL, "fn", "")
+		return b == "live"
+	})
+
+	// At zero: the canary function's share waits for its cold start.
+	split := proxy.SplitFunctionHeader(50, "fn--canary")
+	done := make(chan string, 1)
+	go func() {
+		// The first request of a split at 50 % goes to the live function,
+		// the second to the canary function.
+		if _, b := getSplit(t, srv.URL, "fn", split); b != "live" {
+			done <- "first: " + b
+			return
+		}
+		status, b := getSplit(t, srv.URL, "fn", split)
+		done <- strconv.Itoa(status) + " " + b
+	}()
+	eventually(t, "a request queued for the canary function", func() bool { return load(p, "fn--canary").Queued == 1 })
+	if l := load(p, "fn"); l.Queued != 0 {
+		t.Errorf("the live function queued %d", l.Queued)
+	}
+	canary := newBackend(t, "canary", nil)
+	disc.Set("fn--canary", &proxy.Settings{MaxInputs: 4}, canary.instance())
+	if got := <-done; got != "200 canary" {
+		t.Fatalf("the queued request of the canary function: %s, want 200 canary", got)
+	}
+
+	for _, w := range []int{10, 30, 100} {
+		got := map[string]int{}
+		for range 100 {
+			status, b := getSplit(t, srv.URL, "fn", proxy.SplitFunctionHeader(w, "fn--canary"))
+			if status != 200 {
+				t.Fatalf("split at %d%%: status %d", w, status)
+			}
+			got[b]++
+		}
+		if got["canary"] != w || got["live"] != 100-w {
+			t.Errorf("split at %d%% to another function: %v, want exactly %d to it", w, got, w)
+		}
+	}
+	// The preview of such a canary names the function itself.
+	if _, b := getSplit(t, srv.URL, "fn--canary", ""); b != "canary" {
+		t.Errorf("the canary function by name: %q", b)
+	}
+}
