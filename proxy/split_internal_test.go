@@ -25,7 +25,7 @@ func TestParseSplit(t *testing.T) {
 		{"50;a:1,,b:2", split{weight: 50, next: map[string]bool{"a:1": true, "b:2": true}}},
 		{"10;function=fn--canary", split{weight: 10, function: "fn--canary"}},
 		{"100;function=ws--app-web--canary", split{weight: 100, function: "ws--app-web--canary"}},
-		{"10;function=", split{}},        // no function
+		{"10;function=", split{}},         // no function
 		{"10;function=Bad_Name", split{}}, // not a function's name
 	}
 	for _, tt := range tests {
