@@ -136,3 +136,47 @@ func TestProxiedSplit(t *testing.T) {
 		}
 	}
 }
+
+// A canary deployed while its function was at zero runs as a function of
+// its own, the preview's service: the preview's routers name it, and the
+// split sends its share there.
+func TestFunctionPreviewAndSplit(t *testing.T) {
+	r := router.Routes(proxiedCanaryApp(spec.StrategyCanary), router.DefaultConfig)[0]
+	p := r.FunctionPreview()
+	if p == nil {
+		t.Fatal("no function preview for a proxied canary route")
+	}
+	if p.Name != r.Preview.Name || p.Router != r.Preview.Router || !slices.Equal(routerNames(p), routerNames(r.Preview)) {
+		t.Errorf("the function preview renames its routers: %v, want %v", routerNames(p), routerNames(r.Preview))
+	}
+	for name, rt := range p.Config.HTTP.Routers {
+		h, _ := headersOf(p.Config, rt)
+		if h[router.HeaderFunction] != r.Preview.Name || h[router.HeaderSplit] != "" {
+			t.Errorf("function preview router %s sets %v, want %s %q and no split", name, h, router.HeaderFunction, r.Preview.Name)
+		}
+	}
+	// The route's own preview is untouched.
+	for _, rt := range r.Preview.Config.HTTP.Routers {
+		if h, _ := headersOf(r.Preview.Config, rt); h[router.HeaderFunction] != r.Name || h[router.HeaderSplit] != router.SplitCanary {
+			t.Errorf("FunctionPreview changed the route's preview: %v", h)
+		}
+	}
+	c := router.Split{Route: r, Function: p.Name, Weight: 10}.Config()
+	if got, want := c.HTTP.Middlewares[r.Name+"-split"].Headers.CustomRequestHeaders[router.HeaderSplit],
+		proxy.SplitFunctionHeader(10, p.Name); got != want {
+		t.Errorf("split to the function: %s %q, want %q", router.HeaderSplit, got, want)
+	}
+	direct := router.Routes(canaryApp(spec.StrategyCanary), router.DefaultConfig)[0]
+	if direct.FunctionPreview() != nil {
+		t.Error("a route straight to its containers has a function preview")
+	}
+}
+
+func routerNames(r *router.Route) []string {
+	var out []string
+	for name := range r.Config.HTTP.Routers {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -268,6 +269,41 @@ func Routes(app *spec.App, cfg Config) []Route {
 	return routes
 }
 
+// FunctionPreview is r's preview route for a canary version that runs as
+// a function of its own, the Consul service named as the preview (a
+// canary deployed while r's function was at zero: orchestrator): the
+// same routers, whose function middleware names that service and sets
+// no HeaderSplit, so the proxy cold-starts it as any function at zero.
+// nil when r is not proxied or has no preview.
+func (r Route) FunctionPreview() *Route {
+	if !r.Proxied || r.Preview == nil || !r.Preview.Proxied {
+		return nil
+	}
+	p := *r.Preview
+	mws := maps.Clone(p.Config.HTTP.Middlewares)
+	name := p.FunctionMiddleware()
+	if _, ok := mws[name]; !ok {
+		return nil
+	}
+	mws[name] = &dynamic.Middleware{Headers: &dynamic.Headers{
+		CustomRequestHeaders: map[string]string{HeaderFunction: p.Name, HeaderSplit: ""},
+	}}
+	hc := *p.Config.HTTP
+	hc.Middlewares = mws
+	p.Config = &dynamic.Configuration{HTTP: &hc}
+	return &p
+}
+
+// functionSuffix ends the name of a proxied route's middleware that sets
+// HeaderFunction (before versionNames adds the route's hash).
+const functionSuffix = "-function"
+
+// FunctionMiddleware is the Traefik middleware of proxied route r that
+// sets HeaderFunction and HeaderSplit.
+func (r Route) FunctionMiddleware() string {
+	return r.Name + functionSuffix + strings.TrimPrefix(r.Router, r.Name)
+}
+
 // PreviewSuffix ends the base name of a function's canary preview
 // hostname. Names cannot hold "--", so no function's own hostname ends so.
 const PreviewSuffix = "--canary"
@@ -390,7 +426,7 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		if name != ServiceName(app, fn) {
 			split = SplitCanary
 		}
-		mw := name + "-function"
+		mw := name + functionSuffix
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Headers: &dynamic.Headers{
 			CustomRequestHeaders: map[string]string{HeaderFunction: ServiceName(app, fn), HeaderSplit: split},
 		}}

@@ -44,6 +44,12 @@ type Split struct {
 	// Weight is the percentage of requests the new containers receive;
 	// 100 sends them all (blue-green's switch).
 	Weight int
+	// Function, for a proxied route, sends Weight percent of requests to
+	// another function (its Consul service) instead of to Servers: a
+	// canary version deployed while the function was at zero runs as a
+	// function of its own (see Route.FunctionPreview), scaled from zero
+	// by its own traffic.
+	Function string
 }
 
 // SplitPriority is how far a split's routers rank above the route's own
@@ -153,6 +159,10 @@ func (s Split) proxiedConfig(routers []*dynamic.Router, routerMap map[string]*dy
 		addrs = append(addrs, strings.TrimPrefix(u, "http://"))
 	}
 	slices.Sort(addrs)
+	value := strconv.Itoa(s.Weight) + ";" + strings.Join(addrs, ",")
+	if s.Function != "" {
+		value = strconv.Itoa(s.Weight) + ";" + splitFunctionPrefix + s.Function
+	}
 	mw := splitName(r)
 	for _, rt := range routers {
 		rt.Middlewares = append(rt.Middlewares, mw)
@@ -161,10 +171,14 @@ func (s Split) proxiedConfig(routers []*dynamic.Router, routerMap map[string]*dy
 		Routers:  routerMap,
 		Services: map[string]*dynamic.Service{},
 		Middlewares: map[string]*dynamic.Middleware{mw: {Headers: &dynamic.Headers{
-			CustomRequestHeaders: map[string]string{HeaderSplit: strconv.Itoa(s.Weight) + ";" + strings.Join(addrs, ",")},
+			CustomRequestHeaders: map[string]string{HeaderSplit: value},
 		}}},
 	}}
 }
+
+// splitFunctionPrefix begins HeaderSplit's list for a split to another
+// function (proxy.SplitFunctionHeader).
+const splitFunctionPrefix = "function="
 
 // SplitPrefixes are the KV key prefixes under rootKey that hold the
 // split of route r (and nothing else): removing them removes it.
