@@ -179,16 +179,7 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		if err != nil {
 			return nil, err
 		}
-		if fn.Web != nil {
-			// Traefik stops routing to a container before it stops. A
-			// supervised container drains at the proxies on the kill
-			// signal instead, without waiting for deregistration to be
-			// seen: no delay.
-			tg.ShutdownDelay = ptr(cfg.Drain())
-			if supervised(app, fn, cfg) {
-				tg.ShutdownDelay = ptr(time.Duration(0))
-			}
-		}
+		shutdownDelay(app, fn, tg, cfg)
 		job.TaskGroups = append(job.TaskGroups, tg)
 	}
 
@@ -210,6 +201,90 @@ func Render(app *spec.App, cfg router.Config) (*Rendered, error) {
 		oj.Meta[MetaSpecHash] = hash
 	}
 	return &Rendered{Job: job, Periodic: periodic, Callable: callable, Routes: routes, SpecHash: hash}, nil
+}
+
+// shutdownDelay sets the shutdown_delay of web function fn's group tg.
+func shutdownDelay(app *spec.App, fn *spec.Function, tg *api.TaskGroup, cfg router.Config) {
+	if fn.Web == nil {
+		return
+	}
+	// Traefik stops routing to a container before it stops. A
+	// supervised container drains at the proxies on the kill signal
+	// instead, without waiting for deregistration to be seen: no delay.
+	tg.ShutdownDelay = ptr(cfg.Drain())
+	if supervised(app, fn, cfg) {
+		tg.ShutdownDelay = ptr(time.Duration(0))
+	}
+}
+
+// CanarySuffix ends the ID of the job a canary version's autoscaled
+// functions run in when the version was deployed while they were at zero
+// (see RenderCanary). App names cannot hold "--", so no app's own job,
+// nor a periodic or callable one, ends so.
+const CanarySuffix = "--canary"
+
+// CanaryJobID is the ID of app job appJobID's canary job.
+func CanaryJobID(appJobID string) string { return appJobID + CanarySuffix }
+
+// MetaCanary marks a canary job (RenderCanary).
+const MetaCanary = "caravan.canary"
+
+// RenderCanary renders the named functions of app, a canary version of
+// autoscaled web functions (router.Proxied) deployed while they run no
+// container, as a job of their own (CanaryJobID) beside the app's: each
+// function is its own Consul service, named as its preview hostname
+// (router.PreviewName), so caravan's proxies and autoscaler treat it as
+// one more function at zero, scaled from zero by the requests its preview
+// hostname and the traffic split send it, while the app's job keeps the
+// live version. Its groups roll out as rolling ones (they start at zero,
+// and nothing waits for a promotion of them: promoting the version
+// registers the app's job). It fails for a function that is not an
+// autoscaled web function of app.
+func RenderCanary(app *spec.App, cfg router.Config, functions []string) (*api.Job, error) {
+	d := spec.Deploy{}
+	if app.Deploy != nil {
+		d = *app.Deploy
+	}
+	d.Strategy = spec.StrategyRolling
+	rolling := *app
+	rolling.Deploy = &d
+	id := CanaryJobID(AppJobID(app))
+	job := &api.Job{
+		ID:          ptr(id),
+		Name:        ptr(id),
+		Namespace:   ptr(Namespace(app.Workspace)),
+		Type:        ptr(api.JobTypeService),
+		Datacenters: []string{"*"},
+		Meta:        map[string]string{MetaWorkspace: app.Workspace, MetaApp: app.Name, MetaCanary: "true"},
+	}
+	if app.Environment != "" {
+		job.Meta[MetaEnvironment] = app.Environment
+	}
+	byFunction := map[string]router.Route{}
+	for _, r := range router.Routes(&rolling, cfg) {
+		byFunction[r.Function] = r
+	}
+	for _, name := range functions {
+		var fn *spec.Function
+		for _, f := range app.Functions {
+			if f.Name == name {
+				fn = f
+			}
+		}
+		r, ok := byFunction[name]
+		if fn == nil || !ok || !r.Proxied {
+			return nil, fmt.Errorf("function %q is not an autoscaled web function of app %s", name, app.Name)
+		}
+		r.Name = router.PreviewName(app, fn)
+		byFunction[name] = r
+		tg, err := group(&rolling, fn, byFunction, id, cfg)
+		if err != nil {
+			return nil, err
+		}
+		shutdownDelay(&rolling, fn, tg, cfg)
+		job.TaskGroups = append(job.TaskGroups, tg)
+	}
+	return job, nil
 }
 
 // FunctionHashes maps each function of r to what identifies its rendering:

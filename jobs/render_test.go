@@ -436,3 +436,34 @@ func equalStrings(v any, want []string) bool {
 	got, ok := v.([]string)
 	return ok && slices.Equal(got, want)
 }
+
+// A canary version of autoscaled functions at zero renders as a job of
+// its own whose services are the functions' previews.
+func TestRenderCanaryGolden(t *testing.T) {
+	app := load(t, "../examples/autoscale.hcl")
+	app.Deploy = &spec.Deploy{Strategy: spec.StrategyCanary}
+	job, err := jobs.RenderCanary(app, testConfig, []string{"web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jobs.JSON(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "autoscale.canary.job.json"), b)
+	if *job.ID != "dev--autoscale--canary" || job.TaskGroups[0].Services[0].Name != "dev--autoscale-web--canary" {
+		t.Errorf("job %s, service %s", *job.ID, job.TaskGroups[0].Services[0].Name)
+	}
+	if u := job.TaskGroups[0].Update; *u.Canary != 0 || *job.TaskGroups[0].Count != 0 {
+		t.Errorf("canary job group: count %d, update canaries %d; want 0 and 0", *job.TaskGroups[0].Count, *u.Canary)
+	}
+	// The agent and drain URLs are the canary job's, which it is signed for.
+	for _, a := range job.TaskGroups[0].Tasks[0].Artifacts {
+		if !strings.Contains(*a.GetterSource, "job=dev--autoscale--canary") {
+			t.Errorf("artifact %s is not the canary job's", *a.GetterSource)
+		}
+	}
+	if _, err := jobs.RenderCanary(load(t, "../examples/hello.hcl"), testConfig, []string{"web"}); err == nil {
+		t.Error("RenderCanary of a function that is not autoscaled did not fail")
+	}
+}
