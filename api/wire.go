@@ -148,8 +148,13 @@ type CanaryState struct {
 	Version int `json:"version"`
 	// DeploymentID is the Nomad deployment of the canaries.
 	DeploymentID string `json:"deployment_id"`
-	Traffic      int    `json:"traffic"`
-	Canaries     int    `json:"canaries"`
+	// CanaryJob, instead, is the Nomad job the canary version's
+	// autoscaled functions run in, each scaled from zero on its own
+	// traffic: a canary deployed while they ran no container (Nomad
+	// places no canary where nothing runs to replace).
+	CanaryJob string `json:"canary_job,omitempty"`
+	Traffic   int    `json:"traffic"`
+	Canaries  int    `json:"canaries"`
 	// Functions are the web functions whose traffic is split.
 	Functions []string  `json:"functions,omitempty"`
 	Since     time.Time `json:"since"`

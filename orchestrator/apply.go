@@ -245,7 +245,7 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 		if err := o.recordCanary(fctx, rec.JobID, vrec, canary); err != nil {
 			// Unrecorded, nobody would settle it: take it back.
 			routes, _ := o.storedSplitRoutes(rec, vrec, canary)
-			err = o.discard(fctx, rec.JobID, canary.DeploymentID, canary.Keys, routes, err)
+			err = o.discardCanary(fctx, rec.JobID, canary, routes, err)
 			err = o.restoreAfter(fctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version}, err)
 			if ferr := o.finish(fctx, rec.JobID, vrec, err); ferr != nil {
 				log.Error("recording the outcome", "version", vrec.Version, "error", ferr)
@@ -292,8 +292,24 @@ type release struct {
 func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, error) {
 	job, need := r.rendered.Job, needs(r.app)
 	carryCounts(job, r.current, r.app, r.rendered.Routes)
+	zero := zeroCanaryFunctions(r.app, job, r.current, r.rendered.Routes)
+	if zero != nil {
+		// A canary of functions at zero: their previews name the canary
+		// functions, which run as a job of their own; the app's job
+		// keeps the live version.
+		rendered := *r.rendered
+		rendered.Routes = withFunctionPreviews(r.rendered.Routes, zero)
+		r.rendered = &rendered
+	}
 	if err := o.publishProxied(ctx, r); err != nil {
 		return nil, err
+	}
+	if zero != nil {
+		st, err := o.startZeroCanary(ctx, r, zero)
+		if err != nil {
+			return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
+		}
+		return st, nil
 	}
 	if err := o.placeable(ctx, job, r.version, need); err != nil {
 		return nil, err
@@ -757,6 +773,12 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 	if st := rec.Canary; st != nil {
 		if err := o.removeSplits(ctx, st.Keys); err != nil {
 			return nil, err
+		}
+		if v, err := o.version(ctx, rec, st.Version); err == nil && st.CanaryJob != "" {
+			routes, _ := o.storedSplitRoutes(rec, v, st)
+			if err := o.stopCanaryJob(ctx, st.CanaryJob, routes); err != nil {
+				return nil, err
+			}
 		}
 		if v, err := o.version(ctx, rec, st.Version); err == nil && transition(v, StatusAborted) == nil {
 			v.FinishedAt = time.Now().UTC()

@@ -157,16 +157,24 @@ func (o *Orchestrator) render(ctx context.Context, app *spec.App) (*jobs.Rendere
 		return r, err
 	}
 	all := append([]*nomad.Job{r.Job}, append(slices.Clone(r.Periodic), r.Callable...)...)
-	if bundlesOf(app) == nil && !usesAgent(all) {
-		return r, nil
+	if err := o.sign(ctx, app, all...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// sign signs the bundle and agent URLs of js, app's jobs, for their jobs.
+func (o *Orchestrator) sign(ctx context.Context, app *spec.App, js ...*nomad.Job) error {
+	if bundlesOf(app) == nil && !usesAgent(js) {
+		return nil
 	}
 	key, err := o.bundleKey(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	signArtifacts(key, all...)
-	agent.Sign(key, all...)
-	return r, nil
+	signArtifacts(key, js...)
+	agent.Sign(key, js...)
+	return nil
 }
 
 // bundleKey is the cluster's bundle key, read (or made) once.

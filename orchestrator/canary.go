@@ -128,23 +128,28 @@ func serverURLs(instances []Instance) []string {
 }
 
 // publishSplits sends weight percent of each route's requests to its
-// canaries and returns the keys written (see putKV), once Traefik serves
-// them (see awaitRouters).
-func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int) ([]string, error) {
+// canaries, or for a route named in to, to the canary function it maps
+// it to (a canary at zero: see zeroCanaryFunctions), and returns the keys
+// written (see putKV), once Traefik serves them (see awaitRouters).
+func (o *Orchestrator) publishSplits(ctx context.Context, routes []router.Route, weight int, to map[string]string) ([]string, error) {
 	var keys []string
 	want := map[string]string{}
 	// A proxied split (router.Split) keeps its routers and their service
 	// from one weight to the next: what changes is its header.
 	headers := map[string]string{}
 	for _, r := range routes {
-		servers, err := o.canaryServers(ctx, r)
-		if err != nil {
-			return keys, err
+		s := router.Split{Route: r, Weight: weight, Function: to[r.Name]}
+		if s.Function == "" {
+			servers, err := o.canaryServers(ctx, r)
+			if err != nil {
+				return keys, err
+			}
+			if len(servers) == 0 {
+				return keys, &RolloutError{Function: r.Function, Cause: "no canary container passes its health check in Consul"}
+			}
+			s.Servers = servers
 		}
-		if len(servers) == 0 {
-			return keys, &RolloutError{Function: r.Function, Cause: "no canary container passes its health check in Consul"}
-		}
-		cfg := router.Split{Route: r, Servers: servers, Weight: weight}.Config()
+		cfg := s.Config()
 		for name, rt := range cfg.HTTP.Routers {
 			want[name+"@"+kvProvider] = rt.Service
 		}
@@ -403,7 +408,7 @@ func (o *Orchestrator) startCanary(ctx context.Context, app *spec.App, rendered 
 	err := o.probeRoutes(ctx, previews, version, 0)
 	var keys []string
 	if err == nil {
-		keys, err = o.publishSplits(ctx, routes, weight)
+		keys, err = o.publishSplits(ctx, routes, weight, nil)
 	}
 	if err != nil {
 		return nil, o.discard(context.WithoutCancel(ctx), jobID, dep.ID, keys, routes, err)
@@ -628,7 +633,19 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 	rctx, cancel := context.WithTimeout(held, 5*time.Minute)
 	defer cancel()
 	routes, rollErr := o.storedSplitRoutes(rec, v, st)
-	if rollErr == nil {
+	if rollErr == nil && st.CanaryJob != "" {
+		// A canary at zero: its functions run as a job of their own.
+		if vd.promote {
+			log.Info("promoting canary at zero", "caller", caller.Name, "canary_job", st.CanaryJob)
+			rollErr = o.promoteZero(rctx, rec, v, st, routes)
+		} else {
+			log.Info("aborting canary at zero", "caller", caller.Name, "why", vd.what, "canary_job", st.CanaryJob)
+			rollErr = o.discardZero(rctx, rec.JobID, st, routes, nil)
+			if err := o.restoreProxied(rctx, rec, v); err != nil {
+				rollErr = errors.Join(rollErr, err)
+			}
+		}
+	} else if rollErr == nil {
 		switch howToSettle(vd.promote, o.promoted(rctx, st.DeploymentID)) {
 		case finishPromotion:
 			log.Info("finishing a promotion", "caller", caller.Name)
@@ -663,7 +680,7 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 // the old containers (the canaries stay up through the promotion), then
 // promotes.
 func (o *Orchestrator) promoteCanary(ctx context.Context, jobID string, st *CanaryState, routes []router.Route) error {
-	keys, err := o.publishSplits(ctx, routes, 100)
+	keys, err := o.publishSplits(ctx, routes, 100, nil)
 	st.Keys = union(st.Keys, keys)
 	if err != nil {
 		return o.discard(ctx, jobID, st.DeploymentID, st.Keys, routes, err)
@@ -782,7 +799,7 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 // watchCanary checks rec's canary once and acts on it.
 func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map[string]int) {
 	st := rec.Canary
-	promoted := o.promoted(ctx, st.DeploymentID)
+	promoted := st.CanaryJob == "" && o.promoted(ctx, st.DeploymentID)
 	healthy := promoted || o.canariesHealthy(ctx, rec)
 	action, n := canaryWatch(st, time.Now(), promoted, healthy, sick[st.DeploymentID])
 	if sick[st.DeploymentID] = n; n == 0 {
@@ -814,6 +831,9 @@ func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map
 // still has a canary passing its checks, and Nomad has not failed it.
 func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool {
 	st := rec.Canary
+	if st.CanaryJob != "" {
+		return o.canaryJobHealthy(ctx, st)
+	}
 	dep, _, err := o.nomad.Deployment(ctx, st.DeploymentID, 0)
 	if err != nil {
 		return true // cannot tell: try again

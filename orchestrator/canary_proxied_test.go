@@ -177,7 +177,7 @@ func TestSplitDeployOfAFunctionAtZeroGoesLive(t *testing.T) {
 		strategy string
 		warned   bool
 	}{
-		{"canary", true},
+		// A canary at zero is a canary (TestCanaryAtZeroRunsAsAJobOfItsOwn).
 		{"blue-green", true},
 		{"rolling", false},
 	} {
