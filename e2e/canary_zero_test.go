@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/proxy"
 )
 
@@ -43,16 +44,34 @@ func atZero(t *testing.T, job string) {
 	})
 }
 
-// A blue-green or canary deploy of an autoscaled function at zero has
-// nothing to split (Nomad places no canary where nothing runs to
-// replace): the version goes live at once, starts no container, and its
-// first request cold-starts it; the live URL never answers 404 or 502, the
-// preview hostname answers 404 (no canary), and there is no canary to
-// promote or abort. With a container running, the same function's canary
-// is a canary again.
+// canaryJobStopped waits until canary job id runs nothing.
+func canaryJobStopped(t *testing.T, id string) {
+	t.Helper()
+	eventually(t, time.Minute, id+" stopped", func() error {
+		j, _, err := env.nomad.Jobs().Info(id, nsq(id))
+		if err != nil {
+			return err
+		}
+		if j.Stop == nil || !*j.Stop {
+			return fmt.Errorf("not stopped")
+		}
+		return nil
+	})
+}
+
+// A blue-green deploy of an autoscaled function at zero has nothing to
+// switch: it goes live at once, starts no container, and its first
+// request cold-starts it. A canary deploy at zero is a canary: its
+// version runs as a job of its own (e2e--wren--canary) at zero, the live
+// version stays live, the preview hostname answers by cold-starting the
+// canary, the live hostname's split sends its share there, and promote
+// and abort settle it. With a container running, the same function's
+// canary is one of Nomad's.
 func TestCanaryAtZero(t *testing.T) {
 	const app, job, service = "wren", "e2e--wren", "e2e--wren-web"
+	const canaryJob, canaryService = job + "--canary", service + "--canary"
 	purgeWithSettings(t, job, service)
+	purgeWithSettings(t, canaryJob, canaryService)
 	bg, canary := `strategy = "blue-green"`, "strategy = \"canary\"\n    traffic  = 50"
 
 	v1 := deploy(t, "wren.hcl", zeroRolloutSpec(app, "v1", bg, "1s"), api.DeployBody{})
@@ -75,45 +94,76 @@ func TestCanaryAtZero(t *testing.T) {
 	coldAnswers(t, url, "v2")
 	atZero(t, job)
 
-	// Canary at zero: the same, and nothing to settle.
-	v3 := deploy(t, "wren.hcl", zeroRolloutSpec(app, "v3", canary, "30s"), api.DeployBody{})
-	if v3.Canary != nil {
-		t.Fatalf("a canary deploy at zero left a canary: %+v", v3.Canary)
-	}
-	if !slices.ContainsFunc(v3.Warnings, func(d api.Diagnostic) bool { return strings.Contains(d.Summary, "at zero") }) {
-		t.Errorf("a canary deploy at zero did not say it went live at once: warnings %+v", v3.Warnings)
-	}
-	if h := history(t, app); h.App.LiveVersion != v3.Version {
-		t.Fatalf("live version %d after a canary deploy at zero, want %d", h.App.LiveVersion, v3.Version)
-	}
-	coldAnswers(t, url, "v3")
-	status, body, err := getWithin(t, preview, 30*time.Second)
-	if err != nil || status != http.StatusNotFound || !strings.Contains(body, proxy.ErrorNoFunction) {
-		t.Errorf("preview without a canary: %d %q %v, want 404 %s", status, body, err, proxy.ErrorNoFunction)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"}); api.ErrorCodeOf(err) != api.CodeNotFound {
-		t.Errorf("promote with no canary: %v, want %s", err, api.CodeNotFound)
-	}
-	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); api.ErrorCodeOf(err) != api.CodeNotFound {
-		t.Errorf("abort with no canary: %v, want %s", err, api.CodeNotFound)
+	// startCanary deploys body as a canary at zero and checks it: v2
+	// stays live, nothing starts, and the preview cold-starts the canary.
+	startCanary := func(body, window string) *orchestrator.DeployResult {
+		t.Helper()
+		res := deploy(t, "wren.hcl", zeroRolloutSpec(app, body, canary, window), api.DeployBody{})
+		if res.Canary == nil || res.Canary.CanaryJob != canaryJob || res.Canary.Traffic != 50 {
+			t.Fatalf("a canary deploy at zero: canary %+v, want one in job %s at 50%%", res.Canary, canaryJob)
+		}
+		if slices.ContainsFunc(res.Warnings, func(d api.Diagnostic) bool { return strings.Contains(d.Summary, "at zero") }) {
+			t.Errorf("a canary deploy at zero said it went live at once: %+v", res.Warnings)
+		}
+		if h := history(t, app); h.App.LiveVersion != v2.Version {
+			t.Fatalf("live version %d under a canary at zero, want %d", h.App.LiveVersion, v2.Version)
+		}
+		if d, r := groupCount(t, job); d != 0 || r != 0 {
+			t.Fatalf("a canary deploy at zero started the live function: %d desired, %d running", d, r)
+		}
+		if d, r := groupCount(t, canaryJob); d != 0 || r != 0 {
+			t.Fatalf("a canary deploy at zero started the canary: %d desired, %d running", d, r)
+		}
+		coldAnswers(t, preview, body)
+		// The split: half to the canary, half to v2, each scaled from
+		// zero on its own share.
+		if counts := tally(t, url, 20); counts[body] != 10 || counts["v2"] != 10 {
+			t.Errorf("the live URL under a 50%% split at zero answered %v, want 10 each", counts)
+		}
+		return res
 	}
 
-	// One container up (the 30 s window holds it): a canary again, whose
-	// preview and split answer, and whose abort leaves v3 alone.
-	v4 := deploy(t, "wren.hcl", zeroRolloutSpec(app, "v4", canary, "30s"), api.DeployBody{})
-	if v4.Canary == nil || v4.Canary.Canaries != 1 {
-		t.Fatalf("version %d with a container running is not a canary of one: %+v", v4.Version, v4.Canary)
+	// Canary at zero, aborted: v2 alone answers, the canary job stops.
+	startCanary("v3", "1s")
+	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("abort: %v", err)
 	}
-	if counts := tally(t, preview, 10); counts["v4"] != 10 {
-		t.Errorf("preview answered %v, want v4 alone", counts)
+	onlyBody(t, url, "v2")
+	canaryJobStopped(t, canaryJob)
+	status, body, err := getWithin(t, preview, 30*time.Second)
+	if err != nil || status != http.StatusNotFound || !strings.Contains(body, proxy.ErrorNoFunction) {
+		t.Errorf("preview after the abort: %d %q %v, want 404 %s", status, body, err, proxy.ErrorNoFunction)
 	}
-	if counts := tally(t, url, 40); counts["v3"] == 0 || counts["v4"] == 0 {
+	atZero(t, job)
+
+	// Canary at zero, promoted: v4 live (the 30 s window then holds its
+	// container for the last part).
+	v4 := startCanary("v4", "30s")
+	if _, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	onlyBody(t, url, "v4")
+	canaryJobStopped(t, canaryJob)
+	if h := history(t, app); h.App.LiveVersion != v4.Version || h.App.Canary != nil {
+		t.Fatalf("after the promotion: live version %d, canary %+v; want %d and none", h.App.LiveVersion, h.App.Canary, v4.Version)
+	}
+
+	// One container up: a canary of Nomad's, whose preview and split
+	// answer, and whose abort leaves v4 alone.
+	v5 := deploy(t, "wren.hcl", zeroRolloutSpec(app, "v5", canary, "30s"), api.DeployBody{})
+	if v5.Canary == nil || v5.Canary.Canaries != 1 || v5.Canary.CanaryJob != "" {
+		t.Fatalf("version %d with a container running is not a canary of one: %+v", v5.Version, v5.Canary)
+	}
+	if counts := tally(t, preview, 10); counts["v5"] != 10 {
+		t.Errorf("preview answered %v, want v5 alone", counts)
+	}
+	if counts := tally(t, url, 40); counts["v4"] == 0 || counts["v5"] == 0 {
 		t.Errorf("the live URL under a 50%% split answered %v, want both", counts)
 	}
 	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
 		t.Fatalf("abort: %v", err)
 	}
-	onlyBody(t, url, "v3")
+	onlyBody(t, url, "v4")
 }
