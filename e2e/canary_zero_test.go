@@ -132,10 +132,13 @@ func TestCanaryAtZero(t *testing.T) {
 	}
 	onlyBody(t, url, "v2")
 	canaryJobStopped(t, canaryJob)
-	status, body, err := getWithin(t, preview, 30*time.Second)
-	if err != nil || status != http.StatusNotFound || !strings.Contains(body, proxy.ErrorNoFunction) {
-		t.Errorf("preview after the abort: %d %q %v, want 404 %s", status, body, err, proxy.ErrorNoFunction)
-	}
+	eventually(t, 30*time.Second, "the preview without a canary", func() error {
+		status, body, err := getWithin(t, preview, 10*time.Second)
+		if err != nil || status != http.StatusNotFound || !strings.Contains(body, proxy.ErrorNoFunction) {
+			return fmt.Errorf("%d %q %v, want 404 %s", status, body, err, proxy.ErrorNoFunction)
+		}
+		return nil
+	})
 	atZero(t, job)
 
 	// Canary at zero, promoted: v4 live (the 30 s window then holds its
