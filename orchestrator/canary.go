@@ -801,9 +801,15 @@ func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map
 	st := rec.Canary
 	promoted := st.CanaryJob == "" && o.promoted(ctx, st.DeploymentID)
 	healthy := promoted || o.canariesHealthy(ctx, rec)
-	action, n := canaryWatch(st, time.Now(), promoted, healthy, sick[st.DeploymentID])
-	if sick[st.DeploymentID] = n; n == 0 {
-		delete(sick, st.DeploymentID)
+	// A canary at zero has no deployment: its canary job and version
+	// name it.
+	key := st.DeploymentID
+	if st.CanaryJob != "" {
+		key = fmt.Sprintf("%s@%d", st.CanaryJob, st.Version)
+	}
+	action, n := canaryWatch(st, time.Now(), promoted, healthy, sick[key])
+	if sick[key] = n; n == 0 {
+		delete(sick, key)
 	}
 	ref := AppRef{Workspace: rec.Workspace, Environment: rec.Environment, App: rec.App, Serve: rec.Serve}
 	var err error
