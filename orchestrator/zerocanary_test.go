@@ -234,3 +234,29 @@ func TestCanaryAtZeroRunsAsAJobOfItsOwn(t *testing.T) {
 		})
 	}
 }
+
+// A canary at zero whose canary job Nomad no longer runs is aborted on
+// the second check that finds it so; one whose job runs is left alone.
+func TestWatchAbortsACanaryAtZeroWhoseJobStopped(t *testing.T) {
+	h := newHarnessFor(t, proxiedRouter)
+	h.mustDeploy(zeroBirdsSpec("canary", "v1"))
+	h.mustDeploy(zeroBirdsSpec("canary", "v2"))
+	sick := map[string]int{}
+	ctx := context.Background()
+	h.o.watchCanary(ctx, h.record("dev--birds"), sick)
+	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:canary"}) {
+		t.Fatalf("a running canary job: history = %v", got)
+	}
+	h.nomad.mu.Lock()
+	h.nomad.jobs[birdsCanaryJob].Stop = ptr(true)
+	h.nomad.mu.Unlock()
+	for range sickChecks {
+		h.o.watchCanary(ctx, h.record("dev--birds"), sick)
+	}
+	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:aborted"}) {
+		t.Errorf("a stopped canary job: history = %v, want the canary aborted", got)
+	}
+	if got := h.splitHeader(); got != "" {
+		t.Errorf("split header after the automatic abort = %q", got)
+	}
+}
