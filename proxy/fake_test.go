@@ -63,6 +63,15 @@ func (f *fakeDiscovery) Publish(name string, snap proxy.Snapshot) {
 	ff.changed = make(chan struct{})
 }
 
+// SetQuietly changes the function's snapshot without waking a Watch or
+// moving its index, as Consul's settings record changes under a blocking
+// query on the function's instances.
+func (f *fakeDiscovery) SetQuietly(name string, settings *proxy.Settings) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fn(name).snap = proxy.Snapshot{Known: true, Settings: settings}
+}
+
 // Forget makes the function unknown, as if it had been removed.
 func (f *fakeDiscovery) Forget(name string) {
 	f.mu.Lock()

@@ -72,6 +72,8 @@ type pool struct {
 	// exists. Requests queue until the first, and are 404 while the
 	// function is unknown.
 	seen, known bool
+	// unknownAt is when a snapshot last said the function is unknown.
+	unknownAt time.Time
 	// used is when a request last came, for Proxy's collection of idle
 	// pools.
 	used      time.Time
@@ -398,6 +400,7 @@ func (p *pool) update(snap Snapshot) {
 	p.unlisted = max(snap.Starting-len(snap.Pending), 0)
 	p.seen, p.known = true, snap.Known
 	if !snap.Known {
+		p.unknownAt = p.now()
 		// Nothing to wait for: every queued request is 404.
 		for p.queue.Len() > 0 {
 			w := p.queue.Remove(p.queue.Front()).(*waiter)
@@ -633,6 +636,14 @@ func (p *pool) touch() {
 	p.mu.Lock()
 	p.used = p.now()
 	p.mu.Unlock()
+}
+
+// unknownBefore reports whether the pool's function was unknown at its
+// last snapshot, taken before t, and the pool holds nothing.
+func (p *pool) unknownBefore(t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen && !p.known && p.unknownAt.Before(t) && len(p.instances) == 0 && p.queue.Len() == 0
 }
 
 // idleSince reports whether the pool has no container, request or queue,

@@ -87,6 +87,15 @@ type Config struct {
 	// registry of its own, served by AdminHandler).
 	Registerer prometheus.Registerer
 	Logger     hclog.Logger
+	// RecheckUnknown is how old the snapshot of a function that was
+	// unknown (no container, no settings record) may be when a request
+	// for it comes before the proxy reads discovery again for that
+	// request (default 500 ms). A blocking query on a function's
+	// instances does not return when only its settings record appears
+	// (a function deployed at zero again after a stop, a canary at zero
+	// deployed again), so without it such a function stays 404 until
+	// its first container registers.
+	RecheckUnknown time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -143,6 +152,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RecheckUnknown <= 0 {
+		cfg.RecheckUnknown = 500 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -225,8 +237,14 @@ func (p *Proxy) pool(function string) *pool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w, ok := p.pools[function]; ok {
-		w.touch()
-		return w.pool
+		if !w.unknownBefore(p.cfg.Now().Add(-p.cfg.RecheckUnknown)) {
+			w.touch()
+			return w.pool
+		}
+		// Unknown a while ago: watch it afresh, and let this request
+		// wait for the new first snapshot.
+		w.stop()
+		delete(p.pools, function)
 	}
 	if len(p.pools) >= p.cfg.MaxFunctions || p.ctx.Err() != nil {
 		return nil

@@ -720,3 +720,34 @@ func TestIdleFunctionsForgotten(t *testing.T) {
 		t.Errorf("a forgotten function's next request: %d", res.StatusCode)
 	}
 }
+
+// TestUnknownFunctionRechecked: a function whose settings record appears
+// while the proxy's watch of it blocks (Consul's blocking query is on its
+// instances) is not 404 for long: a request after RecheckUnknown reads
+// discovery again and queues for it at zero.
+func TestUnknownFunctionRechecked(t *testing.T) {
+	disc := newFakeDiscovery()
+	p := proxy.New(proxy.Config{Discovery: disc, RecheckUnknown: 20 * time.Millisecond})
+	srv := httptest.NewServer(p)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); p.Close() })
+	if res, _ := get(t, srv, "fn", "0"); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown function: %d", res.StatusCode)
+	}
+	disc.SetQuietly("fn", &proxy.Settings{MaxInputs: 1})
+	done := make(chan int, 1)
+	go func() {
+		for {
+			res, _ := get(t, srv, "fn", "again")
+			if res.StatusCode != http.StatusNotFound {
+				done <- res.StatusCode
+				return
+			}
+		}
+	}()
+	eventually(t, "a request queued at zero", func() bool { return load(p, "fn").Queued == 1 })
+	b := newBackend(t, "a", nil)
+	disc.Set("fn", &proxy.Settings{MaxInputs: 1}, b.instance())
+	if got := <-done; got != http.StatusOK {
+		t.Errorf("the queued request: %d, want 200", got)
+	}
+}
