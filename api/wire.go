@@ -101,6 +101,9 @@ type DeployResult struct {
 	// Warnings are the spec's non-fatal diagnostics.
 	Warnings []Diagnostic  `json:"warnings,omitempty"`
 	Duration time.Duration `json:"duration"`
+	// Queued is how much of Duration the rollout waited for its turn to
+	// reach Nomad (caravan server's --max-starting).
+	Queued time.Duration `json:"queued,omitempty"`
 	// Canary is set when the version went live as a canary: it takes part
 	// of the traffic until promoted or aborted.
 	Canary *CanaryState `json:"canary,omitempty"`

@@ -126,6 +126,7 @@ func TestHostClaimsInConsul(t *testing.T) {
 		return &orchestrator.AppRecord{Workspace: ws, App: app, JobID: id, Generation: 1, LatestVersion: 1, UpdatedAt: now}
 	}
 	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/txn-e2e/", nil) })
+	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames-under/test/", nil) })
 	v1 := []*orchestrator.VersionRecord{{Version: 1, Status: orchestrator.StatusPending, StartedAt: now}}
 
 	a := rec("txna", "web")
@@ -169,20 +170,50 @@ func TestHostClaimsInConsul(t *testing.T) {
 	}
 	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/other-e2e/", nil) })
 
-	// Many deploys of one server claiming at once (new apps: P6 of the
-	// cluster bench) all land: they take turns instead of moving the
-	// claims revision under each other until one gives up.
+	// Many deploys of two servers claiming names at once (new apps: P6
+	// of the cluster bench) all land: names that cannot overlap share no
+	// key they check.
 	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/many-e2e/", nil) })
+	stores := []*orchestrator.ConsulStore{store, {Client: env.consul}}
 	errs := make(chan error, 60)
 	for i := range cap(errs) {
 		go func() {
 			r := rec("txnm", fmt.Sprintf("app%d", i))
-			errs <- store.Commit(ctx, orchestrator.Write{Record: r, Versions: v1, Claim: []string{fmt.Sprintf("app%d.many-e2e.test", i)}})
+			errs <- stores[i%2].Commit(ctx, orchestrator.Write{Record: r, Versions: v1, Claim: []string{fmt.Sprintf("app%d.many-e2e.test", i)}})
 		}()
 	}
 	for range cap(errs) {
 		if err := <-errs; err != nil {
 			t.Errorf("one of %d concurrent claiming commits: %v", cap(errs), err)
+		}
+	}
+
+	// A wildcard and a name under it (or a wildcard over it) claimed at
+	// once by two workspaces through two stores: never both, in 20 races.
+	t.Cleanup(func() { env.consul.KV().DeleteTree("caravan/hostnames/test/race-e2e/", nil) })
+	for i := range 20 {
+		name, over := fmt.Sprintf("a.b.r%d.race-e2e.test", i), fmt.Sprintf("*.r%d.race-e2e.test", i)
+		if i%2 == 1 {
+			name = fmt.Sprintf("*.b.r%d.race-e2e.test", i)
+		}
+		got := make(chan error, 2)
+		for j, c := range []struct{ ws, host string }{{"txnx", over}, {"txny", name}} {
+			go func() {
+				got <- stores[j].Commit(ctx, orchestrator.Write{Record: rec(c.ws, fmt.Sprintf("race%d", i)), Versions: v1, Claim: []string{c.host}})
+			}()
+		}
+		var landed int
+		for range 2 {
+			err := <-got
+			switch {
+			case err == nil:
+				landed++
+			case !errors.As(err, &taken):
+				t.Errorf("race %d (%s against %s): %v, want landed or *HostTakenError", i, over, name, err)
+			}
+		}
+		if landed != 1 {
+			t.Errorf("race %d (%s against %s): %d claims landed, want 1", i, over, name, landed)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/spec"
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -229,8 +230,15 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	}
 	rctx, cancel := context.WithTimeout(held, timeout)
 	defer cancel()
-	log.Info("rolling out", "version", vrec.Version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
-	canary, rollErr := o.rollout(rctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version})
+	// The rollout waits its turn to reach Nomad (admit.go); the wait
+	// counts toward the deploy's timeout.
+	var canary *CanaryState
+	leave, rollErr := o.admit(rctx, log, rec, vrec, rolloutStarts(p.Functions), &res.Queued)
+	if rollErr == nil {
+		log.Info("rolling out", "version", vrec.Version, "spec_hash", rendered.SpecHash, "caller", caller.Name)
+		canary, rollErr = o.rollout(rctx, release{app: app, rendered: rendered, rec: rec, current: current, version: vrec.Version})
+		leave()
+	}
 	if errors.Is(context.Cause(held), ErrLockLost) {
 		// Another server may hold the lock now: write nothing more. The
 		// next holder settles the version from what Nomad did.
@@ -269,6 +277,34 @@ func (o *Orchestrator) apply(ctx context.Context, caller Caller, c change) (*Dep
 	res.Duration = time.Since(began)
 	log.Info("live", "version", vrec.Version, "duration", res.Duration)
 	return res, nil
+}
+
+// admit waits until the rollout of version v of rec's app, starting n
+// containers, may go to Nomad (see rolloutQueue), and sets *waited to how
+// long it waited. A wait is recorded in v's history as it begins and
+// ends; one that outlasts ctx fails v, of which nothing reached Nomad.
+// leave gives the rollout's place back.
+func (o *Orchestrator) admit(ctx context.Context, log hclog.Logger, rec *AppRecord, v *VersionRecord, n int, waited *time.Duration) (leave func(), err error) {
+	note := func(what string) {
+		v.Events = append(v.Events, Event{At: time.Now().UTC(), What: what})
+		if err := o.store.PutVersion(ctx, rec.JobID, rec.Generation, v); err != nil {
+			log.Warn("recording the rollout queue in the history", "version", v.Version, "error", err)
+		}
+	}
+	leave, d, err := o.rollouts.enter(ctx, n, func(w queueWait) {
+		log.Info("queued", "version", v.Version, "containers", n, "starting", w.Starting, "limit", w.Limit, "ahead", w.Ahead)
+		note(w.String())
+	})
+	*waited = d
+	if err != nil {
+		return nil, &RolloutError{Version: v.Version, Cause: fmt.Sprintf(
+			"it waited %s for its turn to reach Nomad (%v): nothing of it was registered", d.Round(100*time.Millisecond), err)}
+	}
+	if d > 0 {
+		log.Info("admitted", "version", v.Version, "waited", d)
+		note(fmt.Sprintf("admitted to Nomad after %s in the queue", d.Round(100*time.Millisecond)))
+	}
+	return leave, nil
 }
 
 // release is a recorded version on its way through Nomad and the proxy.

@@ -76,6 +76,11 @@ type Config struct {
 	// (see firstroute.go): ConsulClient{Client: c}. nil: a new app takes
 	// traffic once Consul's first check passes.
 	Sessions Sessions
+	// MaxStarting is how many containers this orchestrator's rollouts
+	// start in Nomad at once; a rollout past it waits its turn before
+	// anything of it reaches Nomad (see admit.go). 0:
+	// DefaultMaxStarting; negative: no limit.
+	MaxStarting int
 }
 
 // Orchestrator deploys apps. It is safe for concurrent use.
@@ -105,6 +110,8 @@ type Orchestrator struct {
 	callQueued func()
 	callsFunc  queue.FuncConfig
 	warm       warmCache
+	// rollouts admits rollouts to Nomad (Config.MaxStarting).
+	rollouts *rolloutQueue
 }
 
 // New returns an Orchestrator, or an error naming what cfg lacks.
@@ -137,7 +144,11 @@ func New(cfg Config) (*Orchestrator, error) {
 	if pol == nil {
 		pol = policy.Default()
 	}
-	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, callQueued: cfg.CallQueued, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, sessions: cfg.Sessions,
+	maxStarting := cfg.MaxStarting
+	if maxStarting == 0 {
+		maxStarting = DefaultMaxStarting
+	}
+	return &Orchestrator{calls: cfg.Calls, callsFunc: cfg.CallsFunc, callQueued: cfg.CallQueued, nomad: cfg.Nomad, consul: cfg.Consul, router: cfg.Router, store: cfg.Store, prober: cfg.Prober, proxy: cfg.Proxy, sessions: cfg.Sessions, rollouts: &rolloutQueue{limit: maxStarting},
 		dns: dns, policy: pol, log: log, bundles: cfg.Bundles, bundleLimits: cfg.BundleLimits, bundleSpool: cfg.BundleSpool}, nil
 }
 

@@ -131,7 +131,7 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //	caravan/apps/<job>/<generation>/<version:08d>   VersionRecord
 //	caravan/apps/<job>/lock                         Consul lock
 //	caravan/hostnames/<labels reversed>             HostOwner: com/example/api, com/example/*
-//	caravan/hostnames-rev                           bumped by every write that claims
+//	caravan/hostnames-under/<labels reversed>       bumped by every claim under that domain
 //	caravan/domains/<domain>                        DomainBinding
 //	caravan/domain-secret                           the challenge values' secret
 //	caravan/bundle-key                              the key bundle fetch URLs are signed with
@@ -142,29 +142,13 @@ var ErrConflict error = &ConflictError{Why: "the app record changed underneath t
 //
 // A claim's key lists its labels from the top, so the folder of a domain
 // holds its subtree and one prefix read finds every claim under a
-// wildcard. Every write that claims a name checks and bumps
-// hostnames-rev, so two claims that overlap without sharing a key (a
-// wildcard and a name under it) cannot both pass their reads: the second
-// write fails and reads again. One store's writes that claim take turns
-// (claimTurn), so the deploys one server runs at once do not keep moving
-// the revision under each other; only other servers' claims can.
+// wildcard. No key is written by every claim: a claim's transaction
+// creates its own key, checks the wildcard keys above it and bumps their
+// base domains' under revisions, and a wildcard's checks its own base's
+// (claimops.go), so two overlapping claims cannot both land while claims
+// that cannot overlap never fail each other.
 type ConsulStore struct {
 	Client *consul.Client
-
-	turnOnce  sync.Once
-	claimTurn chan struct{} // holds a token while one of this store's claiming writes runs
-}
-
-// takeTurn waits for this store's turn to write claims, or for ctx; the
-// function it returns gives the turn back.
-func (s *ConsulStore) takeTurn(ctx context.Context) (func(), error) {
-	s.turnOnce.Do(func() { s.claimTurn = make(chan struct{}, 1) })
-	select {
-	case s.claimTurn <- struct{}{}:
-		return func() { <-s.claimTurn }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 var _ Store = (*ConsulStore)(nil)
@@ -172,7 +156,6 @@ var _ Store = (*ConsulStore)(nil)
 const (
 	kvApps         = "caravan/apps/"
 	kvHosts        = "caravan/hostnames/"
-	kvHostsRev     = "caravan/hostnames-rev"
 	kvDomains      = "caravan/domains/"
 	kvDomainSecret = "caravan/domain-secret"
 	kvBundleKey    = "caravan/bundle-key"
@@ -343,19 +326,11 @@ func (s *ConsulStore) Versions(ctx context.Context, jobID string, generation int
 // maxTxnOps is how many operations Consul takes in one transaction.
 const maxTxnOps = 64
 
-// Commit reads what the claims and releases need (the claims revision,
-// the claims that overlap each new name, the releases' keys), decides with
-// claimConflict, and writes everything in one transaction that fails if
-// the revision, a claim or the record moved meanwhile; a move of the first
-// two reads again.
+// Commit reads what the claims and releases need (readClaims, the
+// releases' keys), decides with claimOps, and writes everything in one
+// transaction that fails if a claim it read moved meanwhile (then it reads
+// again) or the record did (ErrConflict).
 func (s *ConsulStore) Commit(ctx context.Context, w Write) error {
-	if len(w.Claim) > 0 {
-		done, err := s.takeTurn(ctx)
-		if err != nil {
-			return fmt.Errorf("writing %s: waiting for the hostname claims: %w", w.Record.JobID, err)
-		}
-		defer done()
-	}
 	for attempt := 0; ; attempt++ {
 		ops, recordOp, err := s.commitOps(ctx, w)
 		if err != nil {
@@ -380,9 +355,9 @@ func (s *ConsulStore) Commit(ctx context.Context, w Write) error {
 		if attempt == commitAttempts-1 {
 			return errors.Join(fmt.Errorf("writing %s: the hostname claims kept changing", w.Record.JobID), txnErrors(resp))
 		}
-		// Another deploy moved the claims revision first: wait a random
-		// while, growing, so many concurrent deploys (100 at once on the
-		// cluster bench) take turns instead of colliding again at once.
+		// An overlapping claim (a wildcard over a name, or a name under a
+		// wildcard) landed first: wait a random while, growing, so that
+		// contenders take turns instead of colliding again at once.
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("writing %s: %w", w.Record.JobID, ctx.Err())
@@ -412,29 +387,12 @@ func (s *ConsulStore) commitOps(ctx context.Context, w Write) (consul.TxnOps, in
 	ownerJSON, _ := json.Marshal(owner)
 	var ops consul.TxnOps
 	if len(w.Claim) > 0 {
-		rev, _, err := kv.Get(kvHostsRev, q)
+		reads, err := readClaims(ctx, consulReader{kv}, w.Claim)
 		if err != nil {
-			return nil, 0, fmt.Errorf("reading the hostname claims: %w", err)
+			return nil, 0, err
 		}
-		var index uint64
-		if rev != nil {
-			index = rev.ModifyIndex
-		}
-		ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: kvHostsRev, Index: index,
-			Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))}})
-		for _, h := range w.Claim {
-			claims, err := s.HostClaims(ctx, h)
-			if err != nil {
-				return nil, 0, err
-			}
-			if taken := claimConflict(h, owner, claims); taken != nil {
-				return nil, 0, taken
-			}
-			held := slices.ContainsFunc(claims, func(c HostClaim) bool { return c.Host == h })
-			if !held {
-				// Index 0: create only.
-				ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: kvHosts + hostKey(h), Value: ownerJSON}})
-			}
+		if ops, err = claimOps(owner, ownerJSON, reads); err != nil {
+			return nil, 0, err
 		}
 	}
 	for _, h := range w.Release {
@@ -467,38 +425,11 @@ func (s *ConsulStore) commitOps(ctx context.Context, w Write) (consul.TxnOps, in
 // HostClaims reads the keys overlapKeys names: the name's own, the
 // wildcards above it and, for a wildcard, its base domain's folder.
 func (s *ConsulStore) HostClaims(ctx context.Context, host string) ([]HostClaim, error) {
-	kv := s.Client.KV()
-	q := (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx)
-	keys, subtree := overlapKeys(host)
-	var pairs consul.KVPairs
-	for _, k := range keys {
-		p, _, err := kv.Get(kvHosts+k, q)
-		if err != nil {
-			return nil, fmt.Errorf("reading the claims on %s: %w", host, err)
-		}
-		if p != nil {
-			pairs = append(pairs, p)
-		}
+	reads, err := readClaims(ctx, consulReader{s.Client.KV()}, []string{host})
+	if err != nil {
+		return nil, err
 	}
-	if subtree != "" {
-		ps, _, err := kv.List(kvHosts+subtree, q)
-		if err != nil {
-			return nil, fmt.Errorf("reading the claims under %s: %w", host, err)
-		}
-		pairs = append(pairs, ps...)
-	}
-	var out []HostClaim
-	for _, p := range pairs {
-		var owner HostOwner
-		if err := json.Unmarshal(p.Value, &owner); err != nil {
-			return nil, fmt.Errorf("reading the claim %s: %w", p.Key, err)
-		}
-		c := HostClaim{Host: keyHost(strings.TrimPrefix(p.Key, kvHosts)), Owner: owner}
-		if overlaps(host, c.Host) && !slices.Contains(out, c) {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	return reads[0].claims()
 }
 
 func (s *ConsulStore) Domains(ctx context.Context) ([]DomainBinding, error) {

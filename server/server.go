@@ -147,6 +147,10 @@ type Config struct {
 	// NATS is where warm calls queue (default: a NATS server embedded in
 	// this one).
 	NATS NATSConfig
+	// MaxStarting is how many containers this server's rollouts start in
+	// Nomad at once; past it a rollout waits its turn before reaching
+	// Nomad. 0: orchestrator.DefaultMaxStarting; negative: no limit.
+	MaxStarting int
 	// AgentBinary is the caravan binary served to tasks (package agent);
 	// empty: agent.BinaryName beside this process's executable, else the
 	// executable itself (agent.LocateBinary).
@@ -311,7 +315,7 @@ func New(cfg Config) (_ *Server, err error) {
 		Resolver: orchestrator.DNSResolver{Server: cfg.DNSResolver}, Policy: cfg.Policy, Logger: log.Named("orchestrator"),
 		Bundles: store, BundleLimits: cfg.BundleLimits,
 		Calls: orchestrator.QueueCalls{Queue: q}, CallsFunc: queue.FuncConfig{AckWait: cfg.NATS.AckWait, MaxAttempts: cfg.NATS.MaxAttempts},
-		CallQueued: scaler.Wake})
+		CallQueued: scaler.Wake, MaxStarting: cfg.MaxStarting})
 	if err != nil {
 		return nil, err
 	}

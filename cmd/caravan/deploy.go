@@ -141,4 +141,7 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 	case res.Changed:
 		fmt.Fprintf(w, "✓ Version %d is live (spec %s) in %s.\n", res.Version, res.SpecHash, res.Duration.Round(100*time.Millisecond))
 	}
+	if res.Queued > 0 {
+		fmt.Fprintf(w, "  (%s of it waiting for its turn to reach Nomad, behind other rollouts of the server)\n", res.Queued.Round(100*time.Millisecond))
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
+	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/queue"
 	"github.com/caravanhq/caravan/server"
@@ -66,6 +67,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			&cli.IntFlag{Name: "nats-replicas", Value: 1, Usage: "how many servers of --nats-url's JetStream cluster keep each stream and bucket (1 to 5; 3 on a cluster of three survives losing one)"},
 			&cli.DurationFlag{Name: "call-ack-wait", Value: 30 * time.Second, Usage: "how long a worker holds an input without a heartbeat before it goes to another"},
 			&cli.IntFlag{Name: "call-max-attempts", Value: 3, Usage: "deliveries of an input before its call fails as dead-lettered"},
+			&cli.IntFlag{Name: "max-starting", Value: orchestrator.DefaultMaxStarting, Usage: "how many containers this server's rollouts start in Nomad at once; past it a rollout waits its turn, shown in its history, before anything of it reaches Nomad (a larger one goes alone; 0: no limit)"},
 			&cli.StringFlag{Name: "agent-binary", Usage: "binary `PATH` served to tasks that run caravan inside (the drain supervisor of autoscaled web functions, warm workers): caravan-agent or caravan, which both have the task and worker commands; it must run on the Nomad clients' OS and architecture (default: caravan-agent beside this executable, else this executable)"},
 		),
 		Action: func(c *cli.Context) error {
@@ -97,6 +99,13 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 			if err := queue.CheckReplicas(c.Int("nats-replicas"), c.String("nats-url") != ""); err != nil {
 				return cli.Exit("--nats-replicas: "+err.Error(), 1)
 			}
+			maxStarting := c.Int("max-starting")
+			switch {
+			case maxStarting < 0:
+				return cli.Exit(fmt.Sprintf("--max-starting %d: give a number of containers, or 0 for no limit", maxStarting), 1)
+			case maxStarting == 0:
+				maxStarting = -1
+			}
 			natsToken, err := secretFlag(c, envNATSToken, "nats-token-file")
 			if err != nil {
 				return err
@@ -110,7 +119,7 @@ generous limits. A policy file with errors is printed with its lines, exit 1.`,
 					WorkerToken: c.String("nats-worker-token"), CAFile: c.String("nats-ca"), CertFile: c.String("nats-cert"), KeyFile: c.String("nats-key"),
 					Dir: c.String("nats-dir"), Listen: c.String("nats-listen"), Replicas: c.Int("nats-replicas"),
 					AckWait: c.Duration("call-ack-wait"), MaxAttempts: c.Int("call-max-attempts"), CredentialLifetime: c.Duration("nats-credential-lifetime")},
-				AgentBinary: c.String("agent-binary"),
+				AgentBinary: c.String("agent-binary"), MaxStarting: maxStarting,
 			})
 			if err != nil {
 				return err

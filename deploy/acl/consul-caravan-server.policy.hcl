@@ -7,7 +7,7 @@
 # Every call:
 #
 #   KV().Get, List, Keys, Put, CAS, Txn() under caravan/   key_prefix "caravan/" write
-#     apps/<job>/record, apps/<job>/versions/..., hostnames/, hostnames-rev,
+#     apps/<job>/record, apps/<job>/versions/..., hostnames/, hostnames-under/,
 #     domains/, domain-secret, bundle-key, bundle-grants/, tokens/ (hashed),
 #     probe-secret, router-config, autoscaler/leader
 #   KV().List caravan/proxy/functions/ (autoscaler)       (the same prefix)

@@ -132,12 +132,14 @@ func TestBenchClusterFaults(t *testing.T) {
 // goroutines each deploy an app of one small function (64 MB, 20 MHz)
 // through one of the two caravan servers (alternating) and poll its URL
 // until it answers over verified TLS. It prints the total time, the p50
-// and max per app, and the failures.
+// and max per app, the failures, and how long deploys waited for their
+// turn to reach Nomad.
 func TestBenchClusterP6(t *testing.T) {
 	const apps = 100
 	var (
 		mu       sync.Mutex
 		per      []time.Duration
+		queued   []time.Duration // of the deploys that waited their turn (caravan server's --max-starting)
 		failures []string
 		wg       sync.WaitGroup
 	)
@@ -177,6 +179,9 @@ func TestBenchClusterP6(t *testing.T) {
 				return
 			}
 			per = append(per, time.Since(start))
+			if res.Queued > 0 {
+				queued = append(queued, res.Queued)
+			}
 		}()
 	}
 	wg.Wait()
@@ -185,7 +190,9 @@ func TestBenchClusterP6(t *testing.T) {
 	for _, f := range failures {
 		t.Logf("failed: %s", f)
 	}
+	q50, qmax := quantiles(queued)
 	t.Logf("FIGURE P6: %d apps (1 function, 1 container, node, 64 MB, 20 MHz) deployed at once by %d goroutines through the two caravan servers: "+
-		"all answering over HTTPS verified by the stack's CA after %s; per app (deploy request until its URL answers, polled every 100ms) p50 %s max %s; %d failed",
-		apps, apps, ms(total), ms(p50), ms(max), len(failures))
+		"all answering over HTTPS verified by the stack's CA after %s; per app (deploy request until its URL answers, polled every 100ms) p50 %s max %s; %d failed; "+
+		"%d waited their turn to reach Nomad (the servers' rollout queue), p50 %s max %s",
+		apps, apps, ms(total), ms(p50), ms(max), len(failures), len(queued), ms(q50), ms(qmax))
 }
