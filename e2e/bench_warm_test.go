@@ -4,7 +4,11 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,25 +23,21 @@ import (
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
 )
 
-// directRouter names the Traefik router (and service) TestBenchWarmPath
-// publishes in Traefik's KV: Traefik straight to the container the
-// proxied route reaches through a caravan proxy.
-const directRouter = "caravan-bench-direct"
-
 // publishDirect routes host through Traefik straight to the container at
 // addr (http), over the platform's wildcard certificate, through
-// middlewares (by name, in Traefik's KV), until the test ends.
-func publishDirect(t *testing.T, host, addr string, middlewares []string) {
+// middlewares (by name, in Traefik's KV), as the router (and service)
+// name, until the test ends.
+func publishDirect(t *testing.T, name, host, addr string, middlewares []string) {
 	t.Helper()
 	rc := router.DefaultConfig
 	rc.Domain = env.stack.Domain
 	passHost := true
 	cfg := &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
-		Routers: map[string]*dynamic.Router{directRouter: {
+		Routers: map[string]*dynamic.Router{name: {
 			EntryPoints: []string{rc.EntryPoint}, Rule: "Host(`" + host + "`)", Priority: router.PriorityGenerated,
-			Service: directRouter, TLS: rc.GeneratedTLS(host), Middlewares: middlewares,
+			Service: name, TLS: rc.GeneratedTLS(host), Middlewares: middlewares,
 		}},
-		Services: map[string]*dynamic.Service{directRouter: {LoadBalancer: &dynamic.ServersLoadBalancer{
+		Services: map[string]*dynamic.Service{name: {LoadBalancer: &dynamic.ServersLoadBalancer{
 			PassHostHeader: &passHost, Servers: []dynamic.Server{{URL: "http://" + addr}},
 		}}},
 	}}
@@ -46,8 +46,8 @@ func publishDirect(t *testing.T, host, addr string, middlewares []string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/routers/"+directRouter, nil)
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/services/"+directRouter, nil)
+		env.consul.KV().DeleteTree(rc.KVRoot+"/http/routers/"+name, nil)
+		env.consul.KV().DeleteTree(rc.KVRoot+"/http/services/"+name, nil)
 	})
 	for k, v := range pairs {
 		if _, err := env.consul.KV().Put(&consul.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
@@ -56,17 +56,33 @@ func publishDirect(t *testing.T, host, addr string, middlewares []string) {
 	}
 }
 
+// Warm-path bench rounds: each round measures every path, in an order
+// rotated by one each round; per path and round, warmSeq sequential GETs,
+// then warmClients clients for warmConc.
+const (
+	warmRounds  = 10
+	warmSeq     = 300
+	warmClients = 16
+	warmConc    = time.Second
+)
+
 // TestBenchWarmPath prints the warm path's cost (issue 13's figure): the
 // same warm container reached through Traefik → caravan proxy → container
-// (its real route) and through Traefik → container (a router the bench
-// publishes), in one run, both over verified HTTPS with keep-alive; plus
-// the container called directly as the floor. It asserts nothing about
-// speed.
+// (its real route) and through Traefik → container (routers the bench
+// publishes: one with the route's middlewares but the two the proxy
+// brings, one with all of them), in one run, over verified HTTPS with
+// keep-alive; plus the container called directly (the floor) and the
+// proxy alone. The paths are measured in short interleaved rounds (see
+// interleaved) and the goal's figures are medians of the per-round
+// differences and ratios, printed beside each path's own figures, the CPU
+// each process spent per request and the machine's load. It asserts
+// nothing about speed.
 func TestBenchWarmPath(t *testing.T) {
 	const app, job, service = "warmbench", "e2e--warmbench", "e2e--warmbench-web"
 	purgeWithSettings(t, job, service)
 	// max_inputs above the bench's 16 clients: the proxy never queues;
-	// no rate limit: the bench is about the proxy.
+	// no rate limit: the bench is about the proxy. The comment marks the
+	// container's process, whose CPU the bench reads.
 	src := fmt.Sprintf(`app %q {
   workspace = "e2e"
   function "web" {
@@ -86,7 +102,7 @@ func TestBenchWarmPath(t *testing.T) {
     }
   }
 }
-`, app, strconv.Quote(`require("http").createServer((q, s) => s.end("ok\n")).listen(process.env.PORT, process.env.HOST);`))
+`, app, strconv.Quote(`/* warmbench */ require("http").createServer((q, s) => s.end("ok\n")).listen(process.env.PORT, process.env.HOST);`))
 	proxied := deploy(t, "warmbench.hcl", src, api.DeployBody{}).Functions[0].URL + "/"
 	if a := fetch(proxied, time.Minute); a.status != 200 {
 		t.Fatalf("first request (cold start): %s", a)
@@ -102,9 +118,10 @@ func TestBenchWarmPath(t *testing.T) {
 		addr = fmt.Sprintf("%s:%d", entries[0].Service.Address, entries[0].Service.Port)
 		return nil
 	})
-	// The direct router goes through the route's own middlewares (the
+	// One direct router goes through the route's own middlewares (the
 	// body limit plugin, the credential strip), all but the two the
-	// proxy brings: the Caravan-Function header and the retry.
+	// proxy brings: the Caravan-Function header and the retry; the other
+	// through all of them, the same chain as the proxied route's.
 	mws := routeMiddlewares(t, service)
 	var same []string
 	for _, m := range mws {
@@ -112,46 +129,111 @@ func TestBenchWarmPath(t *testing.T) {
 			same = append(same, m)
 		}
 	}
-	host := "e2e--warmdirect." + env.stack.Domain
-	publishDirect(t, host, addr, same)
+	host, hostAll := "e2e--warmdirect."+env.stack.Domain, "e2e--warmdirectall."+env.stack.Domain
+	publishDirect(t, "caravan-bench-direct", host, addr, same)
+	publishDirect(t, "caravan-bench-direct-all", hostAll, addr, mws)
 	direct := fmt.Sprintf("https://%s:%d/", host, env.stack.Ports.TraefikWebsecure)
+	directAll := fmt.Sprintf("https://%s:%d/", hostAll, env.stack.Ports.TraefikWebsecure)
 	answers(t, direct, "ok\n")
+	answers(t, directAll, "ok\n")
 
 	client := func() *http.Client {
 		c := orchestrator.ProxyClient(env.stack.HTTPSAddr(), env.roots)
 		c.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
 		return c
 	}
-	// Warm both paths (connections, Traefik's and the proxy's pools).
-	measureN(client(), direct, 200)
-	measureN(client(), proxied, 200)
-	tr := &http.Transport{MaxIdleConnsPerHost: 32}
-	cp50, cp99, crps := measure(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "http://"+addr+"/")
-	// The proxy alone, over HTTP (its data address, the function named
-	// by header as Traefik names it): the proxy's own hop.
-	hp50, hp99, hrps := measure(&http.Client{Transport: &namedFunction{service: service, next: &http.Transport{MaxIdleConnsPerHost: 32}},
-		Timeout: 10 * time.Second}, fmt.Sprintf("http://127.0.0.1:%d/", env.stack.Ports.Proxy0))
-	// Two rounds, the second in the other order, so that a change in
-	// the machine's load (shared) weighs on both paths alike.
-	dp50, dp99, drps := measure(client(), direct)
-	pp50, pp99, prps := measure(client(), proxied)
-	pp50b, pp99b, prpsb := measure(client(), proxied)
-	dp50b, dp99b, drpsb := measure(client(), direct)
-	dp50, dp99, drps = (dp50+dp50b)/2, (dp99+dp99b)/2, (drps+drpsb)/2
-	pp50, pp99, prps = (pp50+pp50b)/2, (pp99+pp99b)/2, (prps+prpsb)/2
+	plain := func(rt http.RoundTripper) *http.Client { return &http.Client{Transport: rt, Timeout: 10 * time.Second} }
+	paths := []benchPath{
+		{"container (HTTP, no Traefik): the floor", plain(&http.Transport{MaxIdleConnsPerHost: 32}), "http://" + addr + "/"},
+		// The proxy alone, over HTTP (its data address, the function
+		// named by header as Traefik names it): the proxy's own hop.
+		{"caravan proxy → container (HTTP, no Traefik)", plain(&namedFunction{service: service, next: &http.Transport{MaxIdleConnsPerHost: 32}}),
+			fmt.Sprintf("http://127.0.0.1:%d/", env.stack.Ports.Proxy0)},
+		{"Traefik → container", client(), direct},
+		{"Traefik → container, all the route's mws", client(), directAll},
+		{"Traefik → caravan proxy → container", client(), proxied},
+	}
+	const floor, alone, dir, dirAll, prox = 0, 1, 2, 3, 4
+	// Warm every path (connections, Traefik's and the proxy's pools).
+	for _, p := range paths {
+		measureN(p.client, p.url, 200)
+		throughput(p.client, p.url, warmClients, 200*time.Millisecond, 1_000_000)
+	}
+	watch := map[string][]int{
+		"Traefik": pidsOf("traefik", "--configFile="+env.stack.StateDir),
+		"proxies": append(pidsOf(" proxy ", fmt.Sprintf("--listen 127.0.0.1:%d ", env.stack.Ports.Proxy0)),
+			pidsOf(" proxy ", fmt.Sprintf("--listen 127.0.0.1:%d ", env.stack.Ports.Proxy1))...),
+		"container": pidsOf("node", "/* warmbench */"),
+		"client":    {os.Getpid()},
+	}
+	for name, pids := range watch {
+		if len(pids) == 0 {
+			t.Logf("no process found for %s: its CPU is not read", name)
+		}
+	}
+	load0 := loadAvg()
+	busy0, total0 := machineBusy()
+	began := time.Now()
+	res := interleaved(paths, warmRounds, warmSeq, warmClients, warmConc, watch)
+	took := time.Since(began)
+	busy1, total1 := machineBusy()
+	load1 := loadAvg()
 
 	fmt.Printf("\ncaravan bench: warm path, one warm Node.js container, keep-alive, verified HTTPS to Traefik; %s\n", benchSetup())
-	row := func(name string, p50, p99 time.Duration, rps float64) {
-		fmt.Printf("%-44s p50 %8s  p99 %8s  %7.0f req/s\n", name, p50.Round(time.Microsecond), p99.Round(time.Microsecond), rps)
+	fmt.Printf("    %d interleaved rounds in %s, each path once a round in an order rotated by one each round: %d sequential GETs (latency), then %d concurrent clients for %s (throughput), after 200 warm-up GETs and 200 ms of load per path\n",
+		warmRounds, took.Round(time.Second), warmSeq, warmClients, warmConc)
+	cores := 0.0
+	if total1 > total0 {
+		cores = float64(runtime.NumCPU()) * float64(busy1-busy0) / float64(total1-total0)
 	}
-	row("container (HTTP, no Traefik): the floor", cp50, cp99, crps)
-	row("caravan proxy → container (HTTP, no Traefik)", hp50, hp99, hrps)
-	row("Traefik → container", dp50, dp99, drps)
-	row("Traefik → caravan proxy → container", pp50, pp99, prps)
-	fmt.Printf("%-44s p50 %8s (goal ≤ 150µs)  p99 %8s (goal ≤ 1ms)  throughput %.0f%% of Traefik → container (goal ≥ 80%%)\n",
-		"added by the caravan proxy", (pp50 - dp50).Round(time.Microsecond), (pp99 - dp99).Round(time.Microsecond), 100*prps/drps)
-	fmt.Println("    latency: 1,000 sequential GETs per path; throughput: 16 concurrent clients for 5 s per path; two rounds (direct, proxied, proxied, direct), their means, after 200 warm-up GETs each")
-	fmt.Printf("    Traefik → container is a router the bench publishes in Traefik's KV to the same container, through the route's middlewares %v; the proxied route adds its Caravan-Function header and retry\n", same)
+	fmt.Printf("    machine: load average (1 min) %.2f before, %.2f after; %.2f of %d CPUs busy during the rounds (/proc/stat, this bench's own load included)\n",
+		load0, load1, cores, runtime.NumCPU())
+	names := slices.Sorted(maps.Keys(watch))
+	fmt.Printf("%-46s %9s %9s %9s %15s   CPU µs per request (throughput phases): %s\n", "path", "p50", "p99", "req/s", "(min-max)", strings.Join(names, ", "))
+	for i, p := range paths {
+		var lat []time.Duration
+		var rps []float64
+		var ok int64
+		ticks := map[string]int64{}
+		for _, r := range res {
+			lat = append(lat, r[i].lat...)
+			rps = append(rps, r[i].rps)
+			ok += r[i].ok
+			for n, v := range r[i].ticks {
+				ticks[n] += v
+			}
+			if r[i].bad > 0 {
+				fmt.Printf("    %s: %d of %d concurrent requests failed or were not 200 in a round (first: %s)\n", p.name, r[i].bad, r[i].bad+r[i].ok, r[i].first)
+			}
+		}
+		var cpu []string
+		for _, n := range names {
+			cpu = append(cpu, fmt.Sprintf("%.0f", float64(ticks[n])*1e4/float64(max(ok, 1)))) // a tick is 10 ms
+		}
+		fmt.Printf("%-46s %9s %9s %9.0f %15s   %s\n", p.name, percentile(lat, 50).Round(time.Microsecond), percentile(lat, 99).Round(time.Microsecond),
+			medianF(rps), fmt.Sprintf("(%.0f-%.0f)", slices.Min(rps), slices.Max(rps)), strings.Join(cpu, ", "))
+	}
+	fmt.Println("    p50, p99: of every round's sequential GETs together; req/s: the median round (the range of rounds)")
+	added := func(label string, base int) {
+		var d50, d99 []time.Duration
+		var ratio []float64
+		for _, r := range res {
+			d50 = append(d50, r[prox].p50-r[base].p50)
+			d99 = append(d99, r[prox].p99-r[base].p99)
+			ratio = append(ratio, 100*r[prox].rps/r[base].rps)
+		}
+		rng := func(ds []time.Duration) string {
+			return fmt.Sprintf("%s..%s", slices.Min(ds).Round(time.Microsecond), slices.Max(ds).Round(time.Microsecond))
+		}
+		fmt.Printf("added by the caravan proxy, against %s: p50 %s (goal ≤ 150µs; rounds %s), p99 %s (goal ≤ 1ms; rounds %s), throughput %.0f%% (goal ≥ 80%%; rounds %.0f..%.0f%%)\n",
+			label, medianD(d50).Round(time.Microsecond), rng(d50), medianD(d99).Round(time.Microsecond), rng(d99), medianF(ratio), slices.Min(ratio), slices.Max(ratio))
+	}
+	added(paths[dir].name, dir)
+	added(paths[dirAll].name, dirAll)
+	fmt.Println("    medians of the per-round differences (proxied − direct, same round) and ratios (proxied / direct req/s), with their range over the rounds")
+	fmt.Printf("    Traefik → container: routers the bench publishes in Traefik's KV to the same container, one through the route's middlewares %v, one through all of them %v (the proxied route's, whose service is the proxies' failover chain)\n", same, mws)
+	_ = floor
+	_ = alone
 }
 
 // routeMiddlewares are the middlewares of the proxied router of service,

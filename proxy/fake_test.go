@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,18 +149,43 @@ func (b *backend) instance() proxy.Instance {
 	return proxy.Instance{ID: b.name, Addr: b.srv.Listener.Addr().String()}
 }
 
-// newProxy serves a Proxy over disc on 127.0.0.1.
+// newProxy serves a Proxy over disc on 127.0.0.1, as `caravan proxy`
+// serves its data plane (h1Server, which hands Upgrades to net/http's
+// Server). The httptest.Server is its URL and client: its own server
+// accepts nothing.
 func newProxy(t *testing.T, disc proxy.Discovery) (*proxy.Proxy, *httptest.Server) {
 	t.Helper()
 	p := proxy.New(proxy.Config{Discovery: disc})
-	srv := httptest.NewServer(p)
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	stop := proxy.ServeLean(srv.Listener, p)
+	srv.Listener = &idleListener{addr: srv.Listener.Addr(), done: make(chan struct{})}
+	srv.Start()
 	t.Cleanup(func() {
-		srv.CloseClientConnections()
+		stop()
 		srv.Close()
 		p.Close()
 	})
 	return p, srv
 }
+
+// idleListener accepts nothing until closed.
+type idleListener struct {
+	addr net.Addr
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *idleListener) Accept() (net.Conn, error) {
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *idleListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *idleListener) Addr() net.Addr { return l.addr }
 
 // get sends a GET for function fn through the proxy.
 func get(t *testing.T, srv *httptest.Server, fn, seq string) (*http.Response, string) {

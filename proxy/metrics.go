@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"strconv"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -50,6 +53,42 @@ func newMetrics(reg prometheus.Registerer, p *Proxy) *metrics {
 	reg.MustRegister(m.requests, m.duration, m.queueWait, m.queuedTotal, m.coldStarts, m.queueFull,
 		m.queueTimeouts, m.upstreamErrs, &collector{p: p})
 	return m
+}
+
+// fnMetrics are one function's handles of the metrics every request
+// counts, looked up once (a label lookup hashes the labels and takes the
+// vector's lock): its 200s and its duration. Each is made on its first
+// use, so a function shows no series before its first request.
+type fnMetrics struct {
+	m        *metrics
+	name     string
+	ok       atomic.Pointer[prometheus.Counter]
+	duration atomic.Pointer[prometheus.Observer]
+}
+
+func (m *metrics) function(name string) *fnMetrics { return &fnMetrics{m: m, name: name} }
+
+// answered counts one request's end: its status code and how long it took
+// (seconds).
+func (f *fnMetrics) answered(code int, seconds float64) {
+	if code == 200 {
+		c := f.ok.Load()
+		if c == nil {
+			v := f.m.requests.WithLabelValues(f.name, "200")
+			c = &v
+			f.ok.Store(c) // a race stores the same child twice
+		}
+		(*c).Inc()
+	} else {
+		f.m.requests.WithLabelValues(f.name, strconv.Itoa(code)).Inc()
+	}
+	o := f.duration.Load()
+	if o == nil {
+		v := f.m.duration.WithLabelValues(f.name)
+		o = &v
+		f.duration.Store(o)
+	}
+	(*o).Observe(seconds)
 }
 
 // collector exports the pools' gauges as they are at scrape time.

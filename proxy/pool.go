@@ -61,6 +61,8 @@ type pool struct {
 	now  func() time.Time
 	// ejectFor is how long a container that failed a request gets none.
 	ejectFor time.Duration
+	// metrics are its handles of the per-request metrics (set by Proxy).
+	metrics *fnMetrics
 	// onQueue, when set, is called (with mu held) when a request enters
 	// an empty queue.
 	onQueue func()

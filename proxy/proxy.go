@@ -30,7 +30,6 @@ import (
 	"net/http/httputil"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -252,6 +251,7 @@ func (p *Proxy) pool(function string) *pool {
 	pl := newPool(function, p.cfg.Now, p.cfg.EjectFor)
 	pl.used = p.cfg.Now()
 	pl.onQueue = p.queueStarted
+	pl.metrics = p.metrics.function(function)
 	ctx, stop := context.WithCancel(p.ctx)
 	pl.probing.prober, pl.probing.every, pl.probing.limit, pl.probing.ctx = p.cfg.Prober, p.cfg.ProbeEvery, p.cfg.ProbeFor, ctx
 	p.pools[function] = &watched{pool: pl, stop: stop}
@@ -391,8 +391,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
-		p.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.code())).Inc()
-		p.metrics.duration.WithLabelValues(name).Observe(p.cfg.Now().Sub(start).Seconds())
+		pl.metrics.answered(sw.code(), p.cfg.Now().Sub(start).Seconds())
 	}()
 
 	sp := parseSplit(r.Header.Get(HeaderSplit))

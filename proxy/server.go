@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // ServerConfig is how `caravan proxy` serves a Proxy.
@@ -25,7 +27,8 @@ type Server struct {
 	Proxy *Proxy
 
 	cfg          ServerConfig
-	data, admin  *http.Server
+	data         *h1Server
+	admin        *http.Server
 	dataLn, adLn net.Listener
 	errs         chan error
 }
@@ -33,12 +36,17 @@ type Server struct {
 // NewServer makes a Server; Start listens.
 func NewServer(cfg ServerConfig) *Server {
 	p := New(cfg.Proxy)
+	// No timeouts on the data plane: requests may stream for hours, and
+	// the queue's timeout bounds the wait. net/http's Server serves what
+	// h1Server hands it (Upgrades, Expect).
+	fallback := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
+	if cfg.Proxy.Logger != nil {
+		fallback.ErrorLog = cfg.Proxy.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	}
 	return &Server{
 		Proxy: p,
 		cfg:   cfg,
-		// No timeouts on the data plane: requests may stream for hours,
-		// and the queue's timeout bounds the wait.
-		data:  &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second},
+		data:  newH1Server(p, fallback),
 		admin: &http.Server{Handler: p.AdminHandler(), ReadHeaderTimeout: 10 * time.Second},
 		errs:  make(chan error, 2),
 	}
@@ -54,13 +62,13 @@ func (s *Server) Start() error {
 		s.dataLn.Close()
 		return fmt.Errorf("proxy: admin listen: %w", err)
 	}
-	for srv, ln := range map[*http.Server]net.Listener{s.data: s.dataLn, s.admin: s.adLn} {
-		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				s.errs <- err
-			}
-		}()
+	serve := func(serve func(net.Listener) error, ln net.Listener) {
+		if err := serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.errs <- err
+		}
 	}
+	go serve(s.data.Serve, s.dataLn)
+	go serve(s.admin.Serve, s.adLn)
 	return nil
 }
 
