@@ -452,6 +452,29 @@ func (f *fakeNomad) FailDeployment(ctx context.Context, id string) error {
 	return nil
 }
 
+func (f *fakeNomad) SetAllocHealth(ctx context.Context, id string, healthy []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("health %s %d", id, len(healthy))
+	d := f.deps[id]
+	if d == nil || d.Status != nomad.DeploymentStatusRunning {
+		return fmt.Errorf("deployment %s is not active", id)
+	}
+	for _, aid := range healthy {
+		a := f.allocs[aid]
+		if a == nil || a.DeploymentID != id {
+			return fmt.Errorf("allocation %s is not of deployment %s", aid, id)
+		}
+		a.DeploymentStatus = &nomad.AllocDeploymentStatus{Healthy: ptrTo(true)}
+		a.ModifyIndex = f.bump()
+		if g := d.TaskGroups[a.TaskGroup]; g != nil {
+			g.HealthyAllocs++
+		}
+	}
+	d.ModifyIndex = f.bump()
+	return nil
+}
+
 func (f *fakeNomad) PromoteDeployment(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
