@@ -732,7 +732,7 @@ func (o *Orchestrator) register(ctx context.Context, job *nomad.Job, current *no
 	if err != nil {
 		return &RolloutError{Version: version, Cause: fmt.Sprintf("Nomad refused the job: %v", err)}
 	}
-	return o.watchRollout(ctx, *job.ID, evalID, version, needs)
+	return o.watchRollout(ctx, job, evalID, version, needs)
 }
 
 // needs says, per function, what it asks of a node beyond CPU and memory,

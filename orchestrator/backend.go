@@ -55,6 +55,10 @@ type Nomad interface {
 	// FailDeployment fails deployment id (auto_revert then restores the
 	// job's last stable version).
 	FailDeployment(ctx context.Context, id string) error
+	// SetAllocHealth gives Nomad the verdict that allocations healthy of
+	// deployment id are healthy (as its clients do once their checks
+	// pass).
+	SetAllocHealth(ctx context.Context, id string, healthy []string) error
 	// PromoteDeployment promotes every canary of deployment id.
 	PromoteDeployment(ctx context.Context, id string) error
 	// Evaluation reads evaluation id, blocking as Deployment does.

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -251,6 +252,30 @@ func (o *Orchestrator) awaitServers(ctx context.Context, r router.Route, allowed
 	})
 }
 
+// awaitServersWithout waits until the proxy serves route r from its own
+// router again and its service lists none of forbidden (see
+// awaitServers, which names the servers allowed instead).
+func (o *Orchestrator) awaitServersWithout(ctx context.Context, r router.Route, forbidden []string) error {
+	if r.Proxied {
+		return nil // see awaitServers
+	}
+	if o.proxy == nil {
+		return sleep(ctx, SplitSettle)
+	}
+	service := router.StableService(r)
+	return observe(ctx, "the previous containers' removal from "+service, func(ctx context.Context) (bool, error) {
+		own, err := o.proxy.RouterService(ctx, r.Router+"@"+catalogProvider)
+		if err != nil || own == "" {
+			return false, err
+		}
+		servers, err := o.proxy.Servers(ctx, service)
+		if err != nil {
+			return false, err
+		}
+		return !slices.ContainsFunc(servers, func(s string) bool { return slices.Contains(forbidden, s) }), nil
+	})
+}
+
 // catalogProvider is the name Traefik gives its Consul catalog provider.
 const catalogProvider = "consulcatalog"
 
@@ -477,37 +502,199 @@ func running(a *nomad.AllocationListStub) bool {
 }
 
 // promote promotes deployment depID once its traffic split is published,
-// waits for Nomad to replace the previous version's containers and for
-// them to leave Consul, and removes the split. Before Nomad promotes, a
-// failure discards the new containers; after, the new version is live
-// whatever else fails (a split it cannot remove is recorded as stale, and
-// removed later: see removeOrRecord).
+// and removes the split once the previous version's containers have left
+// Consul and the proxy's services of routes; it returns once that is done
+// and Nomad has every container of the deployment healthy. The two go on
+// at once: the split sends each route's requests to the new containers by
+// address, so neither the replacements Nomad starts nor Nomad's verdict on
+// them is anything the split's removal waits for (see awaitRetired).
+// Before Nomad promotes, a failure discards the new containers; after,
+// the new version is live whatever else fails (a split it cannot remove
+// is recorded as stale, and removed later: see removeOrRecord), unless
+// Nomad fails the deployment.
 func (o *Orchestrator) promote(ctx context.Context, jobID string, version int, depID string, keys []string, routes []router.Route) error {
+	old, err := o.previousInstances(ctx, depID, routes)
+	if err != nil {
+		return o.discard(context.WithoutCancel(ctx), jobID, depID, keys, routes, &RolloutError{Version: version, Cause: err.Error()})
+	}
 	if err := o.nomad.PromoteDeployment(ctx, depID); err != nil {
 		return o.discard(context.WithoutCancel(ctx), jobID, depID, keys, routes, &RolloutError{Version: version,
 			Cause: fmt.Sprintf("Nomad refused to promote deployment %s: %v", shortID(depID), err)})
 	}
-	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
-	if err == nil {
-		err = o.followDeployment(ctx, dep, version, false)
-	}
-	if err != nil {
+	o.log.Debug("deployment promoted", "job", jobID, "deployment", depID)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cleaned := make(chan error, 1)
+	go func() {
+		err := o.awaitRetired(wctx, routes, old)
+		if wctx.Err() != nil {
+			cleaned <- err // the deployment failed: its path removes the split
+			return
+		}
+		o.log.Debug("previous containers gone from Consul and the proxy", "job", jobID, "error", err)
+		cleaned <- errors.Join(err, o.removeOrRecord(ctx, jobID, keys))
+		o.log.Debug("traffic split removed", "job", jobID)
+	}()
+	if err := o.followPromoted(ctx, depID, version, routes); err != nil {
+		cancel()
+		<-cleaned
 		// Nomad failed the promoted version and auto_revert started the
 		// previous one, which must itself be promoted.
 		o.promoteRevert(context.WithoutCancel(ctx), jobID)
 		_ = o.removeOrRecord(context.WithoutCancel(ctx), jobID, keys)
 		return err
 	}
-	o.log.Debug("promoted deployment successful", "job", jobID, "deployment", depID)
-	errs := []error{o.waitOldGone(ctx, depID, routes)}
-	o.log.Debug("previous containers gone from Consul and Traefik", "job", jobID)
-	if err := o.removeOrRecord(ctx, jobID, keys); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	o.log.Debug("promoted deployment healthy", "job", jobID, "deployment", depID)
+	if err := <-cleaned; err != nil {
 		o.log.Warn("cleaning up after a promotion", "job", jobID, "version", version, "error", err)
 	}
 	return nil
+}
+
+// followPromoted follows promoted deployment depID until every container
+// of it is healthy, giving Nomad the verdict on the containers of routes
+// as soon as they pass their checks in Consul (see settleHealth).
+func (o *Orchestrator) followPromoted(ctx context.Context, depID string, version int, routes []router.Route) error {
+	dep, _, err := o.nomad.Deployment(ctx, depID, 0)
+	if err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, r := range routes {
+		go o.settleHealth(sctx, depID, r)
+	}
+	return o.followDeployment(ctx, dep, version, false)
+}
+
+// settleHealth tells Nomad that the containers of deployment depID for
+// route r are healthy as soon as they run and pass their checks in
+// Consul (see unsettled), until ctx ends. That is the verdict Nomad
+// reaches itself (health_check = "checks", min_healthy_time = 0), a
+// second or so later: its client polls Consul every 500 ms and reports
+// in batches. A failing container is left to Nomad.
+func (o *Orchestrator) settleHealth(ctx context.Context, depID string, r router.Route) {
+	var index uint64
+	for ctx.Err() == nil {
+		instances, last, err := o.consul.Instances(ctx, r.Name, "", true, index)
+		if err != nil {
+			if sleep(ctx, observeEvery) != nil {
+				return
+			}
+			continue
+		}
+		index = last
+		allocs, _, err := o.nomad.DeploymentAllocations(ctx, depID, 0)
+		if err != nil {
+			continue
+		}
+		ids := unsettled(allocs, r.Function, instances)
+		if len(ids) == 0 {
+			continue
+		}
+		if err := o.nomad.SetAllocHealth(ctx, depID, ids); err != nil {
+			o.log.Debug("giving Nomad the verdict on healthy containers", "deployment", shortID(depID), "error", err)
+			continue
+		}
+		o.log.Debug("containers pass their checks in Consul; told Nomad they are healthy", "deployment", shortID(depID),
+			"function", r.Function, "allocations", len(ids))
+	}
+}
+
+// unsettled are the allocations among allocs of group whose health
+// caravan gives Nomad: they run (desired and client status, every task),
+// Nomad has no verdict on them yet, and an instance among passing (those
+// passing their checks in Consul) is theirs.
+func unsettled(allocs []*nomad.AllocationListStub, group string, passing []Instance) []string {
+	var ids []string
+	for _, a := range allocs {
+		if a.TaskGroup != group || a.DesiredStatus != nomad.AllocDesiredStatusRun || a.ClientStatus != nomad.AllocClientStatusRunning ||
+			(a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil) || len(a.TaskStates) == 0 {
+			continue
+		}
+		runs := true
+		for _, ts := range a.TaskStates {
+			runs = runs && ts != nil && ts.State == taskRunning
+		}
+		if runs && slices.ContainsFunc(passing, func(in Instance) bool { return strings.Contains(in.ID, a.ID) }) {
+			ids = append(ids, a.ID)
+		}
+	}
+	return ids
+}
+
+// retiring are the Consul instances of one route that belong to the
+// version a promotion retires.
+type retiring struct {
+	IDs     []string
+	Servers []string
+}
+
+// previousInstances are, by route name, the Consul instances of routes
+// that belong to no allocation of deployment depID: the previous
+// version's, which its promotion retires.
+func (o *Orchestrator) previousInstances(ctx context.Context, depID string, routes []router.Route) (map[string]retiring, error) {
+	out := map[string]retiring{}
+	if len(routes) == 0 {
+		return out, nil
+	}
+	allocs, _, err := o.nomad.DeploymentAllocations(ctx, depID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("listing the allocations of deployment %s: %w", shortID(depID), err)
+	}
+	for _, r := range routes {
+		instances, _, err := o.consul.Instances(ctx, r.Name, "", false, 0)
+		if err != nil {
+			return nil, fmt.Errorf("listing the containers of %s in Consul: %w", r.Function, err)
+		}
+		var rt retiring
+		for _, in := range instances {
+			if len(ofAllocs([]Instance{in}, allocs)) == 0 {
+				rt.IDs = append(rt.IDs, in.ID)
+				rt.Servers = append(rt.Servers, serverURLs([]Instance{in})...)
+			}
+		}
+		out[r.Name] = rt
+	}
+	return out, nil
+}
+
+// awaitRetired waits until no instance of old (see previousInstances) is
+// left in Consul, and the proxy serves each route of routes from its own
+// router with none of old's servers (see awaitServersWithout), for at
+// most a minute; the routes are waited for at once.
+func (o *Orchestrator) awaitRetired(ctx context.Context, routes []router.Route, old map[string]retiring) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	errs := make([]error, len(routes))
+	var wg sync.WaitGroup
+	for i, r := range routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gone := old[r.Name]
+			var index uint64
+			for {
+				instances, last, err := o.consul.Instances(ctx, r.Name, "", false, index)
+				if err != nil {
+					errs[i] = fmt.Errorf("%s: waiting for the previous version's containers to leave Consul: %w", r.Function, err)
+					return
+				}
+				if !slices.ContainsFunc(instances, func(in Instance) bool { return slices.Contains(gone.IDs, in.ID) }) {
+					// Traefik's consulCatalog provider must see them gone
+					// too before the split goes. An address a new
+					// container took over is its own.
+					held := serverURLs(instances)
+					forbidden := slices.DeleteFunc(slices.Clone(gone.Servers), func(s string) bool { return slices.Contains(held, s) })
+					errs[i] = o.awaitServersWithout(ctx, r, forbidden)
+					return
+				}
+				index = last
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // promoteRevert promotes the deployment of a reverted job when it waits for
@@ -908,3 +1095,7 @@ func (o *Orchestrator) restoreLiveProxied(ctx context.Context, rec *AppRecord, n
 	}
 	return nil
 }
+
+// taskRunning is the State of a nomad.TaskState that runs (the api
+// package names no constant for it).
+const taskRunning = "running"

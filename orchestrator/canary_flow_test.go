@@ -56,6 +56,7 @@ func (h *harness) canaryNomad() {
 		*tg.Count = 0 // Register places the canaries below, not a full set
 		for i := range n {
 			a := h.nomad.addAlloc(*job.ID, *tg.Name, dep.ID, nomad.AllocClientStatusRunning)
+			a.DeploymentStatus = &nomad.AllocDeploymentStatus{Healthy: ptrTo(true), Canary: true}
 			h.consul.register(birdsService, fakeInstance{Instance: Instance{ID: "_nomad-task-" + a.ID, Address: "127.0.0.1", Port: 20000 + i},
 				tags: []string{jobs.CanaryTag}, passing: true})
 		}

@@ -160,6 +160,11 @@ func (n NomadClient) FailDeployment(ctx context.Context, id string) error {
 	return err
 }
 
+func (n NomadClient) SetAllocHealth(ctx context.Context, id string, healthy []string) error {
+	_, _, err := n.Client.Deployments().SetAllocHealth(id, healthy, nil, w(ctx, ""))
+	return err
+}
+
 func (n NomadClient) PromoteDeployment(ctx context.Context, id string) error {
 	_, _, err := n.Client.Deployments().PromoteAll(id, w(ctx, ""))
 	return err

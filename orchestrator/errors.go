@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/bundle"
@@ -129,6 +130,38 @@ func (e *RolloutError) Error() string {
 	if e.AllocID != "" {
 		fmt.Fprintf(&b, " (allocation %s; `nomad alloc status %s` has more)", shortID(e.AllocID), shortID(e.AllocID))
 	}
+	return b.String()
+}
+
+// DeploymentMissingError is a registered version that needs a Nomad
+// deployment (see expectsDeployment) for which none appeared: within
+// Waited, or a later version's came first (Superseded). caravan cannot
+// tell whether the version is healthy, and does not call it live.
+type DeploymentMissingError struct {
+	JobID string
+	// JobVersion is Nomad's number of the version; Version caravan's.
+	JobVersion uint64
+	Version    int
+	Waited     time.Duration
+	// Latest is the Nomad version of the job's latest deployment, when
+	// it has one.
+	Latest *uint64
+	// Superseded is the Nomad version whose deployment came instead.
+	Superseded *uint64
+}
+
+func (e *DeploymentMissingError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version %d failed: Nomad opened no deployment for job %s version %d", e.Version, e.JobID, e.JobVersion)
+	switch {
+	case e.Superseded != nil:
+		fmt.Fprintf(&b, ": version %d was registered after it and has the latest deployment", *e.Superseded)
+	case e.Latest != nil:
+		fmt.Fprintf(&b, " within %s (the latest is of version %d)", e.Waited, *e.Latest)
+	default:
+		fmt.Fprintf(&b, " within %s (the job has none)", e.Waited)
+	}
+	fmt.Fprintf(&b, "; `nomad job status %s` shows what Nomad runs", e.JobID)
 	return b.String()
 }
 
@@ -294,7 +327,10 @@ func (e *ForbiddenError) ErrorCode() api.ErrorCode   { return api.CodeForbidden 
 func (e *NotFoundError) ErrorCode() api.ErrorCode    { return api.CodeNotFound }
 func (e *BadRequestError) ErrorCode() api.ErrorCode  { return api.CodeBadRequest }
 func (e *RolloutError) ErrorCode() api.ErrorCode     { return api.CodeRolloutFailed }
-func (e *HostTakenError) ErrorCode() api.ErrorCode   { return api.CodeHostTaken }
+func (e *DeploymentMissingError) ErrorCode() api.ErrorCode {
+	return api.CodeRolloutFailed
+}
+func (e *HostTakenError) ErrorCode() api.ErrorCode { return api.CodeHostTaken }
 func (e *DomainUnverifiedError) ErrorCode() api.ErrorCode {
 	return api.CodeDomainUnverified
 }
@@ -321,6 +357,7 @@ var (
 	_ api.Coder = (*PolicyError)(nil)
 	_ api.Coder = (*BadRequestError)(nil)
 	_ api.Coder = (*RolloutError)(nil)
+	_ api.Coder = (*DeploymentMissingError)(nil)
 	_ api.Coder = (*HostTakenError)(nil)
 	_ api.Coder = (*DomainUnverifiedError)(nil)
 	_ api.Coder = (*ConflictError)(nil)

@@ -92,6 +92,12 @@ type fakeNomad struct {
 	onPlaced func(allocs []*nomad.Allocation)
 	// onPromote shapes a promoted deployment (nil: successful at once).
 	onPromote func(dep *nomad.Deployment)
+	// afterRegister, when set, runs (with the lock held) once Register
+	// has registered job and opened its deployment.
+	afterRegister func(f *fakeNomad, job *nomad.Job)
+	// noDeployment registers versions without opening a deployment for
+	// them (the evaluation still names the job's latest one).
+	noDeployment bool
 	// promoteErr fails every PromoteDeployment.
 	promoteErr error
 	// runCall sets a dispatched call's allocation up: its task state and
@@ -199,11 +205,19 @@ func (f *fakeNomad) Register(ctx context.Context, job *nomad.Job, modifyIndex ui
 	f.jobs[*j.ID] = j
 	f.history[*j.ID] = append(f.history[*j.ID], j)
 	evalID := f.newEval(*j.ID)
-	if j.Periodic != nil || j.ParameterizedJob != nil || len(f.planFailed) > 0 {
+	eval := f.evals[evalID]
+	eval.JobModifyIndex = idx
+	// Nomad's evaluation names the job's latest deployment, whether or
+	// not it opened one for this version.
+	if latest := f.latestLocked(*j.ID); latest != nil {
+		eval.DeploymentID = latest.ID
+	}
+	if j.Periodic != nil || j.ParameterizedJob != nil || len(f.planFailed) > 0 || f.noDeployment {
 		return evalID, nil
 	}
-	dep := &nomad.Deployment{ID: f.id("dep"), JobID: *j.ID, JobVersion: version, Status: nomad.DeploymentStatusSuccessful,
-		TaskGroups: map[string]*nomad.DeploymentState{}}
+	dep := &nomad.Deployment{ID: f.id("dep"), JobID: *j.ID, JobVersion: version, JobSpecModifyIndex: idx, JobModifyIndex: idx,
+		Status: nomad.DeploymentStatusSuccessful, TaskGroups: map[string]*nomad.DeploymentState{}}
+	eval.DeploymentID = dep.ID
 	for _, tg := range j.TaskGroups {
 		dep.TaskGroups[*tg.Name] = &nomad.DeploymentState{DesiredTotal: *tg.Count, HealthyAllocs: *tg.Count}
 	}
@@ -221,7 +235,20 @@ func (f *fakeNomad) Register(ctx context.Context, job *nomad.Job, modifyIndex ui
 	if f.onPlaced != nil {
 		f.onPlaced(placed)
 	}
+	if f.afterRegister != nil {
+		f.afterRegister(f, j)
+	}
 	return evalID, nil
+}
+
+// bumpVersion registers job id again unchanged as a new version, opening
+// no deployment (with the lock held): someone changed it in Nomad.
+func (f *fakeNomad) bumpVersion(id string) {
+	j := copyJob(f.jobs[id])
+	v, idx := *j.Version+1, f.bump()
+	j.Version, j.JobModifyIndex = &v, &idx
+	f.jobs[id] = j
+	f.history[id] = append(f.history[id], j)
 }
 
 // addAlloc adds an allocation (with the lock held).
@@ -354,13 +381,18 @@ func (f *fakeNomad) Allocation(ctx context.Context, id string) (*nomad.Allocatio
 func (f *fakeNomad) LatestDeployment(ctx context.Context, jobID string) (*nomad.Deployment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return copyDep(f.latestLocked(jobID)), nil
+}
+
+// latestLocked is job jobID's latest deployment (with the lock held).
+func (f *fakeNomad) latestLocked(jobID string) *nomad.Deployment {
 	var latest *nomad.Deployment
 	for _, d := range f.deps {
 		if d.JobID == jobID && (latest == nil || d.ModifyIndex > latest.ModifyIndex) {
 			latest = d
 		}
 	}
-	return copyDep(latest), nil
+	return latest
 }
 
 func copyDep(d *nomad.Deployment) *nomad.Deployment {
@@ -417,6 +449,29 @@ func (f *fakeNomad) FailDeployment(ctx context.Context, id string) error {
 			a.ClientStatus, a.ModifyIndex = nomad.AllocClientStatusComplete, f.bump()
 		}
 	}
+	return nil
+}
+
+func (f *fakeNomad) SetAllocHealth(ctx context.Context, id string, healthy []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("health %s %d", id, len(healthy))
+	d := f.deps[id]
+	if d == nil || d.Status != nomad.DeploymentStatusRunning {
+		return fmt.Errorf("deployment %s is not active", id)
+	}
+	for _, aid := range healthy {
+		a := f.allocs[aid]
+		if a == nil || a.DeploymentID != id {
+			return fmt.Errorf("allocation %s is not of deployment %s", aid, id)
+		}
+		a.DeploymentStatus = &nomad.AllocDeploymentStatus{Healthy: ptrTo(true)}
+		a.ModifyIndex = f.bump()
+		if g := d.TaskGroups[a.TaskGroup]; g != nil {
+			g.HealthyAllocs++
+		}
+	}
+	d.ModifyIndex = f.bump()
 	return nil
 }
 

@@ -40,9 +40,9 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 	if g, cause := firstUnplaceable(eval.FailedTGAllocs, needs); g != "" {
 		return o.abandon(ctx, id, version, &RolloutError{Function: g, Version: version, Cause: cause})
 	}
-	registered, err := o.nomad.Job(ctx, id)
-	if err != nil || registered == nil {
-		return errors.Join(err, fmt.Errorf("job %s vanished from Nomad", id))
+	reg, err := o.registrationOf(ctx, job, eval)
+	if err != nil {
+		return err
 	}
 
 	wctx, stop := context.WithCancelCause(ctx)
@@ -52,7 +52,7 @@ func (o *Orchestrator) registerNew(ctx context.Context, rendered *jobs.Rendered,
 		go first.run(wctx)
 	}
 	deployed := make(chan error, 1) // Nomad's deployment ended (nil: successful)
-	go func() { deployed <- o.watchDeployment(wctx, id, *registered.Version, version) }()
+	go func() { deployed <- o.watchDeployment(wctx, reg, eval.DeploymentID, version) }()
 	placed := make(chan error, 1) // every container runs (and passes its checks, or has its first route)
 	go func() { placed <- o.awaitPlaced(wctx, rendered, first) }()
 	probed := make(chan error, 1) // every route answers through the proxy

@@ -100,7 +100,7 @@ func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *Ver
 	if action == resumeFail {
 		return &RolloutError{Version: v.Version, Cause: why}
 	}
-	if err := o.watchDeployment(ctx, rec.JobID, *job.Version, v.Version); err != nil {
+	if err := o.watchDeployment(ctx, registered(job), "", v.Version); err != nil {
 		return err
 	}
 	dep, err := o.awaitingDeployment(ctx, rec.JobID, v.Version)

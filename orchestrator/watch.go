@@ -14,13 +14,17 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// watchRollout follows Nomad's evaluation of a registered job and then its
-// deployment, with blocking queries, until the new version is healthy. On a
-// placement failure, a failed deployment, or the caller's deadline, it fails
-// the deployment (so auto_revert restores the previous version) and returns
-// a *RolloutError naming the function and the cause.
+// watchRollout follows Nomad's evaluation of registered job (its ID,
+// groups and counts as registered) and then the deployment Nomad opened
+// for it, with blocking queries, until the new version is healthy. On a
+// placement failure, a failed deployment, or the caller's deadline, it
+// fails the deployment (so auto_revert restores the previous version) and
+// returns a *RolloutError naming the function and the cause; a
+// *DeploymentMissingError when Nomad opened no deployment for the version
+// that needs one.
 // needs says what each function asks of a node (see needs in apply.go).
-func (o *Orchestrator) watchRollout(ctx context.Context, jobID, evalID string, version int, needs map[string]string) error {
+func (o *Orchestrator) watchRollout(ctx context.Context, job *nomad.Job, evalID string, version int, needs map[string]string) error {
+	jobID := *job.ID
 	eval, err := o.waitEval(ctx, evalID)
 	if err != nil {
 		return o.abandon(ctx, jobID, version, err)
@@ -28,25 +32,197 @@ func (o *Orchestrator) watchRollout(ctx context.Context, jobID, evalID string, v
 	if g, cause := firstUnplaceable(eval.FailedTGAllocs, needs); g != "" {
 		return o.abandon(ctx, jobID, version, &RolloutError{Function: g, Version: version, Cause: cause})
 	}
-	job, err := o.nomad.Job(ctx, jobID)
-	if err != nil || job == nil {
-		return errors.Join(err, fmt.Errorf("job %s vanished from Nomad", jobID))
+	reg, err := o.registrationOf(ctx, job, eval)
+	if err != nil {
+		return err
 	}
-	return o.watchDeployment(ctx, jobID, *job.Version, version)
+	return o.watchDeployment(ctx, reg, eval.DeploymentID, version)
 }
 
-// watchDeployment follows the deployment of Nomad job version jobVersion
-// (caravan version version) to its end with blocking queries, or until its
-// canaries wait for caravan to promote them; see watchRollout.
-func (o *Orchestrator) watchDeployment(ctx context.Context, jobID string, jobVersion uint64, version int) error {
-	dep, err := o.nomad.LatestDeployment(ctx, jobID)
-	if err != nil {
-		return fmt.Errorf("reading deployment of %s: %w", jobID, err)
+// registration is the Nomad job version one registration made: what
+// tells its deployment from another version's.
+type registration struct {
+	JobID string
+	// Version is the Nomad job version.
+	Version uint64
+	// SpecIndex is the job's JobModifyIndex at that version (the
+	// registration's evaluation carries it; a deployment carries it as
+	// JobSpecModifyIndex); 0 when unknown, and Version tells instead.
+	SpecIndex uint64
+	// Expects is whether Nomad opens a deployment for the version (see
+	// expectsDeployment).
+	Expects bool
+}
+
+// registrationOf is the registration whose completed evaluation is eval,
+// of job as it was registered. The version is read from Nomad: the job
+// as it is now, when it is still the one eval evaluated.
+func (o *Orchestrator) registrationOf(ctx context.Context, job *nomad.Job, eval *nomad.Evaluation) (registration, error) {
+	now, err := o.nomad.Job(ctx, *job.ID)
+	if err != nil || now == nil {
+		return registration{}, errors.Join(err, fmt.Errorf("job %s vanished from Nomad", *job.ID))
 	}
-	if dep == nil || dep.JobVersion != jobVersion {
-		return nil // nothing to roll out (an in-place change)
+	reg := registered(now)
+	reg.Expects = expectsDeployment(job)
+	if eval.JobModifyIndex > 0 && eval.JobModifyIndex != reg.SpecIndex {
+		// Registered again since (a scale): the index tells the
+		// version's deployment, whose number Nomad's job no longer says.
+		reg.SpecIndex = eval.JobModifyIndex
+	}
+	return reg, nil
+}
+
+// registered is the registration of job as Nomad holds it now.
+func registered(job *nomad.Job) registration {
+	reg := registration{JobID: *job.ID, Version: *job.Version, Expects: expectsDeployment(job)}
+	if job.JobModifyIndex != nil {
+		reg.SpecIndex = *job.JobModifyIndex
+	}
+	return reg
+}
+
+// expectsDeployment reports whether Nomad opens a deployment when it
+// registers a new version of job: a service job with a group that runs a
+// container and has an update block (Nomad's reconciler opens one for a
+// new version whenever a group's desired total is not zero and its
+// update strategy is not empty). A version whose groups are all at zero
+// (autoscaled functions at rest) has none.
+func expectsDeployment(job *nomad.Job) bool {
+	if job.Type != nil && *job.Type != nomad.JobTypeService {
+		return false
+	}
+	for _, tg := range job.TaskGroups {
+		u := tg.Update
+		if u == nil {
+			u = job.Update
+		}
+		if tg.Count != nil && *tg.Count > 0 && u != nil && u.MaxParallel != nil && *u.MaxParallel > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// opens reports whether dep is the deployment of reg's version.
+func (reg registration) opens(dep *nomad.Deployment) bool {
+	if dep == nil || dep.JobID != reg.JobID {
+		return false
+	}
+	if reg.SpecIndex > 0 && dep.JobSpecModifyIndex > 0 {
+		return dep.JobSpecModifyIndex == reg.SpecIndex
+	}
+	return dep.JobVersion == reg.Version
+}
+
+// newer reports whether dep is the deployment of a version registered
+// after reg's.
+func (reg registration) newer(dep *nomad.Deployment) bool {
+	if dep == nil || dep.JobID != reg.JobID {
+		return false
+	}
+	if reg.SpecIndex > 0 && dep.JobSpecModifyIndex > 0 {
+		return dep.JobSpecModifyIndex > reg.SpecIndex
+	}
+	return dep.JobVersion > reg.Version
+}
+
+// lookup is what a rollout does with the deployment it found for its
+// registration.
+type lookup int
+
+const (
+	// lookupWait: not there yet; ask again.
+	lookupWait lookup = iota
+	// lookupFollow: the registration's deployment; follow it.
+	lookupFollow
+	// lookupNone: Nomad opens no deployment for this version; nothing to
+	// follow.
+	lookupNone
+	// lookupSuperseded: a later version's deployment came first; the
+	// registration's will not come.
+	lookupSuperseded
+)
+
+// lookupDeployment decides from dep, the job's latest deployment (nil:
+// none), whether it is reg's.
+func lookupDeployment(reg registration, dep *nomad.Deployment) lookup {
+	switch {
+	case reg.opens(dep):
+		return lookupFollow
+	case reg.newer(dep):
+		return lookupSuperseded
+	case !reg.Expects:
+		return lookupNone
+	}
+	return lookupWait
+}
+
+// DeploymentWait bounds how long a rollout waits for the deployment of
+// the version it registered to appear in Nomad. Nomad opens it in the
+// plan of the registration's evaluation, so once the evaluation is
+// complete it is there at once: the wait covers the versions followed
+// without their evaluation (a rollout a stopped server left).
+var DeploymentWait = 10 * time.Second
+
+// deploymentPoll is how often a rollout asks for the deployment of its
+// version while it is not there.
+const deploymentPoll = 100 * time.Millisecond
+
+// watchDeployment follows the deployment of registration reg (caravan
+// version version) to its end with blocking queries, or until its
+// canaries wait for caravan to promote them; see watchRollout. hint is
+// the deployment the registration's evaluation names ("" when unknown):
+// Nomad names the job's latest deployment there even when it opened none
+// for the version, so it is followed only when it is reg's.
+func (o *Orchestrator) watchDeployment(ctx context.Context, reg registration, hint string, version int) error {
+	dep, err := o.deploymentOf(ctx, reg, hint, version)
+	if err != nil || dep == nil {
+		return err
 	}
 	return o.followDeployment(ctx, dep, version, true)
+}
+
+// deploymentOf finds the deployment of reg (nil: Nomad opens none for
+// it), asking every deploymentPoll for at most DeploymentWait; a
+// *DeploymentMissingError when it does not appear, or a later version's
+// does instead.
+func (o *Orchestrator) deploymentOf(ctx context.Context, reg registration, hint string, version int) (*nomad.Deployment, error) {
+	if hint != "" {
+		if dep, _, err := o.nomad.Deployment(ctx, hint, 0); err == nil && reg.opens(dep) {
+			return dep, nil
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, DeploymentWait)
+	defer cancel()
+	missing := &DeploymentMissingError{JobID: reg.JobID, JobVersion: reg.Version, Version: version, Waited: DeploymentWait}
+	for {
+		dep, err := o.nomad.LatestDeployment(wctx, reg.JobID)
+		if err == nil {
+			switch lookupDeployment(reg, dep) {
+			case lookupFollow:
+				return dep, nil
+			case lookupNone:
+				return nil, nil
+			case lookupSuperseded:
+				missing.Superseded = ptr(dep.JobVersion)
+				return nil, missing
+			}
+			if dep != nil {
+				missing.Latest = ptr(dep.JobVersion)
+			}
+		}
+		if err := sleep(wctx, deploymentPoll); err != nil {
+			switch cause := context.Cause(ctx); {
+			case errors.Is(cause, ErrLockLost):
+				return nil, ErrLockLost // the next holder follows it
+			case errors.Is(cause, errServing):
+				return nil, nil // a new app that serves needs no verdict (registerNew)
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("waiting for the deployment of %s version %d: %w", reg.JobID, reg.Version, ctx.Err())
+			}
+			return nil, missing
+		}
+	}
 }
 
 // followDeployment follows dep to its end; with untilPromotion, it also

@@ -40,6 +40,7 @@ var orchestratorErrors = []struct {
 	{&orchestrator.NotFoundError{App: "demo"}, api.CodeNotFound},
 	{&orchestrator.BadRequestError{Why: "strategy \"fast\""}, api.CodeBadRequest},
 	{&orchestrator.RolloutError{Function: "web", Cause: "exit 1", AllocID: "0123456789", Version: 3}, api.CodeRolloutFailed},
+	{&orchestrator.DeploymentMissingError{JobID: "dev--shop", JobVersion: 4, Version: 5, Waited: 10 * time.Second}, api.CodeRolloutFailed},
 	{&orchestrator.HostTakenError{Host: "a.example", Owner: api.HostOwner{App: "b", Workspace: "w"}}, api.CodeHostTaken},
 	{&orchestrator.DomainUnverifiedError{Workspace: "w", Challenges: []api.DomainChallenge{{Domain: "a.example",
 		Record: "_caravan-challenge.a.example", Value: "v"}}}, api.CodeDomainUnverified},

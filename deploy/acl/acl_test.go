@@ -26,7 +26,7 @@ var nomadCalls = map[string]string{
 	// Namespaces().Info: Nomad answers a token with any capability in it.
 	"Namespace": "read-job",
 	"Plan":      "submit-job", "Register": "submit-job", "Revert": "submit-job", "Deregister": "submit-job",
-	"FailDeployment": "submit-job", "PromoteDeployment": "submit-job", "ForcePeriodic": "submit-job",
+	"FailDeployment": "submit-job", "PromoteDeployment": "submit-job", "SetAllocHealth": "submit-job", "ForcePeriodic": "submit-job",
 	"Dispatch":   "dispatch-job",
 	"ReadFile":   "read-fs",
 	"FollowLogs": "read-logs",
