@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/autoscale"
+	"github.com/caravanhq/caravan/internal/leader"
 	"github.com/caravanhq/caravan/jobs"
 	"github.com/caravanhq/caravan/proxy"
 	consul "github.com/hashicorp/consul/api"
@@ -205,41 +206,12 @@ const LeaderKey = "caravan/autoscaler/leader"
 
 // RunLeader runs s while this server holds LeaderKey, taking it again
 // whenever it is free, until ctx ends: one autoscaler is active across
-// servers, and another takes over within the lock's TTL when it stops.
+// servers, and another takes over within the lock's TTL when it stops
+// (leader.Run).
 func RunLeader(ctx context.Context, cc *consul.Client, s *Scaler, log hclog.Logger) {
-	for ctx.Err() == nil {
-		lock, err := cc.LockOpts(&consul.LockOptions{Key: LeaderKey, SessionName: "caravan autoscaler", SessionTTL: "10s",
-			LockWaitTime: 15 * time.Second})
-		if err == nil {
-			var lost <-chan struct{}
-			if lost, err = lock.Lock(ctx.Done()); err == nil && lost != nil {
-				log.Info("autoscaler active")
-				rctx, cancel := context.WithCancel(ctx)
-				go func() {
-					select {
-					case <-lost:
-					case <-rctx.Done():
-					}
-					cancel()
-				}()
-				// A fresh Scaler's windows: nothing scales down before a
-				// whole window has been watched by this leader. It wakes
-				// on s's Wake.
-				s.fresh().Run(rctx)
-				cancel()
-				_ = lock.Unlock()
-				if ctx.Err() == nil {
-					log.Warn("autoscaler lost its lock; waiting to take it again")
-				}
-				continue
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			log.Warn("taking the autoscaler's lock", "error", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	leader.Run(ctx, leader.ConsulLock(cc, LeaderKey, "caravan autoscaler", "10s"), func(ctx context.Context) {
+		// A fresh Scaler's windows: nothing scales down before a whole
+		// window has been watched by this leader. It wakes on s's Wake.
+		s.fresh().Run(ctx)
+	}, log)
 }

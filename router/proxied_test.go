@@ -78,9 +78,12 @@ func TestProxiedRoute(t *testing.T) {
 		}
 	}
 	direct := router.Routes(oneWebApp(&spec.Web{}), router.DefaultConfig)[0]
-	for name, mw := range direct.Config.HTTP.Middlewares {
-		if mw.Retry != nil {
-			t.Errorf("a direct route has a retry middleware (%s): Traefik's own retry would resend to a container", name)
+	for name, rt := range direct.Config.HTTP.Routers {
+		// Last, straight to the containers: the next one at once, no
+		// interval (tags cannot carry one), fewer attempts than a proxy's.
+		last := direct.Config.HTTP.Middlewares[rt.Middlewares[len(rt.Middlewares)-1]]
+		if last == nil || last.Retry == nil || last.Retry.Attempts != router.DirectRetryAttempts || last.Retry.InitialInterval != 0 {
+			t.Errorf("direct router %s's last middleware is %+v, want the containers' retry", name, last)
 		}
 	}
 	kv, err := r.KV("traefik")

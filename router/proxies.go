@@ -45,6 +45,30 @@ const (
 	ProxyRetryInterval = 100 * time.Millisecond
 )
 
+// DirectRetryAttempts is how many times in all a route straight to its
+// containers (not Proxied) tries a request that reached none of them:
+// its Traefik Retry middleware, last in the chain. Traefik's retry (v3.6)
+// sends a request again only while nothing of it has been written to a
+// container: the attempt's connection failed (refused, as a dead
+// container's port refuses it, or its dial timed out) before the request's
+// headers were written to it (httptrace WroteHeaders), and the body is
+// read after the headers, so no byte of any request, idempotent or not,
+// reaches a container twice. A request a container took and then lost
+// (it died mid-request) fails as before. Each attempt goes through the
+// service's load balancer again, whose round robin gives it the next
+// container: a container that died is skipped until Consul's check of it
+// fails and Traefik drops it (a second or so), and only the requests it
+// held fail. No interval: the next attempt is to another container, at
+// once (and Traefik's label encoder writes a duration in nanoseconds
+// that its decoder reads as seconds, so tags cannot carry one). When
+// every container is gone, the attempts cost three refused connections
+// before the 502.
+//
+// Traefik's passive health checks (passiveHealthCheck, 3.6) are not
+// used: they count a container's own 5xx answers as failures, so a
+// function that answers 500 would be taken out of its service.
+const DirectRetryAttempts = 3
+
 // ProxyServices renders the Traefik services of proxies (in the order
 // given, the first preferred) for the KV provider: caravan-proxy-<i>, a
 // load balancer of proxy i alone, health-checked on its admin port, and

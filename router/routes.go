@@ -488,6 +488,16 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Retry: &dynamic.Retry{
 			Attempts: ProxyRetryAttempts, InitialInterval: ptypes.Duration(ProxyRetryInterval)}}
 		use(mw)
+	} else {
+		// Last, next to the containers' service: a request that reached
+		// no container (its connection refused: the container died and
+		// its Consul check has not failed yet) is sent again at once,
+		// which the load balancer gives the next container (see
+		// DirectRetryAttempts). A request a container took is never
+		// resent.
+		mw := name + "-retry"
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Retry: &dynamic.Retry{Attempts: DirectRetryAttempts}}
+		use(mw)
 	}
 	if rate, _ := fn.Web.Limits(); rate > 0 && cfg.AuthURL != "" {
 		addProbeRouter(r.Config, name, cfg.AuthURL, name+"-auth", strip)

@@ -300,6 +300,7 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 		t.Fatalf("router %q: want dev--hello-web and a 6-hex-digit settings hash", r.Router)
 	}
 	tagName, rlName, blName, stripName := "dev--hello-web-route"+suffix, "dev--hello-web-ratelimit"+suffix, "dev--hello-web-bodylimit"+suffix, "dev--hello-web-strip-auth"+suffix
+	retryName := "dev--hello-web-retry" + suffix
 	if !reflect.DeepEqual(got.HTTP.Middlewares, r.Config.HTTP.Middlewares) {
 		t.Fatalf("middlewares after the tags:\n%+v\nrendered:\n%+v", got.HTTP.Middlewares[rlName].RateLimit,
 			r.Config.HTTP.Middlewares[rlName].RateLimit)
@@ -312,8 +313,11 @@ func TestMiddlewaresSurviveTheTags(t *testing.T) {
 	if h := got.HTTP.Middlewares[tagName].Headers; h == nil || !maps.Equal(h.CustomRequestHeaders, map[string]string{router.HeaderRoute: "dev--hello-web"}) {
 		t.Fatalf("route header middleware %+v, want %s set to the route's name", h, router.HeaderRoute)
 	}
-	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{tagName, rlName, blName, stripName}) {
-		t.Fatalf("router middlewares %v, want the route header, the rate limit, the body limit, then the credential strip", mws)
+	if mws := got.HTTP.Routers[r.Router].Middlewares; !slices.Equal(mws, []string{tagName, rlName, blName, stripName, retryName}) {
+		t.Fatalf("router middlewares %v, want the route header, the rate limit, the body limit, the credential strip, then the retry", mws)
+	}
+	if rt := got.HTTP.Middlewares[retryName].Retry; rt == nil || rt.Attempts != router.DirectRetryAttempts || rt.InitialInterval != 0 {
+		t.Fatalf("retry after the tags %+v, want %d attempts at once", rt, router.DirectRetryAttempts)
 	}
 	if pc := got.HTTP.Middlewares[blName].Plugin["bodylimit"]; pc["maxBytes"] != "4294967296" {
 		t.Fatalf("body limit plugin config %v, want maxBytes 4 GiB", pc)
@@ -411,8 +415,8 @@ func TestTheProbeHasARouterOfItsOwn(t *testing.T) {
 // A function without proxy auth must not see an endpoint key its caller
 // sent (by mistake, or to another function behind the same client); one
 // with proxy auth must not see the key that opened it. The strip comes
-// last, after forwardAuth has read the headers, and holds for previews
-// and traffic splits too.
+// last but the retry, after forwardAuth has read the headers, and holds
+// for previews and traffic splits too.
 func TestEveryRouteStripsCredentials(t *testing.T) {
 	zero := 0
 	for name, web := range map[string]*spec.Web{
@@ -436,7 +440,13 @@ func TestEveryRouteStripsCredentials(t *testing.T) {
 						t.Errorf("%s, %s, %s: router %s has no middlewares", name, strategy, what, rname)
 						continue
 					}
-					last := c.HTTP.Middlewares[rt.Middlewares[len(rt.Middlewares)-1]]
+					// The last that touches the request: a retry (the
+					// route's last middleware) only sends it again.
+					mws := rt.Middlewares
+					for len(mws) > 1 && c.HTTP.Middlewares[mws[len(mws)-1]] != nil && c.HTTP.Middlewares[mws[len(mws)-1]].Retry != nil {
+						mws = mws[:len(mws)-1]
+					}
+					last := c.HTTP.Middlewares[mws[len(mws)-1]]
 					if last == nil || last.Headers == nil {
 						t.Errorf("%s, %s, %s: router %s ends in %v, not a headers middleware", name, strategy, what, rname, rt.Middlewares)
 						continue

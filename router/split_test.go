@@ -42,7 +42,7 @@ func TestPreviewRoute(t *testing.T) {
 			t.Errorf("%s: preview must keep auth and health path, and serve no custom domain: %+v", s, p)
 		}
 		rt := p.Config.HTTP.Routers[p.Router]
-		if rt.Rule != "Host(`dev--hello-web--canary.caravan.localhost`)" || rt.Service != p.Name || len(rt.Middlewares) != 4 {
+		if rt.Rule != "Host(`dev--hello-web--canary.caravan.localhost`)" || rt.Service != p.Name || len(rt.Middlewares) != 5 {
 			t.Errorf("%s: preview router %+v", s, rt)
 		}
 		if p.Name == r.Name || strings.HasPrefix(p.Router, r.Router) {

@@ -85,6 +85,7 @@ import (
 	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/clientcfg"
+	"github.com/caravanhq/caravan/internal/leader"
 	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/policy"
 	"github.com/caravanhq/caravan/queue"
@@ -373,7 +374,8 @@ func (s *Server) Start() error {
 			s.log.Error("serve", "error", err)
 		}
 	}()
-	go s.orch.WatchCanaries(s.ctx, 2*time.Second)
+	go leader.Run(s.ctx, leader.ConsulLock(s.consul, CanaryWatcherKey, "caravan canary watcher", "10s"),
+		func(ctx context.Context) { s.orch.WatchCanaries(ctx, 2*time.Second) }, s.log.Named("canaries"))
 	if s.bundleGC > 0 {
 		go s.collectBundles()
 	}
@@ -386,6 +388,13 @@ func (s *Server) Start() error {
 	go s.resumeLoop(ResumeInterval)
 	return nil
 }
+
+// CanaryWatcherKey is the Consul lock the server that watches canaries
+// holds: one server at a time promotes them on time, aborts failing ones
+// and removes stale splits (orchestrator.WatchCanaries), as one runs the
+// autoscaler (autoscaler.LeaderKey); another takes over within the lock's
+// TTL when it stops.
+const CanaryWatcherKey = "caravan/canaries/leader"
 
 // ResumeInterval is how often a server looks for rollouts another left
 // pending.

@@ -14,9 +14,12 @@ import (
 
 // TestClusterLostClient: under load, a Nomad client is lost: its agent
 // and every task below it die at once (SIGKILL, nothing deregisters).
-// Nomad marks the node down, the app's allocations come back on the other
-// client, and the routes follow (Consul's checks of the dead containers
-// fail, Traefik drops them). It prints the requests that failed and when.
+// Only requests in flight at the kill fail: Traefik sends to the dead
+// container until Consul's check of it fails, and the route's retry
+// (router.DirectRetryAttempts) gives each of those refused requests to
+// the live container. Nomad marks the node down, the app's allocations
+// come back on the other client, and the routes follow. It prints the
+// requests that failed and when.
 func TestClusterLostClient(t *testing.T) {
 	const job = "e2e--survivor"
 	purge(t, job)
@@ -38,9 +41,11 @@ func TestClusterLostClient(t *testing.T) {
 
 	lost := env.nodes["nomad-client-0"]
 	killed := time.Now()
-	if err := env.stack.Kill("nomad-client-0"); err != nil {
+	inFlight, err := l.Around(func() error { return env.stack.Kill("nomad-client-0") })
+	if err != nil {
 		t.Fatal(err)
 	}
+	killTook := time.Since(killed)
 	t.Cleanup(func() { restartClient(t, "nomad-client-0") })
 
 	eventually(t, 2*time.Minute, "Nomad marks the lost client down", func() error {
@@ -78,9 +83,13 @@ func TestClusterLostClient(t *testing.T) {
 	if last := l.LastFailure(); last.After(killed) {
 		lastFail = "the last failed " + last.Sub(killed).Round(time.Millisecond).String() + " after the kill"
 	}
-	t.Logf("lost client: %d requests at 50/s, %d before the kill (%d failed); %d failed after it (first: %v); %s; node down after %s, both containers on the other client after %s",
-		l.Sent.Load(), sentBefore, failedBefore, l.Failed.Load()-failedBefore, l.FirstErrors(), lastFail,
+	failed := l.Failed.Load() - failedBefore
+	t.Logf("lost client: %d requests at 50/s, %d before the kill (%d failed); %d in flight during the kill (%s); %d failed after it (first: %v); %s; node down after %s, both containers on the other client after %s",
+		l.Sent.Load(), sentBefore, failedBefore, inFlight, killTook.Round(time.Millisecond), failed, l.FirstErrors(), lastFail,
 		down.Round(time.Millisecond), replaced.Round(time.Millisecond))
+	if failed > inFlight {
+		t.Errorf("%d requests failed after the kill, more than the %d in flight during it: requests sent after it to the dead container failed too", failed, inFlight)
+	}
 }
 
 // restartClient starts a killed Nomad client again with its data

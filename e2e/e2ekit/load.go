@@ -14,7 +14,9 @@ import (
 // stop channel is closed (or 10 minutes or its most requests pass), and
 // counts the failures: any transport error or non-200 answer.
 type Load struct {
-	Sent, Failed atomic.Int64
+	// Sent counts the requests begun, Finished those ended (answered or
+	// failed), Failed those that failed: Sent - Finished are in flight.
+	Sent, Finished, Failed atomic.Int64
 	// Done is closed once every request has finished.
 	Done chan struct{}
 
@@ -55,8 +57,9 @@ func RunLoad(ctx context.Context, c *http.Client, url string, perSecond int, mos
 				select {
 				case work <- struct{}{}:
 				default: // workers saturated: count it, do not queue
-					l.fail("generator: all workers busy")
 					l.Sent.Add(1)
+					l.fail("generator: all workers busy")
+					l.Finished.Add(1)
 				}
 			}
 		}
@@ -66,6 +69,7 @@ func RunLoad(ctx context.Context, c *http.Client, url string, perSecond int, mos
 
 func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 	l.Sent.Add(1)
+	defer l.Finished.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
@@ -106,4 +110,14 @@ func (l *Load) LastFailure() time.Time {
 		return time.Time{}
 	}
 	return l.failedAt[len(l.failedAt)-1]
+}
+
+// Around brackets f (a fault, such as a kill) and returns how many of l's
+// requests were in flight at some moment while it ran: those begun by
+// its end less those ended before its start. A request outside that
+// count either ended before f began or began after f returned.
+func (l *Load) Around(f func() error) (inFlight int64, err error) {
+	endedBefore := l.Finished.Load()
+	err = f()
+	return l.Sent.Load() - endedBefore, err
 }
