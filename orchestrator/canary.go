@@ -225,6 +225,19 @@ func (o *Orchestrator) awaitRouters(ctx context.Context, want map[string]string)
 // Traefik has the route's router back, and a split removed in that moment
 // leaves requests with no router at all (404).
 func (o *Orchestrator) awaitServers(ctx context.Context, r router.Route, allowed []string) error {
+	return o.awaitServersAll(ctx, r, func(s string) bool { return slices.Contains(allowed, s) })
+}
+
+// awaitServersWithout waits until the proxy serves route r from its own
+// router again and its service lists none of forbidden (see
+// awaitServers, which names the servers allowed instead).
+func (o *Orchestrator) awaitServersWithout(ctx context.Context, r router.Route, forbidden []string) error {
+	return o.awaitServersAll(ctx, r, func(s string) bool { return !slices.Contains(forbidden, s) })
+}
+
+// awaitServersAll waits until the proxy serves route r from its own router
+// again and every server its service lists passes ok.
+func (o *Orchestrator) awaitServersAll(ctx context.Context, r router.Route, ok func(server string) bool) error {
 	if r.Proxied {
 		// caravan's proxies, not Traefik, list its containers, from
 		// Consul: passing there is enough.
@@ -244,35 +257,11 @@ func (o *Orchestrator) awaitServers(ctx context.Context, r router.Route, allowed
 			return false, err
 		}
 		for _, s := range servers {
-			if !slices.Contains(allowed, s) {
+			if !ok(s) {
 				return false, nil
 			}
 		}
 		return true, nil
-	})
-}
-
-// awaitServersWithout waits until the proxy serves route r from its own
-// router again and its service lists none of forbidden (see
-// awaitServers, which names the servers allowed instead).
-func (o *Orchestrator) awaitServersWithout(ctx context.Context, r router.Route, forbidden []string) error {
-	if r.Proxied {
-		return nil // see awaitServers
-	}
-	if o.proxy == nil {
-		return sleep(ctx, SplitSettle)
-	}
-	service := router.StableService(r)
-	return observe(ctx, "the previous containers' removal from "+service, func(ctx context.Context) (bool, error) {
-		own, err := o.proxy.RouterService(ctx, r.Router+"@"+catalogProvider)
-		if err != nil || own == "" {
-			return false, err
-		}
-		servers, err := o.proxy.Servers(ctx, service)
-		if err != nil {
-			return false, err
-		}
-		return !slices.ContainsFunc(servers, func(s string) bool { return slices.Contains(forbidden, s) }), nil
 	})
 }
 
