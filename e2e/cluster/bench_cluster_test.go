@@ -4,7 +4,12 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +18,13 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/devstack"
+	"github.com/caravanhq/caravan/e2e/e2ekit"
+	"github.com/caravanhq/caravan/orchestrator"
+	"github.com/caravanhq/caravan/router"
+	"github.com/caravanhq/caravan/server"
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
 )
 
 // The cluster's figures (`just cluster-bench`): deploy time of a new app,
@@ -24,13 +36,18 @@ import (
 // through Traefik over HTTPS verified by the stack's CA (polling every
 // 100ms, for at most timeout).
 func untilAnswered(start time.Time, timeout time.Duration, urls []string, body string) (time.Duration, error) {
+	return untilAnsweredBy(env.https, start, timeout, urls, body)
+}
+
+// untilAnsweredBy is untilAnswered through c (another stack's Traefik).
+func untilAnsweredBy(c *http.Client, start time.Time, timeout time.Duration, urls []string, body string) (time.Duration, error) {
 	deadline := start.Add(timeout)
 	pending := slices.Clone(urls)
 	for {
 		var left []string
 		var last error
 		for _, u := range pending {
-			status, got, err := get(u)
+			status, got, err := e2ekit.Get(c, u)
 			if err == nil && status == 200 && got == body {
 				continue
 			}
@@ -84,37 +101,139 @@ func threeFunctions(app, body string) string {
 	return b.String()
 }
 
-// TestBenchClusterDeploy: five new apps of three functions, one after
-// another, each deployed through a caravan server (alternating) and timed
-// from the deploy request until all three URLs answer over verified TLS.
+// TestBenchClusterDeploy: deploy time on the cluster against the single
+// agent, in the same run. It starts the single-agent stack (what `caravan
+// dev up` starts: one -dev Nomad agent, one -dev Consul, plain HTTP, no
+// ACLs) beside the package's cluster, with one caravan server process of
+// the same binary and the same flags but the cluster's (TLS, tokens), and
+// deploys a new 3-function app alternately on each, five runs each (the
+// first of a pair alternating too, and the cluster's two servers
+// alternating), each timed from the deploy request until all three URLs
+// answer over TLS verified by that stack's CA.
 func TestBenchClusterDeploy(t *testing.T) {
 	const runs = 5
-	var calls, totals []time.Duration
-	for i := range runs {
-		app := fmt.Sprintf("benchdeploy%d", i)
-		purge(t, "e2e--"+app)
-		began := time.Now()
-		res := deploy(t, env.servers[i%2], app+".hcl", threeFunctions(app, "hi\n"), api.DeployBody{})
-		call := time.Since(began)
-		var urls []string
-		for _, f := range res.Functions {
-			urls = append(urls, f.URL)
-		}
-		if len(urls) != 3 {
-			t.Fatalf("%d function URLs, want 3", len(urls))
-		}
-		total, err := untilAnswered(began, 2*time.Minute, urls, "hi\n")
-		if err != nil {
-			t.Fatal(err)
-		}
-		calls, totals = append(calls, call), append(totals, total)
-		t.Logf("run %d: deploy call %s, all 3 URLs answer after %s", i+1, ms(call), ms(total))
+	single := startSingle(t)
+	type side struct {
+		name         string
+		deploy       func(i int, app string) *api.DeployResult
+		https        *http.Client
+		calls, total []time.Duration
 	}
-	cp50, cmax := quantiles(calls)
-	tp50, tmax := quantiles(totals)
-	t.Logf("FIGURE cluster deploy of a new 3-function app (1 container each, node, raw_exec), %d runs, alternating the two caravan servers: "+
-		"deploy call p50 %s max %s; until every URL answers 200 over HTTPS verified by the stack's CA (polled every 100ms) p50 %s max %s",
-		runs, ms(cp50), ms(cmax), ms(tp50), ms(tmax))
+	sides := []*side{
+		{name: "single agent", https: single.https, deploy: func(i int, app string) *api.DeployResult {
+			e2ekit.Purge(t, single.nomad, single.consul, "e2e--"+app)
+			return deploy(t, single.client, app+".hcl", threeFunctions(app, "hi\n"), api.DeployBody{})
+		}},
+		{name: "cluster", https: env.https, deploy: func(i int, app string) *api.DeployResult {
+			purge(t, "e2e--"+app)
+			return deploy(t, env.servers[i%2], app+".hcl", threeFunctions(app, "hi\n"), api.DeployBody{})
+		}},
+	}
+	for i := range runs {
+		order := sides
+		if i%2 == 1 {
+			order = []*side{sides[1], sides[0]}
+		}
+		for _, sd := range order {
+			app := fmt.Sprintf("benchdeploy%d", i)
+			began := time.Now()
+			res := sd.deploy(i, app)
+			call := time.Since(began)
+			var urls []string
+			for _, f := range res.Functions {
+				urls = append(urls, f.URL)
+			}
+			if len(urls) != 3 {
+				t.Fatalf("%s: %d function URLs, want 3", sd.name, len(urls))
+			}
+			total, err := untilAnsweredBy(sd.https, began, 2*time.Minute, urls, "hi\n")
+			if err != nil {
+				t.Fatalf("%s: %v", sd.name, err)
+			}
+			sd.calls, sd.total = append(sd.calls, call), append(sd.total, total)
+			t.Logf("run %d, %s: deploy call %s, all 3 URLs answer after %s", i+1, sd.name, ms(call), ms(total))
+		}
+	}
+	for _, sd := range sides {
+		cp50, cmax := quantiles(sd.calls)
+		tp50, tmax := quantiles(sd.total)
+		t.Logf("FIGURE deploy of a new 3-function app (1 container each, node, raw_exec) on the %s, %d runs alternating with the other stack in the same run: "+
+			"until every URL answers 200 over HTTPS verified by the stack's CA (polled every 100ms) p50 %s max %s; the deploy call alone p50 %s max %s",
+			sd.name, runs, ms(tp50), ms(tmax), ms(cp50), ms(cmax))
+	}
+}
+
+// singleStack is the single-agent stack TestBenchClusterDeploy compares
+// the cluster with, and its caravan server.
+type singleStack struct {
+	stack  *devstack.Stack
+	client *api.Client
+	nomad  *nomad.Client
+	consul *consul.Client
+	https  *http.Client
+}
+
+// startSingle starts the single-agent stack (devstack.Up without Cluster)
+// on free ports, and a caravan server process for it with the flags the
+// cluster's servers get (startCaravan) less the cluster's own, as `caravan
+// dev up` starts its server; both stop when the test ends.
+func startSingle(t *testing.T) *singleStack {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	state := t.TempDir()
+	tools, err := filepath.Abs("../../tools")
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	s, err := devstack.Up(ctx, devstack.Options{Caravan: env.bin, StateDir: state, RandomPorts: true,
+		Installer: &devstack.Installer{ToolsDir: tools, Out: os.Stderr}, Out: io.Discard})
+	if err != nil {
+		t.Fatalf("starting the single-agent stack: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Down(); err != nil {
+			t.Logf("stopping the single-agent stack: %v", err)
+		}
+	})
+	root, err := s.RootCA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(root)
+	out := &singleStack{stack: s, https: orchestrator.ProxyClient(s.HTTPSAddr(), roots)}
+	if out.nomad, err = s.NomadClient(s.NomadAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if out.consul, err = s.ConsulClient(s.ConsulAddr()); err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(state, "policy.hcl")
+	if err := os.WriteFile(policy, []byte(clusterPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	token, err := (&server.Tokens{KV: server.ConsulKV{KV: out.consul.KV()}}).Create("e2e", "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := strings.TrimPrefix(s.CaravanAddr(), "http://")
+	out.client = &api.Client{Addr: "http://" + listen, Token: token}
+	err = s.StartProcess(ctx, "caravan-server", listen, append([]string{env.bin, "server", "--log-level", "debug",
+		"--listen", listen, "--nomad-addr", s.NomadAddr(), "--consul-addr", s.ConsulAddr(), "--create-namespaces",
+		"--domain", s.Domain, "--https-port", strconv.Itoa(s.Ports.TraefikWebsecure),
+		"--auth-url", router.AuthURL(listen), "--bundle-url", router.BundleURL(listen),
+		"--proxy-addr", s.HTTPSAddr(), "--root-ca", s.PebbleRootPath(), "--traefik-api", s.TraefikAPI(),
+		"--dns-resolver", s.ChallDNSAddr(), "--policy", policy,
+		"--bundle-dir", filepath.Join(state, "bundles")}, s.NATSFlags(true)...), nil, out.client.Health)
+	if err != nil {
+		t.Fatalf("starting the single agent's caravan server: %v", err)
+	}
+	if err := s.AwaitWildcard(ctx, roots, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("single-agent stack and its caravan server up in %s", ms(time.Since(began)))
+	return out
 }
 
 // TestBenchClusterFaults runs the cluster tests' faults under the bench
