@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -147,6 +148,61 @@ func TestLogsFollowEveryContainer(t *testing.T) {
 	}
 	if got := out.String(); !strings.Contains(got, "[web ") || !strings.Contains(got, "] listening\n") || !strings.Contains(got, "] ready\n") {
 		t.Errorf("logs = %q", got)
+	}
+}
+
+// A container that starts after Logs began (a rollout, a scale-up, a cold
+// start from zero) is followed too, without calling Logs again.
+func TestLogsFollowContainersAsTheyStart(t *testing.T) {
+	h := newHarness(t)
+	h.mustDeploy(shopSpec("hi"))
+	for id := range h.nomad.allocs {
+		h.nomad.files[id+"/alloc/logs/web.stdout.0"] = "first\n"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncbuf.Buffer
+	done := make(chan error, 1)
+	go func() { done <- h.o.Logs(ctx, ci, AppRef{App: "shop"}, &out) }()
+	waitFor(t, "the first container's line", func() bool { return strings.Contains(out.String(), "] first\n") })
+
+	h.nomad.mu.Lock()
+	var jobID string
+	for _, first := range h.nomad.allocs {
+		jobID = first.JobID
+	}
+	a := h.nomad.addAlloc(jobID, "web", "", nomad.AllocClientStatusRunning)
+	h.nomad.files[a.ID+"/alloc/logs/web.stdout.0"] = "second\n"
+	h.nomad.mu.Unlock()
+
+	waitFor(t, "the new container's line", func() bool { return strings.Contains(out.String(), "] second\n") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.Contains(got, "[web "+shortID(a.ID)+"] second\n") {
+		t.Errorf("logs = %q, want the new container's line under its own prefix", got)
+	}
+}
+
+func TestNewlyRunning(t *testing.T) {
+	stub := func(id, status string) *nomad.AllocationListStub {
+		return &nomad.AllocationListStub{ID: id, ClientStatus: status}
+	}
+	followed := map[string]bool{"a": true}
+	for _, tc := range []struct {
+		name   string
+		allocs []*nomad.AllocationListStub
+		want   []string
+	}{
+		{"already followed", []*nomad.AllocationListStub{stub("a", "running")}, nil},
+		{"pending is not yet", []*nomad.AllocationListStub{stub("b", "pending")}, nil},
+		{"runs now", []*nomad.AllocationListStub{stub("a", "running"), stub("b", "running")}, []string{"b"}},
+		{"once only", []*nomad.AllocationListStub{stub("b", "running")}, nil},
+		{"complete and failed are not", []*nomad.AllocationListStub{stub("c", "complete"), stub("d", "failed")}, nil},
+	} {
+		if got := newlyRunning(tc.allocs, followed); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: newlyRunning = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -6,20 +6,21 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
 
 // Logs follows the stdout and stderr of every running container of an app
 // and writes them to w, a line at a time, each prefixed with its function,
-// until ctx ends. It follows the containers that run when it starts: after a
-// new version rolls out, call it again.
+// until ctx ends. Containers that start while it runs (a rollout, a
+// scale-up, a cold start from zero) are followed from when they run.
 func (o *Orchestrator) Logs(ctx context.Context, caller Caller, ref AppRef, w io.Writer) error {
 	rec, err := o.resolve(ctx, caller, ref)
 	if err != nil {
 		return err
 	}
-	allocs, _, err := o.nomad.JobAllocations(ctx, rec.JobID, 0)
+	allocs, index, err := o.nomad.JobAllocations(ctx, rec.JobID, 0)
 	if err != nil {
 		return fmt.Errorf("listing containers of %s: %w", rec.JobID, err)
 	}
@@ -33,26 +34,56 @@ func (o *Orchestrator) Logs(ctx context.Context, caller Caller, ref AppRef, w io
 		}
 	}
 	var wg sync.WaitGroup
-	for _, stub := range allocs {
-		if stub.ClientStatus != nomad.AllocClientStatusRunning {
-			continue
-		}
-		alloc, err := o.nomad.Allocation(ctx, stub.ID)
-		if err != nil {
-			return err
-		}
-		for task := range alloc.TaskStates {
-			for _, stream := range []string{"stdout", "stderr"} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					o.follow(ctx, alloc, task, stream, fmt.Sprintf("[%s %s]", alloc.TaskGroup, shortID(alloc.ID)), line)
-				}()
+	defer wg.Wait()
+	followed := map[string]bool{}
+	for {
+		for _, id := range newlyRunning(allocs, followed) {
+			alloc, err := o.nomad.Allocation(ctx, id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				delete(followed, id) // try again on the next change
+				continue
+			}
+			for task := range alloc.TaskStates {
+				for _, stream := range []string{"stdout", "stderr"} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						o.follow(ctx, alloc, task, stream, fmt.Sprintf("[%s %s]", alloc.TaskGroup, shortID(alloc.ID)), line)
+					}()
+				}
 			}
 		}
+		next, last, err := o.nomad.JobAllocations(ctx, rec.JobID, index)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil: // a blip between Nomad and us: the followed streams go on
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		allocs, index = next, last
 	}
-	wg.Wait()
-	return nil
+}
+
+// newlyRunning returns the running allocations not yet in followed, in
+// the order listed, and marks them followed.
+func newlyRunning(allocs []*nomad.AllocationListStub, followed map[string]bool) []string {
+	var ids []string
+	for _, a := range allocs {
+		if a.ClientStatus != nomad.AllocClientStatusRunning || followed[a.ID] {
+			continue
+		}
+		followed[a.ID] = true
+		ids = append(ids, a.ID)
+	}
+	return ids
 }
 
 func (o *Orchestrator) follow(ctx context.Context, alloc *nomad.Allocation, task, stream, prefix string, line func(string, []byte)) {
