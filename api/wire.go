@@ -73,10 +73,13 @@ const (
 
 // FunctionResult is one function of a deployed app.
 type FunctionResult struct {
-	Name       string `json:"name"`
-	Change     Change `json:"change"`
-	Containers int    `json:"containers"`
-	URL        string `json:"url,omitempty"`
+	Name   string `json:"name"`
+	Change Change `json:"change"`
+	// Containers is how many run; for an autoscaled function, the fewest
+	// (0: it scales to zero) and MaxContainers the most.
+	Containers    int    `json:"containers"`
+	MaxContainers int    `json:"max_containers,omitempty"`
+	URL           string `json:"url,omitempty"`
 	// CustomDomains route to the function too.
 	CustomDomains []string `json:"custom_domains,omitempty"`
 	// Schedule is a scheduled function's cron expression (UTC).

@@ -541,3 +541,21 @@ func TestSplitHelpers(t *testing.T) {
 		t.Errorf("a function without canaries got a split: %+v", got)
 	}
 }
+
+// An autoscaled function's deploy result says the range it scales in, not
+// the one container Count gives a function with min_containers = 0.
+func TestFunctionResultsOfAnAutoscaledFunction(t *testing.T) {
+	app := zeroApp(t, "rolling", "v1")
+	got := map[string]FunctionResult{}
+	for _, fr := range functionResults(app, renderedZero(t, app), nil) {
+		got[fr.Name] = fr
+	}
+	if web := got["web"]; web.Containers != 0 || web.MaxContainers != 4 {
+		t.Errorf("web = %d..%d containers, want 0..4", web.Containers, web.MaxContainers)
+	}
+	for name, fr := range got {
+		if name != "web" && fr.MaxContainers != 0 {
+			t.Errorf("%s: MaxContainers = %d, want 0 for a function that does not scale", name, fr.MaxContainers)
+		}
+	}
+}

@@ -239,6 +239,9 @@ func functionResults(app *spec.App, r *jobs.Rendered, old map[string]string) []F
 		}
 		if rt, ok := routes[fn.Name]; ok {
 			fr.URL, fr.CustomDomains = rt.URL, rt.CustomDomains
+			if rt.Proxied && fn.Scaling != nil && fn.Scaling.Autoscaled() {
+				fr.Containers, fr.MaxContainers = fn.Scaling.MinContainers, fn.Scaling.MaxContainers
+			}
 		}
 		out = append(out, fr)
 	}

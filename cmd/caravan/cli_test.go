@@ -146,10 +146,12 @@ func TestPrintDeployTree(t *testing.T) {
 	printDeploy(&b, &orchestrator.DeployResult{App: "hello", Workspace: "dev", Version: 3, Changed: true, SpecHash: "abc",
 		Functions: []orchestrator.FunctionResult{
 			{Name: "web", Change: orchestrator.Updated, Containers: 2, URL: "https://dev--hello-web.example"},
+			{Name: "api", Change: orchestrator.Created, Containers: 0, MaxContainers: 4, URL: "https://dev--hello-api.example"},
 			{Name: "worker", Change: orchestrator.Unchanged, Containers: 1},
 		}})
 	want := "✓ Deployed app hello (workspace dev).\n" +
 		"├── updated web (2 containers) => https://dev--hello-web.example\n" +
+		"├── created api (0–4 containers, scales with traffic) => https://dev--hello-api.example\n" +
 		"└── unchanged worker (1 container)\n" +
 		"✓ Version 3 is live (spec abc) in 0s.\n"
 	if b.String() != want {

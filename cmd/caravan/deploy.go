@@ -108,7 +108,9 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 		if f.Callable {
 			line += " (callable: caravan call " + res.App + " " + f.Name + ")"
 		}
-		if f.Containers > 0 {
+		if f.MaxContainers > f.Containers {
+			line += fmt.Sprintf(" (%d–%d containers, scales with traffic)", f.Containers, f.MaxContainers)
+		} else if f.Containers > 0 {
 			line += fmt.Sprintf(" (%d container", f.Containers)
 			if f.Containers > 1 {
 				line += "s"
