@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/caravanhq/caravan/jobs"
@@ -98,7 +99,7 @@ func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *Ver
 	}
 	action, why := howToResume(job, runs)
 	if action == resumeFail {
-		return &RolloutError{Version: v.Version, Cause: why}
+		return o.undoLeftover(ctx, rec, v, &RolloutError{Version: v.Version, Cause: why})
 	}
 	if err := o.watchDeployment(ctx, registered(job), "", v.Version); err != nil {
 		return err
@@ -119,6 +120,49 @@ func (o *Orchestrator) followPending(ctx context.Context, rec *AppRecord, v *Ver
 		return err
 	}
 	return o.probeStored(ctx, rec, v)
+}
+
+// undoLeftover takes back what a server that stopped in the middle of
+// pending version v's rollout had published, now that v will not go live
+// (cause): the canary job of a canary at zero with its functions'
+// records, any traffic split, and v's proxied routes in place of the live
+// version's (see publishProxied). It returns cause, joined with what went
+// wrong taking them back.
+func (o *Orchestrator) undoLeftover(ctx context.Context, rec *AppRecord, v *VersionRecord, cause error) error {
+	errs := []error{cause}
+	if err := o.stopLeftoverCanaryJob(ctx, rec, v); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.clearStoredSplits(ctx, rec, v); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.restoreProxied(ctx, rec, v); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// stopLeftoverCanaryJob stops the canary job of rec's app that pending
+// version v started as a canary at zero (startZeroCanary) before its
+// server stopped, if one runs: nothing records it (the canary state is
+// recorded once it takes traffic), and its functions would go on taking
+// their share of requests.
+func (o *Orchestrator) stopLeftoverCanaryJob(ctx context.Context, rec *AppRecord, v *VersionRecord) error {
+	id := jobs.CanaryJobID(rec.JobID)
+	job, err := o.nomad.Job(ctx, id)
+	if err != nil || job == nil || stopped(job) {
+		return err
+	}
+	var functions []string
+	for _, tg := range job.TaskGroups {
+		functions = append(functions, *tg.Name)
+	}
+	routes, err := o.storedRoutes(rec, v, func(r router.Route) bool { return slices.Contains(functions, r.Function) })
+	if err != nil {
+		return err
+	}
+	o.log.Info("stopping the canary job an interrupted canary at zero left", "job", id, "version", v.Version)
+	return o.stopCanaryJob(ctx, id, withFunctionPreviews(routes, functions))
 }
 
 // runsVersion reports whether Nomad's job runs stored version v: the same

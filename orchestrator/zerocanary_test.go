@@ -260,3 +260,55 @@ func TestWatchAbortsACanaryAtZeroWhoseJobStopped(t *testing.T) {
 		t.Errorf("split header after the automatic abort = %q", got)
 	}
 }
+
+// A server that stops in the middle of a canary at zero, its canary job
+// registered and the split published but the canary not yet recorded,
+// leaves the version pending. The next server's resume fails the version
+// and takes back everything the canary started: the canary job stops, its
+// function's record goes, the split goes, and the live version's routes
+// are back as they were.
+func TestResumeStopsTheCanaryJobOfAnInterruptedCanaryAtZero(t *testing.T) {
+	h := newHarnessFor(t, proxiedRouter)
+	h.mustDeploy(zeroBirdsSpec("canary", "v1"))
+	live := h.routeKeys()
+	liveKV := h.consul.snapshot(live)
+	h.mustDeploy(zeroBirdsSpec("canary", "v2"))
+	if h.nomad.jobs[birdsCanaryJob] == nil || h.splitHeader() == "" {
+		t.Fatal("the canary at zero did not start")
+	}
+	// As if the server had died before recording the canary: the version
+	// pending, no canary state.
+	ctx := context.Background()
+	rec := h.record("dev--birds")
+	rec.Canary = nil
+	if err := h.store.PutApp(ctx, rec, h.store.index["dev--birds"]); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := h.store.Version(ctx, "dev--birds", rec.Generation, 2)
+	v.Status = StatusPending
+	if err := h.store.PutVersion(ctx, "dev--birds", rec.Generation, v); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := h.o.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:failed"}) {
+		t.Errorf("history = %v", got)
+	}
+	if cj := h.nomad.jobs[birdsCanaryJob]; cj == nil || !*cj.Stop {
+		t.Errorf("the canary job runs on after the resume: %+v", cj)
+	}
+	if got := h.canaryKV(proxy.SettingsKVPrefix + birdsCanaryService); got != "" {
+		t.Errorf("the canary function's record is left: %s", got)
+	}
+	if got := h.splitHeader(); got != "" {
+		t.Errorf("split header after the resume = %q, want none", got)
+	}
+	if f := h.previewFunction(); f != birdsService {
+		t.Errorf("the preview names %q after the resume, want the function %q", f, birdsService)
+	}
+	if got := h.consul.snapshot(live); !maps.Equal(got, liveKV) {
+		t.Errorf("route values after the resume differ from the live version's")
+	}
+}
