@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
-	"github.com/caravanhq/caravan/bundle"
 )
 
 // benchTree writes a 50 MiB tree (random bytes: gzip cannot shrink it)
@@ -41,26 +40,7 @@ func packUploadDeploy(t *testing.T, dir, app string) (*api.DeployResult, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tree, diags := bundle.Collect(dir, bundle.Selection{}, bundle.Limits{})
-	if diags.HasErrors() {
-		t.Fatal(diags.Error())
-	}
-	id, err := bundle.Hash(tree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	missing, err := env.client.MissingBundles(ctx, "e2e", []string{id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	uploaded := len(missing) > 0
-	if uploaded {
-		pr, pw := io.Pipe()
-		go func() { _, err := bundle.Pack(pw, tree); pw.CloseWithError(err) }()
-		if _, err := env.client.UploadBundle(ctx, "e2e", id, pr); err != nil {
-			t.Fatal(err)
-		}
-	}
+	id, uploaded := uploadBundle(ctx, t, dir)
 	spec := fmt.Sprintf(bundledSpec, app)
 	res, err := env.client.DeployBody(ctx, api.DeployBody{Filename: filepath.Join(dir, app+".hcl"), Spec: spec, Bundles: map[string]string{"web": id}})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/caravanhq/caravan/agent"
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/bundle"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/e2e/e2ekit"
 	"github.com/caravanhq/caravan/jobs"
@@ -482,4 +483,32 @@ func ensureNamespace(t testing.TB, workspace string) {
 	if _, err := env.nomad.Namespaces().Register(&nomad.Namespace{Name: jobs.Namespace(workspace)}, nil); err != nil {
 		t.Fatalf("creating namespace %s: %v", jobs.Namespace(workspace), err)
 	}
+}
+
+// uploadBundle packs dir as the CLI does (bundle.Collect, every file) and
+// uploads it to caravan server unless it has it: its ID, and whether it
+// was uploaded.
+func uploadBundle(ctx context.Context, t *testing.T, dir string) (id string, uploaded bool) {
+	t.Helper()
+	tree, diags := bundle.Collect(dir, bundle.Selection{}, bundle.Limits{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	id, err := bundle.Hash(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, err := env.client.MissingBundles(ctx, "e2e", []string{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) == 0 {
+		return id, false
+	}
+	pr, pw := io.Pipe()
+	go func() { _, err := bundle.Pack(pw, tree); pw.CloseWithError(err) }()
+	if _, err := env.client.UploadBundle(ctx, "e2e", id, pr); err != nil {
+		t.Fatal(err)
+	}
+	return id, true
 }

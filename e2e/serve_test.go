@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -54,8 +55,12 @@ func testServe(t *testing.T, app, scaling string, scalesToZero bool) {
 		t.Fatal(err)
 	}
 
-	// The deployed app of the same name, which serve must not touch.
-	real := deploy(t, path, spec, api.DeployBody{})
+	// The deployed app of the same name, which serve must not touch,
+	// deployed as `caravan deploy` does, with its code: a function at zero
+	// cold-starts from the bundle it was deployed with, not from the file
+	// serve watches.
+	id, _ := uploadBundle(context.Background(), t, dir)
+	real := deploy(t, path, spec, api.DeployBody{Bundles: map[string]string{"web": id}})
 	answers(t, real.Functions[0].URL, "v1\n")
 
 	var out syncbuf.Buffer
