@@ -159,8 +159,13 @@ type CanaryState struct {
 	// traffic: a canary deployed while they ran no container (Nomad
 	// places no canary where nothing runs to replace).
 	CanaryJob string `json:"canary_job,omitempty"`
-	Traffic   int    `json:"traffic"`
-	Canaries  int    `json:"canaries"`
+	// JobFunctions are the functions of Functions that run in CanaryJob
+	// when the version also changes functions that run containers, whose
+	// canaries are Nomad's (DeploymentID); with a CanaryJob and none
+	// listed, all of Functions run there.
+	JobFunctions []string `json:"job_functions,omitempty"`
+	Traffic      int      `json:"traffic"`
+	Canaries     int      `json:"canaries"`
 	// Functions are the web functions whose traffic is split.
 	Functions []string  `json:"functions,omitempty"`
 	Since     time.Time `json:"since"`

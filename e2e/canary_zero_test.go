@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,4 +170,118 @@ func TestCanaryAtZero(t *testing.T) {
 		t.Fatalf("abort: %v", err)
 	}
 	onlyBody(t, url, "v4")
+}
+
+// mixedSpec is an app of a web function at zero (web, back to zero after
+// window idle) and one that runs a container (api), both answering body.
+func mixedSpec(app, body, window string) string {
+	js := func(b string) string {
+		return strconv.Quote(fmt.Sprintf(`require("http").createServer((q, s) => s.end(%s)).listen(process.env.PORT, process.env.HOST);`, strconv.Quote(b)))
+	}
+	return fmt.Sprintf(`app %q {
+  workspace = "e2e"
+  deploy {
+    strategy = "canary"
+    traffic  = 50
+  }
+  function "web" {
+    command          = "node"
+    args             = ["-e", %s]
+    min_containers   = 0
+    max_containers   = 2
+    scaledown_window = %q
+    resources {
+      memory = 64
+    }
+    web {
+      rate_limit = 0
+    }
+  }
+  function "api" {
+    command = "node"
+    args    = ["-e", %s]
+    resources {
+      memory = 64
+    }
+    web {
+      rate_limit = 0
+    }
+  }
+}
+`, app, js("web "+body), window, js("api "+body))
+}
+
+// A canary version that changes a function at zero and one that runs a
+// container is a canary of both: Nomad's canary of api beside its live
+// container, a canary job of web (which starts nothing) while the app's
+// job keeps web's live version; each live URL splits, each preview
+// answers the canary. Abort leaves the live version alone on both; a
+// promotion makes the new one live on both and stops the canary job.
+func TestMixedCanary(t *testing.T) {
+	const app, job, webService = "finch", "e2e--finch", "e2e--finch-web"
+	const canaryJob = job + "--canary"
+	purgeWithSettings(t, job, webService)
+	purgeWithSettings(t, canaryJob, webService+"--canary")
+	v1 := deploy(t, "finch.hcl", mixedSpec(app, "v1", "1s"), api.DeployBody{})
+	urls := map[string]string{}
+	for _, f := range v1.Functions {
+		urls[f.Name] = f.URL
+	}
+	preview := func(fn string) string {
+		return strings.Replace(urls[fn], "--finch-"+fn+".", "--finch-"+fn+"--canary.", 1)
+	}
+	onlyBody(t, urls["api"], "api v1")
+	coldAnswers(t, urls["web"], "web v1")
+	atZero(t, job)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	startCanary := func(body string) *orchestrator.DeployResult {
+		t.Helper()
+		res := deploy(t, "finch.hcl", mixedSpec(app, body, "1s"), api.DeployBody{})
+		st := res.Canary
+		if st == nil || st.DeploymentID == "" || st.CanaryJob != canaryJob || !slices.Equal(st.JobFunctions, []string{"web"}) {
+			t.Fatalf("a mixed canary: %+v, want Nomad's canaries and canary job %s of web", st, canaryJob)
+		}
+		// Nomad scales none of the app job's groups while its canaries
+		// are undecided: the live web holds one container meanwhile.
+		if d, _ := groupCount(t, job); d != 1 {
+			t.Fatalf("the live web under a mixed canary: %d desired, want 1", d)
+		}
+		if d, r := groupCount(t, canaryJob); d != 0 || r != 0 {
+			t.Fatalf("a mixed canary started the canary web: %d desired, %d running", d, r)
+		}
+		coldAnswers(t, preview("web"), "web "+body)
+		if counts := tally(t, preview("api"), 10); counts["api "+body] != 10 {
+			t.Errorf("api's preview answered %v, want the canary alone", counts)
+		}
+		if counts := tally(t, urls["web"], 20); counts["web "+body] != 10 || counts["web v1"] != 10 {
+			t.Errorf("web's live URL under a 50%% split answered %v, want 10 each", counts)
+		}
+		if counts := tally(t, urls["api"], 40); counts["api "+body] == 0 || counts["api v1"] == 0 {
+			t.Errorf("api's live URL under a 50%% split answered %v, want both", counts)
+		}
+		return res
+	}
+
+	startCanary("v2")
+	if _, err := env.client.Abort(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	onlyBody(t, urls["web"], "web v1")
+	onlyBody(t, urls["api"], "api v1")
+	canaryJobStopped(t, canaryJob)
+	// The canary settled, the live web's container goes after its window.
+	atZero(t, job)
+
+	v3 := startCanary("v3")
+	if _, err := env.client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	onlyBody(t, urls["web"], "web v3")
+	onlyBody(t, urls["api"], "api v3")
+	canaryJobStopped(t, canaryJob)
+	if h := history(t, app); h.App.LiveVersion != v3.Version || h.App.Canary != nil {
+		t.Fatalf("after the promotion: live version %d, canary %+v; want %d and none", h.App.LiveVersion, h.App.Canary, v3.Version)
+	}
 }

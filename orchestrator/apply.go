@@ -340,12 +340,12 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 	if err := o.publishProxied(ctx, r); err != nil {
 		return nil, err
 	}
-	if zero != nil {
-		st, err := o.startZeroCanary(ctx, r, zero)
-		if err != nil {
-			return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
-		}
-		return st, nil
+	if zero != nil && !keepLiveGroups(job, r.current, zero) {
+		return o.zeroCanary(ctx, r, zero)
+	}
+	if warm := holdWarm(r.app, job, r.current); warm != nil {
+		o.log.Info("functions at zero keep one container while Nomad's canaries are undecided (Nomad scales no group of a job during its deployment)",
+			"job", *job.ID, "functions", warm)
 	}
 	if err := o.placeable(ctx, job, r.version, need); err != nil {
 		return nil, err
@@ -357,7 +357,10 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		return nil, o.syncFunctions(ctx, r)
 	}
 	o.awaitVerdict(ctx, *job.ID, r.current)
-	recount := func(now *nomad.Job) { carryCounts(job, now, r.app, r.rendered.Routes) }
+	recount := func(now *nomad.Job) {
+		carryCounts(job, now, r.app, r.rendered.Routes)
+		holdWarm(r.app, job, now)
+	}
 	if err := o.register(ctx, job, r.current, r.version, need, recount); err != nil {
 		return nil, err
 	}
@@ -374,10 +377,20 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 			// be the live version's again.
 			return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
 		}
+		if st != nil && zero != nil {
+			// A mixed canary: its functions at zero run as a canary
+			// job beside Nomad's canaries of the others.
+			return o.withZeroCanary(ctx, r, st, zero)
+		}
 		if st != nil {
 			return st, nil
 		}
 		// Blue-green: switched and promoted; it goes on as any version.
+	}
+	if zero != nil {
+		// Nomad updated the other functions in place (no canary): the
+		// functions at zero are the canary.
+		return o.zeroCanary(ctx, r, zero)
 	}
 	if err := o.probe(ctx, r.rendered, r.version, true); err != nil {
 		// Nomad took the version but it does not answer through the
@@ -386,6 +399,31 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		return nil, o.revertTo(context.WithoutCancel(ctx), r.current, r.rec.LiveVersion, err)
 	}
 	return nil, o.syncFunctions(ctx, r)
+}
+
+// zeroCanary starts the canary job of r's functions at zero (see
+// startZeroCanary) as r's canary.
+func (o *Orchestrator) zeroCanary(ctx context.Context, r release, zero []string) (*CanaryState, error) {
+	st, err := o.startZeroCanary(ctx, r, zero)
+	if err != nil {
+		return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
+	}
+	return st, nil
+}
+
+// withZeroCanary adds the canary job of zero, r's changed functions at
+// zero, to st, Nomad's canaries of r's other changed functions; should the
+// canary job fail, Nomad's canaries are discarded too, and the live
+// version serves on.
+func (o *Orchestrator) withZeroCanary(ctx context.Context, r release, st *CanaryState, zero []string) (*CanaryState, error) {
+	zst, err := o.startZeroCanary(ctx, r, zero)
+	if err != nil {
+		routes := slices.DeleteFunc(slices.Clone(r.rendered.Routes), func(rt router.Route) bool { return !slices.Contains(st.Functions, rt.Function) })
+		err = o.discard(context.WithoutCancel(ctx), *r.rendered.Job.ID, st.DeploymentID, st.Keys, routes, err)
+		return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
+	}
+	o.log.Info("mixed canary: Nomad's canaries and a canary job", "job", *r.rendered.Job.ID, "nomad", st.Functions, "canary_job", zst.CanaryJob, "at_zero", zero)
+	return withCanaryJob(st, zst), nil
 }
 
 // restoreAfter puts the live version's proxied routes back in place of
@@ -812,7 +850,8 @@ func (o *Orchestrator) Stop(ctx context.Context, caller Caller, ref AppRef) (*Ap
 		}
 		if v, err := o.version(ctx, rec, st.Version); err == nil && st.CanaryJob != "" {
 			routes, _ := o.storedSplitRoutes(rec, v, st)
-			if err := o.stopCanaryJob(ctx, st.CanaryJob, routes); err != nil {
+			zero, _ := canaryParts(o.router.KVRoot, st, routes)
+			if err := o.stopCanaryJob(ctx, st.CanaryJob, zero.routes); err != nil {
 				return nil, err
 			}
 		}

@@ -261,3 +261,38 @@ func probeable(rendered *jobs.Rendered) []router.Route {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// holdWarm gives each autoscaled function of job, a canary version of app
+// (current: the live job), that runs no container one container (within
+// its max_containers) when the version also changes a function that runs
+// containers. Nomad's canaries of that function keep the job's deployment
+// open until the canary is promoted or aborted, and Nomad scales no group
+// of a job while its deployment runs (the autoscaler holds every count
+// until then): a function at zero could not start for its requests. The
+// autoscaler takes it back to zero after its scaledown_window once the
+// canary is settled. It returns the functions it gave a container, sorted.
+func holdWarm(app *spec.App, job, current *nomad.Job) []string {
+	if app.DeployStrategy() != spec.StrategyCanary || current == nil || stopped(current) {
+		return nil
+	}
+	old, next := jobs.FunctionHashes(current, nil), jobs.FunctionHashes(job, nil)
+	counts := groupCounts(job)
+	canaries := false
+	for name, h := range next {
+		canaries = canaries || (old[name] != "" && old[name] != h && counts[name] > 0)
+	}
+	if !canaries {
+		return nil
+	}
+	var out []string
+	for _, tg := range job.TaskGroups {
+		fn := functionNamed(app, *tg.Name)
+		if fn == nil || fn.Scaling == nil || tg.Count == nil || *tg.Count != 0 || fn.Scaling.MaxContainers < 1 {
+			continue
+		}
+		tg.Count = ptr(1)
+		out = append(out, *tg.Name)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/caravanhq/caravan/api"
+	"github.com/hashicorp/go-hclog"
 	"maps"
 	"slices"
 	"strings"
@@ -809,33 +810,8 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 	rctx, cancel := context.WithTimeout(held, 5*time.Minute)
 	defer cancel()
 	routes, rollErr := o.storedSplitRoutes(rec, v, st)
-	if rollErr == nil && st.CanaryJob != "" {
-		// A canary at zero: its functions run as a job of their own.
-		if vd.promote {
-			log.Info("promoting canary at zero", "caller", caller.Name, "canary_job", st.CanaryJob)
-			rollErr = o.promoteZero(rctx, rec, v, st, routes)
-		} else {
-			log.Info("aborting canary at zero", "caller", caller.Name, "why", vd.what, "canary_job", st.CanaryJob)
-			rollErr = o.discardZero(rctx, rec.JobID, st, routes, nil)
-			if err := o.restoreProxied(rctx, rec, v); err != nil {
-				rollErr = errors.Join(rollErr, err)
-			}
-		}
-	} else if rollErr == nil {
-		switch howToSettle(vd.promote, o.promoted(rctx, st.DeploymentID)) {
-		case finishPromotion:
-			log.Info("finishing a promotion", "caller", caller.Name)
-			rollErr = o.removeOrRecord(rctx, rec.JobID, st.Keys)
-		case promoteCanary:
-			log.Info("promoting canary", "caller", caller.Name)
-			rollErr = o.promoteCanary(rctx, rec.JobID, st, routes)
-		case abortCanary:
-			log.Info("aborting canary", "caller", caller.Name, "why", vd.what)
-			rollErr = o.discard(rctx, rec.JobID, st.DeploymentID, st.Keys, routes, nil)
-			if err := o.restoreProxied(rctx, rec, v); err != nil {
-				rollErr = errors.Join(rollErr, err)
-			}
-		}
+	if rollErr == nil {
+		rollErr = o.carryOut(rctx, log.With("caller", caller.Name), rec, v, st, routes, vd)
 	}
 	if errors.Is(context.Cause(held), ErrLockLost) {
 		// Another server may hold the lock now; it settles the canary.
@@ -850,6 +826,53 @@ func (o *Orchestrator) settleCanary(ctx context.Context, caller Caller, ref AppR
 	res.Duration = time.Since(began)
 	log.Info("canary settled", "verdict", vd.what, "duration", res.Duration, "error", rollErr)
 	return res, rollErr
+}
+
+// carryOut carries out vd on canary st of version v (routes are its split
+// functions'): Nomad's canaries, a canary job of functions at zero, or
+// both (a mixed canary: Nomad's part first, which a promotion must finish
+// before the app's job is registered again with the functions at zero).
+func (o *Orchestrator) carryOut(ctx context.Context, log hclog.Logger, rec *AppRecord, v *VersionRecord, st *CanaryState, routes []router.Route, vd verdict) error {
+	zero, dep := canaryParts(o.router.KVRoot, st, routes)
+	var errs []error
+	depFailed := false
+	if dep != nil {
+		ds := dep.state
+		var err error
+		switch howToSettle(vd.promote, o.promoted(ctx, ds.DeploymentID)) {
+		case finishPromotion:
+			log.Info("finishing a promotion")
+			if err = o.removeOrRecord(ctx, rec.JobID, ds.Keys); err != nil {
+				errs = append(errs, err) // promoted all the same
+			}
+			err = nil
+		case promoteCanary:
+			log.Info("promoting canary")
+			err = o.promoteCanary(ctx, rec.JobID, ds, dep.routes)
+		case abortCanary:
+			log.Info("aborting canary", "why", vd.what)
+			err = o.discard(ctx, rec.JobID, ds.DeploymentID, ds.Keys, dep.routes, nil)
+		}
+		if err != nil {
+			errs, depFailed = append(errs, err), true
+		}
+	}
+	if zero != nil {
+		zs := zero.state
+		if vd.promote && !depFailed {
+			log.Info("promoting canary at zero", "canary_job", zs.CanaryJob)
+			errs = append(errs, o.promoteZero(ctx, rec, v, zs, zero.routes))
+		} else {
+			// An abort, or a promotion Nomad's part of failed: the
+			// functions at zero stay with the live version too.
+			log.Info("aborting canary at zero", "why", vd.what, "canary_job", zs.CanaryJob)
+			errs = append(errs, o.discardZero(ctx, rec.JobID, zs, zero.routes, nil))
+		}
+	}
+	if !vd.promote {
+		errs = append(errs, o.restoreProxied(ctx, rec, v))
+	}
+	return errors.Join(errs...)
 }
 
 // promoteCanary sends every request to the canaries while Nomad replaces
@@ -975,12 +998,12 @@ func (o *Orchestrator) WatchCanaries(ctx context.Context, every time.Duration) {
 // watchCanary checks rec's canary once and acts on it.
 func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map[string]int) {
 	st := rec.Canary
-	promoted := st.CanaryJob == "" && o.promoted(ctx, st.DeploymentID)
+	promoted := st.DeploymentID != "" && o.promoted(ctx, st.DeploymentID)
 	healthy := promoted || o.canariesHealthy(ctx, rec)
 	// A canary at zero has no deployment: its canary job and version
 	// name it.
 	key := st.DeploymentID
-	if st.CanaryJob != "" {
+	if key == "" {
 		key = fmt.Sprintf("%s@%d", st.CanaryJob, st.Version)
 	}
 	action, n := canaryWatch(st, time.Now(), promoted, healthy, sick[key])
@@ -1013,8 +1036,11 @@ func (o *Orchestrator) watchCanary(ctx context.Context, rec *AppRecord, sick map
 // still has a canary passing its checks, and Nomad has not failed it.
 func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool {
 	st := rec.Canary
-	if st.CanaryJob != "" {
-		return o.canaryJobHealthy(ctx, st)
+	if st.CanaryJob != "" && !o.canaryJobHealthy(ctx, st) {
+		return false
+	}
+	if st.DeploymentID == "" {
+		return true
 	}
 	dep, _, err := o.nomad.Deployment(ctx, st.DeploymentID, 0)
 	if err != nil {
@@ -1031,7 +1057,9 @@ func (o *Orchestrator) canariesHealthy(ctx context.Context, rec *AppRecord) bool
 	if err != nil {
 		return true
 	}
-	for _, r := range routes {
+	// Nomad's canaries only: the canary job's functions may run none.
+	_, part := canaryParts(o.router.KVRoot, st, routes)
+	for _, r := range part.routes {
 		servers, err := o.canaryServers(ctx, r)
 		if err == nil && len(servers) == 0 {
 			return false

@@ -133,6 +133,15 @@ func (o *Orchestrator) undoLeftover(ctx context.Context, rec *AppRecord, v *Vers
 	if err := o.stopLeftoverCanaryJob(ctx, rec, v); err != nil {
 		errs = append(errs, err)
 	}
+	// A mixed canary's Nomad canaries (see keepLiveGroups): the job Nomad
+	// runs is not v's, as its functions at zero kept their live groups,
+	// but its deployment of v's other functions waits for a promotion.
+	if dep, err := o.awaitingDeployment(ctx, rec.JobID, v.Version); err != nil {
+		errs = append(errs, err)
+	} else if dep != nil {
+		o.log.Info("failing the deployment an interrupted mixed canary left", "job", rec.JobID, "version", v.Version, "deployment", shortID(dep.ID))
+		o.failDeployment(ctx, dep.ID)
+	}
 	if err := o.clearStoredSplits(ctx, rec, v); err != nil {
 		errs = append(errs, err)
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caravanhq/caravan/autoscale"
@@ -39,12 +41,13 @@ import (
 // other changes while it is undecided) is every canary's.
 
 // zeroCanaryFunctions are the functions of a canary version to run as a
-// canary job (see above): every function the version changes in the
-// app's job (a group of job whose hash differs from current's) is an
-// autoscaled web function with a preview that runs no container (job's
-// counts are carried over, see carryCounts). Otherwise, or for another
-// strategy, or with no live job, it is nil and Nomad's canaries (or none)
-// roll the version out. Sorted.
+// canary job (see above): each function the version changes in the app's
+// job (a group of job whose hash differs from current's) that is an
+// autoscaled web function with a preview and runs no container (job's
+// counts are carried over, see carryCounts). The version's other changed
+// functions, those that run containers, get Nomad's canaries beside it
+// (see keepLiveGroups). Nil for none, for another strategy, with no live
+// job, or when the version removes a function (Nomad's rollout). Sorted.
 func zeroCanaryFunctions(app *spec.App, job, current *nomad.Job, routes []router.Route) []string {
 	if app.DeployStrategy() != spec.StrategyCanary || current == nil || stopped(current) {
 		return nil
@@ -65,13 +68,126 @@ func zeroCanaryFunctions(app *spec.App, job, current *nomad.Job, routes []router
 		if old[name] == h {
 			continue
 		}
-		r, ok := byFunction[name]
-		if !ok || r.FunctionPreview() == nil || counts[name] != 0 {
-			return nil
+		if r, ok := byFunction[name]; ok && r.FunctionPreview() != nil && counts[name] == 0 {
+			out = append(out, name)
 		}
-		out = append(out, name)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// keepLiveGroups gives job, a canary version, current's groups of
+// functions (those that run as a canary job, see zeroCanaryFunctions): the
+// app's job keeps serving their live version, so Nomad's deployment of job
+// places canaries of the version's other changed functions only. The
+// promotion registers the version's own groups of functions
+// (promoteZero). It reports whether job still changes a group of current
+// (a mixed canary: Nomad's canaries and a canary job).
+func keepLiveGroups(job, current *nomad.Job, functions []string) bool {
+	live := map[string]*nomad.TaskGroup{}
+	for _, tg := range current.TaskGroups {
+		live[*tg.Name] = tg
+	}
+	for i, tg := range job.TaskGroups {
+		if l, ok := live[*tg.Name]; ok && slices.Contains(functions, *tg.Name) {
+			job.TaskGroups[i] = copyGroup(l)
+		}
+	}
+	return !maps.Equal(jobs.FunctionHashes(job, nil), jobs.FunctionHashes(current, nil))
+}
+
+// copyGroup is a deep copy of tg.
+func copyGroup(tg *nomad.TaskGroup) *nomad.TaskGroup {
+	b, err := json.Marshal(tg)
+	if err != nil {
+		panic(err) // a TaskGroup always marshals
+	}
+	var out nomad.TaskGroup
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(err)
+	}
+	return &out
+}
+
+// withCanaryJob is the canary state of a mixed canary version: st, Nomad's
+// canaries of the functions that run containers, with zst, the canary job
+// of its functions at zero (its functions as JobFunctions).
+func withCanaryJob(st, zst *CanaryState) *CanaryState {
+	out := *st
+	out.CanaryJob = zst.CanaryJob
+	out.JobFunctions = slices.Clone(zst.Functions)
+	out.Functions = union(st.Functions, zst.Functions)
+	out.Keys = union(st.Keys, zst.Keys)
+	out.Previews = maps.Clone(st.Previews)
+	if out.Previews == nil {
+		out.Previews = map[string]string{}
+	}
+	maps.Copy(out.Previews, zst.Previews)
+	return &out
+}
+
+// canaryJobFunctions are the functions of st that run in its canary job
+// (nil: it has none).
+func canaryJobFunctions(st *CanaryState) []string {
+	switch {
+	case st.CanaryJob == "":
+		return nil
+	case len(st.JobFunctions) > 0:
+		return st.JobFunctions
+	default:
+		return st.Functions
+	}
+}
+
+// canaryParts splits st, with routes (its split functions'), into the
+// part its canary job runs and the part Nomad's deployment does (either
+// nil when st has none of it), each with its own functions, keys and
+// routes.
+func canaryParts(kvRoot string, st *CanaryState, routes []router.Route) (job, dep *canaryPart) {
+	inJob := canaryJobFunctions(st)
+	var jobRoutes, depRoutes []router.Route
+	for _, r := range routes {
+		if slices.Contains(inJob, r.Function) {
+			jobRoutes = append(jobRoutes, r)
+		} else {
+			depRoutes = append(depRoutes, r)
+		}
+	}
+	jobKeys := keysOfRoutes(kvRoot, st.Keys, jobRoutes)
+	if st.CanaryJob != "" {
+		p := *st
+		p.DeploymentID, p.Functions, p.JobFunctions, p.Keys = "", slices.Clone(inJob), nil, jobKeys
+		job = &canaryPart{state: &p, routes: jobRoutes}
+	}
+	if st.DeploymentID != "" {
+		p := *st
+		p.CanaryJob, p.JobFunctions, p.Keys = "", nil, slices.DeleteFunc(slices.Clone(st.Keys), func(k string) bool { return slices.Contains(jobKeys, k) })
+		p.Functions = slices.DeleteFunc(slices.Clone(st.Functions), func(f string) bool { return slices.Contains(inJob, f) })
+		dep = &canaryPart{state: &p, routes: depRoutes}
+	}
+	return job, dep
+}
+
+// canaryPart is the canary job's or Nomad's part of a canary (see
+// canaryParts).
+type canaryPart struct {
+	state  *CanaryState
+	routes []router.Route
+}
+
+// keysOfRoutes are the keys among keys under the split prefixes of routes
+// (router.SplitPrefixes).
+func keysOfRoutes(kvRoot string, keys []string, routes []router.Route) []string {
+	var prefixes []string
+	for _, r := range routes {
+		prefixes = append(prefixes, router.SplitPrefixes(kvRoot, r)...)
+	}
+	var out []string
+	for _, k := range keys {
+		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			out = append(out, k)
+		}
+	}
 	return out
 }
 
@@ -375,8 +491,13 @@ func (o *Orchestrator) canaryJobHealthy(ctx context.Context, st *CanaryState) bo
 // discardCanary takes back canary st of job jobID (see discard and
 // discardZero).
 func (o *Orchestrator) discardCanary(ctx context.Context, jobID string, st *CanaryState, routes []router.Route, cause error) error {
-	if st.CanaryJob != "" {
-		return o.discardZero(ctx, jobID, st, routes, cause)
+	zero, dep := canaryParts(o.router.KVRoot, st, routes)
+	errs := []error{cause}
+	if dep != nil {
+		errs = append(errs, o.discard(ctx, jobID, dep.state.DeploymentID, dep.state.Keys, dep.routes, nil))
 	}
-	return o.discard(ctx, jobID, st.DeploymentID, st.Keys, routes, cause)
+	if zero != nil {
+		errs = append(errs, o.discardZero(ctx, jobID, zero.state, zero.routes, nil))
+	}
+	return errors.Join(errs...)
 }
