@@ -291,6 +291,22 @@ func TestPrintCanaryDeploy(t *testing.T) {
 	if strings.Contains(b.String(), "is live") {
 		t.Errorf("a canary is not live:\n%s", b.String())
 	}
+	if strings.Contains(b.String(), "at zero") {
+		t.Errorf("a canary of Nomad's said it was at zero:\n%s", b.String())
+	}
+
+	// A mixed canary: Nomad's canary of api, web at zero in a canary job.
+	b.Reset()
+	printDeploy(&b, &orchestrator.DeployResult{App: "birds", Workspace: "dev", Version: 2, Changed: true, SpecHash: "abc",
+		Canary: &orchestrator.CanaryState{Version: 2, Traffic: 10, Functions: []string{"api", "web"}, DeploymentID: "d",
+			CanaryJob: "dev--birds--canary", JobFunctions: []string{"web"},
+			Previews: map[string]string{"web": "https://dev--birds-web--canary.example", "api": "https://dev--birds-api--canary.example"}}})
+	for _, want := range []string{"preview api => https://dev--birds-api--canary.example\n",
+		"preview web => https://dev--birds-web--canary.example (at zero, in job dev--birds--canary: its first request starts it)\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("mixed canary deploy output lacks %q:\n%s", want, b.String())
+		}
+	}
 }
 
 func TestPromoteAndAbort(t *testing.T) {

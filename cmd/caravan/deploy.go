@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,8 +134,16 @@ func printDeploy(w io.Writer, res *orchestrator.DeployResult) {
 	case c != nil:
 		fmt.Fprintf(w, "✓ Version %d is a canary (spec %s), up in %s: %d%% of traffic goes to it, the rest to the live version.\n",
 			res.Version, res.SpecHash, res.Duration.Round(100*time.Millisecond), c.Traffic)
+		atZero := c.JobFunctions
+		if c.CanaryJob != "" && len(atZero) == 0 {
+			atZero = c.Functions
+		}
 		for _, fn := range c.Functions {
-			fmt.Fprintf(w, "  preview %s => %s\n", fn, c.Previews[fn])
+			line := fmt.Sprintf("  preview %s => %s", fn, c.Previews[fn])
+			if slices.Contains(atZero, fn) {
+				line += " (at zero, in job " + c.CanaryJob + ": its first request starts it)"
+			}
+			fmt.Fprintln(w, line)
 		}
 		if !c.PromoteAt.IsZero() {
 			fmt.Fprintf(w, "  promoted automatically at %s unless it fails its health checks\n", c.PromoteAt.Local().Format(time.DateTime))
