@@ -20,14 +20,18 @@ import (
 )
 
 // First routes (see router.First): while a new app's deploy waits for
-// Consul's first passing check, caravan probes each web function's first
-// running container itself, at the address Nomad gave it, and the moment
-// it answers its health path writes a copy of the function's route to that
-// container in Traefik's KV. The deploy counts the function as placed once
-// the copy is written (its probe through Traefik still has to answer);
-// once Traefik serves the route from Consul's catalog with that container,
-// the copy is deleted. Only an app with no previous version gets them: no
-// request is taken from anything else.
+// Consul's first passing check, caravan writes a copy of each web
+// function's route to its first container, at the address Nomad gave it,
+// in Traefik's KV as soon as Nomad places it: Traefik has applied the
+// copy (about 60-150 ms here) by the time the process listens, so the
+// route answers the moment it does. (Before, a request to the new
+// hostname is refused, 502, as it would answer 404 with no route: nothing
+// serves it yet.) caravan probes the container itself meanwhile, and the
+// deploy counts the function as placed once it answers its health path
+// (its probe through Traefik still has to answer); once Traefik serves
+// the route from Consul's catalog with that container, the copy is
+// deleted. Only an app with no previous version gets them: no request is
+// taken from anything else.
 //
 // Every key of a deploy's first routes is held by one Consul session
 // (Sessions), so no path leaves one behind: a failed deploy destroys it
@@ -65,7 +69,7 @@ type firstRoutes struct {
 	session   string
 	ended     bool
 	published map[string]firstServer // by function
-	written   map[string]chan struct{}
+	answered  map[string]chan struct{}
 }
 
 // firstServer is the container a first route sends to.
@@ -82,11 +86,11 @@ func (o *Orchestrator) newFirstRoutes(rendered *jobs.Rendered) *firstRoutes {
 		return nil
 	}
 	f := &firstRoutes{o: o, jobID: *rendered.Job.ID, routes: map[string]router.Route{},
-		published: map[string]firstServer{}, written: map[string]chan struct{}{}}
+		published: map[string]firstServer{}, answered: map[string]chan struct{}{}}
 	for _, r := range rendered.Routes {
 		if !r.Proxied {
 			f.routes[r.Function] = r
-			f.written[r.Function] = make(chan struct{})
+			f.answered[r.Function] = make(chan struct{})
 		}
 	}
 	if len(f.routes) == 0 {
@@ -95,16 +99,17 @@ func (o *Orchestrator) newFirstRoutes(rendered *jobs.Rendered) *firstRoutes {
 	return f
 }
 
-// writtenFor is closed once function's first route is written; nil (never)
+// answeredFor is closed once the container of function's first route
+// answers its health path; nil (never)
 // when it has none.
-func (f *firstRoutes) writtenFor(function string) <-chan struct{} {
+func (f *firstRoutes) answeredFor(function string) <-chan struct{} {
 	if f == nil {
 		return nil
 	}
-	return f.written[function]
+	return f.answered[function]
 }
 
-// run publishes every first route as its container answers, until ctx
+// run publishes every first route as its container is placed, until ctx
 // ends. A route it cannot publish is left to Consul, with a log line.
 func (f *firstRoutes) run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -120,11 +125,15 @@ func (f *firstRoutes) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// publish waits for a running container of function, probes it until it
-// answers its health path, and writes its first route.
+// publish waits for Nomad to place a container of function, writes its
+// first route to the container's allotted address at once (Traefik has
+// applied it by the time the process listens, so the route answers the
+// moment it does; before that, its requests are refused, as a hostname
+// nothing serves yet is), then probes the container until it answers its
+// health path, and closes its answered channel.
 func (f *firstRoutes) publish(ctx context.Context, fn string) error {
 	r := f.routes[fn]
-	server, err := f.o.firstContainer(ctx, f.jobID, fn, r.HealthPath)
+	server, err := f.o.placedContainer(ctx, f.jobID, fn)
 	if err != nil {
 		return err
 	}
@@ -149,18 +158,24 @@ func (f *firstRoutes) publish(ctx context.Context, fn string) error {
 		return fmt.Errorf("first route of %s: %d keys, more than one transaction holds", r.Name, len(ops))
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.ended {
+		f.mu.Unlock()
 		return errors.New("the deploy ended")
 	}
 	// Under the lock: end waits for the write, so it destroys the session
 	// after it (a write after the session ended would fail anyway).
 	if err := f.o.consul.WriteKV(ctx, ops); err != nil {
+		f.mu.Unlock()
 		return fmt.Errorf("writing the first route: %w", err)
 	}
 	f.published[fn] = server
-	close(f.written[fn])
+	f.mu.Unlock()
 	f.o.log.Debug("first route published", "job", f.jobID, "function", fn, "server", server.url)
+	if err := answers(ctx, server.url, r.HealthPath); err != nil {
+		return err
+	}
+	close(f.answered[fn])
+	f.o.log.Debug("first route's container answers", "job", f.jobID, "function", fn, "server", server.url)
 	return nil
 }
 
@@ -291,60 +306,60 @@ func isStarting(a *nomad.AllocationListStub) bool {
 		(a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending)
 }
 
-// firstContainer waits for an allocation of group fn of job jobID, placed
-// and not stopped (see isStarting), whose container answers healthPath 2xx
-// at the address Nomad gave it.
-func (o *Orchestrator) firstContainer(ctx context.Context, jobID, fn, healthPath string) (firstServer, error) {
-	if healthPath == "" {
-		healthPath = "/"
-	}
-	client := &http.Client{Timeout: 500 * time.Millisecond,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	defer client.CloseIdleConnections()
-	addrs := map[string]string{} // alloc ID → base URL
+// placedContainer waits for an allocation of group fn of job jobID,
+// placed and not stopped (see isStarting), and returns it with the
+// address Nomad gave it (the first such by ID).
+func (o *Orchestrator) placedContainer(ctx context.Context, jobID, fn string) (firstServer, error) {
 	var index uint64
 	for {
 		allocs, last, err := o.nomad.JobAllocations(ctx, jobID, index)
 		if err != nil {
 			return firstServer{}, err
 		}
+		var ids []string
 		for _, a := range allocs {
-			if a.TaskGroup != fn || !isStarting(a) {
-				continue
-			}
-			if _, ok := addrs[a.ID]; !ok {
-				full, err := o.nomad.Allocation(ctx, a.ID)
-				if err != nil {
-					return firstServer{}, err
-				}
-				u, err := allocURL(full)
-				if err != nil {
-					return firstServer{}, err
-				}
-				addrs[a.ID] = u
+			if a.TaskGroup == fn && isStarting(a) {
+				ids = append(ids, a.ID)
 			}
 		}
-		if len(addrs) > 0 {
-			break
+		if len(ids) > 0 {
+			id := slices.Min(ids)
+			full, err := o.nomad.Allocation(ctx, id)
+			if err != nil {
+				return firstServer{}, err
+			}
+			u, err := allocURL(full)
+			if err != nil {
+				return firstServer{}, err
+			}
+			return firstServer{allocID: id, url: u}, nil
 		}
 		index = last
 	}
-	// (An allocation placed later, or one that stops meanwhile, is not
-	// followed: the handover ends a first route whose container stops, and
-	// a container that never answers leaves its function to Consul.)
+}
+
+// answers probes the container at base until it answers healthPath 2xx
+// (every firstProbeEvery), or ctx ends. (A container that never answers
+// leaves its function to Consul's checks; the handover ends a first route
+// whose container stops.)
+func answers(ctx context.Context, base, healthPath string) error {
+	if healthPath == "" {
+		healthPath = "/"
+	}
+	client := &http.Client{Timeout: 500 * time.Millisecond,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer client.CloseIdleConnections()
 	for {
-		for _, id := range slices.Sorted(maps.Keys(addrs)) {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, addrs[id]+healthPath, nil)
-			if resp, err := client.Do(req); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 == 2 {
-					return firstServer{allocID: id, url: addrs[id]}, nil
-				}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+healthPath, nil)
+		if resp, err := client.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
 			}
 		}
 		if err := sleep(ctx, firstProbeEvery); err != nil {
-			return firstServer{}, err
+			return err
 		}
 	}
 }
