@@ -10,7 +10,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/caravanhq/caravan/jobs"
-	"github.com/caravanhq/caravan/router"
 )
 
 // A new app protects no previous version, so its deploy ends as soon as
@@ -114,76 +113,45 @@ func (o *Orchestrator) firstFailure(ctx context.Context, deployed <-chan error, 
 // running allocations and every web function its count of those passing
 // their checks in Consul, with Traefik (when caravan can see it) routing
 // to them alone: containers of a job purged a moment ago may still be
-// registered under the same names. A function of one container whose
-// first route (of first) answers counts as placed from then on, whatever
-// Nomad's client has reported yet (it reports a running allocation in
-// batches, up to several hundred milliseconds after its process
-// listens): its container answered caravan's own probe of its health
-// path. A function of several containers also waits for them all to run.
+// registered under the same names. A function whose first route's
+// container (of first) answers counts as placed once Nomad runs its
+// containers: it answered caravan's own probe of its health path. (Nomad's
+// client reports a running allocation in batches, up to several hundred
+// milliseconds after its process listens; the deploy waits for it, so
+// that Nomad, and `caravan app list`, show what the deploy says runs.)
 func (o *Orchestrator) awaitPlaced(ctx context.Context, rendered *jobs.Rendered, first *firstRoutes) error {
 	want := groupCounts(rendered.Job)
-	run := &runningJob{done: make(chan struct{})}
-	go func() {
-		defer close(run.done)
-		run.allocs, run.err = o.awaitRunning(ctx, *rendered.Job.ID, want)
-	}()
-	routed := map[string]bool{}
+	allocs, err := o.awaitRunning(ctx, *rendered.Job.ID, want)
+	if err != nil {
+		return err
+	}
 	errs := make(chan error, len(rendered.Routes))
 	for _, r := range rendered.Routes {
-		routed[r.Function] = true
-		go func() { errs <- o.awaitRoutePlaced(ctx, r, want[r.Function], run, first) }()
+		checked := make(chan error, 1)
+		go func() {
+			instances, err := o.awaitPassing(ctx, r.Name, want[r.Function], allocs)
+			// (Traefik sends an autoscaled function's requests to caravan's
+			// proxies, which know its containers from Consul themselves.)
+			if err == nil && o.proxy != nil && !r.Proxied {
+				err = o.awaitServers(ctx, r, serverURLs(instances))
+			}
+			checked <- err
+		}()
+		go func() {
+			select {
+			case err := <-checked:
+				errs <- err
+			case <-first.answeredFor(r.Function):
+				errs <- nil
+			}
+		}()
 	}
 	for range rendered.Routes {
 		if err := <-errs; err != nil {
 			return err
 		}
 	}
-	for g := range want {
-		if !routed[g] {
-			// A group without a route (a worker): Nomad runs it.
-			<-run.done
-			return run.err
-		}
-	}
 	return nil
-}
-
-// runningJob is the outcome of awaitRunning, once done is closed.
-type runningJob struct {
-	done   chan struct{}
-	allocs []*nomad.AllocationListStub
-	err    error
-}
-
-// awaitRoutePlaced waits until route r's function, of n containers, is
-// placed (see awaitPlaced): its containers run (run) and pass their
-// checks, or its first route's container answers.
-func (o *Orchestrator) awaitRoutePlaced(ctx context.Context, r router.Route, n int, run *runningJob, first *firstRoutes) error {
-	checked := make(chan error, 1)
-	go func() {
-		<-run.done
-		if run.err != nil {
-			checked <- run.err
-			return
-		}
-		instances, err := o.awaitPassing(ctx, r.Name, n, run.allocs)
-		// (Traefik sends an autoscaled function's requests to caravan's
-		// proxies, which know its containers from Consul themselves.)
-		if err == nil && o.proxy != nil && !r.Proxied {
-			err = o.awaitServers(ctx, r, serverURLs(instances))
-		}
-		checked <- err
-	}()
-	select {
-	case err := <-checked:
-		return err
-	case <-first.answeredFor(r.Function):
-		if n > 1 {
-			<-run.done
-			return run.err
-		}
-		return nil
-	}
 }
 
 // awaitRunning waits until job id has, per group, at least want[group]

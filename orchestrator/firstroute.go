@@ -28,7 +28,8 @@ import (
 // hostname is refused, 502, as it would answer 404 with no route: nothing
 // serves it yet.) caravan probes the container itself meanwhile, and the
 // deploy counts the function as placed once it answers its health path
-// (its probe through Traefik still has to answer); once Traefik serves
+// and Nomad runs it (its probe through Traefik still has to answer); once
+// Traefik serves
 // the route from Consul's catalog with that container, the copy is
 // deleted. Only an app with no previous version gets them: no request is
 // taken from anything else.

@@ -200,22 +200,3 @@ func TestFirstRouteOfAContainerNomadHasNotCalledRunning(t *testing.T) {
 		t.Fatalf("answers: %v", err)
 	}
 }
-
-// A new app of one container a function returns once its first route's
-// container answers, before Nomad's client has reported it running (it
-// does in batches, up to several hundred milliseconds later).
-func TestNewAppServesBeforeNomadReportsItRunning(t *testing.T) {
-	h, _ := firstHarness(t, http.StatusOK)
-	placed := h.nomad.onPlaced
-	h.nomad.onPlaced = func(allocs []*nomad.Allocation) {
-		placed(allocs)
-		for _, a := range allocs {
-			a.ClientStatus = nomad.AllocClientStatusPending
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := h.o.Deploy(ctx, ci, DeployRequest{Spec: shopSpec("hi"), Timeout: 5 * time.Second}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
-}
