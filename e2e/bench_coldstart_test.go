@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -29,52 +30,115 @@ require("http").createServer((q, s) => {
 // container's own start (`just bench`, issue 13's figure): request at zero
 // → 200, minus the container's own time to listen (process start to
 // listen, as it reports), and from its listen to the 200; and each run's
-// timeline (coldTimeline). It asserts nothing about speed.
+// timeline (coldTimeline). It measures both ways a task can get caravan's
+// agent, runs alternating: fetched as an artifact at every start (the
+// suite's servers, and a server without --agent-command), and installed on
+// the client (a second server of the stack with --agent-command, as
+// `caravan dev up` runs its tasks). It asserts nothing about speed.
 func TestBenchColdStart(t *testing.T) {
-	const app, job, service = "coldbench", "e2e--coldbench", "e2e--coldbench-web"
 	const runs = 5
-	purgeWithSettings(t, job, service)
-	src := scaleFromZeroSpec(app, listenJS, 1, "2s")
-	url := deploy(t, "coldbench.hcl", src, api.DeployBody{}).Functions[0].URL
-	var totals, overheads, afterListen []time.Duration
+	fetched := newColdApp(t, env.client, "coldbench")
+	installed := newColdApp(t, agentCommandClient(t), "coldagent")
 	for i := range runs {
-		eventually(t, 2*time.Minute, "the function at zero", func() error {
-			if d, r := groupCount(t, job); d != 0 || r != 0 {
-				return fmt.Errorf("%d desired, %d running", d, r)
-			}
-			// A stopped container leaves Consul last: until then the
-			// proxies may still give it a request.
-			if entries, _, err := env.consul.Health().Service(service, "", false, nil); err != nil || len(entries) > 0 {
-				return fmt.Errorf("%d containers in Consul (%v)", len(entries), err)
-			}
-			return nil
-		})
-		wctx, stopWatch := context.WithCancel(context.Background())
-		seen := watchConsul(wctx, service)
-		began := time.Now()
-		status, body, err := getWithin(t, url+"/", time.Minute)
-		answered := time.Now()
-		stopWatch()
-		if err != nil || status != http.StatusOK || body != "ok" {
-			t.Fatalf("run %d: request at zero: %d %q %v", i, status, body, err)
-		}
-		status, body, err = getWithin(t, url+"/listened", time.Minute)
-		var atMS, ownMS int64
-		if _, serr := fmt.Sscanf(body, "%d %d", &atMS, &ownMS); err != nil || status != http.StatusOK || serr != nil {
-			t.Fatalf("run %d: /listened: %d %q %v %v", i, status, body, err, serr)
-		}
-		total, own := answered.Sub(began), time.Duration(ownMS)*time.Millisecond
-		after := answered.Sub(time.UnixMilli(atMS))
-		totals, overheads, afterListen = append(totals, total), append(overheads, total-own), append(afterListen, after)
-		t.Logf("run %d: 200 after %s; the container listened %s after its process started; listen → 200 %s",
-			i, total.Round(time.Millisecond), own, after.Round(time.Millisecond))
-		listened := time.UnixMilli(atMS)
-		steps := append(seen(), step{"node process started (its own uptime)", listened.Add(-own)},
-			step{"node listening", listened}, step{"200 at the client", answered})
-		t.Logf("run %d timeline (ms after the request was sent):\n%s", i, coldTimeline(t, job, began, steps))
+		fetched.run(t, i)
+		installed.run(t, i)
 	}
-	t.Logf("BENCH cold start (%d runs): request at zero → 200 %s; minus the container's own time to listen: %s (goal ≤ 250ms); its listen → 200: %s",
-		runs, fmtDurations(totals), fmtDurations(overheads), fmtDurations(afterListen))
+	fetched.report(t, "tasks fetch the agent (an artifact at every start)")
+	installed.report(t, "the agent installed on the client (--agent-command, as `caravan dev up` runs)")
+}
+
+// coldApp is a web function at zero whose cold starts TestBenchColdStart
+// measures, deployed through client.
+type coldApp struct {
+	job, service, url              string
+	totals, overheads, afterListen []time.Duration
+}
+
+func newColdApp(t *testing.T, client *api.Client, app string) *coldApp {
+	t.Helper()
+	c := &coldApp{job: "e2e--" + app, service: "e2e--" + app + "-web"}
+	purgeWithSettings(t, c.job, c.service)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := client.DeployBody(ctx, api.DeployBody{Filename: app + ".hcl", Spec: scaleFromZeroSpec(app, listenJS, 1, "2s")})
+	if err != nil {
+		t.Fatalf("deploy %s: %v", app, err)
+	}
+	c.url = res.Functions[0].URL
+	return c
+}
+
+// run measures cold start i: it waits for the function at zero, then
+// sends one request.
+func (c *coldApp) run(t *testing.T, i int) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "the function at zero", func() error {
+		if d, r := groupCount(t, c.job); d != 0 || r != 0 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		// A stopped container leaves Consul last: until then the
+		// proxies may still give it a request.
+		if entries, _, err := env.consul.Health().Service(c.service, "", false, nil); err != nil || len(entries) > 0 {
+			return fmt.Errorf("%d containers in Consul (%v)", len(entries), err)
+		}
+		return nil
+	})
+	wctx, stopWatch := context.WithCancel(context.Background())
+	seen := watchConsul(wctx, c.service)
+	began := time.Now()
+	status, body, err := getWithin(t, c.url+"/", time.Minute)
+	answered := time.Now()
+	stopWatch()
+	if err != nil || status != http.StatusOK || body != "ok" {
+		t.Fatalf("%s run %d: request at zero: %d %q %v", c.job, i, status, body, err)
+	}
+	status, body, err = getWithin(t, c.url+"/listened", time.Minute)
+	var atMS, ownMS int64
+	if _, serr := fmt.Sscanf(body, "%d %d", &atMS, &ownMS); err != nil || status != http.StatusOK || serr != nil {
+		t.Fatalf("%s run %d: /listened: %d %q %v %v", c.job, i, status, body, err, serr)
+	}
+	total, own := answered.Sub(began), time.Duration(ownMS)*time.Millisecond
+	after := answered.Sub(time.UnixMilli(atMS))
+	c.totals, c.overheads, c.afterListen = append(c.totals, total), append(c.overheads, total-own), append(c.afterListen, after)
+	t.Logf("%s run %d: 200 after %s; the container listened %s after its process started; listen → 200 %s",
+		c.job, i, total.Round(time.Millisecond), own, after.Round(time.Millisecond))
+	listened := time.UnixMilli(atMS)
+	steps := append(seen(), step{"node process started (its own uptime)", listened.Add(-own)},
+		step{"node listening", listened}, step{"200 at the client", answered})
+	t.Logf("%s run %d timeline (ms after the request was sent):\n%s", c.job, i, coldTimeline(t, c.job, began, steps))
+}
+
+func (c *coldApp) report(t *testing.T, how string) {
+	t.Logf("BENCH cold start, %s (%d runs): request at zero → 200 %s; minus the container's own time to listen: %s (goal ≤ 250ms); its listen → 200: %s",
+		how, len(c.totals), fmtDurations(c.totals), fmtDurations(c.overheads), fmtDurations(c.afterListen))
+}
+
+// agentCommandClient starts a second caravan server of the stack whose
+// tasks run the agent binary in place (--agent-command) instead of
+// fetching it, and returns a client of it. (The stack's route settings in
+// Consul, which every server of a cluster checks its own against, are set
+// aside while it starts, as TestBundlesInS3 does.)
+func agentCommandClient(t *testing.T) *api.Client {
+	t.Helper()
+	kv := env.consul.KV()
+	rec, _, err := kv.Get("caravan/router-config", nil)
+	if err != nil || rec == nil {
+		t.Fatalf("the cluster's route settings: %v, %v", rec, err)
+	}
+	if _, err := kv.Delete(rec.Key, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startServerWith("caravan-server-agent-command", func(c *server.Config) {
+		c.Router.AgentCommand = caravanBin.agent
+	})
+	if _, perr := kv.Put(&consul.KVPair{Key: rec.Key, Value: rec.Value}, nil); perr != nil {
+		t.Fatalf("putting the cluster's route settings back: %v", perr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return &api.Client{Addr: "http://" + srv.Addr(), Token: env.client.Token}
 }
 
 // step is one moment of a cold start.
