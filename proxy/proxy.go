@@ -77,7 +77,7 @@ type Config struct {
 	IdleAfter time.Duration
 	// Prober probes a container Consul lists but does not pass yet, at
 	// its HealthPath; its first 2xx gives it requests (default:
-	// HTTPProber). ProbeEvery is how often (default 25 ms), ProbeFor for
+	// HTTPProber). ProbeEvery is how often (default 10 ms), ProbeFor for
 	// how long at most before only Consul decides (default 30 s).
 	Prober     Prober
 	ProbeEvery time.Duration
@@ -144,7 +144,7 @@ func New(cfg Config) *Proxy {
 		cfg.Prober = &HTTPProber{}
 	}
 	if cfg.ProbeEvery <= 0 {
-		cfg.ProbeEvery = 25 * time.Millisecond
+		cfg.ProbeEvery = 10 * time.Millisecond
 	}
 	if cfg.ProbeFor <= 0 {
 		cfg.ProbeFor = 30 * time.Second
