@@ -115,29 +115,12 @@ func (c *coldApp) report(t *testing.T, how string) {
 
 // agentCommandClient starts a second caravan server of the stack whose
 // tasks run the agent binary in place (--agent-command) instead of
-// fetching it, and returns a client of it. (The stack's route settings in
-// Consul, which every server of a cluster checks its own against, are set
-// aside while it starts, as TestBundlesInS3 does.)
+// fetching it, and returns a client of it.
 func agentCommandClient(t *testing.T) *api.Client {
 	t.Helper()
-	kv := env.consul.KV()
-	rec, _, err := kv.Get("caravan/router-config", nil)
-	if err != nil || rec == nil {
-		t.Fatalf("the cluster's route settings: %v, %v", rec, err)
-	}
-	if _, err := kv.Delete(rec.Key, nil); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServerWith("caravan-server-agent-command", func(c *server.Config) {
+	srv := startServerApart(t, "caravan-server-agent-command", func(c *server.Config) {
 		c.Router.AgentCommand = caravanBin.agent
 	})
-	if _, perr := kv.Put(&consul.KVPair{Key: rec.Key, Value: rec.Value}, nil); perr != nil {
-		t.Fatalf("putting the cluster's route settings back: %v", perr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return &api.Client{Addr: "http://" + srv.Addr(), Token: env.client.Token}
 }
 

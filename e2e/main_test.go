@@ -311,6 +311,32 @@ func startServerWith(name string, change func(*server.Config)) (*server.Server, 
 	return srv, srv.Start()
 }
 
+// startServerApart starts another caravan server of the stack, with
+// change applied to its configuration, and stops it when t ends. Servers
+// that share a cluster must agree on their route settings
+// (server.RouterMismatchError): the cluster's, in Consul, are set aside
+// while it starts, so it records its own, and put back once it has.
+func startServerApart(t *testing.T, name string, change func(*server.Config)) *server.Server {
+	t.Helper()
+	kv := env.consul.KV()
+	rec, _, err := kv.Get("caravan/router-config", nil)
+	if err != nil || rec == nil {
+		t.Fatalf("the cluster's route settings: %v, %v", rec, err)
+	}
+	if _, err := kv.Delete(rec.Key, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startServerWith(name, change)
+	if _, perr := kv.Put(&consul.KVPair{Key: rec.Key, Value: rec.Value}, nil); perr != nil {
+		t.Fatalf("putting the cluster's route settings back: %v", perr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
+}
+
 var caravanBin struct {
 	once  sync.Once
 	path  string

@@ -14,7 +14,6 @@ import (
 	"github.com/caravanhq/caravan/bundlestore"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/server"
-	consulapi "github.com/hashicorp/consul/api"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -82,28 +81,11 @@ func TestBundlesInS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Servers that share a cluster share its bundle store and fetch URL
-	// (server.RouterMismatchError); this one has a store of its own, so it
-	// records its own settings, with its own --bundle-url, and the
-	// cluster's are put back once it has started.
-	kv := env.consul.KV()
-	rec, _, err := kv.Get("caravan/router-config", nil)
-	if err != nil || rec == nil {
-		t.Fatalf("the cluster's route settings: %v, %v", rec, err)
-	}
-	if _, err := kv.Delete(rec.Key, nil); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServerWith("caravan-server-s3", func(c *server.Config) {
+	// Servers that share a cluster share its bundle store and fetch URL;
+	// this one has a store of its own, with its own --bundle-url.
+	srv := startServerApart(t, "caravan-server-s3", func(c *server.Config) {
 		c.Bundles, c.BundleDir, c.Router.BundleURL = store, "", ""
 	})
-	if _, perr := kv.Put(&consulapi.KVPair{Key: rec.Key, Value: rec.Value}, nil); perr != nil {
-		t.Fatalf("putting the cluster's route settings back: %v", perr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 
 	purge(t, "e2e--stored")
 	_, path := bundledApp(t, "stored")

@@ -127,30 +127,13 @@ func TestMixedCanaryIsACanaryOfEveryFunction(t *testing.T) {
 				t.Errorf("history = %v", got)
 			}
 
-			ref := ChangeRequest{AppRef: AppRef{App: "birds"}}
-			var err error
-			if promote {
-				_, err = h.o.Promote(context.Background(), ci, ref)
-			} else {
-				_, err = h.o.Abort(context.Background(), ci, ref)
-			}
-			if err != nil {
-				t.Fatalf("settle: %v", err)
-			}
+			h.settleBirds(promote)
 			for _, k := range h.consul.keys() {
 				if slices.Contains(st.Keys, k) {
 					t.Errorf("split key left in Consul KV after settling: %s", k)
 				}
 			}
-			if got := h.splitHeader(); got != "" {
-				t.Errorf("split header after settling = %q, want none", got)
-			}
-			if cj := h.nomad.jobs[birdsCanaryJob]; cj == nil || !*cj.Stop {
-				t.Errorf("the canary job runs on after settling: %+v", cj)
-			}
-			if got := h.canaryKV(proxy.SettingsKVPrefix + birdsCanaryService); got != "" {
-				t.Errorf("the canary function's record is left: %s", got)
-			}
+			h.canaryJobGone("settling")
 			hashes = jobs.FunctionHashes(h.nomad.jobs["dev--birds"], nil)
 			if promote {
 				if h.nomad.count("promote "+st.DeploymentID) != 1 {
@@ -257,24 +240,7 @@ func TestResumeTakesBackAnInterruptedMixedCanary(t *testing.T) {
 	if st == nil || st.DeploymentID == "" || h.nomad.jobs[birdsCanaryJob] == nil {
 		t.Fatalf("the mixed canary did not start: %+v", st)
 	}
-	ctx := context.Background()
-	rec := h.record("dev--birds")
-	rec.Canary = nil
-	if err := h.store.PutApp(ctx, rec, h.store.index["dev--birds"]); err != nil {
-		t.Fatal(err)
-	}
-	v, _ := h.store.Version(ctx, "dev--birds", rec.Generation, 2)
-	v.Status = StatusPending
-	if err := h.store.PutVersion(ctx, "dev--birds", rec.Generation, v); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := h.o.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:failed"}) {
-		t.Errorf("history = %v", got)
-	}
+	h.resumeFailsPending("dev--birds", 2)
 	if h.nomad.count("fail "+st.DeploymentID) != 1 {
 		t.Errorf("Nomad calls = %v, want deployment %s failed", h.nomad.calls, st.DeploymentID)
 	}
@@ -363,5 +329,59 @@ func TestHoldWarm(t *testing.T) {
 				t.Errorf("web's count %d, want 1", counts["web"])
 			}
 		})
+	}
+}
+
+// resumeFailsPending records job's version as a server that stopped in
+// the middle of its canary's deploy leaves it (pending, no canary
+// recorded), resumes, and checks the resume failed it.
+func (h *harness) resumeFailsPending(job string, version int) {
+	h.t.Helper()
+	ctx := context.Background()
+	rec := h.record(job)
+	rec.Canary = nil
+	if err := h.store.PutApp(ctx, rec, h.store.index[job]); err != nil {
+		h.t.Fatal(err)
+	}
+	v, _ := h.store.Version(ctx, job, rec.Generation, version)
+	v.Status = StatusPending
+	if err := h.store.PutVersion(ctx, job, rec.Generation, v); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.o.Resume(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+	if got := h.statuses(job); len(got) < version || got[version-1] != fmt.Sprintf("%d:failed", version) {
+		h.t.Errorf("history after the resume = %v, want version %d failed", got, version)
+	}
+}
+
+// canaryJobGone fails the test unless, after what, no split header is
+// left, the birds' canary job is stopped and its function's record gone.
+func (h *harness) canaryJobGone(what string) {
+	h.t.Helper()
+	if got := h.splitHeader(); got != "" {
+		h.t.Errorf("split header after %s = %q, want none", what, got)
+	}
+	if cj := h.nomad.jobs[birdsCanaryJob]; cj == nil || !*cj.Stop {
+		h.t.Errorf("the canary job runs on after %s: %+v", what, cj)
+	}
+	if got := h.canaryKV(proxy.SettingsKVPrefix + birdsCanaryService); got != "" {
+		h.t.Errorf("the canary function's record is left after %s: %s", what, got)
+	}
+}
+
+// settleBirds promotes the birds' canary, or aborts it.
+func (h *harness) settleBirds(promote bool) {
+	h.t.Helper()
+	ref := ChangeRequest{AppRef: AppRef{App: "birds"}}
+	var err error
+	if promote {
+		_, err = h.o.Promote(context.Background(), ci, ref)
+	} else {
+		_, err = h.o.Abort(context.Background(), ci, ref)
+	}
+	if err != nil {
+		h.t.Fatalf("settle: %v", err)
 	}
 }

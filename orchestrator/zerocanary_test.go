@@ -187,25 +187,8 @@ func TestCanaryAtZeroRunsAsAJobOfItsOwn(t *testing.T) {
 				t.Error("a deploy during a canary at zero was not refused")
 			}
 
-			ref := ChangeRequest{AppRef: AppRef{App: "birds"}}
-			var err error
-			if promote {
-				_, err = h.o.Promote(context.Background(), ci, ref)
-			} else {
-				_, err = h.o.Abort(context.Background(), ci, ref)
-			}
-			if err != nil {
-				t.Fatalf("settle: %v", err)
-			}
-			if got := h.splitHeader(); got != "" {
-				t.Errorf("split header after settling = %q, want none", got)
-			}
-			if cj := h.nomad.jobs[birdsCanaryJob]; cj == nil || !*cj.Stop {
-				t.Errorf("the canary job runs on after settling: %+v", cj)
-			}
-			if got := h.canaryKV(proxy.SettingsKVPrefix + birdsCanaryService); got != "" {
-				t.Errorf("the canary function's record is left: %s", got)
-			}
+			h.settleBirds(promote)
+			h.canaryJobGone("settling")
 			if f := h.previewFunction(); f != birdsService {
 				t.Errorf("the preview names %q after settling, want the function %q", f, birdsService)
 			}
@@ -278,24 +261,7 @@ func TestResumeStopsTheCanaryJobOfAnInterruptedCanaryAtZero(t *testing.T) {
 	}
 	// As if the server had died before recording the canary: the version
 	// pending, no canary state.
-	ctx := context.Background()
-	rec := h.record("dev--birds")
-	rec.Canary = nil
-	if err := h.store.PutApp(ctx, rec, h.store.index["dev--birds"]); err != nil {
-		t.Fatal(err)
-	}
-	v, _ := h.store.Version(ctx, "dev--birds", rec.Generation, 2)
-	v.Status = StatusPending
-	if err := h.store.PutVersion(ctx, "dev--birds", rec.Generation, v); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := h.o.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:live", "2:failed"}) {
-		t.Errorf("history = %v", got)
-	}
+	h.resumeFailsPending("dev--birds", 2)
 	if cj := h.nomad.jobs[birdsCanaryJob]; cj == nil || !*cj.Stop {
 		t.Errorf("the canary job runs on after the resume: %+v", cj)
 	}
