@@ -79,10 +79,18 @@ func natsNodes(t *testing.T) []natsNode {
 		}
 		hosts = append(hosts, n.Attributes["unique.network.ip-address"])
 	}
+	// Free ports, none twice: the kernel may hand out a port it just
+	// freed again, and nodes on one host would then share a static port.
+	taken := map[int]bool{}
 	port := func() int {
-		_, p, _ := strings.Cut(freeAddr(), ":")
-		n, _ := strconv.Atoi(p)
-		return n
+		for {
+			_, p, _ := strings.Cut(freeAddr(), ":")
+			n, _ := strconv.Atoi(p)
+			if !taken[n] {
+				taken[n] = true
+				return n
+			}
+		}
 	}
 	var out []natsNode
 	for i := range 3 {
