@@ -29,10 +29,9 @@ import (
 // serves it yet.) caravan probes the container itself meanwhile, and the
 // deploy counts the function as placed once it answers its health path
 // and Nomad runs it (its probe through Traefik still has to answer); once
-// Traefik serves
-// the route from Consul's catalog with that container, the copy is
-// deleted. Only an app with no previous version gets them: no request is
-// taken from anything else.
+// Traefik serves the route from Consul's catalog with that container, the
+// copy is deleted. Only an app with no previous version gets them: no
+// request is taken from anything else.
 //
 // Every key of a deploy's first routes is held by one Consul session
 // (Sessions), so no path leaves one behind: a failed deploy destroys it
@@ -101,8 +100,7 @@ func (o *Orchestrator) newFirstRoutes(rendered *jobs.Rendered) *firstRoutes {
 }
 
 // answeredFor is closed once the container of function's first route
-// answers its health path; nil (never)
-// when it has none.
+// answers its health path; nil (never) when it has none.
 func (f *firstRoutes) answeredFor(function string) <-chan struct{} {
 	if f == nil {
 		return nil
