@@ -329,6 +329,8 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 	job, need := r.rendered.Job, needs(r.app)
 	carryCounts(job, r.current, r.app, r.rendered.Routes)
 	zero := zeroCanaryFunctions(r.app, job, r.current, r.rendered.Routes)
+	orig := r.rendered
+	var zeroGroups []*nomad.TaskGroup // the version's own groups of zero
 	if zero != nil {
 		// A canary of functions at zero: their previews name the canary
 		// functions, which run as a job of their own; the app's job
@@ -336,6 +338,7 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		rendered := *r.rendered
 		rendered.Routes = withFunctionPreviews(r.rendered.Routes, zero)
 		r.rendered = &rendered
+		zeroGroups = groupsNamed(job, zero)
 	}
 	if err := o.publishProxied(ctx, r); err != nil {
 		return nil, err
@@ -388,9 +391,13 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		// Blue-green: switched and promoted; it goes on as any version.
 	}
 	if zero != nil {
-		// Nomad updated the other functions in place (no canary): the
-		// functions at zero are the canary.
-		return o.zeroCanary(ctx, r, zero)
+		// Nomad updated the version's other functions in place, with no
+		// canary of them: they are live already, so the version goes
+		// live, its functions at zero too (with idleSplits' warning).
+		r.rendered = orig
+		if err := o.registerGroups(ctx, r, zeroGroups, need); err != nil {
+			return nil, err
+		}
 	}
 	if err := o.probe(ctx, r.rendered, r.version, true); err != nil {
 		// Nomad took the version but it does not answer through the
@@ -399,6 +406,39 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 		return nil, o.revertTo(context.WithoutCancel(ctx), r.current, r.rec.LiveVersion, err)
 	}
 	return nil, o.syncFunctions(ctx, r)
+}
+
+// registerGroups registers r's job again with groups in place of its
+// groups of the same names, after publishing r's proxied routes, and
+// follows Nomad's rollout of it.
+func (o *Orchestrator) registerGroups(ctx context.Context, r release, groups []*nomad.TaskGroup, need map[string]string) error {
+	job := r.rendered.Job
+	for i, tg := range job.TaskGroups {
+		if j := slices.IndexFunc(groups, func(g *nomad.TaskGroup) bool { return *g.Name == *tg.Name }); j >= 0 {
+			job.TaskGroups[i] = groups[j]
+		}
+	}
+	if err := o.publishProxied(ctx, r); err != nil {
+		return err
+	}
+	now, err := o.currentJob(ctx, *job.ID)
+	if err != nil {
+		return err
+	}
+	o.awaitVerdict(ctx, *job.ID, now)
+	recount := func(now *nomad.Job) { carryCounts(job, now, r.app, r.rendered.Routes) }
+	return o.register(ctx, job, now, r.version, need, recount)
+}
+
+// groupsNamed are deep copies of job's groups named in names.
+func groupsNamed(job *nomad.Job, names []string) []*nomad.TaskGroup {
+	var out []*nomad.TaskGroup
+	for _, tg := range job.TaskGroups {
+		if slices.Contains(names, *tg.Name) {
+			out = append(out, copyGroup(tg))
+		}
+	}
+	return out
 }
 
 // zeroCanary starts the canary job of r's functions at zero (see

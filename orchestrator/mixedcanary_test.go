@@ -385,3 +385,33 @@ func (h *harness) settleBirds(promote bool) {
 		h.t.Fatalf("settle: %v", err)
 	}
 }
+
+// A canary version whose running functions Nomad updates in place (no
+// canary of them: they are live at once) goes live, its functions at zero
+// too, with the warning that they had nothing to split: no canary job is
+// left holding a version the app's job already runs in part.
+func TestMixedCanaryWithoutNomadsCanariesGoesLive(t *testing.T) {
+	h := newHarnessFor(t, proxiedRouter)
+	h.mustDeploy(mixedBirdsSpec("v1"))
+	liveHashes := jobs.FunctionHashes(h.nomad.jobs["dev--birds"], nil)
+	res := h.mustDeploy(mixedBirdsSpec("v2"))
+	if res.Canary != nil {
+		t.Fatalf("canary = %+v, want the version live", res.Canary)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(d Diagnostic) bool { return strings.Contains(d.Summary, "at zero") }) {
+		t.Errorf("warnings = %+v, want web's at-zero warning", res.Warnings)
+	}
+	if got := h.statuses("dev--birds"); !slices.Equal(got, []string{"1:superseded", "2:live"}) {
+		t.Errorf("history = %v", got)
+	}
+	hashes := jobs.FunctionHashes(h.nomad.jobs["dev--birds"], nil)
+	if hashes["web"] == liveHashes["web"] || hashes["api"] == liveHashes["api"] {
+		t.Errorf("the app's job runs %v, the previous version's %v: want the new version of both", hashes, liveHashes)
+	}
+	if cj := h.nomad.jobs[birdsCanaryJob]; cj != nil {
+		t.Errorf("a canary job was registered: %+v", cj)
+	}
+	if f := h.previewFunction(); f != birdsService {
+		t.Errorf("web's preview names %q, want the function %q", f, birdsService)
+	}
+}
