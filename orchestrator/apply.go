@@ -413,11 +413,7 @@ func (o *Orchestrator) rollout(ctx context.Context, r release) (*CanaryState, er
 // follows Nomad's rollout of it.
 func (o *Orchestrator) registerGroups(ctx context.Context, r release, groups []*nomad.TaskGroup, need map[string]string) error {
 	job := r.rendered.Job
-	for i, tg := range job.TaskGroups {
-		if j := slices.IndexFunc(groups, func(g *nomad.TaskGroup) bool { return *g.Name == *tg.Name }); j >= 0 {
-			job.TaskGroups[i] = groups[j]
-		}
-	}
+	putGroups(job, groups)
 	if err := o.publishProxied(ctx, r); err != nil {
 		return err
 	}
@@ -428,17 +424,6 @@ func (o *Orchestrator) registerGroups(ctx context.Context, r release, groups []*
 	o.awaitVerdict(ctx, *job.ID, now)
 	recount := func(now *nomad.Job) { carryCounts(job, now, r.app, r.rendered.Routes) }
 	return o.register(ctx, job, now, r.version, need, recount)
-}
-
-// groupsNamed are deep copies of job's groups named in names.
-func groupsNamed(job *nomad.Job, names []string) []*nomad.TaskGroup {
-	var out []*nomad.TaskGroup
-	for _, tg := range job.TaskGroups {
-		if slices.Contains(names, *tg.Name) {
-			out = append(out, copyGroup(tg))
-		}
-	}
-	return out
 }
 
 // zeroCanary starts the canary job of r's functions at zero (see
@@ -458,8 +443,7 @@ func (o *Orchestrator) zeroCanary(ctx context.Context, r release, zero []string)
 func (o *Orchestrator) withZeroCanary(ctx context.Context, r release, st *CanaryState, zero []string) (*CanaryState, error) {
 	zst, err := o.startZeroCanary(ctx, r, zero)
 	if err != nil {
-		routes := slices.DeleteFunc(slices.Clone(r.rendered.Routes), func(rt router.Route) bool { return !slices.Contains(st.Functions, rt.Function) })
-		err = o.discard(context.WithoutCancel(ctx), *r.rendered.Job.ID, st.DeploymentID, st.Keys, routes, err)
+		err = o.discard(context.WithoutCancel(ctx), *r.rendered.Job.ID, st.DeploymentID, st.Keys, zeroRoutes(r.rendered.Routes, st.Functions), err)
 		return nil, o.restoreAfter(context.WithoutCancel(ctx), r, err)
 	}
 	o.log.Info("mixed canary: Nomad's canaries and a canary job", "job", *r.rendered.Job.ID, "nomad", st.Functions, "canary_job", zst.CanaryJob, "at_zero", zero)

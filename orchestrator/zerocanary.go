@@ -84,16 +84,28 @@ func zeroCanaryFunctions(app *spec.App, job, current *nomad.Job, routes []router
 // (promoteZero). It reports whether job still changes a group of current
 // (a mixed canary: Nomad's canaries and a canary job).
 func keepLiveGroups(job, current *nomad.Job, functions []string) bool {
-	live := map[string]*nomad.TaskGroup{}
-	for _, tg := range current.TaskGroups {
-		live[*tg.Name] = tg
-	}
+	putGroups(job, groupsNamed(current, functions))
+	return !maps.Equal(jobs.FunctionHashes(job, nil), jobs.FunctionHashes(current, nil))
+}
+
+// putGroups puts groups in job in place of its groups of the same names.
+func putGroups(job *nomad.Job, groups []*nomad.TaskGroup) {
 	for i, tg := range job.TaskGroups {
-		if l, ok := live[*tg.Name]; ok && slices.Contains(functions, *tg.Name) {
-			job.TaskGroups[i] = copyGroup(l)
+		if j := slices.IndexFunc(groups, func(g *nomad.TaskGroup) bool { return *g.Name == *tg.Name }); j >= 0 {
+			job.TaskGroups[i] = groups[j]
 		}
 	}
-	return !maps.Equal(jobs.FunctionHashes(job, nil), jobs.FunctionHashes(current, nil))
+}
+
+// groupsNamed are deep copies of job's groups named in names.
+func groupsNamed(job *nomad.Job, names []string) []*nomad.TaskGroup {
+	var out []*nomad.TaskGroup
+	for _, tg := range job.TaskGroups {
+		if slices.Contains(names, *tg.Name) {
+			out = append(out, copyGroup(tg))
+		}
+	}
+	return out
 }
 
 // copyGroup is a deep copy of tg.
@@ -343,7 +355,8 @@ func (o *Orchestrator) startZeroCanary(ctx context.Context, r release, functions
 	return st, nil
 }
 
-// zeroRoutes are the routes of functions among routes.
+// zeroRoutes are the routes of functions among routes (the functions at
+// zero of a canary, or any others).
 func zeroRoutes(routes []router.Route, functions []string) []router.Route {
 	var out []router.Route
 	for _, r := range routes {
