@@ -133,7 +133,7 @@ func (o *Orchestrator) publishProxied(ctx context.Context, r release) error {
 	}
 	// A deploy of a function at zero returns at once: Traefik serves its
 	// routers by then, so its first request queues rather than 404s.
-	if err := o.awaitRouters(ctx, proxiedRouters(r.rendered.Routes, o.router.ProxyService)); err != nil {
+	if err := o.awaitRouters(ctx, proxiedRouters(r.rendered.Routes, o.router.ProxiedService())); err != nil {
 		return &RolloutError{Version: r.version, Cause: fmt.Sprintf("Traefik does not serve the routes of autoscaled functions: %v", err)}
 	}
 	return nil

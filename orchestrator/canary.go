@@ -1107,7 +1107,7 @@ func (o *Orchestrator) restoreLiveProxied(ctx context.Context, rec *AppRecord, n
 	if err := o.writeKV(ctx, publishOps(pairs, proxiedKeys(o.router.KVRoot, newRoutes))); err != nil {
 		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
 	}
-	if err := o.awaitRouters(ctx, proxiedRouters(liveRoutes, o.router.ProxyService)); err != nil {
+	if err := o.awaitRouters(ctx, proxiedRouters(liveRoutes, o.router.ProxiedService())); err != nil {
 		return fmt.Errorf("restoring the live version's routes of autoscaled functions: %w", err)
 	}
 	return nil

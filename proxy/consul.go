@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -112,33 +113,59 @@ const ServiceName = "caravan-proxy"
 // (http://host:port), where the autoscaler reads its load.
 const MetaAdmin = "caravan_proxy_admin"
 
+// MetaInTraefik is the service meta key ("true") of a proxy that runs
+// inside Traefik's process (package intraefik): Traefik's routers reach
+// it through its plugin, not through a data address, so caravan server
+// leaves it out of the proxies' failover chain; the autoscaler and the
+// drains reach it on its admin address like any other.
+const MetaInTraefik = "caravan_proxy_in_traefik"
+
 // Register registers the proxy serving requests on dataAddr with the local
 // Consul agent as ServiceName, health-checked every second on adminAddr's
 // /healthz, and returns the
 // function that deregisters it. A proxy on Nomad needs none of this: its
 // job's service block registers it the same way.
 func Register(ctx context.Context, c *consul.Client, dataAddr, adminAddr string) (deregister func() error, err error) {
-	host, portText, err := net.SplitHostPort(dataAddr)
-	if err != nil {
+	id := ServiceName + "-" + dataAddr
+	if err := register(ctx, c, id, dataAddr, adminAddr, nil); err != nil {
 		return nil, err
+	}
+	return func() error { return Deregister(c, dataAddr) }, nil
+}
+
+// RegisterInTraefik registers a proxy inside Traefik's process (it has no
+// data address) as Register does, under its admin address, with
+// MetaInTraefik, and returns the function that deregisters it.
+func RegisterInTraefik(ctx context.Context, c *consul.Client, adminAddr string) (deregister func() error, err error) {
+	id := ServiceName + "-traefik-" + adminAddr
+	if err := register(ctx, c, id, adminAddr, adminAddr, map[string]string{MetaInTraefik: "true"}); err != nil {
+		return nil, err
+	}
+	return func() error { return c.Agent().ServiceDeregister(id) }, nil
+}
+
+func register(ctx context.Context, c *consul.Client, id, addr, adminAddr string, meta map[string]string) error {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	id := ServiceName + "-" + dataAddr
+	m := map[string]string{MetaAdmin: "http://" + adminAddr}
+	maps.Copy(m, meta)
 	reg := &consul.AgentServiceRegistration{
-		ID: id, Name: ServiceName, Address: host, Port: port,
-		Meta: map[string]string{MetaAdmin: "http://" + adminAddr},
+		ID: id, Name: ServiceName, Address: host, Port: port, Meta: m,
 		Check: &consul.AgentServiceCheck{
 			Name: "caravan proxy /healthz", HTTP: "http://" + adminAddr + HealthPath,
 			Interval: "1s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m",
 		},
 	}
 	if err := c.Agent().ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
-		return nil, fmt.Errorf("consul: registering %s: %w", id, err)
+		return fmt.Errorf("consul: registering %s: %w", id, err)
 	}
-	return func() error { return Deregister(c, dataAddr) }, nil
+	return nil
 }
 
 // Deregister removes the registration Register made for the proxy on

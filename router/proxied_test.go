@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/caravanhq/caravan/router"
@@ -27,6 +28,7 @@ func TestProxied(t *testing.T) {
 		{name: "autoscaled blue-green", strategy: spec.StrategyBlueGreen, scaling: scaled, cfg: router.DefaultConfig, want: true},
 		{name: "fixed canary", strategy: spec.StrategyCanary, scaling: fixed, cfg: router.DefaultConfig},
 		{name: "no proxies configured", scaling: scaled, cfg: testConfig},
+		{name: "the proxy inside Traefik alone", scaling: scaled, cfg: router.Config{ProxyPlugin: "caravan"}, want: true},
 		{name: "no web", scaling: scaled, noWeb: true, cfg: router.DefaultConfig},
 	}
 	for _, c := range cases {
@@ -119,5 +121,53 @@ func TestProxyServices(t *testing.T) {
 		if len(name) < len(router.ProxiesPrefix) || name[:len(router.ProxiesPrefix)] != router.ProxiesPrefix {
 			t.Errorf("service %s does not start with %s", name, router.ProxiesPrefix)
 		}
+	}
+}
+
+// TestProxiedRouteInTraefik: with the proxy inside Traefik (ProxyPlugin),
+// a proxied route's routers end in the plugin, which answers every
+// request, and name Traefik's noop service; nothing retries (the proxy is
+// in the same process); a function at a fixed count is routed as before.
+func TestProxiedRouteInTraefik(t *testing.T) {
+	cfg := router.DefaultConfig
+	cfg.ProxyPlugin = "caravan"
+	app := oneWebApp(&spec.Web{})
+	app.Functions[0].Scaling = &spec.Scaling{MinContainers: 0, MaxContainers: 3}
+	r := router.Routes(app, cfg)[0]
+	if !r.Proxied {
+		t.Fatal("route not proxied")
+	}
+	if cfg.ProxiedService() != router.NoopService {
+		t.Errorf("ProxiedService = %q, want %q", cfg.ProxiedService(), router.NoopService)
+	}
+	for name, rt := range r.Config.HTTP.Routers {
+		if rt.Service != router.NoopService {
+			t.Errorf("router %s sends to %q, want %q", name, rt.Service, router.NoopService)
+		}
+		last := r.Config.HTTP.Middlewares[rt.Middlewares[len(rt.Middlewares)-1]]
+		if last == nil || last.Plugin["caravan"] == nil {
+			t.Errorf("router %s's last middleware is %+v, want the caravan plugin", name, last)
+		}
+		for _, m := range rt.Middlewares {
+			if mw := r.Config.HTTP.Middlewares[m]; mw != nil && mw.Retry != nil {
+				t.Errorf("router %s retries (%s): nothing to retry inside Traefik", name, m)
+			}
+		}
+	}
+	kv, err := r.KV("traefik")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plugin bool
+	for k := range kv {
+		plugin = plugin || strings.Contains(k, "/plugin/caravan/")
+	}
+	if !plugin || kv["traefik/http/routers/"+r.Router+"/service"] != router.NoopService {
+		t.Errorf("KV lacks the plugin or the noop service: %v", kv)
+	}
+	fixed := oneWebApp(&spec.Web{})
+	fixed.Functions[0].Scaling = &spec.Scaling{MinContainers: 2, MaxContainers: 2}
+	if d := router.Routes(fixed, cfg)[0]; d.Proxied || len(d.Config.HTTP.Services) != 1 {
+		t.Errorf("a fixed count is routed to its containers: proxied %v, services %v", d.Proxied, d.Config.HTTP.Services)
 	}
 }

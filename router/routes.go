@@ -60,6 +60,14 @@ type Config struct {
 	// functions send their requests (see Proxied). Empty routes every
 	// function straight to its containers, autoscaled or not.
 	ProxyService string
+	// ProxyPlugin, when set, is the alias of caravan's proxy plugin in
+	// Traefik (caravan's Traefik build, package intraefik: the proxy
+	// inside Traefik's process), and the routers of autoscaled functions
+	// end in it instead of going to ProxyService: the plugin hands every
+	// request to the proxy in Traefik's process, one process fewer on the
+	// warm path. Their service is then NoopService, which they never
+	// reach.
+	ProxyPlugin string
 	// AgentCommand is the agent binary's path on the Nomad clients
 	// (caravan-agent, or caravan: both have `task` and `worker`), for the
 	// tasks that run caravan inside (package agent): with it they run that
@@ -106,7 +114,20 @@ const HeaderFunction = "Caravan-Function"
 // split and preview hostname go through the proxies too: the proxy
 // applies them (see HeaderSplit and Split).
 func Proxied(app *spec.App, fn *spec.Function, cfg Config) bool {
-	return cfg.ProxyService != "" && fn.Web != nil && fn.Scaling != nil && fn.Scaling.Autoscaled()
+	return cfg.ProxiedService() != "" && fn.Web != nil && fn.Scaling != nil && fn.Scaling.Autoscaled()
+}
+
+// NoopService is Traefik's internal service that answers 418: the service
+// of routers whose last middleware (ProxyPlugin) answers every request.
+const NoopService = "noop@internal"
+
+// ProxiedService is the Traefik service of proxied routers: NoopService
+// with a ProxyPlugin, else ProxyService ("": nothing is proxied).
+func (c Config) ProxiedService() string {
+	if c.ProxyPlugin != "" {
+		return NoopService
+	}
+	return c.ProxyService
 }
 
 // HeaderSplit tells caravan's proxy which containers of a proxied
@@ -420,7 +441,7 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.Proxied = true
 		r.Config.HTTP.Services = map[string]*dynamic.Service{}
 		for _, rt := range routers {
-			rt.Service = cfg.ProxyService
+			rt.Service = cfg.ProxiedService()
 		}
 		split := ""
 		if name != ServiceName(app, fn) {
@@ -479,7 +500,16 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		CustomRequestHeaders: map[string]string{HeaderKey: "", HeaderSecret: ""},
 	}}
 	use(strip)
-	if r.Proxied {
+	switch {
+	case r.Proxied && cfg.ProxyPlugin != "":
+		// Last: the proxy in Traefik's process takes the request (the
+		// plugin needs a setting to be configured at all; it has none).
+		mw := name + "-proxy"
+		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{
+			cfg.ProxyPlugin: {"in": "traefik"},
+		}}
+		use(mw)
+	case r.Proxied:
 		// Last, next to the proxies' service: a request that could not
 		// reach a proxy at all (nothing of it written: the proxy died)
 		// is tried again, by when Traefik's health check has failed over
@@ -488,7 +518,7 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Retry: &dynamic.Retry{
 			Attempts: ProxyRetryAttempts, InitialInterval: ptypes.Duration(ProxyRetryInterval)}}
 		use(mw)
-	} else {
+	default:
 		// Last, next to the containers' service: a request that reached
 		// no container (its connection refused: the container died and
 		// its Consul check has not failed yet) is sent again at once,

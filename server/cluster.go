@@ -80,6 +80,7 @@ var routerSettings = []struct {
 	{"--drain-delay", func(c router.Config) string { return c.Drain().String() }},
 	{"--bundle-url", func(c router.Config) string { return c.BundleURL }},
 	{"--proxy-service", func(c router.Config) string { return c.ProxyService }},
+	{"--proxy-plugin", func(c router.Config) string { return c.ProxyPlugin }},
 	{"--agent-command", func(c router.Config) string { return c.AgentCommand }},
 }
 

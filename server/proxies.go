@@ -16,11 +16,12 @@ import (
 
 // proxyServers are the caravan proxies registered in Consul (passing or
 // not: Traefik's own health checks choose among them), in a stable order:
-// by data URL.
+// by data URL. A proxy inside Traefik's process has no data URL: its
+// routers reach it through Traefik's plugin, so it is not one of them.
 func proxyServers(entries []*consul.ServiceEntry) []router.ProxyServer {
 	var out []router.ProxyServer
 	for _, e := range entries {
-		if e.Service == nil {
+		if e.Service == nil || e.Service.Meta[proxy.MetaInTraefik] == "true" {
 			continue
 		}
 		admin, err := url.Parse(e.Service.Meta[proxy.MetaAdmin])
