@@ -16,6 +16,9 @@ type Ports struct {
 	Caravan                                                int
 	// The two caravan proxies' data and admin addresses.
 	Proxy0, Proxy0Admin, Proxy1, Proxy1Admin int
+	// The admin address of the caravan proxy inside Traefik's process
+	// (package intraefik).
+	TraefikProxyAdmin int
 }
 
 // all lists the ports with their names, for picking and printing.
@@ -35,6 +38,7 @@ func (p *Ports) all() []struct {
 		{"challtestsrv-mgmt", &p.ChallMgmt}, {"caravan", &p.Caravan},
 		{"caravan-proxy-0", &p.Proxy0}, {"caravan-proxy-0-admin", &p.Proxy0Admin},
 		{"caravan-proxy-1", &p.Proxy1}, {"caravan-proxy-1-admin", &p.Proxy1Admin},
+		{"traefik-proxy-admin", &p.TraefikProxyAdmin},
 	}
 }
 
@@ -47,6 +51,7 @@ var DefaultPorts = Ports{
 	Pebble: 14000, PebbleMgmt: 15000, ChallDNS: 8053, ChallMgmt: 8055,
 	Caravan: 7474,
 	Proxy0:  7480, Proxy0Admin: 7481, Proxy1: 7482, Proxy1Admin: 7483,
+	TraefikProxyAdmin: 7484,
 }
 
 func consulConfig(p Ports) string {

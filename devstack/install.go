@@ -6,15 +6,18 @@ package devstack
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +39,16 @@ type Tool struct {
 	// Versioned by source: the cached binary's version also carries a hash
 	// of the wrapper module's files, so editing them rebuilds it.
 	BySource bool
+	// Links are caravan's own packages the tool's main imports (paths
+	// from the repository's root, such as "./proxy/intraefik"): with
+	// BySource, the hash covers every caravan package they depend on, and
+	// caravan's go.mod and go.sum.
+	Links []string
+	// Generate, when set, writes files of the main package into the
+	// wrapper module's directory before the build; Generated names them
+	// (the hash leaves them out: they are made from what it covers).
+	Generate  func(ctx context.Context, dir string) error
+	Generated []string
 }
 
 // Pinned tools. Changing a version means editing tools/<name>/go.mod too.
@@ -52,8 +65,18 @@ var (
 // store's tests; not part of the stack, built by `just seaweedfs`.
 var SeaweedFS = Tool{Name: "weed", Version: "7506e5f91cd6", Package: "github.com/seaweedfs/seaweedfs/weed"}
 
-// Tools are the three servers the stack builds.
-var Tools = []Tool{Nomad, Consul, Traefik}
+// TraefikCaravan is the Traefik the stack runs: caravan's Traefik build
+// (tools/traefik-caravan), Traefik's own main from the pinned module with
+// caravan's proxy compiled in as the middleware plugin "caravan" (package
+// intraefik), so that autoscaled functions can be proxied inside
+// Traefik's process (router.Config.ProxyPlugin). Everything else is the
+// pinned Traefik's.
+var TraefikCaravan = Tool{Name: "traefik-caravan", Version: Traefik.Version, Package: ".", Dir: "traefik-caravan", BySource: true,
+	Links: []string{"./proxy/intraefik"}, Generate: copyTraefikMain, Generated: traefikMainFiles}
+
+// Tools are the three servers the stack builds (Traefik as caravan's
+// build of it).
+var Tools = []Tool{Nomad, Consul, TraefikCaravan}
 
 // FakeGPUPlugin is caravan's test device plugin (tools/fakegpu), built
 // against the same Nomad.
@@ -89,7 +112,7 @@ func (t Tool) withSourceHash(toolsDir string) (Tool, error) {
 	}
 	h := sha256.New()
 	for _, e := range entries {
-		if e.IsDir() {
+		if e.IsDir() || slices.Contains(t.Generated, e.Name()) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -99,8 +122,94 @@ func (t Tool) withSourceHash(toolsDir string) (Tool, error) {
 		fmt.Fprintf(h, "%s %d\n", e.Name(), len(b))
 		h.Write(b)
 	}
+	if len(t.Links) > 0 {
+		if err := hashLinks(h, filepath.Dir(toolsDir), t.Links); err != nil {
+			return t, err
+		}
+	}
 	t.Version += "-" + hex.EncodeToString(h.Sum(nil))[:8]
 	return t, nil
+}
+
+// hashLinks writes into h caravan's go.mod and go.sum under root and the
+// Go files (tests aside) of every caravan package that pkgs depend on.
+func hashLinks(h io.Writer, root string, pkgs []string) error {
+	cmd := exec.Command("go", append([]string{"list", "-deps", "-f", `{{if .Module}}{{if eq .Module.Path "` + caravanModule + `"}}{{.Dir}}{{end}}{{end}}`}, pkgs...)...)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("listing the caravan packages %v link: %w", pkgs, err)
+	}
+	files := []string{filepath.Join(root, "go.mod"), filepath.Join(root, "go.sum")}
+	for _, d := range strings.Fields(string(out)) {
+		gos, err := filepath.Glob(filepath.Join(d, "*.go"))
+		if err != nil {
+			return err
+		}
+		for _, f := range gos {
+			if !strings.HasSuffix(f, "_test.go") {
+				files = append(files, f)
+			}
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, f)
+		fmt.Fprintf(h, "%s %d\n", filepath.ToSlash(rel), len(b))
+		h.Write(b)
+	}
+	return nil
+}
+
+// caravanModule is caravan's module path.
+const caravanModule = "github.com/caravanhq/caravan"
+
+// traefikMainFiles are the files of Traefik's cmd/traefik that
+// copyTraefikMain copies (its tests aside).
+var traefikMainFiles = []string{"traefik.go", "logger.go", "plugins.go"}
+
+// traefikPluginCall is the one line of Traefik's main that caravan's build
+// changes: its plugin builder is wrapped by caravanPlugins (caravan.go).
+const (
+	traefikPluginCall  = "pluginBuilder, err := createPluginBuilder(staticConfiguration)"
+	caravanPluginCall  = "pluginBuilder, err := caravanPlugins(createPluginBuilder(staticConfiguration))"
+	traefikModule      = "github.com/traefik/traefik/v3"
+	traefikMainPackage = "cmd/traefik"
+)
+
+// copyTraefikMain copies cmd/traefik of the Traefik module that dir's
+// go.mod pins into dir, with its plugin builder wrapped (traefikPluginCall).
+func copyTraefikMain(ctx context.Context, dir string) error {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", traefikModule)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("downloading %s: %w", traefikModule, err)
+	}
+	var mod struct{ Dir, Version string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return fmt.Errorf("downloading %s: no module directory in %q (%v)", traefikModule, out, err)
+	}
+	for _, name := range traefikMainFiles {
+		b, err := os.ReadFile(filepath.Join(mod.Dir, traefikMainPackage, name))
+		if err != nil {
+			return err
+		}
+		if name == "traefik.go" {
+			if n := bytes.Count(b, []byte(traefikPluginCall)); n != 1 {
+				return fmt.Errorf("%s@%s/%s/%s has %d lines %q, not one: caravan's Traefik build needs updating for this version",
+					traefikModule, mod.Version, traefikMainPackage, name, n, traefikPluginCall)
+			}
+			b = bytes.Replace(b, []byte(traefikPluginCall), []byte(caravanPluginCall), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t Tool) dir() string {
@@ -174,6 +283,11 @@ func (in *Installer) build(ctx context.Context, t Tool, bin string) error {
 		out = io.Discard
 	}
 	dir := filepath.Join(in.ToolsDir, t.dir())
+	if t.Generate != nil {
+		if err := t.Generate(ctx, dir); err != nil {
+			return fmt.Errorf("building %s: %w", t.Name, err)
+		}
+	}
 	fmt.Fprintf(out, "==> building %s %s from its Go module (once; about 5-13 minutes on 2 cores)\n", t.Name, t.Version)
 	tmp := bin + ".tmp"
 	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-o", tmp, t.Package)

@@ -268,10 +268,10 @@ func up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		{"nomad", addr(ports.NomadHTTP), []string{bins["nomad"], "agent", "-dev",
 			"-config", filepath.Join(s.StateDir, "nomad.hcl")}, nil, s.nomadReady},
 		{"cluster", "", nil, nil, nil},
-		{"traefik", addr(ports.TraefikWebsecure), []string{bins["traefik"],
+		{"traefik", addr(ports.TraefikWebsecure), []string{bins[TraefikCaravan.Name],
 			"--configFile=" + filepath.Join(s.StateDir, "traefik", "traefik.yml")},
-			[]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem"),
-				"EXEC_PATH=" + filepath.Join(s.StateDir, "traefik", "dns01-hook")}, s.traefikReady},
+			append([]string{"LEGO_CA_CERTIFICATES=" + filepath.Join(pdir, "ca.pem"),
+				"EXEC_PATH=" + filepath.Join(s.StateDir, "traefik", "dns01-hook")}, s.traefikProxyEnv(opts)...), s.traefikReady},
 	}
 	if opts.Caravan != "" {
 		for i, pp := range [][2]int{{ports.Proxy0, ports.Proxy0Admin}, {ports.Proxy1, ports.Proxy1Admin}} {
@@ -550,6 +550,19 @@ func (s *Stack) proxyReady(ctx context.Context, data string) error {
 
 // proxyServiceName is proxy.ServiceName (devstack does not link the proxy).
 const proxyServiceName = "caravan-proxy"
+
+// traefikProxyEnv configures the caravan proxy inside Traefik's process
+// (package intraefik; the stack's Traefik is caravan's build of it) when
+// the stack runs caravan's proxies: its admin address, and Consul as the
+// standalone proxies reach it. Routes use it when caravan server renders
+// with --proxy-plugin (router.Config.ProxyPlugin).
+func (s *Stack) traefikProxyEnv(opts Options) []string {
+	if opts.Caravan == "" {
+		return nil
+	}
+	return append([]string{"CARAVAN_PROXY_ADMIN_LISTEN=" + addr(s.Ports.TraefikProxyAdmin),
+		"CARAVAN_PROXY_DOMAIN=" + opts.Domain, "CONSUL_HTTP_ADDR=" + s.ConsulAddr()}, s.consulEnv()...)
+}
 
 func (s *Stack) traefikReady(ctx context.Context) error {
 	return httpOK(ctx, http.DefaultClient, fmt.Sprintf("http://%s/ping", addr(s.Ports.TraefikAdmin)))

@@ -1,0 +1,82 @@
+package devstack
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCopyTraefikMain copies the pinned Traefik's main beside caravan.go
+// with its one change, and the source hash leaves the copies out.
+func TestCopyTraefikMain(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"go.mod", "go.sum", "caravan.go"} {
+		b, err := os.ReadFile(filepath.Join("..", "tools", "traefik-caravan", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "go.mod" {
+			b = []byte(strings.ReplaceAll(string(b), "=> ../..", "=> "+filepath.Join(mustAbs(t, ".."))))
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tool := TraefikCaravan
+	tool.Dir = filepath.Base(dir)
+	tool.Links = nil // caravan's packages are not above this directory
+	before, err := tool.withSourceHash(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyTraefikMain(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	main, err := os.ReadFile(filepath.Join(dir, "traefik.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(main), caravanPluginCall) || strings.Contains(string(main), traefikPluginCall) {
+		t.Errorf("traefik.go does not wrap its plugin builder with caravanPlugins")
+	}
+	for _, f := range traefikMainFiles {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s not copied: %v", f, err)
+		}
+	}
+	after, err := tool.withSourceHash(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Version != after.Version {
+		t.Errorf("version %s before the copy, %s after: the copies are in the hash", before.Version, after.Version)
+	}
+}
+
+// TestSourceHashCoversLinkedPackages: caravan's Traefik build is
+// versioned by the caravan packages it links, not only by its wrapper.
+func TestSourceHashCoversLinkedPackages(t *testing.T) {
+	tools := mustAbs(t, filepath.Join("..", "tools"))
+	with, err := TraefikCaravan.withSourceHash(tools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without := TraefikCaravan
+	without.Links = nil
+	if without, err = without.withSourceHash(tools); err != nil {
+		t.Fatal(err)
+	}
+	if with.Version == without.Version || !strings.HasPrefix(with.Version, Traefik.Version+"-") {
+		t.Errorf("versions %s (linked packages hashed) and %s (not): want both %s-<hash>, different", with.Version, without.Version, Traefik.Version)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
