@@ -56,6 +56,38 @@ func publishDirect(t *testing.T, name, host, addr string, middlewares []string) 
 	}
 }
 
+// publishInTraefik routes host through Traefik, over the platform's
+// wildcard certificate, through middlewares (by name, in Traefik's KV) and
+// then the caravan plugin: the proxy inside Traefik's process
+// (intraefik), as the proxied routes of a server rendering with
+// --proxy-plugin end. The router is named name, until the test ends.
+func publishInTraefik(t *testing.T, name, host string, middlewares []string) {
+	t.Helper()
+	rc := router.DefaultConfig
+	rc.Domain = env.stack.Domain
+	plugin := name + "-plugin"
+	cfg := &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
+		Routers: map[string]*dynamic.Router{name: {
+			EntryPoints: []string{rc.EntryPoint}, Rule: "Host(`" + host + "`)", Priority: router.PriorityGenerated,
+			Service: router.NoopService, TLS: rc.GeneratedTLS(host), Middlewares: append(slices.Clone(middlewares), plugin),
+		}},
+		Middlewares: map[string]*dynamic.Middleware{plugin: {Plugin: map[string]dynamic.PluginConf{"caravan": {"in": "traefik"}}}},
+	}}
+	pairs, err := router.KV(rc.KVRoot, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		env.consul.KV().DeleteTree(rc.KVRoot+"/http/routers/"+name, nil)
+		env.consul.KV().DeleteTree(rc.KVRoot+"/http/middlewares/"+plugin, nil)
+	})
+	for k, v := range pairs {
+		if _, err := env.consul.KV().Put(&consul.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Warm-path bench rounds: each round measures every path, in an order
 // rotated by one each round; per path and round, warmSeq sequential GETs,
 // then warmClients clients for warmConc.
@@ -132,6 +164,18 @@ func TestBenchWarmPath(t *testing.T) {
 	host, hostAll := "e2e--warmdirect."+env.stack.Domain, "e2e--warmdirectall."+env.stack.Domain
 	publishDirect(t, "caravan-bench-direct", host, addr, same)
 	publishDirect(t, "caravan-bench-direct-all", hostAll, addr, mws)
+	// The proxy inside Traefik: the proxied route's middlewares but the
+	// retry (nothing to retry in one process), then the plugin.
+	var inMws []string
+	for _, m := range mws {
+		if !strings.Contains(m, "-proxy-retry") {
+			inMws = append(inMws, m)
+		}
+	}
+	hostIn := "e2e--warmintraefik." + env.stack.Domain
+	publishInTraefik(t, "caravan-bench-in-traefik", hostIn, inMws)
+	inTraefik := fmt.Sprintf("https://%s:%d/", hostIn, env.stack.Ports.TraefikWebsecure)
+	answers(t, inTraefik, "ok\n")
 	direct := fmt.Sprintf("https://%s:%d/", host, env.stack.Ports.TraefikWebsecure)
 	directAll := fmt.Sprintf("https://%s:%d/", hostAll, env.stack.Ports.TraefikWebsecure)
 	answers(t, direct, "ok\n")
@@ -152,8 +196,9 @@ func TestBenchWarmPath(t *testing.T) {
 		{"Traefik → container", client(), direct},
 		{"Traefik → container, all the route's mws", client(), directAll},
 		{"Traefik → caravan proxy → container", client(), proxied},
+		{"Traefik (caravan proxy inside) → container", client(), inTraefik},
 	}
-	const floor, alone, dir, dirAll, prox = 0, 1, 2, 3, 4
+	const floor, alone, dir, dirAll, prox, inside = 0, 1, 2, 3, 4, 5
 	// Warm every path (connections, Traefik's and the proxy's pools).
 	for _, p := range paths {
 		measureN(p.client, p.url, 200)
@@ -214,22 +259,25 @@ func TestBenchWarmPath(t *testing.T) {
 			medianF(rps), fmt.Sprintf("(%.0f-%.0f)", slices.Min(rps), slices.Max(rps)), strings.Join(cpu, ", "))
 	}
 	fmt.Println("    p50, p99: of every round's sequential GETs together; req/s: the median round (the range of rounds)")
-	added := func(label string, base int) {
+	added := func(via, base int) {
 		var d50, d99 []time.Duration
 		var ratio []float64
 		for _, r := range res {
-			d50 = append(d50, r[prox].p50-r[base].p50)
-			d99 = append(d99, r[prox].p99-r[base].p99)
-			ratio = append(ratio, 100*r[prox].rps/r[base].rps)
+			d50 = append(d50, r[via].p50-r[base].p50)
+			d99 = append(d99, r[via].p99-r[base].p99)
+			ratio = append(ratio, 100*r[via].rps/r[base].rps)
 		}
+		label := paths[via].name + ", against " + paths[base].name
 		rng := func(ds []time.Duration) string {
 			return fmt.Sprintf("%s..%s", slices.Min(ds).Round(time.Microsecond), slices.Max(ds).Round(time.Microsecond))
 		}
-		fmt.Printf("added by the caravan proxy, against %s: p50 %s (goal ≤ 150µs; rounds %s), p99 %s (goal ≤ 1ms; rounds %s), throughput %.0f%% (goal ≥ 80%%; rounds %.0f..%.0f%%)\n",
+		fmt.Printf("added by the caravan proxy, %s: p50 %s (goal ≤ 150µs; rounds %s), p99 %s (goal ≤ 1ms; rounds %s), throughput %.0f%% (goal ≥ 80%%; rounds %.0f..%.0f%%)\n",
 			label, medianD(d50).Round(time.Microsecond), rng(d50), medianD(d99).Round(time.Microsecond), rng(d99), medianF(ratio), slices.Min(ratio), slices.Max(ratio))
 	}
-	added(paths[dir].name, dir)
-	added(paths[dirAll].name, dirAll)
+	added(prox, dir)
+	added(prox, dirAll)
+	added(inside, dir)
+	added(inside, dirAll)
 	fmt.Println("    medians of the per-round differences (proxied − direct, same round) and ratios (proxied / direct req/s), with their range over the rounds")
 	fmt.Printf("    Traefik → container: routers the bench publishes in Traefik's KV to the same container, one through the route's middlewares %v, one through all of them %v (the proxied route's, whose service is the proxies' failover chain)\n", same, mws)
 	_ = floor

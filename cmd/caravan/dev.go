@@ -17,6 +17,7 @@ import (
 	"github.com/caravanhq/caravan/api"
 	"github.com/caravanhq/caravan/devstack"
 	"github.com/caravanhq/caravan/jobs"
+	"github.com/caravanhq/caravan/proxy/intraefik"
 	"github.com/caravanhq/caravan/router"
 	"github.com/caravanhq/caravan/server"
 	"github.com/caravanhq/caravan/spec"
@@ -45,6 +46,7 @@ docker only.`,
 					&cli.BoolFlag{Name: "random-ports", Usage: "use free ports for everything instead of the usual ones (for a second stack)"},
 					&cli.StringFlag{Name: "fake-gpus", Usage: "give the Nomad client test GPUs through caravan's fake device plugin, e.g. \"H100:2\""},
 					&cli.BoolFlag{Name: "cluster", Usage: "run 3 Consul servers, 3 Nomad servers and 2 Nomad clients with ACLs and TLS, and two caravan servers, instead of one agent of each (README, \"The cluster stack\")"},
+					&cli.BoolFlag{Name: "proxy-in-traefik", Usage: "route autoscaled functions through the caravan proxy inside Traefik's process (caravan server --proxy-plugin caravan; the stack's Traefik is caravan's build) instead of the two standalone proxies (README, \"The proxy inside Traefik\")"},
 					&cli.IntFlag{Name: "clients", Value: 1, Usage: "how many Nomad clients to run, each with its own data directory (the first is the dev agent's); code reaches them all as bundles"},
 				},
 				Action: devUp,
@@ -254,6 +256,10 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 		}
 	}
 	agentCommand, _ := agent.LocateBinary(self)
+	var proxyFlags []string
+	if c.Bool("proxy-in-traefik") {
+		proxyFlags = []string{"--proxy-plugin", intraefik.Name}
+	}
 	for i, listen := range listens {
 		name := "caravan-server"
 		if stack.Cluster != nil {
@@ -275,7 +281,7 @@ func startServers(c *cli.Context, stack *devstack.Stack, self, policyPath, token
 			// bin/caravan-agent), else this binary, in place instead of
 			// fetching it at every start.
 			"--agent-command", agentCommand,
-		}, append(append(nsFlags, stack.NATSFlags(i == 0)...), stack.ServerFlags()...)...), nil, cl.Health)
+		}, append(append(append(nsFlags, proxyFlags...), stack.NATSFlags(i == 0)...), stack.ServerFlags()...)...), nil, cl.Health)
 		if err != nil {
 			return err
 		}

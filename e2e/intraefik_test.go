@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/proxy"
+	"github.com/caravanhq/caravan/server"
+	consul "github.com/hashicorp/consul/api"
+)
+
+// TestProxyInTraefik deploys a scale-to-zero function through a caravan
+// server that renders with --proxy-plugin caravan: its routers end in the
+// caravan plugin of the stack's Traefik (caravan's build), whose proxy, in
+// Traefik's process, holds the first request through the cold start,
+// keeps each container to max_inputs, reports its load to the autoscaler
+// (which scales the function back to zero after its window) and starts it
+// again on the next request. The proxy in Traefik is registered in Consul
+// beside the standalone ones, and out of their failover chain.
+func TestProxyInTraefik(t *testing.T) {
+	const app, job, service = "intraefik", "e2e--intraefik", "e2e--intraefik-web"
+	purgeWithSettings(t, job, service)
+	srv := startServerApart(t, "caravan-server-proxy-plugin", func(c *server.Config) {
+		c.Router.ProxyPlugin = "caravan"
+	})
+	client := &api.Client{Addr: "http://" + srv.Addr(), Token: env.client.Token}
+
+	// The proxy in Traefik registered itself, with its admin address.
+	admin := fmt.Sprintf("http://127.0.0.1:%d", env.stack.Ports.TraefikProxyAdmin)
+	eventually(t, time.Minute, "the proxy in Traefik passes its check in Consul", func() error {
+		entries, _, err := env.consul.Health().Service(proxy.ServiceName, "", true, nil)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Service.Meta[proxy.MetaInTraefik] == "true" && e.Service.Meta[proxy.MetaAdmin] == admin {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d passing proxies, none in Traefik at %s", len(entries), admin)
+	})
+	pairs, _, err := env.consul.KV().List("traefik/http/services/caravan-prox", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		if string(p.Value) == fmt.Sprintf("http://127.0.0.1:%d", env.stack.Ports.TraefikProxyAdmin) {
+			t.Errorf("the failover chain lists the proxy in Traefik: %s = %s", p.Key, p.Value)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := client.DeployBody(ctx, api.DeployBody{Filename: "intraefik.hcl", Spec: autoscaleSpec(app, 2, "4s")})
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	url := res.Functions[0].URL
+	if d, r := groupCount(t, job); d != 0 || r != 0 {
+		t.Fatalf("after the deploy: %d desired, %d running; want 0 and 0", d, r)
+	}
+	routers, _, err := env.consul.KV().List("traefik/http/routers/"+service, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noop := false
+	for _, p := range routers {
+		noop = noop || string(p.Value) == "noop@internal"
+	}
+	if !noop {
+		t.Errorf("the function's routers do not end in the plugin (no noop@internal service): %v", kvKeys(routers))
+	}
+
+	began := time.Now()
+	status, body, err := getWithin(t, url+"/slow?ms=0", time.Minute)
+	if err != nil || status != http.StatusOK || body != "done" {
+		t.Fatalf("first request at zero, through the proxy in Traefik: %d %q %v, want 200 \"done\"", status, body, err)
+	}
+	t.Logf("cold start: 200 after %s", time.Since(began).Round(time.Millisecond))
+
+	// Six at a time, three rounds, against max_inputs 2.
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errs := make(chan string, 6)
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, body, err := getWithin(t, url+"/slow?ms=300", time.Minute)
+				if err != nil || status != http.StatusOK {
+					errs <- fmt.Sprintf("%d %q %v", status, body, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Errorf("round %d: a request failed: %s", round, e)
+		}
+	}
+	eventually(t, 2*time.Minute, "every container reports no violation of max_inputs", func() error {
+		return checkStats(t, job)
+	})
+	// The proxy in Traefik counted them: its load report names the function.
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := readAll(resp)
+	resp.Body.Close()
+	if !strings.Contains(metrics, `function="`+service+`"`) {
+		t.Errorf("the proxy in Traefik's metrics do not name %s", service)
+	}
+
+	eventually(t, 2*time.Minute, "the function scales to zero", func() error {
+		if d, r := groupCount(t, job); d != 0 || r != 0 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
+	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
+	if err != nil || status != http.StatusOK || body != "done" {
+		t.Fatalf("first request after scaling to zero: %d %q %v, want 200 \"done\"", status, body, err)
+	}
+}
+
+func kvKeys(pairs consul.KVPairs) []string {
+	var out []string
+	for _, p := range pairs {
+		out = append(out, p.Key+"="+string(p.Value))
+	}
+	return out
+}
