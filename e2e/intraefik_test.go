@@ -118,6 +118,26 @@ func TestProxyInTraefik(t *testing.T) {
 		t.Errorf("the proxy in Traefik's metrics do not name %s", service)
 	}
 
+	// A WebSocket through the plugin: Traefik's response writer hands
+	// the proxy its connection (an Upgrade holds a container's slot).
+	const wsJob = "e2e--intraefikws"
+	purgeWithSettings(t, wsJob, wsJob+"-echo")
+	wsSrc := fmt.Sprintf(`app "intraefikws" {
+  workspace = "e2e"
+  function "echo" {
+    command        = %q
+    min_containers = 0
+    max_containers = 1
+    web {}
+  }
+}
+`, buildWSEcho(t))
+	wres, err := client.DeployBody(ctx, api.DeployBody{Filename: "intraefikws.hcl", Spec: wsSrc})
+	if err != nil {
+		t.Fatalf("deploy the WebSocket echo: %v", err)
+	}
+	wsEcho(t, wres.Functions[0].URL)
+
 	eventually(t, 2*time.Minute, "the function scales to zero", func() error {
 		if d, r := groupCount(t, job); d != 0 || r != 0 {
 			return fmt.Errorf("%d desired, %d running", d, r)

@@ -19,14 +19,26 @@ import (
 
 // TestWebSocketEcho echoes a 1 MiB WebSocket message through Traefik.
 func TestWebSocketEcho(t *testing.T) {
+	purge(t, "e2e--ws")
+	src := fmt.Sprintf("app \"ws\" {\n  workspace = \"e2e\"\n  function \"echo\" {\n    command = %q\n    web {}\n  }\n}\n", buildWSEcho(t))
+	url := deploy(t, "ws.hcl", src, api.DeployBody{}).Functions[0].URL
+	wsEcho(t, url)
+}
+
+// buildWSEcho builds the wsecho test backend and returns its path.
+func buildWSEcho(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "wsecho")
 	if out, err := exec.Command("go", "build", "-o", bin, "./wsecho").CombinedOutput(); err != nil {
 		t.Fatalf("building wsecho: %v\n%s", err, out)
 	}
-	purge(t, "e2e--ws")
-	src := fmt.Sprintf("app \"ws\" {\n  workspace = \"e2e\"\n  function \"echo\" {\n    command = %q\n    web {}\n  }\n}\n", bin)
-	url := deploy(t, "ws.hcl", src, api.DeployBody{}).Functions[0].URL
+	return bin
+}
 
+// wsEcho dials url's /echo over WebSocket through Traefik and echoes a
+// 1 MiB message three times.
+func wsEcho(t *testing.T, url string) {
+	t.Helper()
 	d := websocket.Dialer{
 		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, env.stack.HTTPSAddr())
