@@ -34,17 +34,26 @@ require("http").createServer((q, s) => {
 // agent, runs alternating: fetched as an artifact at every start (the
 // suite's servers, and a server without --agent-command), and installed on
 // the client (a second server of the stack with --agent-command, as
-// `caravan dev up` runs its tasks). It asserts nothing about speed.
+// `caravan dev up` runs its tasks), and installed with the function
+// proxied inside Traefik (a third server, with --proxy-plugin). It asserts
+// nothing about speed.
 func TestBenchColdStart(t *testing.T) {
 	const runs = 5
 	fetched := newColdApp(t, env.client, "coldbench")
 	installed := newColdApp(t, agentCommandClient(t), "coldagent")
+	inside := startServerApart(t, "caravan-server-agent-command-in-traefik", func(c *server.Config) {
+		c.Router.AgentCommand = caravanBin.agent
+		c.Router.ProxyPlugin = "caravan"
+	})
+	inTraefik := newColdApp(t, &api.Client{Addr: "http://" + inside.Addr(), Token: env.client.Token}, "coldintraefik")
 	for i := range runs {
 		fetched.run(t, i)
 		installed.run(t, i)
+		inTraefik.run(t, i)
 	}
 	fetched.report(t, "tasks fetch the agent (an artifact at every start)")
 	installed.report(t, "the agent installed on the client (--agent-command, as `caravan dev up` runs)")
+	inTraefik.report(t, "the agent installed, the proxy inside Traefik (--proxy-plugin caravan)")
 }
 
 // coldApp is a web function at zero whose cold starts TestBenchColdStart
