@@ -16,12 +16,14 @@ import (
 
 // concurrencyJS answers /slow?ms=N after N ms and counts the requests it
 // serves at once; /stats reports the most it saw, and how many times that
-// went past MAX (a violation of max_inputs), as "peak=P violations=V".
+// went past MAX (a violation of max_inputs), as "peak=P violations=V";
+// /forwarded the X-Forwarded-Proto and -For it got, and any Caravan-Function.
 const concurrencyJS = `const MAX = +process.env.MAX_INPUTS;
 let now = 0, peak = 0, violations = 0;
 require("http").createServer((q, s) => {
   if (q.url === "/stats") { s.end("peak=" + peak + " violations=" + violations); return; }
   if (q.url === "/healthz") { s.end("ok"); return; }
+  if (q.url === "/forwarded") { s.end([q.headers["x-forwarded-proto"], q.headers["x-forwarded-for"], q.headers["caravan-function"]].join(" ")); return; }
   now++; peak = Math.max(peak, now); if (now > MAX) violations++;
   const ms = +(new URL(q.url, "http://x").searchParams.get("ms") || 0);
   setTimeout(() => { now--; s.end("done"); }, ms);
@@ -93,25 +95,7 @@ func TestAutoscaleFromZero(t *testing.T) {
 
 	// Six at a time, three rounds, against max_inputs 2: every request
 	// answers, and no container ever serves more than 2.
-	for round := range 3 {
-		var wg sync.WaitGroup
-		errs := make(chan string, 6)
-		for range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				status, body, err := getWithin(t, url+"/slow?ms=300", time.Minute)
-				if err != nil || status != http.StatusOK {
-					errs <- fmt.Sprintf("%d %q %v", status, body, err)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for e := range errs {
-			t.Errorf("round %d: a request failed: %s", round, e)
-		}
-	}
+	slowRounds(t, url, 3, 6)
 	eventually(t, 2*time.Minute, "every container reports no violation of max_inputs", func() error {
 		return checkStats(t, job)
 	})
@@ -161,6 +145,31 @@ func TestAutoscaleFromZero(t *testing.T) {
 	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
 	if err != nil || status != http.StatusOK || body != "done" {
 		t.Fatalf("after the rollout: %d %q %v, want 200 \"done\"", status, body, err)
+	}
+}
+
+// slowRounds sends rounds rounds of n concurrent /slow?ms=300 requests to
+// url, each round after the last has answered: every one must be 200.
+func slowRounds(t *testing.T, url string, rounds, n int) {
+	t.Helper()
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan string, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, body, err := getWithin(t, url+"/slow?ms=300", time.Minute)
+				if err != nil || status != http.StatusOK {
+					errs <- fmt.Sprintf("%d %q %v", status, body, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Errorf("round %d: a request failed: %s", round, e)
+		}
 	}
 }
 

@@ -41,13 +41,21 @@ func publishDirect(t *testing.T, name, host, addr string, middlewares []string) 
 			PassHostHeader: &passHost, Servers: []dynamic.Server{{URL: "http://" + addr}},
 		}}},
 	}}
-	pairs, err := router.KV(rc.KVRoot, cfg)
+	putRoutes(t, rc.KVRoot, cfg)
+}
+
+// putRoutes writes cfg into Traefik's KV under root, and removes it when
+// the test ends.
+func putRoutes(t *testing.T, root string, cfg *dynamic.Configuration) {
+	t.Helper()
+	pairs, err := router.KV(root, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/routers/"+name, nil)
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/services/"+name, nil)
+		for k := range pairs {
+			env.consul.KV().Delete(k, nil)
+		}
 	})
 	for k, v := range pairs {
 		if _, err := env.consul.KV().Put(&consul.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
@@ -73,19 +81,7 @@ func publishInTraefik(t *testing.T, name, host string, middlewares []string) {
 		}},
 		Middlewares: map[string]*dynamic.Middleware{plugin: {Plugin: map[string]dynamic.PluginConf{"caravan": {"in": "traefik"}}}},
 	}}
-	pairs, err := router.KV(rc.KVRoot, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/routers/"+name, nil)
-		env.consul.KV().DeleteTree(rc.KVRoot+"/http/middlewares/"+plugin, nil)
-	})
-	for k, v := range pairs {
-		if _, err := env.consul.KV().Put(&consul.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putRoutes(t, rc.KVRoot, cfg)
 }
 
 // Warm-path bench rounds: each round measures every path, in an order

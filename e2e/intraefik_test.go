@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,27 +82,14 @@ func TestProxyInTraefik(t *testing.T) {
 		t.Fatalf("first request at zero, through the proxy in Traefik: %d %q %v, want 200 \"done\"", status, body, err)
 	}
 	t.Logf("cold start: 200 after %s", time.Since(began).Round(time.Millisecond))
+	// The container sees the client's scheme and address as behind
+	// Traefik alone, and not the header that named its function.
+	if status, body, err := getWithin(t, url+"/forwarded", time.Minute); err != nil || status != http.StatusOK || body != "https 127.0.0.1 " {
+		t.Errorf("/forwarded: %d %q %v, want 200 %q (X-Forwarded-Proto, -For; no Caravan-Function)", status, body, err, "https 127.0.0.1 ")
+	}
 
 	// Six at a time, three rounds, against max_inputs 2.
-	for round := range 3 {
-		var wg sync.WaitGroup
-		errs := make(chan string, 6)
-		for range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				status, body, err := getWithin(t, url+"/slow?ms=300", time.Minute)
-				if err != nil || status != http.StatusOK {
-					errs <- fmt.Sprintf("%d %q %v", status, body, err)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for e := range errs {
-			t.Errorf("round %d: a request failed: %s", round, e)
-		}
-	}
+	slowRounds(t, url, 3, 6)
 	eventually(t, 2*time.Minute, "every container reports no violation of max_inputs", func() error {
 		return checkStats(t, job)
 	})

@@ -42,6 +42,18 @@ func proxyServers(entries []*consul.ServiceEntry) []router.ProxyServer {
 	return slices.CompactFunc(out, func(a, b router.ProxyServer) bool { return a.URL == b.URL })
 }
 
+// passingInTraefik counts the proxies inside Traefik (proxy.MetaInTraefik)
+// of entries whose checks pass.
+func passingInTraefik(entries []*consul.ServiceEntry) int {
+	n := 0
+	for _, e := range entries {
+		if e.Service != nil && e.Service.Meta[proxy.MetaInTraefik] == "true" && e.Checks.AggregatedStatus() == consul.HealthPassing {
+			n++
+		}
+	}
+	return n
+}
+
 // publishProxies keeps Traefik's service of the proxies (router.ProxyServices,
 // under the KV root) in step with the proxies registered in Consul, by
 // blocking query, until the server stops. Every server writes the same
@@ -49,6 +61,7 @@ func proxyServers(entries []*consul.ServiceEntry) []router.ProxyServer {
 func (s *Server) publishProxies(root string) {
 	var index uint64
 	var last map[string]string
+	inTraefik := -1 // passing proxies inside Traefik; -1 before the first answer
 	for s.ctx.Err() == nil {
 		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(s.ctx)
 		entries, meta, err := s.consul.Health().Service(proxy.ServiceName, "", false, q)
@@ -63,6 +76,16 @@ func (s *Server) publishProxies(root string) {
 			continue
 		}
 		index = meta.LastIndex
+		if s.proxyPlugin != "" {
+			n := passingInTraefik(entries)
+			switch {
+			case n == 0 && inTraefik != 0:
+				s.log.Warn("no caravan proxy inside Traefik passes its check in Consul: the routes of autoscaled functions (--proxy-plugin) fail until one does (caravan's Traefik build, with CARAVAN_PROXY_ADMIN_LISTEN)")
+			case n > 0 && inTraefik <= 0:
+				s.log.Info("caravan proxies inside Traefik", "passing", n)
+			}
+			inTraefik = n
+		}
 		pairs, err := router.KV(root, router.ProxyServices(proxyServers(entries)))
 		if err != nil {
 			s.log.Error("rendering the proxies' service", "error", err)

@@ -25,3 +25,17 @@ func TestProxyServersLeaveOutTheProxyInTraefik(t *testing.T) {
 		t.Errorf("proxyServers = %+v, want the two standalone proxies, by URL", got)
 	}
 }
+
+func TestPassingInTraefik(t *testing.T) {
+	check := func(status string) consul.HealthChecks { return consul.HealthChecks{{Status: status}} }
+	in := map[string]string{proxy.MetaInTraefik: "true"}
+	entries := []*consul.ServiceEntry{
+		{Service: &consul.AgentService{Meta: in}, Checks: check(consul.HealthPassing)},
+		{Service: &consul.AgentService{Meta: in}, Checks: check(consul.HealthCritical)},
+		{Service: &consul.AgentService{Meta: map[string]string{}}, Checks: check(consul.HealthPassing)},
+		{Service: nil},
+	}
+	if n := passingInTraefik(entries); n != 1 {
+		t.Errorf("passingInTraefik = %d, want 1 (the passing one inside Traefik)", n)
+	}
+}

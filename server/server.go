@@ -195,6 +195,9 @@ type Server struct {
 	scaler *autoscaler.Scaler
 	// kvRoot is Traefik's KV root, where the proxies' service goes.
 	kvRoot string
+	// proxyPlugin is router.Config.ProxyPlugin: the routes of autoscaled
+	// functions need a proxy inside Traefik.
+	proxyPlugin string
 	// queue carries warm calls; nats is the embedded NATS, when there is
 	// one; worker is how workers reach the queue.
 	queue  *queue.Queue
@@ -338,18 +341,19 @@ func New(cfg Config) (_ *Server, err error) {
 		gc = DefaultBundleGC
 	}
 	s := &Server{
-		orch:     orch,
-		tokens:   &Tokens{KV: kv},
-		log:      log,
-		ln:       ln,
-		bundleGC: gc,
-		consul:   cc,
-		nomad:    nc,
-		kvRoot:   cfg.Router.KVRoot,
-		queue:    q,
-		nats:     emb,
-		worker:   worker,
-		natsW:    natsWorkers,
+		orch:        orch,
+		tokens:      &Tokens{KV: kv},
+		log:         log,
+		ln:          ln,
+		bundleGC:    gc,
+		consul:      cc,
+		nomad:       nc,
+		kvRoot:      cfg.Router.KVRoot,
+		proxyPlugin: cfg.Router.ProxyPlugin,
+		queue:       q,
+		nats:        emb,
+		worker:      worker,
+		natsW:       natsWorkers,
 	}
 	s.scaler = scaler
 	s.handler = NewHandler(Deps{Orchestrator: orch, Tokens: s.tokens, Logger: log, ProbeSecret: probeSecret, Limits: cfg.Limits,
