@@ -17,12 +17,14 @@ import (
 // concurrencyJS answers /slow?ms=N after N ms and counts the requests it
 // serves at once; /stats reports the most it saw, and how many times that
 // went past MAX (a violation of max_inputs), as "peak=P violations=V";
-// /forwarded the X-Forwarded-Proto and -For it got, and any Caravan-Function.
+// /forwarded the X-Forwarded-Proto and -For it got, and any Caravan-Function;
+// /echo answers the request's body.
 const concurrencyJS = `const MAX = +process.env.MAX_INPUTS;
 let now = 0, peak = 0, violations = 0;
 require("http").createServer((q, s) => {
   if (q.url === "/stats") { s.end("peak=" + peak + " violations=" + violations); return; }
   if (q.url === "/healthz") { s.end("ok"); return; }
+  if (q.url === "/echo") { q.pipe(s); return; }
   if (q.url === "/forwarded") { s.end([q.headers["x-forwarded-proto"], q.headers["x-forwarded-for"], q.headers["caravan-function"]].join(" ")); return; }
   now++; peak = Math.max(peak, now); if (now > MAX) violations++;
   const ms = +(new URL(q.url, "http://x").searchParams.get("ms") || 0);

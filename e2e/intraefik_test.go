@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/orchestrator"
 	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/server"
 	consul "github.com/hashicorp/consul/api"
@@ -86,6 +88,30 @@ func TestProxyInTraefik(t *testing.T) {
 	// Traefik alone, and not the header that named its function.
 	if status, body, err := getWithin(t, url+"/forwarded", time.Minute); err != nil || status != http.StatusOK || body != "https 127.0.0.1 " {
 		t.Errorf("/forwarded: %d %q %v, want 200 %q (X-Forwarded-Proto, -For; no Caravan-Function)", status, body, err, "https 127.0.0.1 ")
+	}
+
+	// Over HTTP/2 (Traefik speaks it to clients; the proxy, to the
+	// container, HTTP/1.1): a GET, and a POST whose body has no length.
+	h2 := orchestrator.ProxyClient(env.stack.HTTPSAddr(), env.roots)
+	h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	h2.Timeout = time.Minute
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		var body io.Reader
+		path, want := "/slow?ms=0", "done"
+		if method == http.MethodPost {
+			body = io.MultiReader(strings.NewReader("part one, "), strings.NewReader("part two")) // no Content-Length
+			path, want = "/echo", "part one, part two"
+		}
+		req, _ := http.NewRequest(method, url+path, body)
+		resp, err := h2.Do(req)
+		if err != nil {
+			t.Fatalf("%s over HTTP/2: %v", method, err)
+		}
+		got := readAll(resp)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || got != want {
+			t.Errorf("%s over HTTP/2: %s %s %q, want HTTP/2.0 200 %q", method, resp.Proto, resp.Status, got, want)
+		}
 	}
 
 	// Six at a time, three rounds, against max_inputs 2.
