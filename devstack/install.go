@@ -58,6 +58,9 @@ var (
 		// Consul's nested modules are not in the checksum database; the
 		// committed go.sum verifies them instead.
 		Env: []string{"GONOSUMDB=github.com/hashicorp/consul"}}
+	// Traefik is the pinned Traefik, which the stack runs as caravan's
+	// build of it (TraefikCaravan, whose tools/traefik-caravan/go.mod
+	// pins this version).
 	Traefik = Tool{Name: "traefik", Version: "3.6.12", Package: "github.com/traefik/traefik/v3/cmd/traefik"}
 )
 

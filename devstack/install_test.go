@@ -73,6 +73,18 @@ func TestSourceHashCoversLinkedPackages(t *testing.T) {
 	}
 }
 
+// TestTraefikCaravanPinsTraefik: caravan's Traefik build is of the
+// Traefik version the stack names.
+func TestTraefikCaravanPinsTraefik(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "tools", "traefik-caravan", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := traefikModule + " v" + Traefik.Version; !strings.Contains(string(b), want) {
+		t.Errorf("tools/traefik-caravan/go.mod does not require %s", want)
+	}
+}
+
 func mustAbs(t *testing.T, p string) string {
 	a, err := filepath.Abs(p)
 	if err != nil {
