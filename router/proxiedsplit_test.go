@@ -180,3 +180,34 @@ func routerNames(r *router.Route) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestProxiedSplitInTraefik: with the proxy inside Traefik, a split's
+// header middleware comes before the proxy plugin (a middleware after it
+// would never run), on every split router, and the plugin stays last.
+func TestProxiedSplitInTraefik(t *testing.T) {
+	cfg := router.DefaultConfig
+	cfg.ProxyPlugin = "caravan"
+	r := router.Routes(proxiedCanaryApp(spec.StrategyCanary), cfg)[0]
+	for _, s := range []router.Split{
+		{Route: r, Servers: []string{"http://10.0.0.5:23001"}, Weight: 20},
+		{Route: r, Function: "dev--shop-api--canary", Weight: 20},
+	} {
+		c := s.Config()
+		if len(c.HTTP.Routers) == 0 {
+			t.Fatal("no split routers")
+		}
+		for name, rt := range c.HTTP.Routers {
+			n := len(rt.Middlewares)
+			last, prev := r.Config.HTTP.Middlewares[rt.Middlewares[n-1]], c.HTTP.Middlewares[rt.Middlewares[n-2]]
+			if last == nil || last.Plugin["caravan"] == nil {
+				t.Errorf("split router %s: last middleware %s is not the proxy plugin", name, rt.Middlewares[n-1])
+			}
+			if prev == nil || prev.Headers == nil || prev.Headers.CustomRequestHeaders[router.HeaderSplit] == "" {
+				t.Errorf("split router %s: the split's header is not right before the plugin: %v", name, rt.Middlewares)
+			}
+			if rt.Service != router.NoopService {
+				t.Errorf("split router %s sends to %q, want %q", name, rt.Service, router.NoopService)
+			}
+		}
+	}
+}

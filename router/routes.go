@@ -117,6 +117,36 @@ func Proxied(app *spec.App, fn *spec.Function, cfg Config) bool {
 	return cfg.ProxiedService() != "" && fn.Web != nil && fn.Scaling != nil && fn.Scaling.Autoscaled()
 }
 
+// The one setting of a route's proxy plugin middleware (ProxyPlugin),
+// which marks it: the plugin reads none.
+const (
+	proxyPluginKey   = "in"
+	proxyPluginValue = "traefik"
+)
+
+// isProxyPlugin reports whether m is a route's proxy plugin middleware.
+func isProxyPlugin(m *dynamic.Middleware) bool {
+	if m == nil || len(m.Plugin) != 1 {
+		return false
+	}
+	for _, conf := range m.Plugin {
+		return conf[proxyPluginKey] == proxyPluginValue
+	}
+	return false
+}
+
+// beforeProxy adds mw to a router's middlewares mws (defined in defs)
+// before the route's proxy plugin, which answers every request so that a
+// middleware after it never runs; without one, last.
+func beforeProxy(defs map[string]*dynamic.Middleware, mws []string, mw string) []string {
+	for i, m := range mws {
+		if isProxyPlugin(defs[m]) {
+			return slices.Insert(mws, i, mw)
+		}
+	}
+	return append(mws, mw)
+}
+
 // NoopService is Traefik's internal service that answers 418: the service
 // of routers whose last middleware (ProxyPlugin) answers every request.
 const NoopService = "noop@internal"
@@ -506,7 +536,7 @@ func route(app *spec.App, fn *spec.Function, cfg Config, name string, customDoma
 		// plugin needs a setting to be configured at all; it has none).
 		mw := name + "-proxy"
 		r.Config.HTTP.Middlewares[mw] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{
-			cfg.ProxyPlugin: {"in": "traefik"},
+			cfg.ProxyPlugin: {proxyPluginKey: proxyPluginValue},
 		}}
 		use(mw)
 	case r.Proxied:

@@ -149,7 +149,8 @@ func (s Split) Config() *dynamic.Configuration {
 
 // proxiedConfig is Config for a proxied route: its routers, with the
 // split's header last (after the function's middleware, which removes any
-// HeaderSplit), still sending to the proxies. The route's own middlewares
+// HeaderSplit; before the proxy plugin inside Traefik, which answers),
+// still sending to the proxies. The route's own middlewares
 // are in Traefik's KV already (published with the route), so the split
 // adds only its own.
 func (s Split) proxiedConfig(routers []*dynamic.Router, routerMap map[string]*dynamic.Router) *dynamic.Configuration {
@@ -165,7 +166,7 @@ func (s Split) proxiedConfig(routers []*dynamic.Router, routerMap map[string]*dy
 	}
 	mw := splitName(r)
 	for _, rt := range routers {
-		rt.Middlewares = append(rt.Middlewares, mw)
+		rt.Middlewares = beforeProxy(r.Config.HTTP.Middlewares, rt.Middlewares, mw)
 	}
 	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{
 		Routers:  routerMap,
