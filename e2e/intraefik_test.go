@@ -27,10 +27,7 @@ import (
 func TestProxyInTraefik(t *testing.T) {
 	const app, job, service = "intraefik", "e2e--intraefik", "e2e--intraefik-web"
 	purgeWithSettings(t, job, service)
-	srv := startServerApart(t, "caravan-server-proxy-plugin", func(c *server.Config) {
-		c.Router.ProxyPlugin = "caravan"
-	})
-	client := &api.Client{Addr: "http://" + srv.Addr(), Token: env.client.Token}
+	client := pluginClient(t)
 
 	// The proxy in Traefik registered itself, with its admin address.
 	admin := fmt.Sprintf("http://127.0.0.1:%d", env.stack.Ports.TraefikProxyAdmin)
@@ -168,4 +165,52 @@ func kvKeys(pairs consul.KVPairs) []string {
 		out = append(out, p.Key+"="+string(p.Value))
 	}
 	return out
+}
+
+// pluginClient starts a caravan server of the stack that renders with
+// --proxy-plugin caravan and returns a client of it.
+func pluginClient(t *testing.T) *api.Client {
+	t.Helper()
+	srv := startServerApart(t, "caravan-server-proxy-plugin", func(c *server.Config) {
+		c.Router.ProxyPlugin = "caravan"
+	})
+	return &api.Client{Addr: "http://" + srv.Addr(), Token: env.client.Token}
+}
+
+// TestCanaryInTraefik: an autoscaled function deployed canary through the
+// proxy inside Traefik: the preview answers from the canary alone, the
+// split's share reaches it (its header set before the plugin), and the
+// promotion puts every request on the new version.
+func TestCanaryInTraefik(t *testing.T) {
+	const app, job, service = "wren", "e2e--wren", "e2e--wren-web"
+	purgeWithSettings(t, job, service)
+	client := pluginClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	canary := `strategy = "canary"
+    traffic  = 30`
+	v1, err := client.DeployBody(ctx, api.DeployBody{Filename: "wren.hcl", Spec: autoscaledRolloutSpec(app, "v1", canary)})
+	if err != nil {
+		t.Fatalf("deploy v1: %v", err)
+	}
+	url := v1.Functions[0].URL
+	answers(t, url, "v1")
+	v2, err := client.DeployBody(ctx, api.DeployBody{Filename: "wren.hcl", Spec: autoscaledRolloutSpec(app, "v2", canary)})
+	if err != nil || v2.Canary == nil {
+		t.Fatalf("deploy v2: %v, canary %+v", err, v2)
+	}
+	preview := v2.Canary.Previews["web"]
+	if counts := tally(t, preview, 30); counts["v2"] != 30 {
+		t.Errorf("preview answered %v, want v2 alone", counts)
+	}
+	counts := tally(t, url, 300)
+	share := float64(counts["v2"]) / 3
+	t.Logf("canary share over 300 requests at traffic = 30: %.1f%% (%v)", share, counts)
+	if counts["v1"]+counts["v2"] != 300 || share < 23 || share > 37 {
+		t.Errorf("canary took %.1f%% of 300 requests (%v), want 30%% give or take 7", share, counts)
+	}
+	if _, err := client.Promote(ctx, app, api.ChangeBody{Workspace: "e2e"}); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	onlyBody(t, url, "v2")
 }
