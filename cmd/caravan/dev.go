@@ -369,5 +369,9 @@ func devStatus(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "caravan server's tokens (of deploy/acl's policies): %s, %s\n", cl.TokenFile("nomad", "caravan-server"), cl.TokenFile("consul", "caravan-server"))
 	}
 	fmt.Fprintf(c.App.Writer, "HTTPS on %s for *.%s; Pebble's root: %s\n", stack.HTTPSAddr(), stack.Domain, stack.PebbleRootPath())
+	if p := stack.Proc("caravan-proxy-0"); p != nil && stack.Ports.TraefikProxyAdmin != 0 {
+		fmt.Fprintf(c.App.Writer, "The caravan proxy inside Traefik: admin (load, drains, /metrics) on 127.0.0.1:%d; routes use it with caravan server --proxy-plugin %s (caravan dev up --proxy-in-traefik)\n",
+			stack.Ports.TraefikProxyAdmin, intraefik.Name)
+	}
 	return nil
 }
