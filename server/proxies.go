@@ -81,8 +81,10 @@ func (s *Server) publishProxies(root string) {
 			switch {
 			case n == 0 && inTraefik != 0:
 				s.log.Warn("no caravan proxy inside Traefik passes its check in Consul: the routes of autoscaled functions (--proxy-plugin) fail until one does (caravan's Traefik build, with CARAVAN_PROXY_ADMIN_LISTEN)")
-			case n > 0 && inTraefik <= 0:
-				s.log.Info("caravan proxies inside Traefik", "passing", n)
+			case n > 1 && inTraefik != n:
+				s.log.Warn("several caravan proxies inside Traefik pass: each holds a container to max_inputs by its own count, so together they may give it more (run one Traefik in front of autoscaled functions, or the standalone proxies)", "passing", n)
+			case n == 1 && inTraefik != 1:
+				s.log.Info("a caravan proxy inside Traefik passes its check", "passing", n)
 			}
 			inTraefik = n
 		}
