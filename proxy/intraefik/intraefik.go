@@ -81,15 +81,20 @@ type Embedded struct {
 	Proxy      *proxy.Proxy
 	admin      *http.Server
 	ln         net.Listener
+	log        hclog.Logger
+	stop       context.CancelFunc // ends the registration's attempts
+	registered chan struct{}
+
+	mu         sync.Mutex
 	deregister func() error
 	deregOnce  sync.Once
 	deregErr   error
-	log        hclog.Logger
 }
 
 // Start starts the proxy of cfg: its admin listener and, with
-// cfg.Register, its Consul registration (kept until Close).
-func Start(ctx context.Context, cfg Config, cc *consul.Client, logOut io.Writer) (*Embedded, error) {
+// cfg.Register, its Consul registration (made in the background, kept
+// until Deregister or Close). Only a listener that cannot listen fails it.
+func Start(cfg Config, cc *consul.Client, logOut io.Writer) (*Embedded, error) {
 	log := hclog.New(&hclog.LoggerOptions{Name: "caravan-proxy", Level: hclog.LevelFromString(cfg.LogLevel), Output: logOut})
 	p := proxy.New(proxy.Config{Discovery: &proxy.Consul{Client: cc}, Domain: cfg.Domain, Logger: log})
 	ln, err := net.Listen("tcp", cfg.AdminListen)
@@ -97,21 +102,57 @@ func Start(ctx context.Context, cfg Config, cc *consul.Client, logOut io.Writer)
 		p.Close()
 		return nil, fmt.Errorf("caravan proxy in Traefik: %s=%s: %w", EnvAdminListen, cfg.AdminListen, err)
 	}
-	e := &Embedded{Proxy: p, ln: ln, log: log,
+	ctx, stop := context.WithCancel(context.Background())
+	e := &Embedded{Proxy: p, ln: ln, log: log, stop: stop,
 		admin: &http.Server{Handler: p.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
 		if err := e.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener failed", "error", err)
 		}
 	}()
+	log.Info("serving inside Traefik", "admin", e.AdminAddr())
 	if cfg.Register {
-		if e.deregister, err = proxy.RegisterInTraefik(ctx, cc, e.AdminAddr()); err != nil {
-			return nil, errors.Join(err, e.Close(context.Background()))
-		}
+		// Registered in the background, again until Consul takes it: a
+		// Consul agent not up yet delays the autoscaler's view of this
+		// proxy, not Traefik's start (nor the requests it proxies).
+		e.registered = make(chan struct{})
+		go e.register(ctx, cc)
 	}
-	log.Info("serving inside Traefik", "admin", e.AdminAddr(), "registered", cfg.Register)
 	return e, nil
 }
+
+// registerRetry is how long register waits between attempts.
+const registerRetry = time.Second
+
+// register registers the proxy in Consul, trying again every
+// registerRetry until it succeeds or ctx ends, and closes e.registered.
+func (e *Embedded) register(ctx context.Context, cc *consul.Client) {
+	for attempt := 1; ; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		dereg, err := proxy.RegisterInTraefik(rctx, cc, e.AdminAddr())
+		cancel()
+		if err == nil {
+			e.mu.Lock()
+			e.deregister = dereg
+			e.mu.Unlock()
+			close(e.registered)
+			e.log.Info("registered in Consul", "service", proxy.ServiceName, "attempts", attempt)
+			return
+		}
+		if attempt == 1 || attempt%30 == 0 {
+			e.log.Warn("registering in Consul; trying again", "error", err, "attempts", attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(registerRetry):
+		}
+	}
+}
+
+// Registered is closed once the proxy is registered in Consul (nil when
+// it does not register itself).
+func (e *Embedded) Registered() <-chan struct{} { return e.registered }
 
 // AdminAddr is the admin listener's address.
 func (e *Embedded) AdminAddr() string { return e.ln.Addr().String() }
@@ -120,12 +161,17 @@ func (e *Embedded) AdminAddr() string { return e.ln.Addr().String() }
 // proxy (Traefik's next handler, the route's service, is never called).
 func (e *Embedded) Handler() http.Handler { return e.Proxy }
 
-// Deregister takes the proxy out of Consul (once): Traefik calls it when
-// told to stop, while it still serves the requests it holds.
+// Deregister takes the proxy out of Consul (once) and stops registering
+// it: Traefik calls it when told to stop, while it still serves the
+// requests it holds.
 func (e *Embedded) Deregister() error {
 	e.deregOnce.Do(func() {
-		if e.deregister != nil {
-			e.deregErr = e.deregister()
+		e.stop()
+		e.mu.Lock()
+		dereg := e.deregister
+		e.mu.Unlock()
+		if dereg != nil {
+			e.deregErr = dereg()
 		}
 	})
 	return e.deregErr
@@ -158,15 +204,13 @@ func FromEnv(getenv func(string) string, logOut io.Writer) *Plugin {
 	return NewPlugin(func() (*Embedded, error) {
 		cfg, ok := ConfigFromEnv(getenv)
 		if !ok {
-			return nil, fmt.Errorf("caravan proxy in Traefik is not configured: set %s in Traefik's environment (the proxy's admin address, such as 127.0.0.1:7482)", EnvAdminListen)
+			return nil, fmt.Errorf("caravan proxy in Traefik is not configured: set %s in Traefik's environment (the proxy's admin address, such as 127.0.0.1:7484)", EnvAdminListen)
 		}
 		cc, err := consul.NewClient(consul.DefaultConfig())
 		if err != nil {
 			return nil, fmt.Errorf("caravan proxy in Traefik: consul: %w", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return Start(ctx, cfg, cc, logOut)
+		return Start(cfg, cc, logOut)
 	})
 }
 

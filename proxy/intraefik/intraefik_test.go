@@ -2,11 +2,14 @@ package intraefik_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caravanhq/caravan/proxy"
 	"github.com/caravanhq/caravan/proxy/intraefik"
@@ -59,7 +62,7 @@ func TestPluginStartsTheProxyOnce(t *testing.T) {
 	starts := 0
 	p := intraefik.NewPlugin(func() (*intraefik.Embedded, error) {
 		starts++
-		return intraefik.Start(context.Background(), intraefik.Config{AdminListen: "127.0.0.1:0", Domain: "caravan.localhost"}, cc, io.Discard)
+		return intraefik.Start(intraefik.Config{AdminListen: "127.0.0.1:0", Domain: "caravan.localhost"}, cc, io.Discard)
 	})
 	h1, err := p.Handler(nil)
 	if err != nil {
@@ -94,11 +97,73 @@ func TestPluginStartsTheProxyOnce(t *testing.T) {
 
 // TestStartFailsOnATakenAddress: an admin address in use is an error that
 // names the setting.
+// TestRegistersOnceConsulAnswers: a Consul that refuses at first does not
+// fail the start; the proxy registers (with its admin address and
+// MetaInTraefik) once Consul answers, and Deregister takes it out.
+func TestRegistersOnceConsulAnswers(t *testing.T) {
+	var mu sync.Mutex
+	up := false
+	var regs []consul.AgentServiceRegistration
+	deregs := 0
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case !up:
+			http.Error(w, "Consul is starting", http.StatusInternalServerError)
+		case r.URL.Path == "/v1/agent/service/register":
+			var reg consul.AgentServiceRegistration
+			json.NewDecoder(r.Body).Decode(&reg)
+			regs = append(regs, reg)
+		case strings.HasPrefix(r.URL.Path, "/v1/agent/service/deregister/"):
+			deregs++
+		}
+	}))
+	defer fake.Close()
+	cc, err := consul.NewClient(&consul.Config{Address: strings.TrimPrefix(fake.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := intraefik.Start(intraefik.Config{AdminListen: "127.0.0.1:0", Register: true}, cc, io.Discard)
+	if err != nil {
+		t.Fatalf("Start with Consul refusing: %v", err)
+	}
+	defer e.Close(context.Background())
+	select {
+	case <-e.Registered():
+		t.Fatal("registered while Consul refused")
+	case <-time.After(100 * time.Millisecond):
+	}
+	mu.Lock()
+	up = true
+	mu.Unlock()
+	select {
+	case <-e.Registered():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not registered 10 s after Consul answered")
+	}
+	mu.Lock()
+	reg := regs[len(regs)-1]
+	mu.Unlock()
+	if reg.Name != proxy.ServiceName || reg.Meta[proxy.MetaInTraefik] != "true" || reg.Meta[proxy.MetaAdmin] != "http://"+e.AdminAddr() {
+		t.Errorf("registration %+v: want %s with its admin address and %s", reg, proxy.ServiceName, proxy.MetaInTraefik)
+	}
+	if err := e.Deregister(); err != nil {
+		t.Fatal(err)
+	}
+	e.Deregister()
+	mu.Lock()
+	defer mu.Unlock()
+	if deregs != 1 {
+		t.Errorf("%d deregistrations, want 1", deregs)
+	}
+}
+
 func TestStartFailsOnATakenAddress(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
 	cc, _ := consul.NewClient(&consul.Config{Address: "127.0.0.1:1"})
-	_, err := intraefik.Start(context.Background(), intraefik.Config{AdminListen: strings.TrimPrefix(srv.URL, "http://")}, cc, io.Discard)
+	_, err := intraefik.Start(intraefik.Config{AdminListen: strings.TrimPrefix(srv.URL, "http://")}, cc, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), intraefik.EnvAdminListen) {
 		t.Errorf("Start on a taken address: %v", err)
 	}
