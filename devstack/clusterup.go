@@ -112,6 +112,7 @@ func (s *Stack) upCluster(ctx context.Context, out io.Writer, bins map[string]st
 		if err != nil {
 			return err
 		}
+		defer nc.Close()
 		if !bootstrapped {
 			if leader, err := nc.Status().Leader(); err != nil || leader == "" {
 				return fmt.Errorf("no Nomad leader yet (%v)", err)
@@ -127,6 +128,7 @@ func (s *Stack) upCluster(ctx context.Context, out io.Writer, bins map[string]st
 			if err != nil {
 				return err
 			}
+			defer nc.Close()
 			peers, err := nc.Status().Peers()
 			if err != nil {
 				return fmt.Errorf("%s: %w", n.Name, err)
@@ -175,6 +177,10 @@ func (s *Stack) ReadyClients(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Polled: a client per call, whose kept-alive connection would
+	// otherwise stay open, until Nomad's limit of 100 connections from
+	// one address answers 429.
+	defer nc.Close()
 	nodes, _, err := nc.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, err

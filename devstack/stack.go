@@ -496,6 +496,7 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	nodes, _, err := c.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return err
