@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caravanhq/caravan/api"
+	"github.com/caravanhq/caravan/proxy"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -244,6 +245,38 @@ func TestClusterConsulTLSOnly(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s over HTTPS: status %d", n.Name, resp.StatusCode)
+		}
+	}
+}
+
+// TestClusterProxyInTraefik: the cluster's Traefik (caravan's build) runs
+// the proxy inside it with deploy/acl's caravan-proxy Consul token over
+// Consul's TLS: it registers and passes its check, and caravan server
+// leaves it out of the proxies' failover chain.
+func TestClusterProxyInTraefik(t *testing.T) {
+	admin := fmt.Sprintf("http://127.0.0.1:%d", env.stack.Ports.TraefikProxyAdmin)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		entries, _, err := env.consul.Health().Service(proxy.ServiceName, "", true, nil)
+		found := false
+		for _, e := range entries {
+			found = found || (e.Service.Meta[proxy.MetaInTraefik] == "true" && e.Service.Meta[proxy.MetaAdmin] == admin)
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no passing proxy inside Traefik at %s after a minute (%d passing proxies, %v)", admin, len(entries), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pairs, _, err := env.consul.KV().List("traefik/http/services/caravan-prox", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		if strings.Contains(string(p.Value), fmt.Sprintf(":%d", env.stack.Ports.TraefikProxyAdmin)) {
+			t.Errorf("the failover chain lists the proxy inside Traefik: %s = %s", p.Key, p.Value)
 		}
 	}
 }
