@@ -467,3 +467,33 @@ func TestRenderCanaryGolden(t *testing.T) {
 		t.Error("RenderCanary of a function that is not autoscaled did not fail")
 	}
 }
+
+// TestRenderGoldenProxyInTraefik renders examples/autoscale.hcl for the
+// proxy inside Traefik (--proxy-plugin caravan): its routers end in the
+// caravan plugin and name noop@internal, and its job is the same as with
+// the standalone proxies.
+func TestRenderGoldenProxyInTraefik(t *testing.T) {
+	cfg := testConfig
+	cfg.ProxyPlugin = "caravan"
+	app := load(t, "../examples/autoscale.hcl")
+	r, err := jobs.Render(app, cfg)
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	routes, err := jobs.CleanJSON(router.Merge(r.Routes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "autoscale.intraefik.routes.json"), routes)
+	job, err := jobs.JSON(r.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	standalone, err := jobs.JSON(render(t, load(t, "../examples/autoscale.hcl")).Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(job, standalone) {
+		t.Errorf("the job differs with the proxy inside Traefik:\n%s", job)
+	}
+}
