@@ -103,12 +103,7 @@ func TestAutoscaleFromZero(t *testing.T) {
 	})
 
 	// Idle for the window (4 s): back to zero, every container gone.
-	eventually(t, 2*time.Minute, "the function scales to zero", func() error {
-		if d, r := groupCount(t, job); d != 0 || r != 0 {
-			return fmt.Errorf("%d desired, %d running", d, r)
-		}
-		return nil
-	})
+	scalesToZero(t, job)
 	// The route outlives the last container: from zero again.
 	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
 	if err != nil || status != http.StatusOK || body != "done" {
@@ -148,6 +143,18 @@ func TestAutoscaleFromZero(t *testing.T) {
 	if err != nil || status != http.StatusOK || body != "done" {
 		t.Fatalf("after the rollout: %d %q %v, want 200 \"done\"", status, body, err)
 	}
+}
+
+// scalesToZero waits until job's web group runs no container and wants
+// none.
+func scalesToZero(t *testing.T, job string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "the function scales to zero", func() error {
+		if d, r := groupCount(t, job); d != 0 || r != 0 {
+			return fmt.Errorf("%d desired, %d running", d, r)
+		}
+		return nil
+	})
 }
 
 // slowRounds sends rounds rounds of n concurrent /slow?ms=300 requests to

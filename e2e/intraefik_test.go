@@ -147,12 +147,7 @@ func TestProxyInTraefik(t *testing.T) {
 	}
 	wsEcho(t, wres.Functions[0].URL)
 
-	eventually(t, 2*time.Minute, "the function scales to zero", func() error {
-		if d, r := groupCount(t, job); d != 0 || r != 0 {
-			return fmt.Errorf("%d desired, %d running", d, r)
-		}
-		return nil
-	})
+	scalesToZero(t, job)
 	status, body, err = getWithin(t, url+"/slow?ms=0", time.Minute)
 	if err != nil || status != http.StatusOK || body != "done" {
 		t.Fatalf("first request after scaling to zero: %d %q %v, want 200 \"done\"", status, body, err)
