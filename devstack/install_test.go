@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caravanhq/caravan/proxy/intraefik"
 )
 
 // TestCopyTraefikMain copies the pinned Traefik's main beside caravan.go
@@ -91,4 +93,20 @@ func mustAbs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestTraefikProxyEnvNamesTheProxysSettings: the stack configures the
+// proxy inside Traefik by intraefik's own variable names (devstack does
+// not link the proxy, so it spells them).
+func TestTraefikProxyEnvNamesTheProxysSettings(t *testing.T) {
+	s := &Stack{Ports: Ports{TraefikProxyAdmin: 7484, ConsulHTTP: 8500}}
+	env := strings.Join(s.traefikProxyEnv(Options{Caravan: "caravan", Domain: "caravan.localhost"}), " ")
+	for _, want := range []string{intraefik.EnvAdminListen + "=127.0.0.1:7484", intraefik.EnvDomain + "=caravan.localhost", "CONSUL_HTTP_ADDR="} {
+		if !strings.Contains(env, want) {
+			t.Errorf("Traefik's environment %q lacks %s", env, want)
+		}
+	}
+	if env := s.traefikProxyEnv(Options{}); len(env) != 0 {
+		t.Errorf("a stack without caravan's proxies configures one inside Traefik: %v", env)
+	}
 }
