@@ -24,8 +24,8 @@ func routerFlags() []cli.Flag {
 			"propagation plus Traefik's providersThrottleDuration)"},
 		&cli.StringFlag{Name: "proxy-service", Value: d.ProxyService, Usage: "Traefik `SERVICE` of caravan's proxies, where autoscaled web functions are routed " +
 			"(\"\": every function straight to its containers, at a fixed count)"},
-		&cli.StringFlag{Name: "proxy-plugin", Usage: "alias of caravan's proxy plugin in Traefik (caravan's Traefik build runs the proxy inside its own process as plugin \"" +
-			"caravan\"): autoscaled web functions' routers end in it, and --proxy-service is not used"},
+		&cli.StringFlag{Name: "proxy-plugin", Usage: "name of caravan's proxy plugin in Traefik (caravan's Traefik build runs the proxy inside its own process as plugin \"" +
+			"caravan\", or its $CARAVAN_PROXY_PLUGIN_NAME): autoscaled web functions' routers end in it, and --proxy-service is not used"},
 		&cli.StringFlag{Name: "agent-command", Usage: "`PATH` of the caravan (or caravan-agent) binary on the Nomad clients, which the tasks of autoscaled web functions run " +
 			"(the drain supervisor); default: each task fetches caravan server's --agent-binary at its start"},
 		&cli.IntFlag{Name: "https-port", Value: 0, EnvVars: []string{"CARAVAN_HTTPS_PORT"}, Usage: "port in generated URLs (0 or 443: none)"},

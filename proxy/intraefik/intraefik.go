@@ -52,7 +52,19 @@ const (
 	EnvRegister = "CARAVAN_PROXY_REGISTER"
 	// EnvLogLevel is the proxy's log level (default info).
 	EnvLogLevel = "CARAVAN_PROXY_LOG_LEVEL"
+	// EnvPluginName is the plugin's name in Traefik's dynamic
+	// configuration, when not Name (caravan server's --proxy-plugin).
+	EnvPluginName = "CARAVAN_PROXY_PLUGIN_NAME"
 )
+
+// PluginName is the plugin's name in the Traefik whose environment
+// getenv reads: EnvPluginName, else Name.
+func PluginName(getenv func(string) string) string {
+	if n := strings.TrimSpace(getenv(EnvPluginName)); n != "" {
+		return n
+	}
+	return Name
+}
 
 // Config is the proxy's configuration, read from the environment.
 type Config struct {

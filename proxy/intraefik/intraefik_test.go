@@ -42,6 +42,15 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 }
 
+func TestPluginName(t *testing.T) {
+	if n := intraefik.PluginName(env(nil)); n != intraefik.Name {
+		t.Errorf("PluginName unset = %q, want %q", n, intraefik.Name)
+	}
+	if n := intraefik.PluginName(env(map[string]string{intraefik.EnvPluginName: " caravan-proxy "})); n != "caravan-proxy" {
+		t.Errorf("PluginName = %q, want caravan-proxy", n)
+	}
+}
+
 // TestPluginUnconfigured: a route that uses the plugin in a Traefik whose
 // environment configures no proxy fails to build, saying what to set.
 func TestPluginUnconfigured(t *testing.T) {

@@ -24,12 +24,13 @@ import (
 type caravanBuilder struct {
 	traefik *plugins.Builder
 	caravan *intraefik.Plugin
+	name    string // the caravan plugin's name (intraefik.PluginName)
 }
 
 // caravanPlugins wraps createPluginBuilder's result. When the environment
 // configures caravan's proxy, it starts now, with Traefik.
 func caravanPlugins(b *plugins.Builder, err error) (*caravanBuilder, error) {
-	cb := &caravanBuilder{traefik: b, caravan: intraefik.FromEnv(os.Getenv, os.Stderr)}
+	cb := &caravanBuilder{traefik: b, caravan: intraefik.FromEnv(os.Getenv, os.Stderr), name: intraefik.PluginName(os.Getenv)}
 	if _, ok := intraefik.ConfigFromEnv(os.Getenv); ok {
 		e, serr := cb.caravan.Started()
 		if serr != nil {
@@ -52,7 +53,7 @@ func caravanPlugins(b *plugins.Builder, err error) (*caravanBuilder, error) {
 
 // Build builds a middleware plugin: caravan's proxy, or one of Traefik's.
 func (b *caravanBuilder) Build(name string, config map[string]any, middlewareName string) (plugins.Constructor, error) {
-	if name == intraefik.Name {
+	if name == b.name {
 		h, err := b.caravan.Handler(config)
 		if err != nil {
 			return nil, err
