@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -110,8 +111,25 @@ func TestProxyServices(t *testing.T) {
 	if f := s[router.ProxiesName].Failover; f == nil || f.Service != "caravan-proxy-0" || f.Fallback != "caravan-proxies-1" || f.HealthCheck != nil {
 		t.Errorf("head of the chain: %+v", s[router.ProxiesName].Failover)
 	}
-	if f := s["caravan-proxies-1"].Failover; f == nil || f.Service != "caravan-proxy-1" || f.Fallback != "caravan-proxy-2" || f.HealthCheck == nil {
+	if f := s["caravan-proxies-1"].Failover; f == nil || f.Service != "caravan-proxy-1" || f.Fallback != "caravan-proxy-2" || f.HealthCheck != nil {
 		t.Errorf("second link: %+v", s["caravan-proxies-1"].Failover)
+	}
+	// Traefik's KV provider reads every chain, of any length (an empty
+	// section such as a failover's healthCheck would fail the whole KV
+	// configuration).
+	for n := 1; n <= 4; n++ {
+		var ps []router.ProxyServer
+		for i := range n {
+			ps = append(ps, router.ProxyServer{URL: fmt.Sprintf("http://10.0.0.%d:7480", i+1), HealthPort: 7481})
+		}
+		pairs, err := router.KV("traefik", router.ProxyServices(ps))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := decodeKV(t, pairs)
+		if len(got.HTTP.Services) == 0 || got.HTTP.Services[router.ProxiesName] == nil {
+			t.Errorf("%d proxies: Traefik's KV decoder reads no %s: %v", n, router.ProxiesName, got.HTTP.Services)
+		}
 	}
 	lb := s["caravan-proxy-2"].LoadBalancer
 	if lb == nil || lb.Servers[0].URL != "http://c:1" || lb.HealthCheck.Port != 2 || lb.HealthCheck.Path != "/healthz" {

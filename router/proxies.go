@@ -99,18 +99,20 @@ func ProxyServices(proxies []ProxyServer) *dynamic.Configuration {
 		services[ProxiesName] = &dynamic.Service{Weighted: &dynamic.WeightedRoundRobin{Services: []dynamic.WRRService{{Name: one(0), Weight: &w}}}}
 	default:
 		// chain(i) tries proxy i, then chain(i+1); the last link tries
-		// the last two.
+		// the last two. A link needs only its own proxy's health (its
+		// load balancer's check): a fallback is used when the proxy
+		// before it is down, whatever its own state, so no link reports
+		// its health to the one before. Nor could it through Traefik's KV
+		// provider: Failover.HealthCheck is an empty section, which its
+		// decoder refuses ("healthCheck cannot be a standalone element"),
+		// and then the whole of Traefik's KV configuration, every proxied
+		// route and split with it, stays as it was until the key goes.
 		for i := 0; i < n-1; i++ {
 			next := chain(i + 1)
 			if i == n-2 {
 				next = one(n - 1)
 			}
-			f := &dynamic.Failover{Service: one(i), Fallback: next}
-			if i > 0 {
-				// A link reports its health to the one before it.
-				f.HealthCheck = &dynamic.HealthCheck{}
-			}
-			services[chain(i)] = &dynamic.Service{Failover: f}
+			services[chain(i)] = &dynamic.Service{Failover: &dynamic.Failover{Service: one(i), Fallback: next}}
 		}
 	}
 	return &dynamic.Configuration{HTTP: &dynamic.HTTPConfiguration{Services: services}}
