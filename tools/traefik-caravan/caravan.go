@@ -1,8 +1,9 @@
 // caravan's Traefik build: Traefik's own main (cmd/traefik of the pinned
 // module, copied here by caravan dev install: see devstack.TraefikCaravan)
 // with one change, its plugin builder wrapped by caravanPlugins, so that
-// the middleware plugin intraefik.Name is caravan's proxy, compiled in,
-// in Traefik's process. Every other plugin is Traefik's as before.
+// the middleware plugin intraefik.Name ("caravan", or the name
+// CARAVAN_PROXY_PLUGIN_NAME gives) is caravan's proxy, compiled in, in
+// Traefik's process. Every other plugin is Traefik's as before.
 package main
 
 import (
